@@ -1,0 +1,86 @@
+"""Error types shared by the runner: recipe errors, op errors, resume refusals."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+def closest(name: str, valid: Iterable[str]) -> str | None:
+    """Return the valid name closest to ``name``, or None when nothing is close."""
+    matches = difflib.get_close_matches(name, list(valid), n=1, cutoff=0.5)
+    return matches[0] if matches else None
+
+
+class RunnerError(Exception):
+    """Base class of every error the runner reports to a user."""
+
+
+class RecipeError(RunnerError):
+    """A recipe is invalid. The message names the key, the value and what would be valid."""
+
+    def __init__(self, key: str, value: object, expected: str, suggestion: str | None = None):
+        self.key = key
+        self.value = value
+        self.expected = expected
+        self.suggestion = suggestion
+        msg = f"recipe key '{key}': got {value!r}; expected {expected}"
+        if suggestion:
+            msg += f" (did you mean '{suggestion}'?)"
+        super().__init__(msg)
+
+
+class OpError(RunnerError):
+    """An op failed on a sample. Names the op, the partition and the sample."""
+
+    def __init__(
+        self,
+        op_name: str,
+        op_idx: int,
+        partition_id: int,
+        sample_index: int | None,
+        sample_preview: str | None,
+        cause: BaseException,
+    ):
+        self.op_name = op_name
+        self.op_idx = op_idx
+        self.partition_id = partition_id
+        self.sample_index = sample_index
+        self.sample_preview = sample_preview
+        self.cause_type = type(cause).__name__
+        where = f"op '{op_name}' (#{op_idx}) failed in partition {partition_id}"
+        if sample_index is not None:
+            where += f" on sample {sample_index}"
+            if sample_preview is not None:
+                where += f" ({sample_preview!r})"
+        super().__init__(f"{where}: {self.cause_type}: {cause}")
+
+    def __reduce__(self):  # keep picklable across Ray processes
+        return (
+            _rebuild_op_error,
+            (
+                self.op_name,
+                self.op_idx,
+                self.partition_id,
+                self.sample_index,
+                self.sample_preview,
+                self.cause_type,
+                str(self),
+            ),
+        )
+
+
+def _rebuild_op_error(op_name, op_idx, partition_id, sample_index, preview, cause_type, msg):
+    err = OpError.__new__(OpError)
+    err.op_name, err.op_idx, err.partition_id = op_name, op_idx, partition_id
+    err.sample_index, err.sample_preview, err.cause_type = sample_index, preview, cause_type
+    Exception.__init__(err, msg)
+    return err
+
+
+class MalformedRecordError(RunnerError):
+    """An input record cannot be parsed and the recipe makes malformed records fatal."""
+
+
+class ResumeRefused(RunnerError):
+    """The work dir belongs to a different recipe or dataset; resuming would mix results."""

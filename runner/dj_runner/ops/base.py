@@ -1,0 +1,89 @@
+"""Op base classes: Mapper, Filter and Deduplicator, and their parameter validation.
+
+An op is a frozen dataclass. Its fields are the op's parameters, with Data-Juicer's names
+and defaults; the recipe loader validates names and types from the fields, and each op
+checks its own ranges in ``__post_init__`` by raising ``ValueError``.
+
+Ops work on whole Arrow arrays (one batch of the text column), never on single rows, so
+that they can be vectorised with ``pyarrow.compute``.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import ClassVar
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+STATS_COLUMN = "__dj__stats__"
+HASH_COLUMN = "__dj__hash"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Op:
+    """Base of every op. ``name`` is the registry name used in recipes."""
+
+    name: ClassVar[str] = ""
+    #: True when the op must see every partition before deciding (a barrier).
+    is_global: ClassVar[bool] = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class Mapper(Op):
+    """Rewrites the text column."""
+
+    def process(self, texts: pa.Array) -> pa.Array:
+        """Return the new text array, same length as ``texts``; nulls stay null."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True, kw_only=True)
+class Filter(Op):
+    """Computes stats per sample and keeps the samples whose stats are in range."""
+
+    #: The stats keys this filter writes under ``__dj__stats__``, with their Arrow types.
+    stats_types: ClassVar[dict[str, pa.DataType]] = {}
+
+    min_closed_interval: bool = True
+    max_closed_interval: bool = True
+    reversed_range: bool = False
+
+    def compute_stats(self, texts: pa.Array) -> dict[str, pa.Array]:
+        """Return one array per stats key, each the same length as ``texts``."""
+        raise NotImplementedError
+
+    def keep(self, stats: dict[str, pa.Array]) -> pa.Array:
+        """Return a boolean array: True where the sample is kept."""
+        raise NotImplementedError
+
+    def in_range(self, values: pa.Array, lo: float | None, hi: float | None) -> pa.Array:
+        """Data-Juicer's ``get_keep_boolean``: honours closed intervals and reversed_range.
+
+        A null value is never kept.
+        """
+        mask = pa.array([True] * len(values), type=pa.bool_())
+        if lo is not None:
+            cmp = pc.greater_equal if self.min_closed_interval else pc.greater
+            mask = pc.and_(mask, cmp(values, lo))
+        if hi is not None:
+            cmp = pc.less_equal if self.max_closed_interval else pc.less
+            mask = pc.and_(mask, cmp(values, hi))
+        if self.reversed_range:
+            mask = pc.invert(mask)
+        return pc.fill_null(mask, False)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Deduplicator(Op):
+    """Hashes each sample; the executor keeps the first sample of each hash, globally."""
+
+    is_global: ClassVar[bool] = True
+
+    def compute_hash(self, texts: pa.Array) -> pa.Array:
+        """Return a string array of hashes, same length as ``texts``."""
+        raise NotImplementedError
+
+
+MAXSIZE = sys.maxsize

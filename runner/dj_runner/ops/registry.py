@@ -1,0 +1,49 @@
+"""The op registry: one op per module in this package, registered by name."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable
+
+from dj_runner.ops.base import Op
+
+_OPS: dict[str, type[Op]] = {}
+_LOADED = False
+
+
+def register(name: str) -> Callable[[type[Op]], type[Op]]:
+    """Class decorator: register an op class under ``name``."""
+
+    def wrap(cls: type[Op]) -> type[Op]:
+        if name in _OPS and _OPS[name] is not cls:
+            raise ValueError(f"op '{name}' is registered twice")
+        cls.name = name
+        _OPS[name] = cls
+        return cls
+
+    return wrap
+
+
+def _load_all() -> None:
+    global _LOADED
+    if _LOADED:
+        return
+    import dj_runner.ops as pkg
+
+    for mod in pkgutil.iter_modules(pkg.__path__):
+        if mod.name not in {"base", "registry", "textutil"}:
+            importlib.import_module(f"dj_runner.ops.{mod.name}")
+    _LOADED = True
+
+
+def all_ops() -> dict[str, type[Op]]:
+    """Every registered op, by name."""
+    _load_all()
+    return dict(_OPS)
+
+
+def get_op(name: str) -> type[Op]:
+    """The op class registered as ``name``; KeyError when there is none."""
+    _load_all()
+    return _OPS[name]

@@ -1,0 +1,36 @@
+"""text_length_filter: keep samples whose character count is within [min_len, max_len]."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from dj_runner.ops.base import MAXSIZE, Filter
+from dj_runner.ops.registry import register
+
+
+@register("text_length_filter")
+@dataclass(frozen=True, kw_only=True)
+class TextLengthFilter(Filter):
+    """Stats key ``text_len``: the number of Unicode code points (Python ``len``)."""
+
+    stats_types: ClassVar[dict[str, pa.DataType]] = {"text_len": pa.int64()}
+
+    min_len: int = 10
+    max_len: int = MAXSIZE
+
+    def __post_init__(self) -> None:
+        if self.min_len < 0:
+            raise ValueError(f"min_len must be >= 0, got {self.min_len}")
+        if self.max_len < self.min_len:
+            raise ValueError(f"max_len ({self.max_len}) must be >= min_len ({self.min_len})")
+
+    def compute_stats(self, texts: pa.Array) -> dict[str, pa.Array]:
+        lengths = pc.utf8_length(pc.fill_null(texts, ""))
+        return {"text_len": pc.cast(lengths, pa.int64())}
+
+    def keep(self, stats: dict[str, pa.Array]) -> pa.Array:
+        return self.in_range(stats["text_len"], self.min_len, self.max_len)
