@@ -15,7 +15,7 @@ install: $(BIN)/dj-runner
 
 demo: install
 	rm -rf out/demo
-	$(BIN)/dj-runner run examples/recipe.yaml --work-dir out/demo
+	$(BIN)/dj-runner run examples/recipe.yaml --work-dir out/demo/work
 
 lint: install
 	$(BIN)/ruff check .

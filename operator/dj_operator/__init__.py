@@ -1,0 +1,1 @@
+"""dj_operator: the kopf operator that runs DataJuicerJob resources (in development)."""

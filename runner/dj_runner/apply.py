@@ -1,0 +1,113 @@
+"""Applying one op to a partition's Arrow table: mappers, filters with stats, hashing.
+
+Pure functions of (op, table). Filters write Data-Juicer-compatible stats into the
+``__dj__stats__`` struct column and drop the rows out of range. When an op raises, the
+batch is replayed one sample at a time to name the sample that fails.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from dj_runner.ops.base import HASH_COLUMN, STATS_COLUMN, Deduplicator, Filter, Mapper, Op
+
+
+class SampleError(Exception):
+    """An op failed; ``index`` is the first failing sample within the table, if found."""
+
+    def __init__(self, index: int | None, preview: str | None, cause: BaseException):
+        super().__init__(str(cause))
+        self.index = index
+        self.preview = preview
+        self.cause = cause
+
+
+def _text(table: pa.Table, text_key: str) -> pa.Array:
+    col = table.column(text_key)
+    arr = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+    if pa.types.is_large_string(arr.type):
+        arr = arr.cast(pa.string())
+    return arr
+
+
+def _locate(call, texts: pa.Array, exc: BaseException) -> SampleError:
+    for i in range(len(texts)):
+        try:
+            call(texts.slice(i, 1))
+        except Exception:
+            value = texts[i].as_py()
+            preview = None if value is None else value[:200]
+            return SampleError(i, preview, exc)
+    return SampleError(None, None, exc)
+
+
+def _run(call, texts: pa.Array):
+    try:
+        return call(texts)
+    except Exception as exc:
+        raise _locate(call, texts, exc) from exc
+
+
+def merge_stats(table: pa.Table, new: dict[str, pa.Array]) -> pa.Table:
+    """Add (or overwrite) keys in the ``__dj__stats__`` struct column."""
+    arrays: dict[str, pa.Array] = {}
+    if STATS_COLUMN in table.column_names:
+        old = table.column(STATS_COLUMN).combine_chunks()
+        if isinstance(old, pa.ChunkedArray):
+            old = old.chunk(0) if old.num_chunks else pa.array([], old.type)
+        for i, f in enumerate(old.type):
+            arrays[f.name] = old.field(i)
+    arrays.update(new)
+    struct = pa.StructArray.from_arrays(list(arrays.values()), names=list(arrays))
+    if STATS_COLUMN in table.column_names:
+        idx = table.column_names.index(STATS_COLUMN)
+        return table.set_column(idx, STATS_COLUMN, struct)
+    return table.append_column(STATS_COLUMN, struct)
+
+
+def apply_mapper(op: Mapper, table: pa.Table, text_key: str) -> pa.Table:
+    texts = _text(table, text_key)
+    out = _run(op.process, texts)
+    idx = table.column_names.index(text_key)
+    return table.set_column(idx, pa.field(text_key, pa.string()), out)
+
+
+def apply_filter(op: Filter, table: pa.Table, text_key: str) -> pa.Table:
+    texts = _text(table, text_key)
+    stats = _run(op.compute_stats, texts)
+    stats = {k: pa.array(v, type=op.stats_types.get(k)) if not isinstance(v, pa.Array) else v
+             for k, v in stats.items()}
+    table = merge_stats(table, stats)
+    keep = op.keep(stats)
+    return table.filter(keep)
+
+
+def add_hashes(op: Deduplicator, table: pa.Table, text_key: str) -> pa.Table:
+    hashes = _run(op.compute_hash, _text(table, text_key))
+    if HASH_COLUMN in table.column_names:
+        table = table.drop_columns([HASH_COLUMN])
+    return table.append_column(HASH_COLUMN, hashes)
+
+
+def apply_keep_mask(table: pa.Table, mask: pa.Array) -> pa.Table:
+    """Apply a global op's decision and drop its hash column."""
+    table = table.filter(mask)
+    if HASH_COLUMN in table.column_names:
+        table = table.drop_columns([HASH_COLUMN])
+    return table
+
+
+def apply_local(op: Op, table: pa.Table, text_key: str) -> pa.Table:
+    """Apply a mapper or filter. Global ops go through ``add_hashes``/``apply_keep_mask``."""
+    if len(table) == 0:
+        if isinstance(op, Filter):
+            return merge_stats(
+                table, {k: pa.array([], type=t) for k, t in op.stats_types.items()}
+            )
+        return table
+    if isinstance(op, Mapper):
+        return apply_mapper(op, table, text_key)
+    if isinstance(op, Filter):
+        return apply_filter(op, table, text_key)
+    raise TypeError(f"op {op.name} is not a mapper or filter")

@@ -1,0 +1,260 @@
+"""Checkpoints: atomic, verified, self-describing snapshots of a partition between ops.
+
+A checkpoint is written to a temporary name, fsynced and renamed; only then is a commit
+record (row count, byte size, SHA-256) appended and fsynced to the directory's
+``commits.jsonl``. A file without a commit record does not exist as far as the runner is
+concerned, and a file whose size, checksum or row count disagrees with its record is
+discarded and recomputed. Unless ``preserve_intermediate_data`` is set, committing a
+checkpoint removes the older ones of the same partition.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.ipc as ipc
+import pyarrow.parquet as pq
+
+from dj_runner.atomic import append_record, read_records, write_atomic
+
+COMMITS = "commits.jsonl"
+EXTENSIONS = {"parquet": "parquet", "arrow": "arrow", "jsonl": "jsonl"}
+
+
+@dataclass(frozen=True, order=True)
+class CheckpointKey:
+    """Where a partition stands: ``step`` ops applied; ``hashed`` adds the next op's hashes."""
+
+    step: int
+    hashed: bool = False
+
+    @property
+    def label(self) -> str:
+        return f"op{self.step:03d}" + ("-hash" if self.hashed else "")
+
+
+@dataclass(frozen=True)
+class Commit:
+    key: CheckpointKey
+    file: str
+    rows: int
+    bytes: int
+    sha256: str
+    fmt: str
+    compression: str
+    op_name: str | None
+    schema_b64: str | None
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "step": self.key.step,
+            "hashed": self.key.hashed,
+            "file": self.file,
+            "rows": self.rows,
+            "bytes": self.bytes,
+            "sha256": self.sha256,
+            "format": self.fmt,
+            "compression": self.compression,
+            "op_name": self.op_name,
+            "schema_b64": self.schema_b64,
+            "committed_at": time.time(),
+        }
+
+    @classmethod
+    def from_record(cls, r: dict[str, Any]) -> Commit:
+        return cls(
+            key=CheckpointKey(int(r["step"]), bool(r.get("hashed", False))),
+            file=r["file"],
+            rows=int(r["rows"]),
+            bytes=int(r["bytes"]),
+            sha256=r["sha256"],
+            fmt=r["format"],
+            compression=r["compression"],
+            op_name=r.get("op_name"),
+            schema_b64=r.get("schema_b64"),
+        )
+
+
+class InvalidCheckpoint(Exception):
+    """A committed checkpoint failed verification (missing, torn, truncated or altered)."""
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _schema_b64(schema: pa.Schema) -> str:
+    return base64.b64encode(schema.serialize().to_pybytes()).decode()
+
+
+def _schema_from_b64(text: str) -> pa.Schema:
+    return ipc.read_schema(pa.py_buffer(base64.b64decode(text)))
+
+
+def write_table(path: Path, table: pa.Table, fmt: str, compression: str) -> None:
+    comp = None if compression == "none" else compression
+    if fmt == "parquet":
+        pq.write_table(table, path, compression=comp or "none")
+    elif fmt == "arrow":
+        opts = ipc.IpcWriteOptions(compression=comp)
+        with pa.OSFile(str(path), "wb") as sink, ipc.new_file(sink, table.schema, options=opts) as w:
+            w.write_table(table)
+    elif fmt == "jsonl":
+        import gzip
+
+        opener = gzip.open if comp == "gzip" else open
+        with opener(path, "wb") as fh:
+            for row in table.to_pylist():
+                fh.write((json.dumps(row, ensure_ascii=False, default=str) + "\n").encode())
+    else:
+        raise ValueError(fmt)
+
+
+def read_table(path: Path, fmt: str, compression: str, schema: pa.Schema | None) -> pa.Table:
+    if fmt == "parquet":
+        return pq.read_table(path)
+    if fmt == "arrow":
+        with pa.memory_map(str(path)) as src:
+            return ipc.open_file(src).read_all()
+    import gzip
+
+    opener = gzip.open if compression == "gzip" else open
+    with opener(path, "rb") as fh:
+        rows = [json.loads(line) for line in fh if line.strip()]
+    return pa.Table.from_pylist(rows, schema=schema)
+
+
+class CheckpointDir:
+    """The checkpoints of one partition (or of one global op), in one directory."""
+
+    def __init__(self, directory: Path, fmt: str, compression: str, preserve: bool = False):
+        self.dir = Path(directory)
+        self.fmt = fmt
+        self.compression = compression
+        self.preserve = preserve
+
+    @property
+    def commits_path(self) -> Path:
+        return self.dir / COMMITS
+
+    def commits(self) -> list[Commit]:
+        """Every commit record, oldest first."""
+        return [Commit.from_record(r) for r in read_records(self.commits_path)]
+
+    def newest_key(self) -> CheckpointKey | None:
+        """The newest committed key, without verifying its file."""
+        commits = self.commits()
+        return max((c.key for c in commits), default=None)
+
+    def clean_temporaries(self) -> None:
+        """Remove files left half-written by a crash."""
+        if self.dir.exists():
+            for p in self.dir.glob(".*.tmp-*"):
+                p.unlink(missing_ok=True)
+
+    def save(self, key: CheckpointKey, table: pa.Table, op_name: str | None) -> Commit:
+        """Write, fsync, rename, then commit; finally prune older checkpoints."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        name = f"{key.label}.{EXTENSIONS[self.fmt]}"
+        path = self.dir / name
+        write_atomic(path, lambda tmp: write_table(tmp, table, self.fmt, self.compression))
+        commit = Commit(
+            key=key,
+            file=name,
+            rows=table.num_rows,
+            bytes=path.stat().st_size,
+            sha256=sha256_file(path),
+            fmt=self.fmt,
+            compression=self.compression,
+            op_name=op_name,
+            schema_b64=_schema_b64(table.schema) if self.fmt == "jsonl" else None,
+        )
+        append_record(self.commits_path, commit.to_record())
+        if not self.preserve:
+            self.prune(keep=key)
+        return commit
+
+    def prune(self, keep: CheckpointKey) -> None:
+        """Delete the files of every checkpoint older than ``keep``."""
+        for c in self.commits():
+            if c.key < keep:
+                (self.dir / c.file).unlink(missing_ok=True)
+
+    def verify(self, commit: Commit) -> Path:
+        """Check a committed file against its record; raise InvalidCheckpoint if it differs."""
+        path = self.dir / commit.file
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError as exc:
+            raise InvalidCheckpoint(f"{commit.file}: missing") from exc
+        if size != commit.bytes:
+            raise InvalidCheckpoint(f"{commit.file}: {size} bytes, commit says {commit.bytes}")
+        digest = sha256_file(path)
+        if digest != commit.sha256:
+            raise InvalidCheckpoint(f"{commit.file}: checksum {digest[:12]} != {commit.sha256[:12]}")
+        return path
+
+    def load(self, commit: Commit) -> pa.Table:
+        """Verify and read a committed checkpoint."""
+        path = self.verify(commit)
+        schema = _schema_from_b64(commit.schema_b64) if commit.schema_b64 else None
+        try:
+            table = read_table(path, commit.fmt, commit.compression, schema)
+        except (pa.ArrowException, OSError, ValueError) as exc:
+            raise InvalidCheckpoint(f"{commit.file}: unreadable ({exc})") from exc
+        if table.num_rows != commit.rows:
+            raise InvalidCheckpoint(f"{commit.file}: {table.num_rows} rows, commit says {commit.rows}")
+        return table
+
+    def newest_valid(
+        self, at_most: CheckpointKey | None = None, on_invalid: Any = None
+    ) -> tuple[Commit, pa.Table] | None:
+        """The newest checkpoint (not beyond ``at_most``) that verifies, with its table.
+
+        Invalid ones are deleted and reported through ``on_invalid(commit, reason)``.
+        """
+        seen: set[CheckpointKey] = set()
+        # Records are appended in time order; for one key only the newest record counts.
+        newest_first = sorted(reversed(self.commits()), key=lambda c: c.key, reverse=True)
+        for commit in newest_first:
+            if commit.key in seen or (at_most is not None and commit.key > at_most):
+                continue
+            seen.add(commit.key)
+            try:
+                return commit, self.load(commit)
+            except InvalidCheckpoint as exc:
+                if on_invalid is not None:
+                    on_invalid(commit, str(exc))
+                (self.dir / commit.file).unlink(missing_ok=True)
+        return None
+
+    def latest_commit(self, key: CheckpointKey) -> Commit | None:
+        """The newest commit record for exactly ``key``."""
+        found = None
+        for c in self.commits():
+            if c.key == key:
+                found = c
+        return found
+
+
+def dir_size(path: Path) -> int:
+    total = 0
+    for root, _, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.path.getsize(os.path.join(root, f))
+            except OSError:
+                pass
+    return total

@@ -1,0 +1,264 @@
+"""One partition's work: read or resume, run ops to a target, checkpoint, report events.
+
+This is the body of a Ray task; it is a plain function so it can also run in-process.
+It resumes from the partition's newest valid checkpoint at or before the target, reads
+the source otherwise (verifying the content hash the plan recorded), applies ops in
+order, applies committed global-op decisions, and checkpoints by the recipe's strategy.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from dj_runner.apply import SampleError, add_hashes, apply_keep_mask, apply_local
+from dj_runner.atomic import write_atomic
+from dj_runner.checkpoint import CheckpointDir, CheckpointKey
+from dj_runner.errors import MalformedRecordError, OpError, RunnerError
+from dj_runner.events import EventLogger
+from dj_runner.planner import PartitionPlan, columnar_hash, combine_digests
+from dj_runner.recipe import Recipe
+from dj_runner.sources import (
+    LINE_FORMATS,
+    Malformed,
+    SourceFile,
+    ensure_text_columns,
+    parse_lines,
+    read_line_range,
+    read_rows,
+    records_to_table,
+)
+from dj_runner.workdir import WorkDir
+
+
+class SourceChanged(RunnerError):
+    """The input no longer matches the plan; resuming would mix different data."""
+
+
+@dataclass
+class OpStat:
+    op_idx: int
+    op_name: str
+    rows_in: int
+    rows_out: int
+    duration: float
+
+
+@dataclass
+class PartitionResult:
+    pid: int
+    final_key: CheckpointKey
+    rows_in: int
+    rows_out: int
+    rejected: int
+    resumed_from: str | None
+    op_stats: list[OpStat] = field(default_factory=list)
+
+
+def checkpoint_wanted(recipe: Recipe, step: int) -> bool:
+    """Whether the strategy checkpoints after ``step`` ops (the final step is always kept)."""
+    ck = recipe.checkpoint
+    if step == len(recipe.process):
+        return True
+    if ck.strategy == "every_op":
+        return True
+    if ck.strategy == "every_n_ops":
+        return step % ck.n_ops == 0
+    if ck.strategy == "manual":
+        return recipe.process[step - 1].name in ck.op_names
+    return False
+
+
+def read_source(
+    part: PartitionPlan, sources: tuple[SourceFile, ...], recipe: Recipe
+) -> tuple[pa.Table, list[Malformed]]:
+    """Read a partition from its source ranges; verify its content hash."""
+    tables: list[pa.Table] = []
+    bad: list[Malformed] = []
+    digests = []
+    for r in part.ranges:
+        src = sources[r.file]
+        if src.fmt in LINE_FORMATS:
+            lines = list(read_line_range(src, r.start, r.stop, r.first_line))
+            h = __import__("hashlib").blake2b(digest_size=16)
+            for _, line in lines:
+                h.update(line)
+            digests.append(h.hexdigest())
+            records, malformed = parse_lines(lines, src.path, recipe.text_keys)
+            bad.extend(malformed)
+            tables.append(records_to_table(records, recipe.text_keys))
+        else:
+            t = read_rows(src, r.start, r.stop)
+            digests.append(columnar_hash(t))
+            tables.append(ensure_text_columns(t, recipe.text_keys))
+    if combine_digests(digests) != part.content_hash:
+        raise SourceChanged(
+            f"partition {part.pid}: the input differs from when the plan was made "
+            f"(content hash {combine_digests(digests)[:12]} != {part.content_hash[:12]}); "
+            "restore the input or start over with --restart"
+        )
+    if len(tables) == 1:
+        return tables[0], bad
+    return pa.concat_tables(tables, promote_options="permissive"), bad
+
+
+def write_rejects(path: Path, bad: list[Malformed]) -> None:
+    if not bad:
+        path.unlink(missing_ok=True)
+        return
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w") as fh:
+            for m in bad:
+                fh.write(json.dumps(m.__dict__, ensure_ascii=False) + "\n")
+
+    write_atomic(path, write)
+
+
+def run_partition(
+    work: WorkDir,
+    recipe: Recipe,
+    part: PartitionPlan,
+    sources: tuple[SourceFile, ...],
+    target: CheckpointKey,
+    attempt: int,
+    events: EventLogger,
+) -> PartitionResult:
+    """Bring partition ``part`` to ``target`` and return what happened."""
+    pid = part.pid
+    store = work.partition_store(pid, recipe)
+    store.clean_temporaries()
+    ops = recipe.process
+    text_key = recipe.text_key
+
+    def on_invalid(commit: Any, reason: str) -> None:
+        events.log(
+            "checkpoint_invalid",
+            f"discarding checkpoint {commit.file}: {reason}",
+            partition_id=pid,
+            checkpoint_path=str(store.dir / commit.file),
+            error_message=reason,
+        )
+
+    resumed = store.newest_valid(at_most=target, on_invalid=on_invalid)
+    rejected = 0
+    if resumed is not None:
+        commit, table = resumed
+        key = commit.key
+        events.log(
+            "checkpoint_load",
+            f"partition {pid} loaded {commit.file}",
+            partition_id=pid,
+            checkpoint_path=str(store.dir / commit.file),
+            operation_idx=key.step,
+            input_rows=table.num_rows,
+        )
+        events.log(
+            "partition_resume",
+            f"partition {pid} resumes after {key.step} ops",
+            partition_id=pid,
+            retry_count=attempt,
+            checkpoint_path=str(store.dir / commit.file),
+        )
+        rows_in = part.rows
+    else:
+        events.log(
+            "partition_start",
+            f"partition {pid} starts ({part.rows} rows)",
+            partition_id=pid,
+            retry_count=attempt,
+            input_rows=part.rows,
+        )
+        table, bad = read_source(part, sources, recipe)
+        rows_in = part.rows
+        rejected = len(bad)
+        write_rejects(work.rejects_path(pid), bad)
+        if bad:
+            events.log(
+                "records_rejected",
+                f"partition {pid}: {len(bad)} malformed records",
+                partition_id=pid,
+                metadata={"count": len(bad), "first": bad[0].__dict__},
+            )
+            if recipe.malformed_records == "fail":
+                first = bad[0]
+                raise MalformedRecordError(
+                    f"malformed record in {first.source} line {first.line}: {first.error} "
+                    "(set malformed_records: reject to skip such records)"
+                )
+        key = CheckpointKey(0)
+
+    result = PartitionResult(
+        pid, key, rows_in, table.num_rows, rejected, None if resumed is None else key.label
+    )
+    while key < target:
+        step = key.step
+        op = ops[step].op
+        name = ops[step].name
+        start = time.perf_counter()
+        n_in = table.num_rows
+        events.log(
+            "op_start", f"{name} on partition {pid}", partition_id=pid, operation_name=name,
+            operation_idx=step, input_rows=n_in,
+        )
+        try:
+            if op.is_global:
+                if not key.hashed:
+                    table = add_hashes(op, table, text_key)  # type: ignore[arg-type]
+                decision = work.global_decision(step, recipe)
+                if decision is None:
+                    key = CheckpointKey(step, hashed=True)
+                    _save(store, key, table, name, events, pid)
+                    break  # the driver decides for every partition, then calls again
+                table = apply_keep_mask(table, decision.mask_for(pid))
+            else:
+                table = apply_local(op, table, text_key)
+        except SampleError as exc:
+            err = OpError(name, step, pid, exc.index, exc.preview, exc.cause)
+            events.log(
+                "op_failed", str(err), partition_id=pid, operation_name=name, operation_idx=step,
+                error_message=str(err), error_type=type(exc.cause).__name__,
+                stack_trace="".join(traceback.format_exception(exc.cause)), retry_count=attempt,
+            )
+            raise err from exc.cause
+        duration = time.perf_counter() - start
+        key = CheckpointKey(step + 1)
+        result.op_stats.append(OpStat(step, name, n_in, table.num_rows, duration))
+        events.log(
+            "op_complete", f"{name} on partition {pid}: {n_in} -> {table.num_rows} rows",
+            partition_id=pid, operation_name=name, operation_idx=step, input_rows=n_in,
+            output_rows=table.num_rows, duration=duration,
+        )
+        if checkpoint_wanted(recipe, key.step):
+            _save(store, key, table, name, events, pid)
+    result.final_key = key
+    result.rows_out = table.num_rows
+    return result
+
+
+def _save(
+    store: CheckpointDir,
+    key: CheckpointKey,
+    table: pa.Table,
+    op_name: str,
+    events: EventLogger,
+    pid: int,
+) -> None:
+    start = time.perf_counter()
+    commit = store.save(key, table, op_name)
+    events.log(
+        "checkpoint_save",
+        f"partition {pid} checkpoint {commit.file} ({commit.rows} rows)",
+        partition_id=pid,
+        operation_name=op_name,
+        operation_idx=key.step,
+        checkpoint_path=str(store.dir / commit.file),
+        output_rows=commit.rows,
+        duration=time.perf_counter() - start,
+    )

@@ -1,0 +1,323 @@
+"""Input datasets: find the files, stream their records, read back one partition's ranges.
+
+A dataset is a file, a directory (searched recursively) or a glob of ``.jsonl``,
+``.jsonl.gz``, ``.jsonl.zst``, ``.json``, ``.parquet``, ``.arrow`` or ``.csv`` files, taken in
+sorted order. Line formats are addressed by byte ranges of the (decompressed) stream;
+columnar formats by row ranges. Records whose fields differ are fine: a missing field is
+null. A line that is not a JSON object, or whose text field is not a string, is a
+malformed record; it is returned separately so the caller can reject it.
+"""
+
+from __future__ import annotations
+
+import glob
+import gzip
+import io
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.ipc as ipc
+import pyarrow.parquet as pq
+
+from dj_runner.errors import RecipeError
+from dj_runner.recipe import INPUT_SUFFIXES
+
+JSON_COLUMN_META = b"dj_json"
+LINE_FORMATS = ("jsonl", "json")
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """One input file, with what identifies its content for resume checks."""
+
+    path: str
+    fmt: str  # jsonl | json | parquet | arrow | csv
+    compression: str  # none | gzip | zstd
+    size: int
+    mtime_ns: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SourceFile:
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class Malformed:
+    """A record that could not be read: where it came from and why."""
+
+    source: str
+    line: int
+    error: str
+    raw: str
+
+
+def _classify(path: str) -> tuple[str, str]:
+    if path.endswith(".jsonl.gz"):
+        return "jsonl", "gzip"
+    if path.endswith(".jsonl.zst"):
+        return "jsonl", "zstd"
+    for suffix in (".jsonl", ".json", ".parquet", ".arrow", ".csv"):
+        if path.endswith(suffix):
+            return suffix[1:], "none"
+    raise ValueError(path)
+
+
+def list_sources(dataset_path: str) -> list[SourceFile]:
+    """The dataset's files in a stable, sorted order. Raises RecipeError when there are none."""
+    if any(ch in dataset_path for ch in "*?["):
+        candidates = sorted(glob.glob(dataset_path, recursive=True))
+    elif os.path.isdir(dataset_path):
+        candidates = sorted(str(p) for p in Path(dataset_path).rglob("*") if p.is_file())
+    elif os.path.isfile(dataset_path):
+        candidates = [dataset_path]
+    else:
+        raise RecipeError("dataset_path", dataset_path, "an existing file, directory or glob")
+    files = []
+    for path in candidates:
+        if not any(path.endswith(s) for s in INPUT_SUFFIXES) or not os.path.isfile(path):
+            continue
+        fmt, comp = _classify(path)
+        st = os.stat(path)
+        files.append(SourceFile(os.path.abspath(path), fmt, comp, st.st_size, st.st_mtime_ns))
+    if not files:
+        raise RecipeError(
+            "dataset_path", dataset_path, "files ending in " + ", ".join(INPUT_SUFFIXES)
+        )
+    return files
+
+
+def open_binary(src: SourceFile) -> IO[bytes]:
+    """Open a line-format file as a decompressed binary stream."""
+    if src.compression == "gzip":
+        return gzip.open(src.path, "rb")  # type: ignore[return-value]
+    if src.compression == "zstd":
+        import zstandard
+
+        raw = open(src.path, "rb")
+        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, closefd=True))
+    return open(src.path, "rb")
+
+
+def is_json_array(src: SourceFile) -> bool:
+    """A ``.json`` file holding one JSON array (rather than JSON Lines)."""
+    if src.fmt != "json":
+        return False
+    with open_binary(src) as fh:
+        head = fh.read(4096).lstrip()
+    return head.startswith(b"[")
+
+
+# ---------------------------------------------------------------------------------------
+# Streaming units for the planner
+
+
+def iter_lines(src: SourceFile) -> Iterator[tuple[int, int, bytes]]:
+    """Yield ``(line_no, byte_offset, raw_line)`` for every non-blank line of a line file.
+
+    For a ``.json`` array file, each element is one unit, serialised back to one line;
+    ``byte_offset`` is then the element index (such a file is read whole).
+    """
+    if is_json_array(src):
+        with open_binary(src) as fh:
+            items = json.load(fh)
+        for i, item in enumerate(items):
+            yield i + 1, i, (json.dumps(item, ensure_ascii=False) + "\n").encode()
+        return
+    offset = 0
+    with open_binary(src) as fh:
+        for line_no, line in enumerate(fh, start=1):
+            if line.strip():
+                yield line_no, offset, line
+            offset += len(line)
+
+
+def iter_columnar_batches(src: SourceFile, batch_rows: int = 8192) -> Iterator[pa.RecordBatch]:
+    """Stream a columnar file as record batches."""
+    if src.fmt == "parquet":
+        yield from pq.ParquetFile(src.path).iter_batches(batch_size=batch_rows)
+    elif src.fmt == "arrow":
+        with pa.memory_map(src.path) as source:
+            try:
+                reader = ipc.open_file(source)
+                for i in range(reader.num_record_batches):
+                    yield reader.get_batch(i)
+            except pa.ArrowInvalid:
+                source.seek(0)
+                yield from ipc.open_stream(source)
+    elif src.fmt == "csv":
+        # Every CSV column is read as a string: types inferred per block would differ
+        # between partitions and make the output depend on the split.
+        with open(src.path, "rb") as fh:
+            header = pacsv.read_csv(
+                io.BytesIO(fh.readline()), read_options=pacsv.ReadOptions(block_size=1 << 20)
+            ).column_names
+        opts = pacsv.ConvertOptions(column_types=dict.fromkeys(header, pa.string()))
+        yield from pacsv.open_csv(src.path, convert_options=opts)
+    else:
+        raise ValueError(f"not a columnar format: {src.fmt}")
+
+
+# ---------------------------------------------------------------------------------------
+# Reading one partition back
+
+
+def read_line_range(
+    src: SourceFile, start: int, stop: int, first_line: int
+) -> Iterator[tuple[int, bytes]]:
+    """Yield ``(line_no, raw_line)`` for the non-blank lines of ``src`` within [start, stop).
+
+    ``first_line`` is the line number at byte ``start``, as the plan recorded it.
+    """
+    if is_json_array(src):
+        for line_no, offset, line in iter_lines(src):
+            if start <= offset < stop:
+                yield line_no, line
+        return
+    with open_binary(src) as fh:
+        if src.compression == "none":
+            fh.seek(start)
+        else:
+            _skip(fh, start)
+        data = fh.read(stop - start)
+    parts = data.split(b"\n")
+    for i, part in enumerate(parts):
+        line = part + b"\n" if i < len(parts) - 1 else part
+        if line.strip():
+            yield first_line + i, line
+
+
+def _skip(fh: IO[bytes], n: int) -> None:
+    while n > 0:
+        chunk = fh.read(min(n, 1 << 20))
+        if not chunk:
+            break
+        n -= len(chunk)
+
+
+def read_rows(src: SourceFile, start: int, stop: int) -> pa.Table:
+    """Rows [start, stop) of a columnar file."""
+    if src.fmt == "parquet":
+        pf = pq.ParquetFile(src.path)
+        groups, first, pos = [], None, 0
+        for i in range(pf.num_row_groups):
+            n = pf.metadata.row_group(i).num_rows
+            if pos + n > start and pos < stop:
+                groups.append(i)
+                first = pos if first is None else first
+            pos += n
+        if not groups:
+            return pf.schema_arrow.empty_table()
+        table = pf.read_row_groups(groups)
+        return table.slice(start - first, stop - start)
+    batches, pos = [], 0
+    schema = None
+    for batch in iter_columnar_batches(src):
+        schema = batch.schema
+        n = batch.num_rows
+        if pos + n > start and pos < stop:
+            lo = max(start - pos, 0)
+            batches.append(batch.slice(lo, min(stop, pos + n) - pos - lo))
+        pos += n
+        if pos >= stop:
+            break
+    if not batches:
+        return pa.Table.from_batches([], schema=schema) if schema else pa.table({})
+    return pa.Table.from_batches(batches)
+
+
+# ---------------------------------------------------------------------------------------
+# Records to Arrow
+
+
+def parse_lines(
+    lines: list[tuple[int, bytes]], source: str, text_keys: tuple[str, ...]
+) -> tuple[list[dict[str, Any]], list[Malformed]]:
+    """Parse JSON lines into records; collect the malformed ones."""
+    records: list[dict[str, Any]] = []
+    bad: list[Malformed] = []
+    loads = json.loads
+    for line_no, raw in lines:
+        try:
+            rec = loads(raw)
+        except ValueError as exc:
+            bad.append(Malformed(source, line_no, f"invalid JSON: {exc}", _preview(raw)))
+            continue
+        if not isinstance(rec, dict):
+            bad.append(
+                Malformed(source, line_no, f"a JSON {type(rec).__name__}, not an object", _preview(raw))
+            )
+            continue
+        wrong = next(
+            (k for k in text_keys if rec.get(k) is not None and not isinstance(rec[k], str)), None
+        )
+        if wrong is not None:
+            bad.append(
+                Malformed(
+                    source,
+                    line_no,
+                    f"text field '{wrong}' is a {type(rec[wrong]).__name__}, not a string",
+                    _preview(raw),
+                )
+            )
+            continue
+        records.append(rec)
+    return records, bad
+
+
+def _preview(raw: bytes, limit: int = 500) -> str:
+    return raw[:limit].decode("utf-8", errors="replace").rstrip("\n")
+
+
+def records_to_table(records: list[dict[str, Any]], text_keys: tuple[str, ...]) -> pa.Table:
+    """Build a table from records whose keys may differ; a missing field is null.
+
+    Columns come in order of first appearance, text keys first. A column whose values
+    have no common Arrow type (a number here, an object there) is kept as JSON text and
+    marked in its field metadata, so that JSONL export writes the original values back.
+    """
+    names: dict[str, None] = dict.fromkeys(text_keys)
+    for rec in records:
+        for key in rec:
+            if key not in names:
+                names[key] = None
+    arrays, fields = [], []
+    for name in names:
+        values = [rec.get(name) for rec in records]
+        if name in text_keys:
+            arr = pa.array(values, type=pa.string())
+            fields.append(pa.field(name, pa.string()))
+        else:
+            try:
+                arr = pa.array(values)
+                fields.append(pa.field(name, arr.type))
+            except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError):
+                encoded = [None if v is None else json.dumps(v, ensure_ascii=False) for v in values]
+                arr = pa.array(encoded, type=pa.string())
+                fields.append(pa.field(name, pa.string(), metadata={JSON_COLUMN_META: b"1"}))
+        arrays.append(arr)
+    return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+
+
+def ensure_text_columns(table: pa.Table, text_keys: tuple[str, ...]) -> pa.Table:
+    """Columnar input: add missing text columns as null; cast the present ones to string."""
+    for key in text_keys:
+        if key not in table.column_names:
+            table = table.append_column(pa.field(key, pa.string()), pa.nulls(len(table), pa.string()))
+        elif not pa.types.is_string(table.schema.field(key).type) and not pa.types.is_large_string(
+            table.schema.field(key).type
+        ):
+            raise RecipeError(
+                "text_keys",
+                key,
+                f"a string column; '{key}' is {table.schema.field(key).type} in the input",
+            )
+    return table

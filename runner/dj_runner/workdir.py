@@ -1,0 +1,125 @@
+"""The work directory's layout and its job manifest.
+
+    <work_dir>/job.json              job id, recipe fingerprint, what decides the output
+    <work_dir>/plan.json             the partition plan, written once
+    <work_dir>/checkpoints/pNNNNN/   a partition's checkpoints and commits.jsonl
+    <work_dir>/global/opNNN/         a global op's committed decision
+    <work_dir>/rejects/pNNNNN.jsonl  malformed input records, with source file and line
+    <work_dir>/events/               the event log
+    <work_dir>/result.json           the last run's outcome
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from dj_runner.atomic import write_json_atomic
+from dj_runner.checkpoint import CheckpointDir, CheckpointKey
+from dj_runner.recipe import Recipe
+
+
+@dataclass(frozen=True)
+class GlobalDecision:
+    """Which rows of each partition a global op keeps."""
+
+    masks: dict[int, pa.Array]
+
+    def mask_for(self, pid: int) -> pa.Array:
+        return self.masks[pid]
+
+    def to_table(self) -> pa.Table:
+        pids = sorted(self.masks)
+        return pa.table(
+            {
+                "pid": pa.array(pids, pa.int32()),
+                "keep": pa.array([self.masks[p] for p in pids], pa.list_(pa.bool_())),
+            }
+        )
+
+    @classmethod
+    def from_table(cls, table: pa.Table) -> GlobalDecision:
+        keep = table.column("keep").combine_chunks()
+        return cls(
+            {
+                int(pid): keep[i].values
+                for i, pid in enumerate(table.column("pid").to_pylist())
+            }
+        )
+
+
+class WorkDir:
+    """Paths and small state files of one job's work directory."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root).resolve()
+
+    # -- paths
+    @property
+    def manifest_path(self) -> Path:
+        return self.root / "job.json"
+
+    @property
+    def plan_path(self) -> Path:
+        return self.root / "plan.json"
+
+    @property
+    def events_dir(self) -> Path:
+        return self.root / "events"
+
+    @property
+    def result_path(self) -> Path:
+        return self.root / "result.json"
+
+    def rejects_path(self, pid: int) -> Path:
+        path = self.root / "rejects" / f"p{pid:05d}.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def partition_store(self, pid: int, recipe: Recipe) -> CheckpointDir:
+        ck = recipe.checkpoint
+        return CheckpointDir(
+            self.root / "checkpoints" / f"p{pid:05d}",
+            ck.storage_format,
+            ck.compression,
+            ck.preserve_intermediate_data,
+        )
+
+    def partition_dirs(self) -> list[Path]:
+        base = self.root / "checkpoints"
+        return sorted(base.glob("p*")) if base.exists() else []
+
+    def _global_store(self, op_idx: int) -> CheckpointDir:
+        return CheckpointDir(self.root / "global" / f"op{op_idx:03d}", "arrow", "lz4")
+
+    # -- global op decisions
+    def global_decision(self, op_idx: int, recipe: Recipe | None = None) -> GlobalDecision | None:
+        found = self._global_store(op_idx).newest_valid()
+        return None if found is None else GlobalDecision.from_table(found[1])
+
+    def save_global_decision(self, op_idx: int, op_name: str, decision: GlobalDecision) -> None:
+        self._global_store(op_idx).save(CheckpointKey(0), decision.to_table(), op_name)
+
+    # -- manifest
+    def read_manifest(self) -> dict[str, Any] | None:
+        import json
+
+        try:
+            return json.loads(self.manifest_path.read_text())
+        except FileNotFoundError:
+            return None
+
+    def write_manifest(self, data: dict[str, Any]) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self.manifest_path, data)
+
+    def wipe(self) -> None:
+        """Remove every trace of earlier runs (``--restart``)."""
+        for name in ("job.json", "plan.json", "result.json"):
+            (self.root / name).unlink(missing_ok=True)
+        for name in ("checkpoints", "global", "rejects", "events"):
+            shutil.rmtree(self.root / name, ignore_errors=True)
