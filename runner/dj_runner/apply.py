@@ -8,7 +8,6 @@ batch is replayed one sample at a time to name the sample that fails.
 from __future__ import annotations
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from dj_runner.ops.base import HASH_COLUMN, STATS_COLUMN, Deduplicator, Filter, Mapper, Op
 
@@ -76,8 +75,10 @@ def apply_mapper(op: Mapper, table: pa.Table, text_key: str) -> pa.Table:
 def apply_filter(op: Filter, table: pa.Table, text_key: str) -> pa.Table:
     texts = _text(table, text_key)
     stats = _run(op.compute_stats, texts)
-    stats = {k: pa.array(v, type=op.stats_types.get(k)) if not isinstance(v, pa.Array) else v
-             for k, v in stats.items()}
+    stats = {
+        k: pa.array(v, type=op.stats_types.get(k)) if not isinstance(v, pa.Array) else v
+        for k, v in stats.items()
+    }
     table = merge_stats(table, stats)
     keep = op.keep(stats)
     return table.filter(keep)
@@ -102,9 +103,7 @@ def apply_local(op: Op, table: pa.Table, text_key: str) -> pa.Table:
     """Apply a mapper or filter. Global ops go through ``add_hashes``/``apply_keep_mask``."""
     if len(table) == 0:
         if isinstance(op, Filter):
-            return merge_stats(
-                table, {k: pa.array([], type=t) for k, t in op.stats_types.items()}
-            )
+            return merge_stats(table, {k: pa.array([], type=t) for k, t in op.stats_types.items()})
         return table
     if isinstance(op, Mapper):
         return apply_mapper(op, table, text_key)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,7 +108,10 @@ def write_table(path: Path, table: pa.Table, fmt: str, compression: str) -> None
         pq.write_table(table, path, compression=comp or "none")
     elif fmt == "arrow":
         opts = ipc.IpcWriteOptions(compression=comp)
-        with pa.OSFile(str(path), "wb") as sink, ipc.new_file(sink, table.schema, options=opts) as w:
+        with (
+            pa.OSFile(str(path), "wb") as sink,
+            ipc.new_file(sink, table.schema, options=opts) as w,
+        ):
             w.write_table(table)
     elif fmt == "jsonl":
         import gzip
@@ -203,7 +205,9 @@ class CheckpointDir:
             raise InvalidCheckpoint(f"{commit.file}: {size} bytes, commit says {commit.bytes}")
         digest = sha256_file(path)
         if digest != commit.sha256:
-            raise InvalidCheckpoint(f"{commit.file}: checksum {digest[:12]} != {commit.sha256[:12]}")
+            raise InvalidCheckpoint(
+                f"{commit.file}: checksum {digest[:12]} != {commit.sha256[:12]}"
+            )
         return path
 
     def load(self, commit: Commit) -> pa.Table:
@@ -215,8 +219,20 @@ class CheckpointDir:
         except (pa.ArrowException, OSError, ValueError) as exc:
             raise InvalidCheckpoint(f"{commit.file}: unreadable ({exc})") from exc
         if table.num_rows != commit.rows:
-            raise InvalidCheckpoint(f"{commit.file}: {table.num_rows} rows, commit says {commit.rows}")
+            raise InvalidCheckpoint(
+                f"{commit.file}: {table.num_rows} rows, commit says {commit.rows}"
+            )
         return table
+
+    def schema(self, commit: Commit) -> pa.Schema:
+        """A committed checkpoint's schema, read without loading its data."""
+        if commit.schema_b64:
+            return _schema_from_b64(commit.schema_b64)
+        path = self.dir / commit.file
+        if commit.fmt == "parquet":
+            return pq.read_schema(path)
+        with pa.memory_map(str(path)) as src:
+            return ipc.open_file(src).schema
 
     def newest_valid(
         self, at_most: CheckpointKey | None = None, on_invalid: Any = None
@@ -247,14 +263,3 @@ class CheckpointDir:
             if c.key == key:
                 found = c
         return found
-
-
-def dir_size(path: Path) -> int:
-    total = 0
-    for root, _, files in os.walk(path):
-        for f in files:
-            try:
-                total += os.path.getsize(os.path.join(root, f))
-            except OSError:
-                pass
-    return total

@@ -44,8 +44,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return EXIT_REFUSED
     if result.status == "failed":
         print(f"job {result.job_id} failed: {result.error}", file=sys.stderr)
-        print(f"  resume with the same command; details: dj-runner report {result.work_dir}",
-              file=sys.stderr)
+        print(
+            f"  resume with the same command; details: dj-runner report {result.work_dir}",
+            file=sys.stderr,
+        )
     else:
         line = f"job {result.job_id} {result.status}: {result.rows_in} -> {result.rows_out} samples"
         line += f" in {result.duration:.1f}s; output: {result.export_path}"
@@ -80,8 +82,10 @@ def _cmd_status(args: argparse.Namespace) -> int:
         print(f"{args.work_dir}: no job here")
         return 1
     print(f"job {st['job_id']}: {st['state']}")
-    print(f"partitions: {st['partitions_done']} done, {st['partitions_failed']} failed, "
-          f"{st['partitions_remaining']} remaining (of {st['total_partitions']})")
+    print(
+        f"partitions: {st['partitions_done']} done, {st['partitions_failed']} failed, "
+        f"{st['partitions_remaining']} remaining (of {st['total_partitions']})"
+    )
     ck = st["last_checkpoint"]
     print("last checkpoint: " + (f"{ck['path']} (after op {ck['after_op']})" if ck else "none"))
     print(f"resumable: {'yes' if st['resumable'] else 'no'}")
@@ -107,8 +111,9 @@ def _cmd_events(args: argparse.Namespace) -> int:
 
     if args.follow:
         try:
-            for ev in follow_events(events_dir, until=("job_complete", "job_failed")
-                                    if args.until_done else ()):
+            for ev in follow_events(
+                events_dir, until=("job_complete", "job_failed") if args.until_done else ()
+            ):
                 show(ev)
         except KeyboardInterrupt:
             pass
@@ -122,8 +127,9 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from dj_runner.report import performance_summary, status_report
 
     if args.json:
-        print(json.dumps(performance_summary(read_events(Path(args.work_dir) / "events")),
-                         indent=2))
+        print(
+            json.dumps(performance_summary(read_events(Path(args.work_dir) / "events")), indent=2)
+        )
     else:
         print(status_report(args.work_dir))
     return 0
@@ -135,9 +141,7 @@ def _cmd_ops(args: argparse.Namespace) -> int:
     from dj_runner.ops import all_ops
 
     for name, cls in sorted(all_ops().items()):
-        params = ", ".join(
-            f"{f.name}={f.default!r}" for f in dataclasses.fields(cls)
-        )
+        params = ", ".join(f"{f.name}={f.default!r}" for f in dataclasses.fields(cls))
         print(f"{name}({params})")
     return 0
 
@@ -153,8 +157,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("recipe", help="the recipe YAML file")
     run.add_argument("--work-dir", help="checkpoints, plan and event log (default: beside export)")
     run.add_argument("--job-id", help="a name for the job (default: from the recipe or generated)")
-    run.add_argument("--restart", action="store_true",
-                     help="discard the work dir's earlier progress and start over")
+    run.add_argument(
+        "--restart",
+        action="store_true",
+        help="discard the work dir's earlier progress and start over",
+    )
     run.add_argument("--ray-address", help="auto, ray://host:port or host:port (default: embedded)")
     run.set_defaults(func=_cmd_run)
 

@@ -9,6 +9,7 @@ finished partition. Its event API (``get_events``, ``monitor_events``,
 from __future__ import annotations
 
 import json
+import shutil
 import time
 import traceback
 from collections.abc import Iterator
@@ -82,7 +83,9 @@ def _partition_task(
 ) -> PartitionResult:
     work = WorkDir(work_root)
     ev = recipe.event_logging
-    with EventLogger(work.events_dir, job_id, ev.max_log_size_mb, ev.backup_count, ev.enabled) as log:
+    with EventLogger(
+        work.events_dir, job_id, ev.max_log_size_mb, ev.backup_count, ev.enabled
+    ) as log:
         return run_partition(work, recipe, part, sources, target, attempt, log)
 
 
@@ -113,9 +116,11 @@ class Executor:
         manifest = self.work.read_manifest()
         if manifest is not None and self.restart:
             self.work.wipe()
-            Path(self.recipe.export_path).unlink(missing_ok=True) if not Path(
-                self.recipe.export_path
-            ).is_dir() else None
+            export = Path(self.recipe.export_path)
+            if export.is_dir():
+                shutil.rmtree(export)
+            else:
+                export.unlink(missing_ok=True)
             manifest = None
         fp = self.recipe.fingerprint()
         if manifest is not None:
@@ -158,8 +163,11 @@ class Executor:
                         f"input file {src.path} changed or vanished since the plan was made; "
                         "restore it, or use --restart to start over"
                     )
-            log("partition_plan_loaded", f"reusing the plan: {len(plan.partitions)} partitions",
-                total_partitions=len(plan.partitions))
+            log(
+                "partition_plan_loaded",
+                f"reusing the plan: {len(plan.partitions)} partitions",
+                total_partitions=len(plan.partitions),
+            )
             return plan
         plan = build_plan(list_sources(self.recipe.dataset_path), self.recipe.partition, cpus)
         plan.save(self.work.plan_path)
@@ -168,8 +176,11 @@ class Executor:
             f"{len(plan.partitions)} partitions of at most {plan.rows_bound} samples / "
             f"{plan.mb_bound} MB ({plan.mode})",
             total_partitions=len(plan.partitions),
-            metadata={"rows_bound": plan.rows_bound, "mb_bound": plan.mb_bound,
-                      "total_rows": plan.total_rows},
+            metadata={
+                "rows_bound": plan.rows_bound,
+                "mb_bound": plan.mb_bound,
+                "total_rows": plan.total_rows,
+            },
         )
         return plan
 
@@ -198,8 +209,12 @@ class Executor:
             result.status = "failed"
             result.error = f"{type(exc).__name__}: {exc}"
             self._log(
-                "job_failed", result.error, error_message=str(exc), error_type=type(exc).__name__,
-                stack_trace=traceback.format_exc(), failure_time=time.time(),
+                "job_failed",
+                result.error,
+                error_message=str(exc),
+                error_type=type(exc).__name__,
+                stack_trace=traceback.format_exc(),
+                failure_time=time.time(),
                 job_duration=time.time() - t0,
             )
             if not isinstance(exc, RunnerError):
@@ -221,13 +236,17 @@ class Executor:
         result.total_partitions = len(plan.partitions)
         result.rows_in = plan.total_rows
         done_before = sum(
-            1 for p in plan.partitions
+            1
+            for p in plan.partitions
             if (self.work.partition_store(p.pid, self.recipe).newest_key() or CheckpointKey(-1))
             >= final
         )
         self.progress.start(len(plan.partitions), plan.total_rows, done_before)
-        self._log("processing_start", f"{len(plan.partitions)} partitions on {conn.address} "
-                  f"({conn.cpus} CPUs)", total_partitions=len(plan.partitions))
+        self._log(
+            "processing_start",
+            f"{len(plan.partitions)} partitions on {conn.address} ({conn.cpus} CPUs)",
+            total_partitions=len(plan.partitions),
+        )
 
         barriers = [i for i, s in enumerate(self.recipe.process) if s.op.is_global]
         targets = [CheckpointKey(g, hashed=True) for g in barriers] + [final]
@@ -235,7 +254,8 @@ class Executor:
         failed: dict[int, str] = {}
         for target in targets:
             pending = [
-                p for p in plan.partitions
+                p
+                for p in plan.partitions
                 if (self.work.partition_store(p.pid, self.recipe).newest_key() or CheckpointKey(-1))
                 < target
             ]
@@ -269,6 +289,9 @@ class Executor:
                 f"max_failed_partitions={self.recipe.max_failed_partitions}; "
                 f"first error: {failed[min(failed)]}. Rerun the same command to retry them"
             )
+        self._repair_final(plan, exclude=set(failed), failed=failed)
+        if len(failed) > self.recipe.max_failed_partitions:
+            raise RunnerError(f"partitions {sorted(failed)} failed while being recomputed")
         result.rows_out = self._export(plan, exclude=set(failed))
         result.status = "partially_succeeded" if failed else "succeeded"
         self._log(
@@ -322,8 +345,13 @@ class Executor:
                 except FATAL_ERRORS as exc:
                     for other in inflight:
                         ray.cancel(other, force=True)
-                    self._log("partition_failed", str(exc), partition_id=part.pid,
-                              error_message=str(exc), error_type=type(exc).__name__)
+                    self._log(
+                        "partition_failed",
+                        str(exc),
+                        partition_id=part.pid,
+                        error_message=str(exc),
+                        error_type=type(exc).__name__,
+                    )
                     raise _unwrap(exc) from None
                 except Exception as exc:
                     msg = _short_error(exc)
@@ -333,7 +361,9 @@ class Executor:
                             "partition_retry",
                             f"partition {part.pid} failed (attempt {attempt + 1}); retrying in "
                             f"{delay:.1f}s: {msg}",
-                            partition_id=part.pid, retry_count=attempt + 1, error_message=msg,
+                            partition_id=part.pid,
+                            retry_count=attempt + 1,
+                            error_message=msg,
                         )
                         queue.append((time.monotonic() + delay, part, attempt + 1))
                     else:
@@ -341,7 +371,9 @@ class Executor:
                         self._log(
                             "partition_failed",
                             f"partition {part.pid} failed after {attempt + 1} attempts: {msg}",
-                            partition_id=part.pid, retry_count=attempt, error_message=msg,
+                            partition_id=part.pid,
+                            retry_count=attempt,
+                            error_message=msg,
                             error_type=type(exc).__name__,
                         )
                         self.progress.note(f"partition {part.pid} failed: {msg}")
@@ -354,7 +386,9 @@ class Executor:
                     self._log(
                         "partition_complete",
                         f"partition {part.pid}: {res.rows_in} -> {res.rows_out} rows",
-                        partition_id=part.pid, input_rows=res.rows_in, output_rows=res.rows_out,
+                        partition_id=part.pid,
+                        input_rows=res.rows_in,
+                        output_rows=res.rows_out,
                         retry_count=attempt,
                     )
                     self.progress.partition_done(part.pid, res.rows_out)
@@ -365,8 +399,12 @@ class Executor:
         if self.work.global_decision(op_idx) is not None:
             return
         name = self.recipe.process[op_idx].name
-        self._log("global_op_start", f"{name}: deciding across {len(plan.partitions)} partitions",
-                  operation_name=name, operation_idx=op_idx)
+        self._log(
+            "global_op_start",
+            f"{name}: deciding across {len(plan.partitions)} partitions",
+            operation_name=name,
+            operation_idx=op_idx,
+        )
         t0 = time.perf_counter()
         key = CheckpointKey(op_idx, hashed=True)
         for _ in range(3):
@@ -398,22 +436,56 @@ class Executor:
         decision = GlobalDecision(masks)
         self.work.save_global_decision(op_idx, name, decision)
         removed = sum(len(m) - m.true_count for m in masks.values())
-        self._log("global_op_complete", f"{name}: {removed} duplicates removed",
-                  operation_name=name, operation_idx=op_idx, duration=time.perf_counter() - t0,
-                  metadata={"removed": removed})
+        self._log(
+            "global_op_complete",
+            f"{name}: {removed} duplicates removed",
+            operation_name=name,
+            operation_idx=op_idx,
+            duration=time.perf_counter() - t0,
+            metadata={"removed": removed},
+        )
 
     # ------------------------------------------------------------------ export
+    def _repair_final(self, plan: Plan, exclude: set[int], failed: dict[int, str]) -> None:
+        """Verify every final checkpoint before export; recompute the ones that fail."""
+        final = CheckpointKey(len(self.recipe.process))
+        broken = []
+        for part in plan.partitions:
+            if part.pid in exclude:
+                continue
+            store = self.work.partition_store(part.pid, self.recipe)
+            commit = store.latest_commit(final)
+            try:
+                if commit is None:
+                    raise InvalidCheckpoint("no final checkpoint")
+                store.verify(commit)
+            except InvalidCheckpoint as exc:
+                self._log(
+                    "checkpoint_invalid",
+                    f"partition {part.pid}: {exc}; recomputing",
+                    partition_id=part.pid,
+                    error_message=str(exc),
+                )
+                if commit is not None:
+                    (store.dir / commit.file).unlink(missing_ok=True)
+                broken.append(part)
+        if broken:
+            self.progress.stage(f"recomputing {len(broken)} partitions")
+            _, again = self._run_stage(plan, broken, final)
+            failed.update(again)
+
     def _export(self, plan: Plan, exclude: set[int]) -> int:
         final = CheckpointKey(len(self.recipe.process))
         stores = [
             self.work.partition_store(p.pid, self.recipe)
-            for p in plan.partitions if p.pid not in exclude
+            for p in plan.partitions
+            if p.pid not in exclude
         ]
         commits = [s.latest_commit(final) for s in stores]
         schemas = []
         for store, commit in zip(stores, commits, strict=True):
             assert commit is not None
-            schemas.append(store.load(commit).schema)
+            schemas.append(store.schema(commit))
 
         def tables() -> Iterator[pa.Table]:
             for store, commit in zip(stores, commits, strict=True):
@@ -421,10 +493,16 @@ class Executor:
 
         self.progress.stage("exporting")
         t0 = time.perf_counter()
-        rows = write_export(self.recipe.export_path, tables, schemas, self.recipe.keep_stats_in_res_ds)
-        self._log("export_complete", f"wrote {rows} samples to {self.recipe.export_path}",
-                  output_path=self.recipe.export_path, output_rows=rows,
-                  duration=time.perf_counter() - t0)
+        rows = write_export(
+            self.recipe.export_path, tables, schemas, self.recipe.keep_stats_in_res_ds
+        )
+        self._log(
+            "export_complete",
+            f"wrote {rows} samples to {self.recipe.export_path}",
+            output_path=self.recipe.export_path,
+            output_rows=rows,
+            duration=time.perf_counter() - t0,
+        )
         return rows
 
     # ------------------------------------------------------------------ event API
@@ -460,6 +538,8 @@ def _describe_change(old: dict[str, Any], new: dict[str, Any]) -> str:
     changed = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
     parts = []
     for k in changed:
-        parts.append(f"{k}: {json.dumps(old.get(k), default=str)[:120]} -> "
-                     f"{json.dumps(new.get(k), default=str)[:120]}")
+        parts.append(
+            f"{k}: {json.dumps(old.get(k), default=str)[:120]} -> "
+            f"{json.dumps(new.get(k), default=str)[:120]}"
+        )
     return "; ".join(parts) or "fingerprint differs"

@@ -76,6 +76,7 @@ def write_export(
     rows = 0
 
     if not sharded:
+
         def write_file(tmp: Path) -> None:
             nonlocal rows
             if fmt == "jsonl":

@@ -204,8 +204,12 @@ def run_partition(
         start = time.perf_counter()
         n_in = table.num_rows
         events.log(
-            "op_start", f"{name} on partition {pid}", partition_id=pid, operation_name=name,
-            operation_idx=step, input_rows=n_in,
+            "op_start",
+            f"{name} on partition {pid}",
+            partition_id=pid,
+            operation_name=name,
+            operation_idx=step,
+            input_rows=n_in,
         )
         try:
             if op.is_global:
@@ -222,18 +226,29 @@ def run_partition(
         except SampleError as exc:
             err = OpError(name, step, pid, exc.index, exc.preview, exc.cause)
             events.log(
-                "op_failed", str(err), partition_id=pid, operation_name=name, operation_idx=step,
-                error_message=str(err), error_type=type(exc.cause).__name__,
-                stack_trace="".join(traceback.format_exception(exc.cause)), retry_count=attempt,
+                "op_failed",
+                str(err),
+                partition_id=pid,
+                operation_name=name,
+                operation_idx=step,
+                error_message=str(err),
+                error_type=type(exc.cause).__name__,
+                stack_trace="".join(traceback.format_exception(exc.cause)),
+                retry_count=attempt,
             )
             raise err from exc.cause
         duration = time.perf_counter() - start
         key = CheckpointKey(step + 1)
         result.op_stats.append(OpStat(step, name, n_in, table.num_rows, duration))
         events.log(
-            "op_complete", f"{name} on partition {pid}: {n_in} -> {table.num_rows} rows",
-            partition_id=pid, operation_name=name, operation_idx=step, input_rows=n_in,
-            output_rows=table.num_rows, duration=duration,
+            "op_complete",
+            f"{name} on partition {pid}: {n_in} -> {table.num_rows} rows",
+            partition_id=pid,
+            operation_name=name,
+            operation_idx=step,
+            input_rows=n_in,
+            output_rows=table.num_rows,
+            duration=duration,
         )
         if checkpoint_wanted(recipe, key.step):
             _save(store, key, table, name, events, pid)

@@ -22,8 +22,8 @@ from dj_runner.recipe import PartitionConfig
 from dj_runner.sources import (
     LINE_FORMATS,
     SourceFile,
-    iter_columnar_batches,
     is_json_array,
+    iter_columnar_batches,
     iter_lines,
     open_binary,
     read_rows,
@@ -304,5 +304,3 @@ def _finish_hashes(part: PartitionPlan, sources: tuple[SourceFile, ...]) -> Part
         ranges.append(r)
     content = combine_digests([r.digest for r in ranges])
     return PartitionPlan(part.pid, tuple(ranges), part.rows, part.bytes, content)
-
-

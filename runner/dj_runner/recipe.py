@@ -259,7 +259,9 @@ def build_op(name: str, params: dict[str, Any], where: str) -> OpSpec:
 
 def _parse_process(raw: Any) -> tuple[OpSpec, ...]:
     if raw is None:
-        raise RecipeError("process", raw, "a non-empty list of ops, like [{text_length_filter: {}}]")
+        raise RecipeError(
+            "process", raw, "a non-empty list of ops, like [{text_length_filter: {}}]"
+        )
     if not isinstance(raw, list) or not raw:
         raise RecipeError("process", raw, "a non-empty list of ops")
     specs = []
@@ -306,7 +308,9 @@ def parse_recipe(raw: Any, base_dir: Path | None = None) -> Recipe:
         if key in IGNORED_DJ_KEYS:
             continue
         if key not in TOP_LEVEL_KEYS:
-            raise RecipeError(str(key), raw[key], "a known recipe key", closest(str(key), TOP_LEVEL_KEYS))
+            raise RecipeError(
+                str(key), raw[key], "a known recipe key", closest(str(key), TOP_LEVEL_KEYS)
+            )
 
     for required in ("dataset_path", "export_path"):
         if raw.get(required) in (None, ""):
@@ -323,8 +327,10 @@ def parse_recipe(raw: Any, base_dir: Path | None = None) -> Recipe:
     text_keys = raw.get("text_keys", "text")
     if isinstance(text_keys, str):
         text_keys = [text_keys]
-    if not isinstance(text_keys, list) or not text_keys or not all(
-        isinstance(k, str) and k for k in text_keys
+    if (
+        not isinstance(text_keys, list)
+        or not text_keys
+        or not all(isinstance(k, str) and k for k in text_keys)
     ):
         raise RecipeError("text_keys", raw.get("text_keys"), "a field name or a list of them")
 
@@ -358,7 +364,9 @@ def parse_recipe(raw: Any, base_dir: Path | None = None) -> Recipe:
         max_mb = _check_type("partition.target_size_mb", pblock["target_size_mb"], float)
         _check_min("partition.target_size_mb", max_mb, 0, strict=True)
     default_mode = "size" if "partition_size" in raw else "auto"
-    mode = _check_choice("partition.mode", pblock.get("mode", default_mode), ("auto", "manual", "size"))
+    mode = _check_choice(
+        "partition.mode", pblock.get("mode", default_mode), ("auto", "manual", "size")
+    )
     num_parts = None
     if mode == "manual":
         num_parts = pblock.get("num_of_partitions", 4)
@@ -390,9 +398,13 @@ def parse_recipe(raw: Any, base_dir: Path | None = None) -> Recipe:
         raise RecipeError("checkpoint.op_names", ck_names, "a list of op names from process")
     for n in ck_names:
         if n not in op_names:
-            raise RecipeError("checkpoint.op_names", n, "an op name used in process", closest(n, op_names))
+            raise RecipeError(
+                "checkpoint.op_names", n, "an op name used in process", closest(n, op_names)
+            )
     if strategy == "manual" and not ck_names:
-        raise RecipeError("checkpoint.op_names", ck_names, "at least one op name for strategy manual")
+        raise RecipeError(
+            "checkpoint.op_names", ck_names, "at least one op name for strategy manual"
+        )
 
     sblock = _block(raw, "intermediate_storage")
     _check_keys("intermediate_storage", sblock, ("format", "compression"))
@@ -418,14 +430,18 @@ def parse_recipe(raw: Any, base_dir: Path | None = None) -> Recipe:
 
     # -- event log
     eblock = _block(raw, "event_logging")
-    _check_keys("event_logging", eblock, ("enabled", "log_level", "max_log_size_mb", "backup_count"))
+    _check_keys(
+        "event_logging", eblock, ("enabled", "log_level", "max_log_size_mb", "backup_count")
+    )
     ev_enabled = _check_type("event_logging.enabled", eblock.get("enabled", True), bool)
     level = _check_choice(
         "event_logging.log_level",
         str(eblock.get("log_level", "INFO")).upper(),
         ("DEBUG", "INFO", "WARNING", "ERROR"),
     )
-    max_log = _check_type("event_logging.max_log_size_mb", eblock.get("max_log_size_mb", 100), float)
+    max_log = _check_type(
+        "event_logging.max_log_size_mb", eblock.get("max_log_size_mb", 100), float
+    )
     _check_min("event_logging.max_log_size_mb", max_log, 0, strict=True)
     backups = eblock.get("backup_count", 5)
     _check_type("event_logging.backup_count", backups, int)

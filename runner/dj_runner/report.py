@@ -33,8 +33,15 @@ def status(work_root: str | Path) -> dict[str, Any]:
     if (root / "result.json").exists():
         result = json.loads((root / "result.json").read_text())
     n_ops = _n_ops(manifest)
-    events = read_events(root / "events", event_type=("partition_failed", "partition_complete",
-                                                       "partition_start", "partition_resume"))
+    events = read_events(
+        root / "events",
+        event_type=(
+            "partition_failed",
+            "partition_complete",
+            "partition_start",
+            "partition_resume",
+        ),
+    )
     last_event: dict[int, str] = {}
     for ev in events:
         if ev.partition_id is not None:
@@ -145,19 +152,24 @@ def status_report(work_root: str | Path) -> str:
         lines.append(f"  last run:   {perf['job_seconds']:.2f}s")
     ck = st["last_checkpoint"]
     if ck:
-        lines.append(f"  last checkpoint: partition {ck['partition_id']} after op {ck['after_op']} "
-                     f"({ck['op_name']}), {ck['rows']} rows: {ck['path']}")
+        lines.append(
+            f"  last checkpoint: partition {ck['partition_id']} after op {ck['after_op']} "
+            f"({ck['op_name']}), {ck['rows']} rows: {ck['path']}"
+        )
     lines.append(f"  resumable:  {'yes' if st['resumable'] else 'no'}")
     if st["error"]:
         lines.append(f"  error:      {st['error']}")
     if perf["ops"]:
         lines.append("")
-        lines.append(f"  {'#':>3} {'op':<36} {'seconds':>9} {'rows in':>10} {'rows out':>10} "
-                     f"{'rows/s':>11}")
+        lines.append(
+            f"  {'#':>3} {'op':<36} {'seconds':>9} {'rows in':>10} {'rows out':>10} {'rows/s':>11}"
+        )
         for op in perf["ops"]:
             rps = f"{op['rows_per_second']:.0f}" if op["rows_per_second"] else "-"
-            lines.append(f"  {op['op_idx']:>3} {op['op_name']:<36} {op['seconds']:>9.3f} "
-                         f"{op['rows_in']:>10} {op['rows_out']:>10} {rps:>11}")
+            lines.append(
+                f"  {op['op_idx']:>3} {op['op_name']:<36} {op['seconds']:>9.3f} "
+                f"{op['rows_in']:>10} {op['rows_out']:>10} {rps:>11}"
+            )
     fails = [e for e in events if e.event_type in ("partition_failed", "op_failed", "job_failed")]
     if fails:
         lines.append("")

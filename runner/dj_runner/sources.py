@@ -253,7 +253,9 @@ def parse_lines(
             continue
         if not isinstance(rec, dict):
             bad.append(
-                Malformed(source, line_no, f"a JSON {type(rec).__name__}, not an object", _preview(raw))
+                Malformed(
+                    source, line_no, f"a JSON {type(rec).__name__}, not an object", _preview(raw)
+                )
             )
             continue
         wrong = next(
@@ -311,7 +313,9 @@ def ensure_text_columns(table: pa.Table, text_keys: tuple[str, ...]) -> pa.Table
     """Columnar input: add missing text columns as null; cast the present ones to string."""
     for key in text_keys:
         if key not in table.column_names:
-            table = table.append_column(pa.field(key, pa.string()), pa.nulls(len(table), pa.string()))
+            table = table.append_column(
+                pa.field(key, pa.string()), pa.nulls(len(table), pa.string())
+            )
         elif not pa.types.is_string(table.schema.field(key).type) and not pa.types.is_large_string(
             table.schema.field(key).type
         ):

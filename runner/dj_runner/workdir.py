@@ -1,12 +1,12 @@
 """The work directory's layout and its job manifest.
 
-    <work_dir>/job.json              job id, recipe fingerprint, what decides the output
-    <work_dir>/plan.json             the partition plan, written once
-    <work_dir>/checkpoints/pNNNNN/   a partition's checkpoints and commits.jsonl
-    <work_dir>/global/opNNN/         a global op's committed decision
-    <work_dir>/rejects/pNNNNN.jsonl  malformed input records, with source file and line
-    <work_dir>/events/               the event log
-    <work_dir>/result.json           the last run's outcome
+<work_dir>/job.json              job id, recipe fingerprint, what decides the output
+<work_dir>/plan.json             the partition plan, written once
+<work_dir>/checkpoints/pNNNNN/   a partition's checkpoints and commits.jsonl
+<work_dir>/global/opNNN/         a global op's committed decision
+<work_dir>/rejects/pNNNNN.jsonl  malformed input records, with source file and line
+<work_dir>/events/               the event log
+<work_dir>/result.json           the last run's outcome
 """
 
 from __future__ import annotations
@@ -45,10 +45,7 @@ class GlobalDecision:
     def from_table(cls, table: pa.Table) -> GlobalDecision:
         keep = table.column("keep").combine_chunks()
         return cls(
-            {
-                int(pid): keep[i].values
-                for i, pid in enumerate(table.column("pid").to_pylist())
-            }
+            {int(pid): keep[i].values for i, pid in enumerate(table.column("pid").to_pylist())}
         )
 
 
