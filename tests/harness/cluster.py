@@ -1,0 +1,132 @@
+"""The whole test cluster: control plane, process node and KubeRay CRDs, with client helpers."""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+
+import kubernetes
+
+from tests.harness import binaries
+from tests.harness.controlplane import ControlPlane
+from tests.harness.crds import install_kuberay_crds
+from tests.harness.processes import tail
+from tests.harness.procnode import ProcessNode
+from tests.harness.waiting import wait_for
+
+
+class Cluster:
+    """Start with `start()`, stop with `stop()`; everything lives under `workdir`."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        node_name: str = "process-node",
+        extra_env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.workdir = workdir
+        self.bin_dir = binaries.ensure_built()
+        self.control_plane = ControlPlane(workdir / "control-plane", self.bin_dir)
+        self.node_name = node_name
+        self.extra_env = extra_env
+        self._node: ProcessNode | None = None
+
+    @property
+    def node(self) -> ProcessNode:
+        assert self._node is not None, "cluster not started"
+        return self._node
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.control_plane.kubeconfig
+
+    @property
+    def server(self) -> str:
+        return self.control_plane.server
+
+    def start(self) -> Cluster:
+        self.control_plane.start()
+        try:
+            cp = self.control_plane
+            self._node = ProcessNode(
+                cp.rest,
+                cp.server,
+                cp.ca_pem,
+                self.workdir / "node",
+                self.node_name,
+                extra_env=self.extra_env,
+            ).start()
+            install_kuberay_crds(self.bin_dir, self.kubeconfig)
+        except BaseException as exc:
+            logs = self.logs()
+            self.stop()
+            raise RuntimeError(f"cluster failed to start: {exc}\n{logs}") from exc
+        return self
+
+    def stop(self) -> None:
+        if self._node is not None:
+            self._node.stop()
+        self.control_plane.stop()
+
+    def pids(self) -> list[int]:
+        """Every process the cluster started that is still running."""
+        node = self._node.pids() if self._node is not None else []
+        return self.control_plane.pids() + node
+
+    def logs(self, lines: int = 40) -> str:
+        """Tails of the component logs and of the process node's log."""
+        node_log = self.workdir / "node" / "process-node.log"
+        return (
+            self.control_plane.logs(lines)
+            + f"\n----- process-node ({node_log}) -----\n"
+            + tail(node_log, lines)
+        )
+
+    # -- clients -----------------------------------------------------------------------------
+
+    def api_client(self) -> kubernetes.client.ApiClient:
+        """A client of the official `kubernetes` package, as the admin."""
+        return kubernetes.config.new_client_from_config(config_file=str(self.kubeconfig))
+
+    def kubectl(
+        self, *args: str, check: bool = True, input: str | None = None, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(self.bin_dir / "kubectl"), f"--kubeconfig={self.kubeconfig}", *args],
+            check=check,
+            capture_output=True,
+            text=True,
+            input=input,
+            timeout=timeout,
+        )
+
+    def helm(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(self.bin_dir / "helm"), f"--kubeconfig={self.kubeconfig}", *args],
+            check=check,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    # -- namespaces --------------------------------------------------------------------------
+
+    def create_namespace(self, prefix: str = "test") -> str:
+        """A fresh namespace whose `default` ServiceAccount exists (pods can be created)."""
+        name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+        rest = self.control_plane.rest
+        rest.post(
+            "/api/v1/namespaces",
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}},
+        )
+        wait_for(
+            lambda: rest.get_or_none(f"/api/v1/namespaces/{name}/serviceaccounts/default"),
+            30,
+            f"ServiceAccount default in {name}",
+        )
+        return name
+
+    def delete_namespace(self, name: str) -> None:
+        self.control_plane.rest.delete(f"/api/v1/namespaces/{name}")

@@ -1,0 +1,37 @@
+"""pytest fixtures and hooks of the Kubernetes harness (imported by tests/conftest.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.harness.cluster import Cluster
+
+_started: list[Cluster] = []
+
+
+@pytest.fixture(scope="session")
+def k8s_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """A real control plane with a process node and the KubeRay CRDs, for the whole session."""
+    cluster = Cluster(tmp_path_factory.mktemp("k8s")).start()
+    _started.append(cluster)
+    try:
+        yield cluster
+    finally:
+        _started.remove(cluster)
+        cluster.stop()
+
+
+@pytest.fixture
+def namespace(k8s_cluster: Cluster) -> Iterator[str]:
+    """A fresh namespace (its default ServiceAccount exists), deleted after the test."""
+    name = k8s_cluster.create_namespace()
+    yield name
+    k8s_cluster.delete_namespace(name)
+
+
+def add_cluster_logs(item: pytest.Item, report: pytest.TestReport) -> None:
+    """On a failed test that used the cluster, attach the component logs to its report."""
+    if report.failed and _started and "k8s_cluster" in getattr(item, "fixturenames", ()):
+        report.sections.append(("kubernetes component logs", _started[-1].logs()))

@@ -1,0 +1,183 @@
+"""A container's environment and command line, resolved as a kubelet does, with path mapping.
+
+Path mapping: a container sees its volumes at `volumeMounts[].mountPath`; on the process node the
+volume is a local directory. Every string of the command, the args and the env values has each
+mount path (a whole path component prefix, longest first) replaced with its local directory, and
+`KPN_MOUNTS` carries the whole map as JSON. See docs/dev-cluster.md.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+Obj = dict[str, Any]
+# Reads one object: ("configmaps" | "secrets", namespace, name) -> object or None if absent.
+Lookup = Callable[[str, str, str], Obj | None]
+
+_VAR_REF = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
+_PATH_CHAR = r"[A-Za-z0-9_.\-/]"
+
+
+class ConfigError(Exception):
+    """The container cannot be configured yet (kubelet reason CreateContainerConfigError)."""
+
+
+def expand(value: str, env: Mapping[str, str]) -> str:
+    """Expand `$(VAR)` references from `env` as Kubernetes does; `$$` is a literal `$`."""
+
+    def sub(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        name = match.group(1)
+        return env.get(name, match.group(0))
+
+    return _VAR_REF.sub(sub, value)
+
+
+class PathMapper:
+    """Maps container paths under mount points to local directories."""
+
+    def __init__(self, mounts: Mapping[str, Path]) -> None:
+        cleaned = {p.rstrip("/") or "/": Path(local) for p, local in mounts.items()}
+        self.mounts = dict(sorted(cleaned.items(), key=lambda kv: -len(kv[0])))
+        rewritable = [p for p in self.mounts if p != "/"]
+        self._pattern = (
+            re.compile(
+                rf"(?<!{_PATH_CHAR})("
+                + "|".join(re.escape(p) for p in rewritable)
+                + rf")(?=/|(?!{_PATH_CHAR}))"
+            )
+            if rewritable
+            else None
+        )
+
+    def rewrite(self, text: str) -> str:
+        """Replace every mount path that starts a path in `text` with its local directory."""
+        if self._pattern is None:
+            return text
+        return self._pattern.sub(lambda m: str(self.mounts[m.group(1)]), text)
+
+    def local(self, container_path: str) -> Path | None:
+        """The local path of a container path under a mount, or None."""
+        for mount, local in self.mounts.items():
+            if container_path == mount or container_path.startswith(mount.rstrip("/") + "/"):
+                rest = container_path[len(mount) :].lstrip("/")
+                return local / rest if rest else local
+        return None
+
+    def as_json(self) -> str:
+        return json.dumps({p: str(local) for p, local in self.mounts.items()}, sort_keys=True)
+
+
+def field_value(pod: Obj, path: str) -> str:
+    """The value of a downward-API fieldRef such as `metadata.labels['app']`."""
+    meta = pod.get("metadata", {})
+    match = re.fullmatch(r"metadata\.(labels|annotations)\['(.+)'\]", path)
+    if match:
+        return str((meta.get(match.group(1)) or {}).get(match.group(2), ""))
+    simple: dict[str, Any] = {
+        "metadata.name": meta.get("name"),
+        "metadata.namespace": meta.get("namespace"),
+        "metadata.uid": meta.get("uid"),
+        "spec.nodeName": pod.get("spec", {}).get("nodeName"),
+        "spec.serviceAccountName": pod.get("spec", {}).get("serviceAccountName"),
+        "status.hostIP": "127.0.0.1",
+        "status.hostIPs": "127.0.0.1",
+        "status.podIP": "127.0.0.1",
+        "status.podIPs": "127.0.0.1",
+    }
+    if path == "metadata.labels" or path == "metadata.annotations":
+        items = meta.get(path.split(".")[1]) or {}
+        return "\n".join(f'{k}="{v}"' for k, v in sorted(items.items()))
+    if path not in simple:
+        raise ConfigError(f"unsupported fieldRef {path!r}")
+    return str(simple[path] or "")
+
+
+def _object_data(obj: Obj, kind: str) -> dict[str, str]:
+    """String data of a ConfigMap or Secret (Secret values decoded from base64)."""
+    if kind == "secrets":
+        return {
+            k: base64.b64decode(v).decode("utf-8", "replace")
+            for k, v in (obj.get("data") or {}).items()
+        }
+    data = dict(obj.get("data") or {})
+    for key, value in (obj.get("binaryData") or {}).items():
+        data[key] = base64.b64decode(value).decode("utf-8", "replace")
+    return data
+
+
+def _key_ref(ref: Obj, kind: str, namespace: str, lookup: Lookup) -> str | None:
+    label = "configmap" if kind == "configmaps" else "secret"
+    obj = lookup(kind, namespace, ref["name"])
+    if obj is None:
+        if ref.get("optional"):
+            return None
+        raise ConfigError(f'{label} "{ref["name"]}" not found')
+    data = _object_data(obj, kind)
+    if ref["key"] not in data:
+        if ref.get("optional"):
+            return None
+        raise ConfigError(f"couldn't find key {ref['key']} in {label} {namespace}/{ref['name']}")
+    return data[ref["key"]]
+
+
+def resolve_env(
+    pod: Obj, container: Obj, base: Mapping[str, str], lookup: Lookup, mapper: PathMapper
+) -> dict[str, str]:
+    """The full environment of a container process: `base`, then envFrom, then env."""
+    namespace = pod["metadata"]["namespace"]
+    env: dict[str, str] = dict(base)
+    declared: dict[str, str] = {}
+    for source in container.get("envFrom") or []:
+        prefix = source.get("prefix", "")
+        for kind, key in (("configmaps", "configMapRef"), ("secrets", "secretRef")):
+            ref = source.get(key)
+            if not ref:
+                continue
+            obj = lookup(kind, namespace, ref["name"])
+            if obj is None:
+                if ref.get("optional"):
+                    continue
+                label = "configmap" if kind == "configmaps" else "secret"
+                raise ConfigError(f'{label} "{ref["name"]}" not found')
+            for name, value in _object_data(obj, kind).items():
+                declared[prefix + name] = value
+    for var in container.get("env") or []:
+        name = var["name"]
+        if "valueFrom" not in var:
+            declared[name] = expand(var.get("value", ""), {**env, **declared})
+            continue
+        source = var["valueFrom"]
+        value: str | None
+        if "fieldRef" in source:
+            value = field_value(pod, source["fieldRef"]["fieldPath"])
+        elif "configMapKeyRef" in source:
+            value = _key_ref(source["configMapKeyRef"], "configmaps", namespace, lookup)
+        elif "secretKeyRef" in source:
+            value = _key_ref(source["secretKeyRef"], "secrets", namespace, lookup)
+        elif "resourceFieldRef" in source:
+            value = _resource_field(container, source["resourceFieldRef"])
+        else:
+            raise ConfigError(f"unsupported valueFrom for {name}: {sorted(source)}")
+        if value is not None:
+            declared[name] = value
+    env.update({k: mapper.rewrite(v) for k, v in declared.items()})
+    return env
+
+
+def _resource_field(container: Obj, ref: Obj) -> str:
+    kind, _, resource = ref["resource"].partition(".")
+    value = ((container.get("resources") or {}).get(kind) or {}).get(resource)
+    return str(value) if value is not None else "0"
+
+
+def command_line(container: Obj, env: Mapping[str, str], mapper: PathMapper) -> list[str]:
+    """`command` + `args` with `$(VAR)` expanded and mount paths rewritten."""
+    argv = list(container.get("command") or []) + list(container.get("args") or [])
+    return [mapper.rewrite(expand(arg, env)) for arg in argv]

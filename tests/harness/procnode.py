@@ -1,0 +1,490 @@
+"""A node that runs pods as local processes: scheduler and kubelet for one registered Node.
+
+The process node registers a Node (Ready, with allocatable cpu, memory and pods) and renews its
+Lease so the node-lifecycle controller keeps it healthy. It watches all pods: it binds pending
+pods of the default scheduler to its Node, and runs the pods bound to it with a PodRunner each.
+It also provisions claims: a pending PersistentVolumeClaim gets a pre-bound hostPath
+PersistentVolume at `<root>/pvc/<namespace>/<claim>`, which the PV controller then binds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from tests.harness.podrunner import NodeContext, PodRunner, now_rfc3339
+from tests.harness.rest import ApiError, Obj, Rest
+from tests.harness.waiting import wait_for
+
+KUBELET_VERSION = "v1.36.3"
+HEARTBEAT_SECONDS = 10.0
+INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "USER", "LOGNAME")
+Handler = Callable[[str, Obj], None]
+
+
+def project_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The base environment of pod processes: the project's Python first on PATH."""
+    env = {k: os.environ[k] for k in INHERITED_ENV if k in os.environ}
+    venv_bin = str(Path(sys.executable).parent)
+    env["PATH"] = os.pathsep.join([venv_bin, env.get("PATH", "/usr/local/bin:/usr/bin:/bin")])
+    env.setdefault("LANG", "C.UTF-8")
+    env["PYTHONUNBUFFERED"] = "1"
+    if extra:
+        env.update(extra)
+    return env
+
+
+class ProcessNode:
+    """Scheduler and kubelet of one Node whose pods run as local process groups."""
+
+    def __init__(
+        self,
+        rest: Rest,
+        server: str,
+        ca_pem: bytes,
+        root: Path,
+        name: str = "process-node",
+        extra_env: Mapping[str, str] | None = None,
+        backoff: tuple[float, float] = (1.0, 10.0),
+    ) -> None:
+        self.rest = rest
+        self.name = name
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        self.log = logging.getLogger(f"procnode.{name}.{id(self)}")
+        self.log.propagate = False
+        self.log.setLevel(logging.INFO)
+        self.log_file = root / "process-node.log"
+        handler = logging.FileHandler(self.log_file)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        self.log.addHandler(handler)
+        self.ctx = NodeContext(
+            rest=rest,
+            node_name=name,
+            server=server,
+            ca_pem=ca_pem,
+            base_env=project_env(extra_env),
+            backoff_initial=backoff[0],
+            backoff_max=backoff[1],
+            log=self.log,
+        )
+        self.runners: dict[str, PodRunner] = {}  # by pod uid
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> ProcessNode:
+        self._register()
+        for target, tname in (
+            (self._heartbeat, "heartbeat"),
+            (lambda: self._informer("/api/v1/pods", self._on_pod), "pods"),
+            (lambda: self._informer("/api/v1/persistentvolumeclaims", self._on_claim), "pvcs"),
+        ):
+            thread = threading.Thread(target=target, name=f"{self.name}-{tname}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        wait_for(self._node_ready, 30, f"node {self.name} Ready")
+        return self
+
+    def stop(self, grace: float = 5.0) -> None:
+        """Stop watching and kill every pod process (the pods are not updated)."""
+        self._stop.set()
+        with self._lock:
+            runners = list(self.runners.values())
+        for runner in runners:
+            runner.stop()
+        for runner in runners:
+            runner.join(timeout=grace)
+        for runner in runners:
+            runner._kill_all()
+
+    def pids(self) -> list[int]:
+        """Process ids of the running containers (the leaders of their process groups)."""
+        with self._lock:
+            runners = list(self.runners.values())
+        return [p for r in runners for run in r.mains + r.inits if (p := r.pid(run.name))]
+
+    # -- for tests ---------------------------------------------------------------------------
+
+    def runner(self, namespace: str, name: str) -> PodRunner:
+        """The runner of the newest pod of that name."""
+        with self._lock:
+            found = [
+                r for r in self.runners.values() if r.namespace == namespace and r.pod_name == name
+            ]
+        if not found:
+            raise KeyError(f"pod {namespace}/{name} does not run on {self.name}")
+        return found[-1]
+
+    def kill_pod_process(
+        self, namespace: str, name: str, sig: int = signal.SIGKILL, container: str | None = None
+    ) -> int:
+        """Send a signal to a container's process group (default: SIGKILL the first container)."""
+        return self.runner(namespace, name).kill(sig, container)
+
+    def pod_pid(self, namespace: str, name: str, container: str | None = None) -> int | None:
+        try:
+            return self.runner(namespace, name).pid(container)
+        except KeyError:
+            return None
+
+    def logs(
+        self, namespace: str, name: str, container: str | None = None, previous: bool = False
+    ) -> str:
+        """Output (stdout and stderr) of a container's current or previous run."""
+        path = self.runner(namespace, name).log_path(container, previous)
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def pod_dir(self, namespace: str, name: str) -> Path:
+        return self.runner(namespace, name).dir
+
+    def pvc_dir(self, namespace: str, claim: str) -> Path:
+        return self.root / "pvc" / namespace / claim
+
+    # -- node registration and heartbeat ----------------------------------------------------
+
+    def _node_status(self) -> Obj:
+        now = now_rfc3339()
+        try:
+            memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError):
+            memory = 8 << 30
+        resources = {
+            "cpu": str(os.cpu_count() or 1),
+            "memory": f"{memory // 1024}Ki",
+            "pods": "110",
+            "ephemeral-storage": "100Gi",
+        }
+
+        def cond(kind: str, value: str, reason: str, message: str) -> Obj:
+            return {
+                "type": kind,
+                "status": value,
+                "reason": reason,
+                "message": message,
+                "lastHeartbeatTime": now,
+                "lastTransitionTime": self._started_at,
+            }
+
+        return {
+            "capacity": resources,
+            "allocatable": resources,
+            "conditions": [
+                cond("MemoryPressure", "False", "KubeletHasSufficientMemory", "ok"),
+                cond("DiskPressure", "False", "KubeletHasNoDiskPressure", "ok"),
+                cond("PIDPressure", "False", "KubeletHasSufficientPID", "ok"),
+                cond("Ready", "True", "KubeletReady", "process node is posting ready status"),
+            ],
+            "addresses": [
+                {"type": "InternalIP", "address": "127.0.0.1"},
+                {"type": "Hostname", "address": self.name},
+            ],
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": 0}},
+            "nodeInfo": {
+                "machineID": "process-node",
+                "systemUUID": "process-node",
+                "bootID": self._started_at,
+                "kernelVersion": os.uname().release,
+                "osImage": "local processes",
+                "containerRuntimeVersion": "process://1",
+                "kubeletVersion": KUBELET_VERSION,
+                "kubeProxyVersion": "",
+                "operatingSystem": "linux",
+                "architecture": "amd64",
+            },
+        }
+
+    def _register(self) -> None:
+        self._started_at = now_rfc3339()
+        node = {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {
+                "name": self.name,
+                "labels": {
+                    "kubernetes.io/hostname": self.name,
+                    "kubernetes.io/os": "linux",
+                    "kubernetes.io/arch": "amd64",
+                    "node.datajuicer.io/process-node": "true",
+                },
+            },
+        }
+        with contextlib.suppress(ApiError):
+            self.rest.post("/api/v1/nodes", node)
+        self._post_status()
+        self._renew_lease()
+
+    def _post_status(self) -> None:
+        self.rest.request(
+            "PATCH",
+            f"/api/v1/nodes/{self.name}/status",
+            {"status": self._node_status()},
+            content_type="application/strategic-merge-patch+json",
+        )
+
+    def _renew_lease(self) -> None:
+        path = f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{self.name}"
+        now = datetime_micro()
+        spec = {"holderIdentity": self.name, "leaseDurationSeconds": 40, "renewTime": now}
+        current = self.rest.get_or_none(path)
+        if current is None:
+            self.rest.post(
+                "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases",
+                {
+                    "apiVersion": "coordination.k8s.io/v1",
+                    "kind": "Lease",
+                    "metadata": {"name": self.name, "namespace": "kube-node-lease"},
+                    "spec": spec,
+                },
+            )
+        else:
+            self.rest.merge_patch(path, {"spec": spec})
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_SECONDS):
+            try:
+                self._renew_lease()
+                self._post_status()
+            except Exception as exc:
+                if not self._stop.is_set():
+                    self.log.warning("heartbeat failed: %s", exc)
+
+    def _node_ready(self) -> bool:
+        node = self.rest.get_or_none(f"/api/v1/nodes/{self.name}")
+        conditions = ((node or {}).get("status") or {}).get("conditions") or []
+        return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+    # -- informers ---------------------------------------------------------------------------
+
+    def _informer(self, path: str, handle: Handler) -> None:
+        """List, then watch from the list's version; relist when the watch expires."""
+        while not self._stop.is_set():
+            try:
+                listed = self.rest.get(path)
+                version = listed["metadata"]["resourceVersion"]
+                handle("SYNC", {"items": listed["items"]})
+                while not self._stop.is_set():
+                    expired = True
+                    for event in self.rest.watch(path, version, timeout_seconds=30):
+                        if self._stop.is_set():
+                            return
+                        kind, obj = event["type"], event["object"]
+                        if kind == "ERROR":
+                            break
+                        version = obj["metadata"]["resourceVersion"]
+                        if kind != "BOOKMARK":
+                            handle(kind, obj)
+                    else:
+                        expired = False
+                    if expired:
+                        break
+            except Exception as exc:
+                if self._stop.is_set():
+                    return
+                self.log.warning("informer %s: %s; relisting", path, exc)
+                self._stop.wait(1.0)
+
+    # -- pods --------------------------------------------------------------------------------
+
+    def _on_pod(self, kind: str, obj: Obj) -> None:
+        if kind == "SYNC":
+            pods = obj["items"]
+            alive = {p["metadata"]["uid"] for p in pods}
+            with self._lock:
+                gone = [r for uid, r in self.runners.items() if uid not in alive]
+            for runner in gone:
+                self._forget(runner)
+            for pod in pods:
+                self._pod_changed(pod)
+        elif kind == "DELETED":
+            with self._lock:
+                runner = self.runners.get(obj["metadata"]["uid"])
+            if runner is not None:
+                self._forget(runner)
+        else:
+            self._pod_changed(obj)
+
+    def _forget(self, runner: PodRunner) -> None:
+        runner.removed()
+        with self._lock:
+            self.runners.pop(runner.uid, None)
+
+    def _pod_changed(self, pod: Obj) -> None:
+        try:
+            spec, meta = pod["spec"], pod["metadata"]
+            node = spec.get("nodeName")
+            if not node:
+                self._maybe_bind(pod)
+                return
+            if node != self.name:
+                return
+            uid = meta["uid"]
+            with self._lock:
+                runner = self.runners.get(uid)
+            deleting = meta.get("deletionTimestamp") is not None
+            if runner is None:
+                phase = (pod.get("status") or {}).get("phase")
+                if deleting or phase in ("Succeeded", "Failed"):
+                    if deleting:
+                        self._finalise(pod)
+                    return
+                runner = self._new_runner(pod)
+            if deleting:
+                if runner.done.is_set():
+                    self._finalise(pod)
+                else:
+                    runner.request_delete(float(meta.get("deletionGracePeriodSeconds") or 0))
+        except Exception:
+            self.log.exception("pod event failed")
+
+    def _new_runner(self, pod: Obj) -> PodRunner:
+        meta = pod["metadata"]
+        pod_dir = self.root / "pods" / meta["namespace"] / f"{meta['name']}-{meta['uid'][:8]}"
+        runner = PodRunner(self.ctx, pod, pod_dir)
+        with self._lock:
+            self.runners[meta["uid"]] = runner
+        runner.start()
+        return runner
+
+    def _finalise(self, pod: Obj) -> None:
+        """Remove a pod that has no process left (kubelet's final delete, grace 0)."""
+        meta = pod["metadata"]
+        with contextlib.suppress(ApiError):
+            self.rest.delete(
+                f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}",
+                {
+                    "apiVersion": "v1",
+                    "kind": "DeleteOptions",
+                    "gracePeriodSeconds": 0,
+                    "preconditions": {"uid": meta["uid"]},
+                },
+            )
+
+    def _maybe_bind(self, pod: Obj) -> None:
+        spec, meta = pod["spec"], pod["metadata"]
+        if spec.get("schedulerName", "default-scheduler") != "default-scheduler":
+            return
+        if meta.get("deletionTimestamp") or (pod.get("status") or {}).get("phase") not in (
+            None,
+            "Pending",
+        ):
+            return
+        labels = {
+            "kubernetes.io/hostname": self.name,
+            "kubernetes.io/os": "linux",
+            "kubernetes.io/arch": "amd64",
+            "node.datajuicer.io/process-node": "true",
+        }
+        selector = spec.get("nodeSelector") or {}
+        if any(labels.get(k) != v for k, v in selector.items()):
+            self._unschedulable(
+                pod,
+                f"0/1 nodes are available: node {self.name} does not match the pod's node selector",
+            )
+            return
+        try:
+            self.rest.post(
+                f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}/binding",
+                {
+                    "apiVersion": "v1",
+                    "kind": "Binding",
+                    "metadata": {"name": meta["name"], "uid": meta["uid"]},
+                    "target": {"apiVersion": "v1", "kind": "Node", "name": self.name},
+                },
+            )
+            self.log.info("bound %s/%s to %s", meta["namespace"], meta["name"], self.name)
+        except ApiError as exc:
+            if exc.status not in (404, 409):
+                self.log.warning("binding %s/%s failed: %s", meta["namespace"], meta["name"], exc)
+
+    def _unschedulable(self, pod: Obj, message: str) -> None:
+        meta = pod["metadata"]
+        with contextlib.suppress(ApiError):
+            self.rest.request(
+                "PATCH",
+                f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}/status",
+                {
+                    "status": {
+                        "conditions": [
+                            {
+                                "type": "PodScheduled",
+                                "status": "False",
+                                "reason": "Unschedulable",
+                                "message": message,
+                                "lastTransitionTime": now_rfc3339(),
+                            }
+                        ]
+                    }
+                },
+                content_type="application/strategic-merge-patch+json",
+            )
+
+    # -- claims ------------------------------------------------------------------------------
+
+    def _on_claim(self, kind: str, obj: Obj) -> None:
+        claims = obj["items"] if kind == "SYNC" else [obj]
+        if kind == "DELETED":
+            return
+        for claim in claims:
+            try:
+                self._provision(claim)
+            except Exception:
+                self.log.exception("provisioning failed")
+
+    def _provision(self, claim: Obj) -> None:
+        meta, spec = claim["metadata"], claim["spec"]
+        if spec.get("volumeName") or meta.get("deletionTimestamp"):
+            return
+        if (claim.get("status") or {}).get("phase") not in (None, "Pending"):
+            return
+        directory = self.pvc_dir(meta["namespace"], meta["name"])
+        directory.mkdir(parents=True, exist_ok=True)
+        size = ((spec.get("resources") or {}).get("requests") or {}).get("storage", "1Gi")
+        volume: dict[str, Any] = {
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {
+                "name": f"pvc-{meta['uid']}",
+                "annotations": {"pv.kubernetes.io/provisioned-by": "process-node"},
+                "labels": {"node.datajuicer.io/process-node": self.name},
+            },
+            "spec": {
+                "capacity": {"storage": size},
+                "accessModes": spec.get("accessModes") or ["ReadWriteOnce"],
+                "persistentVolumeReclaimPolicy": "Retain",
+                "storageClassName": spec.get("storageClassName") or "",
+                "volumeMode": spec.get("volumeMode") or "Filesystem",
+                "hostPath": {"path": str(directory), "type": "DirectoryOrCreate"},
+                "claimRef": {
+                    "apiVersion": "v1",
+                    "kind": "PersistentVolumeClaim",
+                    "namespace": meta["namespace"],
+                    "name": meta["name"],
+                    "uid": meta["uid"],
+                },
+            },
+        }
+        try:
+            self.rest.post("/api/v1/persistentvolumes", volume)
+            self.log.info(
+                "provisioned %s for claim %s/%s", directory, meta["namespace"], meta["name"]
+            )
+        except ApiError as exc:
+            if exc.status != 409:
+                raise
+
+
+def datetime_micro() -> str:
+    """Now as a MicroTime (what a Lease's renewTime needs)."""
+    t = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1e6):06d}Z"
