@@ -76,7 +76,8 @@ class ProcessNode:
             backoff_max=backoff[1],
             log=self.log,
         )
-        self.runners: dict[str, PodRunner] = {}  # by pod uid
+        self.runners: dict[str, PodRunner] = {}  # by pod uid, while the pod exists
+        self._by_name: dict[tuple[str, str], PodRunner] = {}  # newest runner of each pod name
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -119,12 +120,10 @@ class ProcessNode:
     def runner(self, namespace: str, name: str) -> PodRunner:
         """The runner of the newest pod of that name."""
         with self._lock:
-            found = [
-                r for r in self.runners.values() if r.namespace == namespace and r.pod_name == name
-            ]
-        if not found:
-            raise KeyError(f"pod {namespace}/{name} does not run on {self.name}")
-        return found[-1]
+            found = self._by_name.get((namespace, name))
+        if found is None:
+            raise KeyError(f"pod {namespace}/{name} did not run on {self.name}")
+        return found
 
     def kill_pod_process(
         self, namespace: str, name: str, sig: int = signal.SIGKILL, container: str | None = None
@@ -353,6 +352,7 @@ class ProcessNode:
         runner = PodRunner(self.ctx, pod, pod_dir)
         with self._lock:
             self.runners[meta["uid"]] = runner
+            self._by_name[(meta["namespace"], meta["name"])] = runner
         runner.start()
         return runner
 
