@@ -3,8 +3,10 @@
 Every process of a job (the driver and each Ray worker) appends to the same file,
 ``<work_dir>/events/events.jsonl``. Each event is one line written with a single ``write``
 on an ``O_APPEND`` descriptor, so lines from different processes never interleave. When
-the file passes ``max_log_size_mb`` it is rotated (``events.jsonl.1`` ... ``.N``) under an
-exclusive ``flock``; a writer notices a rotation by the inode change and reopens.
+the file passes ``max_log_size_mb`` it is renamed to ``events.jsonl.<sequence>`` under an
+exclusive ``flock`` and the oldest files beyond ``backup_count`` are deleted. Rotated files
+are never renamed again, so a follower can read them in order; a writer notices a
+rotation by the inode change and reopens.
 """
 
 from __future__ import annotations
@@ -132,6 +134,12 @@ class EventLogger:
         st = os.fstat(self._fd)
         self._ino, self._size = st.st_ino, st.st_size
 
+    def _rotated_elsewhere(self) -> bool:
+        try:
+            return os.stat(self.path).st_ino != self._ino
+        except FileNotFoundError:
+            return True
+
     def log(self, event_type: str, message: str = "", **fields: Any) -> str:
         """Append one event; returns its event_id. Fields with value None are left out."""
         if not self.enabled:
@@ -152,7 +160,7 @@ class EventLogger:
                 if value is not None:
                     record[key] = value
             line = (json.dumps(record, default=str, ensure_ascii=False) + "\n").encode()
-            if self._size + len(line) > self.max_bytes:
+            if self._size + len(line) > self.max_bytes or self._rotated_elsewhere():
                 self._rotate_if_needed(len(line))
             assert self._fd is not None
             os.write(self._fd, line)
@@ -164,24 +172,28 @@ class EventLogger:
         with open(lock_path, "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
-                st = os.stat(self.path)
-            except FileNotFoundError:
-                st = None
-            if st is not None and st.st_ino != self._ino:
-                self._open()  # someone else rotated; follow the new file
-            elif st is not None and st.st_size + incoming > self.max_bytes and st.st_size > 0:
-                if self.backup_count > 0:
-                    for i in range(self.backup_count - 1, 0, -1):
-                        src = self.path.with_name(f"{LOG_NAME}.{i}")
-                        if src.exists():
-                            os.replace(src, self.path.with_name(f"{LOG_NAME}.{i + 1}"))
-                    os.replace(self.path, self.path.with_name(f"{LOG_NAME}.1"))
-                else:
-                    os.unlink(self.path)
-                self._open()
-            else:
-                self._open()
-            fcntl.flock(lock, fcntl.LOCK_UN)
+                try:
+                    st = os.stat(self.path)
+                except FileNotFoundError:
+                    st = None
+                if (
+                    st is not None
+                    and st.st_ino == self._ino
+                    and st.st_size + incoming > self.max_bytes
+                    and st.st_size > 0
+                ):
+                    backups = _backups(self.log_dir)
+                    if self.backup_count > 0:
+                        seq = backups[-1][0] + 1 if backups else 1
+                        os.replace(self.path, self.path.with_name(f"{LOG_NAME}.{seq:06d}"))
+                        backups = _backups(self.log_dir)
+                    else:
+                        os.unlink(self.path)
+                    for _, old in backups[: max(0, len(backups) - self.backup_count)]:
+                        old.unlink(missing_ok=True)
+                self._open()  # the current file: new, or rotated by another process
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
     def close(self) -> None:
         with self._lock:
@@ -208,16 +220,20 @@ class EventLogger:
         self.__init__(**state)  # type: ignore[misc]
 
 
-def log_files(log_dir: Path) -> list[Path]:
-    """The log's files, oldest first: ``events.jsonl.N`` ... ``.1``, then ``events.jsonl``."""
-    log_dir = Path(log_dir)
-    backups = []
-    for p in log_dir.glob(f"{LOG_NAME}.*"):
+def _backups(log_dir: Path) -> list[tuple[int, Path]]:
+    """Rotated files ``events.jsonl.NNNNNN`` with their sequence numbers, oldest first."""
+    out = []
+    for p in Path(log_dir).glob(f"{LOG_NAME}.*"):
         suffix = p.name[len(LOG_NAME) + 1 :]
         if suffix.isdigit():
-            backups.append((int(suffix), p))
-    files = [p for _, p in sorted(backups, reverse=True)]
-    current = log_dir / LOG_NAME
+            out.append((int(suffix), p))
+    return sorted(out)
+
+
+def log_files(log_dir: Path) -> list[Path]:
+    """The log's files, oldest first: the rotated ones by sequence, then ``events.jsonl``."""
+    files = [p for _, p in _backups(log_dir)]
+    current = Path(log_dir) / LOG_NAME
     if current.exists():
         files.append(current)
     return files
@@ -282,31 +298,52 @@ def follow_events(
     """Yield events as they are appended, following rotations; works from any process.
 
     Stops when ``stop`` is set, or after yielding an event whose type is in ``until``.
+    Files are tracked by inode, so events in files rotated away between two polls are
+    still read, in order.
     """
-    path = Path(log_dir) / LOG_NAME
+    log_dir = Path(log_dir)
+    path = log_dir / LOG_NAME
     stop_types = set(until)
+    done: set[int] = set()  # inodes read to their end
     fh = None
     ino = -1
     buf = b""
-    if from_start:
-        # Everything already rotated away comes first.
-        for old in log_files(log_dir)[:-1]:
-            with open(old, "rb") as old_fh:
-                for ev in _parse_lines(old_fh):
-                    yield ev
-                    if ev.event_type in stop_types:
-                        return
+
+    def read_backups() -> Iterator[Event]:
+        """Rotated files not read yet, oldest first. Their names never change."""
+        for _, old in _backups(log_dir):
+            try:
+                with open(old, "rb") as old_fh:
+                    old_ino = os.fstat(old_fh.fileno()).st_ino
+                    if old_ino in done or old_ino == ino:
+                        continue
+                    done.add(old_ino)
+                    events = list(_parse_lines(old_fh)) if from_start else []
+            except FileNotFoundError:
+                continue
+            yield from events
+
     while stop is None or not stop.is_set():
         if fh is None:
             try:
                 fh = open(path, "rb")
                 ino = os.fstat(fh.fileno()).st_ino
-                if not from_start:
-                    fh.seek(0, os.SEEK_END)
-                from_start = True  # later reopens after a rotation read from the start
             except FileNotFoundError:
+                fh, ino = None, -1
+            # Whatever was rotated away before the current file appeared comes first.
+            for ev in read_backups():
+                yield ev
+                if ev.event_type in stop_types:
+                    return
+            if fh is None or ino in done:
+                if fh is not None:
+                    fh.close()
+                    fh = None
                 time.sleep(poll_interval)
                 continue
+            if not from_start:
+                fh.seek(0, os.SEEK_END)
+            from_start = True  # files that appear later are read whole
         chunk = fh.read()
         if chunk:
             buf += chunk
@@ -320,11 +357,13 @@ def follow_events(
         try:
             rotated = os.stat(path).st_ino != ino
         except FileNotFoundError:
-            rotated = False
+            rotated = True
         if rotated:
-            # Drain what was appended to the old file before it was renamed away.
+            # Drain what was appended to the old file before it was renamed away, then
+            # read every file rotated away since, oldest first.
             rest = buf + fh.read()
             fh.close()
+            done.add(ino)
             fh, buf = None, b""
             for ev in _parse_lines(line + b"\n" for line in rest.split(b"\n")[:-1]):
                 yield ev

@@ -1,13 +1,19 @@
-"""The op registry: one op per module in this package, registered by name."""
+"""The op registry: one op per module in this package, registered by name.
+
+Ops outside the package register the same way; name their modules in the environment
+variable ``DJ_RUNNER_OP_MODULES`` (comma-separated) and they load with the built-in ones.
+"""
 
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
 from collections.abc import Callable
 
 from dj_runner.ops.base import Op
 
+OP_MODULES_ENV = "DJ_RUNNER_OP_MODULES"
 _OPS: dict[str, type[Op]] = {}
 _LOADED = False
 
@@ -34,6 +40,9 @@ def _load_all() -> None:
     for mod in pkgutil.iter_modules(pkg.__path__):
         if mod.name not in {"base", "registry", "textutil"}:
             importlib.import_module(f"dj_runner.ops.{mod.name}")
+    # Custom ops: modules named in DJ_RUNNER_OP_MODULES (comma-separated) register theirs.
+    for name in filter(None, os.environ.get(OP_MODULES_ENV, "").split(",")):
+        importlib.import_module(name.strip())
     _LOADED = True
 
 

@@ -1,0 +1,95 @@
+"""Fixtures for runner tests: the shared corpora, an in-process Ray, recipe and CLI helpers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+SUPPORT = Path(__file__).resolve().parent / "support"
+SHARED_DATA = Path(os.environ.get("DJ_SHARED_DATA", REPO.parent / "shared" / "data"))
+DEMO = REPO / "examples" / "data" / "demo.jsonl"
+
+# Test-only ops (tests/runner/support) load like a user's custom ops, in every process.
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    filter(None, [str(SUPPORT), os.environ.get("PYTHONPATH", "")])
+)
+os.environ["DJ_RUNNER_OP_MODULES"] = "dj_test_ops"
+sys.path.insert(0, str(SUPPORT))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    assert SHARED_DATA.is_dir(), f"the shared corpora are expected at {SHARED_DATA}"
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def ray_session() -> Iterator[None]:
+    """One embedded Ray for the in-process tests of this session."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def write_recipe(path: Path, **recipe: Any) -> Path:
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return path
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    with open(path) as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def run_cli(*args: str, timeout: float = 300, **kw: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "dj_runner.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **kw,
+    )
+
+
+STANDARD_OPS = [
+    {"whitespace_normalization_mapper": {}},
+    {"clean_email_mapper": {}},
+    {"clean_links_mapper": {}},
+    {"text_length_filter": {"min_len": 20, "max_len": 20000}},
+    {"document_deduplicator": {"lowercase": True}},
+]
+
+
+def reference_texts(records: list[dict[str, Any]], process: list[dict[str, Any]]) -> list[str]:
+    """The recipe applied to all records as one table, in one process: the expected output."""
+    import pyarrow as pa
+    from dj_runner.apply import add_hashes, apply_keep_mask, apply_local
+    from dj_runner.ops.base import HASH_COLUMN
+    from dj_runner.recipe import build_op
+
+    table = pa.table({"text": pa.array([r.get("text") for r in records], pa.string())})
+    for i, item in enumerate(process):
+        ((name, params),) = item.items()
+        op = build_op(name, params or {}, f"process[{i}]").op
+        if op.is_global:
+            table = add_hashes(op, table, "text")
+            seen: set[str] = set()
+            keep = []
+            for h in table.column(HASH_COLUMN).to_pylist():
+                keep.append(h not in seen)
+                seen.add(h)
+            table = apply_keep_mask(table, pa.array(keep))
+        else:
+            table = apply_local(op, table, "text")
+    return table.column("text").to_pylist()

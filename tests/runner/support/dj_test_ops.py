@@ -1,0 +1,55 @@
+"""Ops for tests only: a mapper that fails on demand, and a slow one.
+
+Loaded through DJ_RUNNER_OP_MODULES, the same way a user's custom ops are.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from dj_runner.ops.base import Mapper
+from dj_runner.ops.registry import register
+
+
+@register("flaky_mapper")
+@dataclass(frozen=True, kw_only=True)
+class FlakyMapper(Mapper):
+    """Raises on a batch containing ``marker``, at most ``fail_times`` times in all, and
+    never once ``state_dir/healed`` exists.
+
+    Each failure appends a line to ``state_dir/failures``, shared by every process.
+    """
+
+    marker: str = "FAIL-ME"
+    state_dir: str = ""
+    fail_times: int = 1_000_000
+
+    def process(self, texts: pa.Array) -> pa.Array:
+        state = Path(self.state_dir)
+        if (state / "healed").exists():
+            return texts
+        hit = pc.any(pc.match_substring(pc.fill_null(texts, ""), self.marker)).as_py()
+        failures = state / "failures"
+        count = len(failures.read_text().splitlines()) if failures.exists() else 0
+        if hit and count < self.fail_times:
+            with open(state / "failures", "a") as fh:
+                fh.write(f"{os.getpid()}\n")
+            raise ValueError(f"sample contains {self.marker}")
+        return texts
+
+
+@register("slow_mapper")
+@dataclass(frozen=True, kw_only=True)
+class SlowMapper(Mapper):
+    """Leaves texts unchanged but takes ``seconds`` per call: it widens the kill window."""
+
+    seconds: float = 0.05
+
+    def process(self, texts: pa.Array) -> pa.Array:
+        time.sleep(self.seconds)
+        return texts

@@ -1,0 +1,329 @@
+"""Crash, corrupt, change and fail: the runner resumes to exactly the clean result."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import DEMO, STANDARD_OPS, read_jsonl, reference_texts, run_cli, write_recipe
+from dj_runner.atomic import read_records
+from dj_runner.events import read_events
+from dj_runner.executor import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, EXIT_REFUSED, Executor
+from dj_runner.recipe import parse_recipe
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def commit_count(work: Path) -> int:
+    return sum(len(read_records(p)) for p in (work / "checkpoints").glob("p*/commits.jsonl"))
+
+
+def kill_recipe(tmp: Path, data: Path) -> Path:
+    ops = [{"slow_mapper": {"seconds": 0.02}}, *STANDARD_OPS]
+    return write_recipe(
+        tmp / "recipe.yaml",
+        project_name="kill",
+        dataset_path=str(data),
+        export_path=str(tmp / "out.jsonl"),
+        partition_size=60,
+        max_retries=0,
+        np=2,
+        process=ops,
+    )
+
+
+@pytest.fixture(scope="module")
+def kill_data(tmp_path_factory, shared_data) -> Path:
+    """About 1,800 real samples: the Python docs sections plus the demo corpora."""
+    path = tmp_path_factory.mktemp("killdata") / "data.jsonl"
+    lines = (shared_data / "python-docs-sections.jsonl").read_text().splitlines()[:1500]
+    lines += DEMO.read_text().splitlines()
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def clean_output(tmp_path_factory, kill_data) -> bytes:
+    tmp = tmp_path_factory.mktemp("clean")
+    recipe = kill_recipe(tmp, kill_data)
+    proc = run_cli("run", str(recipe), "--work-dir", str(tmp / "work"))
+    assert proc.returncode == EXIT_OK, proc.stderr
+    return (tmp / "out.jsonl").read_bytes()
+
+
+def test_sigkill_at_random_moments_then_resume_is_identical(tmp_path, kill_data, clean_output):
+    recipe = kill_recipe(tmp_path, kill_data)
+    work = tmp_path / "work"
+    rng = random.Random(20261128)
+    kills = 0
+    for attempt in range(6):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "dj_runner.cli", "run", str(recipe), "--work-dir", str(work)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        before = commit_count(work) if work.exists() else 0
+        # Kill once a random number of new commits has landed, or at a random instant
+        # while the job is working; whichever the draw picks.
+        if attempt % 2 == 0:
+            target = before + rng.randint(1, 12)
+            wait_for(
+                lambda t=target: commit_count(work) >= t or proc.poll() is not None,
+                120,
+                "checkpoint commits",
+            )
+        else:
+            wait_for(
+                lambda b=before: commit_count(work) > b or proc.poll() is not None,
+                120,
+                "the first commit of this run",
+            )
+            deadline = time.monotonic() + rng.uniform(0.0, 1.5)
+            wait_for(
+                lambda d=deadline: time.monotonic() >= d or proc.poll() is not None,
+                5,
+                "the kill instant",
+                interval=0.01,
+            )
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            kills += 1
+        proc.wait(timeout=30)
+        if proc.returncode == 0:
+            break
+    assert kills >= 3
+    final = run_cli("run", str(recipe), "--work-dir", str(work))
+    assert final.returncode == EXIT_OK, final.stderr
+    assert (tmp_path / "out.jsonl").read_bytes() == clean_output
+    restarts = read_events(work / "events", event_type="job_restart")
+    assert len(restarts) >= kills
+
+
+def test_corrupted_checkpoints_are_detected_and_recomputed(tmp_path, kill_data, clean_output):
+    recipe = kill_recipe(tmp_path, kill_data)
+    work = tmp_path / "work"
+    assert run_cli("run", str(recipe), "--work-dir", str(work)).returncode == EXIT_OK
+    finals = sorted(work.glob("checkpoints/p*/op006.parquet"))
+    assert len(finals) >= 3
+    # truncate one, flip a byte in another, delete a third
+    finals[0].write_bytes(finals[0].read_bytes()[:100])
+    data = bytearray(finals[1].read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    finals[1].write_bytes(bytes(data))
+    finals[2].unlink()
+    (tmp_path / "out.jsonl").unlink()
+    proc = run_cli("run", str(recipe), "--work-dir", str(work))
+    assert proc.returncode == EXIT_OK, proc.stderr
+    assert (tmp_path / "out.jsonl").read_bytes() == clean_output
+    invalid = read_events(work / "events", event_type="checkpoint_invalid")
+    assert {e.partition_id for e in invalid} >= {0, 1, 2}
+
+
+def test_torn_checkpoint_without_commit_is_ignored(tmp_path):
+    recipe = write_recipe(
+        tmp_path / "r.yaml",
+        dataset_path=str(DEMO),
+        export_path=str(tmp_path / "out.jsonl"),
+        partition_size=100,
+        process=STANDARD_OPS,
+    )
+    work = tmp_path / "work"
+    assert run_cli("run", str(recipe), "--work-dir", str(work)).returncode == EXIT_OK
+    expected = (tmp_path / "out.jsonl").read_bytes()
+    # A crash mid-write leaves a temporary file and a half-written, uncommitted file.
+    pdir = work / "checkpoints" / "p00000"
+    (pdir / ".op005.parquet.tmp-999").write_bytes(b"PAR1 torn")
+    commits = pdir / "commits.jsonl"
+    commits.write_bytes(commits.read_bytes() + b'{"step": 9, "hashed": false, "fi')
+    (tmp_path / "out.jsonl").unlink()
+    assert run_cli("run", str(recipe), "--work-dir", str(work)).returncode == EXIT_OK
+    assert (tmp_path / "out.jsonl").read_bytes() == expected
+
+
+def test_changed_recipe_is_refused_and_restart_starts_over(tmp_path):
+    base = dict(
+        dataset_path=str(DEMO),
+        export_path=str(tmp_path / "out.jsonl"),
+        partition_size=100,
+        process=STANDARD_OPS,
+    )
+    recipe = write_recipe(tmp_path / "r.yaml", **base)
+    work = tmp_path / "work"
+    assert run_cli("run", str(recipe), "--work-dir", str(work)).returncode == EXIT_OK
+    changed = dict(base, process=[*STANDARD_OPS[:3], {"text_length_filter": {"min_len": 50}}])
+    write_recipe(recipe, **changed)
+    proc = run_cli("run", str(recipe), "--work-dir", str(work))
+    assert proc.returncode == EXIT_REFUSED
+    assert "recipe changed" in proc.stderr and "--restart" in proc.stderr
+    assert "min_len" in proc.stderr
+    proc = run_cli("run", str(recipe), "--work-dir", str(work), "--restart")
+    assert proc.returncode == EXIT_OK, proc.stderr
+    texts = [r["text"] for r in read_jsonl(tmp_path / "out.jsonl")]
+    assert texts == reference_texts(read_jsonl(DEMO), changed["process"])
+
+
+def test_changed_input_is_refused(tmp_path):
+    data = tmp_path / "d.jsonl"
+    data.write_text(DEMO.read_text())
+    recipe = write_recipe(
+        tmp_path / "r.yaml",
+        dataset_path=str(data),
+        export_path=str(tmp_path / "o.jsonl"),
+        process=STANDARD_OPS[:1],
+    )
+    assert run_cli("run", str(recipe), "--work-dir", str(tmp_path / "w")).returncode == 0
+    data.write_text(DEMO.read_text() + json.dumps({"text": "one more sample"}) + "\n")
+    proc = run_cli("run", str(recipe), "--work-dir", str(tmp_path / "w"))
+    assert proc.returncode == EXIT_REFUSED
+    assert "changed" in proc.stderr and str(data) in proc.stderr
+
+
+# ----------------------------------------------------------------------- in-process faults
+
+
+def flaky_records(tmp: Path) -> Path:
+    rows = [{"text": f"sample {i} has enough characters"} for i in range(60)]
+    rows[45]["text"] = "sample 45 will FAIL-ME when processed"
+    path = tmp / "flaky.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def flaky_recipe(tmp: Path, **extra):
+    state = tmp / "state"
+    state.mkdir(exist_ok=True)
+    raw = {
+        "dataset_path": str(flaky_records(tmp)),
+        "export_path": str(tmp / "out.jsonl"),
+        "partition_size": 10,
+        "retry_base_delay_s": 0.05,
+        "process": [
+            {"flaky_mapper": {"state_dir": str(state)}},
+            {"text_length_filter": {"min_len": 5}},
+        ],
+    }
+    raw.update(extra)
+    return parse_recipe(raw), state
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_retries_with_exponential_backoff_then_succeeds(tmp_path):
+    recipe, state = flaky_recipe(
+        tmp_path,
+        max_retries=3,
+        process=[
+            {"flaky_mapper": {"state_dir": str(state), "fail_times": 2}},
+            {"text_length_filter": {"min_len": 5}},
+        ],
+    )
+    result = Executor(recipe, work_dir=tmp_path / "work").run()
+    assert result.exit_code == EXIT_OK, result.error
+    retries = read_events(tmp_path / "work" / "events", event_type="partition_retry")
+    assert [e.partition_id for e in retries] == [4, 4]
+    assert [e.get("retry_count") for e in retries] == [1, 2]
+    gap = retries[1].timestamp - retries[0].timestamp
+    assert gap >= 0.1  # the second wait is twice the first (0.05s, then 0.1s)
+    assert result.rows_out == 60
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_exhausted_partition_fails_job_unless_allowed_and_resume_retries(tmp_path):
+    recipe, state = flaky_recipe(tmp_path, max_retries=1)
+    result = Executor(recipe, work_dir=tmp_path / "work").run()
+    assert result.exit_code == EXIT_FAILED
+    assert "max_failed_partitions" in result.error
+    failed = read_events(tmp_path / "work" / "events", event_type="job_failed")
+    assert len(failed) == 1
+    op_failed = read_events(tmp_path / "work" / "events", event_type="op_failed")
+    msg = op_failed[0].message
+    assert "flaky_mapper" in msg and "partition 4" in msg and "sample 5" in msg
+    assert "FAIL-ME" in msg
+
+    recipe2, _ = flaky_recipe(tmp_path, max_retries=1, max_failed_partitions=1)
+    result = Executor(recipe2, work_dir=tmp_path / "work2").run()
+    assert result.exit_code == EXIT_PARTIAL
+    assert result.failed_partitions == [4]
+    assert result.rows_out == 50  # every other partition was exported
+
+    (state / "healed").touch()
+    result = Executor(recipe2, work_dir=tmp_path / "work2").run()
+    assert result.exit_code == EXIT_OK
+    assert result.rows_out == 60
+    texts = [r["text"] for r in read_jsonl(tmp_path / "out.jsonl")]
+    assert texts[45] == "sample 45 will FAIL-ME when processed"
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_malformed_records_are_rejected_or_fatal(tmp_path):
+    data = tmp_path / "bad.jsonl"
+    data.write_text(
+        json.dumps({"text": "a good sample with text"})
+        + "\n"
+        + "{not json\n"
+        + json.dumps([1, 2])
+        + "\n"
+        + json.dumps({"text": 42})
+        + "\n"
+        + json.dumps({"text": "another good sample"})
+        + "\n"
+    )
+    raw = {
+        "dataset_path": str(data),
+        "export_path": str(tmp_path / "o.jsonl"),
+        "process": [{"text_length_filter": {"min_len": 1}}],
+    }
+    result = Executor(parse_recipe(raw), work_dir=tmp_path / "w").run()
+    assert result.exit_code == EXIT_OK and result.rejected == 3 and result.rows_out == 2
+    rejects = read_jsonl(tmp_path / "w" / "rejects" / "p00000.jsonl")
+    assert [(r["source"], r["line"]) for r in rejects] == [
+        (str(data), 2),
+        (str(data), 3),
+        (str(data), 4),
+    ]
+    assert "not a string" in rejects[2]["error"]
+
+    raw["malformed_records"] = "fail"
+    result = Executor(parse_recipe(raw), work_dir=tmp_path / "w2").run()
+    assert result.exit_code == EXIT_FAILED
+    assert f"{data} line 2" in result.error
+
+
+def test_monitor_events_follows_a_running_job_from_another_process(tmp_path, kill_data):
+    from dj_runner.events import follow_events
+
+    recipe = kill_recipe(tmp_path, kill_data)
+    work = tmp_path / "work"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dj_runner.cli", "run", str(recipe), "--work-dir", str(work)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        seen = []
+        for ev in follow_events(work / "events", until=("job_complete", "job_failed")):
+            seen.append(ev)
+        assert proc.wait(timeout=120) == EXIT_OK
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    types = [e.event_type for e in seen]
+    plan = json.loads((work / "plan.json").read_text())
+    assert types[0] == "job_start" and types[-1] == "job_complete"
+    assert types.count("partition_complete") == len(plan["partitions"]) > 20
+    assert {"op_start", "op_complete", "checkpoint_save", "partition_start"} <= set(types)

@@ -1,0 +1,129 @@
+"""Recipe validation: every bad recipe is refused before work, naming key, value and fix."""
+
+from __future__ import annotations
+
+import pytest
+from dj_runner.errors import RecipeError
+from dj_runner.recipe import parse_recipe
+
+BASE = {
+    "dataset_path": "data.jsonl",
+    "export_path": "out.jsonl",
+    "process": [{"text_length_filter": {"min_len": 10}}],
+}
+
+
+def parse(**changes):
+    raw = dict(BASE)
+    raw.update(changes)
+    return parse_recipe({k: v for k, v in raw.items() if v is not None})
+
+
+def error(**changes) -> str:
+    with pytest.raises(RecipeError) as info:
+        parse(**changes)
+    return str(info.value)
+
+
+def test_valid_recipe_with_data_juicer_keys():
+    r = parse(
+        project_name="p",
+        executor_type="ray_partitioned",
+        ray_address="auto",
+        np=4,
+        text_keys=["text"],
+        partition_size=5000,
+        max_partition_size_mb=64,
+        enable_fault_tolerance=True,
+        max_retries=2,
+        storage_format="arrow",
+        preserve_intermediate_data=True,
+        event_logging={
+            "enabled": True,
+            "log_level": "info",
+            "max_log_size_mb": 5,
+            "backup_count": 2,
+        },
+        checkpoint={"enabled": True, "strategy": "every_n_ops", "n_ops": 2},
+        intermediate_storage={"format": "arrow", "compression": "zstd"},
+        use_cache=False,  # a Data-Juicer key that changes nothing here
+    )
+    assert r.partition.mode == "size" and r.partition.partition_size == 5000
+    assert r.checkpoint.strategy == "every_n_ops" and r.checkpoint.storage_format == "arrow"
+    assert r.checkpoint.compression == "zstd" and r.event_logging.log_level == "INFO"
+    assert r.process[0].op.min_len == 10
+
+
+def test_unknown_key_names_the_closest():
+    msg = error(partition_sise=10)
+    assert "'partition_sise'" in msg and "did you mean 'partition_size'" in msg
+
+
+def test_unknown_op_names_the_closest():
+    msg = error(process=[{"text_lenght_filter": {}}])
+    assert "process[0]" in msg and "'text_lenght_filter'" in msg
+    assert "did you mean 'text_length_filter'" in msg
+
+
+def test_unknown_op_parameter_names_the_closest():
+    msg = error(process=[{"text_length_filter": {"min_length": 3}}])
+    assert "text_length_filter.min_length" in msg and "did you mean 'min_len'" in msg
+
+
+def test_wrong_type():
+    msg = error(partition_size="big")
+    assert "'partition_size'" in msg and "'big'" in msg and "an integer" in msg
+    msg = error(process=[{"text_length_filter": {"min_len": "ten"}}])
+    assert "min_len" in msg and "'ten'" in msg and "an integer" in msg
+    msg = error(keep_stats_in_res_ds="yes")
+    assert "true or false" in msg
+
+
+def test_out_of_range():
+    assert ">= 1" in error(partition_size=0)
+    assert "> 0" in error(max_partition_size_mb=0)
+    assert ">= 0" in error(max_retries=-1)
+    msg = error(process=[{"text_length_filter": {"min_len": 10, "max_len": 5}}])
+    assert "max_len" in msg and "min_len" in msg
+
+
+def test_bad_choices_name_the_valid_ones():
+    msg = error(storage_format="parket")
+    assert "parquet, arrow, jsonl" in msg and "did you mean 'parquet'" in msg
+    msg = error(checkpoint={"strategy": "every-op"})
+    assert "did you mean 'every_op'" in msg
+    msg = error(intermediate_storage={"format": "arrow", "compression": "snappy"})
+    assert "lz4" in msg
+    msg = error(checkpoint={"strategy": "manual", "op_names": ["nope_mapper"]})
+    assert "checkpoint.op_names" in msg and "'nope_mapper'" in msg
+
+
+def test_missing_and_bad_paths():
+    assert "'dataset_path'" in error(dataset_path=None)
+    msg = error(export_path="out.txt")
+    assert ".jsonl, .parquet" in msg
+    assert "'ray_address'" in error(ray_address="somewhere")
+
+
+def test_nested_block_unknown_key():
+    msg = error(partition={"mode": "auto", "num_partitions": 3})
+    assert "partition.num_partitions" in msg and "did you mean 'num_of_partitions'" in msg
+
+
+def test_empty_process_and_bad_op_shape():
+    assert "non-empty list" in error(process=[])
+    assert "exactly one op name" in error(process=[{"a": {}, "b": {}}])
+
+
+def test_modes_and_flat_keys():
+    assert parse().partition.mode == "auto"
+    assert parse(partition={"mode": "manual", "num_of_partitions": 8}).partition.num_partitions == 8
+    assert parse(enable_fault_tolerance=False, max_retries=5).max_retries == 0
+    assert parse(checkpoint={"enabled": False}).checkpoint.strategy == "disabled"
+
+
+def test_fingerprint_tracks_what_decides_the_output():
+    a = parse()
+    assert a.fingerprint() == parse(event_logging={"enabled": False}, max_retries=9).fingerprint()
+    assert a.fingerprint() != parse(process=[{"text_length_filter": {"min_len": 11}}]).fingerprint()
+    assert a.fingerprint() != parse(partition_size=7).fingerprint()
