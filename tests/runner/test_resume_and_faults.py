@@ -84,19 +84,19 @@ def test_sigkill_at_random_moments_then_resume_is_identical(tmp_path, kill_data,
         if attempt % 2 == 0:
             target = before + rng.randint(1, 12)
             wait_for(
-                lambda t=target: commit_count(work) >= t or proc.poll() is not None,
+                lambda t=target, p=proc: commit_count(work) >= t or p.poll() is not None,
                 120,
                 "checkpoint commits",
             )
         else:
             wait_for(
-                lambda b=before: commit_count(work) > b or proc.poll() is not None,
+                lambda b=before, p=proc: commit_count(work) > b or p.poll() is not None,
                 120,
                 "the first commit of this run",
             )
             deadline = time.monotonic() + rng.uniform(0.0, 1.5)
             wait_for(
-                lambda d=deadline: time.monotonic() >= d or proc.poll() is not None,
+                lambda d=deadline, p=proc: time.monotonic() >= d or p.poll() is not None,
                 5,
                 "the kill instant",
                 interval=0.01,
@@ -205,7 +205,7 @@ def flaky_records(tmp: Path) -> Path:
     return path
 
 
-def flaky_recipe(tmp: Path, **extra):
+def flaky_recipe(tmp: Path, fail_times: int = 1_000_000, **extra):
     state = tmp / "state"
     state.mkdir(exist_ok=True)
     raw = {
@@ -214,7 +214,7 @@ def flaky_recipe(tmp: Path, **extra):
         "partition_size": 10,
         "retry_base_delay_s": 0.05,
         "process": [
-            {"flaky_mapper": {"state_dir": str(state)}},
+            {"flaky_mapper": {"state_dir": str(state), "fail_times": fail_times}},
             {"text_length_filter": {"min_len": 5}},
         ],
     }
@@ -224,14 +224,7 @@ def flaky_recipe(tmp: Path, **extra):
 
 @pytest.mark.usefixtures("ray_session")
 def test_retries_with_exponential_backoff_then_succeeds(tmp_path):
-    recipe, state = flaky_recipe(
-        tmp_path,
-        max_retries=3,
-        process=[
-            {"flaky_mapper": {"state_dir": str(state), "fail_times": 2}},
-            {"text_length_filter": {"min_len": 5}},
-        ],
-    )
+    recipe, _ = flaky_recipe(tmp_path, fail_times=2, max_retries=3)
     result = Executor(recipe, work_dir=tmp_path / "work").run()
     assert result.exit_code == EXIT_OK, result.error
     retries = read_events(tmp_path / "work" / "events", event_type="partition_retry")

@@ -35,7 +35,7 @@ def run(tmp: Path, **overrides):
 
 
 def test_output_equals_single_table_reference(tmp_path):
-    recipe, result = run(tmp_path)
+    _, result = run(tmp_path)
     assert result.exit_code == EXIT_OK, result.error
     out = read_jsonl(tmp_path / "out.jsonl")
     expected = reference_texts(read_jsonl(DEMO), STANDARD_OPS)
@@ -207,7 +207,7 @@ def test_export_parquet_and_sharded_directory(tmp_path):
 def test_auto_partitioning_uses_cluster_cpus(tmp_path):
     big = tmp_path / "big.jsonl"
     shutil.copy(DEMO, big)
-    _, result = run(tmp_path, dataset_path=str(big), partition_size=None)
+    run(tmp_path, dataset_path=str(big), partition_size=None)
     plan = json.loads((tmp_path / "work" / "plan.json").read_text())
     assert plan["mode"] == "auto"
     # 2 CPUs in the test cluster: two partitions per CPU.

@@ -77,6 +77,6 @@ def test_follow_sees_events_written_later_and_across_rotation(tmp_path):
     assert done.wait(30)
     t.join()
     assert len(log_files(tmp_path)) > 3
-    assert [e.event_type for e in seen][0] == "job_start"
+    assert seen[0].event_type == "job_start"
     assert [e.get("operation_idx") for e in seen[1:-1]] == list(range(500))
     assert seen[-1].event_type == "job_complete"
