@@ -670,8 +670,6 @@ def main(argv: list[str] | None = None) -> int:
     if supported is not None:
         keep = [e for e in template["process"] if op_name(e) in supported]
         dropped = [op_name(e) for e in template["process"] if op_name(e) not in supported]
-        if dropped:
-            notes.append(f"ops not in dj-runner's registry, left out for every engine: {dropped}")
         template["process"] = keep
     dj_venv = None
     if any(e in DJ_ENGINES for e in engines):
