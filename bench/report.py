@@ -201,6 +201,30 @@ def render(results: dict[str, Any], img_rel: str = "img") -> str:
                 add(f"- only in {name}: `{t!r}`")
             add("")
             add("</details>")
+    od = results.get("op_diff")
+    if od:
+        add("")
+        add(
+            f"Op by op, on the first {od[0]['samples']:,} samples (both sides fed the same input: "
+            "the texts after dj-runner's preceding mappers; `bench/op_diff.py`):"
+        )
+        add("")
+        add("| op | samples where dj-runner and Data-Juicer disagree |")
+        add("| --- | --- |")
+        for row in od:
+            add(f"| {row['op']} | {row['disagree']} |")
+        for row in od:
+            if row["examples"]:
+                add("")
+                add(f"<details><summary>{row['op']}: examples</summary>")
+                add("")
+                for e in row["examples"]:
+                    add(
+                        f"- input `{e['input']}`: dj-runner `{e['dj_runner']}`, "
+                        f"Data-Juicer `{e['data_juicer']}`"
+                    )
+                add("")
+                add("</details>")
     if ev:
         add("")
         add("### Event log")

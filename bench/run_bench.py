@@ -643,6 +643,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--timeout", type=float, default=1800)
     p.add_argument("--event-micro", type=int, default=50000, help="events to time; 0 skips")
+    p.add_argument("--op-diff-limit", type=int, default=3000, help="samples; 0 skips")
     p.add_argument("--keep-outputs", action="store_true")
     p.add_argument("--write-docs", action="store_true", help="render docs/benchmarks.md + plots")
     p.add_argument("--report-only", type=Path, help="render the docs from a results.json")
@@ -727,6 +728,16 @@ def main(argv: list[str] | None = None) -> int:
             (out_dir / "results.json").write_text(json.dumps(results, indent=2, default=str))
     results["summary"] = summarize(runs, n, big_n)
     results["equality"] = equality(ctx, n)
+    if dj_venv is not None and a.op_diff_limit > 0:
+        import op_diff
+
+        print("op-level agreement with Data-Juicer...", file=sys.stderr)
+        try:
+            results["op_diff"] = op_diff.run(
+                template, datasets[n].text_only, dj_venv, a.op_diff_limit
+            )
+        except subprocess.CalledProcessError as exc:
+            results["notes"].append(f"op diff failed: {exc.stderr.decode()[-500:]}")
     results["duration_s"] = time.perf_counter() - t_start
     results["machine"]["loadavg_end"] = os.getloadavg()
     (out_dir / "results.json").write_text(json.dumps(results, indent=2, default=str))
