@@ -363,6 +363,7 @@ class Executor:
                             f"{delay:.1f}s: {msg}",
                             partition_id=part.pid,
                             retry_count=attempt + 1,
+                            retry_delay_s=delay,
                             error_message=msg,
                         )
                         queue.append((time.monotonic() + delay, part, attempt + 1))

@@ -230,8 +230,15 @@ def test_retries_with_exponential_backoff_then_succeeds(tmp_path):
     retries = read_events(tmp_path / "work" / "events", event_type="partition_retry")
     assert [e.partition_id for e in retries] == [4, 4]
     assert [e.get("retry_count") for e in retries] == [1, 2]
-    gap = retries[1].timestamp - retries[0].timestamp
-    assert gap >= 0.1  # the second wait is twice the first (0.05s, then 0.1s)
+    assert [e.get("retry_delay_s") for e in retries] == [0.05, 0.1]  # doubling
+    starts = read_events(
+        tmp_path / "work" / "events",
+        event_type=("partition_start", "partition_resume"),
+        partition_id=4,
+    )
+    assert len(starts) == 3
+    for retry, nxt in zip(retries, starts[1:], strict=True):
+        assert nxt.timestamp - retry.timestamp >= retry.get("retry_delay_s")
     assert result.rows_out == 60
 
 
@@ -283,7 +290,9 @@ def test_malformed_records_are_rejected_or_fatal(tmp_path):
     }
     result = Executor(parse_recipe(raw), work_dir=tmp_path / "w").run()
     assert result.exit_code == EXIT_OK and result.rejected == 3 and result.rows_out == 2
-    rejects = read_jsonl(tmp_path / "w" / "rejects" / "p00000.jsonl")
+    rejects = [
+        r for f in sorted((tmp_path / "w" / "rejects").glob("p*.jsonl")) for r in read_jsonl(f)
+    ]
     assert [(r["source"], r["line"]) for r in rejects] == [
         (str(data), 2),
         (str(data), 3),
