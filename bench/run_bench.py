@@ -16,10 +16,10 @@ Throughput is samples in / wall seconds of the whole command, start-up included;
 own job time is reported beside it. Peak memory is the peak of the summed RSS (and PSS) of the
 command's whole process tree (driver, Ray's daemons and workers), polled from /proc. The kept
 texts of every engine are compared, in order, with the runner's. Raw results go to
-``bench/results/``; ``--write-docs`` also renders ``docs/benchmarks.md`` and its plots.
+``bench/results/``; the summary and plots are rendered into ``docs/benchmarks.md``.
 
     python bench/run_bench.py                      # default sizes, 3 repetitions
-    python bench/run_bench.py -n 2000 --reps 1     # a quick smoke run
+    python bench/run_bench.py -n 2000 --reps 1 --no-docs   # a quick smoke run
     python bench/run_bench.py --report-only bench/results/<run>/results.json
 """
 
@@ -645,7 +645,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--event-micro", type=int, default=50000, help="events to time; 0 skips")
     p.add_argument("--op-diff-limit", type=int, default=3000, help="samples; 0 skips")
     p.add_argument("--keep-outputs", action="store_true")
-    p.add_argument("--write-docs", action="store_true", help="render docs/benchmarks.md + plots")
+    p.add_argument(
+        "--no-docs", action="store_true", help="do not render docs/benchmarks.md and its plots"
+    )
     p.add_argument("--report-only", type=Path, help="render the docs from a results.json")
     a = p.parse_args(argv)
 
@@ -754,7 +756,7 @@ def main(argv: list[str] | None = None) -> int:
         file=sys.stderr,
     )
     print(f"results: {out_dir / 'results.json'} ({results['duration_s']:.0f}s)", file=sys.stderr)
-    if a.write_docs:
+    if not a.no_docs:
         import report
 
         report.write(results, DOCS, IMG_DIR)
