@@ -27,7 +27,7 @@ def connect(address: str | None, num_cpus: int | None) -> RayConnection:
     if not ray.is_initialized():
         common = {"logging_level": logging.WARNING, "log_to_driver": False}
         if address in (None, "local"):
-            ray.init(num_cpus=num_cpus, include_dashboard=False, **common)
+            _embedded(num_cpus, common)
             address = "embedded"
         elif address == "auto":
             try:
@@ -35,12 +35,19 @@ def connect(address: str | None, num_cpus: int | None) -> RayConnection:
             except (ConnectionError, RuntimeError):
                 log.info("no running Ray cluster found; starting an embedded one")
                 os.environ.pop("RAY_ADDRESS", None)
-                ray.init(num_cpus=num_cpus, include_dashboard=False, **common)
+                _embedded(num_cpus, common)
                 address = "embedded"
         else:
             ray.init(address=address, **common)
     cpus = int(ray.cluster_resources().get("CPU", 1))
     return RayConnection(address or "embedded", max(1, cpus))
+
+
+def _embedded(num_cpus: int | None, common: dict) -> None:
+    """A private Ray for this process, reachable on loopback only."""
+    import ray
+
+    ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1", **common)
 
 
 def shutdown() -> None:

@@ -74,6 +74,7 @@ STANDARD_OPS = [
 def reference_texts(records: list[dict[str, Any]], process: list[dict[str, Any]]) -> list[str]:
     """The recipe applied to all records as one table, in one process: the expected output."""
     import pyarrow as pa
+
     from dj_runner.apply import add_hashes, apply_keep_mask, apply_local
     from dj_runner.ops.base import HASH_COLUMN
     from dj_runner.recipe import build_op

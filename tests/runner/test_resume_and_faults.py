@@ -12,11 +12,13 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import DEMO, STANDARD_OPS, read_jsonl, reference_texts, run_cli, write_recipe
+
 from dj_runner.atomic import read_records
 from dj_runner.events import read_events
 from dj_runner.executor import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, EXIT_REFUSED, Executor
 from dj_runner.recipe import parse_recipe
+
+from conftest import DEMO, STANDARD_OPS, read_jsonl, reference_texts, run_cli, write_recipe
 
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):

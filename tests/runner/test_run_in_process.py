@@ -12,9 +12,11 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 import zstandard
-from conftest import DEMO, STANDARD_OPS, read_jsonl, reference_texts
+
 from dj_runner.executor import EXIT_OK, Executor
 from dj_runner.recipe import parse_recipe
+
+from conftest import DEMO, STANDARD_OPS, read_jsonl, reference_texts
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 import pytest
+
 from dj_runner.checkpoint import CheckpointDir, CheckpointKey, InvalidCheckpoint
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from dj_runner.errors import RecipeError
 from dj_runner.recipe import parse_recipe
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
+
 from dj_runner.ops.base import Mapper
 from dj_runner.ops.registry import register
 

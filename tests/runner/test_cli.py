@@ -1,0 +1,129 @@
+"""The dj-runner command line: run, validate, status, events, report, ops; progress output."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import subprocess
+import sys
+
+from dj_runner.executor import EXIT_OK, EXIT_USAGE
+
+from conftest import DEMO, STANDARD_OPS, run_cli, write_recipe
+
+
+def test_run_then_status_events_report(tmp_path):
+    recipe = write_recipe(
+        tmp_path / "r.yaml",
+        project_name="cli",
+        dataset_path=str(DEMO),
+        export_path=str(tmp_path / "out.jsonl"),
+        partition_size=50,
+        process=STANDARD_OPS,
+    )
+    work = tmp_path / "work"
+    proc = run_cli("run", str(recipe), "--work-dir", str(work), "--job-id", "cli-job")
+    assert proc.returncode == EXIT_OK, proc.stderr
+    assert "job cli-job succeeded: 201 ->" in proc.stderr
+    # not a terminal: plain progress lines
+    assert "partition 0 done" in proc.stderr and "[5/5]" in proc.stderr
+
+    st = json.loads(run_cli("status", str(work), "--json").stdout)
+    assert st["job_id"] == "cli-job" and st["state"] == "succeeded"
+    assert (st["partitions_done"], st["partitions_failed"], st["partitions_remaining"]) == (5, 0, 0)
+    assert st["last_checkpoint"]["path"].endswith(".parquet") and st["resumable"] is False
+    text = run_cli("status", str(work)).stdout
+    assert "5 done, 0 failed, 0 remaining" in text and "resumable: no" in text
+
+    ev = run_cli("events", str(work), "--type", "partition_complete").stdout.splitlines()
+    assert len(ev) == 5 and all("partition_complete" in line for line in ev)
+    ev = run_cli("events", str(work), "--partition", "2", "--json").stdout.splitlines()
+    assert ev and all(json.loads(line)["partition_id"] == 2 for line in ev)
+
+    report = run_cli("report", str(work)).stdout
+    assert "whitespace_normalization_mapper" in report and "rows/s" in report
+    perf = json.loads(run_cli("report", str(work), "--json").stdout)
+    assert [op["op_name"] for op in perf["ops"]] == [next(iter(o)) for o in STANDARD_OPS]
+    assert perf["ops"][0]["rows_in"] == 201 and perf["rows_out"] < 201
+
+    # a second run of a finished job recomputes nothing
+    again = run_cli("run", str(recipe), "--work-dir", str(work))
+    assert again.returncode == EXIT_OK
+    assert "5 already done" in again.stderr
+
+
+def test_bad_recipe_fails_before_any_work(tmp_path):
+    recipe = write_recipe(
+        tmp_path / "r.yaml",
+        dataset_path=str(DEMO),
+        export_path=str(tmp_path / "o.jsonl"),
+        process=[{"text_length_filter": {"min_len": -1}}],
+    )
+    proc = run_cli("run", str(recipe), "--work-dir", str(tmp_path / "w"))
+    assert proc.returncode == EXIT_USAGE
+    assert "text_length_filter" in proc.stderr and "min_len" in proc.stderr
+    assert not (tmp_path / "w").exists()
+    missing = write_recipe(
+        tmp_path / "m.yaml",
+        dataset_path=str(tmp_path / "nope.jsonl"),
+        export_path=str(tmp_path / "o.jsonl"),
+        process=STANDARD_OPS,
+    )
+    proc = run_cli("run", str(missing))
+    assert proc.returncode == EXIT_USAGE and "nope.jsonl" in proc.stderr
+
+
+def test_validate_and_ops():
+    proc = run_cli("ops")
+    assert "text_length_filter(" in proc.stdout and "min_len=10" in proc.stdout
+    proc = run_cli("validate", str(DEMO.parent.parent / "recipe.yaml"))
+    assert proc.returncode == 0 and proc.stdout.startswith("ok: 5 ops")
+
+
+def test_progress_bar_on_a_terminal(tmp_path):
+    recipe = write_recipe(
+        tmp_path / "r.yaml",
+        dataset_path=str(DEMO),
+        export_path=str(tmp_path / "o.jsonl"),
+        partition_size=100,
+        process=STANDARD_OPS[:1],
+    )
+    pid, fd = pty.fork()
+    if pid == 0:  # the child runs the CLI with a terminal as stderr
+        os.execv(
+            sys.executable,
+            [
+                sys.executable,
+                "-m",
+                "dj_runner.cli",
+                "run",
+                str(recipe),
+                "--work-dir",
+                str(tmp_path / "w"),
+            ],
+        )
+    out = b""
+    while True:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    text = out.decode(errors="replace")
+    assert "━" in text and "3/3" in text  # rich's bar and its M/N column
+    assert "partition 0 done" not in text  # no plain lines on a terminal
+
+
+def test_module_entry_point_matches_console_script():
+    proc = subprocess.run(
+        ["dj-runner", "--help"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PATH": os.path.dirname(sys.executable)},
+    )
+    assert proc.returncode == 0 and "status" in proc.stdout
