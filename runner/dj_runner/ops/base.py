@@ -64,6 +64,10 @@ class Filter(Op):
         A null value is never kept.
         """
         mask = pa.array([True] * len(values), type=pa.bool_())
+        if pa.types.is_floating(values.type):
+            # Arrow will not compare float64 with an int beyond 2**53 (e.g. sys.maxsize).
+            lo = None if lo is None else float(lo)
+            hi = None if hi is None else float(hi)
         if lo is not None:
             cmp = pc.greater_equal if self.min_closed_interval else pc.greater
             mask = pc.and_(mask, cmp(values, lo))

@@ -18,6 +18,7 @@ This module is not an op: the registry does not import it as one.
 
 from __future__ import annotations
 
+import re
 import string
 import sys
 import unicodedata
@@ -444,3 +445,72 @@ def list_segment_max(lists: pa.ListArray, values: pa.Array) -> pa.Array:
         raise ValueError("list_segment_max needs non-empty lists")
     order = pc.sort_indices(agg["p"])
     return pc.take(agg["v_max"], order).combine_chunks()
+
+
+def unwrap_raw_pattern(pattern: str) -> str:
+    """Data-Juicer strips a literal ``r'...'`` / ``r"..."`` wrapper from a recipe pattern."""
+    if len(pattern) > 2 and (
+        (pattern.startswith("r'") and pattern.endswith("'"))
+        or (pattern.startswith('r"') and pattern.endswith('"'))
+    ):
+        return pattern[2:-1]
+    return pattern
+
+
+def regex_sub_per_sample(texts: pa.Array | pa.ChunkedArray, pattern: str, repl: str) -> pa.Array:
+    """``re.sub(pattern, repl, text, flags=re.DOTALL)`` on every non-null sample.
+
+    The fallback for user patterns and replacement templates: Python's ``re`` is the closest
+    engine at hand to the ``regex`` module Data-Juicer uses.
+    """
+    arr = as_array(texts)
+    compiled = re.compile(pattern, flags=re.DOTALL)
+    out = [None if t is None else compiled.sub(repl, t) for t in arr.to_pylist()]
+    return pa.array(out, type=arr.type)
+
+
+def regex_sub_vectorised(
+    texts: pa.Array | pa.ChunkedArray, re2_pattern: str, repl: str
+) -> pa.Array:
+    """Replace every match of an RE2 pattern by the literal ``repl`` (no backslash in it)."""
+    if "\\" in repl:
+        raise ValueError("regex_sub_vectorised takes a literal replacement")
+    return pc.replace_substring_regex(as_array(texts), pattern=re2_pattern, replacement=repl)
+
+
+def py_class_body(ranges: Iterable[tuple[int, int]]) -> str:
+    """The inside of a Python ``re`` character class for the given code point ranges."""
+    parts = []
+    for lo, hi in ranges:
+        parts.append(f"\\U{lo:08X}" if lo == hi else f"\\U{lo:08X}-\\U{hi:08X}")
+    return "".join(parts)
+
+
+def re2_class_body(ranges: Iterable[tuple[int, int]]) -> str:
+    """The inside of an RE2 character class for the given code point ranges."""
+    return re2_class(ranges)[1:-1]
+
+
+def clean_with_pattern(
+    texts: pa.Array | pa.ChunkedArray,
+    pattern: str | None,
+    repl: str,
+    default_re2: Callable[[], str],
+    default_py: Callable[[], str],
+    re2_repl_prefix: str = "",
+) -> pa.Array:
+    """The shared engine of the ``clean_*_mapper`` ops.
+
+    ``pattern is None`` selects the op's default pattern: with a literal ``repl`` it runs
+    vectorised as an exact RE2 translation (``default_re2``, whose replacement is
+    ``re2_repl_prefix + repl``); with a replacement template (a backslash in ``repl``) it runs
+    per sample with an exact Python ``re`` translation (``default_py``). A user pattern runs per
+    sample with Python's ``re``, as written.
+    """
+    if pattern is None:
+        if "\\" not in repl:
+            return pc.replace_substring_regex(
+                as_array(texts), pattern=default_re2(), replacement=re2_repl_prefix + repl
+            )
+        return regex_sub_per_sample(texts, default_py(), repl)
+    return regex_sub_per_sample(texts, unwrap_raw_pattern(pattern), repl)

@@ -1,0 +1,52 @@
+"""alphanumeric_filter: keep samples whose alphanumeric character ratio is in range.
+
+``alnum_ratio`` = (characters with ``str.isalnum()``) / ``len(text)``, 0.0 for an empty text
+(a null text counts as ``""``). Vectorised: one RE2 count over the explicit class of
+``str.isalnum`` code points. Only ``tokenization=False`` is supported (the token-based ratio
+needs a Hugging Face tokenizer download).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from dj_runner.ops.base import MAXSIZE, Filter
+from dj_runner.ops.registry import register
+from dj_runner.ops.textutil import isalnum_ranges, non_null, re2_class, safe_ratio
+
+
+@register("alphanumeric_filter")
+@dataclass(frozen=True, kw_only=True)
+class AlphanumericFilter(Filter):
+    """Stats key ``alnum_ratio`` (float64)."""
+
+    stats_types: ClassVar[dict[str, pa.DataType]] = {"alnum_ratio": pa.float64()}
+
+    tokenization: bool = False
+    min_ratio: float = 0.25
+    max_ratio: float = MAXSIZE
+
+    def __post_init__(self) -> None:
+        if self.tokenization:
+            raise ValueError(
+                "tokenization=True needs a Hugging Face tokenizer download, which this runner "
+                "does not do; use tokenization=False"
+            )
+        if self.min_ratio < 0:
+            raise ValueError(f"min_ratio must be >= 0, got {self.min_ratio}")
+        if self.max_ratio < self.min_ratio:
+            raise ValueError(
+                f"max_ratio ({self.max_ratio}) must be >= min_ratio ({self.min_ratio})"
+            )
+
+    def compute_stats(self, texts: pa.Array) -> dict[str, pa.Array]:
+        arr = non_null(texts)
+        alnum = pc.count_substring_regex(arr, pattern=re2_class(isalnum_ranges()))
+        return {"alnum_ratio": safe_ratio(alnum, pc.utf8_length(arr))}
+
+    def keep(self, stats: dict[str, pa.Array]) -> pa.Array:
+        return self.in_range(stats["alnum_ratio"], self.min_ratio, self.max_ratio)

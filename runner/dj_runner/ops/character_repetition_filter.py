@@ -1,0 +1,61 @@
+"""character_repetition_filter: keep samples whose character n-gram repetition ratio is in range.
+
+``char_rep_ratio``, as Data-Juicer computes it: count every character n-gram (``rep_len``
+code points); with ``k`` distinct n-grams, ``r = min(int(sqrt(k)), number of n-grams seen more
+than once)``; the ratio is the sum of the ``r`` largest counts over the number of n-grams, 0.0
+when the text is shorter than ``rep_len`` (a null text counts as ``""``).
+
+Per-sample: n-gram counting has no Arrow kernel.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass
+from typing import ClassVar
+
+import pyarrow as pa
+
+from dj_runner.ops.base import Filter
+from dj_runner.ops.registry import register
+from dj_runner.ops.textutil import non_null
+
+
+def char_rep_ratio(text: str, n: int) -> float:
+    """Data-Juicer's character repetition ratio of one text."""
+    total = len(text) - n + 1
+    if total <= 0:
+        return 0.0
+    freqs = sorted(Counter(text[i : i + n] for i in range(total)).values(), reverse=True)
+    num_rep = min(int(math.sqrt(len(freqs))), len(freqs) - freqs.count(1))
+    return sum(freqs[:num_rep]) / total
+
+
+@register("character_repetition_filter")
+@dataclass(frozen=True, kw_only=True)
+class CharacterRepetitionFilter(Filter):
+    """Stats key ``char_rep_ratio`` (float64)."""
+
+    stats_types: ClassVar[dict[str, pa.DataType]] = {"char_rep_ratio": pa.float64()}
+
+    rep_len: int = 10
+    min_ratio: float = 0.0
+    max_ratio: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.rep_len < 1:
+            raise ValueError(f"rep_len must be >= 1, got {self.rep_len}")
+        if self.min_ratio < 0:
+            raise ValueError(f"min_ratio must be >= 0, got {self.min_ratio}")
+        if self.max_ratio < self.min_ratio:
+            raise ValueError(
+                f"max_ratio ({self.max_ratio}) must be >= min_ratio ({self.min_ratio})"
+            )
+
+    def compute_stats(self, texts: pa.Array) -> dict[str, pa.Array]:
+        ratios = [char_rep_ratio(t, self.rep_len) for t in non_null(texts).to_pylist()]
+        return {"char_rep_ratio": pa.array(ratios, pa.float64())}
+
+    def keep(self, stats: dict[str, pa.Array]) -> pa.Array:
+        return self.in_range(stats["char_rep_ratio"], self.min_ratio, self.max_ratio)

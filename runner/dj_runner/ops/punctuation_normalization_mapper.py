@@ -1,0 +1,67 @@
+"""punctuation_normalization_mapper: map Unicode punctuation to ASCII, Data-Juicer's table.
+
+Vectorised: one literal replace per table entry. Every key is a single non-ASCII character
+and every value is ASCII, so applying the entries one after another equals Data-Juicer's
+simultaneous per-character mapping.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from dj_runner.ops.base import Mapper
+from dj_runner.ops.registry import register
+from dj_runner.ops.textutil import as_array
+
+
+@register("punctuation_normalization_mapper")
+@dataclass(frozen=True, kw_only=True)
+class PunctuationNormalizationMapper(Mapper):
+    """Replaces each character found in ``PUNCTUATION_UNICODE`` by its ASCII equivalent."""
+
+    PUNCTUATION_UNICODE: ClassVar[dict[str, str]] = {
+        "\uff0c": ",",  # ，
+        "\u3002": ".",  # 。
+        "\u3001": ",",  # 、
+        "\u201e": '"',  # „
+        "\u201d": '"',  # ”
+        "\u201c": '"',  # “
+        "\u00ab": '"',  # «
+        "\u00bb": '"',  # »
+        "\uff11": '"',  # １ (fullwidth digit one; Data-Juicer maps it to a quote)
+        "\u300d": '"',  # 」
+        "\u300c": '"',  # 「
+        "\u300a": '"',  # 《
+        "\u300b": '"',  # 》
+        "\u00b4": "'",  # ´
+        "\u2236": ":",  # ∶
+        "\uff1a": ":",  # ：
+        "\uff1f": "?",  # ？
+        "\uff01": "!",  # ！
+        "\uff08": "(",  # （
+        "\uff09": ")",  # ）
+        "\uff1b": ";",  # ；
+        "\u2013": "-",  # –
+        "\u2014": " - ",  # —
+        "\uff0e": ". ",  # ．
+        "\uff5e": "~",  # ～
+        "\u2019": "'",  # ’
+        "\u2026": "...",  # …
+        "\u2501": "-",  # ━
+        "\u3008": "<",  # 〈
+        "\u3009": ">",  # 〉
+        "\u3010": "[",  # 【
+        "\u3011": "]",  # 】
+        "\uff05": "%",  # ％
+        "\u25ba": "-",  # ►
+    }
+
+    def process(self, texts: pa.Array) -> pa.Array:
+        out = as_array(texts)
+        for src, dst in self.PUNCTUATION_UNICODE.items():
+            out = pc.replace_substring(out, pattern=src, replacement=dst)
+        return out

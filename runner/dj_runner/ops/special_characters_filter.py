@@ -1,0 +1,45 @@
+"""special_characters_filter: keep samples whose special-character ratio is in range.
+
+``special_char_ratio`` = (characters in Data-Juicer's ``SPECIAL_CHARACTERS``) / ``len(text)``,
+0.0 for an empty text (a null text counts as ``""``). Vectorised: one RE2 count over the
+explicit class of those code points.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from dj_runner.ops.base import Filter
+from dj_runner.ops.registry import register
+from dj_runner.ops.textutil import non_null, safe_ratio, special_class
+
+
+@register("special_characters_filter")
+@dataclass(frozen=True, kw_only=True)
+class SpecialCharactersFilter(Filter):
+    """Stats key ``special_char_ratio`` (float64)."""
+
+    stats_types: ClassVar[dict[str, pa.DataType]] = {"special_char_ratio": pa.float64()}
+
+    min_ratio: float = 0.0
+    max_ratio: float = 0.25
+
+    def __post_init__(self) -> None:
+        if self.min_ratio < 0:
+            raise ValueError(f"min_ratio must be >= 0, got {self.min_ratio}")
+        if self.max_ratio < self.min_ratio:
+            raise ValueError(
+                f"max_ratio ({self.max_ratio}) must be >= min_ratio ({self.min_ratio})"
+            )
+
+    def compute_stats(self, texts: pa.Array) -> dict[str, pa.Array]:
+        arr = non_null(texts)
+        special = pc.count_substring_regex(arr, pattern=special_class())
+        return {"special_char_ratio": safe_ratio(special, pc.utf8_length(arr))}
+
+    def keep(self, stats: dict[str, pa.Array]) -> pa.Array:
+        return self.in_range(stats["special_char_ratio"], self.min_ratio, self.max_ratio)

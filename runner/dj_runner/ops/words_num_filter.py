@@ -1,0 +1,58 @@
+"""words_num_filter: keep samples whose word count is within [min_num, max_num].
+
+Words as Data-Juicer counts them without a tokenizer: the text split on ``' '``, ``'\n'`` and
+``'\t'`` only, each piece stripped of ``SPECIAL_CHARACTERS`` at both ends, empty pieces
+dropped. A piece survives exactly when it holds one non-special character, so the count is
+vectorised: split, then test each piece with one RE2 class. A null text counts as ``""``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from dj_runner.ops.base import MAXSIZE, Filter
+from dj_runner.ops.registry import register
+from dj_runner.ops.textutil import list_segment_sum, non_null, special_class
+
+TOKENIZATION_UNSUPPORTED = (
+    "tokenization=True needs a sentencepiece model download, which this runner does not do; "
+    "use tokenization=False"
+)
+
+
+def count_words(texts: pa.Array) -> pa.Array:
+    """Data-Juicer's refined word count (no tokenizer, no lower-casing), as int64."""
+    pieces = pc.split_pattern_regex(non_null(texts), pattern="[ \n\t]")
+    has_content = pc.match_substring_regex(pc.list_flatten(pieces), pattern=special_class(True))
+    return list_segment_sum(pieces, has_content)
+
+
+@register("words_num_filter")
+@dataclass(frozen=True, kw_only=True)
+class WordsNumFilter(Filter):
+    """Stats key ``num_words``: the number of words after Data-Juicer's refinement."""
+
+    stats_types: ClassVar[dict[str, pa.DataType]] = {"num_words": pa.int64()}
+
+    lang: str = "en"
+    tokenization: bool = False
+    min_num: int = 10
+    max_num: int = MAXSIZE
+
+    def __post_init__(self) -> None:
+        if self.tokenization:
+            raise ValueError(TOKENIZATION_UNSUPPORTED)
+        if self.min_num < 0:
+            raise ValueError(f"min_num must be >= 0, got {self.min_num}")
+        if self.max_num < self.min_num:
+            raise ValueError(f"max_num ({self.max_num}) must be >= min_num ({self.min_num})")
+
+    def compute_stats(self, texts: pa.Array) -> dict[str, pa.Array]:
+        return {"num_words": count_words(texts)}
+
+    def keep(self, stats: dict[str, pa.Array]) -> pa.Array:
+        return self.in_range(stats["num_words"], self.min_num, self.max_num)
