@@ -21,6 +21,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import yaml
+
 from dj_runner.ops import get_op
 from dj_runner.ops.base import Deduplicator, Filter, Mapper, Op
 

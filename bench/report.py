@@ -135,7 +135,8 @@ def render(results: dict[str, Any], img_rel: str = "img") -> str:
     add("")
     add("| target | measured (whole command) | measured (job time) | threshold | result |")
     add("| --- | --- | --- | --- | --- |")
-    for key, label, op, thr, kind in TARGETS:
+    for key, label_fmt, op, thr, kind in TARGETS:
+        label = label_fmt.format(scale=results["args"].get("scale", 10))
         v = ratios.get(key)
         vj = ratios.get(f"{key}_job")
         add(
