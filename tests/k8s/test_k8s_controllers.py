@@ -17,8 +17,8 @@ pytestmark = pytest.mark.k8s
 
 
 def _job(name: str, code: str) -> dict:
-    template = python_pod(name, code)
-    template["metadata"] = {"labels": {"job": name}}
+    manifest = python_pod(name, code)
+    template = {"metadata": {"labels": {"job": name}}, "spec": manifest["spec"]}
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",

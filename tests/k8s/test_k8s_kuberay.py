@@ -43,7 +43,15 @@ RAY_CLUSTER = {
 
 
 def test_crds_are_established_with_the_pinned_schema(k8s_cluster: Cluster) -> None:
-    out = k8s_cluster.kubectl("get", "crd", "rayclusters.ray.io", "rayjobs.ray.io", "-o", "json")
+    out = k8s_cluster.kubectl(
+        "get",
+        "crd",
+        "rayclusters.ray.io",
+        "rayjobs.ray.io",
+        "-o",
+        "json",
+        "--show-managed-fields",
+    )
     crds = json.loads(out.stdout)["items"]
     assert sorted(c["metadata"]["name"] for c in crds) == ["rayclusters.ray.io", "rayjobs.ray.io"]
     for crd in crds:
