@@ -58,7 +58,7 @@ class Cluster:
                 self.node_name,
                 extra_env=self.extra_env,
             ).start()
-            install_kuberay_crds(self.bin_dir, self.kubeconfig)
+            install_kuberay_crds(self.bin_dir, self.kubeconfig, cp.rest)
         except BaseException as exc:
             logs = self.logs()
             self.stop()

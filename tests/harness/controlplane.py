@@ -95,9 +95,12 @@ class ControlPlane:
             raise RuntimeError(f"control plane failed to start: {exc}\n{logs}") from exc
         return self
 
-    def stop(self) -> None:
+    def stop(self, grace: float = 3.0) -> None:
+        """Stop the components, newest first. The apiserver waits for open watches (the process
+        node's among them) when it shuts down gracefully, so it gets `grace` seconds, then SIGKILL.
+        """
         for component in reversed(self.components):
-            component.stop()
+            component.stop(grace)
 
     def pids(self) -> list[int]:
         return [c.pid for c in self.components if c.pid is not None]

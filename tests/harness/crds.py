@@ -6,6 +6,8 @@ import subprocess
 from pathlib import Path
 
 from tests.harness.binaries import KUBERAY_CRDS
+from tests.harness.rest import Rest
+from tests.harness.waiting import wait_for
 
 CRD_NAMES = ("rayclusters.ray.io", "rayjobs.ray.io")
 
@@ -14,29 +16,34 @@ def kuberay_version(bin_dir: Path) -> str:
     return (bin_dir / "KUBERAY_VERSION").read_text().strip()
 
 
-def install_kuberay_crds(bin_dir: Path, kubeconfig: Path, timeout: int = 60) -> None:
-    """`kubectl apply --server-side` the CRDs, then wait until they are Established."""
-    kubectl = [str(bin_dir / "kubectl"), f"--kubeconfig={kubeconfig}"]
+def _established(rest: Rest, name: str) -> bool:
+    crd = rest.get_or_none(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}")
+    conditions = ((crd or {}).get("status") or {}).get("conditions") or []
+    return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
+
+
+def install_kuberay_crds(bin_dir: Path, kubeconfig: Path, rest: Rest, timeout: int = 120) -> None:
+    """`kubectl apply --server-side` the CRDs, then wait until they are Established and served."""
     files: list[str] = []
     for crd in KUBERAY_CRDS:
         files += ["-f", str(bin_dir / crd)]
-    subprocess.run(
-        [*kubectl, "apply", "--server-side", "--force-conflicts", *files],
-        check=True,
+    argv = [str(bin_dir / "kubectl"), f"--kubeconfig={kubeconfig}", "apply", "--server-side"]
+    result = subprocess.run(
+        [*argv, "--force-conflicts", *files],
         capture_output=True,
         text=True,
         timeout=timeout,
     )
-    subprocess.run(
-        [
-            *kubectl,
-            "wait",
-            "--for=condition=Established",
-            f"--timeout={timeout}s",
-            *(f"crd/{name}" for name in CRD_NAMES),
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=timeout + 10,
+    if result.returncode != 0:
+        raise RuntimeError(f"kubectl apply of the KubeRay CRDs failed:\n{result.stderr}")
+    for name in CRD_NAMES:
+        wait_for(lambda n=name: _established(rest, n), timeout, f"CRD {name} Established")
+    wait_for(
+        lambda: (
+            {r["name"] for r in rest.get("/apis/ray.io/v1")["resources"]}
+            >= {"rayclusters", "rayjobs"}
+        ),
+        timeout,
+        "ray.io/v1 served",
+        ignore=(Exception,),
     )

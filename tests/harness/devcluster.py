@@ -56,9 +56,9 @@ def _usage(directory: Path) -> str:
     return (
         "dev cluster is running (control plane + process node + KubeRay CRDs)\n"
         f"  export KUBECONFIG={kubeconfig}\n"
+        f"  export PATH={_bin_dir()}:$PATH   # kubectl and helm of the pinned version\n"
         "  kubectl get nodes\n"
-        f"kubectl is in {Path(shutil.which('kubectl') or _bin_dir() / 'kubectl').parent}; "
-        f"logs in {directory}; stop it with `make dev-cluster-down`"
+        f"logs and state in {directory}; stop it with `make dev-cluster-down`"
     )
 
 
