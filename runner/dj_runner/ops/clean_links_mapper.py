@@ -9,9 +9,10 @@ start on ``.``/``-`` must follow a word character. No match can begin at the ver
 previous match (a match always stops before whitespace, ``()<>`` or a tail of excluded final
 characters), so consuming the prefix never hides a match.
 
-With a ``repl`` containing backslash escapes/group references the default pattern runs per
-sample in Python's ``re`` (look-behind ``\b`` over the same explicit classes, also exact). A
-user ``pattern`` runs per sample with Python's ``re`` as written.
+A ``repl`` containing backslash escapes/group references is rejected with the default pattern:
+the only exact per-sample engine at hand, Python's ``re`` (``py_pattern``), backtracks
+exponentially on some inputs with this pattern. A user ``pattern`` runs per sample with
+Python's ``re`` as written.
 """
 
 from __future__ import annotations
@@ -78,6 +79,13 @@ class CleanLinksMapper(Mapper):
 
     pattern: str | None = None
     repl: str = ""
+
+    def __post_init__(self) -> None:
+        if self.pattern is None and "\\" in self.repl:
+            raise ValueError(
+                "clean_links_mapper: a repl with backslash escapes or group references is not "
+                "supported with the default pattern; use a literal repl"
+            )
 
     def process(self, texts: pa.Array) -> pa.Array:
         return clean_with_pattern(
