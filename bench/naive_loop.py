@@ -51,9 +51,17 @@ def read_batches(paths: list[Path], batch_size: int) -> Iterator[list[dict[str, 
 
 
 def run(
-    ops: list[Op], inputs: list[Path], output: Path, text_key: str = "text", batch_size: int = 1000
+    ops: list[Op],
+    inputs: list[Path],
+    output: Path,
+    text_key: str = "text",
+    batch_size: int = 1000,
+    op_seconds: list[float] | None = None,
 ) -> tuple[int, int]:
-    """Apply ``ops`` to every record of ``inputs``; return (samples in, samples out)."""
+    """Apply ``ops`` to every record of ``inputs``; return (samples in, samples out).
+
+    With ``op_seconds`` (one slot per op), each op's time is added to its slot.
+    """
     seen: set[str] = set()
     n_in = n_out = 0
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -61,11 +69,14 @@ def run(
         for records in read_batches(inputs, batch_size):
             n_in += len(records)
             texts = pa.array([r.get(text_key) for r in records], type=pa.string())
-            for op in ops:
+            for k, op in enumerate(ops):
                 if not records:
                     break
+                t0 = time.perf_counter()
                 if isinstance(op, Mapper):
                     texts = op.process(texts)
+                    if op_seconds is not None:
+                        op_seconds[k] += time.perf_counter() - t0
                     continue
                 if isinstance(op, Filter):
                     mask = op.keep(op.compute_stats(texts)).to_pylist()
@@ -78,8 +89,10 @@ def run(
                     raise TypeError(
                         f"{type(op).__name__} is neither Mapper, Filter nor Deduplicator"
                     )
-                records = [r for r, k in zip(records, mask, strict=True) if k]
+                records = [r for r, m in zip(records, mask, strict=True) if m]
                 texts = pc.filter(texts, pa.array(mask, type=pa.bool_()))
+                if op_seconds is not None:
+                    op_seconds[k] += time.perf_counter() - t0
             for rec, text in zip(records, texts.to_pylist(), strict=True):
                 rec[text_key] = text
                 out.write(json.dumps(rec, ensure_ascii=False) + "\n")
@@ -93,16 +106,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--input", type=Path, action="append", help="JSONL file (repeatable)")
     p.add_argument("--output", type=Path, help="output JSONL (default: the recipe's export_path)")
     p.add_argument("--batch-size", type=int, default=1000)
+    p.add_argument("--profile", action="store_true", help="print each op's share of the time")
     a = p.parse_args(argv)
     recipe = yaml.safe_load(a.recipe.read_text())
     inputs = a.input or [Path(recipe["dataset_path"])]
     output = a.output or Path(recipe["export_path"])
     text_keys = recipe.get("text_keys", "text")
     text_key = text_keys if isinstance(text_keys, str) else text_keys[0]
+    ops = load_ops(recipe["process"])
+    op_seconds = [0.0] * len(ops) if a.profile else None
     t0 = time.perf_counter()
-    n_in, n_out = run(load_ops(recipe["process"]), inputs, output, text_key, a.batch_size)
+    n_in, n_out = run(ops, inputs, output, text_key, a.batch_size, op_seconds)
     dt = time.perf_counter() - t0
     print(f"naive loop: {n_in} -> {n_out} samples in {dt:.2f}s", file=sys.stderr)
+    if op_seconds is not None:
+        for op, sec in sorted(zip(ops, op_seconds, strict=True), key=lambda x: -x[1]):
+            print(f"  {op.name:36s} {sec:7.2f}s {sec / dt:6.1%}", file=sys.stderr)
     return 0
 
 
