@@ -13,6 +13,16 @@ KUBERAY_CRDS = ("ray.io_rayclusters.yaml", "ray.io_rayjobs.yaml")
 
 
 @functools.cache
+def k8s_version() -> str:
+    """The pinned Kubernetes release, read from the tools module (e.g. "v1.36.3")."""
+    for line in (REPO_ROOT / "hack" / "gotools" / "go.mod").read_text().splitlines():
+        words = line.split()
+        if words[:2] == ["require", "k8s.io/kubernetes"]:
+            return words[2]
+    raise RuntimeError("hack/gotools/go.mod does not pin k8s.io/kubernetes")
+
+
+@functools.cache
 def bin_dir() -> Path:
     """The cache directory of the pinned build, as the build script computes it."""
     out = subprocess.run(

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.harness.cluster import Cluster
+if TYPE_CHECKING:  # the harness's dependencies load only when a test asks for the cluster
+    from tests.harness.cluster import Cluster
 
 _started: list[Cluster] = []
 
@@ -14,6 +16,8 @@ _started: list[Cluster] = []
 @pytest.fixture(scope="session")
 def k8s_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """A real control plane with a process node and the KubeRay CRDs, for the whole session."""
+    from tests.harness.cluster import Cluster
+
     cluster = Cluster(tmp_path_factory.mktemp("k8s")).start()
     _started.append(cluster)
     try:

@@ -20,11 +20,11 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from tests.harness.binaries import k8s_version
 from tests.harness.podrunner import NodeContext, PodRunner, now_rfc3339
 from tests.harness.rest import ApiError, Obj, Rest
 from tests.harness.waiting import wait_for
 
-KUBELET_VERSION = "v1.36.3"
 HEARTBEAT_SECONDS = 10.0
 INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "USER", "LOGNAME")
 Handler = Callable[[str, Obj], None]
@@ -196,7 +196,7 @@ class ProcessNode:
                 "kernelVersion": os.uname().release,
                 "osImage": "local processes",
                 "containerRuntimeVersion": "process://1",
-                "kubeletVersion": KUBELET_VERSION,
+                "kubeletVersion": k8s_version(),
                 "kubeProxyVersion": "",
                 "operatingSystem": "linux",
                 "architecture": "amd64",

@@ -7,17 +7,19 @@ import subprocess
 
 import pytest
 
+from tests.harness.binaries import k8s_version
 from tests.harness.cluster import Cluster
 
 pytestmark = pytest.mark.k8s
 
-K8S_VERSION = "v1.36.3"
+K8S_VERSION = k8s_version()
 
 
 def test_kubectl_and_apiserver_report_the_pinned_version(k8s_cluster: Cluster) -> None:
     out = json.loads(k8s_cluster.kubectl("version", "-o", "json").stdout)
     assert out["clientVersion"]["gitVersion"] == K8S_VERSION
     assert out["serverVersion"]["gitVersion"] == K8S_VERSION
+    assert K8S_VERSION.startswith("v1.36.")
     assert out["serverVersion"]["minor"] == "36"
 
 
