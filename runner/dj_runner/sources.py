@@ -282,9 +282,10 @@ def _preview(raw: bytes, limit: int = 500) -> str:
 def records_to_table(records: list[dict[str, Any]], text_keys: tuple[str, ...]) -> pa.Table:
     """Build a table from records whose keys may differ; a missing field is null.
 
-    Columns come in order of first appearance, text keys first. A column whose values
-    have no common Arrow type (a number here, an object there) is kept as JSON text and
-    marked in its field metadata, so that JSONL export writes the original values back.
+    Columns come in order of first appearance, text keys first. Nested values (objects and
+    lists) and columns whose values mix JSON types (a number here, a string there; an
+    integer here, a float there) are kept as JSON text, marked in the field metadata, so
+    that JSONL export writes the original values back exactly.
     """
     names: dict[str, None] = dict.fromkeys(text_keys)
     for rec in records:
@@ -295,18 +296,39 @@ def records_to_table(records: list[dict[str, Any]], text_keys: tuple[str, ...]) 
     for name in names:
         values = [rec.get(name) for rec in records]
         if name in text_keys:
-            arr = pa.array(values, type=pa.string())
+            arrays.append(pa.array(values, type=pa.string()))
             fields.append(pa.field(name, pa.string()))
-        else:
+            continue
+        kinds = {type(v) for v in values if v is not None}
+        arr = None
+        if len(kinds) <= 1 and not kinds & {dict, list}:
             try:
                 arr = pa.array(values)
-                fields.append(pa.field(name, arr.type))
             except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError):
-                encoded = [None if v is None else json.dumps(v, ensure_ascii=False) for v in values]
-                arr = pa.array(encoded, type=pa.string())
-                fields.append(pa.field(name, pa.string(), metadata={JSON_COLUMN_META: b"1"}))
-        arrays.append(arr)
+                arr = None
+        if arr is not None:
+            arrays.append(arr)
+            fields.append(pa.field(name, arr.type))
+        else:
+            arrays.append(json_text_array(values))
+            fields.append(json_text_field(name))
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+
+
+def json_text_field(name: str) -> pa.Field:
+    """A string field holding JSON text, to be decoded on JSONL export."""
+    return pa.field(name, pa.string(), metadata={JSON_COLUMN_META: b"1"})
+
+
+def is_json_text(field: pa.Field) -> bool:
+    return bool(field.metadata) and field.metadata.get(JSON_COLUMN_META) == b"1"
+
+
+def json_text_array(values: list[Any]) -> pa.Array:
+    return pa.array(
+        [None if v is None else json.dumps(v, ensure_ascii=False) for v in values],
+        type=pa.string(),
+    )
 
 
 def ensure_text_columns(table: pa.Table, text_keys: tuple[str, ...]) -> pa.Table:
