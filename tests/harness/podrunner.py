@@ -471,6 +471,8 @@ class PodRunner(threading.Thread):
             if any(r.init and r.finished and r.exit_code != 0 for r in self.inits):
                 return "Failed"
             return "Succeeded" if all(r.exit_code == 0 for r in self.mains) else "Failed"
+        if any(r.proc is None and r.exit_code is None and not r.last_state for r in self.mains):
+            return "Pending"  # a container has not started yet, as a kubelet counts it
         return "Running"
 
     def _container_status(self, run: ContainerRun) -> Obj:

@@ -328,3 +328,28 @@ def test_delete_kills_a_process_that_ignores_sigterm(
     core.delete_namespaced_pod("stubborn", namespace, grace_period_seconds=2)
     wait_gone(core, namespace, "stubborn", timeout=30)
     wait_for(lambda: not _alive(pid), 10, f"pid {pid} gone")
+
+
+def test_missing_config_map_holds_the_container_until_it_exists(
+    k8s_cluster: Cluster, core: client.CoreV1Api, namespace: str
+) -> None:
+    env = [{"name": "LATE", "valueFrom": {"configMapKeyRef": {"name": "late", "key": "v"}}}]
+    core.create_namespaced_pod(
+        namespace, python_pod("waits", "import os; print('LATE=' + os.environ['LATE'])", env=env)
+    )
+
+    def waiting_reason() -> str | None:
+        state = container_status(read_pod(core, namespace, "waits"))["state"]
+        return (state.get("waiting") or {}).get("reason")
+
+    wait_for(
+        lambda: waiting_reason() == "CreateContainerConfigError",
+        60,
+        "CreateContainerConfigError",
+        ignore=(AssertionError,),
+    )
+    assert read_pod(core, namespace, "waits")["status"]["phase"] == "Pending"
+    core.create_namespaced_config_map(namespace, {"metadata": {"name": "late"}, "data": {"v": "1"}})
+    done = wait_phase(core, namespace, "waits", ("Succeeded", "Failed"))
+    assert done["status"]["phase"] == "Succeeded"
+    assert "LATE=1" in k8s_cluster.node.logs(namespace, "waits")
