@@ -217,7 +217,7 @@ class Executor:
                 failure_time=time.time(),
                 job_duration=time.time() - t0,
             )
-            if not isinstance(exc, RunnerError):
+            if isinstance(exc, ResumeRefused) or not isinstance(exc, RunnerError):
                 raise
         finally:
             result.duration = time.time() - t0
@@ -535,12 +535,34 @@ def _short_error(exc: BaseException) -> str:
     return f"{type(cause).__name__}: {str(cause).strip().splitlines()[-1] if str(cause).strip() else ''}"
 
 
-def _describe_change(old: dict[str, Any], new: dict[str, Any]) -> str:
-    changed = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
-    parts = []
-    for k in changed:
-        parts.append(
-            f"{k}: {json.dumps(old.get(k), default=str)[:120]} -> "
-            f"{json.dumps(new.get(k), default=str)[:120]}"
-        )
-    return "; ".join(parts) or "fingerprint differs"
+def _describe_change(old: Any, new: Any, path: str = "") -> str:
+    """The differences between two recipe parts, as ``path: old -> new`` items."""
+    return "; ".join(_diff(old, new, path)[:6]) or "fingerprint differs"
+
+
+def _diff(old: Any, new: Any, path: str) -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for k in list(dict.fromkeys([*old, *new])):
+            sub = f"{path}.{k}" if path else str(k)
+            if k not in old:
+                out.append(f"{sub} added ({json.dumps(new[k], default=str)[:80]})")
+            elif k not in new:
+                out.append(f"{sub} removed")
+            else:
+                out.extend(_diff(old[k], new[k], sub))
+        return out
+    if isinstance(old, list) and isinstance(new, list):
+        out = []
+        for i in range(max(len(old), len(new))):
+            sub = f"{path}[{i}]"
+            if i >= len(old):
+                out.append(f"{sub} added ({json.dumps(new[i], default=str)[:80]})")
+            elif i >= len(new):
+                out.append(f"{sub} removed ({json.dumps(old[i], default=str)[:80]})")
+            else:
+                out.extend(_diff(old[i], new[i], sub))
+        return out
+    if old != new:
+        return [f"{path}: {json.dumps(old, default=str)} -> {json.dumps(new, default=str)}"]
+    return []

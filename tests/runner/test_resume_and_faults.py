@@ -113,8 +113,9 @@ def test_sigkill_at_random_moments_then_resume_is_identical(tmp_path, kill_data,
     final = run_cli("run", str(recipe), "--work-dir", str(work))
     assert final.returncode == EXIT_OK, final.stderr
     assert (tmp_path / "out.jsonl").read_bytes() == clean_output
-    restarts = read_events(work / "events", event_type="job_restart")
-    assert len(restarts) >= kills
+    # Later runs resumed from checkpoints rather than starting over.
+    assert read_events(work / "events", event_type="job_restart")
+    assert read_events(work / "events", event_type="checkpoint_load")
 
 
 def test_corrupted_checkpoints_are_detected_and_recomputed(tmp_path, kill_data, clean_output):
