@@ -170,10 +170,40 @@ def render(results: dict[str, Any], img_rel: str = "img") -> str:
             f"| {e['peak_rss_mb']:,.0f} | {e['peak_pss_mb']:,.0f} | {_fmt(e['rows_out'])} |"
         )
     add("")
+    cpu_bits = [
+        f"{name} {ratios[f'cpu_{name}_over_runner']:.2f}x"
+        for name in ("dj_default", "dj_ray", "naive")
+        if ratios.get(f"cpu_{name}_over_runner")
+    ]
+    if cpu_bits:
+        add("")
+        add(
+            "CPU seconds of the whole process tree, which the other work on the machine disturbs "
+            "less than wall time, relative to `runner`: " + ", ".join(cpu_bits) + "."
+        )
+    add("")
     add(f"![throughput]({img_rel}/bench-throughput.png)")
     add("")
     add(f"![memory]({img_rel}/bench-memory.png)")
     add("")
+    mem_keys = [k for k in eng if k.startswith("runner@") and eng[k].get("peak_rss_mb_by_process")]
+    if mem_keys:
+        add(
+            "Where `runner`'s memory is (peak RSS of each kind of process, MiB, in its "
+            "highest repetition):"
+        )
+        add("")
+        add("| process | " + " | ".join(f"N={int(k.split('@')[1]):,}" for k in mem_keys) + " |")
+        add("| --- |" + " --- |" * len(mem_keys))
+        labels: list[str] = []
+        for k in mem_keys:
+            for label in eng[k]["peak_rss_mb_by_process"]:
+                if label not in labels:
+                    labels.append(label)
+        for label in labels:
+            cells = [_fmt(eng[k]["peak_rss_mb_by_process"].get(label)) for k in mem_keys]
+            add(f"| `{label}` | " + " | ".join(cells) + " |")
+        add("")
     add("### Same samples kept")
     add("")
     add("Each engine's kept texts against dj-runner's (every_op checkpoints), in order.")

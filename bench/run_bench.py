@@ -111,7 +111,24 @@ class TreeMonitor(threading.Thread):
         self.cpu: dict[tuple[int, float], float] = {}
         self.procs: dict[tuple[int, float], Any] = {}
         self.max_procs = 0
+        self.peak_by_label: dict[str, int] = {}
+        self._labels: dict[tuple[int, float], str] = {}
         self._stop_evt = threading.Event()
+
+    def _label(self, p: Any) -> str:
+        """A short name for a process: Ray's title, the script it runs, or its executable."""
+        if p.pid == self.pid:
+            return "command (driver)"
+        try:
+            cmd = p.cmdline()
+        except (self._psutil.NoSuchProcess, self._psutil.AccessDenied):
+            return "?"
+        if cmd and cmd[0].startswith("ray::"):
+            return cmd[0].split()[0]
+        for arg in cmd[1:3]:
+            if arg.endswith(".py"):
+                return Path(arg).name
+        return p.name()
 
     def sample(self, with_pss: bool) -> None:
         ps = self._psutil
@@ -121,18 +138,26 @@ class TreeMonitor(threading.Thread):
         except (ps.NoSuchProcess, ps.AccessDenied):
             return
         rss = pss = 0
+        by_label: dict[str, int] = {}
         for p in procs:
             try:
                 with p.oneshot():
                     key = (p.pid, p.create_time())
-                    rss += p.memory_info().rss
+                    p_rss = p.memory_info().rss
                     ct = p.cpu_times()
+                rss += p_rss
+                if key not in self._labels:
+                    self._labels[key] = self._label(p)
+                label = self._labels[key]
+                by_label[label] = by_label.get(label, 0) + p_rss
                 self.cpu[key] = ct.user + ct.system
                 self.procs[key] = p
                 if with_pss:
                     pss += _pss_kb(p.pid) * 1024
             except (ps.NoSuchProcess, ps.AccessDenied, ps.ZombieProcess):
                 continue
+        for label, v in by_label.items():
+            self.peak_by_label[label] = max(self.peak_by_label.get(label, 0), v)
         self.peak_rss = max(self.peak_rss, rss)
         self.peak_pss = max(self.peak_pss, pss)
         self.max_procs = max(self.max_procs, len(procs))
@@ -454,6 +479,8 @@ def run_engine(ctx: Context, engine: str, data: Dataset, rep: int) -> RunResult:
         max_procs=mon.max_procs,
         error=error,
     )
+    top = sorted(mon.peak_by_label.items(), key=lambda kv: -kv[1])[:8]
+    res.extra["peak_rss_mb_by_process"] = {k: round(v / 2**20, 1) for k, v in top}
     if res.ok:
         texts = read_texts(out)
         res.rows_out = len(texts)
@@ -548,6 +575,9 @@ def summarize(runs: list[RunResult], n: int, big_n: int | None) -> dict[str, Any
             "peak_pss_mb": med([r.peak_pss_mb for r in rs]),
             "rows_out": rs[0].rows_out,
             "events": med([r.events for r in rs if r.events is not None]),
+            "peak_rss_mb_by_process": max(rs, key=lambda r: r.peak_rss_mb).extra.get(
+                "peak_rss_mb_by_process"
+            ),
         }
 
     def thr(engine: str, size: int = n, job: bool = False) -> float | None:
@@ -564,6 +594,11 @@ def summarize(runs: list[RunResult], n: int, big_n: int | None) -> dict[str, Any
         for other in ("dj_default", "dj_ray", "naive", "runner_nockpt", "runner_noevents"):
             ratios[f"runner_vs_{other}{sfx}"] = ratio(base, thr(other, job=job))
         nock = thr("runner_nockpt", job=job)
+        if not job:
+            cpu = {k.split("@")[0]: e["cpu_s"] for k, e in engines.items() if k.endswith(f"@{n}")}
+            for other in ("dj_default", "dj_ray", "naive"):
+                if cpu.get("runner") and cpu.get(other):
+                    ratios[f"cpu_{other}_over_runner"] = cpu[other] / cpu["runner"]
         ratios[f"checkpoint_cost{sfx}"] = 1 - base / nock if base and nock else None
     run_n, run_noev = engines.get(f"runner@{n}"), engines.get(f"runner_noevents@{n}")
     if run_n and run_noev and run_n.get("events"):
