@@ -8,6 +8,7 @@ order, applies committed global-op decisions, and checkpoints by the recipe's st
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 import traceback
@@ -86,7 +87,7 @@ def read_source(
         src = sources[r.file]
         if src.fmt in LINE_FORMATS:
             lines = list(read_line_range(src, r.start, r.stop, r.first_line))
-            h = __import__("hashlib").blake2b(digest_size=16)
+            h = hashlib.blake2b(digest_size=16)
             for _, line in lines:
                 h.update(line)
             digests.append(h.hexdigest())
