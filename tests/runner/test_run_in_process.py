@@ -214,3 +214,32 @@ def test_auto_partitioning_uses_cluster_cpus(tmp_path):
     assert plan["mode"] == "auto"
     # 2 CPUs in the test cluster: two partitions per CPU.
     assert len(plan["partitions"]) == 4
+
+
+def test_python_event_api(tmp_path):
+    recipe = parse_recipe(
+        {
+            "dataset_path": str(DEMO),
+            "export_path": str(tmp_path / "out.jsonl"),
+            "partition_size": 50,
+            "process": STANDARD_OPS,
+        }
+    )
+    ex = Executor(recipe, work_dir=tmp_path / "work", job_id="api")
+    result = ex.run()
+    assert result.exit_code == EXIT_OK
+    events = ex.get_events()
+    assert events[0].event_type == "job_start" and events[-1].event_type == "job_complete"
+    assert all(e.job_id == "api" for e in events)
+    ops = ex.get_events(event_type="op_complete", partition_id=1)
+    assert [e.get("operation_name") for e in ops] == [next(iter(o)) for o in STANDARD_OPS]
+    # monitor_events replays a finished log and stops at the end event
+    replay = list(ex.monitor_events(until=("job_complete",)))
+    assert sorted(e.event_id for e in replay) == sorted(e.event_id for e in events)
+    perf = ex.get_performance_summary()
+    first = perf["ops"][0]
+    assert first["op_name"] == "whitespace_normalization_mapper" and first["rows_in"] == 201
+    assert first["partitions"] == 5 and first["rows_per_second"] > 0
+    assert perf["rows_out"] == result.rows_out
+    report = ex.generate_status_report()
+    assert "Job api  [succeeded]" in report and "5 done, 0 failed, 0 remaining" in report
