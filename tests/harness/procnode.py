@@ -108,6 +108,9 @@ class ProcessNode:
             runner.join(timeout=grace)
         for runner in runners:
             runner._kill_all()
+        for handler in list(self.log.handlers):
+            self.log.removeHandler(handler)
+            handler.close()
 
     def pids(self) -> list[int]:
         """Process ids of the running containers (the leaders of their process groups)."""
