@@ -66,10 +66,15 @@ def test_crashed_container_restarts_and_restart_count_rises(
     node = k8s_cluster.node
 
     def running_with(count: int) -> bool:
+        """Running after `count` restarts, and its process has printed "up"."""
         status = container_status(read_pod(core, namespace, "crashy"))
-        return status["restartCount"] == count and status["state"].get("running") is not None
+        return (
+            status["restartCount"] == count
+            and status["state"].get("running") is not None
+            and "up" in node.logs(namespace, "crashy")
+        )
 
-    wait_for(lambda: running_with(0), 60, "crashy running", ignore=(AssertionError,))
+    wait_for(lambda: running_with(0), 60, "crashy running", ignore=(AssertionError, KeyError))
     first = node.kill_pod_process(namespace, "crashy", signal.SIGKILL)
     wait_for(lambda: running_with(1), 60, "crashy restarted once")
     current = read_pod(core, namespace, "crashy")
