@@ -50,6 +50,7 @@ class Cluster:
         self.control_plane.start()
         try:
             cp = self.control_plane
+            cert, key = cp.issue_node_serving_cert(self.node_name)
             self._node = ProcessNode(
                 cp.rest,
                 cp.server,
@@ -57,6 +58,7 @@ class Cluster:
                 self.workdir / "node",
                 self.node_name,
                 extra_env=self.extra_env,
+                kubelet_tls=(cert, key, cp.ca_file),
             ).start()
             install_kuberay_crds(self.bin_dir, self.kubeconfig, cp.rest)
         except BaseException as exc:

@@ -70,6 +70,19 @@ class ControlPlane:
     def _bin(self, name: str) -> str:
         return str(self.bin_dir / name)
 
+    def issue_node_serving_cert(self, node: str) -> tuple[Path, Path]:
+        """A serving certificate for a node's kubelet API on 127.0.0.1, from the cluster CA."""
+        assert self.ca is not None, "control plane not started"
+        pair = self.ca.issue(
+            f"kubelet-{node}",
+            f"system:node:{node}",
+            orgs=("system:nodes",),
+            dns_names=(node, "localhost"),
+            ips=("127.0.0.1",),
+            server=True,
+        )
+        return pair.cert, pair.key
+
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self, timeout: float = 120.0) -> ControlPlane:
@@ -136,6 +149,9 @@ class ControlPlane:
         )
         self.admin = self.ca.issue("admin", "admin", orgs=("system:masters",))
         kcm = self.ca.issue("controller-manager", "system:kube-controller-manager")
+        self.ca.issue(
+            "apiserver-kubelet-client", "kube-apiserver-kubelet-client", orgs=("system:masters",)
+        )
         service_account_keys(self.pki)
         write_kubeconfig(
             self.kubeconfig,
@@ -210,6 +226,10 @@ class ControlPlane:
                 f"--service-account-signing-key-file={pki / 'sa.key'}",
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
                 "--endpoint-reconciler-type=none",
+                "--kubelet-preferred-address-types=InternalIP",
+                f"--kubelet-certificate-authority={pki / 'ca.crt'}",
+                f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
+                f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
                 "--allow-privileged=true",
                 "--profiling=false",
                 "--v=1",

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.harness.binaries import k8s_version
+from tests.harness.kubeletserver import KubeletServer
 from tests.harness.podrunner import NodeContext, PodRunner, now_rfc3339
 from tests.harness.rest import ApiError, Obj, Rest
 from tests.harness.waiting import wait_for
@@ -54,7 +55,9 @@ class ProcessNode:
         name: str = "process-node",
         extra_env: Mapping[str, str] | None = None,
         backoff: tuple[float, float] = (1.0, 10.0),
+        kubelet_tls: tuple[Path, Path, Path] | None = None,
     ) -> None:
+        """`kubelet_tls` (serving cert, key, client CA) enables the log API (`kubectl logs`)."""
         self.rest = rest
         self.name = name
         self.root = root
@@ -81,10 +84,16 @@ class ProcessNode:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self.kubelet_server: KubeletServer | None = None
+        if kubelet_tls is not None:
+            cert, key, client_ca = kubelet_tls
+            self.kubelet_server = KubeletServer(self._log_lookup, (cert, key), client_ca)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> ProcessNode:
+        if self.kubelet_server is not None:
+            self.kubelet_server.start()
         self._register()
         for target, tname in (
             (self._heartbeat, "heartbeat"),
@@ -100,6 +109,8 @@ class ProcessNode:
     def stop(self, grace: float = 5.0) -> None:
         """Stop watching and kill every pod process (the pods are not updated)."""
         self._stop.set()
+        if self.kubelet_server is not None:
+            self.kubelet_server.stop()
         with self._lock:
             runners = list(self.runners.values())
         for runner in runners:
@@ -147,6 +158,13 @@ class ProcessNode:
         path = self.runner(namespace, name).log_path(container, previous)
         return path.read_text(errors="replace") if path.exists() else ""
 
+    def _log_lookup(
+        self, namespace: str, name: str, container: str, previous: bool
+    ) -> tuple[Path, Callable[[], bool]]:
+        runner = self.runner(namespace, name)
+        path = runner.log_path(container, previous)
+        return path, lambda: runner.pid(container) is not None
+
     def pod_dir(self, namespace: str, name: str) -> Path:
         return self.runner(namespace, name).dir
 
@@ -154,6 +172,10 @@ class ProcessNode:
         return self.root / "pvc" / namespace / claim
 
     # -- node registration and heartbeat ----------------------------------------------------
+
+    @property
+    def kubelet_port(self) -> int:
+        return self.kubelet_server.port if self.kubelet_server is not None else 0
 
     def _node_status(self) -> Obj:
         now = now_rfc3339()
@@ -191,7 +213,7 @@ class ProcessNode:
                 {"type": "InternalIP", "address": "127.0.0.1"},
                 {"type": "Hostname", "address": self.name},
             ],
-            "daemonEndpoints": {"kubeletEndpoint": {"Port": 0}},
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": self.kubelet_port}},
             "nodeInfo": {
                 "machineID": "process-node",
                 "systemUUID": "process-node",

@@ -358,3 +358,30 @@ def test_missing_config_map_holds_the_container_until_it_exists(
     done = wait_phase(core, namespace, "waits", ("Succeeded", "Failed"))
     assert done["status"]["phase"] == "Succeeded"
     assert "LATE=1" in k8s_cluster.node.logs(namespace, "waits")
+
+
+def test_kubectl_logs_reads_the_container_output(
+    k8s_cluster: Cluster, core: client.CoreV1Api, namespace: str
+) -> None:
+    code = "import time\nfor i in range(3): print('line', i, flush=True)\ntime.sleep(600)"
+    core.create_namespaced_pod(namespace, python_pod("chatty", code))
+    node = k8s_cluster.node
+    wait_for(
+        lambda: "line 2" in node.logs(namespace, "chatty"), 60, "chatty output", ignore=(KeyError,)
+    )
+    out = k8s_cluster.kubectl("logs", "-n", namespace, "chatty", "--tail=2").stdout
+    assert out == "line 1\nline 2\n"
+    via_api = core.read_namespaced_pod_log("chatty", namespace, container="main")
+    assert via_api == "line 0\nline 1\nline 2\n"
+    missing = k8s_cluster.kubectl("logs", "-n", namespace, "chatty", "-c", "nope", check=False)
+    assert missing.returncode != 0
+
+
+def test_kubectl_logs_follow_ends_with_the_container(
+    k8s_cluster: Cluster, core: client.CoreV1Api, namespace: str
+) -> None:
+    code = "import time\nfor i in range(4):\n    print('tick', i, flush=True)\n    time.sleep(0.3)"
+    core.create_namespaced_pod(namespace, python_pod("ticker", code))
+    wait_phase(core, namespace, "ticker", ("Running", "Succeeded"))
+    out = k8s_cluster.kubectl("logs", "-n", namespace, "-f", "ticker", timeout=60).stdout
+    assert out == "tick 0\ntick 1\ntick 2\ntick 3\n"
