@@ -55,6 +55,15 @@ EVENT_TYPES: frozenset[str] = frozenset(
 )
 
 
+LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40}
+#: Each event type's level; ``event_logging.log_level`` drops the events below it.
+EVENT_LEVELS: dict[str, str] = {
+    **dict.fromkeys(EVENT_TYPES, "INFO"),
+    **dict.fromkeys(("partition_retry", "checkpoint_invalid", "records_rejected"), "WARNING"),
+    **dict.fromkeys(("op_failed", "partition_failed", "job_failed"), "ERROR"),
+}
+
+
 @dataclass(frozen=True)
 class Event:
     """One event as read back from the log."""
@@ -109,8 +118,11 @@ class EventLogger:
         max_log_size_mb: float = 100,
         backup_count: int = 5,
         enabled: bool = True,
+        log_level: str = "DEBUG",
     ):
         self.log_dir = Path(log_dir)
+        self.log_level = log_level
+        self._min_level = LEVELS[log_level]
         self.path = self.log_dir / LOG_NAME
         self.job_id = job_id
         self.max_bytes = int(max_log_size_mb * 1024 * 1024)
@@ -142,13 +154,15 @@ class EventLogger:
 
     def log(self, event_type: str, message: str = "", **fields: Any) -> str:
         """Append one event; returns its event_id. Fields with value None are left out."""
-        if not self.enabled:
+        level = EVENT_LEVELS.get(event_type, "INFO")
+        if not self.enabled or LEVELS[level] < self._min_level:
             return ""
         with self._lock:
             self._seq += 1
             event_id = f"{self._prefix}-{self._seq}"
             record = {
                 "event_type": event_type,
+                "level": level,
                 "timestamp": time.time(),
                 "message": message,
                 "event_id": event_id,
@@ -214,6 +228,7 @@ class EventLogger:
             "max_log_size_mb": self.max_bytes / (1024 * 1024),
             "backup_count": self.backup_count,
             "enabled": self.enabled,
+            "log_level": self.log_level,
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:

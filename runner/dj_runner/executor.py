@@ -72,6 +72,12 @@ def default_work_dir(recipe: Recipe) -> Path:
     return Path(recipe.export_path).parent / f"{recipe.project_name}-work"
 
 
+def _event_logger(work: WorkDir, job_id: str, ev: Any) -> EventLogger:
+    return EventLogger(
+        work.events_dir, job_id, ev.max_log_size_mb, ev.backup_count, ev.enabled, ev.log_level
+    )
+
+
 def _partition_task(
     work_root: str,
     recipe: Recipe,
@@ -83,9 +89,7 @@ def _partition_task(
 ) -> PartitionResult:
     work = WorkDir(work_root)
     ev = recipe.event_logging
-    with EventLogger(
-        work.events_dir, job_id, ev.max_log_size_mb, ev.backup_count, ev.enabled
-    ) as log:
+    with _event_logger(work, job_id, ev) as log:
         return run_partition(work, recipe, part, sources, target, attempt, log)
 
 
@@ -194,9 +198,7 @@ class Executor:
         t0 = time.time()
         resuming = self._claim_work_dir()
         ev = self.recipe.event_logging
-        self.events = EventLogger(
-            self.work.events_dir, self.job_id, ev.max_log_size_mb, ev.backup_count, ev.enabled
-        )
+        self.events = _event_logger(self.work, self.job_id, ev)
         result = JobResult("failed", self.job_id, str(self.work.root), self.recipe.export_path)
         try:
             self._log(

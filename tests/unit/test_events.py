@@ -80,3 +80,14 @@ def test_follow_sees_events_written_later_and_across_rotation(tmp_path):
     assert seen[0].event_type == "job_start"
     assert [e.get("operation_idx") for e in seen[1:-1]] == list(range(500))
     assert seen[-1].event_type == "job_complete"
+
+
+def test_log_level_drops_lower_events(tmp_path):
+    with EventLogger(tmp_path, "j", log_level="WARNING") as log:
+        log.log("op_complete")
+        log.log("partition_retry")
+        log.log("job_failed")
+    assert [(e.event_type, e.get("level")) for e in read_events(tmp_path)] == [
+        ("partition_retry", "WARNING"),
+        ("job_failed", "ERROR"),
+    ]
