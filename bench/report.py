@@ -146,21 +146,40 @@ def render(results: dict[str, Any], img_rel: str = "img") -> str:
     add("")
     add("### Targets")
     add("")
-    add("| target | measured (whole command) | measured (job time) | threshold | result |")
-    add("| --- | --- | --- | --- | --- |")
-    for key, label_fmt, op, thr, kind in TARGETS:
-        label = label_fmt.format(scale=results["args"].get("scale", 10))
+    scale = int(results["args"].get("scale", 10))
+    add(
+        "| target | measured (whole command) | paired, per repetition | measured (job time) "
+        "| threshold | result |"
+    )
+    add("| --- | --- | --- | --- | --- | --- |")
+    rows = list(TARGETS)
+    big_n = n * scale
+    for other, label in (("dj_default", "default executor"), ("dj_ray", "ray_partitioned")):
+        if ratios.get(f"big_runner_vs_{other}") is not None:
+            thr = 3.0 if other == "dj_default" else 5.0
+            rows.append(
+                (
+                    f"big_runner_vs_{other}",
+                    f"throughput vs Data-Juicer {label}, N={big_n:,} (one run)",
+                    ">=",
+                    thr,
+                    "x",
+                )
+            )
+    for key, label_fmt, op, thr, kind in rows:
+        label = label_fmt.format(scale=scale)
         v = ratios.get(key)
         vj = ratios.get(f"{key}_job")
+        vp = ratios.get(f"paired_{key}")
         add(
-            f"| {label} | {_fmt(v, kind)} | {_fmt(vj, kind)} | {op} {_fmt(thr, kind)} "
-            f"| {_met(v, op, thr)} |"
+            f"| {label} | {_fmt(v, kind)} | {_fmt(vp, kind)} | {_fmt(vj, kind)} "
+            f"| {op} {_fmt(thr, kind)} | {_met(v, op, thr)} |"
         )
     ev = results.get("event_micro")
     if ev:
         add(
             f"| event logging cost per event | {ev['median_us']:.1f} µs (median; p99 "
-            f"{ev['p99_us']:.1f} µs) | end to end: {_fmt(ratios.get('event_cost_us_e2e'))} µs "
+            f"{ev['p99_us']:.1f} µs) | | end to end: {_fmt(ratios.get('event_cost_us_e2e'))} µs "
             f"| <= 20 µs | {_met(ev['median_us'], '<=', 20.0)} |"
         )
     add("")
@@ -230,6 +249,14 @@ def render(results: dict[str, Any], img_rel: str = "img") -> str:
     for name, c in results.get("equality", {}).items():
         add(
             f"| {name} | {c['other_rows']:,} (runner {c['ref_rows']:,}) "
+            f"| {'yes' if c['same_sequence'] else 'no'} | {'yes' if c['same_multiset'] else 'no'}"
+            f" | {c['only_in_runner']} | {c['only_in_other']} "
+            f"| {_fmt(c['first_order_divergence'])} |"
+        )
+    for name, c in results.get("equality_big", {}).items():
+        add(
+            f"| {name} (N={n * int(results['args'].get('scale', 10)):,}) "
+            f"| {c['other_rows']:,} (runner {c['ref_rows']:,}) "
             f"| {'yes' if c['same_sequence'] else 'no'} | {'yes' if c['same_multiset'] else 'no'}"
             f" | {c['only_in_runner']} | {c['only_in_other']} "
             f"| {_fmt(c['first_order_divergence'])} |"

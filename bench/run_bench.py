@@ -600,6 +600,27 @@ def summarize(runs: list[RunResult], n: int, big_n: int | None) -> dict[str, Any
                 if cpu.get("runner") and cpu.get(other):
                     ratios[f"cpu_{other}_over_runner"] = cpu[other] / cpu["runner"]
         ratios[f"checkpoint_cost{sfx}"] = 1 - base / nock if base and nock else None
+    # Paired: the ratio within each repetition (runs minutes apart share the machine's load),
+    # then the median over repetitions; steadier than a ratio of medians on a noisy machine.
+    per_rep: dict[tuple[str, int], dict[int, float]] = {}
+    for r in runs:
+        if r.ok:
+            per_rep.setdefault((r.engine, r.n), {})[r.rep] = r.throughput
+    base_reps = per_rep.get(("runner", n), {})
+    for other in ("dj_default", "dj_ray", "naive", "runner_nockpt", "runner_noevents"):
+        other_reps = per_rep.get((other, n), {})
+        pairs = [base_reps[k] / other_reps[k] for k in base_reps if k in other_reps]
+        ratios[f"paired_runner_vs_{other}"] = med(pairs)
+        ratios[f"paired_runner_vs_{other}_reps"] = len(pairs)
+    if ratios.get("paired_runner_vs_runner_nockpt"):
+        ratios["paired_checkpoint_cost"] = 1 - ratios["paired_runner_vs_runner_nockpt"]
+    if big_n:
+        for other in ("dj_default", "dj_ray", "naive"):
+            for job in (False, True):
+                sfx = "_job" if job else ""
+                r_big = ratio(thr("runner", big_n, job), thr(other, big_n, job))
+                if r_big is not None:
+                    ratios[f"big_runner_vs_{other}{sfx}"] = r_big
     run_n, run_noev = engines.get(f"runner@{n}"), engines.get(f"runner_noevents@{n}")
     if run_n and run_noev and run_n.get("events"):
         ratios["event_cost_us_e2e"] = (run_n["wall_s"] - run_noev["wall_s"]) / run_n["events"] * 1e6
@@ -668,7 +689,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-n", "--num-samples", type=int, default=10000)
     p.add_argument("--scale", type=int, default=10, help="the runner is also run at N*scale")
     p.add_argument("--reps", type=int, default=3)
-    p.add_argument("--rss-reps", type=int, default=2, help="repetitions at N*scale")
+    p.add_argument("--rss-reps", type=int, default=2, help="runner repetitions at N*scale")
+    p.add_argument(
+        "--big-engines",
+        default="runner",
+        help="engines also run at N*scale (comma-separated); others than runner run once",
+    )
+    p.add_argument(
+        "--extra-reps",
+        type=int,
+        default=2,
+        help="more repetitions of the quick engines (runner variants, naive) after --reps",
+    )
     p.add_argument("--engines", default=",".join(ENGINES), help="comma-separated subset")
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     p.add_argument("--recipe", type=Path, default=DEFAULT_RECIPE)
@@ -722,7 +754,8 @@ def main(argv: list[str] | None = None) -> int:
     n, big_n = a.num_samples, a.num_samples * a.scale if a.scale > 1 else None
     print(f"generating {n} samples (and {big_n})...", file=sys.stderr)
     datasets = {n: make_dataset(a.data_dir, n, a.seed, data_root)}
-    if big_n and "runner" in engines and a.rss_reps > 0:
+    wanted_big = {e.strip() for e in a.big_engines.split(",")} & set(engines)
+    if big_n and wanted_big and (a.rss_reps > 0 or wanted_big - {"runner"}):
         datasets[big_n] = make_dataset(a.data_dir, big_n, a.seed, data_root)
     else:
         big_n = None
@@ -745,14 +778,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"event log: {results['event_micro']['median_us']:.1f} µs/event", file=sys.stderr)
 
     runs: list[RunResult] = []
-    jobs_per_rep: list[tuple[str, int]] = [(e, n) for e in engines]
-    for rep in range(a.reps):
-        jobs = list(jobs_per_rep)
-        if big_n and rep < a.rss_reps:
-            jobs.append(("runner", big_n))
+    big_engines = [e.strip() for e in a.big_engines.split(",") if e.strip() in engines]
+    quick = [e for e in engines if e in (*RUNNER_ENGINES, "naive")]
+    total = a.reps + (a.extra_reps if quick else 0)
+    for rep in range(total):
+        jobs = [(e, n) for e in (engines if rep < a.reps else quick)]
+        if big_n:
+            for e in big_engines:
+                if (e == "runner" and rep < a.rss_reps) or (e != "runner" and rep == 0):
+                    jobs.append((e, big_n))
         k = rep % len(jobs)
         for engine, size in jobs[k:] + jobs[:k]:
-            print(f"[rep {rep + 1}/{a.reps}] {engine} n={size} ...", end=" ", file=sys.stderr)
+            print(f"[rep {rep + 1}/{total}] {engine} n={size} ...", end=" ", file=sys.stderr)
             sys.stderr.flush()
             res = run_engine(ctx, engine, datasets[size], rep)
             runs.append(res)
@@ -765,6 +802,8 @@ def main(argv: list[str] | None = None) -> int:
             (out_dir / "results.json").write_text(json.dumps(results, indent=2, default=str))
     results["summary"] = summarize(runs, n, big_n)
     results["equality"] = equality(ctx, n)
+    if big_n and big_engines != ["runner"]:
+        results["equality_big"] = equality(ctx, big_n)
     if dj_venv is not None and a.op_diff_limit > 0:
         import op_diff
 
