@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
+_EMBEDDED = False
 
 
 @dataclass(frozen=True)
@@ -43,10 +44,19 @@ def connect(address: str | None, num_cpus: int | None) -> RayConnection:
     return RayConnection(address or "embedded", max(1, cpus))
 
 
+def is_embedded() -> bool:
+    """Whether this process started its own Ray (rather than joining a cluster)."""
+    import ray
+
+    return _EMBEDDED and ray.is_initialized()
+
+
 def _embedded(num_cpus: int | None, common: dict) -> None:
     """A private Ray for this process, reachable on loopback only."""
     import ray
 
+    global _EMBEDDED
+    _EMBEDDED = True
     ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1", **common)
 
 

@@ -1,8 +1,8 @@
 """special_characters_filter: keep samples whose special-character ratio is in range.
 
 ``special_char_ratio`` = (characters in Data-Juicer's ``SPECIAL_CHARACTERS``) / ``len(text)``,
-0.0 for an empty text (a null text counts as ``""``). Vectorised: one RE2 count over the
-explicit class of those code points.
+0.0 for an empty text (a null text counts as ``""``). Counted per sample against the set,
+which is exact and faster than an RE2 count over its 1,600-code-point class.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 
 from dj_runner.ops.base import Filter
 from dj_runner.ops.registry import register
-from dj_runner.ops.textutil import non_null, safe_ratio, special_class
+from dj_runner.ops.textutil import SPECIAL_CHARACTERS, non_null, safe_ratio
 
 
 @register("special_characters_filter")
@@ -38,7 +38,8 @@ class SpecialCharactersFilter(Filter):
 
     def compute_stats(self, texts: pa.Array) -> dict[str, pa.Array]:
         arr = non_null(texts)
-        special = pc.count_substring_regex(arr, pattern=special_class())
+        is_special = SPECIAL_CHARACTERS.__contains__
+        special = pa.array([sum(map(is_special, t)) for t in arr.to_pylist()], pa.int64())
         return {"special_char_ratio": safe_ratio(special, pc.utf8_length(arr))}
 
     def keep(self, stats: dict[str, pa.Array]) -> pa.Array:
