@@ -367,12 +367,6 @@ def isspace_ranges() -> list[tuple[int, int]]:
 
 
 @cache
-def isalnum_ranges() -> list[tuple[int, int]]:
-    """The characters for which ``str.isalnum`` is true."""
-    return _scan(str.isalnum)
-
-
-@cache
 def special_class(negate: bool = False) -> str:
     """RE2 class of ``SPECIAL_CHARACTERS`` (or of its complement)."""
     return chars_class(SPECIAL_CHARACTERS, negate=negate)
