@@ -99,8 +99,30 @@ def apply_keep_mask(table: pa.Table, mask: pa.Array) -> pa.Table:
     return table
 
 
+#: Rows an op sees at once. Ops are row-wise, so slicing changes no result; it bounds the
+#: Python objects that per-sample ops create, whatever the partition's size.
+BATCH_ROWS = 2048
+
+
 def apply_local(op: Op, table: pa.Table, text_key: str) -> pa.Table:
-    """Apply a mapper or filter. Global ops go through ``add_hashes``/``apply_keep_mask``."""
+    """Apply a mapper or filter, in slices of ``BATCH_ROWS`` rows.
+
+    Global ops go through ``add_hashes``/``apply_keep_mask``.
+    """
+    if len(table) <= BATCH_ROWS:
+        return _apply_local(op, table, text_key)
+    parts = []
+    for start in range(0, len(table), BATCH_ROWS):
+        try:
+            parts.append(_apply_local(op, table.slice(start, BATCH_ROWS), text_key))
+        except SampleError as exc:
+            if exc.index is not None:
+                exc.index += start  # name the sample by its place in the partition
+            raise
+    return pa.concat_tables(parts).combine_chunks()
+
+
+def _apply_local(op: Op, table: pa.Table, text_key: str) -> pa.Table:
     if len(table) == 0:
         if isinstance(op, Filter):
             return merge_stats(table, {k: pa.array([], type=t) for k, t in op.stats_types.items()})

@@ -1,0 +1,41 @@
+"""Applying ops to tables: slicing changes nothing, errors name the sample in the partition."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pytest
+
+from dj_runner import apply
+from dj_runner.apply import SampleError, apply_local
+from dj_runner.ops import get_op
+from dj_runner.ops.base import STATS_COLUMN
+
+
+def table(n: int) -> pa.Table:
+    return pa.table({"text": [("word " * (i % 13)).strip() or None for i in range(n)]})
+
+
+def test_slices_give_the_same_result(monkeypatch):
+    op = get_op("words_num_filter")(min_num=3)
+    whole = apply_local(op, table(1000), "text")
+    monkeypatch.setattr(apply, "BATCH_ROWS", 64)
+    sliced = apply_local(op, table(1000), "text")
+    assert sliced.equals(whole)
+    assert whole.num_rows < 1000
+    assert "num_words" in {f.name for f in whole.schema.field(STATS_COLUMN).type}
+
+
+def test_error_names_the_sample_by_partition_position(monkeypatch):
+    monkeypatch.setattr(apply, "BATCH_ROWS", 10)
+    op = get_op("text_length_filter")()
+
+    class Boom(type(op)):
+        def compute_stats(self, texts):
+            if any(t == "bad" for t in texts.to_pylist()):
+                raise ValueError("bad sample")
+            return super().compute_stats(texts)
+
+    t = pa.table({"text": ["fine text here"] * 25 + ["bad"] + ["ok"] * 5})
+    with pytest.raises(SampleError) as info:
+        apply_local(Boom(), t, "text")
+    assert info.value.index == 25 and info.value.preview == "bad"
