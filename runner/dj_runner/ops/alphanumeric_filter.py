@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 
 from dj_runner.ops.base import MAXSIZE, Filter
 from dj_runner.ops.registry import register
-from dj_runner.ops.textutil import non_null, safe_ratio
+from dj_runner.ops.textutil import TOKENIZATION_UNSUPPORTED, non_null, safe_ratio
 
 
 @register("alphanumeric_filter")
@@ -32,16 +32,8 @@ class AlphanumericFilter(Filter):
 
     def __post_init__(self) -> None:
         if self.tokenization:
-            raise ValueError(
-                "tokenization=True needs a Hugging Face tokenizer download, which this runner "
-                "does not do; use tokenization=False"
-            )
-        if self.min_ratio < 0:
-            raise ValueError(f"min_ratio must be >= 0, got {self.min_ratio}")
-        if self.max_ratio < self.min_ratio:
-            raise ValueError(
-                f"max_ratio ({self.max_ratio}) must be >= min_ratio ({self.min_ratio})"
-            )
+            raise ValueError(TOKENIZATION_UNSUPPORTED)
+        self.check_bounds("min_ratio", "max_ratio")
 
     def compute_stats(self, texts: pa.Array) -> dict[str, pa.Array]:
         arr = non_null(texts)

@@ -50,6 +50,14 @@ class Filter(Op):
     max_closed_interval: bool = True
     reversed_range: bool = False
 
+    def check_bounds(self, lo: str, hi: str) -> None:
+        """The range checks every filter shares: ``lo >= 0`` and ``hi >= lo``."""
+        low, high = getattr(self, lo), getattr(self, hi)
+        if low < 0:
+            raise ValueError(f"{lo} must be >= 0, got {low}")
+        if high < low:
+            raise ValueError(f"{hi} ({high}) must be >= {lo} ({low})")
+
     def compute_stats(self, texts: pa.Array) -> dict[str, pa.Array]:
         """Return one array per stats key, each the same length as ``texts``."""
         raise NotImplementedError

@@ -46,12 +46,7 @@ class CharacterRepetitionFilter(Filter):
     def __post_init__(self) -> None:
         if self.rep_len < 1:
             raise ValueError(f"rep_len must be >= 1, got {self.rep_len}")
-        if self.min_ratio < 0:
-            raise ValueError(f"min_ratio must be >= 0, got {self.min_ratio}")
-        if self.max_ratio < self.min_ratio:
-            raise ValueError(
-                f"max_ratio ({self.max_ratio}) must be >= min_ratio ({self.min_ratio})"
-            )
+        self.check_bounds("min_ratio", "max_ratio")
 
     def compute_stats(self, texts: pa.Array) -> dict[str, pa.Array]:
         ratios = [char_rep_ratio(t, self.rep_len) for t in non_null(texts).to_pylist()]

@@ -30,10 +30,7 @@ class MaximumLineLengthFilter(Filter):
     max_len: int = MAXSIZE
 
     def __post_init__(self) -> None:
-        if self.min_len < 0:
-            raise ValueError(f"min_len must be >= 0, got {self.min_len}")
-        if self.max_len < self.min_len:
-            raise ValueError(f"max_len ({self.max_len}) must be >= min_len ({self.min_len})")
+        self.check_bounds("min_len", "max_len")
 
     def compute_stats(self, texts: pa.Array) -> dict[str, pa.Array]:
         pattern = "\r\n|" + chars_class(LINE_BREAK_CHARS)

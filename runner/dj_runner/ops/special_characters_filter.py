@@ -29,12 +29,7 @@ class SpecialCharactersFilter(Filter):
     max_ratio: float = 0.25
 
     def __post_init__(self) -> None:
-        if self.min_ratio < 0:
-            raise ValueError(f"min_ratio must be >= 0, got {self.min_ratio}")
-        if self.max_ratio < self.min_ratio:
-            raise ValueError(
-                f"max_ratio ({self.max_ratio}) must be >= min_ratio ({self.min_ratio})"
-            )
+        self.check_bounds("min_ratio", "max_ratio")
 
     def compute_stats(self, texts: pa.Array) -> dict[str, pa.Array]:
         arr = non_null(texts)

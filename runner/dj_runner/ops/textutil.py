@@ -508,3 +508,9 @@ def clean_with_pattern(
             )
         return regex_sub_per_sample(texts, default_py(), repl)
     return regex_sub_per_sample(texts, unwrap_raw_pattern(pattern), repl)
+
+
+TOKENIZATION_UNSUPPORTED = (
+    "tokenization=True needs a tokenizer model download, which this runner does not do; "
+    "use tokenization=False"
+)

@@ -21,8 +21,7 @@ import pyarrow as pa
 
 from dj_runner.ops.base import Filter
 from dj_runner.ops.registry import register
-from dj_runner.ops.textutil import non_null, refine_words, split_words
-from dj_runner.ops.words_num_filter import TOKENIZATION_UNSUPPORTED
+from dj_runner.ops.textutil import TOKENIZATION_UNSUPPORTED, non_null, refine_words, split_words
 
 
 def word_rep_ratio(text: str, n: int) -> float:
@@ -53,12 +52,7 @@ class WordRepetitionFilter(Filter):
             raise ValueError(TOKENIZATION_UNSUPPORTED)
         if self.rep_len < 1:
             raise ValueError(f"rep_len must be >= 1, got {self.rep_len}")
-        if self.min_ratio < 0:
-            raise ValueError(f"min_ratio must be >= 0, got {self.min_ratio}")
-        if self.max_ratio < self.min_ratio:
-            raise ValueError(
-                f"max_ratio ({self.max_ratio}) must be >= min_ratio ({self.min_ratio})"
-            )
+        self.check_bounds("min_ratio", "max_ratio")
 
     def compute_stats(self, texts: pa.Array) -> dict[str, pa.Array]:
         ratios = [word_rep_ratio(t, self.rep_len) for t in non_null(texts).to_pylist()]

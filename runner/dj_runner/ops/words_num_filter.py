@@ -16,11 +16,11 @@ import pyarrow.compute as pc
 
 from dj_runner.ops.base import MAXSIZE, Filter
 from dj_runner.ops.registry import register
-from dj_runner.ops.textutil import list_segment_sum, non_null, special_class
-
-TOKENIZATION_UNSUPPORTED = (
-    "tokenization=True needs a sentencepiece model download, which this runner does not do; "
-    "use tokenization=False"
+from dj_runner.ops.textutil import (
+    TOKENIZATION_UNSUPPORTED,
+    list_segment_sum,
+    non_null,
+    special_class,
 )
 
 
@@ -46,10 +46,7 @@ class WordsNumFilter(Filter):
     def __post_init__(self) -> None:
         if self.tokenization:
             raise ValueError(TOKENIZATION_UNSUPPORTED)
-        if self.min_num < 0:
-            raise ValueError(f"min_num must be >= 0, got {self.min_num}")
-        if self.max_num < self.min_num:
-            raise ValueError(f"max_num ({self.max_num}) must be >= min_num ({self.min_num})")
+        self.check_bounds("min_num", "max_num")
 
     def compute_stats(self, texts: pa.Array) -> dict[str, pa.Array]:
         return {"num_words": count_words(texts)}
