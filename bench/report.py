@@ -261,7 +261,11 @@ def render(results: dict[str, Any], img_rel: str = "img") -> str:
             f" | {c['only_in_runner']} | {c['only_in_other']} "
             f"| {_fmt(c['first_order_divergence'])} |"
         )
-    for name, c in results.get("equality", {}).items():
+    big_eq = {
+        f"{k} (N={n * int(results['args'].get('scale', 10)):,})": v
+        for k, v in results.get("equality_big", {}).items()
+    }
+    for name, c in {**results.get("equality", {}), **big_eq}.items():
         ex = c["examples_only_in_runner"] + c["examples_only_in_other"]
         if ex:
             add("")
