@@ -95,8 +95,7 @@ def plots(results: dict[str, Any], img_dir: Path) -> list[str]:
     fig, ax = plt.subplots(figsize=(8, 3.6))
     keys = [f"{e}@{n}" for e in order]
     keys += sorted(
-        (k for k in engines if k.startswith("runner@") and k != f"runner@{n}"),
-        key=lambda k: int(k.split("@")[1]),
+        (k for k in engines if not k.endswith(f"@{n}")), key=lambda k: (int(k.split("@")[1]), k)
     )
     rss = [engines[k]["peak_rss_mb"] for k in keys]
     pss = [engines[k]["peak_pss_mb"] for k in keys]
@@ -272,9 +271,9 @@ def render(results: dict[str, Any], img_rel: str = "img") -> str:
             add(f"<details><summary>{name}: examples of differing samples</summary>")
             add("")
             for t in c["examples_only_in_runner"]:
-                add(f"- only in dj-runner: `{t!r}`")
+                add(f"- only in dj-runner: `` {t!r} ``")
             for t in c["examples_only_in_other"]:
-                add(f"- only in {name}: `{t!r}`")
+                add(f"- only in {name}: `` {t!r} ``")
             add("")
             add("</details>")
     od = results.get("op_diff")
