@@ -178,7 +178,7 @@ def render(results: dict[str, Any], img_rel: str = "img") -> str:
     if ev:
         add(
             f"| event logging cost per event | {ev['median_us']:.1f} µs (median; p99 "
-            f"{ev['p99_us']:.1f} µs) | | end to end: {_fmt(ratios.get('event_cost_us_e2e'))} µs "
+            f"{ev['p99_us']:.1f} µs) | | end to end: {_fmt(ratios.get('event_cost_us_e2e'))} µs (noise) "
             f"| <= 20 µs | {_met(ev['median_us'], '<=', 20.0)} |"
         )
     add("")
