@@ -124,18 +124,26 @@ def write_table(path: Path, table: pa.Table, fmt: str, compression: str) -> None
         raise ValueError(fmt)
 
 
-def read_table(path: Path, fmt: str, compression: str, schema: pa.Schema | None) -> pa.Table:
+def read_table(
+    path: Path,
+    fmt: str,
+    compression: str,
+    schema: pa.Schema | None,
+    columns: list[str] | None = None,
+) -> pa.Table:
     if fmt == "parquet":
-        return pq.read_table(path)
+        return pq.read_table(path, columns=columns)
     if fmt == "arrow":
         with pa.memory_map(str(path)) as src:
-            return ipc.open_file(src).read_all()
+            table = ipc.open_file(src).read_all()
+        return table.select(columns) if columns else table
     import gzip
 
     opener = gzip.open if compression == "gzip" else open
     with opener(path, "rb") as fh:
         rows = [json.loads(line) for line in fh if line.strip()]
-    return pa.Table.from_pylist(rows, schema=schema)
+    table = pa.Table.from_pylist(rows, schema=schema)
+    return table.select(columns) if columns else table
 
 
 class CheckpointDir:
@@ -210,12 +218,12 @@ class CheckpointDir:
             )
         return path
 
-    def load(self, commit: Commit) -> pa.Table:
-        """Verify and read a committed checkpoint."""
+    def load(self, commit: Commit, columns: list[str] | None = None) -> pa.Table:
+        """Verify and read a committed checkpoint (only ``columns``, if given)."""
         path = self.verify(commit)
         schema = _schema_from_b64(commit.schema_b64) if commit.schema_b64 else None
         try:
-            table = read_table(path, commit.fmt, commit.compression, schema)
+            table = read_table(path, commit.fmt, commit.compression, schema, columns)
         except (pa.ArrowException, OSError, ValueError) as exc:
             raise InvalidCheckpoint(f"{commit.file}: unreadable ({exc})") from exc
         if table.num_rows != commit.rows:

@@ -420,7 +420,7 @@ class Executor:
                 try:
                     if commit is None:
                         raise InvalidCheckpoint("no hashed checkpoint")
-                    hashes = store.load(commit).column(HASH_COLUMN).to_pylist()
+                    hashes = store.load(commit, [HASH_COLUMN]).column(HASH_COLUMN).to_pylist()
                 except InvalidCheckpoint:
                     broken.append(part)
                     continue

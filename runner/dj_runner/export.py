@@ -88,14 +88,18 @@ def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=schema)
 
 
-def write_jsonl(table: pa.Table, fh: IO[bytes]) -> None:
+def write_jsonl(table: pa.Table, fh: IO[bytes], slice_rows: int = 2048) -> None:
+    """Write rows as JSON lines, a slice at a time (Python row objects stay few)."""
     json_cols = [f.name for f in table.schema if is_json_text(f)]
     dumps = json.dumps
-    for row in table.to_pylist():
-        for c in json_cols:
-            if row.get(c) is not None:
-                row[c] = json.loads(row[c])
-        fh.write((dumps(row, ensure_ascii=False, default=str) + "\n").encode())
+    for start in range(0, table.num_rows, slice_rows):
+        lines = []
+        for row in table.slice(start, slice_rows).to_pylist():
+            for c in json_cols:
+                if row.get(c) is not None:
+                    row[c] = json.loads(row[c])
+            lines.append(dumps(row, ensure_ascii=False, default=str))
+        fh.write(("\n".join(lines) + "\n").encode())
 
 
 def write_export(
