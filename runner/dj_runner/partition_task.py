@@ -167,7 +167,6 @@ def run_partition(
             retry_count=attempt,
             checkpoint_path=str(store.dir / commit.file),
         )
-        rows_in = part.rows
     else:
         events.log(
             "partition_start",
@@ -177,7 +176,6 @@ def run_partition(
             input_rows=part.rows,
         )
         table, bad = read_source(part, sources, recipe)
-        rows_in = part.rows
         rejected = len(bad)
         write_rejects(work.rejects_path(pid), bad)
         if bad:
@@ -196,7 +194,7 @@ def run_partition(
         key = CheckpointKey(0)
 
     result = PartitionResult(
-        pid, key, rows_in, table.num_rows, rejected, None if resumed is None else key.label
+        pid, key, part.rows, table.num_rows, rejected, None if resumed is None else key.label
     )
     while key < target:
         step = key.step
@@ -216,7 +214,7 @@ def run_partition(
             if op.is_global:
                 if not key.hashed:
                     table = add_hashes(op, table, text_key)  # type: ignore[arg-type]
-                decision = work.global_decision(step, recipe)
+                decision = work.global_decision(step)
                 if decision is None:
                     key = CheckpointKey(step, hashed=True)
                     _save(store, key, table, name, events, pid)

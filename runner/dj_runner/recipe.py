@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -211,7 +212,7 @@ TOP_LEVEL_KEYS = (
 
 def _is_optional(annotation: Any) -> tuple[bool, Any]:
     origin = typing.get_origin(annotation)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+    if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
         return True, args[0] if len(args) == 1 else tuple(args)
     return False, annotation

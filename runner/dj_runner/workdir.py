@@ -94,7 +94,7 @@ class WorkDir:
         return CheckpointDir(self.root / "global" / f"op{op_idx:03d}", "arrow", "lz4")
 
     # -- global op decisions
-    def global_decision(self, op_idx: int, recipe: Recipe | None = None) -> GlobalDecision | None:
+    def global_decision(self, op_idx: int) -> GlobalDecision | None:
         found = self._global_store(op_idx).newest_valid()
         return None if found is None else GlobalDecision.from_table(found[1])
 
