@@ -14,6 +14,7 @@ import base64
 import hashlib
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ import pyarrow.parquet as pq
 from dj_runner.atomic import append_record, read_records, write_atomic
 
 COMMITS = "commits.jsonl"
+ROW_GROUP_ROWS = 2048
 EXTENSIONS = {"parquet": "parquet", "arrow": "arrow", "jsonl": "jsonl"}
 
 
@@ -105,7 +107,8 @@ def _schema_from_b64(text: str) -> pa.Schema:
 def write_table(path: Path, table: pa.Table, fmt: str, compression: str) -> None:
     comp = None if compression == "none" else compression
     if fmt == "parquet":
-        pq.write_table(table, path, compression=comp or "none")
+        # Small row groups keep both the writer's and a streaming reader's buffers small.
+        pq.write_table(table, path, compression=comp or "none", row_group_size=ROW_GROUP_ROWS)
     elif fmt == "arrow":
         opts = ipc.IpcWriteOptions(compression=comp)
         with (
@@ -231,6 +234,19 @@ class CheckpointDir:
                 f"{commit.file}: {table.num_rows} rows, commit says {commit.rows}"
             )
         return table
+
+    def iter_slices(self, commit: Commit, rows: int = ROW_GROUP_ROWS) -> Iterator[pa.Table]:
+        """Verify a committed checkpoint, then stream it in slices of about ``rows`` rows."""
+        path = self.verify(commit)
+        if commit.fmt == "parquet":
+            pf = pq.ParquetFile(path)
+            schema = pf.schema_arrow
+            for batch in pf.iter_batches(batch_size=rows, use_threads=False):
+                yield pa.Table.from_batches([batch], schema=schema)
+            return
+        table = self.load(commit)
+        for start in range(0, table.num_rows, rows):
+            yield table.slice(start, rows)
 
     def schema(self, commit: Commit) -> pa.Schema:
         """A committed checkpoint's schema, read without loading its data."""

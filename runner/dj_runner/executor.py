@@ -490,14 +490,14 @@ class Executor:
             assert commit is not None
             schemas.append(store.schema(commit))
 
-        def tables() -> Iterator[pa.Table]:
+        def partitions() -> Iterator[Iterator[pa.Table]]:
             for store, commit in zip(stores, commits, strict=True):
-                yield store.load(commit)
+                yield store.iter_slices(commit)
 
         self.progress.stage("exporting")
         t0 = time.perf_counter()
         rows = write_export(
-            self.recipe.export_path, tables, schemas, self.recipe.keep_stats_in_res_ds
+            self.recipe.export_path, partitions, schemas, self.recipe.keep_stats_in_res_ds
         )
         self._log(
             "export_complete",

@@ -20,7 +20,8 @@ import pyarrow.parquet as pq
 
 from dj_runner.atomic import fsync_dir, write_atomic
 from dj_runner.ops.base import HASH_COLUMN, STATS_COLUMN
-from dj_runner.sources import is_json_text, json_text_array, json_text_field
+from dj_runner.schema import conform, unify
+from dj_runner.sources import is_json_text
 
 
 def is_sharded(export_path: str) -> bool:
@@ -48,46 +49,6 @@ def _prepared_schema(schema: pa.Schema, keep_stats: bool) -> pa.Schema:
     return schema
 
 
-def unify(schemas: list[pa.Schema]) -> pa.Schema:
-    """One export schema for every partition, whatever each partition's records carried.
-
-    Fields come in order of first appearance. A field whose partitions disagree on its type
-    (beyond all-null) becomes JSON text, so no value is coerced (1 never turns into 1.0).
-    """
-    seen: dict[str, list[pa.Field]] = {}
-    for schema in schemas:
-        for f in schema:
-            seen.setdefault(f.name, []).append(f)
-    fields = []
-    for name, versions in seen.items():
-        typed = [f for f in versions if not pa.types.is_null(f.type)]
-        if not typed:
-            fields.append(versions[0])
-        elif any(is_json_text(f) for f in typed) or len({f.type for f in typed}) > 1:
-            fields.append(json_text_field(name))
-        else:
-            fields.append(typed[0])
-    return pa.schema(fields)
-
-
-def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
-    """Give a table the unified schema: missing columns null, JSON text where needed."""
-    columns = []
-    for f in schema:
-        if f.name not in table.column_names:
-            columns.append(pa.nulls(len(table), f.type))
-            continue
-        col = table.column(f.name)
-        have = table.schema.field(f.name)
-        if is_json_text(f) and not is_json_text(have):
-            columns.append(json_text_array(col.to_pylist()))
-        elif have.type != f.type:
-            columns.append(col.cast(f.type))
-        else:
-            columns.append(col)
-    return pa.Table.from_arrays(columns, schema=schema)
-
-
 def write_jsonl(table: pa.Table, fh: IO[bytes], slice_rows: int = 2048) -> None:
     """Write rows as JSON lines, a slice at a time (Python row objects stay few)."""
     json_cols = [f.name for f in table.schema if is_json_text(f)]
@@ -104,51 +65,50 @@ def write_jsonl(table: pa.Table, fh: IO[bytes], slice_rows: int = 2048) -> None:
 
 def write_export(
     export_path: str,
-    tables: Callable[[], Iterator[pa.Table]],
+    partitions: Callable[[], Iterator[Iterator[pa.Table]]],
     schemas: list[pa.Schema],
     keep_stats: bool,
 ) -> int:
-    """Write the export; ``tables()`` yields each partition's table in order. Returns rows."""
+    """Write the export. Returns the rows written.
+
+    ``partitions()`` yields, in order, each partition's rows as an iterator of slices, so that
+    no more than a slice is held at once.
+    """
     sharded = is_sharded(export_path)
     fmt = export_format(export_path, sharded)
     target = Path(export_path)
     unified = unify([_prepared_schema(s, keep_stats) for s in schemas])
     rows = 0
 
-    def conformed() -> Iterator[pa.Table]:
-        for t in tables():
-            yield conform(prepare(t, keep_stats), unified)
+    def conformed(slices: Iterator[pa.Table]) -> Iterator[pa.Table]:
+        nonlocal rows
+        for t in slices:
+            t = conform(prepare(t, keep_stats), unified)
+            rows += t.num_rows
+            yield t
+
+    def write_file(path: Path, slices: Iterator[pa.Table]) -> None:
+        if fmt == "jsonl":
+            with open(path, "wb") as fh:
+                for t in conformed(slices):
+                    write_jsonl(t, fh)
+            return
+        with pq.ParquetWriter(path, unified) as writer:
+            for t in conformed(slices):
+                writer.write_table(t)
 
     if not sharded:
-
-        def write_file(tmp: Path) -> None:
-            nonlocal rows
-            if fmt == "jsonl":
-                with open(tmp, "wb") as fh:
-                    for t in conformed():
-                        write_jsonl(t, fh)
-                        rows += t.num_rows
-                return
-            with pq.ParquetWriter(tmp, unified) as writer:
-                for t in conformed():
-                    writer.write_table(t)
-                    rows += t.num_rows
-
-        write_atomic(target, write_file)
+        write_atomic(
+            target, lambda tmp: write_file(tmp, (t for part in partitions() for t in part))
+        )
         return rows
 
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp_dir = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp_dir, ignore_errors=True)
     tmp_dir.mkdir()
-    for i, t in enumerate(conformed()):
-        rows += t.num_rows
-        shard = tmp_dir / f"part-{i:05d}.{fmt}"
-        if fmt == "jsonl":
-            with open(shard, "wb") as fh:
-                write_jsonl(t, fh)
-        else:
-            pq.write_table(t, shard)
+    for i, part in enumerate(partitions()):
+        write_file(tmp_dir / f"part-{i:05d}.{fmt}", part)
     old = target.with_name(f".{target.name}.old-{os.getpid()}")
     if target.exists():
         os.replace(target, old)

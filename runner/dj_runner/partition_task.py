@@ -25,6 +25,7 @@ from dj_runner.errors import MalformedRecordError, OpError, RunnerError
 from dj_runner.events import EventLogger
 from dj_runner.planner import PartitionPlan, columnar_hash, combine_digests
 from dj_runner.recipe import Recipe
+from dj_runner.schema import concat_unified
 from dj_runner.sources import (
     LINE_FORMATS,
     Malformed,
@@ -76,24 +77,37 @@ def checkpoint_wanted(recipe: Recipe, step: int) -> bool:
     return False
 
 
+#: Lines parsed into one Arrow piece at a time while a partition is read.
+READ_CHUNK_LINES = 2048
+
+
 def read_source(
     part: PartitionPlan, sources: tuple[SourceFile, ...], recipe: Recipe
 ) -> tuple[pa.Table, list[Malformed]]:
-    """Read a partition from its source ranges; verify its content hash."""
+    """Read a partition from its source ranges, streaming; verify its content hash."""
     tables: list[pa.Table] = []
     bad: list[Malformed] = []
     digests = []
+
+    def parse(chunk: list[tuple[int, bytes]], path: str) -> None:
+        records, malformed = parse_lines(chunk, path, recipe.text_keys)
+        bad.extend(malformed)
+        if records:
+            tables.append(records_to_table(records, recipe.text_keys))
+
     for r in part.ranges:
         src = sources[r.file]
         if src.fmt in LINE_FORMATS:
-            lines = list(read_line_range(src, r.start, r.stop, r.first_line))
             h = hashlib.blake2b(digest_size=16)
-            for _, line in lines:
+            chunk: list[tuple[int, bytes]] = []
+            for line_no, line in read_line_range(src, r.start, r.stop, r.first_line):
                 h.update(line)
+                chunk.append((line_no, line))
+                if len(chunk) >= READ_CHUNK_LINES:
+                    parse(chunk, src.path)
+                    chunk = []
+            parse(chunk, src.path)
             digests.append(h.hexdigest())
-            records, malformed = parse_lines(lines, src.path, recipe.text_keys)
-            bad.extend(malformed)
-            tables.append(records_to_table(records, recipe.text_keys))
         else:
             t = read_rows(src, r.start, r.stop)
             digests.append(columnar_hash(t))
@@ -104,9 +118,9 @@ def read_source(
             f"(content hash {combine_digests(digests)[:12]} != {part.content_hash[:12]}); "
             "restore the input or start over with --restart"
         )
-    if len(tables) == 1:
-        return tables[0], bad
-    return pa.concat_tables(tables, promote_options="permissive"), bad
+    if not tables:
+        return records_to_table([], recipe.text_keys), bad
+    return concat_unified(tables), bad
 
 
 def write_rejects(path: Path, bad: list[Malformed]) -> None:

@@ -173,7 +173,7 @@ def iter_columnar_batches(src: SourceFile, batch_rows: int = 8192) -> Iterator[p
 def read_line_range(
     src: SourceFile, start: int, stop: int, first_line: int
 ) -> Iterator[tuple[int, bytes]]:
-    """Yield ``(line_no, raw_line)`` for the non-blank lines of ``src`` within [start, stop).
+    """Stream ``(line_no, raw_line)`` for the non-blank lines of ``src`` within [start, stop).
 
     ``first_line`` is the line number at byte ``start``, as the plan recorded it.
     """
@@ -187,12 +187,15 @@ def read_line_range(
             fh.seek(start)
         else:
             _skip(fh, start)
-        data = fh.read(stop - start)
-    parts = data.split(b"\n")
-    for i, part in enumerate(parts):
-        line = part + b"\n" if i < len(parts) - 1 else part
-        if line.strip():
-            yield first_line + i, line
+        pos, line_no = start, first_line
+        while pos < stop:
+            line = fh.readline()
+            if not line:
+                break
+            pos += len(line)
+            if line.strip():
+                yield line_no, line
+            line_no += 1
 
 
 def _skip(fh: IO[bytes], n: int) -> None:
