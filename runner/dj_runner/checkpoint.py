@@ -235,9 +235,14 @@ class CheckpointDir:
             )
         return table
 
-    def iter_slices(self, commit: Commit, rows: int = ROW_GROUP_ROWS) -> Iterator[pa.Table]:
-        """Verify a committed checkpoint, then stream it in slices of about ``rows`` rows."""
-        path = self.verify(commit)
+    def iter_slices(
+        self, commit: Commit, rows: int = ROW_GROUP_ROWS, verified: bool = False
+    ) -> Iterator[pa.Table]:
+        """Stream a committed checkpoint in slices of about ``rows`` rows.
+
+        It is verified first, unless the caller has just ``verified`` it.
+        """
+        path = self.dir / commit.file if verified else self.verify(commit)
         if commit.fmt == "parquet":
             pf = pq.ParquetFile(path)
             schema = pf.schema_arrow

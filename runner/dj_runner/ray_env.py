@@ -58,10 +58,3 @@ def _embedded(num_cpus: int | None, common: dict) -> None:
     global _EMBEDDED
     _EMBEDDED = True
     ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1", **common)
-
-
-def shutdown() -> None:
-    import ray
-
-    if ray.is_initialized():
-        ray.shutdown()

@@ -86,10 +86,6 @@ class WorkDir:
             ck.preserve_intermediate_data,
         )
 
-    def partition_dirs(self) -> list[Path]:
-        base = self.root / "checkpoints"
-        return sorted(base.glob("p*")) if base.exists() else []
-
     def _global_store(self, op_idx: int) -> CheckpointDir:
         return CheckpointDir(self.root / "global" / f"op{op_idx:03d}", "arrow", "lz4")
 
