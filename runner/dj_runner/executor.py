@@ -335,7 +335,9 @@ class Executor:
                     str(self.work.root), recipe_ref, part, sources_ref, target, attempt, self.job_id
                 )
                 inflight[ref] = (part, attempt)
-            wait_for = max(0.0, queue[0][0] - now) if queue else None
+            wait_for = wait_timeout(
+                queue[0][0] if queue else None, now, len(inflight), max_inflight
+            )
             if not inflight:
                 time.sleep(wait_for or 0.0)  # backoff until the next retry is due
                 continue
@@ -527,6 +529,18 @@ class Executor:
 
     def status(self) -> dict[str, Any]:
         return status(self.work.root)
+
+
+def wait_timeout(next_due: float | None, now: float, inflight: int, capacity: int) -> float | None:
+    """How long the scheduler may block in ``ray.wait``: ``None`` means until a task ends.
+
+    With room to start the next queued partition, wait until its retry is due. Without room,
+    only a task's end can change anything, so block: a zero timeout there would spin the
+    driver at full CPU for as long as the queue waits for capacity.
+    """
+    if next_due is None or inflight >= capacity:
+        return None
+    return max(0.0, next_due - now)
 
 
 def _unwrap(exc: BaseException) -> BaseException:
