@@ -5,7 +5,9 @@ code points); with ``k`` distinct n-grams, ``r = min(int(sqrt(k)), number of n-g
 than once)``; the ratio is the sum of the ``r`` largest counts over the number of n-grams, 0.0
 when the text is shorter than ``rep_len`` (a null text counts as ``""``).
 
-Per-sample: n-gram counting has no Arrow kernel.
+Per-sample: n-gram counting has no Arrow kernel. It runs in the C extension ``_ngram`` when it
+is built; ``char_rep_ratio`` is the plain Python definition, which the tests hold the fast path
+to.
 """
 
 from __future__ import annotations
@@ -21,15 +23,26 @@ from dj_runner.ops.base import Filter
 from dj_runner.ops.registry import register
 from dj_runner.ops.textutil import non_null
 
+try:
+    from dj_runner.ops._ngram import char_rep_ratio as _native_char_rep_ratio
+except ImportError:  # installed without a C compiler
+    _native_char_rep_ratio = None
+
 
 def char_rep_ratio(text: str, n: int) -> float:
-    """Data-Juicer's character repetition ratio of one text."""
+    """Data-Juicer's character repetition ratio of one text, in plain Python."""
     total = len(text) - n + 1
     if total <= 0:
         return 0.0
     freqs = sorted(Counter(text[i : i + n] for i in range(total)).values(), reverse=True)
     num_rep = min(int(math.sqrt(len(freqs))), len(freqs) - freqs.count(1))
     return sum(freqs[:num_rep]) / total
+
+
+def char_rep_ratios(texts: pa.Array, n: int) -> pa.Array:
+    """``char_rep_ratio`` of every text (nulls count as ``""``), as float64."""
+    ratio = _native_char_rep_ratio or char_rep_ratio
+    return pa.array([ratio(t, n) for t in non_null(texts).to_pylist()], pa.float64())
 
 
 @register("character_repetition_filter")
@@ -49,8 +62,7 @@ class CharacterRepetitionFilter(Filter):
         self.check_bounds("min_ratio", "max_ratio")
 
     def compute_stats(self, texts: pa.Array) -> dict[str, pa.Array]:
-        ratios = [char_rep_ratio(t, self.rep_len) for t in non_null(texts).to_pylist()]
-        return {"char_rep_ratio": pa.array(ratios, pa.float64())}
+        return {"char_rep_ratio": char_rep_ratios(texts, self.rep_len)}
 
     def keep(self, stats: dict[str, pa.Array]) -> pa.Array:
         return self.in_range(stats["char_rep_ratio"], self.min_ratio, self.max_ratio)

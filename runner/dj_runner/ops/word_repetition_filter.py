@@ -7,8 +7,11 @@ consecutive words; the ratio is the number of n-gram occurrences whose n-gram oc
 once over the number of n-grams, 0.0 with fewer than ``rep_len`` words (a null text counts as
 ``""``).
 
-Per-sample: ``str.lower`` (special and final-sigma casing) and n-gram counting have no exact
-Arrow kernel.
+Lower-casing is per sample (``str.lower``'s special and final-sigma casing has no exact Arrow
+kernel). The rest is batch-wide: Arrow kernels split, strip and dictionary-encode the words,
+and the C extension ``_ngram`` counts each sample's n-grams of word ids. Without the extension,
+each sample runs ``word_rep_ratio``, the plain Python definition, which the tests hold the fast
+path to.
 """
 
 from __future__ import annotations
@@ -18,20 +21,60 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from dj_runner.ops.base import Filter
 from dj_runner.ops.registry import register
-from dj_runner.ops.textutil import TOKENIZATION_UNSUPPORTED, non_null, refine_words, split_words
+from dj_runner.ops.textutil import (
+    SPECIAL_CHARACTERS_STR,
+    TOKENIZATION_UNSUPPORTED,
+    list_segment_sum,
+    non_null,
+    refine_words,
+    split_words,
+)
+
+try:
+    from dj_runner.ops._ngram import word_rep_ratios as _count_word_ngrams
+except ImportError:  # installed without a C compiler
+    _count_word_ngrams = None
 
 
 def word_rep_ratio(text: str, n: int) -> float:
-    """Data-Juicer's word repetition ratio of one text."""
+    """Data-Juicer's word repetition ratio of one text, in plain Python."""
     words = refine_words(split_words(text), lower_case=True)
     total = len(words) - n + 1
     if total <= 0:
         return 0.0
     counts = Counter(tuple(words[i : i + n]) for i in range(total))
     return sum(c for c in counts.values() if c > 1) / total
+
+
+def word_rep_ratios(texts: pa.Array, n: int) -> pa.Array:
+    """``word_rep_ratio`` of every text (nulls count as ``""``), as float64."""
+    pylist = non_null(texts).to_pylist()
+    if _count_word_ngrams is None:
+        return pa.array([word_rep_ratio(t, n) for t in pylist], pa.float64())
+    # Lower-casing each text whole equals lower-casing each word: str.lower works per
+    # character except the final sigma, whose context never crosses ' ', '\n' or '\t'.
+    lowered = pa.array(
+        [t.lower().replace("\n", " ").replace("\t", " ") for t in pylist], pa.string()
+    )
+    pieces = pc.split_pattern(lowered, pattern=" ")
+    words = pc.utf8_trim(pc.list_flatten(pieces), characters=SPECIAL_CHARACTERS_STR)
+    kept = pc.not_equal(words, "")
+    lengths = list_segment_sum(pieces, kept)
+    offsets = pa.concat_arrays(
+        [pa.array([0], pa.int64()), pc.cumulative_sum(lengths).cast(pa.int64())]
+    )
+    ids = pc.dictionary_encode(pc.filter(words, kept)).indices.cast(pa.int32())
+    ratios = _count_word_ngrams(_values(ids, 4), _values(offsets, 8), n)
+    return pa.array(ratios, pa.float64())
+
+
+def _values(arr: pa.Array, width: int) -> memoryview:
+    """The value bytes of a null-free fixed-width array, honouring its offset."""
+    return memoryview(arr.buffers()[1])[arr.offset * width : (arr.offset + len(arr)) * width]
 
 
 @register("word_repetition_filter")
@@ -55,8 +98,7 @@ class WordRepetitionFilter(Filter):
         self.check_bounds("min_ratio", "max_ratio")
 
     def compute_stats(self, texts: pa.Array) -> dict[str, pa.Array]:
-        ratios = [word_rep_ratio(t, self.rep_len) for t in non_null(texts).to_pylist()]
-        return {"word_rep_ratio": pa.array(ratios, pa.float64())}
+        return {"word_rep_ratio": word_rep_ratios(texts, self.rep_len)}
 
     def keep(self, stats: dict[str, pa.Array]) -> pa.Array:
         return self.in_range(stats["word_rep_ratio"], self.min_ratio, self.max_ratio)

@@ -1,0 +1,121 @@
+"""The C n-gram counter (``dj_runner.ops._ngram``) against the plain Python definitions.
+
+The repetition filters run their n-gram counting in C; these tests hold it to the Python
+definitions in the op modules (which the other op tests hold to Data-Juicer) on real text,
+on edge cases and on seeded random text, and check that the extension is really built.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from dj_runner.ops import character_repetition_filter as crf
+from dj_runner.ops import word_repetition_filter as wrf
+
+REPO = Path(__file__).resolve().parents[3]
+
+EDGE_CASES: list[str | None] = [
+    None,
+    "",
+    "a",
+    "abcdefghi",  # one short of a 10-gram
+    "abcdefghij",  # exactly one 10-gram
+    "a" * 1000,
+    "ab" * 50_000,  # long: the table grows several times
+    "中文也是一个字算一个长度" * 20,
+    "😀🙂😀🙂😀🙂 emoji outside the BMP 😀🙂😀🙂",
+    "e\u0301 e\u0301 e\u0301 combining marks e\u0301",
+    "ΣΑΣ σας ΣΑΣ σας ΑΣ. ΑΣ, ΑΣ",  # final sigma, around punctuation
+    "İstanbul İSTANBUL istanbul",  # 'İ'.lower() grows by one code point
+    "tabs\tand\nnewlines\r\nand\u3000ideographic\u00a0spaces",
+    "... !!! ,,, 123 456",  # only special characters: no words
+    "  leading and trailing separators  \n\t",
+    "Today is Sunday Sunday Sunday Sunday Sunday and it's a happy day!",
+]
+
+
+def thue_morse(n: int) -> str:
+    """The string that breaks polynomial hashes modulo 2**64: exactness must not depend on it."""
+    return "".join("ab"[bin(i).count("1") % 2] for i in range(n))
+
+
+def corpus_texts(limit: int = 200) -> list[str | None]:
+    with (REPO / "examples" / "data" / "demo.jsonl").open(encoding="utf-8") as fh:
+        return [json.loads(line).get("text") for line in fh][:limit]
+
+
+def random_texts(seed: int, count: int) -> list[str]:
+    rng = random.Random(seed)
+    alphabet = [*"aab  \n\t.,!Σσς0", "İ", "中", "😀", "\u0301", "\u3000", "\r", "ab", "AB"]
+    return [
+        "".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 120))) for _ in range(count)
+    ]
+
+
+def test_extension_is_built() -> None:
+    # The fallback keeps results right without a compiler, but CI must test the fast path.
+    from dj_runner.ops import _ngram
+
+    assert crf._native_char_rep_ratio is _ngram.char_rep_ratio
+    assert wrf._count_word_ngrams is _ngram.word_rep_ratios
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 10, 13])
+@pytest.mark.parametrize("source", ["edge", "corpus", "random", "thue_morse"], ids=lambda s: str(s))
+def test_fast_paths_equal_the_definitions(source: str, n: int) -> None:
+    texts = {
+        "edge": EDGE_CASES,
+        "corpus": corpus_texts(),
+        "random": random_texts(seed=n, count=300),
+        "thue_morse": [thue_morse(4096), thue_morse(1000) + "c" + thue_morse(1000)],
+    }[source]
+    arr = pa.array(texts, pa.string())
+    want_char = [crf.char_rep_ratio(t or "", n) for t in texts]
+    want_word = [wrf.word_rep_ratio(t or "", n) for t in texts]
+    # Bit-identical floats, not approximately equal.
+    assert crf.char_rep_ratios(arr, n).to_pylist() == want_char
+    assert wrf.word_rep_ratios(arr, n).to_pylist() == want_word
+
+
+def test_batch_honours_slices_and_empty_batches() -> None:
+    texts = random_texts(seed=7, count=50)
+    arr = pa.array(texts, pa.string())
+    sliced = arr.slice(13, 20)
+    assert wrf.word_rep_ratios(sliced, 2).to_pylist() == [
+        wrf.word_rep_ratio(t, 2) for t in texts[13:33]
+    ]
+    assert crf.char_rep_ratios(sliced, 2).to_pylist() == [
+        crf.char_rep_ratio(t, 2) for t in texts[13:33]
+    ]
+    assert wrf.word_rep_ratios(pa.array([], pa.string()), 3).to_pylist() == []
+    assert crf.char_rep_ratios(pa.array([], pa.string()), 3).to_pylist() == []
+
+
+def test_without_the_extension_the_same_results(monkeypatch: pytest.MonkeyPatch) -> None:
+    texts = corpus_texts(50)
+    arr = pa.array(texts, pa.string())
+    fast = (crf.char_rep_ratios(arr, 10).to_pylist(), wrf.word_rep_ratios(arr, 10).to_pylist())
+    monkeypatch.setattr(crf, "_native_char_rep_ratio", None)
+    monkeypatch.setattr(wrf, "_count_word_ngrams", None)
+    slow = (crf.char_rep_ratios(arr, 10).to_pylist(), wrf.word_rep_ratios(arr, 10).to_pylist())
+    assert fast == slow
+
+
+def test_bad_arguments_are_refused() -> None:
+    from dj_runner.ops import _ngram
+
+    with pytest.raises(ValueError, match="n must be >= 1, got 0"):
+        _ngram.char_rep_ratio("abc", 0)
+    with pytest.raises(TypeError, match="text must be str"):
+        _ngram.char_rep_ratio(b"abc", 2)
+    ids = pa.array([0, 1, 0, 1], pa.int32()).buffers()[1]
+    with pytest.raises(ValueError, match="out of"):
+        _ngram.word_rep_ratios(ids, pa.array([0, 5], pa.int64()).buffers()[1], 2)
+    with pytest.raises(ValueError, match="int32"):
+        _ngram.word_rep_ratios(b"abc", pa.array([0, 0], pa.int64()).buffers()[1], 2)
+    assert _ngram.word_rep_ratios(ids, pa.array([0, 4], pa.int64()).buffers()[1], 2) == [2 / 3]
