@@ -1,6 +1,7 @@
 """Checkpoints: atomic, verified, self-describing snapshots of a partition between ops.
 
-A checkpoint is written to a temporary name, fsynced and renamed; only then is a commit
+A checkpoint is serialized in memory, checksummed, written to a temporary name, fsynced and
+renamed; only then is a commit
 record (row count, byte size, SHA-256) appended and fsynced to the directory's
 ``commits.jsonl``. A file without a commit record does not exist as far as the runner is
 concerned, and a file whose size, checksum or row count disagrees with its record is
@@ -104,34 +105,36 @@ def _schema_from_b64(text: str) -> pa.Schema:
     return ipc.read_schema(pa.py_buffer(base64.b64decode(text)))
 
 
-def write_table(path: Path, table: pa.Table, fmt: str, compression: str) -> None:
+def serialize_table(table: pa.Table, fmt: str, compression: str) -> pa.Buffer:
+    """The bytes of ``table`` as a checkpoint file of format ``fmt``."""
     comp = None if compression == "none" else compression
+    sink = pa.BufferOutputStream()
     if fmt == "parquet":
-        # Small row groups keep both the writer's and a streaming reader's buffers small.
-        # No column statistics: nothing reads them, and they cost time on every write.
+        # Small row groups keep a streaming reader's buffers small. No column statistics:
+        # nothing reads them, and they cost time on every write.
         pq.write_table(
             table,
-            path,
+            sink,
             compression=comp or "none",
             row_group_size=ROW_GROUP_ROWS,
             write_statistics=False,
         )
     elif fmt == "arrow":
-        opts = ipc.IpcWriteOptions(compression=comp)
-        with (
-            pa.OSFile(str(path), "wb") as sink,
-            ipc.new_file(sink, table.schema, options=opts) as w,
-        ):
+        with ipc.new_file(sink, table.schema, options=ipc.IpcWriteOptions(compression=comp)) as w:
             w.write_table(table)
     elif fmt == "jsonl":
-        import gzip
+        lines = b"".join(
+            (json.dumps(row, ensure_ascii=False, default=str) + "\n").encode()
+            for row in table.to_pylist()
+        )
+        if comp == "gzip":
+            import gzip
 
-        opener = gzip.open if comp == "gzip" else open
-        with opener(path, "wb") as fh:
-            for row in table.to_pylist():
-                fh.write((json.dumps(row, ensure_ascii=False, default=str) + "\n").encode())
+            lines = gzip.compress(lines)
+        sink.write(lines)
     else:
         raise ValueError(fmt)
+    return sink.getvalue()
 
 
 def read_table(
@@ -189,13 +192,15 @@ class CheckpointDir:
         self.dir.mkdir(parents=True, exist_ok=True)
         name = f"{key.label}.{EXTENSIONS[self.fmt]}"
         path = self.dir / name
-        write_atomic(path, lambda tmp: write_table(tmp, table, self.fmt, self.compression))
+        # Serialized in memory: the checksum is taken from the bytes written, not a re-read.
+        data = serialize_table(table, self.fmt, self.compression)
+        write_atomic(path, lambda tmp: tmp.write_bytes(data))
         commit = Commit(
             key=key,
             file=name,
             rows=table.num_rows,
-            bytes=path.stat().st_size,
-            sha256=sha256_file(path),
+            bytes=data.size,
+            sha256=hashlib.sha256(data).hexdigest(),
             fmt=self.fmt,
             compression=self.compression,
             op_name=op_name,

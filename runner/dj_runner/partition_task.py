@@ -8,10 +8,12 @@ order, applies committed global-op decisions, and checkpoints by the recipe's st
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
 import traceback
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -149,8 +151,6 @@ def run_partition(
     pid = part.pid
     store = work.partition_store(pid, recipe)
     store.clean_temporaries()
-    ops = recipe.process
-    text_key = recipe.text_key
 
     def on_invalid(commit: Any, reason: str) -> None:
         events.log(
@@ -210,6 +210,29 @@ def run_partition(
     result = PartitionResult(
         pid, key, part.rows, table.num_rows, rejected, None if resumed is None else key.label
     )
+    with CheckpointWriter(store, events, pid) as saver:
+        key, table = _run_ops(work, recipe, pid, key, target, table, attempt, events, saver, result)
+    # Leaving the block waited for the last checkpoint: it is committed before the task reports.
+    result.final_key = key
+    result.rows_out = table.num_rows
+    return result
+
+
+def _run_ops(
+    work: WorkDir,
+    recipe: Recipe,
+    pid: int,
+    key: CheckpointKey,
+    target: CheckpointKey,
+    table: pa.Table,
+    attempt: int,
+    events: EventLogger,
+    saver: CheckpointWriter,
+    result: PartitionResult,
+) -> tuple[CheckpointKey, pa.Table]:
+    """Apply ops from ``key`` up to ``target``, handing checkpoints to ``saver``."""
+    ops = recipe.process
+    text_key = recipe.text_key
     while key < target:
         step = key.step
         op = ops[step].op
@@ -231,7 +254,7 @@ def run_partition(
                 decision = work.global_decision(step)
                 if decision is None:
                     key = CheckpointKey(step, hashed=True)
-                    _save(store, key, table, name, events, pid)
+                    saver.save(key, table, name)
                     break  # the driver decides for every partition, then calls again
                 table = apply_keep_mask(table, decision.mask_for(pid))
             else:
@@ -264,29 +287,59 @@ def run_partition(
             duration=duration,
         )
         if checkpoint_wanted(recipe, key.step):
-            _save(store, key, table, name, events, pid)
-    result.final_key = key
-    result.rows_out = table.num_rows
-    return result
+            saver.save(key, table, name)
+    return key, table
 
 
-def _save(
-    store: CheckpointDir,
-    key: CheckpointKey,
-    table: pa.Table,
-    op_name: str,
-    events: EventLogger,
-    pid: int,
-) -> None:
-    start = time.perf_counter()
-    commit = store.save(key, table, op_name)
-    events.log(
-        "checkpoint_save",
-        f"partition {pid} checkpoint {commit.file} ({commit.rows} rows)",
-        partition_id=pid,
-        operation_name=op_name,
-        operation_idx=key.step,
-        checkpoint_path=str(store.dir / commit.file),
-        output_rows=commit.rows,
-        duration=time.perf_counter() - start,
-    )
+class CheckpointWriter:
+    """Commits one partition's checkpoints on a background thread while the next op runs.
+
+    Saves run one at a time, in order, and at most one is in flight: ``save`` first waits for
+    the previous one (re-raising its error), and leaving the ``with`` block waits for the last.
+    Durability is unchanged: each save still writes, fsyncs and renames the file before it
+    appends the commit record, so a crash mid-save leaves no commit and the resume uses the
+    previous checkpoint. Only the op chain stops waiting on the disk.
+    """
+
+    def __init__(self, store: CheckpointDir, events: EventLogger, pid: int) -> None:
+        self.store = store
+        self.events = events
+        self.pid = pid
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"checkpoint-p{pid}")
+        self._pending: Future[None] | None = None
+
+    def __enter__(self) -> CheckpointWriter:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        try:
+            if exc_type is None:
+                self.wait()
+            else:  # the error in flight says more than a failed save would
+                with contextlib.suppress(Exception):
+                    self.wait()
+        finally:
+            self._pool.shutdown(wait=True)
+
+    def save(self, key: CheckpointKey, table: pa.Table, op_name: str) -> None:
+        self.wait()
+        self._pending = self._pool.submit(self._save, key, table, op_name)
+
+    def wait(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def _save(self, key: CheckpointKey, table: pa.Table, op_name: str) -> None:
+        start = time.perf_counter()
+        commit = self.store.save(key, table, op_name)
+        self.events.log(
+            "checkpoint_save",
+            f"partition {self.pid} checkpoint {commit.file} ({commit.rows} rows)",
+            partition_id=self.pid,
+            operation_name=op_name,
+            operation_idx=key.step,
+            checkpoint_path=str(self.store.dir / commit.file),
+            output_rows=commit.rows,
+            duration=time.perf_counter() - start,
+        )

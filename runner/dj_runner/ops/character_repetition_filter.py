@@ -5,7 +5,7 @@ code points); with ``k`` distinct n-grams, ``r = min(int(sqrt(k)), number of n-g
 than once)``; the ratio is the sum of the ``r`` largest counts over the number of n-grams, 0.0
 when the text is shorter than ``rep_len`` (a null text counts as ``""``).
 
-Per-sample: n-gram counting has no Arrow kernel. It runs in the C extension ``_ngram`` when it
+Per-sample: n-gram counting has no Arrow kernel. It runs in the C extension ``_kernels`` when it
 is built; ``char_rep_ratio`` is the plain Python definition, which the tests hold the fast path
 to.
 """
@@ -24,7 +24,7 @@ from dj_runner.ops.registry import register
 from dj_runner.ops.textutil import non_null
 
 try:
-    from dj_runner.ops._ngram import char_rep_ratio as _native_char_rep_ratio
+    from dj_runner.ops._kernels import char_rep_ratio as _native_char_rep_ratio
 except ImportError:  # installed without a C compiler
     _native_char_rep_ratio = None
 

@@ -9,7 +9,7 @@ once over the number of n-grams, 0.0 with fewer than ``rep_len`` words (a null t
 
 Lower-casing is per sample (``str.lower``'s special and final-sigma casing has no exact Arrow
 kernel). The rest is batch-wide: Arrow kernels split, strip and dictionary-encode the words,
-and the C extension ``_ngram`` counts each sample's n-grams of word ids. Without the extension,
+and the C extension ``_kernels`` counts each sample's n-grams of word ids. Without the extension,
 each sample runs ``word_rep_ratio``, the plain Python definition, which the tests hold the fast
 path to.
 """
@@ -35,7 +35,7 @@ from dj_runner.ops.textutil import (
 )
 
 try:
-    from dj_runner.ops._ngram import word_rep_ratios as _count_word_ngrams
+    from dj_runner.ops._kernels import word_rep_ratios as _count_word_ngrams
 except ImportError:  # installed without a C compiler
     _count_word_ngrams = None
 

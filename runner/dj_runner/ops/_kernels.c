@@ -1,17 +1,21 @@
 /*
- * dj_runner.ops._ngram: exact n-gram repetition ratios for the repetition filters, in C.
+ * dj_runner.ops._kernels: the per-sample hot loops of a few filters, in C.
  *
- * Counting n-grams is where character_repetition_filter and word_repetition_filter spend
- * their time, and Python pays a string slice, a hash and a dict probe per n-gram. This module
- * counts the same n-grams in one pass over an array of 32-bit units (code points or word ids)
- * and returns exactly what the pure-Python references in the op modules return:
+ * Each function returns exactly what the plain-Python definition in its op module returns;
+ * the tests hold them to it.
  *
  *   char_rep_ratio(text: str, n: int) -> float
+ *       character_repetition_filter's ratio (character n-gram counting);
  *   word_rep_ratios(ids: buffer[int32], offsets: buffer[int64], n: int) -> list[float]
+ *       word_repetition_filter's ratio of each sample, from its words as ids (Arrow kernels
+ *       tokenize and dictionary-encode the words);
+ *   count_alnum(text: str) -> int
+ *       alphanumeric_filter's count: code points for which str.isalnum() holds;
+ *   count_in_set(text: str, bitmap: bytes) -> int
+ *       special_characters_filter's count: code points whose bit is set in a bitmap of
+ *       0x110000 bits (built once from the character set).
  *
- * (the words of word_rep_ratios come tokenized and dictionary-encoded by Arrow kernels).
- *
- * Exactness: n-grams are hashed (a rolling polynomial hash modulo the Mersenne prime
+ * N-gram exactness: n-grams are hashed (a rolling polynomial hash modulo the Mersenne prime
  * 2**61 - 1) only to find a slot; two n-grams are the same only when their units compare
  * equal, so a hash collision costs time, never a wrong count. The ratios are computed from
  * integer counts and divided once, as Python does, so the floats are bit-identical.
@@ -281,20 +285,83 @@ done:
     return result;
 }
 
+PyDoc_STRVAR(count_alnum_doc,
+             "count_alnum(text, /)\n--\n\n"
+             "The number of code points c of text for which c.isalnum() is true.");
+
+static PyObject *count_alnum(PyObject *self, PyObject *text)
+{
+    if (!PyUnicode_Check(text)) {
+        PyErr_Format(PyExc_TypeError, "text must be str, not %.100s", Py_TYPE(text)->tp_name);
+        return NULL;
+    }
+    Py_ssize_t len = PyUnicode_GET_LENGTH(text);
+    int kind = PyUnicode_KIND(text);
+    const void *data = PyUnicode_DATA(text);
+    Py_ssize_t count = 0;
+    for (Py_ssize_t i = 0; i < len; i++) {
+        Py_UCS4 c = PyUnicode_READ(kind, data, i);
+        /* str.isalnum() of a one-character string is exactly this test. */
+        count += Py_UNICODE_ISALNUM(c) ? 1 : 0;
+    }
+    return PyLong_FromSsize_t(count);
+}
+
+#define BITMAP_BYTES (0x110000 / 8)
+
+PyDoc_STRVAR(count_in_set_doc,
+             "count_in_set(text, bitmap, /)\n--\n\n"
+             "The number of code points of text whose bit is set in bitmap (0x110000 bits,\n"
+             "little-endian within each byte).");
+
+static PyObject *count_in_set(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "count_in_set expects (text, bitmap)");
+        return NULL;
+    }
+    PyObject *text = args[0];
+    if (!PyUnicode_Check(text)) {
+        PyErr_Format(PyExc_TypeError, "text must be str, not %.100s", Py_TYPE(text)->tp_name);
+        return NULL;
+    }
+    Py_buffer bits;
+    if (PyObject_GetBuffer(args[1], &bits, PyBUF_SIMPLE) < 0)
+        return NULL;
+    if (bits.len != BITMAP_BYTES) {
+        PyErr_Format(PyExc_ValueError, "bitmap must be %d bytes, got %zd", BITMAP_BYTES, bits.len);
+        PyBuffer_Release(&bits);
+        return NULL;
+    }
+    const unsigned char *map = (const unsigned char *)bits.buf;
+    Py_ssize_t len = PyUnicode_GET_LENGTH(text);
+    int kind = PyUnicode_KIND(text);
+    const void *data = PyUnicode_DATA(text);
+    Py_ssize_t count = 0;
+    for (Py_ssize_t i = 0; i < len; i++) {
+        Py_UCS4 c = PyUnicode_READ(kind, data, i);
+        count += (map[c >> 3] >> (c & 7)) & 1;
+    }
+    PyBuffer_Release(&bits);
+    return PyLong_FromSsize_t(count);
+}
+
 static PyMethodDef methods[] = {
     {"char_rep_ratio", (PyCFunction)(void (*)(void))char_rep_ratio, METH_FASTCALL,
      char_rep_ratio_doc},
     {"word_rep_ratios", (PyCFunction)(void (*)(void))word_rep_ratios, METH_FASTCALL,
      word_rep_ratios_doc},
+    {"count_alnum", (PyCFunction)count_alnum, METH_O, count_alnum_doc},
+    {"count_in_set", (PyCFunction)(void (*)(void))count_in_set, METH_FASTCALL, count_in_set_doc},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT,
-    "dj_runner.ops._ngram",
-    "Exact n-gram repetition ratios for the repetition filters, in C.",
+    "dj_runner.ops._kernels",
+    "The per-sample hot loops of a few filters, in C.",
     -1,
     methods,
 };
 
-PyMODINIT_FUNC PyInit__ngram(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__kernels(void) { return PyModule_Create(&module); }

@@ -1,8 +1,8 @@
-"""The C n-gram counter (``dj_runner.ops._ngram``) against the plain Python definitions.
+"""The C kernels (``dj_runner.ops._kernels``) against the plain-Python definitions.
 
-The repetition filters run their n-gram counting in C; these tests hold it to the Python
-definitions in the op modules (which the other op tests hold to Data-Juicer) on real text,
-on edge cases and on seeded random text, and check that the extension is really built.
+Four filters run their per-sample hot loops in C; these tests hold each kernel to the Python
+definition in its op module (which the other op tests hold to Data-Juicer) on real text, on
+edge cases and on seeded random text, and check that the extension is really built.
 """
 
 from __future__ import annotations
@@ -14,8 +14,11 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
+from dj_runner.ops import alphanumeric_filter as anf
 from dj_runner.ops import character_repetition_filter as crf
+from dj_runner.ops import special_characters_filter as scf
 from dj_runner.ops import word_repetition_filter as wrf
+from dj_runner.ops.registry import get_op
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -59,10 +62,12 @@ def random_texts(seed: int, count: int) -> list[str]:
 
 def test_extension_is_built() -> None:
     # The fallback keeps results right without a compiler, but CI must test the fast path.
-    from dj_runner.ops import _ngram
+    from dj_runner.ops import _kernels
 
-    assert crf._native_char_rep_ratio is _ngram.char_rep_ratio
-    assert wrf._count_word_ngrams is _ngram.word_rep_ratios
+    assert crf._native_char_rep_ratio is _kernels.char_rep_ratio
+    assert wrf._count_word_ngrams is _kernels.word_rep_ratios
+    assert anf._native_count_alnum is _kernels.count_alnum
+    assert scf._native_count_in_set is _kernels.count_in_set
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 5, 10, 13])
@@ -80,6 +85,23 @@ def test_fast_paths_equal_the_definitions(source: str, n: int) -> None:
     # Bit-identical floats, not approximately equal.
     assert crf.char_rep_ratios(arr, n).to_pylist() == want_char
     assert wrf.word_rep_ratios(arr, n).to_pylist() == want_word
+
+
+def every_code_point() -> str:
+    return "".join(chr(c) for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF)
+
+
+@pytest.mark.parametrize("source", ["edge", "corpus", "random", "every_code_point"])
+def test_character_counts_equal_the_definitions(source: str) -> None:
+    texts = {
+        "edge": [t or "" for t in EDGE_CASES],
+        "corpus": [t or "" for t in corpus_texts()],
+        "random": random_texts(seed=3, count=300),
+        # one character at a time: the C test must agree with str.isalnum on every code point
+        "every_code_point": list(every_code_point()),
+    }[source]
+    assert [anf._native_count_alnum(t) for t in texts] == [anf.count_alnum(t) for t in texts]
+    assert scf.count_specials(texts) == [scf.count_special(t) for t in texts]
 
 
 def test_batch_honours_slices_and_empty_batches() -> None:
@@ -100,22 +122,37 @@ def test_without_the_extension_the_same_results(monkeypatch: pytest.MonkeyPatch)
     texts = corpus_texts(50)
     arr = pa.array(texts, pa.string())
     fast = (crf.char_rep_ratios(arr, 10).to_pylist(), wrf.word_rep_ratios(arr, 10).to_pylist())
+    fast_filters = [
+        get_op(name)().compute_stats(arr)
+        for name in ("alphanumeric_filter", "special_characters_filter")
+    ]
     monkeypatch.setattr(crf, "_native_char_rep_ratio", None)
     monkeypatch.setattr(wrf, "_count_word_ngrams", None)
+    monkeypatch.setattr(anf, "_native_count_alnum", None)
+    monkeypatch.setattr(scf, "_native_count_in_set", None)
     slow = (crf.char_rep_ratios(arr, 10).to_pylist(), wrf.word_rep_ratios(arr, 10).to_pylist())
     assert fast == slow
+    slow_filters = [
+        get_op(name)().compute_stats(arr)
+        for name in ("alphanumeric_filter", "special_characters_filter")
+    ]
+    assert fast_filters == slow_filters
 
 
 def test_bad_arguments_are_refused() -> None:
-    from dj_runner.ops import _ngram
+    from dj_runner.ops import _kernels
 
     with pytest.raises(ValueError, match="n must be >= 1, got 0"):
-        _ngram.char_rep_ratio("abc", 0)
+        _kernels.char_rep_ratio("abc", 0)
     with pytest.raises(TypeError, match="text must be str"):
-        _ngram.char_rep_ratio(b"abc", 2)
+        _kernels.char_rep_ratio(b"abc", 2)
+    with pytest.raises(TypeError, match="text must be str"):
+        _kernels.count_alnum(None)
+    with pytest.raises(ValueError, match="bitmap must be 139264 bytes, got 3"):
+        _kernels.count_in_set("abc", b"abc")
     ids = pa.array([0, 1, 0, 1], pa.int32()).buffers()[1]
     with pytest.raises(ValueError, match="out of"):
-        _ngram.word_rep_ratios(ids, pa.array([0, 5], pa.int64()).buffers()[1], 2)
+        _kernels.word_rep_ratios(ids, pa.array([0, 5], pa.int64()).buffers()[1], 2)
     with pytest.raises(ValueError, match="int32"):
-        _ngram.word_rep_ratios(b"abc", pa.array([0, 0], pa.int64()).buffers()[1], 2)
-    assert _ngram.word_rep_ratios(ids, pa.array([0, 4], pa.int64()).buffers()[1], 2) == [2 / 3]
+        _kernels.word_rep_ratios(b"abc", pa.array([0, 0], pa.int64()).buffers()[1], 2)
+    assert _kernels.word_rep_ratios(ids, pa.array([0, 4], pa.int64()).buffers()[1], 2) == [2 / 3]
