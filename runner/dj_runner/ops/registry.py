@@ -31,6 +31,9 @@ def register(name: str) -> Callable[[type[Op]], type[Op]]:
     return wrap
 
 
+_NOT_OPS = frozenset({"base", "registry", "textutil", "unicode_tables"})
+
+
 def _load_all() -> None:
     global _LOADED
     if _LOADED:
@@ -38,7 +41,9 @@ def _load_all() -> None:
     import dj_runner.ops as pkg
 
     for mod in pkgutil.iter_modules(pkg.__path__):
-        if mod.name not in {"base", "registry", "textutil"}:
+        # Helpers, not ops: the base classes, this registry, text helpers and their tables,
+        # and private modules (the C kernels).
+        if mod.name not in _NOT_OPS and not mod.name.startswith("_"):
             importlib.import_module(f"dj_runner.ops.{mod.name}")
     # Custom ops: modules named in DJ_RUNNER_OP_MODULES (comma-separated) register theirs.
     for name in filter(None, os.environ.get(OP_MODULES_ENV, "").split(",")):

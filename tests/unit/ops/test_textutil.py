@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import string
 import unicodedata
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -76,3 +77,15 @@ def test_unwrap_raw_pattern() -> None:
     assert textutil.unwrap_raw_pattern("r''") == ""
     assert textutil.unwrap_raw_pattern("r'") == "r'"
     assert textutil.unwrap_raw_pattern("abc") == "abc"
+
+
+def test_precomputed_unicode_tables_match_this_python() -> None:
+    # The tables spare each Ray worker a scan of every code point; they must be that scan.
+    from dj_runner.ops import unicode_tables
+
+    assert unicodedata.unidata_version == unicode_tables.UNIDATA_VERSION
+    assert textutil.word_ranges() == textutil.scan_word_ranges()
+    assert textutil.decimal_ranges() == textutil.scan_decimal_ranges()
+    assert textutil.isspace_ranges() == textutil.scan_isspace_ranges()
+    source = Path(unicode_tables.__file__).read_text(encoding="utf-8")
+    assert source == textutil.render_unicode_tables()
