@@ -217,11 +217,37 @@ class RunResult:
         return self.n / self.job_s if self.job_s else None
 
 
+def _cpu_times() -> tuple[float, float]:
+    """(idle, total) jiffies of all CPUs, from /proc/stat."""
+    fields = [float(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return fields[3] + fields[4], sum(fields)  # idle + iowait
+
+
+def wait_for_quiet(min_idle: float = 0.85, window: float = 0.5, timeout: float = 30.0) -> float:
+    """Wait until the CPUs were at least ``min_idle`` idle over one ``window``.
+
+    Each run then starts on a settled machine, not while the previous engine's processes are
+    still exiting or its files are still being written back. Gives up after ``timeout``
+    seconds (the machine is shared); returns the idle fraction last seen.
+    """
+    deadline = time.monotonic() + timeout
+    idle = 0.0
+    while time.monotonic() < deadline:
+        i0, t0 = _cpu_times()
+        time.sleep(window)
+        i1, t1 = _cpu_times()
+        idle = (i1 - i0) / max(t1 - t0, 1.0)
+        if idle >= min_idle:
+            break
+    return idle
+
+
 def run_command(
     cmd: list[str], env: dict[str, str], log_path: Path, timeout: float, cwd: Path
 ) -> tuple[int, float, TreeMonitor, str | None]:
     """Run ``cmd`` in its own session, polling its process tree; return (rc, wall, monitor)."""
     error = None
+    wait_for_quiet()
     with log_path.open("w") as log:
         t0 = time.perf_counter()
         proc = subprocess.Popen(

@@ -1,9 +1,8 @@
 """Checkpoints: atomic, verified, self-describing snapshots of a partition between ops.
 
-A checkpoint is serialized in memory, checksummed, written to a temporary name, fsynced and
-renamed; only then is a commit
-record (row count, byte size, SHA-256) appended and fsynced to the directory's
-``commits.jsonl``. A file without a commit record does not exist as far as the runner is
+A checkpoint is written to a temporary name (checksummed on the way), fsynced and renamed;
+only then is a commit record (row count, byte size, SHA-256) appended and fsynced to the
+directory's ``commits.jsonl``. A file without a commit record does not exist as far as the runner is
 concerned, and a file whose size, checksum or row count disagrees with its record is
 discarded and recomputed. Unless ``preserve_intermediate_data`` is set, committing a
 checkpoint removes the older ones of the same partition.
@@ -13,12 +12,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pyarrow as pa
 import pyarrow.ipc as ipc
@@ -105,10 +105,28 @@ def _schema_from_b64(text: str) -> pa.Schema:
     return ipc.read_schema(pa.py_buffer(base64.b64decode(text)))
 
 
-def serialize_table(table: pa.Table, fmt: str, compression: str) -> pa.Buffer:
-    """The bytes of ``table`` as a checkpoint file of format ``fmt``."""
+class HashingWriter(io.RawIOBase):
+    """A write-only file that passes bytes through to ``fh`` and hashes them on the way."""
+
+    def __init__(self, fh: BinaryIO) -> None:
+        self.fh = fh
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data)
+        self.sha256.update(view)
+        self.size += view.nbytes
+        self.fh.write(view)
+        return view.nbytes
+
+
+def write_table(sink: BinaryIO, table: pa.Table, fmt: str, compression: str) -> None:
+    """Write ``table`` to the file object ``sink`` as a checkpoint file of format ``fmt``."""
     comp = None if compression == "none" else compression
-    sink = pa.BufferOutputStream()
     if fmt == "parquet":
         # Small row groups keep a streaming reader's buffers small. No column statistics:
         # nothing reads them, and they cost time on every write.
@@ -123,18 +141,15 @@ def serialize_table(table: pa.Table, fmt: str, compression: str) -> pa.Buffer:
         with ipc.new_file(sink, table.schema, options=ipc.IpcWriteOptions(compression=comp)) as w:
             w.write_table(table)
     elif fmt == "jsonl":
-        lines = b"".join(
-            (json.dumps(row, ensure_ascii=False, default=str) + "\n").encode()
-            for row in table.to_pylist()
-        )
-        if comp == "gzip":
-            import gzip
+        import gzip
 
-            lines = gzip.compress(lines)
-        sink.write(lines)
+        out: BinaryIO = gzip.GzipFile(fileobj=sink, mode="wb") if comp == "gzip" else sink
+        for row in table.to_pylist():
+            out.write((json.dumps(row, ensure_ascii=False, default=str) + "\n").encode())
+        if out is not sink:
+            out.close()
     else:
         raise ValueError(fmt)
-    return sink.getvalue()
 
 
 def read_table(
@@ -192,15 +207,22 @@ class CheckpointDir:
         self.dir.mkdir(parents=True, exist_ok=True)
         name = f"{key.label}.{EXTENSIONS[self.fmt]}"
         path = self.dir / name
-        # Serialized in memory: the checksum is taken from the bytes written, not a re-read.
-        data = serialize_table(table, self.fmt, self.compression)
-        write_atomic(path, lambda tmp: tmp.write_bytes(data))
+        # The checksum is taken from the bytes as they are written, not from a re-read.
+        written: list[HashingWriter] = []
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "wb") as fh:
+                sink = HashingWriter(fh)
+                write_table(sink, table, self.fmt, self.compression)
+                written.append(sink)
+
+        write_atomic(path, write)
         commit = Commit(
             key=key,
             file=name,
             rows=table.num_rows,
-            bytes=data.size,
-            sha256=hashlib.sha256(data).hexdigest(),
+            bytes=written[0].size,
+            sha256=written[0].sha256.hexdigest(),
             fmt=self.fmt,
             compression=self.compression,
             op_name=op_name,
