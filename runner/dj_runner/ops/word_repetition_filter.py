@@ -57,8 +57,9 @@ def word_rep_ratios(texts: pa.Array, n: int) -> pa.Array:
         return pa.array([word_rep_ratio(t, n) for t in pylist], pa.float64())
     # Lower-casing each text whole equals lower-casing each word: str.lower works per
     # character except the final sigma, whose context never crosses ' ', '\n' or '\t'.
+    # large_string: lower-casing can lengthen a text, so a batch may outgrow 2 GiB of string data
     lowered = pa.array(
-        [t.lower().replace("\n", " ").replace("\t", " ") for t in pylist], pa.string()
+        [t.lower().replace("\n", " ").replace("\t", " ") for t in pylist], pa.large_string()
     )
     pieces = pc.split_pattern(lowered, pattern=" ")
     words = pc.utf8_trim(pc.list_flatten(pieces), characters=SPECIAL_CHARACTERS_STR)
