@@ -13,7 +13,7 @@ import os
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -50,17 +50,40 @@ def _prepared_schema(schema: pa.Schema, keep_stats: bool) -> pa.Schema:
 
 
 def write_jsonl(table: pa.Table, fh: IO[bytes], slice_rows: int = 2048) -> None:
-    """Write rows as JSON lines, a slice at a time (Python row objects stay few)."""
-    json_cols = [f.name for f in table.schema if is_json_text(f)]
-    dumps = json.dumps
+    """Write rows as JSON lines, a slice at a time (Python row objects stay few).
+
+    Each line is what ``json.dumps(row, ensure_ascii=False, default=str)`` gives for the row
+    with its JSON-text columns parsed, built column by column: a JSON-text column already holds
+    ``json.dumps(value, ensure_ascii=False)`` (same separators), so its text is spliced in as
+    is instead of being parsed and dumped again.
+    """
+    keys = [json.dumps(name, ensure_ascii=False) + ": " for name in table.column_names]
+    if not keys:  # no columns at all: one empty object per row
+        fh.write(b"{}\n" * table.num_rows)
+        return
+    # what goes before each value: the object's opening or a separator, then the key
+    before = ["{" + keys[0], *(", " + k for k in keys[1:])]
+    raw = [is_json_text(f) for f in table.schema]
     for start in range(0, table.num_rows, slice_rows):
-        lines = []
-        for row in table.slice(start, slice_rows).to_pylist():
-            for c in json_cols:
-                if row.get(c) is not None:
-                    row[c] = json.loads(row[c])
-            lines.append(dumps(row, ensure_ascii=False, default=str))
-        fh.write(("\n".join(lines) + "\n").encode())
+        part = table.slice(start, slice_rows)
+        values = [
+            _encoded(is_raw, col.to_pylist()) for is_raw, col in zip(raw, part.columns, strict=True)
+        ]
+        out: list[str] = []
+        for row in zip(*values, strict=True):
+            for b, v in zip(before, row, strict=True):
+                out.append(b)
+                out.append(v)
+            out.append("}\n")
+        fh.write("".join(out).encode())
+
+
+def _encoded(is_raw: bool, values: list[Any]) -> list[str]:
+    """One column's values as ``json.dumps`` writes them inside a row."""
+    if is_raw:
+        return ["null" if v is None else v for v in values]
+    dumps = json.dumps
+    return [dumps(v, ensure_ascii=False, default=str) for v in values]
 
 
 def write_export(

@@ -1,0 +1,88 @@
+"""The JSONL export writer against the plain definition: json.dumps of each parsed row."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import random
+from typing import Any
+
+import pyarrow as pa
+
+from dj_runner.export import write_jsonl
+from dj_runner.sources import is_json_text, records_to_table
+
+
+def reference(table: pa.Table) -> bytes:
+    """Each row with its JSON-text columns parsed, through json.dumps."""
+    json_cols = [f.name for f in table.schema if is_json_text(f)]
+    out = []
+    for row in table.to_pylist():
+        for c in json_cols:
+            if row[c] is not None:
+                row[c] = json.loads(row[c])
+        out.append(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+    return "".join(out).encode()
+
+
+def written(table: pa.Table, slice_rows: int = 2048) -> bytes:
+    fh = io.BytesIO()
+    write_jsonl(table, fh, slice_rows=slice_rows)
+    return fh.getvalue()
+
+
+def random_records(seed: int, n: int) -> list[dict[str, Any]]:
+    rng = random.Random(seed)
+    values: list[Any] = [
+        None,
+        0,
+        -7,
+        2**70,
+        1.5,
+        -0.0,
+        math.inf,
+        math.nan,
+        "plain",
+        'quote " and \\ backslash',
+        "中文 😀 \u2028 \x00 control",
+        True,
+        [],
+        [1, "two", None, {"k": [3.25]}],
+        {},
+        {"nested": {"deep": ["x", 1e-300]}, "é": None},
+    ]
+    keys = ["text", "meta", "score", "tags", "weird key \"'"]
+    return [
+        {k: rng.choice(values) for k in keys if rng.random() < 0.8}
+        | {"text": rng.choice(["a", "b c", None, "ünïcode"])}
+        for _ in range(n)
+    ]
+
+
+def test_matches_json_dumps_of_each_row() -> None:
+    records = random_records(seed=1, n=500)
+    table = records_to_table(records, ("text",))
+    assert any(is_json_text(f) for f in table.schema)  # mixed values became JSON text
+    assert written(table) == reference(table)
+    assert written(table, slice_rows=7) == reference(table)
+
+
+def test_typed_columns_nulls_and_structs() -> None:
+    table = pa.table(
+        {
+            "text": pa.array(["x", None, "z"], pa.string()),
+            "n": pa.array([1, None, 3], pa.int64()),
+            "s": pa.array([{"a": 1.0, "b": "q"}, None, {"a": None, "b": "r"}]),
+            "ts": pa.array([0, 1, None], pa.timestamp("s")),
+        }
+    )
+    assert written(table) == reference(table)
+
+
+def test_no_columns_and_no_rows() -> None:
+    assert written(pa.table({"text": pa.array([], pa.string())})) == reference(
+        pa.table({"text": pa.array([], pa.string())})
+    )
+    no_columns = pa.Table.from_pydict({"x": [1, 2]}).drop_columns(["x"])
+    assert written(no_columns) == reference(no_columns) == b"{}\n{}\n"
