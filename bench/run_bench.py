@@ -718,7 +718,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rss-reps", type=int, default=2, help="runner repetitions at N*scale")
     p.add_argument(
         "--big-engines",
-        default="runner",
+        default="runner,dj_default",
         help="engines also run at N*scale (comma-separated); others than runner run once",
     )
     p.add_argument(
