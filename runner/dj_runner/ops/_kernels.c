@@ -357,11 +357,11 @@ static PyMethodDef methods[] = {
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT,
-    "dj_runner.ops._kernels",
-    "The per-sample hot loops of a few filters, in C.",
-    -1,
-    methods,
+    .m_base = PyModuleDef_HEAD_INIT,
+    .m_name = "dj_runner.ops._kernels",
+    .m_doc = "The per-sample hot loops of a few filters, in C.",
+    .m_size = -1,
+    .m_methods = methods,
 };
 
 PyMODINIT_FUNC PyInit__kernels(void) { return PyModule_Create(&module); }
