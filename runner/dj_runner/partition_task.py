@@ -3,7 +3,8 @@
 This is the body of a Ray task; it is a plain function so it can also run in-process.
 It resumes from the partition's newest valid checkpoint at or before the target, reads
 the source otherwise (verifying the content hash the plan recorded), applies ops in
-order, applies committed global-op decisions, and checkpoints by the recipe's strategy.
+order, applies committed global-op decisions, and checkpoints by the recipe's strategy
+(committed on a background thread, ``CheckpointWriter``, while the next op runs).
 """
 
 from __future__ import annotations
