@@ -31,30 +31,40 @@ def test_saves_commit_in_order_and_the_last_before_exit(tmp_path) -> None:
     assert [e.fields["operation_idx"] for e in saved] == [1, 2, 3, 4, 5]
 
 
-def test_at_most_one_save_is_in_flight(tmp_path) -> None:
+def test_the_next_save_waits_for_the_previous_one(tmp_path) -> None:
+    # At most one save in flight: save(2) must not return before save(1) has committed.
     store = CheckpointDir(tmp_path / "p0", "parquet", "snappy", preserve=True)
     release = threading.Event()
-    started: list[int] = []
+    calling = threading.Event()
+    log: list[str] = []
     real_save = store.save
 
-    def slow_save(key, tbl, op_name):
-        started.append(key.step)
-        assert release.wait(timeout=30)
-        return real_save(key, tbl, op_name)
+    def gated_save(key, tbl, op_name):
+        if key.step == 1:
+            assert release.wait(timeout=30)
+        commit = real_save(key, tbl, op_name)
+        log.append(f"committed {key.step}")
+        return commit
 
-    store.save = slow_save  # type: ignore[method-assign]
+    store.save = gated_save  # type: ignore[method-assign]
     saver = CheckpointWriter(store, EventLogger(tmp_path / "events", "job"), pid=0)
     saver.save(CheckpointKey(1), table(1), "a")
-    second = threading.Thread(target=saver.save, args=(CheckpointKey(2), table(2), "b"))
-    second.start()
-    second.join(timeout=0.5)
-    # The second save waits for the first instead of queueing behind it.
-    assert second.is_alive()
-    assert started == [1]
+
+    def second() -> None:
+        calling.set()
+        saver.save(CheckpointKey(2), table(2), "b")
+        log.append("save 2 returned")
+
+    caller = threading.Thread(target=second)
+    caller.start()
+    assert calling.wait(timeout=30)
     release.set()
-    second.join(timeout=30)
-    assert not second.is_alive()
+    caller.join(timeout=30)
+    assert not caller.is_alive()
     saver.__exit__(None, None, None)
+    # save(2)'s own commit may land before or after it returns; save(1)'s must come first.
+    assert sorted(log) == ["committed 1", "committed 2", "save 2 returned"]
+    assert log[0] == "committed 1"
     assert [c.key.step for c in store.commits()] == [1, 2]
 
 

@@ -155,6 +155,14 @@ static int parse_n(PyObject *arg, Py_ssize_t *n)
     return 0;
 }
 
+static int check_text(PyObject *text)
+{
+    if (PyUnicode_Check(text))
+        return 0;
+    PyErr_Format(PyExc_TypeError, "text must be str, not %.100s", Py_TYPE(text)->tp_name);
+    return -1;
+}
+
 PyDoc_STRVAR(char_rep_ratio_doc,
              "char_rep_ratio(text, n, /)\n--\n\n"
              "Data-Juicer's character repetition ratio of one text: with k distinct n-grams\n"
@@ -168,11 +176,7 @@ static PyObject *char_rep_ratio(PyObject *self, PyObject *const *args, Py_ssize_
         PyErr_SetString(PyExc_TypeError, "char_rep_ratio expects (text, n)");
         return NULL;
     }
-    if (!PyUnicode_Check(args[0])) {
-        PyErr_Format(PyExc_TypeError, "text must be str, not %.100s", Py_TYPE(args[0])->tp_name);
-        return NULL;
-    }
-    if (parse_n(args[1], &n) < 0)
+    if (check_text(args[0]) < 0 || parse_n(args[1], &n) < 0)
         return NULL;
     Py_ssize_t len = PyUnicode_GetLength(args[0]);
     if (len < 0)
@@ -261,6 +265,7 @@ static PyObject *word_rep_ratios(PyObject *self, PyObject *const *args, Py_ssize
         if (len - n + 1 > 0) {
             Table t = {0};
             if (count_ngrams(id + off[i], len, n, &t) < 0) {
+                PyMem_Free(t.slots);
                 Py_CLEAR(result);
                 goto done;
             }
@@ -291,10 +296,8 @@ PyDoc_STRVAR(count_alnum_doc,
 
 static PyObject *count_alnum(PyObject *self, PyObject *text)
 {
-    if (!PyUnicode_Check(text)) {
-        PyErr_Format(PyExc_TypeError, "text must be str, not %.100s", Py_TYPE(text)->tp_name);
+    if (check_text(text) < 0)
         return NULL;
-    }
     Py_ssize_t len = PyUnicode_GET_LENGTH(text);
     int kind = PyUnicode_KIND(text);
     const void *data = PyUnicode_DATA(text);
@@ -321,10 +324,8 @@ static PyObject *count_in_set(PyObject *self, PyObject *const *args, Py_ssize_t 
         return NULL;
     }
     PyObject *text = args[0];
-    if (!PyUnicode_Check(text)) {
-        PyErr_Format(PyExc_TypeError, "text must be str, not %.100s", Py_TYPE(text)->tp_name);
+    if (check_text(text) < 0)
         return NULL;
-    }
     Py_buffer bits;
     if (PyObject_GetBuffer(args[1], &bits, PyBUF_SIMPLE) < 0)
         return NULL;

@@ -468,20 +468,6 @@ def refine_words(words: list[str], lower_case: bool) -> list[str]:
     return [w for w in stripped if w]
 
 
-def list_segment_sum(lists: pa.ListArray, values: pa.Array) -> pa.Array:
-    """Per-list sum of ``values`` (one value per flattened list element), as int64.
-
-    ``lists`` must have no nulls; ``values`` is aligned with ``lists.flatten()``.
-    """
-    csum = pc.cumulative_sum(pc.cast(values, pa.int64()))
-    csum0 = pa.concat_arrays([pa.array([0], pa.int64()), csum])
-    offsets = pc.subtract(lists.offsets, lists.offsets[0])
-    n = len(lists)
-    ends = pc.take(csum0, offsets.slice(1, n))
-    starts = pc.take(csum0, offsets.slice(0, n))
-    return pc.subtract(ends, starts)
-
-
 def list_segment_max(lists: pa.ListArray, values: pa.Array) -> pa.Array:
     """Per-list maximum of ``values`` (aligned with ``lists.flatten()``), as int64.
 

@@ -28,7 +28,6 @@ from dj_runner.ops.registry import register
 from dj_runner.ops.textutil import (
     SPECIAL_CHARACTERS_STR,
     TOKENIZATION_UNSUPPORTED,
-    list_segment_sum,
     non_null,
     refine_words,
     split_words,
@@ -64,10 +63,11 @@ def word_rep_ratios(texts: pa.Array, n: int) -> pa.Array:
     pieces = pc.split_pattern(lowered, pattern=" ")
     words = pc.utf8_trim(pc.list_flatten(pieces), characters=SPECIAL_CHARACTERS_STR)
     kept = pc.not_equal(words, "")
-    lengths = list_segment_sum(pieces, kept)
-    offsets = pa.concat_arrays(
-        [pa.array([0], pa.int64()), pc.cumulative_sum(lengths).cast(pa.int64())]
+    # Each sample's words start where its pieces start, counted in kept words.
+    kept_before = pa.concat_arrays(
+        [pa.array([0], pa.int64()), pc.cumulative_sum(pc.cast(kept, pa.int64()))]
     )
+    offsets = pc.take(kept_before, pc.subtract(pieces.offsets, pieces.offsets[0]))
     ids = pc.dictionary_encode(pc.filter(words, kept)).indices.cast(pa.int32())
     ratios = _count_word_ngrams(_values(ids, 4), _values(offsets, 8), n)
     return pa.array(ratios, pa.float64())
