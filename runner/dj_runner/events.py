@@ -325,12 +325,19 @@ def follow_events(
     buf = b""
 
     def read_backups() -> Iterator[Event]:
-        """Rotated files not read yet, oldest first. Their names never change."""
+        """Rotated files not read yet and older than the open file, oldest first.
+
+        Their names never change. The open file may itself have been rotated away since it
+        was opened: it is read through its handle, so the scan stops there, and the files
+        rotated after it are read once its end has been drained.
+        """
         for _, old in _backups(log_dir):
             try:
                 with open(old, "rb") as old_fh:
                     old_ino = os.fstat(old_fh.fileno()).st_ino
-                    if old_ino in done or old_ino == ino:
+                    if old_ino == ino:
+                        break
+                    if old_ino in done:
                         continue
                     done.add(old_ino)
                     events = list(_parse_lines(old_fh)) if from_start else []

@@ -82,6 +82,34 @@ def test_follow_sees_events_written_later_and_across_rotation(tmp_path):
     assert seen[-1].event_type == "job_complete"
 
 
+def test_follow_keeps_order_when_its_open_file_rotates_before_it_reads(tmp_path, monkeypatch):
+    # The follower opens the current file, then lists the rotated ones. If the writer rotates
+    # several times in between, the open file is now a backup older than the others: its own
+    # events must still come before theirs.
+    from dj_runner import events as events_module
+
+    log = EventLogger(tmp_path, "j", max_log_size_mb=0.002, backup_count=100)
+    log.log("job_start")
+    real_backups = events_module._backups
+    rotated = []
+
+    def backups_after_rotations(log_dir):
+        if not rotated:
+            rotated.append(True)
+            for i in range(60):
+                log.log("op_complete", "y" * 40, operation_idx=i)
+            log.log("job_complete")
+            assert len(log_files(tmp_path)) > 3
+        return real_backups(log_dir)
+
+    monkeypatch.setattr(events_module, "_backups", backups_after_rotations)
+    seen = list(follow_events(tmp_path, until=("job_complete",), poll_interval=0.01))
+    assert rotated
+    assert seen[0].event_type == "job_start"
+    assert [e.get("operation_idx") for e in seen[1:-1]] == list(range(60))
+    assert seen[-1].event_type == "job_complete"
+
+
 def test_log_level_drops_lower_events(tmp_path):
     with EventLogger(tmp_path, "j", log_level="WARNING") as log:
         log.log("op_complete")
