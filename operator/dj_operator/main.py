@@ -1,10 +1,87 @@
-"""Entry point of ``dj-operator``."""
+"""Entry point of ``dj-operator``: `dj-operator run [--namespace NS ...] [--all-namespaces]`.
+
+The kubeconfig comes from KUBECONFIG (or ~/.kube/config), else the in-cluster configuration.
+SIGTERM and SIGINT stop it cleanly (kopf's own signal handling).
+"""
 
 from __future__ import annotations
 
+import argparse
+import logging
 import sys
 
 
-def main() -> int:
-    print("dj-operator: the operator is not implemented yet", file=sys.stderr)
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dj-operator", description="The DataJuicerJob operator (kopf)."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the operator until SIGTERM")
+    scope = run.add_mutually_exclusive_group()
+    scope.add_argument(
+        "--namespace",
+        "-n",
+        action="append",
+        default=[],
+        metavar="NS",
+        help="watch this namespace (repeatable; kopf globs allowed)",
+    )
+    scope.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace")
+    run.add_argument("--liveness-port", type=int, help="serve /healthz on this port")
+    run.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
+    run.add_argument(
+        "--resync-seconds",
+        type=float,
+        default=5.0,
+        help="reconcile every unfinished job this often (deadlines, missed events); default 5",
+    )
+    run.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    import kopf
+
+    from dj_operator.handlers import kopf_handlers
+    from dj_operator.handlers.kopf_handlers import State
+
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    namespaces = tuple(args.namespace)
+    if not namespaces and not args.all_namespaces:
+        print("dj-operator: give --namespace NS (repeatable) or --all-namespaces", file=sys.stderr)
+        return 2
+    if args.resync_seconds <= 0:
+        print(
+            f"dj-operator: --resync-seconds must be > 0, got {args.resync_seconds}", file=sys.stderr
+        )
+        return 2
+    State.namespaces = namespaces
+    State.resync_seconds = args.resync_seconds
+    if args.metrics_port:
+        from dj_operator.metrics import serve_metrics
+
+        serve_metrics(args.metrics_port)
+    del kopf_handlers  # imported for its registrations
+    kopf.run(
+        standalone=True,
+        clusterwide=args.all_namespaces,
+        namespaces=list(namespaces),
+        liveness_endpoint=f"http://0.0.0.0:{args.liveness_port}/healthz"
+        if args.liveness_port
+        else None,
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "run":
+        return _run(args)
     return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

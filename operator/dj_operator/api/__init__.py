@@ -1,0 +1,1 @@
+"""The DataJuicerJob API: constants, typed spec with defaults, validation, the CRD schema."""

@@ -1,0 +1,124 @@
+"""Names fixed by the API: group, version, labels, annotations, paths, phases, reasons, exit codes."""
+
+from __future__ import annotations
+
+GROUP = "datajuicer.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "DataJuicerJob"
+PLURAL = "datajuicerjobs"
+SINGULAR = "datajuicerjob"
+SHORT_NAMES = ("djjob",)
+CRD_NAME = f"{PLURAL}.{GROUP}"
+
+OPERATOR_NAME = "datajuicer-operator"
+FINALIZER = f"{GROUP}/finalizer"
+ANNOTATION_PREFIX = GROUP
+
+# Labels on every child.
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_NAME = "app.kubernetes.io/name"
+LABEL_COMPONENT = "app.kubernetes.io/component"
+LABEL_JOB = f"{GROUP}/job"
+LABEL_ATTEMPT = f"{GROUP}/attempt"
+APP_NAME = "datajuicer"
+
+COMPONENT_RUNNER = "runner"
+COMPONENT_RECIPE = "recipe"
+COMPONENT_STORAGE = "storage"
+COMPONENT_RAY = "ray-cluster"
+COMPONENT_RBAC = "runner-rbac"
+
+# The runner pod.
+RUNNER_CONTAINER = "runner"
+RECIPE_VOLUME = "recipe"
+RECIPE_DIR = "/etc/datajuicer"
+RECIPE_KEY = "recipe.yaml"
+RECIPE_PATH = f"{RECIPE_DIR}/{RECIPE_KEY}"
+DATA_VOLUME = "data"
+DEFAULT_MOUNT_PATH = "/data"
+DEFAULT_RUNNER_IMAGE = "datajuicer/dj-runner:0.1.0"
+DEFAULT_RUNNER_COMMAND = ("dj-runner",)
+ENV_JOB_NAME = "DJ_JOB_NAME"
+ENV_JOB_NAMESPACE = "DJ_JOB_NAMESPACE"
+
+# Ray (KubeRay's own defaults for the head's ports).
+RAY_API_VERSION = "ray.io/v1"
+RAY_KIND = "RayCluster"
+RAY_PLURAL = "rayclusters"
+DEFAULT_RAY_VERSION = "2.60.0"
+DEFAULT_GCS_PORT = 6379
+DEFAULT_CLIENT_PORT = 10001
+DEFAULT_DASHBOARD_PORT = 8265
+# Ray picks its worker ports from 10002-19999 by default: the head's service ports must not collide.
+RAY_WORKER_PORT_RANGE = (10002, 19999)
+
+MODE_LOCAL = "local"
+MODE_KUBERAY = "kuberay"
+MODE_EXTERNAL = "external"
+RAY_MODES = (MODE_LOCAL, MODE_KUBERAY, MODE_EXTERNAL)
+
+# Phases.
+PENDING = "Pending"
+STARTING = "Starting"
+RUNNING = "Running"
+SUSPENDED = "Suspended"
+SUCCEEDED = "Succeeded"
+PARTIALLY_SUCCEEDED = "PartiallySucceeded"
+FAILED = "Failed"
+PHASES = (PENDING, STARTING, RUNNING, SUSPENDED, SUCCEEDED, PARTIALLY_SUCCEEDED, FAILED)
+TERMINAL_PHASES = frozenset({SUCCEEDED, PARTIALLY_SUCCEEDED, FAILED})
+
+# Condition types.
+COND_VALID = "SpecValid"
+COND_CLUSTER_READY = "ClusterReady"
+COND_RUNNING = "Running"
+COND_SUSPENDED = "Suspended"
+COND_SUCCEEDED = "Succeeded"
+COND_FAILED = "Failed"
+COND_FINISHED = "Finished"
+CONDITION_TYPES = (
+    COND_VALID,
+    COND_CLUSTER_READY,
+    COND_RUNNING,
+    COND_SUSPENDED,
+    COND_SUCCEEDED,
+    COND_FAILED,
+    COND_FINISHED,
+)
+
+# Failure reasons (status.failure.reason): the documented enum.
+R_INVALID_SPEC = "InvalidSpec"
+R_INVALID_INPUT = "InvalidInput"
+R_RUNNER_FAILED = "RunnerFailed"
+R_RESUME_REFUSED = "ResumeRefused"
+R_BACKOFF_LIMIT = "BackoffLimitExceeded"
+R_DEADLINE = "DeadlineExceeded"
+R_STALLED = "Stalled"
+R_CLUSTER_NOT_READY = "ClusterNotReady"
+R_RECIPE_SOURCE = "RecipeSourceMissing"
+FAILURE_REASONS = (
+    R_INVALID_SPEC,
+    R_INVALID_INPUT,
+    R_RUNNER_FAILED,
+    R_RESUME_REFUSED,
+    R_BACKOFF_LIMIT,
+    R_DEADLINE,
+    R_STALLED,
+    R_CLUSTER_NOT_READY,
+    R_RECIPE_SOURCE,
+)
+FAILURE_COMPONENTS = ("validation", "runner", "ray", "operator")
+
+# Runner exit codes (the runner/operator contract).
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_PARTIAL = 3
+EXIT_REFUSED = 4
+EXIT_LOCKED = 5
+EXIT_INTERRUPTED = 6
+EXIT_RAY_LOST = 7
+EXIT_INTERNAL = 70
+
+FIELD_MANAGER = OPERATOR_NAME

@@ -1,0 +1,202 @@
+"""One reconcile of one DataJuicerJob: observe, derive, act, then write the status.
+
+Level-triggered and idempotent: it can run at any moment, any number of times, concurrently with
+an operator restart. One job is reconciled by one thread at a time (a lock per job).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from typing import Any
+
+from kubernetes.client.rest import ApiException
+
+from dj_operator.api import constants as c
+from dj_operator.api.types import JobSpec, SpecError, parse_spec
+from dj_operator.api.validation import load_recipe_text, validate_recipe, work_dir_for
+from dj_operator.build import children, names
+from dj_operator.kube import ChildConflict, Kube
+from dj_operator.status import attempts as att
+from dj_operator.status import times
+from dj_operator.status.derive import Observed, Outcome, derive
+
+Obj = dict[str, Any]
+log = logging.getLogger(__name__)
+
+FAULT_ENV = "DJ_OPERATOR_FAULT"
+_locks: dict[tuple[str, str], threading.Lock] = {}
+_locks_guard = threading.Lock()
+
+
+def _lock(namespace: str, name: str) -> threading.Lock:
+    with _locks_guard:
+        return _locks.setdefault((namespace, name), threading.Lock())
+
+
+def forget(namespace: str, name: str) -> None:
+    with _locks_guard:
+        _locks.pop((namespace, name), None)
+
+
+def _recipe(kube: Kube, job: Obj, spec: JobSpec) -> tuple[Obj | None, str | None]:
+    """The recipe mapping, or why it cannot be read yet (a missing ConfigMap or key)."""
+    if spec.recipe is not None:
+        return spec.recipe, None
+    ref = spec.recipe_from
+    assert ref is not None
+    text = kube.config_map_key(job["metadata"]["namespace"], ref.name, ref.key)
+    if text is None:
+        return None, f"waiting for ConfigMap {ref.name} with key {ref.key} (spec.recipeFrom)"
+    field = f"spec.recipeFrom.configMapKeyRef ({ref.name}/{ref.key})"
+    return load_recipe_text(text, field), None
+
+
+def observe(kube: Kube, job: Obj) -> tuple[Observed, Obj | None]:
+    meta = job["metadata"]
+    now = times.now()
+    spec: JobSpec | None = None
+    recipe: Obj | None = None
+    error: SpecError | None = None
+    missing = None
+    paths: dict[str, str] = {}
+    try:
+        spec = parse_spec(job.get("spec"))
+        recipe, missing = _recipe(kube, job, spec)
+        if recipe is not None:
+            field = "spec.recipe" if spec.recipe is not None else "spec.recipeFrom"
+            paths = validate_recipe(recipe, spec.storage.mount_path, field)
+    except SpecError as exc:
+        error = exc
+    pods = kube.runner_pods(job)
+    cluster = None
+    if spec is not None and spec.ray.mode == c.MODE_KUBERAY:
+        cluster = kube.get_ray_cluster(job)
+    # The log tail of each newly failed pod (read once: when its attempt is first seen ending).
+    done_before = {
+        r.get("podName")
+        for r in (job.get("status") or {}).get("attempts") or []
+        if "finishTime" in r
+    }
+    tails = {}
+    for pod in pods:
+        name = pod["metadata"]["name"]
+        if att.pod_terminal(pod) and name not in done_before:
+            code = att.finish_record(pod, now).get("exitCode")
+            if code not in (c.EXIT_OK, None):
+                tails[name] = kube.log_tail(meta["namespace"], name)
+    observed = Observed(
+        job=job,
+        spec=spec,
+        spec_error=error,
+        pods=pods,
+        now=now,
+        work_dir=work_dir_for(spec, meta["namespace"], meta["name"]) if spec else None,
+        output_path=paths.get("export_path"),
+        ray_cluster=cluster,
+        recipe_source_missing=missing,
+        log_tails=tails,
+    )
+    return observed, recipe
+
+
+def _ensure_children(kube: Kube, job: Obj, spec: JobSpec, recipe: Obj) -> list[str]:
+    """Create or adopt the recipe ConfigMap, the claim (if templated) and the runner RBAC."""
+    wanted = [children.recipe_config_map(job, recipe)]
+    if spec.storage.volume_claim_template is not None:
+        wanted.append(children.claim(job, spec))
+    wanted.extend(children.runner_rbac(job))
+    created = []
+    for obj in wanted:
+        result = kube.create_or_adopt(obj, job)
+        if result.created:
+            created.append(f"{result.kind} {result.name}")
+    return created
+
+
+def act(
+    kube: Kube, obs: Observed, outcome: Outcome, recipe: Obj | None
+) -> list[tuple[str, str, str]]:
+    """Carry out the outcome's actions; return extra events (type, reason, message)."""
+    job = obs.job
+    meta = job["metadata"]
+    ns = meta["namespace"]
+    spec = obs.spec
+    extra: list[tuple[str, str, str]] = []
+    for action in outcome.actions:
+        if action.kind == "ensure-children":
+            assert spec is not None and recipe is not None
+            created = _ensure_children(kube, job, spec, recipe)
+            if created:
+                extra.append(("Normal", "Created", "created " + ", ".join(created)))
+        elif action.kind == "create-pod":
+            assert spec is not None and action.attempt is not None and obs.work_dir
+            pod = children.runner_pod(job, spec, action.attempt, obs.work_dir)
+            kube.create_or_adopt(pod, job)
+        elif action.kind == "create-ray":
+            assert spec is not None
+            kube.create_or_adopt(children.ray_cluster(job, spec), job)
+        elif action.kind == "delete-ray":
+            kube.delete_ray_cluster(ns, names.ray_cluster(meta["name"]))
+        elif action.kind == "delete-pods":
+            for pod_name in action.pods:
+                kube.delete_pod(ns, pod_name)
+        elif action.kind == "delete-job":
+            kube.delete_job(ns, meta["name"])
+    return extra
+
+
+def _owned_status(status: Obj) -> Obj:
+    return {k: v for k, v in status.items() if k != "progress"}
+
+
+def _fault_point(outcome: Outcome) -> None:
+    """Fault injection for the crash-safety tests: with DJ_OPERATOR_FAULT=kill-after-create, the
+    operator SIGKILLs itself right after creating a runner pod, before writing status."""
+    if os.environ.get(FAULT_ENV) == "kill-after-create" and any(
+        a.kind == "create-pod" for a in outcome.actions
+    ):
+        log.warning("%s=kill-after-create: killing the operator now", FAULT_ENV)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def reconcile(kube: Kube, namespace: str, name: str) -> str | None:
+    """Reconcile one job; return its phase (None when the job is gone)."""
+    with _lock(namespace, name):
+        job = kube.get_job(namespace, name)
+        if job is None:
+            forget(namespace, name)
+            return None
+        if job["metadata"].get("deletionTimestamp"):
+            return (job.get("status") or {}).get("phase")
+        obs, recipe = observe(kube, job)
+        outcome = derive(obs)
+        try:
+            extra = act(kube, obs, outcome, recipe)
+        except ChildConflict as exc:
+            log.warning("%s/%s: %s", namespace, name, exc)
+            kube.emit_event(job, "Warning", "ChildConflict", str(exc))
+            return (job.get("status") or {}).get("phase")
+        _fault_point(outcome)
+        events = [(e.type, e.reason, e.message) for e in outcome.events]
+        for type_, reason, message in [*extra, *events]:
+            kube.emit_event(job, type_, reason, message)
+        previous = _owned_status(job.get("status") or {})
+        desired = {k: v for k, v in outcome.status.items() if not (v is None and k not in previous)}
+        if any(previous.get(k) != v for k, v in desired.items()):
+            try:
+                kube.patch_status(namespace, name, desired)
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+        if outcome.phase != (job.get("status") or {}).get("phase"):
+            log.info(
+                "%s/%s: %s -> %s",
+                namespace,
+                name,
+                (job.get("status") or {}).get("phase"),
+                outcome.phase,
+            )
+        return outcome.phase

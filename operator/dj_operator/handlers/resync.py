@@ -1,0 +1,59 @@
+"""The resync loop: every few seconds, reconcile every job that is not finished (and finished
+jobs with a TTL). It catches deadlines, TTLs and any watch event that was missed."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from dj_operator.api import constants as c
+from dj_operator.handlers import reconcile as rec
+from dj_operator.kube import Kube
+
+log = logging.getLogger(__name__)
+
+
+class Resync(threading.Thread):
+    def __init__(self, kube: Kube, namespaces: tuple[str, ...], interval: float) -> None:
+        super().__init__(name="dj-resync", daemon=True)
+        self.kube = kube
+        self.namespaces = namespaces or (None,)
+        self.interval = interval
+        self.jobs_seen = 0
+        self._stop = threading.Event()
+        self._last_pass = time.monotonic()
+
+    def seconds_since_pass(self) -> float:
+        return time.monotonic() - self._last_pass
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.pass_once()
+                self._last_pass = time.monotonic()
+            except Exception:
+                log.exception("resync pass failed; retrying in %.0f s", self.interval)
+
+    def pass_once(self) -> None:
+        seen = 0
+        for namespace in self.namespaces:
+            for job in self.kube.list_jobs(namespace):
+                seen += 1
+                status = job.get("status") or {}
+                finished = status.get("phase") in c.TERMINAL_PHASES
+                if finished and (job.get("spec") or {}).get("ttlSecondsAfterFinished") is None:
+                    continue
+                meta = job["metadata"]
+                if meta.get("deletionTimestamp"):
+                    continue
+                try:
+                    rec.reconcile(self.kube, meta["namespace"], meta["name"])
+                except Exception:
+                    log.exception("resync of %s/%s failed", meta["namespace"], meta["name"])
+                if self._stop.is_set():
+                    return
+        self.jobs_seen = seen

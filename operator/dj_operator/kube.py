@@ -1,0 +1,326 @@
+"""All API-server I/O of the operator: reads, create-or-adopt, deletes, status patches, Events.
+
+Create-or-adopt: a child has a deterministic name; a 409 on create means it exists, so it is read
+and its owner checked. An object of the same name that this job does not own is never taken over:
+that is a conflict the job reports.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from dj_operator.api import constants as c
+from dj_operator.build import names
+from dj_operator.status import times
+
+Obj = dict[str, Any]
+log = logging.getLogger(__name__)
+REQUEST_TIMEOUT = (10, 30)  # connect, read
+
+
+class ChildConflict(RuntimeError):
+    """A child's name is taken by an object this job does not own."""
+
+
+@dataclass(frozen=True)
+class Created:
+    kind: str
+    name: str
+    created: bool  # False: it existed and is ours (adopted)
+
+
+def _json(response: Any) -> Obj:
+    return json.loads(response.data)
+
+
+class Kube:
+    """The API calls the operator makes, with plain dicts in and out."""
+
+    def __init__(self, api: client.ApiClient) -> None:
+        self.api = api
+        self.core = client.CoreV1Api(api)
+        self.rbac = client.RbacAuthorizationV1Api(api)
+        self.custom = client.CustomObjectsApi(api)
+
+    # -- reads --------------------------------------------------------------------------------
+
+    def get_job(self, namespace: str, name: str) -> Obj | None:
+        try:
+            return self.custom.get_namespaced_custom_object(
+                c.GROUP, c.VERSION, namespace, c.PLURAL, name, _request_timeout=REQUEST_TIMEOUT
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def list_jobs(self, namespace: str | None) -> list[Obj]:
+        if namespace:
+            out = self.custom.list_namespaced_custom_object(
+                c.GROUP, c.VERSION, namespace, c.PLURAL, _request_timeout=REQUEST_TIMEOUT
+            )
+        else:
+            out = self.custom.list_cluster_custom_object(
+                c.GROUP, c.VERSION, c.PLURAL, _request_timeout=REQUEST_TIMEOUT
+            )
+        return list(out.get("items") or [])
+
+    def runner_pods(self, job: Obj) -> list[Obj]:
+        meta = job["metadata"]
+        selector = (
+            f"{c.LABEL_JOB}={names.fit(meta['name'])},{c.LABEL_COMPONENT}={c.COMPONENT_RUNNER}"
+        )
+        items = _json(
+            self.core.list_namespaced_pod(
+                meta["namespace"],
+                label_selector=selector,
+                _preload_content=False,
+                _request_timeout=REQUEST_TIMEOUT,
+            )
+        )["items"]
+        return [p for p in items if names.is_owned_by(p, job)]
+
+    def get_ray_cluster(self, job: Obj) -> Obj | None:
+        meta = job["metadata"]
+        try:
+            cluster = self.custom.get_namespaced_custom_object(
+                "ray.io",
+                "v1",
+                meta["namespace"],
+                c.RAY_PLURAL,
+                names.ray_cluster(meta["name"]),
+                _request_timeout=REQUEST_TIMEOUT,
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return cluster if names.is_owned_by(cluster, job) else None
+
+    def config_map_key(self, namespace: str, name: str, key: str) -> str | None:
+        """The value, or None when the ConfigMap or the key does not exist."""
+        try:
+            cm = _json(
+                self.core.read_namespaced_config_map(
+                    name, namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+                )
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return (cm.get("data") or {}).get(key)
+
+    def log_tail(self, namespace: str, pod: str, lines: int = 30) -> str:
+        try:
+            return self.core.read_namespaced_pod_log(
+                pod,
+                namespace,
+                container=c.RUNNER_CONTAINER,
+                tail_lines=lines,
+                limit_bytes=8000,
+                _request_timeout=REQUEST_TIMEOUT,
+            )
+        except ApiException as exc:
+            log.info("no log of %s/%s: %s", namespace, pod, exc.reason)
+            return ""
+
+    # -- create-or-adopt ----------------------------------------------------------------------
+
+    def _create(self, obj: Obj) -> Obj:
+        ns = obj["metadata"]["namespace"]
+        kind = obj["kind"]
+        kw: dict[str, Any] = {"_request_timeout": REQUEST_TIMEOUT, "field_manager": c.FIELD_MANAGER}
+        if kind == "ConfigMap":
+            return _json(
+                self.core.create_namespaced_config_map(ns, obj, _preload_content=False, **kw)
+            )
+        if kind == "PersistentVolumeClaim":
+            return _json(
+                self.core.create_namespaced_persistent_volume_claim(
+                    ns, obj, _preload_content=False, **kw
+                )
+            )
+        if kind == "ServiceAccount":
+            return _json(
+                self.core.create_namespaced_service_account(ns, obj, _preload_content=False, **kw)
+            )
+        if kind == "Pod":
+            return _json(self.core.create_namespaced_pod(ns, obj, _preload_content=False, **kw))
+        if kind == "Role":
+            return _json(self.rbac.create_namespaced_role(ns, obj, _preload_content=False, **kw))
+        if kind == "RoleBinding":
+            return _json(
+                self.rbac.create_namespaced_role_binding(ns, obj, _preload_content=False, **kw)
+            )
+        if kind == c.RAY_KIND:
+            return self.custom.create_namespaced_custom_object(
+                "ray.io", "v1", ns, c.RAY_PLURAL, obj, field_validation="Strict", **kw
+            )
+        raise ValueError(f"no create for {kind}")
+
+    def _read(self, obj: Obj) -> Obj:
+        ns, name, kind = obj["metadata"]["namespace"], obj["metadata"]["name"], obj["kind"]
+        kw: dict[str, Any] = {"_request_timeout": REQUEST_TIMEOUT}
+        if kind == "ConfigMap":
+            return _json(
+                self.core.read_namespaced_config_map(name, ns, _preload_content=False, **kw)
+            )
+        if kind == "PersistentVolumeClaim":
+            return _json(
+                self.core.read_namespaced_persistent_volume_claim(
+                    name, ns, _preload_content=False, **kw
+                )
+            )
+        if kind == "ServiceAccount":
+            return _json(
+                self.core.read_namespaced_service_account(name, ns, _preload_content=False, **kw)
+            )
+        if kind == "Pod":
+            return _json(self.core.read_namespaced_pod(name, ns, _preload_content=False, **kw))
+        if kind == "Role":
+            return _json(self.rbac.read_namespaced_role(name, ns, _preload_content=False, **kw))
+        if kind == "RoleBinding":
+            return _json(
+                self.rbac.read_namespaced_role_binding(name, ns, _preload_content=False, **kw)
+            )
+        if kind == c.RAY_KIND:
+            return self.custom.get_namespaced_custom_object(
+                "ray.io", "v1", ns, c.RAY_PLURAL, name, **kw
+            )
+        raise ValueError(f"no read for {kind}")
+
+    def create_or_adopt(self, obj: Obj, job: Obj) -> Created:
+        """Create `obj`; if it exists, adopt it when this job owns it (or labelled it, for a
+        claim the job does not own), else raise ChildConflict."""
+        kind, name = obj["kind"], obj["metadata"]["name"]
+        try:
+            self._create(obj)
+            return Created(kind, name, True)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+        existing = self._read(obj)
+        owned = names.is_owned_by(existing, job)
+        labelled = (existing["metadata"].get("labels") or {}).get(c.LABEL_JOB) == names.fit(
+            job["metadata"]["name"]
+        )
+        expects_owner = bool(obj["metadata"].get("ownerReferences"))
+        if owned or (not expects_owner and labelled):
+            return Created(kind, name, False)
+        raise ChildConflict(
+            f"{kind} {job['metadata']['namespace']}/{name} exists and does not belong to"
+            f" DataJuicerJob {job['metadata']['name']}; delete or rename it"
+        )
+
+    # -- deletes ------------------------------------------------------------------------------
+
+    def delete_pod(self, namespace: str, name: str) -> None:
+        try:
+            self.core.delete_namespaced_pod(name, namespace, _request_timeout=REQUEST_TIMEOUT)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    def delete_ray_cluster(self, namespace: str, name: str) -> None:
+        try:
+            self.custom.delete_namespaced_custom_object(
+                "ray.io", "v1", namespace, c.RAY_PLURAL, name, _request_timeout=REQUEST_TIMEOUT
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    def delete_job(self, namespace: str, name: str) -> None:
+        try:
+            self.custom.delete_namespaced_custom_object(
+                c.GROUP,
+                c.VERSION,
+                namespace,
+                c.PLURAL,
+                name,
+                propagation_policy="Background",
+                _request_timeout=REQUEST_TIMEOUT,
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    # -- status and events --------------------------------------------------------------------
+
+    def patch_status(self, namespace: str, name: str, status: Obj) -> None:
+        """Merge-patch the operator-owned status fields (never `progress`)."""
+        self.custom.api_client.call_api(
+            f"/apis/{c.GROUP}/{c.VERSION}/namespaces/{{namespace}}/{c.PLURAL}/{{name}}/status",
+            "PATCH",
+            path_params={"namespace": namespace, "name": name},
+            query_params=[("fieldManager", c.FIELD_MANAGER)],
+            header_params={
+                "Content-Type": "application/merge-patch+json",
+                "Accept": "application/json",
+            },
+            body={"status": status},
+            auth_settings=["BearerToken"],
+            _preload_content=False,
+            _request_timeout=REQUEST_TIMEOUT,
+        )
+
+    def emit_event(self, job: Obj, type_: str, reason: str, message: str) -> None:
+        """One Event per (job, reason, message): a repeat bumps its count instead."""
+        meta = job["metadata"]
+        key = hashlib.sha256(f"{meta['uid']}/{reason}/{message}".encode()).hexdigest()[:12]
+        name = f"{names.fit(meta['name'], 230)}.{key}"
+        stamp = times.fmt(times.now())
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": name, "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": c.API_VERSION,
+                "kind": c.KIND,
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta["uid"],
+                "resourceVersion": meta.get("resourceVersion"),
+            },
+            "type": type_,
+            "reason": reason,
+            "message": message[:1000],
+            "source": {"component": c.OPERATOR_NAME},
+            "reportingComponent": c.OPERATOR_NAME,
+            "reportingInstance": c.OPERATOR_NAME,
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
+            "count": 1,
+        }
+        try:
+            self.core.create_namespaced_event(
+                meta["namespace"], body, _request_timeout=REQUEST_TIMEOUT
+            )
+        except ApiException as exc:
+            if exc.status != 409:
+                log.warning(
+                    "event %s on %s/%s not posted: %s",
+                    reason,
+                    meta["namespace"],
+                    meta["name"],
+                    exc.reason,
+                )
+                return
+            try:
+                old = self.core.read_namespaced_event(name, meta["namespace"])
+                self.core.patch_namespaced_event(
+                    name,
+                    meta["namespace"],
+                    {"count": (old.count or 1) + 1, "lastTimestamp": stamp},
+                    _request_timeout=REQUEST_TIMEOUT,
+                )
+            except ApiException as exc2:
+                log.warning("event %s not updated: %s", name, exc2.reason)

@@ -1,0 +1,1 @@
+"""Pure status derivation: observed children and runner progress in, status and actions out."""
