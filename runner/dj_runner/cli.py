@@ -196,7 +196,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    code = int(args.func(args))
+    from dj_runner.k8s_progress import reporter_from_env  # a no-op outside a DataJuicerJob
+
+    with reporter_from_env(args):
+        code = int(args.func(args))
     if args.command == "run" and _embedded_ray_running():
         # An embedded Ray's processes share this process's fate and exit with it; Ray's own
         # graceful shutdown would add seconds to every run for nothing. Everything the job

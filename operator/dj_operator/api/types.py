@@ -18,11 +18,13 @@ Obj = dict[str, Any]
 class SpecError(ValueError):
     """A spec field is invalid: names the field, the value and what would be valid."""
 
-    def __init__(self, field_path: str, value: object, expected: str) -> None:
+    def __init__(
+        self, field_path: str, value: object, expected: str, message: str | None = None
+    ) -> None:
         self.field_path = field_path
         self.value = value
         self.expected = expected
-        super().__init__(f"{field_path}: got {value!r}; expected {expected}")
+        super().__init__(message or f"{field_path}: got {value!r}; expected {expected}")
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,10 @@ def validate_recipe(
     try:
         parsed = parse_recipe(dict(recipe), base_dir=PurePosixPath(mount_path))  # type: ignore[arg-type]
     except RecipeError as exc:
-        raise SpecError(f"{field}.{exc.key}", exc.value, str(exc)) from exc
+        # The runner's own message (with its "did you mean"), located in the job's spec.
+        raise SpecError(
+            f"{field}.{exc.key}", exc.value, exc.expected, f"{field}: invalid recipe: {exc}"
+        ) from exc
     out = {}
     for key in ("dataset_path", "export_path"):
         raw = str(recipe[key])

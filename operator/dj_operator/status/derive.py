@@ -449,12 +449,20 @@ def _ttl(obs: Observed, spec: JobSpec, previous: Obj, draft: _Draft) -> None:
         draft.actions.append(Action("delete-job"))
 
 
+def _prev_condition(previous: Obj, ctype: str) -> Obj:
+    for cond in previous.get("conditions") or []:
+        if cond.get("type") == ctype:
+            return cond
+    return {}
+
+
 def _prev_reason(previous: Obj) -> str:
-    return str((previous.get("failure") or {}).get("reason") or "")
+    """The reason recorded when the job finished (kept verbatim once terminal)."""
+    return str(_prev_condition(previous, c.COND_RUNNING).get("reason") or "")
 
 
 def _prev_message(previous: Obj) -> str:
-    return str((previous.get("failure") or {}).get("message") or "")
+    return str(_prev_condition(previous, c.COND_FINISHED).get("message") or "")
 
 
 def _conditions(obs: Observed, draft: _Draft, previous: Obj) -> list[Obj]:

@@ -1,0 +1,188 @@
+"""The pure builders: names, labels, owner references and every child manifest."""
+
+from __future__ import annotations
+
+import pytest
+from operator_fixtures import make_job
+
+from dj_operator.api import constants as c
+from dj_operator.api.types import parse_spec
+from dj_operator.build import children, names
+
+
+@pytest.mark.parametrize(
+    ("job", "attempt"),
+    [("demo", 1), ("a" * 63, 12), ("x" * 40 + "-" * 5 + "y" * 30, 100), ("j" * 253, 3)],
+)
+def test_runner_pod_names_fit_a_dns_label_and_stay_distinct(job: str, attempt: int) -> None:
+    name = names.runner_pod(job, attempt)
+    assert len(name) <= 63
+    assert name.endswith(f"-runner-{attempt}")
+    assert names.runner_pod(job, attempt) == name  # deterministic
+    assert names.runner_pod(job + "z", attempt) != name
+
+
+def test_short_names_are_kept_verbatim() -> None:
+    assert names.runner_pod("demo", 2) == "demo-runner-2"
+    assert names.config_map("demo") == "demo-recipe"
+    assert names.claim("demo") == "demo-data"
+    assert names.ray_cluster("demo") == "demo-ray"
+    assert len(names.ray_cluster("r" * 100)) <= 47
+
+
+def test_job_id_is_stable_and_distinct_per_uid() -> None:
+    assert names.job_id("ns", "demo", "0123456789ab") == "ns-demo-01234567"
+    assert names.job_id("ns", "demo", "abcdef") != names.job_id("ns", "demo", "0123456789ab")
+
+
+def test_runner_pod() -> None:
+    job = make_job()
+    spec = parse_spec(job["spec"])
+    pod = children.runner_pod(job, spec, 2, "/data/.datajuicer/ns1/demo")
+    meta = pod["metadata"]
+    assert meta["name"] == "demo-runner-2"
+    assert meta["labels"][c.LABEL_ATTEMPT] == "2"
+    assert meta["labels"][c.LABEL_MANAGED_BY] == c.OPERATOR_NAME
+    assert meta["labels"][c.LABEL_JOB] == "demo"
+    assert meta["ownerReferences"] == [
+        {
+            "apiVersion": "datajuicer.io/v1alpha1",
+            "kind": "DataJuicerJob",
+            "name": "demo",
+            "uid": "0123456789abcdef",
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+    ]
+    ps = pod["spec"]
+    assert ps["restartPolicy"] == "Never"
+    assert ps["serviceAccountName"] == "demo-runner"
+    assert ps["terminationGracePeriodSeconds"] == 40
+    (container,) = ps["containers"]
+    assert container["command"] == ["dj-runner"]
+    assert container["args"] == [
+        "run",
+        "/etc/datajuicer/recipe.yaml",
+        "--work-dir",
+        "/data/.datajuicer/ns1/demo",
+        "--job-id",
+        "ns1-demo-01234567",
+        "--wait-for-lock",
+        "60",
+        "--grace-period",
+        "30",
+    ]
+    assert container["workingDir"] == "/data"
+    assert container["env"][:2] == [
+        {"name": "DJ_JOB_NAME", "value": "demo"},
+        {"name": "DJ_JOB_NAMESPACE", "value": "ns1"},
+    ]
+    volumes = {v["name"]: v for v in ps["volumes"]}
+    assert volumes["data"]["persistentVolumeClaim"] == {"claimName": "demo-data"}
+    assert volumes["recipe"]["configMap"] == {"name": "demo-recipe"}
+    assert volumes["seed"]["configMap"] == {"name": "demo-data"}
+    (init,) = ps["initContainers"]
+    assert [m["name"] for m in init["volumeMounts"]] == ["data", "seed"]
+    assert init["volumeMounts"][0]["mountPath"] == "/data"
+
+
+@pytest.mark.parametrize(
+    ("ray", "address"),
+    [
+        ({"mode": "local"}, None),
+        ({"mode": "external", "address": "ray://head:10001"}, "ray://head:10001"),
+        ({"mode": "kuberay"}, "ray://demo-ray-head-svc.ns1.svc:10001"),
+        (
+            {"mode": "kuberay", "headGroup": {"ports": {"client": 20001}}},
+            "ray://demo-ray-head-svc.ns1.svc:20001",
+        ),
+    ],
+)
+def test_ray_address_per_mode(ray: dict, address: str | None) -> None:
+    job = make_job()
+    job["spec"]["ray"] = ray
+    spec = parse_spec(job["spec"])
+    args = children.runner_pod(job, spec, 1, "/w")["spec"]["containers"][0]["args"]
+    if address is None:
+        assert "--ray-address" not in args
+    else:
+        assert args[args.index("--ray-address") + 1] == address
+
+
+def test_claim_is_owned_only_when_deleted_with_the_job() -> None:
+    job = make_job()
+    kept = children.claim(job, parse_spec(job["spec"]))
+    assert "ownerReferences" not in kept["metadata"]
+    assert kept["spec"]["resources"] == {"requests": {"storage": "1Gi"}}
+    job["spec"]["storage"]["whenDeleted"] = "Delete"
+    owned = children.claim(job, parse_spec(job["spec"]))
+    assert owned["metadata"]["ownerReferences"][0]["uid"] == "0123456789abcdef"
+
+
+def test_runner_rbac_grants_only_its_own_status() -> None:
+    sa, role, binding = children.runner_rbac(make_job())
+    assert sa["kind"] == "ServiceAccount" and sa["metadata"]["name"] == "demo-runner"
+    assert role["rules"] == [
+        {
+            "apiGroups": ["datajuicer.io"],
+            "resources": ["datajuicerjobs/status"],
+            "resourceNames": ["demo"],
+            "verbs": ["get", "patch"],
+        }
+    ]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "demo-runner", "namespace": "ns1"}
+    ]
+    assert binding["roleRef"]["name"] == "demo-runner"
+
+
+def test_recipe_config_map_keeps_relative_paths() -> None:
+    job = make_job()
+    cm = children.recipe_config_map(job, job["spec"]["recipe"])
+    text = cm["data"]["recipe.yaml"]
+    assert "dataset_path: input/demo.jsonl" in text
+    assert "export_path: output/result.jsonl" in text
+
+
+def test_ray_cluster() -> None:
+    job = make_job()
+    job["spec"]["ray"] = {
+        "mode": "kuberay",
+        "headGroup": {"rayStartParams": {"num-cpus": "1"}, "ports": {"gcs": 6380}},
+        "workerGroups": [{"name": "w", "replicas": 2, "maxReplicas": 3}],
+    }
+    cluster = children.ray_cluster(job, parse_spec(job["spec"]))
+    assert cluster["apiVersion"] == "ray.io/v1" and cluster["kind"] == "RayCluster"
+    head = cluster["spec"]["headGroupSpec"]
+    assert head["rayStartParams"]["port"] == "6380"
+    assert head["rayStartParams"]["ray-client-server-port"] == "10001"
+    assert head["rayStartParams"]["num-cpus"] == "1"
+    (group,) = cluster["spec"]["workerGroupSpecs"]
+    assert (group["groupName"], group["replicas"], group["maxReplicas"]) == ("w", 2, 3)
+    for template in (head["template"], group["template"]):
+        assert template["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"] == "demo-data"
+        assert template["spec"]["containers"][0]["volumeMounts"][0]["mountPath"] == "/data"
+
+
+@pytest.mark.parametrize(
+    ("status", "ready"),
+    [
+        (None, False),
+        ({}, False),
+        ({"state": "ready"}, True),
+        ({"state": "failed"}, False),
+        (
+            {
+                "conditions": [
+                    {"type": "RayClusterProvisioned", "status": "True"},
+                    {"type": "HeadPodReady", "status": "True"},
+                ]
+            },
+            True,
+        ),
+        ({"conditions": [{"type": "HeadPodReady", "status": "True"}]}, False),
+    ],
+)
+def test_ray_cluster_ready(status: dict | None, ready: bool) -> None:
+    cluster = None if status is None else {"metadata": {}, "status": status}
+    assert children.ray_cluster_ready(cluster) is ready

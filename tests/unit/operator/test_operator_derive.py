@@ -1,0 +1,330 @@
+"""The state machine: observed children and progress in, phase, conditions, actions, events out."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from operator_fixtures import make_job, pod
+
+from dj_operator.api import constants as c
+from dj_operator.api.types import SpecError, parse_spec
+from dj_operator.status.derive import Observed, Outcome, derive
+
+NOW = datetime(2026, 11, 30, 5, 30, tzinfo=UTC)
+
+
+def run(
+    pods: list[dict] = (),  # type: ignore[assignment]
+    status: dict | None = None,
+    spec_patch: dict | None = None,
+    now: datetime = NOW,
+    tails: dict[str, str] | None = None,
+    cluster: dict | None = None,
+    spec_error: SpecError | None = None,
+) -> Outcome:
+    job = make_job(status=status)
+    job["spec"].update(spec_patch or {})
+    spec = None if spec_error else parse_spec(job["spec"])
+    return derive(
+        Observed(
+            job=job,
+            spec=spec,
+            spec_error=spec_error,
+            pods=list(pods),
+            now=now,
+            work_dir="/data/.datajuicer/ns1/demo",
+            output_path="/data/output/result.jsonl",
+            ray_cluster=cluster,
+            log_tails=tails or {},
+        )
+    )
+
+
+def kinds(outcome: Outcome) -> list[tuple[str, Any]]:
+    return [
+        (a.kind, a.attempt if a.kind == "create-pod" else a.pods or None) for a in outcome.actions
+    ]
+
+
+def cond(outcome: Outcome, ctype: str) -> dict:
+    return next(x for x in outcome.status["conditions"] if x["type"] == ctype)
+
+
+def reasons(outcome: Outcome) -> list[str]:
+    return [e.reason for e in outcome.events]
+
+
+def after(outcome: Outcome, pods: list[dict], **kw: Any) -> Outcome:
+    """The next reconcile, with the status the previous one wrote."""
+    return run(pods, status=outcome.status, **kw)
+
+
+def test_a_new_job_creates_its_children_and_attempt_1() -> None:
+    out = run()
+    assert kinds(out) == [("ensure-children", None), ("create-pod", 1)]
+    assert out.phase == c.STARTING
+    assert reasons(out) == ["Started"]
+    assert out.status["children"]["runnerPod"] == "demo-runner-1"
+    assert out.status["startTime"] == "2026-11-30T05:30:00Z"
+
+
+def test_a_running_pod_is_running_and_nothing_is_created() -> None:
+    out = run([pod(1)])
+    assert out.actions == ()
+    assert out.phase == c.RUNNING
+    assert cond(out, c.COND_RUNNING)["status"] == "True"
+    assert out.status["attempts"] == [
+        {"index": 1, "podName": "demo-runner-1", "startTime": "2026-11-30T05:01:00Z"}
+    ]
+
+
+def test_the_operator_killed_after_creating_the_pod_adopts_it() -> None:
+    """No status written, pod 1 exists: attempt 1 is recorded, no second pod."""
+    out = run([pod(1, phase="Pending")])
+    assert out.actions == ()
+    assert out.phase == c.STARTING
+    assert [a["index"] for a in out.status["attempts"]] == [1]
+
+
+@pytest.mark.parametrize(
+    ("code", "phase", "reason"),
+    [
+        (0, c.SUCCEEDED, None),
+        (3, c.PARTIALLY_SUCCEEDED, c.R_RUNNER_FAILED),
+        (1, c.FAILED, c.R_RUNNER_FAILED),
+        (2, c.FAILED, c.R_INVALID_INPUT),
+        (4, c.FAILED, c.R_RESUME_REFUSED),
+    ],
+)
+def test_terminal_exit_codes(code: int, phase: str, reason: str | None) -> None:
+    tail = "starting\nerror: recipe key 'dataset_path': got 'x'; expected an existing path\n"
+    out = run([pod(1, "Succeeded" if code == 0 else "Failed", code)], tails={"demo-runner-1": tail})
+    assert out.phase == phase
+    assert not any(a.kind == "create-pod" for a in out.actions)
+    assert cond(out, c.COND_RUNNING)["status"] == "False"
+    assert cond(out, c.COND_FINISHED)["status"] == "True"
+    assert cond(out, c.COND_SUCCEEDED)["status"] == ("True" if code == 0 else "False")
+    assert cond(out, c.COND_FAILED)["status"] == ("True" if phase == c.FAILED else "False")
+    assert out.status["completionTime"] == "2026-11-30T05:30:00Z"
+    if reason is None:
+        assert out.status["failure"] is None
+    else:
+        failure = out.status["failure"]
+        assert failure["reason"] == reason
+        assert failure["exitCode"] == code
+        assert failure["podName"] == "demo-runner-1"
+        assert "expected an existing path" in failure["message"]
+        assert failure["logTail"] == tail
+    assert out.status["restarts"] == 0
+
+
+@pytest.mark.parametrize("code", [5, 6, 7, 70, 137, 143])
+def test_retryable_exit_codes_start_the_next_attempt(code: int) -> None:
+    out = run([pod(1, "Failed", code)])
+    assert kinds(out) == [("ensure-children", None), ("create-pod", 2)]
+    assert out.status["restarts"] == 1
+    assert reasons(out) == ["Retrying"]
+    assert f"exit code {code}" in out.events[0].message
+    assert out.status["attempts"][0]["exitCode"] == code
+
+
+def test_a_pod_deleted_by_someone_else_counts_as_a_restart() -> None:
+    first = run([pod(1)])
+    out = after(first, [])
+    assert out.status["attempts"][0]["reason"] == "PodDeleted"
+    assert kinds(out) == [("ensure-children", None), ("create-pod", 2)]
+    assert out.status["restarts"] == 1
+    assert "its pod was deleted" in out.events[0].message
+
+
+def test_restarts_are_counted_exactly_across_reconciles() -> None:
+    out = run([pod(1)])
+    out = after(out, [pod(1, "Failed", 137)])
+    out = after(out, [pod(1, "Failed", 137), pod(2)])
+    out = after(out, [pod(1, "Failed", 137)])  # pod 2 deleted
+    out = after(out, [pod(1, "Failed", 137), pod(3)])
+    out = after(out, [pod(1, "Failed", 137), pod(3, "Succeeded", 0)])
+    assert out.phase == c.SUCCEEDED
+    assert out.status["restarts"] == 2
+    assert [a["index"] for a in out.status["attempts"]] == [1, 2, 3]
+    again = after(out, [pod(1, "Failed", 137), pod(3, "Succeeded", 0)])
+    assert again.status == {**out.status}  # a fixpoint: nothing changes on a repeat
+    assert again.events == () and again.actions == ()
+
+
+def test_backoff_limit_exceeded() -> None:
+    pods = [pod(i, "Failed", 137) for i in range(1, 3)]
+    out = run(pods, spec_patch={"backoffLimit": 1})
+    assert out.phase == c.FAILED
+    assert out.status["failure"]["reason"] == c.R_BACKOFF_LIMIT
+    assert out.status["restarts"] == 1
+    assert "2 attempts failed, backoffLimit is 1" in out.status["failure"]["message"]
+    assert reasons(out) == [c.R_BACKOFF_LIMIT]
+    assert out.events[0].type == "Warning"
+
+
+def test_backoff_limit_zero_fails_on_the_first_crash() -> None:
+    out = run([pod(1, "Failed", 70)], spec_patch={"backoffLimit": 0})
+    assert out.phase == c.FAILED and out.status["restarts"] == 0
+
+
+def test_suspend_stops_the_runner_then_reports_suspended_then_resumes() -> None:
+    out = run([pod(1)])
+    out = after(out, [pod(1)], spec_patch={"suspend": True})
+    assert kinds(out) == [("delete-pods", ("demo-runner-1",))]
+    assert out.phase == c.RUNNING  # not Suspended while the pod exists
+    assert cond(out, c.COND_SUSPENDED)["status"] == "False"
+    assert cond(out, c.COND_SUSPENDED)["reason"] == "Suspending"
+    out = after(out, [pod(1, deleting=True)], spec_patch={"suspend": True})
+    assert out.actions == () and out.phase == c.RUNNING
+    out = after(out, [], spec_patch={"suspend": True})
+    assert out.phase == c.SUSPENDED
+    assert cond(out, c.COND_SUSPENDED)["status"] == "True"
+    assert reasons(out) == ["Suspended"]
+    out = after(out, [])
+    assert kinds(out) == [("ensure-children", None), ("create-pod", 2)]
+    assert reasons(out) == ["Resuming"]
+    assert out.status["restarts"] == 0  # a suspend is not a failure
+
+
+def test_suspend_before_the_first_attempt_creates_nothing() -> None:
+    out = run(spec_patch={"suspend": True})
+    assert out.actions == ()
+    assert out.phase == c.SUSPENDED
+
+
+def test_a_runner_ending_while_suspending_is_not_a_failure_even_unrecorded() -> None:
+    """The operator died between deleting the pod and recording why: still not a failure."""
+    out = run([pod(1)])
+    out = after(out, [pod(1, "Failed", 143)], spec_patch={"suspend": True})
+    assert out.status["attempts"][0]["stopReason"] == "Suspended"
+    assert out.status["restarts"] == 0
+
+
+def test_active_deadline_fails_and_stops_the_pods() -> None:
+    out = run([pod(1)])
+    later = NOW + timedelta(seconds=120)
+    out = after(out, [pod(1)], spec_patch={"activeDeadlineSeconds": 60}, now=later)
+    assert out.phase == c.FAILED
+    assert out.status["failure"]["reason"] == c.R_DEADLINE
+    assert kinds(out) == [("delete-pods", ("demo-runner-1",))]
+    assert out.status["attempts"][0]["stopReason"] == c.R_DEADLINE
+    # The stopped pod then fails: the phase stays, nothing is retried.
+    out = after(out, [pod(1, "Failed", 143)], spec_patch={"activeDeadlineSeconds": 60}, now=later)
+    assert out.phase == c.FAILED and out.actions == ()
+    assert out.status["failure"]["reason"] == c.R_DEADLINE
+
+
+def test_progress_deadline_fails_a_stalled_job() -> None:
+    status = {"progress": {"lastCheckpointTime": "2026-11-30T05:10:00.000Z"}}
+    out = run([pod(1)], status=status, spec_patch={"progressDeadlineSeconds": 600})
+    assert out.phase == c.FAILED
+    assert out.status["failure"]["reason"] == c.R_STALLED
+    assert "since 2026-11-30T05:10:00Z" in out.status["failure"]["message"]
+    fresh = {"progress": {"lastCheckpointTime": "2026-11-30T05:25:00.000Z"}}
+    out = run([pod(1)], status=fresh, spec_patch={"progressDeadlineSeconds": 600})
+    assert out.phase == c.RUNNING
+
+
+def test_an_invalid_spec_fails_at_once_without_children() -> None:
+    err = SpecError("spec.recipe.process", "x", "y", "spec.recipe: invalid recipe: did you mean")
+    out = run(spec_error=err)
+    assert out.phase == c.FAILED
+    assert out.actions == ()
+    assert out.status["failure"] == {
+        "reason": c.R_INVALID_SPEC,
+        "component": "validation",
+        "message": str(err),
+    }
+    assert cond(out, c.COND_VALID)["status"] == "False"
+    assert [(e.type, e.reason) for e in out.events] == [("Warning", c.R_INVALID_SPEC)]
+    again = after(out, [], spec_error=err)
+    assert again.events == ()  # one Warning, not one per reconcile
+
+
+def test_ttl_deletes_a_finished_job() -> None:
+    done = run([pod(1, "Succeeded", 0)], spec_patch={"ttlSecondsAfterFinished": 60})
+    early = after(done, [pod(1, "Succeeded", 0)], spec_patch={"ttlSecondsAfterFinished": 60})
+    assert early.actions == ()
+    late = after(
+        done,
+        [pod(1, "Succeeded", 0)],
+        spec_patch={"ttlSecondsAfterFinished": 60},
+        now=NOW + timedelta(seconds=61),
+    )
+    assert kinds(late) == [("delete-job", None)]
+
+
+def test_condition_transition_times_are_kept_while_unchanged() -> None:
+    out = run([pod(1)])
+    later = after(out, [pod(1)], now=NOW + timedelta(seconds=30))
+    assert (
+        cond(later, c.COND_RUNNING)["lastTransitionTime"]
+        == cond(out, c.COND_RUNNING)["lastTransitionTime"]
+    )
+    done = after(later, [pod(1, "Succeeded", 0)], now=NOW + timedelta(seconds=60))
+    assert cond(done, c.COND_RUNNING)["lastTransitionTime"] == "2026-11-30T05:31:00Z"
+
+
+def test_invariant_no_terminal_phase_with_a_true_running_condition() -> None:
+    for code in (0, 1, 2, 3, 4):
+        out = run([pod(1, "Failed" if code else "Succeeded", code)])
+        assert out.phase in c.TERMINAL_PHASES
+        assert cond(out, c.COND_RUNNING)["status"] == "False"
+        assert sum(cond(out, t)["status"] == "True" for t in (c.COND_SUCCEEDED, c.COND_FAILED)) <= 1
+
+
+KUBERAY = {"ray": {"mode": "kuberay", "readyTimeoutSeconds": 300}}
+
+
+def cluster(ready: bool, created: str = "2026-11-30T05:28:00Z") -> dict:
+    status = {"state": "ready"} if ready else {}
+    return {"metadata": {"name": "demo-ray", "creationTimestamp": created}, "status": status}
+
+
+def test_kuberay_creates_the_cluster_then_waits_then_starts_the_runner() -> None:
+    out = run(spec_patch=KUBERAY)
+    assert kinds(out) == [("ensure-children", None), ("create-ray", None)]
+    assert cond(out, c.COND_CLUSTER_READY)["status"] == "False"
+    out = after(out, [], spec_patch=KUBERAY, cluster=cluster(False))
+    assert out.actions == () and out.phase == c.STARTING
+    out = after(out, [], spec_patch=KUBERAY, cluster=cluster(True))
+    assert kinds(out) == [("ensure-children", None), ("create-pod", 1)]
+    assert cond(out, c.COND_CLUSTER_READY)["status"] == "True"
+    assert "ClusterReady" in reasons(out)
+
+
+def test_kuberay_cluster_never_ready_fails_the_job_and_removes_it() -> None:
+    out = run(
+        spec_patch=KUBERAY,
+        cluster=cluster(False, "2026-11-30T05:20:00Z"),
+    )
+    assert out.phase == c.FAILED
+    assert out.status["failure"]["reason"] == c.R_CLUSTER_NOT_READY
+    assert out.status["failure"]["component"] == "ray"
+    assert kinds(out) == [("delete-ray", None)]
+
+
+def test_suspend_in_kuberay_mode_removes_the_cluster_too() -> None:
+    spec = {**KUBERAY, "suspend": True}
+    out = run([pod(1)], spec_patch=spec, cluster=cluster(True))
+    assert kinds(out) == [("delete-pods", ("demo-runner-1",)), ("delete-ray", None)]
+    out = after(out, [], spec_patch=spec, cluster=None)
+    assert out.phase == c.SUSPENDED
+    assert cond(out, c.COND_CLUSTER_READY)["reason"] == "Released"
+
+
+def test_resumed_event_once_per_attempt_with_what_was_restored() -> None:
+    out = run([pod(1)])
+    status = {
+        **out.status,
+        "progress": {"podName": "demo-runner-1", "resumedPartitions": 3, "resumedCheckpoints": 12},
+    }
+    out = run([pod(1)], status=status)
+    assert reasons(out) == ["Resumed"]
+    assert "3 partitions done, 12 checkpoints restored" in out.events[0].message
+    assert out.status["attempts"][0]["resumedFrom"] == {"partitionsDone": 3, "checkpoints": 12}
+    again = run([pod(1)], status={**out.status, "progress": status["progress"]})
+    assert again.events == ()

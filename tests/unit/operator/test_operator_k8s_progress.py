@@ -1,0 +1,98 @@
+"""The runner's progress reporter: status.json mapped to status.progress, changes only, throttled."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from dj_runner.k8s_progress import ProgressReporter, to_progress
+
+STATUS = {
+    "schema_version": 1,
+    "job_id": "demo",
+    "run_id": "r1",
+    "state": "running",
+    "started_at": "2026-11-30T05:12:00.123Z",
+    "updated_at": "2026-11-30T05:12:09.456Z",
+    "finished_at": None,
+    "runner_version": "0.1.0",
+    "partitions": {"total": 10, "done": 3, "failed": 1, "running": 2},
+    "samples": {"in": 1234, "out": 1100, "rejected": 2},
+    "stage": {"index": 2, "op": "text_length_filter", "global": False},
+    "last_checkpoint_at": "2026-11-30T05:12:09.001Z",
+    "resumed": {"partitions_done": 3, "checkpoints": 12},
+    "export_path": "/data/out/result.jsonl",
+    "error": {"op": "x", "partition": 4, "message": "boom"},
+    "a_future_key": [1, 2],
+}
+
+
+def test_to_progress() -> None:
+    assert to_progress(STATUS, "demo-runner-1") == {
+        "state": "running",
+        "runId": "r1",
+        "podName": "demo-runner-1",
+        "partitionsTotal": 10,
+        "partitionsCompleted": 3,
+        "partitionsFailed": 1,
+        "partitionsRunning": 2,
+        "completion": "3/10",
+        "percent": 30,
+        "samplesIn": 1234,
+        "samplesOut": 1100,
+        "samplesRejected": 2,
+        "currentOp": "text_length_filter",
+        "opIndex": 2,
+        "lastCheckpointTime": "2026-11-30T05:12:09.001Z",
+        "updateTime": "2026-11-30T05:12:09.456Z",
+        "resumedPartitions": 3,
+        "resumedCheckpoints": 12,
+        "error": {"op": "x", "partition": 4, "message": "boom"},
+    }
+
+
+def test_to_progress_before_the_plan_and_on_a_fresh_run() -> None:
+    fresh = {
+        **STATUS,
+        "partitions": {"total": 0, "done": 0},
+        "resumed": None,
+        "error": None,
+        "stage": None,
+    }
+    out = to_progress(fresh)
+    assert out["completion"] == "0/?" and out["percent"] == 0
+    assert out["resumedPartitions"] is None and out["error"] is None and out["currentOp"] is None
+
+
+class RecordingApi:
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+
+    def patch(self, progress: dict[str, Any]) -> None:
+        self.sent.append(progress)
+
+
+def test_reporter_patches_changes_only_and_throttles(tmp_path: Path) -> None:
+    api = RecordingApi()
+    reporter = ProgressReporter(tmp_path, "ns", "demo", min_interval=3600, api=api)
+    assert reporter.report_once() is False  # no status.json yet: not started
+    (tmp_path / "status.json").write_text(json.dumps(STATUS))
+    assert reporter.report_once() is True
+    assert reporter.report_once() is False  # unchanged
+    changed = {**STATUS, "partitions": {"total": 10, "done": 4}}
+    (tmp_path / "status.json").write_text(json.dumps(changed))
+    assert reporter.report_once() is False  # throttled
+    reporter.stop()  # the final report is never throttled
+    assert [p["partitionsCompleted"] for p in api.sent] == [3, 4]
+
+
+def test_reporter_survives_api_errors(tmp_path: Path) -> None:
+    class Failing:
+        def patch(self, progress: dict[str, Any]) -> None:
+            raise RuntimeError("apiserver down")
+
+    (tmp_path / "status.json").write_text(json.dumps(STATUS))
+    reporter = ProgressReporter(tmp_path, "ns", "demo", min_interval=0, api=Failing())
+    assert reporter.report_once() is False
+    assert reporter.patches == 0
