@@ -1,0 +1,304 @@
+"""Helpers of the operator's Kubernetes tests: the CRD, the operator as a process, job manifests.
+
+The operator runs as `dj-operator run --namespace NS` (a real process against the real control
+plane); the runner pods run on the process node.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.harness.cluster import Cluster
+from tests.harness.ports import free_port
+from tests.harness.waiting import wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+CRD_FILE = ROOT / "crds" / "datajuicer.io_datajuicerjobs.yaml"
+EXAMPLE = ROOT / "examples" / "job.yaml"
+DEMO_DATA = ROOT / "examples" / "data" / "demo.jsonl"
+TEST_OPS = ROOT / "tests" / "runner" / "support"
+OPERATOR_BIN = Path(sys.executable).parent / "dj-operator"
+RUNNER_BIN = Path(sys.executable).parent / "dj-runner"
+Obj = dict[str, Any]
+
+# Until the runner accepts the contract's --wait-for-lock and --grace-period, the runner pods run
+# it through this wrapper, which drops them. It is used only when `dj-runner run --help` lacks
+# them, so the tests run the contract's command line unchanged once the runner has them.
+_COMPAT = (
+    "import sys\n"
+    "from dj_runner.cli import main\n"
+    "argv, out = sys.argv[1:], []\n"
+    "while argv:\n"
+    "    a = argv.pop(0)\n"
+    "    if a in ('--wait-for-lock', '--grace-period'):\n"
+    "        argv.pop(0)\n"
+    "        continue\n"
+    "    out.append(a)\n"
+    "sys.exit(main(out))\n"
+)
+
+
+def runner_has_contract_flags() -> bool:
+    out = subprocess.run(
+        [str(RUNNER_BIN), "run", "--help"], capture_output=True, text=True, timeout=60
+    )
+    return "--wait-for-lock" in out.stdout and "--grace-period" in out.stdout
+
+
+_HAS_FLAGS: bool | None = None
+
+
+def runner_command() -> list[str] | None:
+    """None (the default `dj-runner`) when the runner speaks the contract, else the wrapper."""
+    global _HAS_FLAGS
+    if _HAS_FLAGS is None:
+        _HAS_FLAGS = runner_has_contract_flags()
+    return None if _HAS_FLAGS else ["python", "-c", _COMPAT]
+
+
+def install_crd(cluster: Cluster) -> None:
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE))
+    cluster.kubectl(
+        "wait", "--for=condition=Established", "crd/datajuicerjobs.datajuicer.io", "--timeout=60s"
+    )
+
+
+class OperatorProcess:
+    """`dj-operator run --namespace NS` with the cluster's admin kubeconfig."""
+
+    def __init__(
+        self, cluster: Cluster, namespace: str, log: Path, env: Mapping[str, str] | None = None
+    ) -> None:
+        self.cluster = cluster
+        self.namespace = namespace
+        self.log = log
+        self.env = dict(env or {})
+        self.port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, wait: bool = True) -> OperatorProcess:
+        self.port = free_port()
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(self.cluster.kubeconfig),
+            "DJ_RUNNER_OP_MODULES": "dj_test_ops",
+            "PYTHONPATH": os.pathsep.join([str(TEST_OPS), os.environ.get("PYTHONPATH", "")]),
+            **self.env,
+        }
+        handle = self.log.open("ab")
+        self.proc = subprocess.Popen(
+            [
+                str(OPERATOR_BIN),
+                "run",
+                "--namespace",
+                self.namespace,
+                "--liveness-port",
+                str(self.port),
+                "--resync-seconds",
+                "2",
+            ],
+            env=env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        handle.close()
+        if wait:
+            wait_for(self.healthy, 60, f"dj-operator liveness on port {self.port}\n{self.tail()}")
+        return self
+
+    def healthy(self) -> bool:
+        import urllib.request
+
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"dj-operator exited with {self.proc.returncode}:\n{self.tail()}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=2) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    def tail(self, lines: int = 60) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = 30) -> int:
+        """SIGTERM; the operator must exit cleanly within `timeout`."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+                raise AssertionError(f"dj-operator ignored SIGTERM:\n{self.tail()}") from None
+        return self.proc.returncode
+
+
+@contextmanager
+def running_operator(
+    cluster: Cluster, namespace: str, log: Path, env: Mapping[str, str] | None = None
+) -> Iterator[OperatorProcess]:
+    op = OperatorProcess(cluster, namespace, log, env).start()
+    try:
+        yield op
+    finally:
+        if op.proc is not None and op.proc.poll() is None:
+            op.stop()
+
+
+def example_job() -> Obj:
+    return yaml.safe_load(EXAMPLE.read_text())
+
+
+def prepared(job: Obj) -> Obj:
+    """The manifest as the tests apply it: the runner wrapper when the runner needs it."""
+    job = copy.deepcopy(job)
+    command = runner_command()
+    if command is not None:
+        job["spec"].setdefault("runner", {})["command"] = command
+    return job
+
+
+def apply(
+    cluster: Cluster, namespace: str, *objs: Obj, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    text = yaml.safe_dump_all(list(objs), sort_keys=False)
+    return cluster.kubectl("apply", "-n", namespace, "-f", "-", input=text, check=check)
+
+
+def data_config_map(name: str, files: Mapping[str, str]) -> Obj:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name},
+        "data": dict(files),
+    }
+
+
+def get_json(cluster: Cluster, namespace: str, *what: str) -> Obj:
+    return json.loads(cluster.kubectl("get", "-n", namespace, *what, "-o", "json").stdout)
+
+
+def job_obj(cluster: Cluster, namespace: str, name: str) -> Obj:
+    return get_json(cluster, namespace, "djjob", name)
+
+
+def condition(job: Obj, ctype: str) -> Obj:
+    for cond in (job.get("status") or {}).get("conditions") or []:
+        if cond["type"] == ctype:
+            return cond
+    return {}
+
+
+def wait_condition(
+    cluster: Cluster, namespace: str, name: str, ctype: str, timeout: float = 240
+) -> Obj:
+    def check() -> Obj | None:
+        job = job_obj(cluster, namespace, name)
+        return job if condition(job, ctype).get("status") == "True" else None
+
+    return wait_for(check, timeout, f"condition {ctype} of djjob {namespace}/{name}", interval=0.5)
+
+
+def wait_phase(
+    cluster: Cluster, namespace: str, name: str, phases: tuple[str, ...], timeout: float = 240
+) -> Obj:
+    def check() -> Obj | None:
+        job = job_obj(cluster, namespace, name)
+        return job if (job.get("status") or {}).get("phase") in phases else None
+
+    return wait_for(check, timeout, f"djjob {namespace}/{name} in phase {phases}", interval=0.5)
+
+
+def runner_pods(cluster: Cluster, namespace: str, job: str) -> list[Obj]:
+    out = get_json(cluster, namespace, "pods", "-l", f"datajuicer.io/job={job}")
+    return sorted(out["items"], key=lambda p: p["metadata"]["name"])
+
+
+def events(cluster: Cluster, namespace: str, name: str) -> list[Obj]:
+    out = get_json(
+        cluster,
+        namespace,
+        "events",
+        "--field-selector",
+        f"involvedObject.name={name},involvedObject.kind=DataJuicerJob",
+    )
+    return out["items"]
+
+
+def local_reference(tmp: Path, recipe: Obj, data: Mapping[str, str]) -> bytes:
+    """What `dj-runner run` gives locally for the same recipe and data (the output's bytes)."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    for rel, text in data.items():
+        path = tmp / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    (tmp / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
+    env = {**os.environ, "TMPDIR": str(tmp)}
+    subprocess.run(
+        [str(RUNNER_BIN), "run", "recipe.yaml", "--work-dir", "work", "--job-id", "ref"],
+        cwd=tmp,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    return (tmp / recipe["export_path"]).read_bytes()
+
+
+# -- fixtures (imported by the test modules) -------------------------------------------------
+
+import pytest  # noqa: E402
+
+_crd_installed: set[str] = set()
+
+
+def ensure_crd(cluster: Cluster) -> None:
+    if str(cluster.kubeconfig) not in _crd_installed:
+        install_crd(cluster)
+        _crd_installed.add(str(cluster.kubeconfig))
+
+
+@pytest.fixture
+def crd(k8s_cluster: Cluster) -> None:
+    """The DataJuicerJob CRD installed (no operator)."""
+    ensure_crd(k8s_cluster)
+
+
+@pytest.fixture
+def operator(k8s_cluster: Cluster, namespace: str, tmp_path: Path) -> Iterator[OperatorProcess]:
+    """The CRD installed and `dj-operator run --namespace <namespace>` running; stopped (by
+    SIGTERM, which it must honour) after the test."""
+    ensure_crd(k8s_cluster)
+    op = OperatorProcess(k8s_cluster, namespace, tmp_path / "operator.log").start()
+    yield op
+    if op.proc is not None and op.proc.poll() is None:
+        assert op.stop() == 0, op.tail()
+
+
+def demo_data(cluster: Cluster, namespace: str) -> None:
+    """The ConfigMap the example stages its input from (as the README says)."""
+    cluster.kubectl("create", "configmap", "demo-data", "-n", namespace, f"--from-file={DEMO_DATA}")
+
+
+def runner_writes_status() -> bool:
+    """Whether the runner writes status.json (the contract's progress record) yet."""
+    import importlib.util
+
+    return importlib.util.find_spec("dj_runner.status_file") is not None
