@@ -105,8 +105,6 @@ def test_reporter_writes_only_its_own_jobs_progress(
     assert progress["podName"] == "reporter"
     assert progress["resumedCheckpoints"] == 12
     assert "progress" not in (job_obj(k8s_cluster, namespace, "other").get("status") or {})
-    table = k8s_cluster.kubectl("get", "djjob", "demo", "-n", namespace).stdout.splitlines()[1]
-    assert table.split()[1:4] == ["3/10", "1100", "<none>"] or table.split()[2:4] == [
-        "1100",
-        "<none>",
-    ]
+    row = k8s_cluster.kubectl("get", "djjob", "demo", "-n", namespace).stdout.splitlines()[1]
+    # NAME PHASE PROGRESS SAMPLES-OUT RESTARTS AGE: no operator runs here, so no phase.
+    assert row.split()[:5] == ["demo", "<none>", "3/10", "1100", "<none>"]
