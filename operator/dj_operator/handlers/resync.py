@@ -44,10 +44,14 @@ class Resync(threading.Thread):
             for job in self.kube.list_jobs(namespace):
                 seen += 1
                 status = job.get("status") or {}
+                meta = job["metadata"]
                 finished = status.get("phase") in c.TERMINAL_PHASES
                 if finished and (job.get("spec") or {}).get("ttlSecondsAfterFinished") is None:
                     continue
-                meta = job["metadata"]
+                # A suspended job has no clock running: its pod and spec events wake it.
+                settled = status.get("observedGeneration") == meta.get("generation")
+                if status.get("phase") == c.SUSPENDED and settled:
+                    continue
                 if meta.get("deletionTimestamp"):
                     continue
                 try:
