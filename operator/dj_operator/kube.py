@@ -257,18 +257,15 @@ class Kube:
 
     def patch_status(self, namespace: str, name: str, status: Obj) -> None:
         """Merge-patch the operator-owned status fields (never `progress`)."""
-        self.custom.api_client.call_api(
-            f"/apis/{c.GROUP}/{c.VERSION}/namespaces/{{namespace}}/{c.PLURAL}/{{name}}/status",
-            "PATCH",
-            path_params={"namespace": namespace, "name": name},
-            query_params=[("fieldManager", c.FIELD_MANAGER)],
-            header_params={
-                "Content-Type": "application/merge-patch+json",
-                "Accept": "application/json",
-            },
-            body={"status": status},
-            auth_settings=["BearerToken"],
-            _preload_content=False,
+        self.custom.patch_namespaced_custom_object_status(
+            c.GROUP,
+            c.VERSION,
+            namespace,
+            c.PLURAL,
+            name,
+            {"status": status},
+            field_manager=c.FIELD_MANAGER,
+            _content_type="application/merge-patch+json",
             _request_timeout=REQUEST_TIMEOUT,
         )
 

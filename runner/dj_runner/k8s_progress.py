@@ -111,6 +111,7 @@ class _StatusApi:
             PLURAL,
             self.name,
             {"status": {"progress": progress}},
+            _content_type="application/merge-patch+json",
             _request_timeout=(5, 15),
         )
 

@@ -30,6 +30,27 @@ RECIPE_SCHEMA: Schema = {
         " before any pod is created; an invalid recipe fails the job with reason InvalidSpec."
     ),
     "x-kubernetes-preserve-unknown-fields": True,
+    "properties": {
+        "process": {
+            "type": "array",
+            "description": "The ops, in order: each item maps one op name to its parameters"
+            " (or to nothing: `- whitespace_normalization_mapper:`).",
+            "maxItems": 256,
+            "items": {
+                "type": "object",
+                # One op per item. Write an op without parameters as `- op_name: {}`:
+                # client-side `kubectl apply` drops `- op_name:` (a null) before sending it.
+                "minProperties": 1,
+                "maxProperties": 1,
+                # Nullable, so that an op written without parameters keeps its name (the API
+                # server prunes null values it has no nullable schema for).
+                "additionalProperties": {
+                    "nullable": True,
+                    "x-kubernetes-preserve-unknown-fields": True,
+                },
+            },
+        }
+    },
 }
 
 
@@ -189,8 +210,9 @@ def spec_schema() -> Schema:
         **{
             "x-kubernetes-validations": [
                 {
-                    "rule": "self.minReplicas <= self.replicas && (!has(self.maxReplicas) ||"
-                    " self.replicas <= self.maxReplicas)",
+                    "rule": "(!has(self.minReplicas) || !has(self.replicas)"
+                    " || self.minReplicas <= self.replicas) && (!has(self.maxReplicas)"
+                    " || !has(self.replicas) || self.replicas <= self.maxReplicas)",
                     "message": "need minReplicas <= replicas <= maxReplicas",
                 }
             ]
@@ -238,11 +260,11 @@ def spec_schema() -> Schema:
         **{
             "x-kubernetes-validations": [
                 {
-                    "rule": "self.mode == 'kuberay' || !has(self.workerGroups)",
+                    "rule": "(has(self.mode) && self.mode == 'kuberay') || !has(self.workerGroups)",
                     "message": "workerGroups is only valid in kuberay mode",
                 },
                 {
-                    "rule": "(self.mode == 'external') == has(self.address)",
+                    "rule": "(has(self.mode) && self.mode == 'external') == has(self.address)",
                     "message": "address is required in external mode and only valid there",
                 },
             ]
@@ -544,7 +566,7 @@ def crd() -> Schema:
                                     # Only a change of the recipe is constrained: metadata,
                                     # finalizer and status updates never trip it.
                                     "rule": "!has(oldSelf.status) || !has(oldSelf.status.startTime)"
-                                    " || oldSelf.spec.suspend"
+                                    " || (has(oldSelf.spec.suspend) && oldSelf.spec.suspend)"
                                     " || (has(self.spec.recipe) == has(oldSelf.spec.recipe)"
                                     " && (!has(self.spec.recipe)"
                                     " || self.spec.recipe == oldSelf.spec.recipe))"

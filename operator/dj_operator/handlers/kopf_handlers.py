@@ -100,7 +100,7 @@ def _owner_job(body: Any) -> str | None:
     return None
 
 
-@kopf.on.event("", "v1", "pods", labels={c.LABEL_MANAGED_BY: c.OPERATOR_NAME})
+@kopf.on.event("v1", "pods", labels={c.LABEL_MANAGED_BY: c.OPERATOR_NAME})
 def pod_event(body: Any, namespace: str, **_: Any) -> None:
     job = _owner_job(body)
     if job:

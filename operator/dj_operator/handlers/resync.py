@@ -3,6 +3,7 @@ jobs with a TTL). It catches deadlines, TTLs and any watch event that was missed
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import threading
 import time
@@ -18,7 +19,12 @@ class Resync(threading.Thread):
     def __init__(self, kube: Kube, namespaces: tuple[str, ...], interval: float) -> None:
         super().__init__(name="dj-resync", daemon=True)
         self.kube = kube
-        self.namespaces = namespaces or (None,)
+        # kopf accepts globs; the resync then lists every namespace and keeps the matches.
+        self.patterns = namespaces
+        globbed = any(ch in ns for ns in namespaces for ch in "*?[!")
+        self.namespaces: tuple[str | None, ...] = (
+            (None,) if globbed or not namespaces else namespaces
+        )
         self.interval = interval
         self.jobs_seen = 0
         self._stop = threading.Event()
@@ -45,6 +51,10 @@ class Resync(threading.Thread):
                 seen += 1
                 status = job.get("status") or {}
                 meta = job["metadata"]
+                if self.patterns and not any(
+                    fnmatch.fnmatchcase(meta["namespace"], p) for p in self.patterns
+                ):
+                    continue
                 finished = status.get("phase") in c.TERMINAL_PHASES
                 if finished and (job.get("spec") or {}).get("ttlSecondsAfterFinished") is None:
                     continue
