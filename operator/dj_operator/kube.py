@@ -209,6 +209,15 @@ class Kube:
                 raise
         existing = self._read(obj)
         owned = names.is_owned_by(existing, job)
+        if owned and obj["kind"] == "ConfigMap" and existing.get("data") != obj.get("data"):
+            # The recipe changed (allowed while suspended): the next attempt must read the new one.
+            self.core.patch_namespaced_config_map(
+                name,
+                obj["metadata"]["namespace"],
+                {"data": obj["data"]},
+                _request_timeout=REQUEST_TIMEOUT,
+            )
+            return Created(kind, name, False)
         labelled = (existing["metadata"].get("labels") or {}).get(c.LABEL_JOB) == names.fit(
             job["metadata"]["name"]
         )
