@@ -13,7 +13,6 @@ import pytest
 from tests.harness.cluster import Cluster
 from tests.harness.waiting import wait_for
 from tests.k8s.operator_support import (
-    TEST_OPS,
     OperatorProcess,
     apply,
     condition,
@@ -26,6 +25,7 @@ from tests.k8s.operator_support import (
     runner_pods,
     wait_condition,
     wait_phase,
+    with_test_ops,
 )
 
 pytestmark = pytest.mark.k8s
@@ -39,16 +39,6 @@ def active_pods(cluster: Cluster, namespace: str, job: str) -> list[Obj]:
         for p in runner_pods(cluster, namespace, job)
         if p["status"].get("phase") not in ("Succeeded", "Failed")
     ]
-
-
-def with_test_ops(job: Obj) -> Obj:
-    """Runner pods that load the test ops (as a user's custom ops are loaded)."""
-    env = job["spec"].setdefault("runner", {}).setdefault("env", [])
-    env += [
-        {"name": "DJ_RUNNER_OP_MODULES", "value": "dj_test_ops"},
-        {"name": "PYTHONPATH", "value": str(TEST_OPS)},
-    ]
-    return job
 
 
 def test_missing_dataset_is_a_terminal_failure_with_the_runners_message(

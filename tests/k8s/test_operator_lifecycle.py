@@ -29,6 +29,7 @@ from tests.k8s.operator_support import (
     runner_pods,
     runner_writes_status,
     wait_condition,
+    with_test_ops,
 )
 
 pytestmark = pytest.mark.k8s
@@ -139,7 +140,10 @@ def test_runner_killed_twice_and_pod_deleted_resumes_to_identical_output(
 ) -> None:
     rng = random.Random()
     demo_data(k8s_cluster, namespace)
-    apply(k8s_cluster, namespace, prepared(example_job()))
+    job = with_test_ops(example_job())
+    # An identity op that takes its time: a kill lands while partitions are being worked on.
+    job["spec"]["recipe"]["process"].insert(0, {"slow_mapper": {"seconds": 3}})
+    apply(k8s_cluster, namespace, prepared(job))
     node = k8s_cluster.node
     for attempt in (1, 2):
         pod = f"demo-runner-{attempt}"
