@@ -66,13 +66,17 @@ def latency(cluster: Cluster, namespace: str, jobs: int) -> list[float]:
 
     def watch_pods() -> None:
         w = watch.Watch()
-        for event in w.stream(
-            client.CoreV1Api(api).list_namespaced_pod, namespace, timeout_seconds=600
-        ):
-            if event["type"] == "ADDED":
-                seen.setdefault(event["object"].metadata.name, time.monotonic())
-            if stop.is_set():
-                w.stop()
+        try:
+            for event in w.stream(
+                client.CoreV1Api(api).list_namespaced_pod, namespace, timeout_seconds=600
+            ):
+                if event["type"] == "ADDED":
+                    seen.setdefault(event["object"].metadata.name, time.monotonic())
+                if stop.is_set():
+                    w.stop()
+        except Exception:
+            if not stop.is_set():  # the stream ends with the cluster once measuring is done
+                raise
 
     thread = threading.Thread(target=watch_pods, daemon=True)
     thread.start()
