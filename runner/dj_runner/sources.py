@@ -26,7 +26,7 @@ import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 from dj_runner.errors import RecipeError
-from dj_runner.recipe import INPUT_SUFFIXES
+from dj_runner.recipe_schema import INPUT_SUFFIXES
 
 JSON_COLUMN_META = b"dj_json"
 LINE_FORMATS = ("jsonl", "json")
