@@ -13,21 +13,17 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from dj_runner.errors import RecipeError, ResumeRefused
+from dj_runner.errors import InputError, RecipeError, ResumeRefused
 from dj_runner.events import follow_events, read_events
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from dj_runner.executor import EXIT_REFUSED, EXIT_USAGE, Executor
     from dj_runner.progress import make_progress
-    from dj_runner.recipe import load_recipe
 
     try:
-        recipe = load_recipe(args.recipe)
-        from dj_runner.sources import list_sources
-
-        list_sources(recipe.dataset_path)  # no input is an error before any work
-    except RecipeError as exc:
+        recipe = _load_and_preflight(args.recipe, args.work_dir)
+    except (RecipeError, InputError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     executor = Executor(
@@ -60,12 +56,21 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return result.exit_code
 
 
-def _cmd_validate(args: argparse.Namespace) -> int:
+def _load_and_preflight(recipe_path: str, work_dir: str | None):
+    """The recipe, checked against the filesystem as ``run`` needs it (dj_runner.preflight)."""
+    from dj_runner.executor import default_work_dir
+    from dj_runner.preflight import preflight
     from dj_runner.recipe import load_recipe
 
+    recipe = load_recipe(recipe_path)
+    preflight(recipe, work_dir or recipe.work_dir or default_work_dir(recipe))
+    return recipe
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
     try:
-        recipe = load_recipe(args.recipe)
-    except RecipeError as exc:
+        recipe = _load_and_preflight(args.recipe, args.work_dir)
+    except (RecipeError, InputError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"ok: {len(recipe.process)} ops, fingerprint {recipe.fingerprint()}")
@@ -168,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     val = sub.add_parser("validate", help="check a recipe without running it")
     val.add_argument("recipe")
+    val.add_argument("--work-dir", help="the work dir run would use (default: beside export)")
     val.set_defaults(func=_cmd_validate)
 
     st = sub.add_parser("status", help="partitions done, failed and remaining; resumable or not")

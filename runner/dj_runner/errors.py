@@ -84,3 +84,10 @@ class MalformedRecordError(RunnerError):
 
 class ResumeRefused(RunnerError):
     """The work dir belongs to a different recipe or dataset; resuming would mix results."""
+
+
+class InputError(RunnerError):
+    """An input file cannot be read as its format says (corrupt, truncated, not that format).
+
+    The message names the file, and the line or row where it is known.
+    """

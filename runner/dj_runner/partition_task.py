@@ -38,6 +38,7 @@ from dj_runner.sources import (
     read_line_range,
     read_rows,
     records_to_table,
+    reject_null_text,
 )
 from dj_runner.workdir import WorkDir
 
@@ -114,7 +115,11 @@ def read_source(
         else:
             t = read_rows(src, r.start, r.stop)
             digests.append(columnar_hash(t))
-            tables.append(ensure_text_columns(t, recipe.text_keys))
+            t, nulls = reject_null_text(
+                ensure_text_columns(t, recipe.text_keys), recipe.text_key, src.path, r.start
+            )
+            bad.extend(nulls)
+            tables.append(t)
     if combine_digests(digests) != part.content_hash:
         raise SourceChanged(
             f"partition {part.pid}: the input differs from when the plan was made "

@@ -219,7 +219,7 @@ TOP_LEVEL = _keys(
     Key(
         "text_keys",
         (str, list),
-        "text",
+        ["text"],
         "the text field ops work on (the first of a list)",
         items=str,
     ),
