@@ -7,6 +7,8 @@ batch is replayed one sample at a time to name the sample that fails.
 
 from __future__ import annotations
 
+import json
+
 import pyarrow as pa
 
 from dj_runner.ops.base import HASH_COLUMN, STATS_COLUMN, Deduplicator, Filter, Mapper, Op
@@ -48,15 +50,47 @@ def _run(call, texts: pa.Array):
         raise _locate(call, texts, exc) from exc
 
 
+def existing_stats(column: pa.ChunkedArray) -> pa.StructArray | None:
+    """An input's ``__dj__stats__`` column as a struct, however it was read.
+
+    The output of an earlier run with ``keep_stats_in_res_ds`` carries it as a struct
+    (Parquet, Arrow) or as JSON objects (JSONL, held as JSON text); an all-null column has no
+    keys. Objects that cannot form one struct are an error naming the column.
+    """
+    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if pa.types.is_struct(arr.type):
+        return arr
+    if pa.types.is_null(arr.type) or arr.null_count == len(arr):
+        return None
+    if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
+        try:
+            values = [None if v is None else json.loads(v) for v in arr.to_pylist()]
+            parsed = pa.array(values)
+        except (ValueError, pa.ArrowException) as exc:
+            raise TypeError(
+                f"input column {STATS_COLUMN!r} holds values that are not one JSON object "
+                f"shape ({exc})"
+            ) from exc
+        if pa.types.is_struct(parsed.type):
+            return parsed
+    raise TypeError(
+        f"input column {STATS_COLUMN!r} is {arr.type}; expected the stats objects a previous "
+        "run wrote (rename or drop that column)"
+    )
+
+
 def merge_stats(table: pa.Table, new: dict[str, pa.Array]) -> pa.Table:
-    """Add (or overwrite) keys in the ``__dj__stats__`` struct column."""
+    """Add (or overwrite) keys in the ``__dj__stats__`` struct column.
+
+    Stats already there (input that an earlier run wrote with ``keep_stats_in_res_ds``) are
+    kept, and a key this op computes again is replaced, as chained Data-Juicer runs do.
+    """
     arrays: dict[str, pa.Array] = {}
     if STATS_COLUMN in table.column_names:
-        old = table.column(STATS_COLUMN).combine_chunks()
-        if isinstance(old, pa.ChunkedArray):
-            old = old.chunk(0) if old.num_chunks else pa.array([], old.type)
-        for i, f in enumerate(old.type):
-            arrays[f.name] = old.field(i)
+        old = existing_stats(table.column(STATS_COLUMN))
+        if old is not None:
+            for f, child in zip(old.type, old.flatten(), strict=True):
+                arrays[f.name] = child
     arrays.update(new)
     struct = pa.StructArray.from_arrays(list(arrays.values()), names=list(arrays))
     if STATS_COLUMN in table.column_names:

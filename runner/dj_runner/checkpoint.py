@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
+from dj_runner.arrow_json import decode_table, encode_table, json_schema
 from dj_runner.atomic import append_record, read_records, write_atomic
 
 COMMITS = "commits.jsonl"
@@ -144,8 +145,10 @@ def write_table(sink: BinaryIO, table: pa.Table, fmt: str, compression: str) -> 
         import gzip
 
         out: BinaryIO = gzip.GzipFile(fileobj=sink, mode="wb") if comp == "gzip" else sink
-        for row in table.to_pylist():
-            out.write((json.dumps(row, ensure_ascii=False, default=str) + "\n").encode())
+        # Lossless: binary, temporal and decimal values in their JSON form (arrow_json), the
+        # schema that restores them goes with the commit record.
+        for row in encode_table(table).to_pylist():
+            out.write((json.dumps(row, ensure_ascii=False) + "\n").encode())
         if out is not sink:
             out.close()
     else:
@@ -170,7 +173,10 @@ def read_table(
     opener = gzip.open if compression == "gzip" else open
     with opener(path, "rb") as fh:
         rows = [json.loads(line) for line in fh if line.strip()]
-    table = pa.Table.from_pylist(rows, schema=schema)
+    if schema is None:
+        table = pa.Table.from_pylist(rows)
+    else:
+        table = decode_table(pa.Table.from_pylist(rows, schema=json_schema(schema)), schema)
     return table.select(columns) if columns else table
 
 

@@ -18,6 +18,7 @@ from typing import IO, Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from dj_runner.arrow_json import export_default
 from dj_runner.atomic import fsync_dir, write_atomic
 from dj_runner.ops.base import HASH_COLUMN, STATS_COLUMN
 from dj_runner.schema import conform, unify
@@ -83,7 +84,7 @@ def _encoded(is_raw: bool, values: list[Any]) -> list[str]:
     if is_raw:
         return ["null" if v is None else v for v in values]
     dumps = json.dumps
-    return [dumps(v, ensure_ascii=False, default=str) for v in values]
+    return [dumps(v, ensure_ascii=False, default=export_default) for v in values]
 
 
 def write_export(

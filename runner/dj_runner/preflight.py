@@ -6,7 +6,8 @@ nothing is an error); the export does not overwrite the input, is not inside the
 directory and is not an ancestor of the input or of the work dir; the work dir is not inside
 the dataset directory (it would be read back as input); the export location and the work
 dir are directories the runner can write (checked by creating and removing a probe file);
-and each text key names a field that the first records of the input carry.
+each text key names a field that the first records of the input carry; and JSONL
+checkpoints are not asked to keep a column type they cannot restore.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from dj_runner.arrow_json import jsonl_unsupported
 from dj_runner.errors import RecipeError, closest
 from dj_runner.recipe import Recipe
 from dj_runner.sources import (
@@ -49,6 +51,7 @@ def preflight(recipe: Recipe, work_dir: str | Path) -> Preflight:
     check_writable("export_path", Path(recipe.export_path).parent)
     check_writable("work_dir", work)
     check_text_keys(recipe, sources)
+    check_checkpoint_types(recipe, sources)
     return Preflight(sources, work)
 
 
@@ -126,6 +129,24 @@ def check_writable(key: str, directory: Path) -> None:
         ) from exc
     finally:
         probe.unlink(missing_ok=True)
+
+
+def check_checkpoint_types(recipe: Recipe, sources: tuple[SourceFile, ...]) -> None:
+    """Refuse JSONL checkpoints over a columnar input with a type they cannot restore."""
+    if recipe.checkpoint.storage_format != "jsonl":
+        return
+    for src in sources:
+        if src.fmt not in ("parquet", "arrow"):
+            continue  # JSON and CSV input only yields JSON-representable types
+        schema = next(iter_columnar_batches(src, batch_rows=1), None)
+        for f in schema.schema if schema is not None else ():
+            if jsonl_unsupported(f.type):
+                raise RecipeError(
+                    "storage_format",
+                    "jsonl",
+                    f"parquet or arrow: column '{f.name}' of {src.path} is {f.type}, which "
+                    "JSONL checkpoints cannot keep",
+                )
 
 
 def _sample_fields(sources: tuple[SourceFile, ...], limit: int) -> tuple[int, dict[str, int]]:
