@@ -139,11 +139,54 @@ def open_binary(src: SourceFile) -> IO[bytes]:
     if src.compression == "gzip":
         return gzip.open(src.path, "rb")  # type: ignore[return-value]
     if src.compression == "zstd":
+        return io.BufferedReader(_ZstdReader(src.path), buffer_size=1 << 20)
+    return open(src.path, "rb")
+
+
+class _ZstdReader(io.RawIOBase):
+    """A zstd file decompressed frame by frame; a truncated last frame is an ``EOFError``.
+
+    (``zstandard``'s stream reader ends quietly at a truncated frame, which would drop the
+    records after the cut without a word.)
+    """
+
+    def __init__(self, path: str) -> None:
         import zstandard
 
-        raw = open(src.path, "rb")
-        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, closefd=True))
-    return open(src.path, "rb")
+        self._fh = open(path, "rb")
+        self._new = zstandard.ZstdDecompressor().decompressobj
+        self._dobj = self._new()
+        self._in_frame = False
+        self._pending = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # type: ignore[override]
+        while not self._pending:
+            chunk = self._fh.read(1 << 20)
+            if not chunk:
+                if self._in_frame:
+                    raise EOFError("zstd data ended before the end of its frame (truncated)")
+                return 0
+            out = []
+            while chunk:
+                self._in_frame = True
+                out.append(self._dobj.decompress(chunk))
+                if not self._dobj.eof:
+                    break
+                chunk = self._dobj.unused_data
+                self._dobj = self._new()
+                self._in_frame = False
+            self._pending = memoryview(b"".join(out))
+        n = min(len(buffer), len(self._pending))
+        buffer[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        return n
+
+    def close(self) -> None:
+        self._fh.close()
+        super().close()
 
 
 def is_json_array(src: SourceFile) -> bool:
