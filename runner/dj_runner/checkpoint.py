@@ -155,6 +155,20 @@ def write_table(sink: BinaryIO, table: pa.Table, fmt: str, compression: str) -> 
         raise ValueError(fmt)
 
 
+def restore_types(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """Cast columns Parquet gave back in a wider form to the types they were written with."""
+    fields = [
+        schema.field(n) if schema.get_field_index(n) >= 0 else None for n in table.column_names
+    ]
+    if all(f is None or f.type == t.type for f, t in zip(fields, table.schema, strict=True)):
+        return table
+    target = pa.schema(
+        [f if f is not None else t for f, t in zip(fields, table.schema, strict=True)],
+        metadata=table.schema.metadata,
+    )
+    return table.cast(target)
+
+
 def read_table(
     path: Path,
     fmt: str,
@@ -163,7 +177,10 @@ def read_table(
     columns: list[str] | None = None,
 ) -> pa.Table:
     if fmt == "parquet":
-        return pq.read_table(path, columns=columns)
+        table = pq.read_table(path, columns=columns)
+        if schema is not None:
+            table = restore_types(table, schema)
+        return table
     if fmt == "arrow":
         with pa.memory_map(str(path)) as src:
             table = ipc.open_file(src).read_all()
@@ -232,7 +249,9 @@ class CheckpointDir:
             fmt=self.fmt,
             compression=self.compression,
             op_name=op_name,
-            schema_b64=_schema_b64(table.schema) if self.fmt == "jsonl" else None,
+            # Kept for every format: JSONL needs it to restore types, and Parquet stores some
+            # types in a wider form (timestamp[s] as [ms], date64 as date32) that it restores.
+            schema_b64=_schema_b64(table.schema),
         )
         append_record(self.commits_path, commit.to_record())
         if not self.preserve:
@@ -286,8 +305,10 @@ class CheckpointDir:
         if commit.fmt == "parquet":
             pf = pq.ParquetFile(path)
             schema = pf.schema_arrow
+            written = _schema_from_b64(commit.schema_b64) if commit.schema_b64 else None
             for batch in pf.iter_batches(batch_size=rows, use_threads=False):
-                yield pa.Table.from_batches([batch], schema=schema)
+                table = pa.Table.from_batches([batch], schema=schema)
+                yield table if written is None else restore_types(table, written)
             return
         table = self.load(commit)
         for start in range(0, table.num_rows, rows):
