@@ -2,7 +2,8 @@
 
 One file, or a directory of shards (``part-NNNNN.<ext>``, one per partition) when the
 export path has no file suffix. Every partition is conformed to one schema first, so the
-export does not depend on how the input was partitioned. The export appears atomically:
+export does not depend on how the input was partitioned. A Parquet export gives nested JSON
+values (kept as JSON text while processing) their struct or list type. The export appears atomically:
 it is written under a temporary name and renamed into place.
 """
 
@@ -21,7 +22,7 @@ import pyarrow.parquet as pq
 from dj_runner.arrow_json import export_default
 from dj_runner.atomic import fsync_dir, write_atomic
 from dj_runner.ops.base import HASH_COLUMN, STATS_COLUMN
-from dj_runner.schema import conform, unify
+from dj_runner.schema import conform, typed_nested, unify
 from dj_runner.sources import is_json_text
 
 
@@ -102,6 +103,10 @@ def write_export(
     fmt = export_format(export_path, sharded)
     target = Path(export_path)
     unified = unify([_prepared_schema(s, keep_stats) for s in schemas])
+    if fmt == "parquet":  # nested JSON values become structs and lists (a pass over them)
+        unified = typed_nested(
+            unified, (prepare(t, keep_stats) for part in partitions() for t in part)
+        )
     rows = 0
 
     def conformed(slices: Iterator[pa.Table]) -> Iterator[pa.Table]:

@@ -582,12 +582,12 @@ def openapi(ops: bool = True) -> dict[str, Any]:
     schema["required"] = [k.name for k in TOP_LEVEL if k.default is REQUIRED]
     schema["x-kubernetes-preserve-unknown-fields"] = True
     schema["description"] = "A Data-Juicer recipe, as dj-runner validates it."
+    # No type: an item is a one-key mapping or an op name alone (a string), as in YAML recipes.
     item: dict[str, Any] = {
-        "type": "object",
         "minProperties": 1,
         "maxProperties": 1,
         "x-kubernetes-preserve-unknown-fields": True,
-        "description": "one op: {op_name: {param: value}} (or the op name alone)",
+        "description": "one op: {op_name: {param: value}}, or the op name alone",
     }
     if ops:
         from dj_runner.ops import all_ops
