@@ -22,8 +22,7 @@ import pyarrow.parquet as pq
 from dj_runner.arrow_json import export_default
 from dj_runner.atomic import fsync_dir, write_atomic
 from dj_runner.ops.base import HASH_COLUMN, STATS_COLUMN
-from dj_runner.schema import conform, typed_nested, unify
-from dj_runner.sources import is_json_text
+from dj_runner.schema import conform, is_json_text, typed_nested, unify
 
 
 def is_sharded(export_path: str) -> bool:

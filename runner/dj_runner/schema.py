@@ -9,10 +9,27 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from typing import Any
 
 import pyarrow as pa
 
-from dj_runner.sources import is_json_text, json_text_array, json_text_field
+JSON_COLUMN_META = b"dj_json"
+
+
+def json_text_field(name: str) -> pa.Field:
+    """A string field holding JSON text, to be decoded on JSONL export."""
+    return pa.field(name, pa.string(), metadata={JSON_COLUMN_META: b"1"})
+
+
+def is_json_text(field: pa.Field) -> bool:
+    return bool(field.metadata) and field.metadata.get(JSON_COLUMN_META) == b"1"
+
+
+def json_text_array(values: list[Any]) -> pa.Array:
+    return pa.array(
+        [None if v is None else json.dumps(v, ensure_ascii=False) for v in values],
+        type=pa.string(),
+    )
 
 
 def unify(schemas: list[pa.Schema]) -> pa.Schema:

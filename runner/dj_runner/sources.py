@@ -39,8 +39,11 @@ import pyarrow.parquet as pq
 
 from dj_runner.errors import InputError, RecipeError
 from dj_runner.recipe_schema import INPUT_SUFFIXES
+from dj_runner.schema import (  # JSON text is a schema concept
+    json_text_array,
+    json_text_field,
+)
 
-JSON_COLUMN_META = b"dj_json"
 LINE_FORMATS = ("jsonl", "json")
 
 
@@ -452,22 +455,6 @@ def records_to_table(records: list[dict[str, Any]], text_keys: tuple[str, ...]) 
             arrays.append(json_text_array(values))
             fields.append(json_text_field(name))
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
-
-
-def json_text_field(name: str) -> pa.Field:
-    """A string field holding JSON text, to be decoded on JSONL export."""
-    return pa.field(name, pa.string(), metadata={JSON_COLUMN_META: b"1"})
-
-
-def is_json_text(field: pa.Field) -> bool:
-    return bool(field.metadata) and field.metadata.get(JSON_COLUMN_META) == b"1"
-
-
-def json_text_array(values: list[Any]) -> pa.Array:
-    return pa.array(
-        [None if v is None else json.dumps(v, ensure_ascii=False) for v in values],
-        type=pa.string(),
-    )
 
 
 def reject_null_text(

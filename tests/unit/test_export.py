@@ -11,7 +11,8 @@ from typing import Any
 import pyarrow as pa
 
 from dj_runner.export import write_jsonl
-from dj_runner.sources import is_json_text, records_to_table
+from dj_runner.schema import is_json_text
+from dj_runner.sources import records_to_table
 
 
 def reference(table: pa.Table) -> bytes:
