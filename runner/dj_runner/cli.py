@@ -12,9 +12,13 @@ import os
 import sys
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dj_runner.errors import InputError, RecipeError, ResumeRefused
 from dj_runner.events import follow_events, read_events
+
+if TYPE_CHECKING:
+    from dj_runner.recipe import Recipe
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -56,7 +60,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return result.exit_code
 
 
-def _load_and_preflight(recipe_path: str, work_dir: str | None):
+def _load_and_preflight(recipe_path: str, work_dir: str | None) -> Recipe:
     """The recipe, checked against the filesystem as ``run`` needs it (dj_runner.preflight)."""
     from dj_runner.executor import default_work_dir
     from dj_runner.preflight import preflight
