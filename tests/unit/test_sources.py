@@ -212,3 +212,12 @@ def test_records_to_table_keeps_mixed_and_nested_values_as_json_text():
     assert table.column_names == ["text", "id", "meta"]
     assert table.column("id").to_pylist() == ["1", '"two"']
     assert table.column("meta").to_pylist() == ['{"x": 1}', None]
+
+
+def test_multi_frame_zstd_reads_every_frame(tmp_path):
+    c = zstandard.ZstdCompressor()
+    path = tmp_path / "frames.jsonl.zst"
+    path.write_bytes(c.compress(BODY) + c.compress(b'{"text": "last frame"}\n'))
+    units = list(iter_lines(one(path)))
+    assert len(units) == 5001 and json.loads(units[-1][2]) == {"text": "last frame"}
+    assert b"".join(raw for _, _, raw in units) == BODY + b'{"text": "last frame"}\n'
