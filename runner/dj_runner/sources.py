@@ -25,6 +25,7 @@ import gzip
 import io
 import json
 import os
+import re
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -392,11 +393,15 @@ def parse_lines(
     return records, bad
 
 
+_MAYBE_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]")
+
+
 def _record_error(rec: Any, raw: bytes, text_key: str, text_keys: tuple[str, ...]) -> str | None:
     if not isinstance(rec, dict):
         return f"a JSON {type(rec).__name__}, not an object"
-    # A lone surrogate can only come from a \u escape or CESU bytes (ED A0..BF ..).
-    if (b"\\u" in raw or b"\xed" in raw) and has_lone_surrogate(rec):
+    # A lone surrogate can only come from a \uD800-\uDFFF escape or CESU bytes (ED A0..BF);
+    # the full check runs only on lines that have one of those.
+    if _MAYBE_SURROGATE.search(raw) and has_lone_surrogate(rec):
         return "a lone UTF-16 surrogate (not valid Unicode) in a field"
     value = rec.get(text_key)
     if value is None:
