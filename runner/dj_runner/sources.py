@@ -393,7 +393,16 @@ def parse_lines(
     return records, bad
 
 
-_MAYBE_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]")
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_CESU_SURROGATE = re.compile(rb"\xed[\xa0-\xbf]")
+
+
+def _maybe_surrogate(raw: bytes) -> bool:
+    """A cheap test first (substring search), then the exact byte patterns."""
+    return bool(
+        (b"\\u" in raw and _SURROGATE_ESCAPE.search(raw))
+        or (b"\xed" in raw and _CESU_SURROGATE.search(raw))
+    )
 
 
 def _record_error(rec: Any, raw: bytes, text_key: str, text_keys: tuple[str, ...]) -> str | None:
@@ -401,7 +410,7 @@ def _record_error(rec: Any, raw: bytes, text_key: str, text_keys: tuple[str, ...
         return f"a JSON {type(rec).__name__}, not an object"
     # A lone surrogate can only come from a \uD800-\uDFFF escape or CESU bytes (ED A0..BF);
     # the full check runs only on lines that have one of those.
-    if _MAYBE_SURROGATE.search(raw) and has_lone_surrogate(rec):
+    if _maybe_surrogate(raw) and has_lone_surrogate(rec):
         return "a lone UTF-16 surrogate (not valid Unicode) in a field"
     value = rec.get(text_key)
     if value is None:
