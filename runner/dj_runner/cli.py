@@ -27,7 +27,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         from dj_runner.sources import list_sources
 
         list_sources(recipe.dataset_path)  # no input is an error before any work
-    except RecipeError as exc:
+        from dj_runner.ray_env import RayAddressError, preflight
+
+        preflight(args.ray_address or recipe.ray_address)  # before --restart deletes anything
+    except (RecipeError, RayAddressError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     executor = Executor(
@@ -198,11 +201,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     code = int(args.func(args))
     if args.command == "run" and _embedded_ray_running():
-        # An embedded Ray's processes share this process's fate and exit with it; Ray's own
-        # graceful shutdown would add seconds to every run for nothing. Everything the job
-        # wrote is already fsynced.
+        # Ray's own graceful shutdown would add seconds to every run for nothing: the
+        # embedded Ray's processes are stopped at once, then this process exits.
+        from dj_runner.ray_env import stop_embedded
+
         sys.stdout.flush()
         sys.stderr.flush()
+        stop_embedded()
         os._exit(code)
     return code
 

@@ -231,7 +231,7 @@ class Executor:
     def _run(self, result: JobResult) -> None:
         from dj_runner.ray_env import connect
 
-        conn = connect(self.ray_address, self.recipe.np)
+        conn = connect(self.ray_address, self.recipe.np, events=self.events)
         plan = self._load_or_build_plan(conn.cpus)
         n_ops = len(self.recipe.process)
         final = CheckpointKey(n_ops)
