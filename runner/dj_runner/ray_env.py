@@ -228,7 +228,7 @@ def _current() -> RayConnection:
 
 def _resolve_auto() -> tuple[RayTarget, str]:
     """``auto``: the cluster in Ray's address file if it answers, else an embedded Ray."""
-    from ray._private.utils import get_ray_address_file
+    from ray._common.utils import get_ray_address_file
 
     path = get_ray_address_file(None)
     try:
