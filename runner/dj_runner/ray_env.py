@@ -30,6 +30,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -278,9 +279,33 @@ def _join_gcs(target: RayTarget, common: dict[str, Any]) -> RayConnection:
     timeout = connect_timeout()
     _require_answer(target, timeout)
     what = f"{target.source} {target.address!r}"
-    with _neutral_cwd():
+    with _neutral_cwd(), _loopback_only(target.host in ("127.0.0.1", "::1", "localhost")):
         _init_bounded(timeout, what, address=target.address, **common)
     return RayConnection(str(target.address), _current().cpus, "joined")
+
+
+@contextlib.contextmanager
+def _loopback_only(enabled: bool = True) -> Iterator[None]:
+    """Keep Ray on loopback: Ray turns 127.0.0.1 into the machine's address (and binds every
+    interface) unless clusters are off, as on macOS. Off, every server binds and advertises
+    loopback; the setting reaches the processes Ray starts through their environment."""
+    import ray._private.ray_constants as ray_constants
+
+    if not enabled:
+        yield
+        return
+    saved_flag = ray_constants.ENABLE_RAY_CLUSTER
+    saved_env = os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved_flag
+        if saved_env is None:
+            os.environ.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)
+        else:
+            os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = saved_env
 
 
 def _join_client(target: RayTarget, common: dict[str, Any]) -> RayConnection:
@@ -313,7 +338,6 @@ def _temp_root() -> str:
 
 def _start_embedded(num_cpus: int | None, common: dict[str, Any]) -> RayConnection:
     import ray
-    import ray._private.ray_constants as ray_constants
 
     global _session
     sweep_stale_sessions()
@@ -325,19 +349,14 @@ def _start_embedded(num_cpus: int | None, common: dict[str, Any]) -> RayConnecti
     # Inherited by the GCS, the raylet, the agents and (through the raylet) every worker:
     env = {
         SESSION_ENV: temp_dir,
-        # Ray turns 127.0.0.1 into the machine's address unless clusters are off, as on macOS;
-        # off, every server binds and advertises loopback.
-        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
         _SETUP_HOOK_ENV: f"{__name__}.worker_setup",
         "PYTHONPATH": _absolute_pythonpath(),
     }
     saved = {key: os.environ.get(key) for key in [*env, "RAY_ADDRESS"]}
-    cluster_flag = ray_constants.ENABLE_RAY_CLUSTER
     try:
         os.environ.update(env)
         os.environ.pop("RAY_ADDRESS", None)
-        ray_constants.ENABLE_RAY_CLUSTER = False
-        with _neutral_cwd(temp_dir):
+        with _neutral_cwd(temp_dir), _loopback_only():
             ray.init(
                 address="local",
                 num_cpus=num_cpus,
@@ -347,7 +366,6 @@ def _start_embedded(num_cpus: int | None, common: dict[str, Any]) -> RayConnecti
                 **common,
             )
     finally:
-        ray_constants.ENABLE_RAY_CLUSTER = cluster_flag
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)

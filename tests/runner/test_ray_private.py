@@ -223,7 +223,8 @@ def _start_foreign_head(root: Path) -> tuple[str, Path]:
         f"--runtime-env-agent-port={_free_port()}",
         f"--metrics-export-port={_free_port()}",
     ]
-    env = _env(root, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
+    # loopback only, as the embedded Ray; no token (Ray's token lives in ~/.ray, machine-wide)
+    env = _env(root, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_AUTH_MODE="disabled")
     subprocess.run(cmd, cwd=home, env=env, check=True, capture_output=True, timeout=180)
     return f"127.0.0.1:{port}", home
 
