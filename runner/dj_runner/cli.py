@@ -20,6 +20,7 @@ from dj_runner.events import follow_events, read_events
 def _cmd_run(args: argparse.Namespace) -> int:
     from dj_runner.executor import EXIT_REFUSED, EXIT_USAGE, Executor
     from dj_runner.progress import make_progress
+    from dj_runner.ray_env import RayAddressError, preflight
     from dj_runner.recipe import load_recipe
 
     try:
@@ -27,8 +28,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
         from dj_runner.sources import list_sources
 
         list_sources(recipe.dataset_path)  # no input is an error before any work
-        from dj_runner.ray_env import RayAddressError, preflight
-
         preflight(args.ray_address or recipe.ray_address)  # before --restart deletes anything
     except (RecipeError, RayAddressError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -46,6 +45,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except ResumeRefused as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_REFUSED
+    except RayAddressError as exc:  # answered the preflight, but no Ray connection came of it
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     if result.status == "failed":
         print(f"job {result.job_id} failed: {result.error}", file=sys.stderr)
         print(

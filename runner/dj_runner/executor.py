@@ -219,7 +219,11 @@ class Executor:
                 failure_time=time.time(),
                 job_duration=time.time() - t0,
             )
-            if isinstance(exc, ResumeRefused) or not isinstance(exc, RunnerError):
+            from dj_runner.ray_env import RayAddressError
+
+            if isinstance(exc, (ResumeRefused, RayAddressError)) or not isinstance(
+                exc, RunnerError
+            ):
                 raise
         finally:
             result.duration = time.time() - t0

@@ -312,3 +312,30 @@ def test_bad_ray_addresses_exit_2_in_bounded_time_without_traceback(tmp_path, sh
         assert message in proc.stderr and "Traceback" not in proc.stderr
         assert time.monotonic() - t0 < 60
         assert not (tmp_path / "w").exists()  # refused before any work
+
+
+def test_an_address_that_answers_but_is_no_ray_exits_2_in_bounded_time(tmp_path, short_tmp):
+    with socket.socket() as server:  # something listens there, but it is not a Ray GCS
+        server.bind(("127.0.0.1", 0))
+        server.listen(16)
+        address = f"127.0.0.1:{server.getsockname()[1]}"
+        t0 = time.monotonic()
+        proc = subprocess.run(
+            [
+                DJ_RUNNER,
+                "run",
+                str(_recipe(tmp_path)),
+                "--work-dir",
+                str(tmp_path / "w"),
+                "--ray-address",
+                address,
+            ],
+            env=_env(short_tmp, **{ray_env.CONNECT_TIMEOUT_ENV: "3"}),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert proc.returncode == 2, proc.stderr
+    assert f"Ray address '{address}': Ray did not connect within 3 s" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert time.monotonic() - t0 < 60
