@@ -207,7 +207,7 @@ def test_killed_runner_leaves_no_writer_and_the_next_start_sweeps_the_rest(
 def _start_foreign_head(root: Path) -> tuple[str, Path]:
     home = root / "head"
     home.mkdir()
-    port = _free_port()
+    port, client_port = _free_port(), _free_port()
     cmd = [
         str(Path(sys.executable).with_name("ray")),
         "start",
@@ -217,7 +217,7 @@ def _start_foreign_head(root: Path) -> tuple[str, Path]:
         "--include-dashboard=false",
         "--disable-usage-stats",
         "--node-ip-address=127.0.0.1",
-        f"--ray-client-server-port={_free_port()}",
+        f"--ray-client-server-port={client_port}",
         f"--dashboard-agent-listen-port={_free_port()}",
         f"--dashboard-agent-grpc-port={_free_port()}",
         f"--runtime-env-agent-port={_free_port()}",
@@ -226,6 +226,7 @@ def _start_foreign_head(root: Path) -> tuple[str, Path]:
     # loopback only, as the embedded Ray; no token (Ray's token lives in ~/.ray, machine-wide)
     env = _env(root, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_AUTH_MODE="disabled")
     subprocess.run(cmd, cwd=home, env=env, check=True, capture_output=True, timeout=180)
+    (home / "client-port").write_text(str(client_port))
     return f"127.0.0.1:{port}", home
 
 
@@ -286,6 +287,27 @@ def test_a_foreign_ray_head_is_not_joined_unless_auto_says_so(tmp_path, short_tm
         ev = _connected(work)
         assert (ev.get("ray_mode"), ev.get("ray_address")) == ("joined", address)
         assert str(short_tmp / "ray" / "ray_current_cluster") in ev.message
+
+        client = f"ray://127.0.0.1:{(home / 'client-port').read_text()}"
+        work = tmp_path / "client-work"
+        proc = subprocess.run(
+            [
+                DJ_RUNNER,
+                "run",
+                str(_recipe(tmp_path)),
+                "--work-dir",
+                str(work),
+                "--ray-address",
+                client,
+            ],
+            env=_env(short_tmp),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert proc.returncode == 0, proc.stderr
+        ev = _connected(work)
+        assert (ev.get("ray_mode"), ev.get("ray_address")) == ("client", client)
     finally:
         _stop_foreign_head(short_tmp, home)
 
