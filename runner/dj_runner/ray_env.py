@@ -266,13 +266,24 @@ def _init_bounded(timeout: float, what: str, **kwargs: Any) -> None:
             outcome["error"] = exc
 
     thread = threading.Thread(target=run, name="ray-connect", daemon=True)
-    thread.start()
-    thread.join(timeout)
+    ray_logger = logging.getLogger("ray._private.worker")
+    ray_logger.addFilter(_not_main_thread_notice)
+    try:
+        thread.start()
+        thread.join(timeout)
+    finally:
+        ray_logger.removeFilter(_not_main_thread_notice)
     if "error" not in outcome:
         raise RayAddressError(f"{what}: Ray did not connect within {timeout:g} s")
     if outcome["error"] is not None:
         exc = outcome["error"]
         raise RayAddressError(f"{what}: {type(exc).__name__}: {exc}") from exc
+
+
+def _not_main_thread_notice(record: logging.LogRecord) -> bool:
+    """Drops Ray's notice that ``ray.init`` off the main thread sets no SIGTERM handler: the
+    runner handles its signals itself."""
+    return not record.getMessage().startswith("SIGTERM handler is not set")
 
 
 def _join_gcs(target: RayTarget, common: dict[str, Any]) -> RayConnection:
@@ -356,7 +367,7 @@ def _start_embedded(num_cpus: int | None, common: dict[str, Any]) -> RayConnecti
     try:
         os.environ.update(env)
         os.environ.pop("RAY_ADDRESS", None)
-        with _neutral_cwd(temp_dir), _loopback_only():
+        with _neutral_cwd(temp_dir), _loopback_only(), _signal_handlers_kept():
             ray.init(
                 address="local",
                 num_cpus=num_cpus,
@@ -372,6 +383,20 @@ def _start_embedded(num_cpus: int | None, common: dict[str, Any]) -> RayConnecti
             else:
                 os.environ[key] = value
     return RayConnection("embedded", _current().cpus, "embedded", temp_dir)
+
+
+@contextlib.contextmanager
+def _signal_handlers_kept() -> Iterator[None]:
+    """``ray.init`` on the main thread replaces the SIGTERM handler with one that exits at once;
+    the runner's own handler (a clean stop) stays in place."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = signal.getsignal(signal.SIGTERM)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, saved)
 
 
 def _absolute_pythonpath() -> str:

@@ -361,3 +361,25 @@ def test_an_address_that_answers_but_is_no_ray_exits_2_in_bounded_time(tmp_path,
     assert f"Ray address '{address}': Ray did not connect within 3 s" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert time.monotonic() - t0 < 60
+
+
+def test_starting_the_embedded_ray_keeps_the_runners_sigterm_handler(short_tmp):
+    script = (
+        "import signal\n"
+        "def mine(*_): pass\n"
+        "signal.signal(signal.SIGTERM, mine)\n"
+        "from dj_runner import ray_env\n"
+        "ray_env.connect(None, 1)\n"
+        "kept = signal.getsignal(signal.SIGTERM) is mine\n"
+        "ray_env.stop_embedded()\n"
+        "print('kept' if kept else 'replaced')\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        env=_env(short_tmp),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "kept"
