@@ -231,8 +231,11 @@ class _SegmentWriter:
 
     def _prune(self) -> None:
         """Delete the oldest finished segments, of any writer, beyond ``backup_count``."""
+        candidates = _finished(list_segments(self.log_dir))
+        if len(candidates) <= self.backup_count:
+            return
         finished = []
-        for seg in _finished(list_segments(self.log_dir)):
+        for seg in candidates:
             try:
                 finished.append((seg.path.stat().st_mtime_ns, seg.seq, seg.path))
             except FileNotFoundError:

@@ -132,7 +132,7 @@ def test_retention_across_writers_keeps_the_total_within_its_limit(tmp_path):
 
 
 def test_follower_loses_nothing_with_many_writers_and_tiny_segments(tmp_path):
-    n_writers, n = 8, 1500
+    n_writers, n = 6, 1000
     EventLogger(tmp_path, "j").close()  # the directory exists before the follower starts
     seen: list = []
     done_writers: set[int] = set()
@@ -146,7 +146,7 @@ def test_follower_loses_nothing_with_many_writers_and_tiny_segments(tmp_path):
                 stop.set()
     _join(procs)
     assert done_writers == set(range(n_writers)), "the follower hit its deadline"
-    assert len(list_segments(tmp_path)) > n_writers * 50  # it really crossed many rotations
+    assert len(list_segments(tmp_path)) > n_writers * 30  # it really crossed many rotations
     assert len(seen) == n_writers * (n + 1)
     assert len({e.event_id for e in seen}) == len(seen)  # nothing twice
     for tag in range(n_writers):
