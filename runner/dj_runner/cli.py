@@ -24,10 +24,12 @@ if TYPE_CHECKING:
 def _cmd_run(args: argparse.Namespace) -> int:
     from dj_runner.executor import EXIT_REFUSED, EXIT_USAGE, Executor
     from dj_runner.progress import make_progress
+    from dj_runner.ray_env import RayAddressError, preflight
 
     try:
         recipe = _load_and_preflight(args.recipe, args.work_dir)
-    except (RecipeError, InputError) as exc:
+        preflight(args.ray_address or recipe.ray_address)  # before --restart deletes anything
+    except (RecipeError, InputError, RayAddressError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     executor = Executor(
@@ -43,6 +45,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except ResumeRefused as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_REFUSED
+    except RayAddressError as exc:  # answered the preflight, but no Ray connection came of it
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     if result.status == "failed":
         print(f"job {result.job_id} failed: {result.error}", file=sys.stderr)
         print(
@@ -208,11 +213,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     code = int(args.func(args))
     if args.command == "run" and _embedded_ray_running():
-        # An embedded Ray's processes share this process's fate and exit with it; Ray's own
-        # graceful shutdown would add seconds to every run for nothing. Everything the job
-        # wrote is already fsynced.
+        # Ray's own graceful shutdown would add seconds to every run for nothing: the
+        # embedded Ray's processes are stopped at once, then this process exits.
+        from dj_runner.ray_env import stop_embedded
+
         sys.stdout.flush()
         sys.stderr.flush()
+        stop_embedded()
         os._exit(code)
     return code
 

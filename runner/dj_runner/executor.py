@@ -219,7 +219,11 @@ class Executor:
                 failure_time=time.time(),
                 job_duration=time.time() - t0,
             )
-            if isinstance(exc, ResumeRefused) or not isinstance(exc, RunnerError):
+            from dj_runner.ray_env import RayAddressError
+
+            if isinstance(exc, (ResumeRefused, RayAddressError)) or not isinstance(
+                exc, RunnerError
+            ):
                 raise
         finally:
             result.duration = time.time() - t0
@@ -231,7 +235,7 @@ class Executor:
     def _run(self, result: JobResult) -> None:
         from dj_runner.ray_env import connect
 
-        conn = connect(self.ray_address, self.recipe.np)
+        conn = connect(self.ray_address, self.recipe.np, events=self.events)
         plan = self._load_or_build_plan(conn.cpus)
         n_ops = len(self.recipe.process)
         final = CheckpointKey(n_ops)

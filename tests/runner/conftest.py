@@ -34,12 +34,13 @@ def shared_data() -> Path:
 
 @pytest.fixture(scope="session")
 def ray_session() -> Iterator[None]:
-    """One embedded Ray for the in-process tests of this session."""
-    import ray
+    """One embedded Ray for the in-process tests of this session (private: never a Ray
+    that /tmp/ray names)."""
+    from dj_runner.ray_env import connect, stop_embedded
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    connect(None, 2)
     yield
-    ray.shutdown()
+    stop_embedded(graceful=True)
 
 
 def write_recipe(path: Path, **recipe: Any) -> Path:

@@ -323,7 +323,7 @@ def test_monitor_events_follows_a_running_job_from_another_process(tmp_path, kil
     )
     try:
         seen = []
-        for ev in follow_events(work / "events", until=("job_complete", "job_failed")):
+        for ev in follow_events(work / "events", until=("job_complete", "job_failed"), timeout=240):
             seen.append(ev)
         assert proc.wait(timeout=120) == EXIT_OK
     finally:
