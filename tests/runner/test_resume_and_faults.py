@@ -51,10 +51,10 @@ def kill_recipe(tmp: Path, data: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def kill_data(tmp_path_factory, shared_data) -> Path:
-    """About 1,800 real samples: the Python docs sections plus the demo corpora."""
+def kill_data(tmp_path_factory, corpora) -> Path:
+    """About 1,700 real samples: Python docs sections plus the demo corpus."""
     path = tmp_path_factory.mktemp("killdata") / "data.jsonl"
-    lines = (shared_data / "python-docs-sections.jsonl").read_text().splitlines()[:1500]
+    lines = (corpora / "python-docs-excerpt.jsonl").read_text().splitlines()[:1500]
     lines += DEMO.read_text().splitlines()
     path.write_text("\n".join(lines) + "\n")
     return path

@@ -82,7 +82,7 @@ def test_dedup_is_global_across_partitions(tmp_path):
     assert result.rows_out == 7
 
 
-def test_heterogeneous_fields_are_kept_and_missing_ones_null(tmp_path, shared_data):
+def test_heterogeneous_fields_are_kept_and_missing_ones_null(tmp_path, corpora):
     src = tmp_path / "mixed.jsonl"
     src.write_text(
         json.dumps({"text": "first sample, long enough to keep", "meta": {"a": 1}})
@@ -100,15 +100,15 @@ def test_heterogeneous_fields_are_kept_and_missing_ones_null(tmp_path, shared_da
     assert out[2]["meta"] == "a string now"
 
 
-def test_shared_corpora_with_differing_fields(tmp_path, shared_data):
+def test_corpora_with_differing_fields(tmp_path, corpora):
     _, result = run(
         tmp_path,
-        dataset_path=str(shared_data / "*.jsonl"),
+        dataset_path=str(corpora / "*.jsonl"),
         partition_size=500,
         process=[{"text_length_filter": {"min_len": 1}}],
     )
     assert result.exit_code == EXIT_OK, result.error
-    total = sum(1 for f in shared_data.glob("*.jsonl") for line in open(f) if line.strip())
+    total = sum(1 for f in corpora.glob("*.jsonl") for line in open(f) if line.strip())
     assert result.rows_in == total
 
 
