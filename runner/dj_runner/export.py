@@ -76,9 +76,10 @@ def remove_export(export_path: str) -> None:
         if target.is_file():
             target.unlink()
         return
-    if target.is_dir():
-        for p in _owned_entries(target) or []:
-            p.unlink()
+    if target.is_dir() and (target / EXPORT_MARKER).is_file():
+        for p in target.iterdir():
+            if p.name == EXPORT_MARKER or (_SHARD.match(p.name) and p.is_file()):
+                p.unlink()
         if not any(target.iterdir()):
             target.rmdir()
 
