@@ -200,7 +200,10 @@ def test_export_parquet_and_sharded_directory(tmp_path):
 
     _, result = run(tmp_path / "b", export_path=str(tmp_path / "shards"))
     shards = sorted((tmp_path / "shards").iterdir())
-    assert [s.name for s in shards] == [f"part-{i:05d}.jsonl" for i in range(6)]
+    assert [s.name for s in shards] == [".dj-runner-export"] + [
+        f"part-{i:05d}.jsonl" for i in range(6)
+    ]
+    shards = shards[1:]
     texts = [r["text"] for s in shards for r in read_jsonl(s)]
     assert texts == reference_texts(read_jsonl(DEMO), STANDARD_OPS)
     assert "__dj__stats__" not in read_jsonl(shards[0])[0]
@@ -242,4 +245,4 @@ def test_python_event_api(tmp_path):
     assert first["partitions"] == 5 and first["rows_per_second"] > 0
     assert perf["rows_out"] == result.rows_out
     report = ex.generate_status_report()
-    assert "Job api  [succeeded]" in report and "5 done, 0 failed, 0 remaining" in report
+    assert "Job api  [succeeded]" in report and "5 done, 0 failed, 0 running, 0 remaining" in report
