@@ -43,14 +43,19 @@ def _error(msg: str) -> None:
 def load_checked_recipe(path: str, work_dir: str | None = None) -> Any:
     """Load the recipe and run every check ``run`` would, before any work.
 
-    The one place ``validate`` and ``run`` load and check a recipe. Raises RecipeError.
+    The one place ``validate`` and ``run`` load and check a recipe. Raises RecipeError or InvalidInput.
     """
     from dj_runner.export import check_export_target
     from dj_runner.jobclaim import default_work_dir
     from dj_runner.recipe import load_recipe
     from dj_runner.sources import list_sources
 
-    recipe = load_recipe(path)
+    try:
+        recipe = load_recipe(path)
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(
+            f"recipe file {path} is not UTF-8 text ({exc.reason} at byte {exc.start})"
+        ) from None
     list_sources(recipe.dataset_path)  # no input is an error before any work
     if not (work_dir or recipe.work_dir):
         default_work_dir(recipe)  # checks project_name as a path component
@@ -134,7 +139,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_validate(args: argparse.Namespace) -> int:
     try:
         recipe = load_checked_recipe(args.recipe)
-    except RecipeError as exc:
+    except (RecipeError, InvalidInput) as exc:
         _error(str(exc))
         return EXIT_USAGE
     print(f"ok: {len(recipe.process)} ops, fingerprint {recipe.fingerprint()}")

@@ -12,14 +12,12 @@ This module orchestrates them and owns the Ray task body's entry point.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import os
 import signal
 import threading
 import time
 import traceback
-from collections.abc import Hashable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,22 +38,24 @@ from dj_runner.errors import (
     InvalidInput,
     MalformedRecordError,
     OpError,
-    PlanRefused,
     RayUnavailable,
     RecipeError,
     ResumeRefused,
     RunnerError,
 )
 from dj_runner.events import Event, EventLogger, follow_events, read_events
-from dj_runner.export import check_export_target, remove_export, write_export
+from dj_runner.export import check_export_target, remove_export
 from dj_runner.fencing import Fence, Superseded, new_run_id, take_claim
+from dj_runner.finalize import broken_finals, export_finals
 from dj_runner.globalops import keep_first_masks, removed
-from dj_runner.jobclaim import claim_work_dir, default_work_dir, fingerprint
+from dj_runner.jobclaim import claim_work_dir, default_work_dir
+from dj_runner.jobplan import load_or_build_plan
 from dj_runner.lock import WorkDirLock
 from dj_runner.ops.base import HASH_COLUMN
-from dj_runner.partition_task import PartitionResult, SourceChanged, run_partition
-from dj_runner.planner import PLAN_VERSION, Plan, build_plan
+from dj_runner.partition_task import PartitionResult, SourceChanged
+from dj_runner.planner import Plan
 from dj_runner.progress import NoProgress, Progress
+from dj_runner.ray_backend import RayTaskBackend, event_logger
 from dj_runner.recipe import Recipe
 from dj_runner.report import performance_summary, status, status_report
 from dj_runner.scheduler import (
@@ -66,7 +66,6 @@ from dj_runner.scheduler import (
     short_error,
     wait_timeout,
 )
-from dj_runner.sources import SourceFile, list_sources
 from dj_runner.status_file import StatusWriter, now_rfc3339
 from dj_runner.workdir import GlobalDecision, WorkDir
 
@@ -116,84 +115,19 @@ class JobResult:
         return {**self.__dict__, "exit_code": self.exit_code}
 
 
-def _event_logger(work: WorkDir, job_id: str, ev: Any) -> EventLogger:
-    return EventLogger(
-        work.events_dir, job_id, ev.max_log_size_mb, ev.backup_count, ev.enabled, ev.log_level
-    )
-
-
-def _partition_task(
-    work_root: str,
-    recipe: Recipe,
-    part: Any,
-    sources: tuple[SourceFile, ...],
-    target: CheckpointKey,
-    attempt: int,
-    job_id: str,
-    fence: Fence | None = None,
-) -> PartitionResult:
-    work = WorkDir(work_root, fence)
-    ev = recipe.event_logging
-    with _event_logger(work, job_id, ev) as log:
-        return run_partition(work, recipe, part, sources, target, attempt, log)
-
-
-class RayTaskBackend:
-    """The scheduler's backend on Ray: one Ray task per partition attempt."""
-
-    def __init__(
-        self,
-        work_root: str,
-        recipe: Recipe,
-        sources: tuple[SourceFile, ...],
-        target: CheckpointKey,
-        job_id: str,
-        fence: Fence | None,
-    ) -> None:
-        import ray
-
-        self._ray = ray
-        self._task = ray.remote(num_cpus=1, max_retries=0)(_partition_task)
-        self._args = (work_root, ray.put(recipe))
-        self._sources = ray.put(sources)
-        self._target, self._job_id, self._fence = target, job_id, fence
-
-    def submit(self, part: Any, attempt: int) -> Hashable:
-        root, recipe_ref = self._args
-        return self._task.remote(
-            root, recipe_ref, part, self._sources, self._target, attempt, self._job_id, self._fence
-        )
-
-    def wait(self, handles: list[Hashable], timeout: float | None) -> list[Hashable]:
-        try:
-            ready, _ = self._ray.wait(handles, num_returns=1, timeout=timeout)
-        except Exception as exc:
-            raise RayUnavailable(f"lost the connection to Ray: {short_error(exc)}") from None
-        return ready
-
-    def result(self, handle: Hashable) -> Any:
-        from ray.exceptions import RayTaskError
-
-        try:
-            return self._ray.get(handle)
-        except RayTaskError as exc:
-            cause = getattr(exc, "cause", None)
-            raise (cause if isinstance(cause, BaseException) else exc) from None
-        except ConnectionError as exc:
-            raise RayUnavailable(f"lost the connection to Ray: {short_error(exc)}") from None
-
-    def cancel(self, handle: Hashable) -> None:
-        # already finished, or Ray is going away: nothing to cancel
-        with contextlib.suppress(Exception):
-            self._ray.cancel(handle, force=True)
-
-
 class _StageListener:
     """What the driver does when the scheduler reports: events, progress, status."""
 
-    def __init__(self, ex: Executor, final: bool) -> None:
+    def __init__(self, ex: Executor, final: bool, parts: int, capacity: int) -> None:
         self.ex = ex
         self.final = final
+        self.remaining = parts
+        self.capacity = capacity
+
+    def _settled(self) -> dict[str, int]:
+        """One partition finished or failed: the running count for status.json."""
+        self.remaining -= 1
+        return {"running": min(self.remaining, self.capacity)}
 
     def on_retry(self, part: Any, attempt: int, delay: float, error: BaseException) -> None:
         msg = short_error(error)
@@ -217,7 +151,7 @@ class _StageListener:
             error_type=type(error).__name__,
         )
         self.ex.progress.note(f"partition {part.pid} failed: {msg}")
-        self.ex._note_failure(part.pid, error)
+        self.ex._note_failure(part.pid, error, self._settled())
 
     def on_done(self, part: Any, result: PartitionResult, attempt: int) -> None:
         if self.final:
@@ -230,9 +164,9 @@ class _StageListener:
                 retry_count=attempt,
             )
             self.ex.progress.partition_done(part.pid, result.rows_out)
-            self.ex._partition_finished(part, result.rows_out)
+            self.ex._partition_finished(part, result.rows_out, self._settled())
         else:
-            self.ex.status.update(last_checkpoint_at=now_rfc3339())
+            self.ex.status.update(last_checkpoint_at=now_rfc3339(), partitions=self._settled())
 
     def on_fatal(self, part: Any, error: BaseException) -> None:
         if isinstance(error, (SourceChanged, MalformedRecordError)):
@@ -349,7 +283,7 @@ class Executor:
             self.work.root, self.job_id, self.run_id, self.recipe.export_path
         )
         self.status.write()
-        self.events = _event_logger(self.work, self.job_id, self.recipe.event_logging)
+        self.events = event_logger(self.work, self.job_id, self.recipe.event_logging)
         result = JobResult(
             "failed", self.job_id, str(self.work.root), self.recipe.export_path, run_id=self.run_id
         )
@@ -422,7 +356,9 @@ class Executor:
         conn = self._connect()
         self._cpus = conn.cpus
         self._check_stop()
-        plan, plan_id = self._load_or_build_plan(conn.cpus)
+        plan, plan_id = load_or_build_plan(
+            self.work, self.recipe, conn.cpus, self._log, self.progress.note
+        )
         assert self.fence is not None
         self.fence = self.fence.with_plan(plan_id)
         self.work = WorkDir(self.work.root, self.fence)
@@ -528,87 +464,19 @@ class Executor:
             output_path=self.recipe.export_path,
         )
 
-    # ------------------------------------------------------------------ plan
-    def _load_or_build_plan(self, cpus: int) -> tuple[Plan, str]:
-        """The plan and its id (which ties every checkpoint to it and to the recipe)."""
-        plan = self._load_plan()
-        if plan is None:
-            if self.work.has_progress():
-                self.work.wipe_checkpoints()  # they belong to a plan that is gone
-            plan = build_plan(list_sources(self.recipe.dataset_path), self.recipe.partition, cpus)
-            plan.save(self.work.plan_path)
-            self._log(
-                "partition_plan_saved",
-                f"{len(plan.partitions)} partitions of at most {plan.rows_bound} samples / "
-                f"{plan.mb_bound} MB ({plan.mode})",
-                total_partitions=len(plan.partitions),
-                metadata={
-                    "rows_bound": plan.rows_bound,
-                    "mb_bound": plan.mb_bound,
-                    "total_rows": plan.total_rows,
-                },
-            )
-        blob = json.dumps(plan.to_dict(), sort_keys=True)
-        plan_id = hashlib.sha256(f"{fingerprint(self.recipe)}\0{blob}".encode()).hexdigest()[:16]
-        return plan, plan_id
-
-    def _load_plan(self) -> Plan | None:
-        path = self.work.plan_path
-        if not path.exists():
-            return None
-        try:
-            raw = json.loads(path.read_text())
-            if not isinstance(raw, dict):
-                raise ValueError("not a JSON object")
-            if raw.get("version") != PLAN_VERSION:
-                raise PlanRefused(
-                    f"{path} has plan version {raw.get('version')!r}, and this runner reads "
-                    f"version {PLAN_VERSION}; use --restart to start over, or the runner "
-                    "version that made it"
-                )
-            plan = Plan.from_dict(raw)
-        except PlanRefused:
-            raise
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            why = f"{path} is damaged ({short_error(exc)}); planning again and recomputing"
-            self.progress.note(why)
-            self._log("checkpoint_invalid", why, error_message=why)
-            return None
-        current = {s.path: s for s in list_sources(self.recipe.dataset_path)}
-        for src in plan.sources:
-            now = current.get(src.path)
-            if now is None or (now.size, now.mtime_ns) != (src.size, src.mtime_ns):
-                raise ResumeRefused(
-                    f"input file {src.path} changed or vanished since the plan was made; "
-                    "restore it, or use --restart to start over"
-                )
-        added = sorted(set(current) - {s.path for s in plan.sources})
-        if added:
-            shown = ", ".join(added[:5]) + (f" and {len(added) - 5} more" if len(added) > 5 else "")
-            raise ResumeRefused(
-                f"{len(added)} input file(s) were added to {self.recipe.dataset_path} since the "
-                f"plan was made ({shown}); this job would not process them. Use --restart to "
-                "start over with them, or remove them"
-            )
-        self._log(
-            "partition_plan_loaded",
-            f"reusing the plan: {len(plan.partitions)} partitions",
-            total_partitions=len(plan.partitions),
-        )
-        return plan
-
     def _log(self, event_type: str, message: str = "", **fields: Any) -> None:
         if self.events is not None:
             self.events.log(event_type, message, **fields)
 
     # ------------------------------------------------------------------ progress state
-    def _partition_finished(self, part: Any, rows_out: int) -> None:
+    def _partition_finished(self, part: Any, rows_out: int, running: dict[str, int]) -> None:
         if part.pid in self._done:
+            self.status.update(partitions=running)
             return
         self._done.add(part.pid)
         st = self.status.data
         self.status.update(
-            partitions={"done": st["partitions"]["done"] + 1},
+            partitions={**running, "done": st["partitions"]["done"] + 1},
             samples={
                 "in": st["samples"]["in"] + part.rows,
                 "out": st["samples"]["out"] + rows_out,
@@ -617,7 +485,9 @@ class Executor:
             last_checkpoint_at=now_rfc3339(),
         )
 
-    def _note_failure(self, pid: int, error: BaseException) -> None:
+    def _note_failure(
+        self, pid: int, error: BaseException, running: dict[str, int] | None = None
+    ) -> None:
         if self._first_error is None:
             self._first_error = {
                 "op": error.op_name if isinstance(error, OpError) else None,
@@ -625,7 +495,7 @@ class Executor:
                 "message": str(error),
             }
         self.status.update(
-            partitions={"failed": self.status.data["partitions"]["failed"] + 1},
+            partitions={**(running or {}), "failed": self.status.data["partitions"]["failed"] + 1},
             error=self._first_error,
         )
 
@@ -640,12 +510,14 @@ class Executor:
         backend = RayTaskBackend(
             str(self.work.root), self.recipe, plan.sources, target, self.job_id, self.fence
         )
+        capacity = max(2, 2 * self._cpus)
+        final = target == CheckpointKey(len(self.recipe.process))
         scheduler = PartitionScheduler(
             backend,
             RetryPolicy(self.recipe.max_retries, self.recipe.retry_base_delay_s),
-            capacity=max(2, 2 * self._cpus),
+            capacity=capacity,
             fatal=FATAL_ERRORS,
-            listener=_StageListener(self, final=target == CheckpointKey(len(self.recipe.process))),
+            listener=_StageListener(self, final, len(parts), capacity),
             stop=self.stop,
             reached=lambda res: res.final_key == target,
         )
@@ -706,61 +578,26 @@ class Executor:
     # ------------------------------------------------------------------ export
     def _repair_final(self, plan: Plan, exclude: set[int], failed: dict[int, str]) -> None:
         """Verify every final checkpoint before export; recompute the ones that fail."""
-        final = CheckpointKey(len(self.recipe.process))
-        broken = []
-        for part in plan.partitions:
-            if part.pid in exclude:
-                continue
-            store = self.work.partition_store(part.pid, self.recipe)
-            commit = store.latest_commit(final)
-            try:
-                if commit is None:
-                    raise InvalidCheckpoint("no final checkpoint")
-                store.verify(commit)
-            except InvalidCheckpoint as exc:
-                self._log(
-                    "checkpoint_invalid",
-                    f"partition {part.pid}: {exc}; recomputing",
-                    partition_id=part.pid,
-                    error_message=str(exc),
-                )
-                if commit is not None:
-                    (store.dir / commit.file).unlink(missing_ok=True)
-                broken.append(part)
+
+        def invalid(pid: int, why: str) -> None:
+            self._log(
+                "checkpoint_invalid",
+                f"partition {pid}: {why}; recomputing",
+                partition_id=pid,
+                error_message=why,
+            )
+
+        broken = broken_finals(self.work, self.recipe, plan, exclude, invalid)
         if broken:
             self.progress.stage(f"recomputing {len(broken)} partitions")
-            failed.update(self._run_stage(plan, broken, final).failed)
+            failed.update(
+                self._run_stage(plan, broken, CheckpointKey(len(self.recipe.process))).failed
+            )
 
     def _export(self, plan: Plan, exclude: set[int]) -> int:
-        final = CheckpointKey(len(self.recipe.process))
-        stores = [
-            self.work.partition_store(p.pid, self.recipe)
-            for p in plan.partitions
-            if p.pid not in exclude
-        ]
-        commits = []
-        for store in stores:
-            commit = store.latest_commit(final)
-            if commit is None:
-                raise RunnerError(
-                    f"{store.dir}: no final checkpoint to export; is the work dir on storage "
-                    "shared by the driver and every Ray worker, at the same path?"
-                )
-            commits.append(commit)
-        schemas = [store.schema(c) for store, c in zip(stores, commits, strict=True)]
-
-        def partitions() -> Iterator[Iterator[Any]]:
-            for store, commit in zip(stores, commits, strict=True):
-                # _repair_final verified every final checkpoint just before (or a task
-                # committed it since): a Parquet checkpoint is streamed without a second
-                # checksum pass; an Arrow or JSONL one is loaded whole and verified again.
-                yield store.iter_slices(commit, verified=True)
-
         self.progress.stage("exporting")
         t0 = time.perf_counter()
-        rows = write_export(
-            self.recipe.export_path, partitions, schemas, self.recipe.keep_stats_in_res_ds
-        )
+        rows = export_finals(self.work, self.recipe, plan, exclude)
         self._log(
             "export_complete",
             f"wrote {rows} samples to {self.recipe.export_path}",
