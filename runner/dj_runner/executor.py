@@ -272,6 +272,9 @@ class Executor:
 
     def _run_locked(self) -> JobResult:
         t0 = time.time()
+        for stale in self.work.root.glob(".stop-*"):  # left by a run the grace period cut short
+            if stale.name != self.work.stop_path(self.run_id).name:
+                stale.unlink(missing_ok=True)
         self.fence = take_claim(self.work.root, self.run_id)
         check_export_target(self.recipe.export_path)
         claim = claim_work_dir(self.work, self.recipe, self.requested_job_id, self.restart)
