@@ -3,6 +3,7 @@ bad input and inspection commands with a clear error and exit code (issues 7 and
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -247,3 +248,71 @@ def test_bad_lock_and_grace_arguments_exit_2(tmp_path, value):
     for flag in ("--wait-for-lock", "--grace-period"):
         proc = run_cli("run", str(recipe), flag, value)
         assert proc.returncode == EXIT_USAGE and flag in proc.stderr
+
+
+def _start_slow_run(tmp_path: Path, work: Path, *extra: str) -> subprocess.Popen[str]:
+    recipe = demo_recipe(
+        tmp_path,
+        partition_size=100,
+        process=[{"slow_mapper": {"seconds": 120}}],
+    )
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "dj_runner.cli",
+            "run",
+            str(recipe),
+            "--work-dir",
+            str(work),
+            *extra,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # until its tasks run (the op_start events)
+        if proc.poll() is not None:
+            break
+        events = work / "events" / "events.jsonl"
+        if events.exists() and '"op_start"' in events.read_text():
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.communicate()[1]
+    return proc
+
+
+def test_grace_period_running_out_and_a_second_signal_exit_at_once(tmp_path):
+    import signal
+
+    work = tmp_path / "work"
+    proc = _start_slow_run(tmp_path, work, "--grace-period", "1")
+    try:
+        start = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 6 and time.monotonic() - start < 30, err
+        st = json.loads((work / "status.json").read_text())
+        assert st["state"] == "interrupted" and "grace period" in st["error"]["message"]
+        assert "Traceback" not in err
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+    work2 = tmp_path / "work2"
+    proc = _start_slow_run(tmp_path, work2)  # default grace period: 20 s
+    try:
+        start = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while not list(work2.glob(".stop-*")) and time.monotonic() < deadline:
+            time.sleep(0.01)  # until the first signal was handled (its stop marker exists)
+        assert list(work2.glob(".stop-*")), "the first SIGTERM was not handled"
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)
+        assert proc.returncode == 128 + signal.SIGTERM and time.monotonic() - start < 15
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
