@@ -304,6 +304,11 @@ class Executor:
         except Interrupted as exc:
             result.status = "interrupted"
             result.error = str(exc)
+            if self.stop.deadline is not None and time.monotonic() >= self.stop.deadline:
+                result.error = (
+                    "the grace period ran out; the tasks still running were cancelled "
+                    "(their committed checkpoints are kept)"
+                )
             sig = signal.Signals(self.stop.signum).name if self.stop.signum else "a signal"
             self._log(
                 "job_interrupted",
@@ -334,6 +339,8 @@ class Executor:
             if result.status == "failed":
                 error = self._first_error or {"op": None, "partition": None, "message": ""}
                 error = {**error, "message": result.error or error["message"]}
+            elif result.status == "interrupted" and "grace period" in (result.error or ""):
+                error = {"op": None, "partition": None, "message": result.error}
             self.status.finish(result.status, error)
             write_json_atomic(self.work.result_path, result.to_dict())
             self.progress.close()
