@@ -21,10 +21,12 @@ from typing import Any
 
 from dj_runner.errors import (
     EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
     EXIT_LOCKED,
     EXIT_RAY_UNAVAILABLE,
     EXIT_REFUSED,
     EXIT_USAGE,
+    Interrupted,
     InvalidInput,
     RecipeError,
     ResumeRefused,
@@ -99,6 +101,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except ResumeRefused as exc:
         _error(str(exc))
         return EXIT_REFUSED
+    except Interrupted as exc:  # a signal before the run owned the work dir
+        _error(str(exc))
+        return EXIT_INTERRUPTED
     code = result.exit_code
     if result.status == "interrupted":
         print(

@@ -229,12 +229,14 @@ class Executor:
             timer.start()
 
     def _grace_expired(self) -> None:
-        """The grace period ran out: record the interruption and exit at once."""
+        """The grace period ran out: record the interruption (if this run owns the work dir's
+        status yet) and exit at once."""
         try:
-            self.status.finish(
-                "interrupted",
-                {"op": None, "partition": None, "message": "grace period ran out"},
-            )
+            if self.status.data["job_id"]:
+                self.status.finish(
+                    "interrupted",
+                    {"op": None, "partition": None, "message": "grace period ran out"},
+                )
         finally:
             os._exit(EXIT_INTERRUPTED)
 
@@ -263,7 +265,7 @@ class Executor:
         """
         self._install_signal_handlers()
         lock = WorkDirLock(self.work.root, WorkDirLock.holder_for(self.run_id, now_rfc3339()))
-        lock.acquire(self.wait_for_lock_s)
+        lock.acquire(self.wait_for_lock_s, cancelled=lambda: self.stop.requested)
         try:
             return self._run_locked()
         finally:

@@ -18,10 +18,11 @@ import json
 import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from dj_runner.errors import RunnerError
+from dj_runner.errors import Interrupted, RunnerError
 
 LOCK_FILE = ".lock"
 
@@ -88,8 +89,14 @@ class WorkDirLock:
     def holder_for(run_id: str, started_at: str) -> LockHolder:
         return LockHolder(socket.gethostname(), os.getpid(), started_at, run_id)
 
-    def acquire(self, wait_s: float = 0.0, poll_s: float = 0.2) -> None:
-        """Take the lock, or raise WorkDirLocked once ``wait_s`` seconds have passed."""
+    def acquire(
+        self,
+        wait_s: float = 0.0,
+        poll_s: float = 0.2,
+        cancelled: Callable[[], bool] = lambda: False,
+    ) -> None:
+        """Take the lock, or raise WorkDirLocked once ``wait_s`` seconds have passed
+        (Interrupted if ``cancelled()`` turns true while waiting)."""
         self.root.mkdir(parents=True, exist_ok=True)
         # os.open's descriptors are not inherited by child processes (PEP 446): a Ray
         # process started by this driver cannot keep the lock alive after the driver dies.
@@ -104,6 +111,9 @@ class WorkDirLock:
                     os.close(fd)
                     raise
             waited = time.monotonic() - start
+            if cancelled():
+                os.close(fd)
+                raise Interrupted(f"stopped while waiting for the lock of {self.root}")
             if waited >= wait_s:
                 os.close(fd)
                 raise WorkDirLocked(self.root, read_holder(self.root), waited)

@@ -98,3 +98,17 @@ def test_the_lock_of_a_sigkilled_runner_does_not_block(tmp_path: Path) -> None:
 
 def test_is_locked_on_a_dir_without_lock(tmp_path: Path) -> None:
     assert not is_locked(tmp_path) and read_holder(tmp_path) is None
+
+
+def test_a_stop_while_waiting_for_the_lock_ends_the_wait(tmp_path: Path) -> None:
+    from dj_runner.errors import Interrupted
+
+    proc = hold_in_child(tmp_path)
+    try:
+        start = time.monotonic()
+        with pytest.raises(Interrupted, match="waiting for the lock"):
+            lock_for(tmp_path).acquire(wait_s=60, poll_s=0.05, cancelled=lambda: True)
+        assert time.monotonic() - start < 5
+    finally:
+        proc.kill()
+        proc.wait()
