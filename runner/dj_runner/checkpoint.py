@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 
 from dj_runner.arrow_json import decode_table, encode_table, json_schema
 from dj_runner.atomic import append_record, read_records, write_atomic
+from dj_runner.fencing import Fence, fenced
 
 COMMITS = "commits.jsonl"
 ROW_GROUP_ROWS = 2048
@@ -56,8 +57,9 @@ class Commit:
     op_name: str | None
     schema_b64: str | None
 
-    def to_record(self) -> dict[str, Any]:
+    def to_record(self, fence: Fence | None = None) -> dict[str, Any]:
         return {
+            **(fence.record_fields() if fence is not None else {}),
             "step": self.key.step,
             "hashed": self.key.hashed,
             "file": self.file,
@@ -200,19 +202,40 @@ def read_table(
 class CheckpointDir:
     """The checkpoints of one partition (or of one global op), in one directory."""
 
-    def __init__(self, directory: Path, fmt: str, compression: str, preserve: bool = False):
+    def __init__(
+        self,
+        directory: Path,
+        fmt: str,
+        compression: str,
+        preserve: bool = False,
+        fence: Fence | None = None,
+    ):
         self.dir = Path(directory)
         self.fmt = fmt
         self.compression = compression
         self.preserve = preserve
+        self.fence = fence
 
     @property
     def commits_path(self) -> Path:
         return self.dir / COMMITS
 
     def commits(self) -> list[Commit]:
-        """Every commit record, oldest first."""
-        return [Commit.from_record(r) for r in read_records(self.commits_path)]
+        """Every commit record that counts, oldest first.
+
+        With a fence, records of another plan and late records of a superseded run are
+        ignored (``fencing.fenced``). A record of the wrong shape is skipped like a torn line.
+        """
+        records = read_records(self.commits_path)
+        if self.fence is not None:
+            records = fenced(records, self.fence.plan_id)
+        out = []
+        for r in records:
+            try:
+                out.append(Commit.from_record(r))
+            except (KeyError, ValueError, TypeError):
+                continue
+        return out
 
     def newest_key(self) -> CheckpointKey | None:
         """The newest committed key, without verifying its file."""
@@ -227,6 +250,8 @@ class CheckpointDir:
 
     def save(self, key: CheckpointKey, table: pa.Table, op_name: str | None) -> Commit:
         """Write, fsync, rename, then commit; finally prune older checkpoints."""
+        if self.fence is not None:
+            self.fence.check_current()
         self.dir.mkdir(parents=True, exist_ok=True)
         name = f"{key.label}.{EXTENSIONS[self.fmt]}"
         path = self.dir / name
@@ -253,7 +278,9 @@ class CheckpointDir:
             # types in a wider form (timestamp[s] as [ms], date64 as date32) that it restores.
             schema_b64=_schema_b64(table.schema),
         )
-        append_record(self.commits_path, commit.to_record())
+        if self.fence is not None:
+            self.fence.check_current()  # a newer run claimed the work dir meanwhile: stop
+        append_record(self.commits_path, commit.to_record(self.fence))
         if not self.preserve:
             self.prune(keep=key)
         return commit

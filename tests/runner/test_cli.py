@@ -31,10 +31,12 @@ def test_run_then_status_events_report(tmp_path):
 
     st = json.loads(run_cli("status", str(work), "--json").stdout)
     assert st["job_id"] == "cli-job" and st["state"] == "succeeded"
-    assert (st["partitions_done"], st["partitions_failed"], st["partitions_remaining"]) == (5, 0, 0)
-    assert st["last_checkpoint"]["path"].endswith(".parquet") and st["resumable"] is False
+    assert st["partitions"] == {"total": 5, "done": 5, "failed": 0, "running": 0}
+    assert st["samples"]["in"] == 201 and st["samples"]["out"] < 201
+    assert st["last_checkpoint_at"].endswith("Z") and st["resumable"] is False
+    assert st["finished_at"] and st["error"] is None and st["runner_alive"] is False
     text = run_cli("status", str(work)).stdout
-    assert "5 done, 0 failed, 0 remaining" in text and "resumable: no" in text
+    assert "5 done, 0 failed, 0 running, 0 remaining" in text and "resumable: no" in text
 
     ev = run_cli("events", str(work), "--type", "partition_complete").stdout.splitlines()
     assert len(ev) == 5 and all("partition_complete" in line for line in ev)
