@@ -140,25 +140,46 @@ def _column(col: pa.ChunkedArray | pa.Array) -> pa.Array:
     return col
 
 
+def _cast(arr: pa.Array, target: pa.DataType) -> pa.Array:
+    """``arr.cast(target)``, blind to child values hidden under a null struct or list.
+
+    A null struct still stores child values (often zeros or empty strings); a plain cast
+    converts them too and fails on ones that only a null hides (an empty string as a decimal).
+    """
+    if arr.type == target:
+        return arr
+    mask = arr.is_null() if arr.null_count else None
+    if pa.types.is_struct(target) and pa.types.is_struct(arr.type):
+        children = [_cast(child, target.field(i).type) for i, child in enumerate(arr.flatten())]
+        return pa.StructArray.from_arrays(children, fields=list(target), mask=mask)
+    if pa.types.is_list(target) and pa.types.is_list(arr.type):
+        return pa.ListArray.from_arrays(
+            arr.offsets, _cast(arr.values, target.value_type), type=target, mask=mask
+        )
+    if pa.types.is_large_list(target) and pa.types.is_large_list(arr.type):
+        return pa.LargeListArray.from_arrays(
+            arr.offsets, _cast(arr.values, target.value_type), type=target, mask=mask
+        )
+    return arr.cast(target)
+
+
 def encode_column(col: pa.ChunkedArray | pa.Array) -> pa.Array:
     arr = _column(col)
     t = arr.type
     if _has(t, _is_binary):
         values = [_walk(v, t, _b64encode) for v in arr.to_pylist()]
         arr = pa.array(values, type=_map_type(t, _b64_leaf))
-    target = _map_type(t, _json_leaf)
-    return arr if arr.type == target else arr.cast(target)
+    return _cast(arr, _map_type(t, _json_leaf))
 
 
 def decode_column(col: pa.ChunkedArray | pa.Array, t: pa.DataType) -> pa.Array:
     arr = _column(col)
     intermediate = _map_type(t, _b64_leaf)
-    if arr.type != intermediate:
-        arr = arr.cast(intermediate)
+    arr = _cast(arr, intermediate)
     if _has(t, _is_binary):
         values = [_walk(v, t, _b64decode) for v in arr.to_pylist()]
         return pa.array(values, type=t)
-    return arr if arr.type == t else arr.cast(t)
+    return _cast(arr, t)
 
 
 def encode_table(table: pa.Table) -> pa.Table:
