@@ -26,7 +26,6 @@ from dj_runner.checkpoint import CheckpointKey, InvalidCheckpoint
 from dj_runner.errors import MalformedRecordError, ResumeRefused, RunnerError
 from dj_runner.events import Event, EventLogger, follow_events, read_events
 from dj_runner.export import write_export
-from dj_runner.ops.base import HASH_COLUMN
 from dj_runner.partition_task import PartitionResult, SourceChanged, run_partition
 from dj_runner.planner import Plan, build_plan
 from dj_runner.progress import NoProgress, Progress
@@ -412,25 +411,27 @@ class Executor:
         )
         t0 = time.perf_counter()
         key = CheckpointKey(op_idx, hashed=True)
+        op = self.recipe.process[op_idx].op
+        columns = list(op.signature_columns)  # type: ignore[attr-defined]
         for _ in range(3):
-            seen: set[str] = set()
-            masks: dict[int, pa.Array] = {}
             broken = []
-            for part in plan.partitions:
-                store = self.work.partition_store(part.pid, self.recipe)
-                commit = store.latest_commit(key)
-                try:
-                    if commit is None:
-                        raise InvalidCheckpoint("no hashed checkpoint")
-                    hashes = store.load(commit, [HASH_COLUMN]).column(HASH_COLUMN).to_pylist()
-                except InvalidCheckpoint:
-                    broken.append(part)
-                    continue
-                keep = []
-                for h in hashes:
-                    keep.append(h not in seen)
-                    seen.add(h)
-                masks[part.pid] = pa.array(keep, pa.bool_())
+
+            def signatures(broken: list[Any] = broken) -> Iterator[tuple[int, pa.Table]]:
+                # One partition's signature columns at a time, in plan order.
+                for part in plan.partitions:
+                    store = self.work.partition_store(part.pid, self.recipe)
+                    commit = store.latest_commit(key)
+                    try:
+                        if commit is None:
+                            raise InvalidCheckpoint("no hashed checkpoint")
+                        table = store.load(commit, columns)
+                    except InvalidCheckpoint:
+                        broken.append(part)
+                        continue
+                    if not broken:  # past a broken one, the decision is redone anyway
+                        yield part.pid, table
+
+            masks = op.decide(signatures())  # type: ignore[attr-defined]
             if not broken:
                 break
             _, failed = self._run_stage(plan, broken, key)

@@ -207,6 +207,7 @@ TOP_LEVEL_KEYS = (
     "partition",
     "checkpoint",
     "intermediate_storage",
+    "op_implementation",
 )
 
 
@@ -233,11 +234,21 @@ def _check_op_param(op_key: str, name: str, value: Any, annotation: Any) -> Any:
     return _check_type(f"{op_key}.{name}", value, base)
 
 
-def build_op(name: str, params: dict[str, Any], where: str) -> OpSpec:
+def build_op(
+    name: str, params: dict[str, Any], where: str, implementation: str = "builtin"
+) -> OpSpec:
     """Validate one op's name and parameters and instantiate it."""
     registry = all_ops()
-    if name not in registry:
-        raise RecipeError(where, name, "a registered op name", closest(name, registry))
+    # -- hook: Data-Juicer ops (dj_runner.dj_ops), for names not built in or when chosen
+    from dj_runner.dj_ops import resolve as dj
+
+    impl, params = dj.choose(name, params, implementation, where)
+    if impl == "data_juicer" or name not in registry:
+        op = dj.resolve(name, params, where, registry, impl)
+        if name in registry:  # the choice decides the output: part of the fingerprint
+            params = {**params, dj.OPTION: impl}
+        return OpSpec(name=name, params=params, op=op)
+    # -- end hook
     cls = registry[name]
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -258,7 +269,7 @@ def build_op(name: str, params: dict[str, Any], where: str) -> OpSpec:
     return OpSpec(name=name, params=checked, op=op)
 
 
-def _parse_process(raw: Any) -> tuple[OpSpec, ...]:
+def _parse_process(raw: Any, implementation: str = "builtin") -> tuple[OpSpec, ...]:
     if raw is None:
         raise RecipeError(
             "process", raw, "a non-empty list of ops, like [{text_length_filter: {}}]"
@@ -277,7 +288,7 @@ def _parse_process(raw: Any) -> tuple[OpSpec, ...]:
             params = {}
         if not isinstance(params, dict):
             raise RecipeError(f"{where}.{name}", params, "a mapping of parameters")
-        specs.append(build_op(str(name), params, where))
+        specs.append(build_op(str(name), params, where, implementation))
     return tuple(specs)
 
 
@@ -382,7 +393,10 @@ def parse_recipe(raw: Any, base_dir: Path | None = None) -> Recipe:
     partition = PartitionConfig(mode, partition_size, float(max_mb), num_parts)
 
     # -- processing and checkpoints
-    process = _parse_process(raw.get("process"))
+    implementation = _check_choice(  # hook: Data-Juicer ops
+        "op_implementation", raw.get("op_implementation", "builtin"), ("builtin", "data_juicer")
+    )
+    process = _parse_process(raw.get("process"), implementation)
     op_names = [s.name for s in process]
 
     cblock = _block(raw, "checkpoint")
