@@ -91,34 +91,38 @@ class DJTableOp(TableOp):
         return table
 
     def _run(self, op: Any, table: pa.Table, batched: bool) -> pa.Table:
-        table = self._prepare(op, table)
         schema = table.schema
-        batch = to_dj_batch(table)
+        batch = to_dj_batch(self._prepare(op, table))
         try:
-            out = self._call(op, batch, table.num_rows, batched)
+            out, keep = self._call(op, batch, table.num_rows, batched)
         except Exception as exc:
             raise self._locate(op, table, batched, exc) from exc
-        return from_dj_batch(out, schema)
+        # Back to Arrow with every sample's stats, then filter: the stats type never depends
+        # on which samples survive.
+        result = from_dj_batch(out, schema)
+        return result if keep is None else result.filter(pa.array(keep, pa.bool_()))
 
-    def _call(self, op: Any, batch: Batch, rows: int, batched: bool) -> Batch:
+    def _call(
+        self, op: Any, batch: Batch, rows: int, batched: bool
+    ) -> tuple[Batch, list[bool] | None]:
         if self.kind == "mapper":
             if batched:
-                return op.process(batch)
-            return _per_sample(op.process, batch, rows)
+                return op.process(batch), None
+            return _per_sample(op.process, batch, rows), None
         if batched:
             batch = op.compute_stats(batch)
             keep = [bool(k) for k in op.process(batch)]
         else:
             batch = _per_sample(op.compute_stats, batch, rows)
             keep = [bool(op.process(_sample(batch, i))) for i in range(rows)]
-        return {k: [v for v, kept in zip(vs, keep, strict=True) if kept] for k, vs in batch.items()}
+        return batch, keep
 
     def _locate(self, op: Any, table: pa.Table, batched: bool, exc: Exception) -> SampleError:
         text_key = getattr(op, "text_key", "text")
         for i in range(table.num_rows):
             one = table.slice(i, 1)
             try:
-                self._call(op, to_dj_batch(one), 1, batched)
+                self._call(op, to_dj_batch(self._prepare(op, one)), 1, batched)
             except Exception:
                 value = one.column(text_key)[0].as_py() if text_key in one.column_names else None
                 return SampleError(i, value[:200] if isinstance(value, str) else None, exc)

@@ -206,6 +206,7 @@ def build(name: str, params: dict[str, Any], where: str) -> Any:
     try:
         instance = construct(cls, params, "text")
         ensure_models(name, instance)
+        _probe(instance, kind)
     except MissingModel as exc:
         raise RecipeError(f"{where}.{name}", params, f"a model on this machine: {exc}") from None
     except MissingDependency as exc:
@@ -219,3 +220,28 @@ def build(name: str, params: dict[str, Any], where: str) -> Any:
     if kind == "deduplicator":
         return DJDocumentDeduplicator(dj_name=name, params=dict(params))
     return DJTableOp(dj_name=name, kind=kind, params=dict(params))
+
+
+def _probe(instance: Any, kind: str) -> None:
+    """Run the op once on a made-up sample, so a package or model it loads on first use is
+    found missing now, before any work; any other error of the made-up sample is ignored."""
+    from dj_runner.dj_ops.guard import MissingDependency
+    from dj_runner.dj_ops.models import MissingModel
+
+    sample = {
+        instance.text_key: "A short sample. It checks the op's dependencies.",
+        "__dj__stats__": {},
+    }
+    if instance.is_batched_op():
+        sample = {k: [v] for k, v in sample.items()}
+    try:
+        if kind == "deduplicator":
+            instance.compute_hash(sample)
+        elif kind == "filter":
+            instance.compute_stats(sample)
+        else:
+            instance.process(sample)
+    except (MissingDependency, MissingModel):
+        raise
+    except Exception:
+        return

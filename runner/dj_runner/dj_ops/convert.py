@@ -50,10 +50,18 @@ def _typed(values: list[Any], field: pa.Field | None) -> tuple[pa.Field, pa.Arra
     return pa.field(name, array.type), array
 
 
-def _stats_array(stats: list[Any]) -> pa.Array:
+def _stats_array(stats: list[Any], old: pa.Field | None) -> pa.Array | None:
+    """The stats struct; None when no sample has a stat and the table had no stats column."""
     rows = [s if isinstance(s, dict) else {} for s in stats]
     if not any(rows):
-        return pa.array([None] * len(rows), pa.struct([]))
+        if old is None or old.type.num_fields == 0:
+            return None  # Parquet cannot hold a struct without fields
+        return pa.nulls(len(rows), old.type)
+    if old is not None:
+        try:
+            return pa.array(rows, type=old.type)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, KeyError):
+            pass  # new stats keys: infer the struct
     return pa.array(rows)
 
 
@@ -65,7 +73,10 @@ def from_dj_batch(batch: Batch, schema: pa.Schema) -> pa.Table:
         if not isinstance(values, list):
             values = list(values)
         if name == STATS_COLUMN:
-            array = _stats_array(values)
+            stats = _stats_array(values, schema.field(name) if name in schema.names else None)
+            if stats is None:
+                continue
+            array = stats
             fields.append(pa.field(name, array.type))
         else:
             old = schema.field(name) if name in schema.names else None
