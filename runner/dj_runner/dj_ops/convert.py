@@ -57,12 +57,18 @@ def _stats_array(stats: list[Any], old: pa.Field | None) -> pa.Array | None:
         if old is None or old.type.num_fields == 0:
             return None  # Parquet cannot hold a struct without fields
         return pa.nulls(len(rows), old.type)
-    if old is not None:
-        try:
-            return pa.array(rows, type=old.type)
-        except (pa.ArrowInvalid, pa.ArrowTypeError, KeyError):
-            pass  # new stats keys: infer the struct
-    return pa.array(rows)
+    # Key by key: the keys the column had keep their types, new keys get the inferred one.
+    known = {f.name: f for f in old.type} if old is not None else {}
+    keys = list(known)
+    for row in rows:
+        keys.extend(k for k in row if k not in known and k not in keys)
+    fields, arrays = [], []
+    for key in keys:
+        values = [row.get(key) for row in rows]
+        _, array = _typed(values, known.get(key))
+        fields.append(pa.field(key, array.type))
+        arrays.append(array)
+    return pa.StructArray.from_arrays(arrays, fields=fields)
 
 
 def from_dj_batch(batch: Batch, schema: pa.Schema) -> pa.Table:
