@@ -1,6 +1,6 @@
 """Fixtures for the Data-Juicer op tests: they need the ``dj`` extra, and skip without it.
 
-The corpus is committed in ``tests/data/dj`` (Data-Juicer's demo data, Apache-2.0, with its
+Each test module skips itself without the extra (``needs_dj``). The corpus is committed in ``tests/data/dj`` (Data-Juicer's demo data, Apache-2.0, with its
 LICENSE). ``dj_reference`` runs Data-Juicer's own default executor in a subprocess.
 """
 
@@ -15,9 +15,8 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("data_juicer", reason="needs the dj extra: pip install -e '.[test,dj]'")
-
 HERE = Path(__file__).resolve().parent
+NEEDS_DJ = "needs the dj extra: pip install -e '.[test,dj]' (make test-dj)"
 CORPUS = HERE.parent / "data" / "dj" / "corpus.jsonl"
 EDGE_CASES = HERE.parent / "data" / "dj" / "edge-cases.jsonl"
 

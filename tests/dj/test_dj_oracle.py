@@ -18,7 +18,9 @@ import pytest
 
 from dj_runner.executor import EXIT_OK, Executor
 from dj_runner.recipe import parse_recipe
-from tests.dj.conftest import CORPUS, EDGE_CASES, dj_reference, read_jsonl, text_only_copy
+from tests.dj.conftest import CORPUS, EDGE_CASES, NEEDS_DJ, dj_reference, read_jsonl, text_only_copy
+
+pytest.importorskip("data_juicer", reason=NEEDS_DJ)
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 

@@ -16,7 +16,9 @@ from dj_runner.dj_ops.guard import MissingDependency
 from dj_runner.errors import RecipeError
 from dj_runner.recipe import build_op, parse_recipe
 from dj_runner.sources import records_to_table
-from tests.dj.conftest import CORPUS, read_jsonl
+from tests.dj.conftest import CORPUS, NEEDS_DJ, read_jsonl
+
+pytest.importorskip("data_juicer", reason=NEEDS_DJ)
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +115,6 @@ def test_deduplicators_checkpoint_data_juicer_signature_columns(corpus):
 
 
 def test_missing_package_is_refused_at_validation_never_installed():
-    pytest.importorskip("data_juicer")
     import importlib.util
 
     if importlib.util.find_spec("selectolax") is not None:

@@ -17,7 +17,9 @@ import yaml
 
 from dj_runner.atomic import read_records
 from dj_runner.events import read_events
-from tests.dj.conftest import CORPUS, EDGE_CASES, read_jsonl
+from tests.dj.conftest import CORPUS, EDGE_CASES, NEEDS_DJ, read_jsonl
+
+pytest.importorskip("data_juicer", reason=NEEDS_DJ)
 
 MIXED_OPS = [
     {"whitespace_normalization_mapper": {}},  # built-in
