@@ -114,7 +114,7 @@ class DJTableOp(TableOp):
             keep = [bool(k) for k in op.process(batch)]
         else:
             batch = _per_sample(op.compute_stats, batch, rows)
-            keep = [bool(op.process(_sample(batch, i))) for i in range(rows)]
+            keep = [bool(op.process(_one(batch, i))[0]) for i in range(rows)]
         return batch, keep
 
     def _locate(self, op: Any, table: pa.Table, batched: bool, exc: Exception) -> SampleError:
@@ -129,17 +129,18 @@ class DJTableOp(TableOp):
         return SampleError(None, None, exc)
 
 
-def _sample(batch: Batch, i: int) -> dict[str, Any]:
-    return {k: v[i] for k, v in batch.items()}
+def _one(batch: Batch, i: int) -> Batch:
+    """Sample ``i`` as a batch of one: how Data-Juicer's executor calls non-batched ops."""
+    return {k: v[i : i + 1] for k, v in batch.items()}
 
 
 def _per_sample(call: Any, batch: Batch, rows: int) -> Batch:
     """Call a non-batched op on each sample, as Data-Juicer's executor does; rebuild the lists."""
     out: Batch = {k: [] for k in batch}
     for i in range(rows):
-        res = call(_sample(batch, i))
+        res = call(_one(batch, i))
         for k, v in res.items():
-            out.setdefault(k, [None] * i).append(v)
+            out.setdefault(k, [None] * i).append(v[0] if v else None)
         for k in out:
             if len(out[k]) < i + 1:
                 out[k].append(None)

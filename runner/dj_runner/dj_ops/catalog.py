@@ -183,6 +183,11 @@ def refusal(name: str, kind: str) -> str | None:
             + ", ".join(sorted(GLOBAL_DEDUPLICATORS))
             + ") run as a global stage over every partition"
         )
+    if kind == "op":
+        return (
+            f"an op the runner can run; {name} is a Data-Juicer pipeline, which runs only "
+            "inside Data-Juicer's own Ray executor"
+        )
     return (
         f"an op the runner can run; {name} is a Data-Juicer {kind}, which needs the whole "
         "dataset in one process at once, and a partitioned job never holds it (run it on the "
