@@ -114,7 +114,22 @@ def offline_models() -> None:
 
     _replace_everywhere(model_utils.check_model, _offline_check_model)
     _replace_everywhere(asset_utils.load_words_asset, _offline_words_asset)
+    _no_nltk_downloads()
     _PATCHED = True
+
+
+def _no_nltk_downloads() -> None:
+    """Data-Juicer falls back to ``nltk.download`` when an NLTK resource is missing."""
+    import importlib.util
+
+    if importlib.util.find_spec("nltk") is None:
+        return  # the op will report the missing package instead
+    import nltk
+
+    def refuse(info_or_id: object = None, *_: object, **__: object) -> bool:
+        raise MissingModel(None, f"NLTK resource {info_or_id}", [str(p) for p in nltk.data.path])
+
+    nltk.download = refuse
 
 
 def _hf_available(name: str) -> tuple[bool, list[str]]:
