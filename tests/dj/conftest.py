@@ -7,6 +7,7 @@ LICENSE). ``dj_reference`` runs Data-Juicer's own default executor in a subproce
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -58,3 +59,23 @@ def dj_reference(dataset: Path, cases: dict[str, list[Any]], out_dir: Path) -> d
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     return {case: [r["text"] for r in read_jsonl(out_dir / f"{case}.jsonl")] for case in cases}
+
+
+def dj_reference_stats(out_dir: Path, case: str) -> dict[str, dict[str, Any]]:
+    """The stats of each text a filter case kept, from Data-Juicer's stats file (one line per
+    exported sample, in the same order)."""
+    texts = [r["text"] for r in read_jsonl(out_dir / f"{case}.jsonl")]
+    stats = [r["__dj__stats__"] for r in read_jsonl(out_dir / f"{case}_stats.jsonl")]
+    assert len(texts) == len(stats)
+    return dict(zip(texts, stats, strict=True))
+
+
+def assert_same_stats(ours: dict[str, Any], theirs: dict[str, Any], text: str) -> None:
+    """Same keys, same values. Data-Juicer's exporter writes floats with 10 decimals (pandas'
+    ``to_json``), so floats agree to 1e-9."""
+    assert set(ours) == set(theirs), (text[:60], ours, theirs)
+    for key, value in ours.items():
+        if isinstance(value, float):
+            assert math.isclose(value, theirs[key], rel_tol=1e-9, abs_tol=1e-9), (text[:60], key)
+        else:
+            assert value == theirs[key], (text[:60], key, value, theirs[key])

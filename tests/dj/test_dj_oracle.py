@@ -18,7 +18,16 @@ import pytest
 
 from dj_runner.executor import EXIT_OK, Executor
 from dj_runner.recipe import parse_recipe
-from tests.dj.conftest import CORPUS, EDGE_CASES, NEEDS_DJ, dj_reference, read_jsonl, text_only_copy
+from tests.dj.conftest import (
+    CORPUS,
+    EDGE_CASES,
+    NEEDS_DJ,
+    assert_same_stats,
+    dj_reference,
+    dj_reference_stats,
+    read_jsonl,
+    text_only_copy,
+)
 
 pytest.importorskip("data_juicer", reason=NEEDS_DJ)
 
@@ -72,13 +81,17 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def reference(dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]]:
-    tmp = tmp_path_factory.mktemp("dj-reference")
-    text_only = text_only_copy(dataset, tmp / "text-only.jsonl")
-    return dj_reference(text_only, CASES, tmp / "out")
+def reference_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("dj-reference")
 
 
-def run_runner(tmp: Path, dataset: Path, process: list[dict[str, Any]]) -> list[str]:
+@pytest.fixture(scope="module")
+def reference(dataset: Path, reference_dir: Path) -> dict[str, list[str]]:
+    text_only = text_only_copy(dataset, reference_dir / "text-only.jsonl")
+    return dj_reference(text_only, CASES, reference_dir / "out")
+
+
+def run_runner(tmp: Path, dataset: Path, process: list[dict[str, Any]]) -> list[dict[str, Any]]:
     recipe = parse_recipe(
         {
             "project_name": "oracle",
@@ -86,12 +99,13 @@ def run_runner(tmp: Path, dataset: Path, process: list[dict[str, Any]]) -> list[
             "export_path": str(tmp / "out.jsonl"),
             "partition_size": 17,  # six partitions; the duplicates lie in the first and last
             "op_implementation": "data_juicer",
+            "keep_stats_in_res_ds": True,
             "process": process,
         }
     )
     result = Executor(recipe, work_dir=tmp / "work").run()
     assert result.exit_code == EXIT_OK, result.error
-    return [r["text"] for r in read_jsonl(tmp / "out.jsonl")]
+    return read_jsonl(tmp / "out.jsonl")
 
 
 def test_enough_ops_are_covered():
@@ -101,10 +115,11 @@ def test_enough_ops_are_covered():
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_runner_equals_data_juicer(
-    case: str, dataset: Path, reference: dict[str, list[str]], tmp_path: Path
+    case: str, dataset: Path, reference: dict[str, list[str]], reference_dir: Path, tmp_path: Path
 ):
     inputs = Counter(r["text"] for r in read_jsonl(dataset))
-    ours = Counter(run_runner(tmp_path, dataset, CASES[case]))
+    rows = run_runner(tmp_path, dataset, CASES[case])
+    ours = Counter(r["text"] for r in rows)
     theirs = Counter(reference[case])
     assert ours == theirs, (
         f"{case}: only the runner kept {list((ours - theirs).elements())[:3]}; "
@@ -116,3 +131,7 @@ def test_runner_equals_data_juicer(
     else:
         assert inputs - ours == inputs - theirs  # the same samples dropped
         assert 0 < sum(ours.values()) < sum(inputs.values()), f"{case} kept all or nothing"
+    if case in FILTERS:  # the same stats, under Data-Juicer's names
+        theirs_stats = dj_reference_stats(reference_dir / "out", case)
+        for r in rows:
+            assert_same_stats(r["__dj__stats__"], theirs_stats[r["text"]], r["text"])
