@@ -3,7 +3,8 @@
 Each case is one recipe run twice on the same corpus: by the runner (partitioned, on Ray,
 checkpointed, with ``op_implementation: data_juicer`` so even ops that have a built-in
 counterpart run Data-Juicer's code) and by Data-Juicer 1.6.1's default executor. The kept
-texts must be the same multiset, and so the dropped ones. The cases cover text mappers,
+texts must be the same multiset, and so the dropped ones; a filter's stats for each kept
+sample must equal Data-Juicer's, under the same key names. The cases cover text mappers,
 filters of every family (length, words, character ratios, repetition, lines) and the exact,
 MinHash and SimHash deduplicators, whose duplicates straddle partitions.
 """
