@@ -12,6 +12,7 @@ import json
 import pyarrow as pa
 
 from dj_runner.ops.base import HASH_COLUMN, STATS_COLUMN, Deduplicator, Filter, Mapper, Op
+from dj_runner.table_op import TableOp
 
 
 class SampleError(Exception):
@@ -32,13 +33,13 @@ def _text(table: pa.Table, text_key: str) -> pa.Array:
     return arr
 
 
-def _locate(call, texts: pa.Array, exc: BaseException) -> SampleError:
+def _locate(call, texts: pa.Array | pa.Table, exc: BaseException) -> SampleError:
     for i in range(len(texts)):
         try:
             call(texts.slice(i, 1))
         except Exception:
-            value = texts[i].as_py()
-            preview = None if value is None else value[:200]
+            value = texts[i].as_py() if isinstance(texts, pa.Array) else None
+            preview = value[:200] if isinstance(value, str) else None
             return SampleError(i, preview, exc)
     return SampleError(None, None, exc)
 
@@ -119,18 +120,24 @@ def apply_filter(op: Filter, table: pa.Table, text_key: str) -> pa.Table:
 
 
 def add_hashes(op: Deduplicator, table: pa.Table, text_key: str) -> pa.Table:
-    hashes = _run(op.compute_hash, _text(table, text_key))
-    if HASH_COLUMN in table.column_names:
-        table = table.drop_columns([HASH_COLUMN])
-    return table.append_column(HASH_COLUMN, hashes)
-
-
-def apply_keep_mask(table: pa.Table, mask: pa.Array) -> pa.Table:
-    """Apply a global op's decision and drop its hash column."""
-    table = table.filter(mask)
-    if HASH_COLUMN in table.column_names:
-        table = table.drop_columns([HASH_COLUMN])
+    """Append a global op's signature columns (``__dj__hash`` for exact deduplication)."""
+    try:
+        columns = op.signatures(table, text_key)
+    except SampleError:
+        raise
+    except Exception as exc:
+        raise _locate(lambda t: op.signatures(t, text_key), table, exc) from exc
+    table = table.drop_columns([c for c in columns if c in table.column_names])
+    for name, values in columns.items():
+        table = table.append_column(name, values)
     return table
+
+
+def apply_keep_mask(table: pa.Table, mask: pa.Array, op: Deduplicator | None = None) -> pa.Table:
+    """Apply a global op's decision and drop its signature columns."""
+    table = table.filter(mask)
+    drop = op.signature_columns if op is not None else (HASH_COLUMN,)
+    return table.drop_columns([c for c in drop if c in table.column_names])
 
 
 #: Rows an op sees at once. Ops are row-wise, so slicing changes no result; it bounds the
@@ -143,6 +150,8 @@ def apply_local(op: Op, table: pa.Table, text_key: str) -> pa.Table:
 
     Global ops go through ``add_hashes``/``apply_keep_mask``.
     """
+    if isinstance(op, TableOp):  # batches the table itself (the Data-Juicer bridge)
+        return op.apply_table(table, text_key)
     if len(table) <= BATCH_ROWS:
         return _apply_local(op, table, text_key)
     parts = []

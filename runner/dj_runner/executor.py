@@ -5,7 +5,7 @@ work dir continues from each partition's newest valid checkpoint and never recom
 finished partition. The pieces live in their own modules: the lock (``lock.py``), the claim
 and fencing token (``fencing.py``), the manifest and fingerprint (``jobclaim.py``), the
 scheduling loop (``scheduler.py``, here given a Ray backend), global-op decisions
-(``globalops.py``), the export (``export.py``) and the live status (``status_file.py``).
+(``global_decisions.py``, the op's own ``decide``), the export (``export.py``) and the live status (``status_file.py``).
 This module orchestrates them and owns the Ray task body's entry point.
 """
 
@@ -48,11 +48,10 @@ from dj_runner.events import Event, EventLogger, follow_events, read_events
 from dj_runner.export import check_export_target, remove_export
 from dj_runner.fencing import Fence, Superseded, new_run_id, take_claim
 from dj_runner.finalize import broken_finals, export_finals
-from dj_runner.globalops import keep_first_masks, removed
+from dj_runner.global_decisions import removed
 from dj_runner.jobclaim import claim_work_dir, default_work_dir
 from dj_runner.jobplan import load_or_build_plan
 from dj_runner.lock import WorkDirLock
-from dj_runner.ops.base import HASH_COLUMN
 from dj_runner.partition_task import PartitionResult, SourceChanged
 from dj_runner.planner import Plan
 from dj_runner.progress import NoProgress, Progress
@@ -555,19 +554,27 @@ class Executor:
         )
         t0 = time.perf_counter()
         key = CheckpointKey(op_idx, hashed=True)
+        op = self.recipe.process[op_idx].op
+        columns = list(op.signature_columns)  # type: ignore[attr-defined]
         for _ in range(3):
-            hashes: list[tuple[int, list[str]]] = []
             broken = []
-            for part in plan.partitions:
-                store = self.work.partition_store(part.pid, self.recipe)
-                commit = store.latest_commit(key)
-                try:
-                    if commit is None:
-                        raise InvalidCheckpoint("no hashed checkpoint")
-                    table = store.load(commit, [HASH_COLUMN])
-                    hashes.append((part.pid, table.column(HASH_COLUMN).to_pylist()))
-                except InvalidCheckpoint:
-                    broken.append(part)
+
+            def signatures(broken: list[Any] = broken) -> Iterator[tuple[int, pa.Table]]:
+                # One partition's signature columns at a time, in plan order.
+                for part in plan.partitions:
+                    store = self.work.partition_store(part.pid, self.recipe)
+                    commit = store.latest_commit(key)
+                    try:
+                        if commit is None:
+                            raise InvalidCheckpoint("no hashed checkpoint")
+                        table = store.load(commit, columns)
+                    except InvalidCheckpoint:
+                        broken.append(part)
+                        continue
+                    if not broken:  # past a broken one, the decision is redone anyway
+                        yield part.pid, table
+
+            masks = op.decide(signatures())  # type: ignore[attr-defined]
             if not broken:
                 break
             outcome = self._run_stage(plan, broken, key)
@@ -577,7 +584,6 @@ class Executor:
                 )
         else:
             raise RunnerError(f"{name}: hashed checkpoints keep failing verification")
-        masks = keep_first_masks(hashes)
         self.work.save_global_decision(op_idx, name, GlobalDecision(masks))
         n_removed = removed(masks)
         self._log(

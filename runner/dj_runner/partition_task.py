@@ -271,7 +271,7 @@ def _run_ops(
                     key = CheckpointKey(step, hashed=True)
                     saver.save(key, table, name)
                     break  # the driver decides for every partition, then calls again
-                table = apply_keep_mask(table, decision.mask_for(pid))
+                table = apply_keep_mask(table, decision.mask_for(pid), op)  # type: ignore[arg-type]
             else:
                 table = apply_local(op, table, text_key)
         except SampleError as exc:

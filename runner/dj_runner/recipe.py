@@ -138,13 +138,23 @@ class Recipe:
 # Ops
 
 
-def build_op(name: str, params: dict[str, Any], where: str) -> OpSpec:
+def build_op(
+    name: str, params: dict[str, Any], where: str, implementation: str = "builtin"
+) -> OpSpec:
     """Validate one op's name and parameters and instantiate it."""
     from dj_runner.ops import all_ops  # op implementations load only when a recipe has ops
 
     registry = all_ops()
-    if name not in registry:
-        raise RecipeError(where, name, "a registered op name", closest(name, registry))
+    # -- hook: Data-Juicer ops (dj_runner.dj_ops), for names not built in or when chosen
+    from dj_runner.dj_ops import resolve as dj
+
+    impl, params = dj.choose(name, params, implementation, where)
+    if impl == "data_juicer" or name not in registry:
+        op = dj.resolve(name, params, where, registry, impl)
+        if name in registry:  # the choice decides the output: part of the fingerprint
+            params = {**params, dj.OPTION: impl}
+        return OpSpec(name=name, params=params, op=op)
+    # -- end hook
     cls = registry[name]
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -168,7 +178,7 @@ def build_op(name: str, params: dict[str, Any], where: str) -> OpSpec:
     return OpSpec(name=name, params=checked, op=op)
 
 
-def _parse_process(raw: Any) -> tuple[OpSpec, ...]:
+def _parse_process(raw: Any, implementation: str = "builtin") -> tuple[OpSpec, ...]:
     if not isinstance(raw, list) or not raw:
         raise RecipeError(
             "process", raw, "a non-empty list of ops, like [{text_length_filter: {}}]"
@@ -185,7 +195,7 @@ def _parse_process(raw: Any) -> tuple[OpSpec, ...]:
             params = {}
         if not isinstance(params, dict):
             raise RecipeError(f"{where}.{name}", params, "a mapping of parameters")
-        specs.append(build_op(str(name), params, where))
+        specs.append(build_op(str(name), params, where, implementation))
     return tuple(specs)
 
 
@@ -282,7 +292,7 @@ def parse_recipe(raw: Any, base_dir: Path | None = None) -> Recipe:
     if not top["text_keys"]:
         raise RecipeError("text_keys", raw.get("text_keys"), "a field name or a list of them")
 
-    process = _parse_process(raw.get("process"))
+    process = _parse_process(raw.get("process"), top["op_implementation"])
     max_retries = top["max_retries"] if top["enable_fault_tolerance"] else 0
     work_dir = top["work_dir"]
     return Recipe(

@@ -207,6 +207,14 @@ TOP_LEVEL = _keys(
         choices=("default", "ray", "ray_partitioned"),
     ),
     Key(
+        "op_implementation",
+        (str,),
+        "builtin",
+        "which implementation runs an op that exists both built in and in Data-Juicer "
+        "(per op: the op option of the same name); ops only Data-Juicer has need the dj extra",
+        choices=("builtin", "data_juicer"),
+    ),
+    Key(
         "ray_address",
         (str,),
         None,

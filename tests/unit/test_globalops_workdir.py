@@ -4,12 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dj_runner.globalops import keep_first_masks, removed
+import pyarrow as pa
+
+from dj_runner.global_decisions import first_occurrence, removed
 from dj_runner.workdir import GlobalDecision, WorkDir
 
 
+def _first(hashes):
+    return first_occurrence(
+        ((pid, pa.table({"h": pa.array(h, pa.string())})) for pid, h in hashes), "h"
+    )
+
+
 def test_keep_first_occurrence_across_partitions_in_plan_order() -> None:
-    masks = keep_first_masks([(0, ["a", "b", "a"]), (1, ["b", "c"]), (2, [])])
+    masks = _first([(0, ["a", "b", "a"]), (1, ["b", "c"]), (2, [])])
     assert {p: m.to_pylist() for p, m in masks.items()} == {
         0: [True, True, False],
         1: [False, True],
@@ -20,7 +28,7 @@ def test_keep_first_occurrence_across_partitions_in_plan_order() -> None:
 
 def test_global_decision_round_trips(tmp_path: Path) -> None:
     work = WorkDir(tmp_path)
-    decision = GlobalDecision(keep_first_masks([(0, ["a", "a"]), (1, ["b"])]))
+    decision = GlobalDecision(_first([(0, ["a", "a"]), (1, ["b"])]))
     work.save_global_decision(3, "document_deduplicator", decision)
     back = work.global_decision(3)
     assert back is not None
