@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+
 from dj_runner.atomic import write_json_atomic
 from dj_runner.checkpoint import CheckpointKey, InvalidCheckpoint
 from dj_runner.errors import (
