@@ -17,7 +17,7 @@ from typing import Any
 import pyarrow as pa
 
 from dj_runner.ops.base import STATS_COLUMN
-from dj_runner.sources import is_json_text, json_text_array
+from dj_runner.schema import is_json_text, json_text_array
 
 Batch = dict[str, list[Any]]
 
