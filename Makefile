@@ -3,15 +3,25 @@ PY ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test lint k8s-tools dev-cluster dev-cluster-down bench clean
+.PHONY: install install-dj demo test test-dj lint k8s-tools dev-cluster dev-cluster-down bench clean
 
 $(BIN)/dj-runner: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[operator,test]'
 	touch $@
 
 install: $(BIN)/dj-runner
+
+# The optional dj extra (every Data-Juicer op) in its own environment, so .venv stays lean.
+DJ_VENV ?= .venv-dj
+$(DJ_VENV)/bin/dj-runner: pyproject.toml
+	$(PY) -m venv $(DJ_VENV)
+	$(DJ_VENV)/bin/pip install -q --upgrade pip
+	$(DJ_VENV)/bin/pip install -q -e '.[test,dj]'
+	touch $@
+
+install-dj: $(DJ_VENV)/bin/dj-runner
 
 demo: install
 	rm -rf out/demo
@@ -26,6 +36,9 @@ k8s-tools:
 
 test: install k8s-tools lint
 	$(BIN)/pytest -q
+
+test-dj: install-dj
+	$(DJ_VENV)/bin/pytest -q tests/dj
 
 dev-cluster: install k8s-tools
 	$(BIN)/python -m tests.harness.devcluster up

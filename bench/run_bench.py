@@ -425,7 +425,7 @@ def count_events(work_dir: Path) -> int | None:
     if not ev.is_dir():
         return None
     n = 0
-    for f in ev.glob("events.jsonl*"):
+    for f in ev.glob("events*.jsonl*"):
         with f.open("rb") as fh:
             n += sum(1 for _ in fh)
     return n
@@ -556,7 +556,7 @@ def event_micro(n: int, blocks: int = 5) -> dict[str, Any]:
                 per_event.append((time.perf_counter_ns() - t0) / 1000)
             block_means.append((time.perf_counter_ns() - t_block) / 1000 / (n // blocks))
         log.close()
-        size = sum(f.stat().st_size for f in Path(tmp).glob("events.jsonl*"))
+        size = sum(f.stat().st_size for f in Path(tmp).glob("events*.jsonl*"))
     per_event.sort()
 
     def q(p: float) -> float:

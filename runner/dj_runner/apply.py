@@ -7,9 +7,12 @@ batch is replayed one sample at a time to name the sample that fails.
 
 from __future__ import annotations
 
+import json
+
 import pyarrow as pa
 
 from dj_runner.ops.base import HASH_COLUMN, STATS_COLUMN, Deduplicator, Filter, Mapper, Op
+from dj_runner.table_op import TableOp
 
 
 class SampleError(Exception):
@@ -30,13 +33,13 @@ def _text(table: pa.Table, text_key: str) -> pa.Array:
     return arr
 
 
-def _locate(call, texts: pa.Array, exc: BaseException) -> SampleError:
+def _locate(call, texts: pa.Array | pa.Table, exc: BaseException) -> SampleError:
     for i in range(len(texts)):
         try:
             call(texts.slice(i, 1))
         except Exception:
-            value = texts[i].as_py()
-            preview = None if value is None else value[:200]
+            value = texts[i].as_py() if isinstance(texts, pa.Array) else None
+            preview = value[:200] if isinstance(value, str) else None
             return SampleError(i, preview, exc)
     return SampleError(None, None, exc)
 
@@ -48,15 +51,47 @@ def _run(call, texts: pa.Array):
         raise _locate(call, texts, exc) from exc
 
 
+def existing_stats(column: pa.ChunkedArray) -> pa.StructArray | None:
+    """An input's ``__dj__stats__`` column as a struct, however it was read.
+
+    The output of an earlier run with ``keep_stats_in_res_ds`` carries it as a struct
+    (Parquet, Arrow) or as JSON objects (JSONL, held as JSON text); an all-null column has no
+    keys. Objects that cannot form one struct are an error naming the column.
+    """
+    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if pa.types.is_struct(arr.type):
+        return arr
+    if pa.types.is_null(arr.type) or arr.null_count == len(arr):
+        return None
+    if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
+        try:
+            values = [None if v is None else json.loads(v) for v in arr.to_pylist()]
+            parsed = pa.array(values)
+        except (ValueError, pa.ArrowException) as exc:
+            raise TypeError(
+                f"input column {STATS_COLUMN!r} holds values that are not one JSON object "
+                f"shape ({exc})"
+            ) from exc
+        if pa.types.is_struct(parsed.type):
+            return parsed
+    raise TypeError(
+        f"input column {STATS_COLUMN!r} is {arr.type}; expected the stats objects a previous "
+        "run wrote (rename or drop that column)"
+    )
+
+
 def merge_stats(table: pa.Table, new: dict[str, pa.Array]) -> pa.Table:
-    """Add (or overwrite) keys in the ``__dj__stats__`` struct column."""
+    """Add (or overwrite) keys in the ``__dj__stats__`` struct column.
+
+    Stats already there (input that an earlier run wrote with ``keep_stats_in_res_ds``) are
+    kept, and a key this op computes again is replaced, as chained Data-Juicer runs do.
+    """
     arrays: dict[str, pa.Array] = {}
     if STATS_COLUMN in table.column_names:
-        old = table.column(STATS_COLUMN).combine_chunks()
-        if isinstance(old, pa.ChunkedArray):
-            old = old.chunk(0) if old.num_chunks else pa.array([], old.type)
-        for i, f in enumerate(old.type):
-            arrays[f.name] = old.field(i)
+        old = existing_stats(table.column(STATS_COLUMN))
+        if old is not None:
+            for f, child in zip(old.type, old.flatten(), strict=True):
+                arrays[f.name] = child
     arrays.update(new)
     struct = pa.StructArray.from_arrays(list(arrays.values()), names=list(arrays))
     if STATS_COLUMN in table.column_names:
@@ -85,18 +120,24 @@ def apply_filter(op: Filter, table: pa.Table, text_key: str) -> pa.Table:
 
 
 def add_hashes(op: Deduplicator, table: pa.Table, text_key: str) -> pa.Table:
-    hashes = _run(op.compute_hash, _text(table, text_key))
-    if HASH_COLUMN in table.column_names:
-        table = table.drop_columns([HASH_COLUMN])
-    return table.append_column(HASH_COLUMN, hashes)
-
-
-def apply_keep_mask(table: pa.Table, mask: pa.Array) -> pa.Table:
-    """Apply a global op's decision and drop its hash column."""
-    table = table.filter(mask)
-    if HASH_COLUMN in table.column_names:
-        table = table.drop_columns([HASH_COLUMN])
+    """Append a global op's signature columns (``__dj__hash`` for exact deduplication)."""
+    try:
+        columns = op.signatures(table, text_key)
+    except SampleError:
+        raise
+    except Exception as exc:
+        raise _locate(lambda t: op.signatures(t, text_key), table, exc) from exc
+    table = table.drop_columns([c for c in columns if c in table.column_names])
+    for name, values in columns.items():
+        table = table.append_column(name, values)
     return table
+
+
+def apply_keep_mask(table: pa.Table, mask: pa.Array, op: Deduplicator | None = None) -> pa.Table:
+    """Apply a global op's decision and drop its signature columns."""
+    table = table.filter(mask)
+    drop = op.signature_columns if op is not None else (HASH_COLUMN,)
+    return table.drop_columns([c for c in drop if c in table.column_names])
 
 
 #: Rows an op sees at once. Ops are row-wise, so slicing changes no result; it bounds the
@@ -109,6 +150,8 @@ def apply_local(op: Op, table: pa.Table, text_key: str) -> pa.Table:
 
     Global ops go through ``add_hashes``/``apply_keep_mask``.
     """
+    if isinstance(op, TableOp):  # batches the table itself (the Data-Juicer bridge)
+        return op.apply_table(table, text_key)
     if len(table) <= BATCH_ROWS:
         return _apply_local(op, table, text_key)
     parts = []

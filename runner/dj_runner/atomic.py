@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,16 @@ def fsync_dir(path: Path) -> None:
 
 
 def tmp_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    """A temporary name beside ``path``, unique across processes, containers and hosts."""
+    return path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """``os.write`` until every byte is written (a short write is continued, not dropped)."""
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
 
 
 def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
@@ -48,14 +58,25 @@ def write_json_atomic(path: Path, data: Any) -> None:
 
 
 def append_record(path: Path, record: dict[str, Any]) -> None:
-    """Append one JSON line and fsync it. A torn last line is ignored by readers."""
+    """Append one JSON line and fsync it. A torn last line is ignored by readers.
+
+    A torn line left by a crash (no trailing newline) is closed first, so the new record is
+    never glued onto it. Creating the log also fsyncs its directory.
+    """
+    path = Path(path)
     line = (json.dumps(record, sort_keys=True) + "\n").encode()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    created = not path.exists()
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        os.write(fd, line)
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            line = b"\n" + line
+        write_all(fd, line)
         os.fsync(fd)
     finally:
         os.close(fd)
+    if created:
+        fsync_dir(path.parent)
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:

@@ -24,7 +24,9 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
+from dj_runner.arrow_json import decode_table, encode_table, json_schema
 from dj_runner.atomic import append_record, read_records, write_atomic
+from dj_runner.fencing import Fence, fenced
 
 COMMITS = "commits.jsonl"
 ROW_GROUP_ROWS = 2048
@@ -55,8 +57,9 @@ class Commit:
     op_name: str | None
     schema_b64: str | None
 
-    def to_record(self) -> dict[str, Any]:
+    def to_record(self, fence: Fence | None = None) -> dict[str, Any]:
         return {
+            **(fence.record_fields() if fence is not None else {}),
             "step": self.key.step,
             "hashed": self.key.hashed,
             "file": self.file,
@@ -144,12 +147,28 @@ def write_table(sink: BinaryIO, table: pa.Table, fmt: str, compression: str) -> 
         import gzip
 
         out: BinaryIO = gzip.GzipFile(fileobj=sink, mode="wb") if comp == "gzip" else sink
-        for row in table.to_pylist():
-            out.write((json.dumps(row, ensure_ascii=False, default=str) + "\n").encode())
+        # Lossless: binary, temporal and decimal values in their JSON form (arrow_json), the
+        # schema that restores them goes with the commit record.
+        for row in encode_table(table).to_pylist():
+            out.write((json.dumps(row, ensure_ascii=False) + "\n").encode())
         if out is not sink:
             out.close()
     else:
         raise ValueError(fmt)
+
+
+def restore_types(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """Cast columns Parquet gave back in a wider form to the types they were written with."""
+    fields = [
+        schema.field(n) if schema.get_field_index(n) >= 0 else None for n in table.column_names
+    ]
+    if all(f is None or f.type == t.type for f, t in zip(fields, table.schema, strict=True)):
+        return table
+    target = pa.schema(
+        [f if f is not None else t for f, t in zip(fields, table.schema, strict=True)],
+        metadata=table.schema.metadata,
+    )
+    return table.cast(target)
 
 
 def read_table(
@@ -160,7 +179,10 @@ def read_table(
     columns: list[str] | None = None,
 ) -> pa.Table:
     if fmt == "parquet":
-        return pq.read_table(path, columns=columns)
+        table = pq.read_table(path, columns=columns)
+        if schema is not None:
+            table = restore_types(table, schema)
+        return table
     if fmt == "arrow":
         with pa.memory_map(str(path)) as src:
             table = ipc.open_file(src).read_all()
@@ -170,26 +192,50 @@ def read_table(
     opener = gzip.open if compression == "gzip" else open
     with opener(path, "rb") as fh:
         rows = [json.loads(line) for line in fh if line.strip()]
-    table = pa.Table.from_pylist(rows, schema=schema)
+    if schema is None:
+        table = pa.Table.from_pylist(rows)
+    else:
+        table = decode_table(pa.Table.from_pylist(rows, schema=json_schema(schema)), schema)
     return table.select(columns) if columns else table
 
 
 class CheckpointDir:
     """The checkpoints of one partition (or of one global op), in one directory."""
 
-    def __init__(self, directory: Path, fmt: str, compression: str, preserve: bool = False):
+    def __init__(
+        self,
+        directory: Path,
+        fmt: str,
+        compression: str,
+        preserve: bool = False,
+        fence: Fence | None = None,
+    ):
         self.dir = Path(directory)
         self.fmt = fmt
         self.compression = compression
         self.preserve = preserve
+        self.fence = fence
 
     @property
     def commits_path(self) -> Path:
         return self.dir / COMMITS
 
     def commits(self) -> list[Commit]:
-        """Every commit record, oldest first."""
-        return [Commit.from_record(r) for r in read_records(self.commits_path)]
+        """Every commit record that counts, oldest first.
+
+        With a fence, records of another plan and late records of a superseded run are
+        ignored (``fencing.fenced``). A record of the wrong shape is skipped like a torn line.
+        """
+        records = read_records(self.commits_path)
+        if self.fence is not None:
+            records = fenced(records, self.fence.plan_id)
+        out = []
+        for r in records:
+            try:
+                out.append(Commit.from_record(r))
+            except (KeyError, ValueError, TypeError):
+                continue
+        return out
 
     def newest_key(self) -> CheckpointKey | None:
         """The newest committed key, without verifying its file."""
@@ -204,6 +250,8 @@ class CheckpointDir:
 
     def save(self, key: CheckpointKey, table: pa.Table, op_name: str | None) -> Commit:
         """Write, fsync, rename, then commit; finally prune older checkpoints."""
+        if self.fence is not None:
+            self.fence.check_current()
         self.dir.mkdir(parents=True, exist_ok=True)
         name = f"{key.label}.{EXTENSIONS[self.fmt]}"
         path = self.dir / name
@@ -226,9 +274,13 @@ class CheckpointDir:
             fmt=self.fmt,
             compression=self.compression,
             op_name=op_name,
-            schema_b64=_schema_b64(table.schema) if self.fmt == "jsonl" else None,
+            # Kept for every format: JSONL needs it to restore types, and Parquet stores some
+            # types in a wider form (timestamp[s] as [ms], date64 as date32) that it restores.
+            schema_b64=_schema_b64(table.schema),
         )
-        append_record(self.commits_path, commit.to_record())
+        if self.fence is not None:
+            self.fence.check_current()  # a newer run claimed the work dir meanwhile: stop
+        append_record(self.commits_path, commit.to_record(self.fence))
         if not self.preserve:
             self.prune(keep=key)
         return commit
@@ -280,8 +332,10 @@ class CheckpointDir:
         if commit.fmt == "parquet":
             pf = pq.ParquetFile(path)
             schema = pf.schema_arrow
+            written = _schema_from_b64(commit.schema_b64) if commit.schema_b64 else None
             for batch in pf.iter_batches(batch_size=rows, use_threads=False):
-                yield pa.Table.from_batches([batch], schema=schema)
+                table = pa.Table.from_batches([batch], schema=schema)
+                yield table if written is None else restore_types(table, written)
             return
         table = self.load(commit)
         for start in range(0, table.num_rows, rows):

@@ -1,54 +1,142 @@
 """The ``dj-runner`` command line: run, status, events, report, validate, ops.
 
-Exit codes: 0 succeeded; 1 failed; 2 invalid recipe or arguments; 3 partially succeeded;
-4 resume refused (the work dir belongs to another recipe or input).
+Exit codes (errors.py, docs/runner.md): 0 succeeded; 1 failed; 2 invalid recipe, arguments or
+input; 3 partially succeeded; 4 resume refused; 5 work dir locked by another live runner;
+6 interrupted by SIGTERM/SIGINT after a clean stop; 7 Ray unavailable or lost; 70 internal
+error; 128+N killed by signal N. Nothing a user does ends in a Python traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import math
 import os
 import sys
+import traceback
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
-from dj_runner.errors import RecipeError, ResumeRefused
-from dj_runner.events import follow_events, read_events
+from dj_runner.errors import (
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_LOCKED,
+    EXIT_RAY_UNAVAILABLE,
+    EXIT_REFUSED,
+    EXIT_USAGE,
+    InputError,
+    Interrupted,
+    InvalidInput,
+    RecipeError,
+    ResumeRefused,
+)
+from dj_runner.events import EVENT_TYPES, follow_events, read_events
+
+#: Event types the driver adds to the log's standard ones.
+RUNNER_EVENT_TYPES = frozenset({"job_interrupted"})
+JOB_END_EVENTS = ("job_complete", "job_failed", "job_interrupted")
+
+
+def _error(msg: str) -> None:
+    print(f"error: {msg}", file=sys.stderr)
+
+
+def load_checked_recipe(path: str, work_dir: str | None = None) -> Any:
+    """Load the recipe and run every check ``run`` would, before any work.
+
+    The one place ``validate`` and ``run`` load and check a recipe. Raises RecipeError or InvalidInput.
+    """
+    from dj_runner.export import check_export_target
+    from dj_runner.jobclaim import default_work_dir
+    from dj_runner.preflight import preflight
+    from dj_runner.recipe import load_recipe
+    from dj_runner.sources import list_sources
+
+    try:
+        recipe = load_recipe(path)
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(
+            f"recipe file {path} is not UTF-8 text ({exc.reason} at byte {exc.start})"
+        ) from None
+    list_sources(recipe.dataset_path)  # no input is an error before any work
+    if not (work_dir or recipe.work_dir):
+        default_work_dir(recipe)  # checks project_name as a path component
+    check_export_target(recipe.export_path)
+    # Paths, patterns, text keys and writability, checked against the filesystem as run needs it.
+    preflight(recipe, work_dir or recipe.work_dir or default_work_dir(recipe))
+    return recipe
+
+
+def _seconds(name: str, value: float) -> float:
+    if not math.isfinite(value) or value < 0:
+        raise InvalidInput(f"{name}: got {value}; expected a finite number of seconds >= 0")
+    return value
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from dj_runner.executor import EXIT_REFUSED, EXIT_USAGE, Executor
+    from dj_runner.executor import Executor
+    from dj_runner.lock import WorkDirLocked
     from dj_runner.progress import make_progress
-    from dj_runner.recipe import load_recipe
+    from dj_runner.ray_env import RayAddressError
+    from dj_runner.ray_env import preflight as ray_preflight
 
     try:
-        recipe = load_recipe(args.recipe)
-        from dj_runner.sources import list_sources
-
-        list_sources(recipe.dataset_path)  # no input is an error before any work
-    except RecipeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    executor = Executor(
-        recipe,
-        work_dir=args.work_dir,
-        job_id=args.job_id,
-        restart=args.restart,
-        progress=make_progress(sys.stderr),
-        ray_address=args.ray_address,
-    )
-    try:
+        wait_s = _seconds("--wait-for-lock", args.wait_for_lock)
+        grace_s = _seconds("--grace-period", args.grace_period)
+        recipe = load_checked_recipe(args.recipe, args.work_dir)
+        ray_preflight(args.ray_address or recipe.ray_address)  # before --restart deletes anything
+        executor = Executor(
+            recipe,
+            work_dir=args.work_dir,
+            job_id=args.job_id,
+            restart=args.restart,
+            progress=make_progress(sys.stderr),
+            ray_address=args.ray_address,
+            wait_for_lock_s=wait_s,
+            grace_period_s=grace_s,
+            handle_signals=True,
+        )
         result = executor.run()
+    except (RecipeError, InvalidInput, InputError, RayAddressError) as exc:
+        _error(str(exc))
+        return EXIT_USAGE
+    except WorkDirLocked as exc:
+        _error(str(exc))
+        return EXIT_LOCKED
     except ResumeRefused as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        _error(str(exc))
         return EXIT_REFUSED
-    if result.status == "failed":
-        print(f"job {result.job_id} failed: {result.error}", file=sys.stderr)
+    except Interrupted as exc:  # a signal before the run owned the work dir
+        _error(str(exc))
+        return EXIT_INTERRUPTED
+    code = result.exit_code
+    if result.status == "interrupted":
         print(
-            f"  resume with the same command; details: dj-runner report {result.work_dir}",
+            f"job {result.job_id} interrupted; its committed checkpoints are kept: "
+            "resume with the same command",
             file=sys.stderr,
         )
+    elif result.status == "failed":
+        print(f"job {result.job_id} failed: {result.error}", file=sys.stderr)
+        if code == EXIT_REFUSED:
+            pass  # the message says what to do; rerunning unchanged would be refused again
+        elif code == EXIT_USAGE:
+            print("  fix the input and run again", file=sys.stderr)
+        elif code == EXIT_INTERNAL:
+            print(
+                f"  this is a bug in dj-runner; the stack trace is in the event log "
+                f"(dj-runner events {result.work_dir} -t job_failed --json)",
+                file=sys.stderr,
+            )
+        elif code == EXIT_RAY_UNAVAILABLE:
+            print("  Ray went away; resume with the same command once it is back", file=sys.stderr)
+        else:
+            print(
+                f"  resume with the same command; details: dj-runner report {result.work_dir}",
+                file=sys.stderr,
+            )
     else:
         line = f"job {result.job_id} {result.status}: {result.rows_in} -> {result.rows_out} samples"
         line += f" in {result.duration:.1f}s; output: {result.export_path}"
@@ -57,39 +145,42 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if result.rejected:
             line += f"; {result.rejected} malformed records in {result.work_dir}/rejects/"
         print(line, file=sys.stderr)
-    return result.exit_code
+    return code
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from dj_runner.recipe import load_recipe
-
     try:
-        recipe = load_recipe(args.recipe)
-    except RecipeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        recipe = load_checked_recipe(args.recipe, args.work_dir)
+    except (RecipeError, InvalidInput, InputError) as exc:
+        _error(str(exc))
+        return EXIT_USAGE
     print(f"ok: {len(recipe.process)} ops, fingerprint {recipe.fingerprint()}")
     return 0
 
 
-def _cmd_status(args: argparse.Namespace) -> int:
-    from dj_runner.report import status
+def _is_work_dir(path: Path) -> bool:
+    return any((path / name).exists() for name in ("job.json", "status.json", "events"))
 
-    st = status(args.work_dir)
+
+def _require_work_dir(path: str) -> Path | None:
+    root = Path(path)
+    if not root.is_dir() or not _is_work_dir(root):
+        _error(f"{path} is not a dj-runner work dir (no job.json, status.json or events/)")
+        return None
+    return root
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from dj_runner.report import format_status, status
+
+    root = _require_work_dir(args.work_dir)
+    if root is None:
+        return EXIT_USAGE
+    st = status(root)
     if args.json:
         print(json.dumps(st, indent=2, default=str))
-        return 0
-    if st["state"] == "empty":
-        print(f"{args.work_dir}: no job here")
-        return 1
-    print(f"job {st['job_id']}: {st['state']}")
-    print(
-        f"partitions: {st['partitions_done']} done, {st['partitions_failed']} failed, "
-        f"{st['partitions_remaining']} remaining (of {st['total_partitions']})"
-    )
-    ck = st["last_checkpoint"]
-    print("last checkpoint: " + (f"{ck['path']} (after op {ck['after_op']})" if ck else "none"))
-    print(f"resumable: {'yes' if st['resumable'] else 'no'}")
+    else:
+        print("\n".join(format_status(st)))
     return 0
 
 
@@ -101,23 +192,31 @@ def _format_event(ev_dict: dict) -> str:
 
 
 def _cmd_events(args: argparse.Namespace) -> int:
-    events_dir = Path(args.work_dir) / "events"
+    root = _require_work_dir(args.work_dir)
+    if root is None:
+        return EXIT_USAGE
     types = set(args.type or [])
+    unknown = types - EVENT_TYPES - RUNNER_EVENT_TYPES
+    if unknown:
+        valid = ", ".join(sorted(EVENT_TYPES | RUNNER_EVENT_TYPES))
+        _error(f"--type: unknown event type(s) {sorted(unknown)}; valid: {valid}")
+        return EXIT_USAGE
+    if args.partition is not None and args.partition < 0:
+        _error(f"--partition: got {args.partition}; expected a partition number >= 0")
+        return EXIT_USAGE
+    events_dir = root / "events"
 
     def show(ev) -> None:
         if types and ev.event_type not in types:
+            return
+        if args.partition is not None and ev.partition_id != args.partition:
             return
         d = ev.to_dict()
         print(json.dumps(d, default=str) if args.json else _format_event(d), flush=True)
 
     if args.follow:
-        try:
-            for ev in follow_events(
-                events_dir, until=("job_complete", "job_failed") if args.until_done else ()
-            ):
-                show(ev)
-        except KeyboardInterrupt:
-            pass
+        for ev in follow_events(events_dir, until=JOB_END_EVENTS if args.until_done else ()):
+            show(ev)
         return 0
     for ev in read_events(events_dir, partition_id=args.partition):
         show(ev)
@@ -127,12 +226,13 @@ def _cmd_events(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from dj_runner.report import performance_summary, status_report
 
+    root = _require_work_dir(args.work_dir)
+    if root is None:
+        return EXIT_USAGE
     if args.json:
-        print(
-            json.dumps(performance_summary(read_events(Path(args.work_dir) / "events")), indent=2)
-        )
+        print(json.dumps(performance_summary(read_events(root / "events")), indent=2))
     else:
-        print(status_report(args.work_dir))
+        print(status_report(root))
     return 0
 
 
@@ -164,13 +264,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="discard the work dir's earlier progress and start over",
     )
     run.add_argument("--ray-address", help="auto, ray://host:port or host:port (default: embedded)")
+    run.add_argument(
+        "--wait-for-lock",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="if another live runner holds the work dir, wait this long for it (default: 0, "
+        "give up at once with exit 5)",
+    )
+    run.add_argument(
+        "--grace-period",
+        type=float,
+        default=20.0,
+        metavar="SECONDS",
+        help="after SIGTERM/SIGINT, how long in-flight checkpoints may take (default: 20)",
+    )
     run.set_defaults(func=_cmd_run)
 
     val = sub.add_parser("validate", help="check a recipe without running it")
     val.add_argument("recipe")
+    val.add_argument("--work-dir", help="the work dir run would use (default: beside export)")
     val.set_defaults(func=_cmd_validate)
 
-    st = sub.add_parser("status", help="partitions done, failed and remaining; resumable or not")
+    st = sub.add_parser("status", help="the current run's state, partitions and samples")
     st.add_argument("work_dir")
     st.add_argument("--json", action="store_true")
     st.set_defaults(func=_cmd_status)
@@ -199,15 +315,39 @@ def main(argv: list[str] | None = None) -> int:
     from dj_runner.k8s_progress import reporter_from_env  # a no-op outside a DataJuicerJob
 
     with reporter_from_env(args):
-        code = int(args.func(args))
+        try:
+            code = int(args.func(args))
+        except KeyboardInterrupt:  # Ctrl-C outside a run's own handler (e.g. events --follow)
+            print("", file=sys.stderr)
+            code = 130
+        except BrokenPipeError:  # piped into `head`: the reader is gone, nothing to say
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            code = 141
+        except Exception as exc:
+            _error(f"internal error: {type(exc).__name__}: {exc}")
+            if os.environ.get("DJ_RUNNER_DEBUG"):
+                traceback.print_exc()
+            else:
+                print("  set DJ_RUNNER_DEBUG=1 for the stack trace", file=sys.stderr)
+            code = EXIT_INTERNAL
     if args.command == "run" and _embedded_ray_running():
         # An embedded Ray's processes share this process's fate and exit with it; Ray's own
-        # graceful shutdown would add seconds to every run for nothing. Everything the job
-        # wrote is already fsynced.
-        sys.stdout.flush()
-        sys.stderr.flush()
+        # graceful shutdown would add seconds to every run for nothing. The checkpoints,
+        # status.json and result.json are fsynced; the event log is in the page cache.
+        from dj_runner.ray_env import stop_embedded
+
+        _flush_quietly()
+        stop_embedded()
         os._exit(code)
+    _flush_quietly()
     return code
+
+
+def _flush_quietly() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(BrokenPipeError, ValueError):
+            stream.flush()
 
 
 def _embedded_ray_running() -> bool:

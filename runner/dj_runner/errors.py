@@ -1,9 +1,25 @@
-"""Error types shared by the runner: recipe errors, op errors, resume refusals."""
+"""Error types shared by the runner, and the exit codes they end in.
+
+Exit codes (the contract with the operator; docs/runner.md): 0 succeeded; 1 failed; 2 invalid
+recipe, arguments or input; 3 partially succeeded; 4 resume refused; 5 work dir locked by
+another live runner; 6 interrupted by SIGTERM/SIGINT after a clean stop; 7 Ray unavailable or
+lost; 70 internal error; 128+N killed by signal N.
+"""
 
 from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_PARTIAL = 3
+EXIT_REFUSED = 4
+EXIT_LOCKED = 5
+EXIT_INTERRUPTED = 6
+EXIT_RAY_UNAVAILABLE = 7
+EXIT_INTERNAL = 70
 
 
 def closest(name: str, valid: Iterable[str]) -> str | None:
@@ -84,3 +100,26 @@ class MalformedRecordError(RunnerError):
 
 class ResumeRefused(RunnerError):
     """The work dir belongs to a different recipe or dataset; resuming would mix results."""
+
+
+class InputError(RunnerError):
+    """An input file cannot be read as its format says (corrupt, truncated, not that format).
+
+    The message names the file, and the line or row where it is known.
+    """
+
+
+class RayUnavailable(RunnerError):
+    """The connection to Ray broke while the job ran (retryable: exit 7)."""
+
+
+class Interrupted(RunnerError):
+    """The run stopped on SIGTERM/SIGINT after letting its in-flight checkpoints commit."""
+
+
+class PlanRefused(ResumeRefused):
+    """plan.json cannot be used by this runner (another plan version)."""
+
+
+class InvalidInput(RunnerError):
+    """Bad input outside the recipe: arguments, paths, an unreachable Ray address (exit 2)."""

@@ -1,52 +1,96 @@
-"""The job driver: plan, schedule partitions on Ray with retries, cross global ops, export.
+"""The job driver: claim the work dir, plan, run the stages, cross global ops, export.
 
-``Executor(recipe).run()`` is the whole job. It is resumable: running it again on the same
+``Executor(recipe).run()`` is the whole job; it is resumable: running it again on the same
 work dir continues from each partition's newest valid checkpoint and never recomputes a
-finished partition. Its event API (``get_events``, ``monitor_events``,
-``get_performance_summary``, ``generate_status_report``) reads the work dir's event log.
+finished partition. The pieces live in their own modules: the lock (``lock.py``), the claim
+and fencing token (``fencing.py``), the manifest and fingerprint (``jobclaim.py``), the
+scheduling loop (``scheduler.py``, here given a Ray backend), global-op decisions
+(``global_decisions.py``, the op's own ``decide``), the export (``export.py``) and the live status (``status_file.py``).
+This module orchestrates them and owns the Ray task body's entry point.
 """
 
 from __future__ import annotations
 
-import json
-import shutil
+import contextlib
+import os
+import signal
+import threading
 import time
 import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
-from dj_runner import __version__
 from dj_runner.atomic import write_json_atomic
 from dj_runner.checkpoint import CheckpointKey, InvalidCheckpoint
-from dj_runner.errors import MalformedRecordError, ResumeRefused, RunnerError
+from dj_runner.errors import (
+    EXIT_FAILED,
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_LOCKED,
+    EXIT_OK,
+    EXIT_PARTIAL,
+    EXIT_RAY_UNAVAILABLE,
+    EXIT_REFUSED,
+    EXIT_USAGE,
+    InputError,
+    Interrupted,
+    InvalidInput,
+    MalformedRecordError,
+    OpError,
+    RayUnavailable,
+    RecipeError,
+    ResumeRefused,
+    RunnerError,
+)
 from dj_runner.events import Event, EventLogger, follow_events, read_events
-from dj_runner.export import write_export
-from dj_runner.ops.base import HASH_COLUMN
-from dj_runner.partition_task import PartitionResult, SourceChanged, run_partition
-from dj_runner.planner import Plan, build_plan
+from dj_runner.export import check_export_target, remove_export
+from dj_runner.fencing import Fence, Superseded, new_run_id, take_claim
+from dj_runner.finalize import broken_finals, export_finals
+from dj_runner.global_decisions import removed
+from dj_runner.jobclaim import claim_work_dir, default_work_dir
+from dj_runner.jobplan import load_or_build_plan
+from dj_runner.lock import WorkDirLock
+from dj_runner.partition_task import PartitionResult, SourceChanged
+from dj_runner.planner import Plan
 from dj_runner.progress import NoProgress, Progress
+from dj_runner.ray_backend import RayTaskBackend, event_logger
+from dj_runner.ray_env import RayAddressError
 from dj_runner.recipe import Recipe
 from dj_runner.report import performance_summary, status, status_report
-from dj_runner.sources import SourceFile, list_sources
+from dj_runner.scheduler import (
+    PartitionScheduler,
+    RetryPolicy,
+    StageOutcome,
+    StopToken,
+    short_error,
+    wait_timeout,
+)
+from dj_runner.status_file import StatusWriter, now_rfc3339
 from dj_runner.workdir import GlobalDecision, WorkDir
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_PARTIAL = 3
-EXIT_REFUSED = 4
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_OK",
+    "EXIT_PARTIAL",
+    "EXIT_REFUSED",
+    "EXIT_USAGE",
+    "Executor",
+    "JobResult",
+    "default_work_dir",
+    "wait_timeout",
+]
 
-FATAL_ERRORS = (SourceChanged, MalformedRecordError)
+#: Errors that end the job at once: more attempts cannot help.
+FATAL_ERRORS = (SourceChanged, MalformedRecordError, RayUnavailable, Superseded)
 
 
 @dataclass
 class JobResult:
-    status: str  # succeeded | partially_succeeded | failed
+    status: str  # succeeded | partially_succeeded | failed | interrupted
     job_id: str
     work_dir: str
     export_path: str | None
@@ -57,40 +101,86 @@ class JobResult:
     rejected: int = 0
     duration: float = 0.0
     error: str | None = None
+    run_id: str = ""
+    code: int | None = None  # the exit code when the status alone does not decide it
 
     @property
     def exit_code(self) -> int:
-        return {"succeeded": EXIT_OK, "partially_succeeded": EXIT_PARTIAL}.get(
-            self.status, EXIT_FAILED
-        )
+        if self.code is not None:
+            return self.code
+        return {
+            "succeeded": EXIT_OK,
+            "partially_succeeded": EXIT_PARTIAL,
+            "interrupted": EXIT_INTERRUPTED,
+        }.get(self.status, EXIT_FAILED)
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return {**self.__dict__, "exit_code": self.exit_code}
 
 
-def default_work_dir(recipe: Recipe) -> Path:
-    return Path(recipe.export_path).parent / f"{recipe.project_name}-work"
+class _StageListener:
+    """What the driver does when the scheduler reports: events, progress, status."""
 
+    def __init__(self, ex: Executor, final: bool, parts: int, capacity: int) -> None:
+        self.ex = ex
+        self.final = final
+        self.remaining = parts
+        self.capacity = capacity
 
-def _event_logger(work: WorkDir, job_id: str, ev: Any) -> EventLogger:
-    return EventLogger(
-        work.events_dir, job_id, ev.max_log_size_mb, ev.backup_count, ev.enabled, ev.log_level
-    )
+    def _settled(self) -> dict[str, int]:
+        """One partition finished or failed: the running count for status.json."""
+        self.remaining -= 1
+        return {"running": min(self.remaining, self.capacity)}
 
+    def on_retry(self, part: Any, attempt: int, delay: float, error: BaseException) -> None:
+        msg = short_error(error)
+        self.ex._log(
+            "partition_retry",
+            f"partition {part.pid} failed (attempt {attempt + 1}); retrying in {delay:.1f}s: {msg}",
+            partition_id=part.pid,
+            retry_count=attempt + 1,
+            retry_delay_s=delay,
+            error_message=msg,
+        )
 
-def _partition_task(
-    work_root: str,
-    recipe: Recipe,
-    part: Any,
-    sources: tuple[SourceFile, ...],
-    target: CheckpointKey,
-    attempt: int,
-    job_id: str,
-) -> PartitionResult:
-    work = WorkDir(work_root)
-    ev = recipe.event_logging
-    with _event_logger(work, job_id, ev) as log:
-        return run_partition(work, recipe, part, sources, target, attempt, log)
+    def on_failed(self, part: Any, attempt: int, error: BaseException) -> None:
+        msg = short_error(error)
+        self.ex._log(
+            "partition_failed",
+            f"partition {part.pid} failed after {attempt + 1} attempts: {msg}",
+            partition_id=part.pid,
+            retry_count=attempt,
+            error_message=msg,
+            error_type=type(error).__name__,
+        )
+        self.ex.progress.note(f"partition {part.pid} failed: {msg}")
+        self.ex._note_failure(part.pid, error, self._settled())
+
+    def on_done(self, part: Any, result: PartitionResult, attempt: int) -> None:
+        if self.final:
+            self.ex._log(
+                "partition_complete",
+                f"partition {part.pid}: {result.rows_in} -> {result.rows_out} rows",
+                partition_id=part.pid,
+                input_rows=result.rows_in,
+                output_rows=result.rows_out,
+                retry_count=attempt,
+            )
+            self.ex.progress.partition_done(part.pid, result.rows_out)
+            self.ex._partition_finished(part, result.rows_out, self._settled())
+        else:
+            self.ex.status.update(last_checkpoint_at=now_rfc3339(), partitions=self._settled())
+
+    def on_fatal(self, part: Any, error: BaseException) -> None:
+        if isinstance(error, (SourceChanged, MalformedRecordError)):
+            self.ex._log(
+                "partition_failed",
+                str(error),
+                partition_id=part.pid,
+                error_message=str(error),
+                error_type=type(error).__name__,
+            )
+        self.ex._note_failure(part.pid, error)
 
 
 class Executor:
@@ -104,6 +194,9 @@ class Executor:
         restart: bool = False,
         progress: Progress | None = None,
         ray_address: str | None = None,
+        wait_for_lock_s: float = 0.0,
+        grace_period_s: float = 20.0,
+        handle_signals: bool = False,
     ):
         self.recipe = recipe
         self.work = WorkDir(work_dir or recipe.work_dir or default_work_dir(recipe))
@@ -111,105 +204,129 @@ class Executor:
         self.restart = restart
         self.progress = progress or NoProgress()
         self.ray_address = ray_address or recipe.ray_address
+        self.wait_for_lock_s = wait_for_lock_s
+        self.grace_period_s = grace_period_s
+        self.handle_signals = handle_signals
         self.job_id = self.requested_job_id or ""
+        self.run_id = new_run_id()
+        self.stop = StopToken()
         self.events: EventLogger | None = None
+        self.fence: Fence | None = None
+        self.status: StatusWriter = StatusWriter(self.work.root, "", self.run_id, None)
+        self._cpus = 1
+        self._first_error: dict[str, Any] | None = None
+        self._done: set[int] = set()
 
-    # ------------------------------------------------------------------ resume checks
-    def _claim_work_dir(self) -> bool:
-        """Write or check the manifest. Returns True when this run resumes an earlier one."""
-        manifest = self.work.read_manifest()
-        if manifest is not None and self.restart:
-            self.work.wipe()
-            export = Path(self.recipe.export_path)
-            if export.is_dir():
-                shutil.rmtree(export)
-            else:
-                export.unlink(missing_ok=True)
-            manifest = None
-        fp = self.recipe.fingerprint()
-        if manifest is not None:
-            if manifest["fingerprint"] != fp:
-                raise ResumeRefused(
-                    f"the recipe changed since this work dir was started "
-                    f"({_describe_change(manifest['result_defining'], self.recipe.result_defining())}); "
-                    f"resuming would mix results. Use --restart to start the job over, or "
-                    f"another --work-dir"
+    # ------------------------------------------------------------------ signals
+    def request_stop(self, signum: int | None = None) -> None:
+        """Stop scheduling; in-flight tasks end after their checkpoint (``--grace-period``)."""
+        first = not self.stop.requested
+        self.stop.request(self.grace_period_s, signum)
+        if not first:
+            return
+        with contextlib.suppress(OSError):
+            self.work.stop_path(self.run_id).touch()
+        if self.handle_signals:
+            timer = threading.Timer(self.grace_period_s + 1.0, self._grace_expired)
+            timer.daemon = True
+            timer.start()
+
+    def _grace_expired(self) -> None:
+        """The grace period ran out: record the interruption (if this run owns the work dir's
+        status yet) and exit at once."""
+        try:
+            if self.status.data["job_id"]:
+                self.status.finish(
+                    "interrupted",
+                    {"op": None, "partition": None, "message": "grace period ran out"},
                 )
-            if self.requested_job_id and self.requested_job_id != manifest["job_id"]:
-                raise ResumeRefused(
-                    f"work dir {self.work.root} belongs to job '{manifest['job_id']}', "
-                    f"not '{self.requested_job_id}'; use --restart or another --work-dir"
-                )
-            self.job_id = manifest["job_id"]
-            return True
-        stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-        self.job_id = self.requested_job_id or f"{self.recipe.project_name}-{stamp}"
-        self.work.write_manifest(
-            {
-                "job_id": self.job_id,
-                "fingerprint": fp,
-                "result_defining": self.recipe.result_defining(),
-                "created_at": time.time(),
-                "runner_version": __version__,
-            }
-        )
-        return False
+        finally:
+            os._exit(EXIT_INTERRUPTED)
 
-    def _load_or_build_plan(self, cpus: int) -> Plan:
-        log = self._log
-        if self.work.plan_path.exists():
-            plan = Plan.from_dict(json.loads(self.work.plan_path.read_text()))
-            current = {s.path: s for s in list_sources(self.recipe.dataset_path)}
-            for src in plan.sources:
-                now = current.get(src.path)
-                if now is None or (now.size, now.mtime_ns) != (src.size, src.mtime_ns):
-                    raise ResumeRefused(
-                        f"input file {src.path} changed or vanished since the plan was made; "
-                        "restore it, or use --restart to start over"
-                    )
-            log(
-                "partition_plan_loaded",
-                f"reusing the plan: {len(plan.partitions)} partitions",
-                total_partitions=len(plan.partitions),
-            )
-            return plan
-        plan = build_plan(list_sources(self.recipe.dataset_path), self.recipe.partition, cpus)
-        plan.save(self.work.plan_path)
-        log(
-            "partition_plan_saved",
-            f"{len(plan.partitions)} partitions of at most {plan.rows_bound} samples / "
-            f"{plan.mb_bound} MB ({plan.mode})",
-            total_partitions=len(plan.partitions),
-            metadata={
-                "rows_bound": plan.rows_bound,
-                "mb_bound": plan.mb_bound,
-                "total_rows": plan.total_rows,
-            },
-        )
-        return plan
+    def _install_signal_handlers(self) -> None:
+        if not self.handle_signals or threading.current_thread() is not threading.main_thread():
+            return
 
-    def _log(self, event_type: str, message: str = "", **fields: Any) -> None:
-        if self.events is not None:
-            self.events.log(event_type, message, **fields)
+        def handler(signum: int, _frame: Any) -> None:
+            if self.stop.requested:
+                os._exit(128 + signum)  # a second signal: exit at once
+            self.request_stop(signum)
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, handler)
+
+    def _check_stop(self) -> None:
+        if self.stop.requested:
+            raise Interrupted("stopped by a signal before the next stage")
 
     # ------------------------------------------------------------------ the job
     def run(self) -> JobResult:
-        """Run (or resume) the job to the end. Raises RecipeError/ResumeRefused before work."""
-        t0 = time.time()
-        resuming = self._claim_work_dir()
-        ev = self.recipe.event_logging
-        self.events = _event_logger(self.work, self.job_id, ev)
-        result = JobResult("failed", self.job_id, str(self.work.root), self.recipe.export_path)
+        """Run (or resume) the job to the end.
+
+        Raises before any work: WorkDirLocked, RecipeError (e.g. an export that would destroy
+        files), ResumeRefused. Every later outcome is a JobResult (see ``exit_code``).
+        """
+        self._install_signal_handlers()
+        lock = WorkDirLock(self.work.root, WorkDirLock.holder_for(self.run_id, now_rfc3339()))
+        lock.acquire(self.wait_for_lock_s, cancelled=lambda: self.stop.requested)
         try:
+            return self._run_locked()
+        finally:
+            self.work.stop_path(self.run_id).unlink(missing_ok=True)
+            lock.release()
+
+    def _run_locked(self) -> JobResult:
+        t0 = time.time()
+        for stale in self.work.root.glob(".stop-*"):  # left by a run the grace period cut short
+            if stale.name != self.work.stop_path(self.run_id).name:
+                stale.unlink(missing_ok=True)
+        self.fence = take_claim(self.work.root, self.run_id)
+        check_export_target(self.recipe.export_path)
+        claim = claim_work_dir(self.work, self.recipe, self.requested_job_id, self.restart)
+        if self.restart:
+            remove_export(self.recipe.export_path)
+        self.job_id = claim.job_id
+        self.resuming = claim.resuming
+        self.status = StatusWriter(
+            self.work.root, self.job_id, self.run_id, self.recipe.export_path
+        )
+        self.status.write()
+        self.events = event_logger(self.work, self.job_id, self.recipe.event_logging)
+        result = JobResult(
+            "failed", self.job_id, str(self.work.root), self.recipe.export_path, run_id=self.run_id
+        )
+        try:
+            if claim.recovered:
+                self.progress.note(claim.recovered)
+                self._log("checkpoint_invalid", claim.recovered, error_message=claim.recovered)
             self._log(
-                "job_restart" if resuming else "job_start",
-                f"job {self.job_id} {'resumes' if resuming else 'starts'}",
+                "job_restart" if claim.resuming else "job_start",
+                f"job {self.job_id} {'resumes' if claim.resuming else 'starts'} (run {self.run_id})",
                 config=self.recipe.result_defining(),
+                run_id=self.run_id,
             )
             self._run(result)
+        except Interrupted as exc:
+            result.status = "interrupted"
+            result.error = str(exc)
+            if self.stop.deadline is not None and time.monotonic() >= self.stop.deadline:
+                result.error = (
+                    "the grace period ran out; the tasks still running were cancelled "
+                    "(their committed checkpoints are kept)"
+                )
+            sig = signal.Signals(self.stop.signum).name if self.stop.signum else "a signal"
+            self._log(
+                "job_interrupted",
+                f"job {self.job_id} stopped on {sig}; resumable",
+                run_id=self.run_id,
+                job_duration=time.time() - t0,
+            )
         except Exception as exc:
             result.status = "failed"
-            result.error = f"{type(exc).__name__}: {exc}"
+            result.code = _exit_code_for(exc)
+            result.error = (
+                str(exc) if isinstance(exc, RunnerError) else f"{type(exc).__name__}: {exc}"
+            )
             self._log(
                 "job_failed",
                 result.error,
@@ -219,31 +336,75 @@ class Executor:
                 failure_time=time.time(),
                 job_duration=time.time() - t0,
             )
-            if isinstance(exc, ResumeRefused) or not isinstance(exc, RunnerError):
-                raise
         finally:
             result.duration = time.time() - t0
+            result.rejected = self._count_rejects()
+            self.status.update(samples={"rejected": result.rejected}, partitions={"running": 0})
+            error = None
+            if result.status == "failed":
+                error = self._first_error or {"op": None, "partition": None, "message": ""}
+                error = {**error, "message": result.error or error["message"]}
+            elif result.status == "interrupted" and "grace period" in (result.error or ""):
+                error = {"op": None, "partition": None, "message": result.error}
+            self.status.finish(result.status, error)
             write_json_atomic(self.work.result_path, result.to_dict())
             self.progress.close()
             self.events.close()
         return result
 
-    def _run(self, result: JobResult) -> None:
+    def _connect(self) -> Any:
         from dj_runner.ray_env import connect
 
-        conn = connect(self.ray_address, self.recipe.np)
-        plan = self._load_or_build_plan(conn.cpus)
+        try:
+            conn = connect(self.ray_address, self.recipe.np, events=self.events)
+        except RunnerError:
+            raise
+        except (ValueError, ConnectionError, TimeoutError) as exc:
+            raise InvalidInput(
+                f"cannot use Ray at {self.ray_address or os.environ.get('RAY_ADDRESS') or 'embedded'}: "
+                f"{short_error(exc)}"
+            ) from None
+        self._install_signal_handlers()  # Ray's init installs its own SIGTERM handler
+        return conn
+
+    def _run(self, result: JobResult) -> None:
+        conn = self._connect()
+        self._cpus = conn.cpus
+        self._check_stop()
+        plan, plan_id = load_or_build_plan(
+            self.work, self.recipe, conn.cpus, self._log, self.progress.note
+        )
+        assert self.fence is not None
+        self.fence = self.fence.with_plan(plan_id)
+        self.work = WorkDir(self.work.root, self.fence)
         n_ops = len(self.recipe.process)
         final = CheckpointKey(n_ops)
         result.total_partitions = len(plan.partitions)
         result.rows_in = plan.total_rows
-        done_before = sum(
-            1
-            for p in plan.partitions
-            if (self.work.partition_store(p.pid, self.recipe).newest_key() or CheckpointKey(-1))
-            >= final
+        self._parts = {p.pid: p for p in plan.partitions}
+        stores = {p.pid: self.work.partition_store(p.pid, self.recipe) for p in plan.partitions}
+        newest = {pid: s.newest_key() for pid, s in stores.items()}
+        self._done = {pid for pid, k in newest.items() if k is not None and k >= final}
+        rows_out = 0
+        for pid in self._done:
+            commit = stores[pid].latest_commit(final)
+            rows_out += commit.rows if commit else 0
+        resumed = None
+        if self.resuming:
+            resumed = {
+                "partitions_done": len(self._done),
+                "checkpoints": sum(1 for k in newest.values() if k is not None),
+            }
+        self.status.update(
+            partitions={"total": len(plan.partitions), "done": len(self._done)},
+            samples={
+                "in": sum(self._parts[p].rows for p in self._done),
+                "out": rows_out,
+                "rejected": sum(self.work.count_rejects(p) for p in self._done),
+            },
+            resumed=resumed,
         )
-        self.progress.start(len(plan.partitions), plan.total_rows, done_before)
+        self.progress.start(len(plan.partitions), plan.total_rows, len(self._done))
         self._log(
             "processing_start",
             f"{len(plan.partitions)} partitions on {conn.address} ({conn.cpus} CPUs)",
@@ -252,9 +413,9 @@ class Executor:
 
         barriers = [i for i, s in enumerate(self.recipe.process) if s.op.is_global]
         targets = [CheckpointKey(g, hashed=True) for g in barriers] + [final]
-        outcomes: dict[int, PartitionResult] = {}
         failed: dict[int, str] = {}
         for target in targets:
+            self._check_stop()
             pending = [
                 p
                 for p in plan.partitions
@@ -265,9 +426,16 @@ class Executor:
                 pending = []  # decided in an earlier run; later stages apply it
             label = f"ops up to #{target.step}" + (" (hashing)" if target.hashed else "")
             self.progress.stage(label)
-            outcomes_stage, failed_stage = self._run_stage(plan, pending, target)
-            outcomes.update(outcomes_stage)
-            failed.update(failed_stage)
+            idx = target.step if target.hashed else n_ops - 1
+            self.status.update(
+                stage={
+                    "index": idx,
+                    "op": self.recipe.process[idx].name,
+                    "global": target.hashed,
+                }
+            )
+            outcome = self._run_stage(plan, pending, target)
+            failed.update(outcome.failed)
             if target.hashed:
                 if failed:
                     raise RunnerError(
@@ -277,7 +445,6 @@ class Executor:
                 self._decide_global(plan, target.step)
 
         result.failed_partitions = sorted(failed)
-        result.rejected = sum(o.rejected for o in outcomes.values())
         self._log(
             "processing_complete",
             f"{len(plan.partitions) - len(failed)} of {len(plan.partitions)} partitions done",
@@ -294,7 +461,10 @@ class Executor:
         self._repair_final(plan, exclude=set(failed), failed=failed)
         if len(failed) > self.recipe.max_failed_partitions:
             raise RunnerError(f"partitions {sorted(failed)} failed while being recomputed")
+        self._check_stop()
+        self.status.update(stage={"index": n_ops, "op": "export", "global": False})
         result.rows_out = self._export(plan, exclude=set(failed))
+        self.status.update(samples={"out": result.rows_out})
         result.status = "partially_succeeded" if failed else "succeeded"
         self._log(
             "job_complete",
@@ -309,95 +479,69 @@ class Executor:
             output_path=self.recipe.export_path,
         )
 
-    # ------------------------------------------------------------------ scheduling
-    def _run_stage(
-        self, plan: Plan, parts: list[Any], target: CheckpointKey
-    ) -> tuple[dict[int, PartitionResult], dict[int, str]]:
-        import ray
+    def _log(self, event_type: str, message: str = "", **fields: Any) -> None:
+        if self.events is not None:
+            self.events.log(event_type, message, **fields)
 
+    # ------------------------------------------------------------------ progress state
+    def _partition_finished(self, part: Any, rows_out: int, running: dict[str, int]) -> None:
+        if part.pid in self._done:
+            self.status.update(partitions=running)
+            return
+        self._done.add(part.pid)
+        st = self.status.data
+        self.status.update(
+            partitions={**running, "done": st["partitions"]["done"] + 1},
+            samples={
+                "in": st["samples"]["in"] + part.rows,
+                "out": st["samples"]["out"] + rows_out,
+                "rejected": st["samples"]["rejected"] + self.work.count_rejects(part.pid),
+            },
+            last_checkpoint_at=now_rfc3339(),
+        )
+
+    def _note_failure(
+        self, pid: int, error: BaseException, running: dict[str, int] | None = None
+    ) -> None:
+        if self._first_error is None:
+            self._first_error = {
+                "op": error.op_name if isinstance(error, OpError) else None,
+                "partition": pid,
+                "message": str(error),
+            }
+        self.status.update(
+            partitions={**(running or {}), "failed": self.status.data["partitions"]["failed"] + 1},
+            error=self._first_error,
+        )
+
+    def _count_rejects(self) -> int:
+        parts = getattr(self, "_parts", {})
+        return sum(self.work.count_rejects(pid) for pid in parts)
+
+    # ------------------------------------------------------------------ scheduling
+    def _run_stage(self, plan: Plan, parts: list[Any], target: CheckpointKey) -> StageOutcome:
         if not parts:
-            return {}, {}
-        task = ray.remote(num_cpus=1, max_retries=0)(_partition_task)
-        recipe_ref = ray.put(self.recipe)
-        sources_ref = ray.put(plan.sources)
-        max_inflight = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
-        queue: list[tuple[float, Any, int]] = [(0.0, p, 0) for p in parts]
-        inflight: dict[Any, tuple[Any, int]] = {}
-        done: dict[int, PartitionResult] = {}
-        failed: dict[int, str] = {}
+            return StageOutcome()
+        backend = RayTaskBackend(
+            str(self.work.root), self.recipe, plan.sources, target, self.job_id, self.fence
+        )
+        capacity = max(2, 2 * self._cpus)
         final = target == CheckpointKey(len(self.recipe.process))
-        while queue or inflight:
-            now = time.monotonic()
-            queue.sort(key=lambda q: (q[0], q[1].pid))
-            while queue and queue[0][0] <= now and len(inflight) < max_inflight:
-                _, part, attempt = queue.pop(0)
-                ref = task.remote(
-                    str(self.work.root), recipe_ref, part, sources_ref, target, attempt, self.job_id
-                )
-                inflight[ref] = (part, attempt)
-            wait_for = wait_timeout(
-                queue[0][0] if queue else None, now, len(inflight), max_inflight
-            )
-            if not inflight:
-                time.sleep(wait_for or 0.0)  # backoff until the next retry is due
-                continue
-            ready, _ = ray.wait(list(inflight), num_returns=1, timeout=wait_for)
-            for ref in ready:
-                part, attempt = inflight.pop(ref)
-                try:
-                    res: PartitionResult = ray.get(ref)
-                except FATAL_ERRORS as exc:
-                    for other in inflight:
-                        ray.cancel(other, force=True)
-                    self._log(
-                        "partition_failed",
-                        str(exc),
-                        partition_id=part.pid,
-                        error_message=str(exc),
-                        error_type=type(exc).__name__,
-                    )
-                    raise _unwrap(exc) from None
-                except Exception as exc:
-                    msg = _short_error(exc)
-                    if attempt < self.recipe.max_retries:
-                        delay = self.recipe.retry_base_delay_s * (2**attempt)
-                        self._log(
-                            "partition_retry",
-                            f"partition {part.pid} failed (attempt {attempt + 1}); retrying in "
-                            f"{delay:.1f}s: {msg}",
-                            partition_id=part.pid,
-                            retry_count=attempt + 1,
-                            retry_delay_s=delay,
-                            error_message=msg,
-                        )
-                        queue.append((time.monotonic() + delay, part, attempt + 1))
-                    else:
-                        failed[part.pid] = msg
-                        self._log(
-                            "partition_failed",
-                            f"partition {part.pid} failed after {attempt + 1} attempts: {msg}",
-                            partition_id=part.pid,
-                            retry_count=attempt,
-                            error_message=msg,
-                            error_type=type(exc).__name__,
-                        )
-                        self.progress.note(f"partition {part.pid} failed: {msg}")
-                    continue
-                if res.final_key != target:
-                    failed[part.pid] = f"stopped at {res.final_key.label}, expected {target.label}"
-                    continue
-                done[part.pid] = res
-                if final:
-                    self._log(
-                        "partition_complete",
-                        f"partition {part.pid}: {res.rows_in} -> {res.rows_out} rows",
-                        partition_id=part.pid,
-                        input_rows=res.rows_in,
-                        output_rows=res.rows_out,
-                        retry_count=attempt,
-                    )
-                    self.progress.partition_done(part.pid, res.rows_out)
-        return done, failed
+        scheduler = PartitionScheduler(
+            backend,
+            RetryPolicy(self.recipe.max_retries, self.recipe.retry_base_delay_s),
+            capacity=capacity,
+            fatal=FATAL_ERRORS,
+            listener=_StageListener(self, final, len(parts), capacity),
+            stop=self.stop,
+            reached=lambda res: res.final_key == target,
+        )
+        self.status.update(partitions={"running": min(len(parts), scheduler.capacity)})
+        outcome = scheduler.run(parts)
+        self.status.update(partitions={"running": 0})
+        if outcome.interrupted:
+            raise Interrupted("stopped by a signal; in-flight checkpoints were committed")
+        return outcome
 
     # ------------------------------------------------------------------ global ops
     def _decide_global(self, plan: Plan, op_idx: int) -> None:
@@ -412,97 +556,70 @@ class Executor:
         )
         t0 = time.perf_counter()
         key = CheckpointKey(op_idx, hashed=True)
+        op = self.recipe.process[op_idx].op
+        columns = list(op.signature_columns)  # type: ignore[attr-defined]
         for _ in range(3):
-            seen: set[str] = set()
-            masks: dict[int, pa.Array] = {}
             broken = []
-            for part in plan.partitions:
-                store = self.work.partition_store(part.pid, self.recipe)
-                commit = store.latest_commit(key)
-                try:
-                    if commit is None:
-                        raise InvalidCheckpoint("no hashed checkpoint")
-                    hashes = store.load(commit, [HASH_COLUMN]).column(HASH_COLUMN).to_pylist()
-                except InvalidCheckpoint:
-                    broken.append(part)
-                    continue
-                keep = []
-                for h in hashes:
-                    keep.append(h not in seen)
-                    seen.add(h)
-                masks[part.pid] = pa.array(keep, pa.bool_())
+
+            def signatures(broken: list[Any] = broken) -> Iterator[tuple[int, pa.Table]]:
+                # One partition's signature columns at a time, in plan order.
+                for part in plan.partitions:
+                    store = self.work.partition_store(part.pid, self.recipe)
+                    commit = store.latest_commit(key)
+                    try:
+                        if commit is None:
+                            raise InvalidCheckpoint("no hashed checkpoint")
+                        table = store.load(commit, columns)
+                    except InvalidCheckpoint:
+                        broken.append(part)
+                        continue
+                    if not broken:  # past a broken one, the decision is redone anyway
+                        yield part.pid, table
+
+            masks = op.decide(signatures())  # type: ignore[attr-defined]
             if not broken:
                 break
-            _, failed = self._run_stage(plan, broken, key)
-            if failed:
-                raise RunnerError(f"could not rebuild hashes for partitions {sorted(failed)}")
+            outcome = self._run_stage(plan, broken, key)
+            if outcome.failed:
+                raise RunnerError(
+                    f"could not rebuild hashes for partitions {sorted(outcome.failed)}"
+                )
         else:
             raise RunnerError(f"{name}: hashed checkpoints keep failing verification")
-        decision = GlobalDecision(masks)
-        self.work.save_global_decision(op_idx, name, decision)
-        removed = sum(len(m) - m.true_count for m in masks.values())
+        self.work.save_global_decision(op_idx, name, GlobalDecision(masks))
+        n_removed = removed(masks)
         self._log(
             "global_op_complete",
-            f"{name}: {removed} duplicates removed",
+            f"{name}: {n_removed} duplicates removed",
             operation_name=name,
             operation_idx=op_idx,
             duration=time.perf_counter() - t0,
-            metadata={"removed": removed},
+            metadata={"removed": n_removed},
         )
 
     # ------------------------------------------------------------------ export
     def _repair_final(self, plan: Plan, exclude: set[int], failed: dict[int, str]) -> None:
         """Verify every final checkpoint before export; recompute the ones that fail."""
-        final = CheckpointKey(len(self.recipe.process))
-        broken = []
-        for part in plan.partitions:
-            if part.pid in exclude:
-                continue
-            store = self.work.partition_store(part.pid, self.recipe)
-            commit = store.latest_commit(final)
-            try:
-                if commit is None:
-                    raise InvalidCheckpoint("no final checkpoint")
-                store.verify(commit)
-            except InvalidCheckpoint as exc:
-                self._log(
-                    "checkpoint_invalid",
-                    f"partition {part.pid}: {exc}; recomputing",
-                    partition_id=part.pid,
-                    error_message=str(exc),
-                )
-                if commit is not None:
-                    (store.dir / commit.file).unlink(missing_ok=True)
-                broken.append(part)
+
+        def invalid(pid: int, why: str) -> None:
+            self._log(
+                "checkpoint_invalid",
+                f"partition {pid}: {why}; recomputing",
+                partition_id=pid,
+                error_message=why,
+            )
+
+        broken = broken_finals(self.work, self.recipe, plan, exclude, invalid)
         if broken:
             self.progress.stage(f"recomputing {len(broken)} partitions")
-            _, again = self._run_stage(plan, broken, final)
-            failed.update(again)
+            failed.update(
+                self._run_stage(plan, broken, CheckpointKey(len(self.recipe.process))).failed
+            )
 
     def _export(self, plan: Plan, exclude: set[int]) -> int:
-        final = CheckpointKey(len(self.recipe.process))
-        stores = [
-            self.work.partition_store(p.pid, self.recipe)
-            for p in plan.partitions
-            if p.pid not in exclude
-        ]
-        commits = [s.latest_commit(final) for s in stores]
-        schemas = []
-        for store, commit in zip(stores, commits, strict=True):
-            assert commit is not None
-            schemas.append(store.schema(commit))
-
-        def partitions() -> Iterator[Iterator[pa.Table]]:
-            for store, commit in zip(stores, commits, strict=True):
-                # _repair_final verified every final checkpoint just before (or a task
-                # committed it since): no second checksum pass over the data.
-                yield store.iter_slices(commit, verified=True)
-
         self.progress.stage("exporting")
         t0 = time.perf_counter()
-        rows = write_export(
-            self.recipe.export_path, partitions, schemas, self.recipe.keep_stats_in_res_ds
-        )
+        rows = export_finals(self.work, self.recipe, plan, exclude)
         self._log(
             "export_complete",
             f"wrote {rows} samples to {self.recipe.export_path}",
@@ -527,60 +644,19 @@ class Executor:
     def generate_status_report(self) -> str:
         return status_report(self.work.root)
 
-    def status(self) -> dict[str, Any]:
+    def status_dict(self) -> dict[str, Any]:
         return status(self.work.root)
 
 
-def wait_timeout(next_due: float | None, now: float, inflight: int, capacity: int) -> float | None:
-    """How long the scheduler may block in ``ray.wait``: ``None`` means until a task ends.
-
-    With room to start the next queued partition, wait until its retry is due. Without room,
-    only a task's end can change anything, so block: a zero timeout there would spin the
-    driver at full CPU for as long as the queue waits for capacity.
-    """
-    if next_due is None or inflight >= capacity:
-        return None
-    return max(0.0, next_due - now)
-
-
-def _unwrap(exc: BaseException) -> BaseException:
-    cause = getattr(exc, "cause", None)
-    return cause if isinstance(cause, BaseException) else exc
-
-
-def _short_error(exc: BaseException) -> str:
-    cause = _unwrap(exc)
-    return f"{type(cause).__name__}: {str(cause).strip().splitlines()[-1] if str(cause).strip() else ''}"
-
-
-def _describe_change(old: Any, new: Any, path: str = "") -> str:
-    """The differences between two recipe parts, as ``path: old -> new`` items."""
-    return "; ".join(_diff(old, new, path)[:6]) or "fingerprint differs"
-
-
-def _diff(old: Any, new: Any, path: str) -> list[str]:
-    if isinstance(old, dict) and isinstance(new, dict):
-        out = []
-        for k in list(dict.fromkeys([*old, *new])):
-            sub = f"{path}.{k}" if path else str(k)
-            if k not in old:
-                out.append(f"{sub} added ({json.dumps(new[k], default=str)[:80]})")
-            elif k not in new:
-                out.append(f"{sub} removed")
-            else:
-                out.extend(_diff(old[k], new[k], sub))
-        return out
-    if isinstance(old, list) and isinstance(new, list):
-        out = []
-        for i in range(max(len(old), len(new))):
-            sub = f"{path}[{i}]"
-            if i >= len(old):
-                out.append(f"{sub} added ({json.dumps(new[i], default=str)[:80]})")
-            elif i >= len(new):
-                out.append(f"{sub} removed ({json.dumps(old[i], default=str)[:80]})")
-            else:
-                out.extend(_diff(old[i], new[i], sub))
-        return out
-    if old != new:
-        return [f"{path}: {json.dumps(old, default=str)} -> {json.dumps(new, default=str)}"]
-    return []
+def _exit_code_for(exc: BaseException) -> int:
+    if isinstance(exc, ResumeRefused):
+        return EXIT_REFUSED
+    if isinstance(exc, (RecipeError, InvalidInput, InputError, RayAddressError)):
+        return EXIT_USAGE
+    if isinstance(exc, Superseded):
+        return EXIT_LOCKED
+    if isinstance(exc, RayUnavailable):
+        return EXIT_RAY_UNAVAILABLE
+    if isinstance(exc, (RunnerError, OSError)):
+        return EXIT_FAILED  # OSError: the disk, not the runner (a full or read-only volume)
+    return EXIT_INTERNAL

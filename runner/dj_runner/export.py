@@ -2,15 +2,24 @@
 
 One file, or a directory of shards (``part-NNNNN.<ext>``, one per partition) when the
 export path has no file suffix. Every partition is conformed to one schema first, so the
-export does not depend on how the input was partitioned. The export appears atomically:
-it is written under a temporary name and renamed into place.
+export does not depend on how the input was partitioned. A Parquet export gives nested JSON
+values (kept as JSON text while processing) their struct or list type. A single-file export
+appears atomically (written under a temporary name, then renamed); a directory export is written
+beside the target and swapped in with two renames.
+
+The runner only ever deletes what it wrote. A directory export carries a marker file
+(``.dj-runner-export``); an existing directory without it that holds anything is refused
+(``check_export_target``) before any work, and an owned directory is replaced only while it
+holds nothing but the runner's shards.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -18,14 +27,62 @@ from typing import IO, Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from dj_runner.arrow_json import export_default
 from dj_runner.atomic import fsync_dir, write_atomic
+from dj_runner.errors import RecipeError
 from dj_runner.ops.base import HASH_COLUMN, STATS_COLUMN
-from dj_runner.schema import conform, unify
-from dj_runner.sources import is_json_text
+from dj_runner.schema import conform, is_json_text, typed_nested, unify
 
 
 def is_sharded(export_path: str) -> bool:
     return not (export_path.endswith(".jsonl") or export_path.endswith(".parquet"))
+
+
+EXPORT_MARKER = ".dj-runner-export"
+_SHARD = re.compile(r"^part-\d{5}\.(jsonl|parquet)$")
+
+
+def _owned_entries(directory: Path) -> list[Path] | None:
+    """The runner's files in ``directory``, or None if it holds anything else / no marker."""
+    entries = list(directory.iterdir())
+    if not (directory / EXPORT_MARKER).is_file():
+        return None
+    if any(p.name != EXPORT_MARKER and not (_SHARD.match(p.name) and p.is_file()) for p in entries):
+        return None
+    return entries
+
+
+def check_export_target(export_path: str) -> None:
+    """Refuse an export that would destroy what the runner did not write (before any work)."""
+    target = Path(export_path).expanduser()
+    if is_sharded(export_path):
+        if target.exists() and not target.is_dir():
+            raise RecipeError("export_path", export_path, "a directory; this path is a file")
+        if target.is_dir() and any(target.iterdir()) and _owned_entries(target) is None:
+            raise RecipeError(
+                "export_path",
+                export_path,
+                "a new or empty directory, or one this runner exported to before (it holds "
+                f"{EXPORT_MARKER} and only part-NNNNN files); this directory holds other files "
+                "and the export would replace them",
+            )
+    elif target.is_dir():
+        raise RecipeError("export_path", export_path, "a file path; this path is a directory")
+
+
+def remove_export(export_path: str) -> None:
+    """Remove an earlier export (``--restart``): the file, or an owned directory's shards."""
+    target = Path(export_path).expanduser()
+    if not is_sharded(export_path):
+        if target.is_file():
+            target.unlink()
+        return
+    if target.is_dir() and (target / EXPORT_MARKER).is_file():
+        for p in target.iterdir():
+            if p.name == EXPORT_MARKER or (_SHARD.match(p.name) and p.is_file()):
+                p.unlink()
+        if not any(target.iterdir()):
+            target.rmdir()
 
 
 def export_format(export_path: str, sharded: bool) -> str:
@@ -83,7 +140,7 @@ def _encoded(is_raw: bool, values: list[Any]) -> list[str]:
     if is_raw:
         return ["null" if v is None else v for v in values]
     dumps = json.dumps
-    return [dumps(v, ensure_ascii=False, default=str) for v in values]
+    return [dumps(v, ensure_ascii=False, default=export_default) for v in values]
 
 
 def write_export(
@@ -101,6 +158,10 @@ def write_export(
     fmt = export_format(export_path, sharded)
     target = Path(export_path)
     unified = unify([_prepared_schema(s, keep_stats) for s in schemas])
+    if fmt == "parquet":  # nested JSON values become structs and lists (a pass over them)
+        unified = typed_nested(
+            unified, (prepare(t, keep_stats) for part in partitions() for t in part)
+        )
     rows = 0
 
     def conformed(slices: Iterator[pa.Table]) -> Iterator[pa.Table]:
@@ -126,16 +187,22 @@ def write_export(
         )
         return rows
 
+    check_export_target(export_path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp_dir, ignore_errors=True)
+    tag = uuid.uuid4().hex
+    tmp_dir = target.with_name(f".{target.name}.tmp-{tag}")
     tmp_dir.mkdir()
-    for i, part in enumerate(partitions()):
-        write_file(tmp_dir / f"part-{i:05d}.{fmt}", part)
-    old = target.with_name(f".{target.name}.old-{os.getpid()}")
-    if target.exists():
-        os.replace(target, old)
-    os.replace(tmp_dir, target)
-    shutil.rmtree(old, ignore_errors=True)
+    old = target.with_name(f".{target.name}.old-{tag}")
+    try:
+        for i, part in enumerate(partitions()):
+            write_file(tmp_dir / f"part-{i:05d}.{fmt}", part)
+        (tmp_dir / EXPORT_MARKER).write_text("written by dj-runner; only part-NNNNN files\n")
+        if target.exists():
+            os.replace(target, old)  # empty, or only the runner's own files (checked above)
+        os.replace(tmp_dir, target)
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+    if old.exists():
+        shutil.rmtree(old)
     fsync_dir(target.parent)
     return rows

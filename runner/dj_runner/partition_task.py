@@ -24,7 +24,7 @@ import pyarrow as pa
 from dj_runner.apply import SampleError, add_hashes, apply_keep_mask, apply_local
 from dj_runner.atomic import write_atomic
 from dj_runner.checkpoint import CheckpointDir, CheckpointKey
-from dj_runner.errors import MalformedRecordError, OpError, RunnerError
+from dj_runner.errors import MalformedRecordError, OpError, ResumeRefused
 from dj_runner.events import EventLogger
 from dj_runner.planner import PartitionPlan, columnar_hash, combine_digests
 from dj_runner.recipe import Recipe
@@ -38,11 +38,12 @@ from dj_runner.sources import (
     read_line_range,
     read_rows,
     records_to_table,
+    reject_null_text,
 )
 from dj_runner.workdir import WorkDir
 
 
-class SourceChanged(RunnerError):
+class SourceChanged(ResumeRefused):
     """The input no longer matches the plan; resuming would mix different data."""
 
 
@@ -98,8 +99,10 @@ def read_source(
         if records:
             tables.append(records_to_table(records, recipe.text_keys))
 
+    changed: list[str] = []
     for r in part.ranges:
         src = sources[r.file]
+        before = len(digests)
         if src.fmt in LINE_FORMATS:
             h = hashlib.blake2b(digest_size=16)
             chunk: list[tuple[int, bytes]] = []
@@ -114,12 +117,21 @@ def read_source(
         else:
             t = read_rows(src, r.start, r.stop)
             digests.append(columnar_hash(t))
-            tables.append(ensure_text_columns(t, recipe.text_keys))
+            t, nulls = reject_null_text(
+                ensure_text_columns(t, recipe.text_keys), recipe.text_key, src.path, r.start
+            )
+            bad.extend(nulls)
+            tables.append(t)
+        if len(digests) > before and digests[-1] != r.digest and src.path not in changed:
+            changed.append(src.path)
     if combine_digests(digests) != part.content_hash:
+        files = ", ".join(changed) or ", ".join(
+            dict.fromkeys(sources[r.file].path for r in part.ranges)
+        )
         raise SourceChanged(
-            f"partition {part.pid}: the input differs from when the plan was made "
-            f"(content hash {combine_digests(digests)[:12]} != {part.content_hash[:12]}); "
-            "restore the input or start over with --restart"
+            f"input file {files} changed since the plan was made (its content differs in "
+            f"partition {part.pid}, though its size and modification time may not); resuming "
+            "would mix different data. Restore the input, or start over with --restart"
         )
     if not tables:
         return records_to_table([], recipe.text_keys), bad
@@ -235,6 +247,8 @@ def _run_ops(
     ops = recipe.process
     text_key = recipe.text_key
     while key < target:
+        if work.stop_requested():
+            break  # the driver is stopping (SIGTERM): end after the last committed checkpoint
         step = key.step
         op = ops[step].op
         name = ops[step].name
@@ -257,7 +271,7 @@ def _run_ops(
                     key = CheckpointKey(step, hashed=True)
                     saver.save(key, table, name)
                     break  # the driver decides for every partition, then calls again
-                table = apply_keep_mask(table, decision.mask_for(pid))
+                table = apply_keep_mask(table, decision.mask_for(pid), op)  # type: ignore[arg-type]
             else:
                 table = apply_local(op, table, text_key)
         except SampleError as exc:

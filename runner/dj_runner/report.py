@@ -1,90 +1,56 @@
 """Reading a work dir back: job status, performance summary and a printable status report.
 
-Works on any work dir, from any process, while the job runs or after it ended.
+Works on any work dir, from any process, while the job runs or after it ended. ``status``
+reads only ``status.json`` (and the lock, to tell a live run from a killed one); the report
+adds the event log's per-op figures.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections import defaultdict
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from dj_runner.atomic import read_records
 from dj_runner.events import Event, read_events
-
-
-def _n_ops(manifest: dict[str, Any]) -> int:
-    return len(manifest["result_defining"]["process"])
+from dj_runner.lock import is_locked, read_holder
+from dj_runner.status_file import read_status
 
 
 def status(work_root: str | Path) -> dict[str, Any]:
-    """Partitions done, failed and remaining; the last checkpoint; whether it can resume."""
+    """The current run's status, from ``status.json`` alone: constant time, no event log.
+
+    ``state`` is the recorded one, except that a run recorded as ``running`` whose runner no
+    longer holds the work dir's lock is reported ``interrupted`` (it was killed).
+    """
     root = Path(work_root)
-    try:
-        manifest = json.loads((root / "job.json").read_text())
-    except FileNotFoundError:
-        return {"work_dir": str(root), "state": "empty", "resumable": False}
-    try:
-        plan = json.loads((root / "plan.json").read_text())
-    except FileNotFoundError:
-        plan = None
-    result = None
-    if (root / "result.json").exists():
-        result = json.loads((root / "result.json").read_text())
-    n_ops = _n_ops(manifest)
-    events = read_events(
-        root / "events",
-        event_type=(
-            "partition_failed",
-            "partition_complete",
-            "partition_start",
-            "partition_resume",
-        ),
-    )
-    last_event: dict[int, str] = {}
-    for ev in events:
-        if ev.partition_id is not None:
-            last_event[ev.partition_id] = ev.event_type
-    done, failed, remaining = [], [], []
-    last_ckpt: dict[str, Any] | None = None
-    pids = [p["pid"] for p in plan["partitions"]] if plan else []
-    for pid in pids:
-        commits = read_records(root / "checkpoints" / f"p{pid:05d}" / "commits.jsonl")
-        newest = max(commits, key=lambda c: (c["step"], c.get("hashed", False)), default=None)
-        if commits:
-            latest = max(commits, key=lambda c: c.get("committed_at", 0))
-            if last_ckpt is None or latest.get("committed_at", 0) > last_ckpt["committed_at"]:
-                last_ckpt = {
-                    "partition_id": pid,
-                    "path": str(root / "checkpoints" / f"p{pid:05d}" / latest["file"]),
-                    "after_op": latest["step"],
-                    "op_name": latest.get("op_name"),
-                    "rows": latest["rows"],
-                    "committed_at": latest.get("committed_at", 0),
-                }
-        if newest is not None and newest["step"] >= n_ops and not newest.get("hashed"):
-            done.append(pid)
-        elif last_event.get(pid) == "partition_failed":
-            failed.append(pid)
-        else:
-            remaining.append(pid)
-    job_state = result["status"] if result else "running_or_interrupted"
+    st = read_status(root)
+    if st is None:
+        if not (root / "job.json").exists():
+            return {"work_dir": str(root), "state": "empty", "resumable": False}
+        st = {"state": "not_started", "partitions": None, "samples": None}
+    alive = is_locked(root)
+    state = st.get("state")
+    if state == "running" and not alive:
+        state = "interrupted"
+    parts = st.get("partitions") or {"total": 0, "done": 0, "failed": 0, "running": 0}
+    if not parts.get("total") and (root / "plan.json").exists():
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            parts = {
+                **parts,
+                "total": len(json.loads((root / "plan.json").read_text())["partitions"]),
+            }
     return {
+        **st,
         "work_dir": str(root),
-        "job_id": manifest["job_id"],
-        "state": job_state,
-        "total_partitions": len(pids),
-        "partitions_done": len(done),
-        "partitions_failed": len(failed),
-        "partitions_remaining": len(remaining),
-        "failed_partitions": failed,
-        "total_ops": n_ops,
-        "last_checkpoint": last_ckpt,
-        "resumable": plan is not None and job_state != "succeeded",
-        "rows_in": result.get("rows_in") if result else None,
-        "rows_out": result.get("rows_out") if result else None,
-        "error": result.get("error") if result else None,
+        "state": state,
+        "recorded_state": st.get("state"),
+        "runner_alive": alive,
+        "holder": asdict(h) if (alive and (h := read_holder(root))) else None,
+        "partitions": parts,
+        "resumable": state not in ("succeeded", "running"),
     }
 
 
@@ -132,33 +98,49 @@ def performance_summary(events: list[Event]) -> dict[str, Any]:
     }
 
 
+def format_status(st: dict[str, Any]) -> list[str]:
+    """The status as lines for a person."""
+    if st["state"] == "empty":
+        return [f"{st['work_dir']}: no job here"]
+    p = st["partitions"]
+    lines = [f"job {st.get('job_id')}: {st['state']}"]
+    if st.get("recorded_state") == "running" and st["state"] == "interrupted":
+        lines[0] += " (its runner is gone; rerun the same command to resume)"
+    if st.get("holder"):
+        h = st["holder"]
+        lines.append(f"runner: run {h['run_id']}, pid {h['pid']} on {h['host']}")
+    remaining = p["total"] - p["done"] - p["failed"]
+    lines.append(
+        f"partitions: {p['done']} done, {p['failed']} failed, {p.get('running', 0)} running, "
+        f"{max(0, remaining)} remaining (of {p['total']})"
+    )
+    if st.get("samples"):
+        s = st["samples"]
+        lines.append(f"samples: {s['in']} in, {s['out']} out, {s['rejected']} rejected")
+    if st.get("stage"):
+        g = " (global)" if st["stage"].get("global") else ""
+        lines.append(f"stage: #{st['stage']['index']} {st['stage']['op']}{g}")
+    lines.append(f"last checkpoint: {st.get('last_checkpoint_at') or 'none'}")
+    if st.get("updated_at"):
+        lines.append(f"updated: {st['updated_at']}")
+    if st.get("error"):
+        lines.append(f"error: {st['error'].get('message')}")
+    lines.append(f"resumable: {'yes' if st['resumable'] else 'no'}")
+    return lines
+
+
 def status_report(work_root: str | Path) -> str:
-    """A human-readable report of the job: status, partitions, ops, failures."""
+    """A human-readable report of the job: status, per-op figures, failures."""
     root = Path(work_root)
     st = status(root)
     if st["state"] == "empty":
         return f"{root}: no job here"
     events = read_events(root / "events")
     perf = performance_summary(events)
-    lines = [
-        f"Job {st['job_id']}  [{st['state']}]",
-        f"  work dir:   {st['work_dir']}",
-        f"  partitions: {st['partitions_done']} done, {st['partitions_failed']} failed, "
-        f"{st['partitions_remaining']} remaining (of {st['total_partitions']})",
-    ]
-    if st["rows_in"] is not None:
-        lines.append(f"  samples:    {st['rows_in']} in, {st['rows_out']} out")
+    lines = [f"Job {st.get('job_id')}  [{st['state']}]", f"  work dir:   {root}"]
+    lines += ["  " + line for line in format_status(st)[1:]]
     if perf["job_seconds"]:
         lines.append(f"  last run:   {perf['job_seconds']:.2f}s")
-    ck = st["last_checkpoint"]
-    if ck:
-        lines.append(
-            f"  last checkpoint: partition {ck['partition_id']} after op {ck['after_op']} "
-            f"({ck['op_name']}), {ck['rows']} rows: {ck['path']}"
-        )
-    lines.append(f"  resumable:  {'yes' if st['resumable'] else 'no'}")
-    if st["error"]:
-        lines.append(f"  error:      {st['error']}")
     if perf["ops"]:
         lines.append("")
         lines.append(

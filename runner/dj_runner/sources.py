@@ -4,31 +4,47 @@ A dataset is a file, a directory (searched recursively) or a glob of ``.jsonl``,
 ``.jsonl.gz``, ``.jsonl.zst``, ``.json``, ``.parquet``, ``.arrow`` or ``.csv`` files, taken in
 sorted order. Line formats are addressed by byte ranges of the (decompressed) stream;
 columnar formats by row ranges. Records whose fields differ are fine: a missing field is
-null. A line that is not a JSON object, or whose text field is not a string, is a
-malformed record; it is returned separately so the caller can reject it.
+null.
+
+Malformed records are returned separately, with file and line, so the caller can reject
+them. The rule: a line is malformed when it is not valid UTF-8 JSON, is not a JSON object,
+holds a lone UTF-16 surrogate anywhere (``"\\ud800"`` or the CESU bytes ``ED A0 80``: no
+Arrow string or UTF-8 output can carry one), or when its first text key (the field ops work
+on) is missing, null or not a string; the other text keys may be missing or null but, when
+set, must be strings. Columnar rows whose first text key is null are malformed too. A file
+that cannot be read as its format at all (corrupt or truncated compressed data, a ``.json``
+file that is neither one JSON array nor JSON Lines, an unreadable Parquet, Arrow or CSV
+file) raises ``InputError`` naming the file, and the line or row where it is known.
 """
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import gzip
 import io
 import json
 import os
+import re
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
-from dj_runner.errors import RecipeError
-from dj_runner.recipe import INPUT_SUFFIXES
+from dj_runner.errors import InputError, RecipeError
+from dj_runner.recipe_schema import INPUT_SUFFIXES
+from dj_runner.schema import (  # JSON text is a schema concept
+    json_text_array,
+    json_text_field,
+)
 
-JSON_COLUMN_META = b"dj_json"
 LINE_FORMATS = ("jsonl", "json")
 
 
@@ -75,6 +91,8 @@ def list_sources(dataset_path: str) -> list[SourceFile]:
     """The dataset's files in a stable, sorted order. Raises RecipeError when there are none."""
     if any(ch in dataset_path for ch in "*?["):
         candidates = sorted(glob.glob(dataset_path, recursive=True))
+        if not candidates:
+            raise RecipeError("dataset_path", dataset_path, "a glob that matches files")
     elif os.path.isdir(dataset_path):
         candidates = sorted(str(p) for p in Path(dataset_path).rglob("*") if p.is_file())
     elif os.path.isfile(dataset_path):
@@ -95,25 +113,115 @@ def list_sources(dataset_path: str) -> list[SourceFile]:
     return files
 
 
+#: What a broken compressed stream or file raises while it is read.
+_READ_ERRORS: tuple[type[BaseException], ...] = (EOFError, OSError, zlib.error)
+
+
+def _zstd_error() -> type[BaseException]:
+    import zstandard
+
+    return zstandard.ZstdError
+
+
+@contextlib.contextmanager
+def reading(src: SourceFile, where: str = "") -> Iterator[None]:
+    """Turn a read failure of ``src`` into an ``InputError`` naming the file (and where)."""
+    try:
+        yield
+    except InputError:
+        raise
+    except (*_READ_ERRORS, _zstd_error(), pa.ArrowException, UnicodeDecodeError) as exc:
+        what = {"gzip": "gzip-compressed ", "zstd": "zstd-compressed "}.get(src.compression, "")
+        raise InputError(
+            f"input file {src.path} is not readable as {what}{src.fmt}{where}: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+
+
 def open_binary(src: SourceFile) -> IO[bytes]:
     """Open a line-format file as a decompressed binary stream."""
     if src.compression == "gzip":
         return gzip.open(src.path, "rb")  # type: ignore[return-value]
     if src.compression == "zstd":
+        return io.BufferedReader(_ZstdReader(src.path), buffer_size=1 << 20)
+    return open(src.path, "rb")
+
+
+class _ZstdReader(io.RawIOBase):
+    """A zstd file decompressed frame by frame; a truncated last frame is an ``EOFError``.
+
+    (``zstandard``'s stream reader ends quietly at a truncated frame, which would drop the
+    records after the cut without a word.)
+    """
+
+    def __init__(self, path: str) -> None:
         import zstandard
 
-        raw = open(src.path, "rb")
-        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, closefd=True))
-    return open(src.path, "rb")
+        self._fh = open(path, "rb")
+        self._new = zstandard.ZstdDecompressor().decompressobj
+        self._dobj = self._new()
+        self._in_frame = False
+        self._pending = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # type: ignore[override]
+        while not self._pending:
+            chunk = self._fh.read(1 << 20)
+            if not chunk:
+                if self._in_frame:
+                    raise EOFError("zstd data ended before the end of its frame (truncated)")
+                return 0
+            out = []
+            while chunk:
+                self._in_frame = True
+                out.append(self._dobj.decompress(chunk))
+                if not self._dobj.eof:
+                    break
+                chunk = self._dobj.unused_data
+                self._dobj = self._new()
+                self._in_frame = False
+            self._pending = memoryview(b"".join(out))
+        n = min(len(buffer), len(self._pending))
+        buffer[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        return n
+
+    def close(self) -> None:
+        self._fh.close()
+        super().close()
 
 
 def is_json_array(src: SourceFile) -> bool:
     """A ``.json`` file holding one JSON array (rather than JSON Lines)."""
     if src.fmt != "json":
         return False
-    with open_binary(src) as fh:
+    with reading(src), open_binary(src) as fh:
         head = fh.read(4096).lstrip()
     return head.startswith(b"[")
+
+
+def _json_array_items(src: SourceFile) -> list[Any]:
+    with reading(src), open_binary(src) as fh:
+        data = fh.read()
+    try:
+        items = json.loads(data)
+    except ValueError as exc:
+        line = getattr(exc, "lineno", None)
+        where = f" line {line}" if line else ""
+        raise InputError(
+            f"input file {src.path}{where}: a .json file must hold one JSON array of records, "
+            f"or JSON Lines (one object per line, not starting with '['); {exc}"
+        ) from exc
+    if not isinstance(items, list):  # pragma: no cover - the head starts with '['
+        raise InputError(f"input file {src.path}: not a JSON array")
+    return items
+
+
+def _line_bytes(item: Any) -> bytes:
+    # surrogatepass: a lone surrogate in an element reaches parse_lines, which rejects it
+    return (json.dumps(item, ensure_ascii=False) + "\n").encode("utf-8", "surrogatepass")
 
 
 # ---------------------------------------------------------------------------------------
@@ -127,14 +235,17 @@ def iter_lines(src: SourceFile) -> Iterator[tuple[int, int, bytes]]:
     ``byte_offset`` is then the element index (such a file is read whole).
     """
     if is_json_array(src):
-        with open_binary(src) as fh:
-            items = json.load(fh)
-        for i, item in enumerate(items):
-            yield i + 1, i, (json.dumps(item, ensure_ascii=False) + "\n").encode()
+        for i, item in enumerate(_json_array_items(src)):
+            yield i + 1, i, _line_bytes(item)
         return
-    offset = 0
+    offset, line_no = 0, 0
     with open_binary(src) as fh:
-        for line_no, line in enumerate(fh, start=1):
+        while True:
+            with reading(src, f" after line {line_no}" if line_no else " at its start"):
+                line = fh.readline()
+            if not line:
+                return
+            line_no += 1
             if line.strip():
                 yield line_no, offset, line
             offset += len(line)
@@ -142,6 +253,18 @@ def iter_lines(src: SourceFile) -> Iterator[tuple[int, int, bytes]]:
 
 def iter_columnar_batches(src: SourceFile, batch_rows: int = 8192) -> Iterator[pa.RecordBatch]:
     """Stream a columnar file as record batches."""
+    rows = 0
+    batches = _columnar_batches(src, batch_rows)
+    while True:
+        with reading(src, f" after row {rows}" if rows else " at its start"):
+            batch = next(batches, None)
+        if batch is None:
+            return
+        rows += batch.num_rows
+        yield batch
+
+
+def _columnar_batches(src: SourceFile, batch_rows: int) -> Iterator[pa.RecordBatch]:
     if src.fmt == "parquet":
         yield from pq.ParquetFile(src.path).iter_batches(batch_size=batch_rows)
     elif src.fmt == "arrow":
@@ -178,18 +301,20 @@ def read_line_range(
     ``first_line`` is the line number at byte ``start``, as the plan recorded it.
     """
     if is_json_array(src):
-        for line_no, offset, line in iter_lines(src):
-            if start <= offset < stop:
-                yield line_no, line
+        for i, item in enumerate(_json_array_items(src)):
+            if start <= i < stop:
+                yield i + 1, _line_bytes(item)
         return
     with open_binary(src) as fh:
-        if src.compression == "none":
-            fh.seek(start)
-        else:
-            _skip(fh, start)
+        with reading(src):
+            if src.compression == "none":
+                fh.seek(start)
+            else:
+                _skip(fh, start)
         pos, line_no = start, first_line
         while pos < stop:
-            line = fh.readline()
+            with reading(src, f" at line {line_no}"):
+                line = fh.readline()
             if not line:
                 break
             pos += len(line)
@@ -208,6 +333,11 @@ def _skip(fh: IO[bytes], n: int) -> None:
 
 def read_rows(src: SourceFile, start: int, stop: int) -> pa.Table:
     """Rows [start, stop) of a columnar file."""
+    with reading(src, f" in rows {start}-{stop}"):
+        return _read_rows(src, start, stop)
+
+
+def _read_rows(src: SourceFile, start: int, stop: int) -> pa.Table:
     if src.fmt == "parquet":
         pf = pq.ParquetFile(src.path)
         groups, first, pos = [], None, 0
@@ -244,38 +374,61 @@ def read_rows(src: SourceFile, start: int, stop: int) -> pa.Table:
 def parse_lines(
     lines: list[tuple[int, bytes]], source: str, text_keys: tuple[str, ...]
 ) -> tuple[list[dict[str, Any]], list[Malformed]]:
-    """Parse JSON lines into records; collect the malformed ones."""
+    """Parse JSON lines into records; collect the malformed ones (see the module's rule)."""
     records: list[dict[str, Any]] = []
     bad: list[Malformed] = []
     loads = json.loads
+    text_key = text_keys[0]
     for line_no, raw in lines:
         try:
             rec = loads(raw)
         except ValueError as exc:
             bad.append(Malformed(source, line_no, f"invalid JSON: {exc}", _preview(raw)))
             continue
-        if not isinstance(rec, dict):
-            bad.append(
-                Malformed(
-                    source, line_no, f"a JSON {type(rec).__name__}, not an object", _preview(raw)
-                )
-            )
-            continue
-        wrong = next(
-            (k for k in text_keys if rec.get(k) is not None and not isinstance(rec[k], str)), None
-        )
-        if wrong is not None:
-            bad.append(
-                Malformed(
-                    source,
-                    line_no,
-                    f"text field '{wrong}' is a {type(rec[wrong]).__name__}, not a string",
-                    _preview(raw),
-                )
-            )
+        error = _record_error(rec, raw, text_key, text_keys)
+        if error is not None:
+            bad.append(Malformed(source, line_no, error, _preview(raw)))
             continue
         records.append(rec)
     return records, bad
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_CESU_SURROGATE = re.compile(rb"\xed[\xa0-\xbf]")
+
+
+def _maybe_surrogate(raw: bytes) -> bool:
+    """A cheap test first (substring search), then the exact byte patterns."""
+    return bool(
+        (b"\\u" in raw and _SURROGATE_ESCAPE.search(raw))
+        or (b"\xed" in raw and _CESU_SURROGATE.search(raw))
+    )
+
+
+def _record_error(rec: Any, raw: bytes, text_key: str, text_keys: tuple[str, ...]) -> str | None:
+    if not isinstance(rec, dict):
+        return f"a JSON {type(rec).__name__}, not an object"
+    # A lone surrogate can only come from a \uD800-\uDFFF escape or CESU bytes (ED A0..BF);
+    # the full check runs only on lines that have one of those.
+    if _maybe_surrogate(raw) and has_lone_surrogate(rec):
+        return "a lone UTF-16 surrogate (not valid Unicode) in a field"
+    value = rec.get(text_key)
+    if value is None:
+        return f"text field '{text_key}' is {'null' if text_key in rec else 'missing'}"
+    for key in text_keys:
+        value = rec.get(key)
+        if value is not None and not isinstance(value, str):
+            return f"text field '{key}' is a {type(value).__name__}, not a string"
+    return None
+
+
+def has_lone_surrogate(value: Any) -> bool:
+    """Whether a decoded JSON value holds a lone surrogate in any string, key or value."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _preview(raw: bytes, limit: int = 500) -> str:
@@ -318,20 +471,19 @@ def records_to_table(records: list[dict[str, Any]], text_keys: tuple[str, ...]) 
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
 
 
-def json_text_field(name: str) -> pa.Field:
-    """A string field holding JSON text, to be decoded on JSONL export."""
-    return pa.field(name, pa.string(), metadata={JSON_COLUMN_META: b"1"})
-
-
-def is_json_text(field: pa.Field) -> bool:
-    return bool(field.metadata) and field.metadata.get(JSON_COLUMN_META) == b"1"
-
-
-def json_text_array(values: list[Any]) -> pa.Array:
-    return pa.array(
-        [None if v is None else json.dumps(v, ensure_ascii=False) for v in values],
-        type=pa.string(),
-    )
+def reject_null_text(
+    table: pa.Table, text_key: str, source: str, first_row: int
+) -> tuple[pa.Table, list[Malformed]]:
+    """Split off columnar rows whose text is null, as malformed records (row numbers 1-based)."""
+    col = table.column(text_key)
+    if col.null_count == 0:
+        return table, []
+    nulls = pc.is_null(col)
+    rows = pc.indices_nonzero(nulls).to_pylist()
+    bad = [
+        Malformed(source, first_row + i + 1, f"text field '{text_key}' is null", "") for i in rows
+    ]
+    return table.filter(pc.invert(nulls)), bad
 
 
 def ensure_text_columns(table: pa.Table, text_keys: tuple[str, ...]) -> pa.Table:

@@ -7,6 +7,10 @@
 <work_dir>/rejects/pNNNNN.jsonl  malformed input records, with source file and line
 <work_dir>/events/               the event log
 <work_dir>/result.json           the last run's outcome
+<work_dir>/status.json           the current run's live status (status_file.py)
+<work_dir>/claim.json            the newest run's claim (fencing.py)
+<work_dir>/.lock                 the live runner's lock and who it is (lock.py)
+<work_dir>/.stop-<run id>        asks the run's partition tasks to stop after their checkpoint
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import pyarrow as pa
 
 from dj_runner.atomic import write_json_atomic
 from dj_runner.checkpoint import CheckpointDir, CheckpointKey
+from dj_runner.fencing import Fence
 from dj_runner.recipe import Recipe
 
 
@@ -52,8 +57,9 @@ class GlobalDecision:
 class WorkDir:
     """Paths and small state files of one job's work directory."""
 
-    def __init__(self, root: str | Path):
+    def __init__(self, root: str | Path, fence: Fence | None = None):
         self.root = Path(root).resolve()
+        self.fence = fence
 
     # -- paths
     @property
@@ -72,10 +78,35 @@ class WorkDir:
     def result_path(self) -> Path:
         return self.root / "result.json"
 
+    @property
+    def status_path(self) -> Path:
+        return self.root / "status.json"
+
+    def stop_path(self, run_id: str) -> Path:
+        return self.root / f".stop-{run_id}"
+
+    def stop_requested(self) -> bool:
+        """Whether this run's driver asked its partition tasks to stop (SIGTERM)."""
+        return self.fence is not None and self.stop_path(self.fence.run_id).exists()
+
     def rejects_path(self, pid: int) -> Path:
         path = self.root / "rejects" / f"p{pid:05d}.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
+
+    def count_rejects(self, pid: int) -> int:
+        """The malformed records set aside for partition ``pid`` (lines of its rejects file)."""
+        try:
+            with open(self.root / "rejects" / f"p{pid:05d}.jsonl", "rb") as fh:
+                return sum(1 for _ in fh)
+        except FileNotFoundError:
+            return 0
+
+    def has_progress(self) -> bool:
+        """Whether earlier runs left a plan or checkpoints here."""
+        return self.plan_path.exists() or any(
+            (self.root / name).exists() for name in ("checkpoints", "global")
+        )
 
     def partition_store(self, pid: int, recipe: Recipe) -> CheckpointDir:
         ck = recipe.checkpoint
@@ -84,10 +115,13 @@ class WorkDir:
             ck.storage_format,
             ck.compression,
             ck.preserve_intermediate_data,
+            self.fence,
         )
 
     def _global_store(self, op_idx: int) -> CheckpointDir:
-        return CheckpointDir(self.root / "global" / f"op{op_idx:03d}", "arrow", "lz4")
+        return CheckpointDir(
+            self.root / "global" / f"op{op_idx:03d}", "arrow", "lz4", fence=self.fence
+        )
 
     # -- global op decisions
     def global_decision(self, op_idx: int) -> GlobalDecision | None:
@@ -99,20 +133,42 @@ class WorkDir:
 
     # -- manifest
     def read_manifest(self) -> dict[str, Any] | None:
+        """The manifest, or None when there is none; DamagedState when it is unreadable."""
         import json
 
         try:
-            return json.loads(self.manifest_path.read_text())
+            data = json.loads(self.manifest_path.read_text())
         except FileNotFoundError:
             return None
+        except (OSError, ValueError) as exc:
+            raise DamagedState(self.manifest_path, str(exc)) from None
+        if not isinstance(data, dict) or not {"job_id", "fingerprint"} <= set(data):
+            raise DamagedState(self.manifest_path, "not a job manifest")
+        return data
 
     def write_manifest(self, data: dict[str, Any]) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         write_json_atomic(self.manifest_path, data)
 
-    def wipe(self) -> None:
-        """Remove every trace of earlier runs (``--restart``)."""
-        for name in ("job.json", "plan.json", "result.json"):
+    def wipe(self, keep_events: bool = False) -> None:
+        """Remove every trace of earlier runs' results (``--restart``).
+
+        The lock and the claim stay: they order this run after the earlier ones.
+        """
+        for name in ("job.json", "plan.json", "result.json", "status.json"):
             (self.root / name).unlink(missing_ok=True)
-        for name in ("checkpoints", "global", "rejects", "events"):
+        for name in ("checkpoints", "global", "rejects", *(() if keep_events else ("events",))):
             shutil.rmtree(self.root / name, ignore_errors=True)
+
+    def wipe_checkpoints(self) -> None:
+        """Drop checkpoints, global decisions and rejects (they belong to a lost plan)."""
+        for name in ("checkpoints", "global", "rejects"):
+            shutil.rmtree(self.root / name, ignore_errors=True)
+
+
+class DamagedState(Exception):
+    """A state file of the work dir cannot be read."""
+
+    def __init__(self, path: Path, why: str) -> None:
+        self.path = path
+        super().__init__(f"{path} is damaged ({why})")

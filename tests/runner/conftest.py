@@ -1,4 +1,4 @@
-"""Fixtures for runner tests: the shared corpora, an in-process Ray, recipe and CLI helpers."""
+"""Fixtures for runner tests: the committed corpora, an in-process Ray, recipe and CLI helpers."""
 
 from __future__ import annotations
 
@@ -15,31 +15,46 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 SUPPORT = Path(__file__).resolve().parent / "support"
-SHARED_DATA = Path(os.environ.get("DJ_SHARED_DATA", REPO.parent / "shared" / "data"))
+CORPORA = REPO / "tests" / "data" / "corpora"
 DEMO = REPO / "examples" / "data" / "demo.jsonl"
 
-# Test-only ops (tests/runner/support) load like a user's custom ops, in every process.
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    filter(None, [str(SUPPORT), os.environ.get("PYTHONPATH", "")])
-)
-os.environ["DJ_RUNNER_OP_MODULES"] = "dj_test_ops"
-sys.path.insert(0, str(SUPPORT))
 
+@pytest.fixture(scope="session", autouse=True)
+def test_ops_env() -> Iterator[None]:
+    """Test-only ops (tests/runner/support) load like a user's custom ops, in every process.
 
-@pytest.fixture(scope="session")
-def shared_data() -> Path:
-    assert SHARED_DATA.is_dir(), f"the shared corpora are expected at {SHARED_DATA}"
-    return SHARED_DATA
-
-
-@pytest.fixture(scope="session")
-def ray_session() -> Iterator[None]:
-    """One embedded Ray for the in-process tests of this session."""
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    Set for the runner tests' session (before any Ray starts) and restored afterwards.
+    """
+    saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "DJ_RUNNER_OP_MODULES")}
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(SUPPORT), os.environ.get("PYTHONPATH", "")])
+    )
+    os.environ["DJ_RUNNER_OP_MODULES"] = "dj_test_ops"
+    sys.path.insert(0, str(SUPPORT))
     yield
-    ray.shutdown()
+    sys.path.remove(str(SUPPORT))
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def corpora() -> Path:
+    """Small real corpora committed under tests/data/corpora (see its README)."""
+    return CORPORA
+
+
+@pytest.fixture(scope="session")
+def ray_session(test_ops_env: None) -> Iterator[None]:
+    """One embedded Ray for the in-process tests of this session (private: never a Ray
+    that /tmp/ray names)."""
+    from dj_runner.ray_env import connect, stop_embedded
+
+    connect(None, 2)
+    yield
+    stop_embedded(graceful=True)
 
 
 def write_recipe(path: Path, **recipe: Any) -> Path:

@@ -31,10 +31,12 @@ def test_run_then_status_events_report(tmp_path):
 
     st = json.loads(run_cli("status", str(work), "--json").stdout)
     assert st["job_id"] == "cli-job" and st["state"] == "succeeded"
-    assert (st["partitions_done"], st["partitions_failed"], st["partitions_remaining"]) == (5, 0, 0)
-    assert st["last_checkpoint"]["path"].endswith(".parquet") and st["resumable"] is False
+    assert st["partitions"] == {"total": 5, "done": 5, "failed": 0, "running": 0}
+    assert st["samples"]["in"] == 201 and st["samples"]["out"] < 201
+    assert st["last_checkpoint_at"].endswith("Z") and st["resumable"] is False
+    assert st["finished_at"] and st["error"] is None and st["runner_alive"] is False
     text = run_cli("status", str(work)).stdout
-    assert "5 done, 0 failed, 0 remaining" in text and "resumable: no" in text
+    assert "5 done, 0 failed, 0 running, 0 remaining" in text and "resumable: no" in text
 
     ev = run_cli("events", str(work), "--type", "partition_complete").stdout.splitlines()
     assert len(ev) == 5 and all("partition_complete" in line for line in ev)
@@ -127,3 +129,65 @@ def test_module_entry_point_matches_console_script():
         env={**os.environ, "PATH": os.path.dirname(sys.executable)},
     )
     assert proc.returncode == 0 and "status" in proc.stdout
+
+
+def _bad_recipes(tmp):
+    """(name, recipe keys, what the error must say): each one run would refuse."""
+    data = tmp / "data"
+    data.mkdir()
+    (data / "in.jsonl").write_text('{"text": "hello there", "id": 1}\n')
+    inp = str(data / "in.jsonl")
+    (tmp / "afile").write_text("x")
+    ops = [{"whitespace_normalization_mapper": {}}]
+    return [
+        (
+            "regex",
+            {"process": [{"clean_email_mapper": {"pattern": "("}}]},
+            "clean_email_mapper.pattern",
+        ),
+        ("inf", {"max_partition_size_mb": float("inf")}, "a finite number"),
+        ("nan", {"retry_base_delay_s": float("nan")}, "a finite number"),
+        ("missing", {"dataset_path": str(tmp / "nope.jsonl")}, "nope.jsonl"),
+        ("glob", {"dataset_path": str(tmp / "none-*.jsonl")}, "a glob that matches files"),
+        ("same", {"export_path": inp}, "other than dataset_path"),
+        (
+            "inside",
+            {"dataset_path": str(data), "export_path": str(data / "o" / "r.jsonl")},
+            "outside the dataset directory",
+        ),
+        ("cwd", {"export_path": str(tmp)}, "does not contain the dataset_path"),
+        ("workdir-file", {"work_dir": str(tmp / "afile")}, "is a file"),
+        ("text-keys", {"text_keys": "txt"}, "none of the first 1 records has 'txt'"),
+    ], {"dataset_path": inp, "export_path": str(tmp / "out" / "r.jsonl"), "process": ops}
+
+
+def test_validate_refuses_everything_run_refuses_before_any_work(tmp_path):
+    """M10, m2, m3, M1, M15, C1, M9, M5: one pre-flight, shared; exit 2; nothing written."""
+    cases, base = _bad_recipes(tmp_path)
+    for name, keys, expected in cases:
+        recipe = write_recipe(tmp_path / f"{name}.yaml", **{**base, **keys})
+        for command in ("validate", "run"):
+            proc = run_cli(command, str(recipe), cwd=tmp_path)
+            assert proc.returncode == EXIT_USAGE, (name, command, proc.stderr)
+            assert expected in proc.stderr and "Traceback" not in proc.stderr, (name, proc.stderr)
+    assert not (tmp_path / "out").exists()
+
+
+def test_non_utf8_recipe_and_corrupt_input_are_one_line_errors(tmp_path):
+    """m1, M8: no traceback, the file named."""
+    latin = tmp_path / "latin1.yaml"
+    latin.write_bytes(b"# caf\xe9\nproject_name: x\n")
+    proc = run_cli("validate", str(latin))
+    assert proc.returncode == EXIT_USAGE and "not UTF-8" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    (tmp_path / "bad.jsonl.gz").write_bytes(b"not gzip\n")
+    recipe = write_recipe(
+        tmp_path / "r.yaml",
+        dataset_path=str(tmp_path / "bad.jsonl.gz"),
+        export_path=str(tmp_path / "o" / "r.jsonl"),
+        process=STANDARD_OPS,
+    )
+    for command in ("validate", "run"):
+        proc = run_cli(command, str(recipe))
+        assert proc.returncode == EXIT_USAGE, proc.stderr
+        assert "bad.jsonl.gz" in proc.stderr and "Traceback" not in proc.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -9,12 +10,14 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from dj_runner.atomic import read_records
+from dj_runner.errors import EXIT_INTERRUPTED, EXIT_LOCKED
 from dj_runner.events import read_events
 from dj_runner.executor import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, EXIT_REFUSED, Executor
 from dj_runner.recipe import parse_recipe
@@ -51,10 +54,10 @@ def kill_recipe(tmp: Path, data: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def kill_data(tmp_path_factory, shared_data) -> Path:
-    """About 1,800 real samples: the Python docs sections plus the demo corpora."""
+def kill_data(tmp_path_factory, corpora) -> Path:
+    """About 1,700 real samples: Python docs sections plus the demo corpus."""
     path = tmp_path_factory.mktemp("killdata") / "data.jsonl"
-    lines = (shared_data / "python-docs-sections.jsonl").read_text().splitlines()[:1500]
+    lines = (corpora / "python-docs-excerpt.jsonl").read_text().splitlines()[:1500]
     lines += DEMO.read_text().splitlines()
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -321,10 +324,24 @@ def test_monitor_events_follows_a_running_job_from_another_process(tmp_path, kil
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    stop = threading.Event()
+    followed = threading.Event()
+
+    def deadline() -> None:
+        # The follower's deadline: 30 s after the runner exited (or 300 s after the start),
+        # so a runner that dies without its final event fails the test instead of hanging it.
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=300)
+        followed.wait(30)
+        stop.set()
+
+    watcher = threading.Thread(target=deadline, daemon=True)
     try:
+        watcher.start()
         seen = []
-        for ev in follow_events(work / "events", until=("job_complete", "job_failed")):
+        for ev in follow_events(work / "events", until=("job_complete", "job_failed"), stop=stop):
             seen.append(ev)
+        followed.set()
         assert proc.wait(timeout=120) == EXIT_OK
     finally:
         if proc.poll() is None:
@@ -334,3 +351,85 @@ def test_monitor_events_follows_a_running_job_from_another_process(tmp_path, kil
     assert types[0] == "job_start" and types[-1] == "job_complete"
     assert types.count("partition_complete") == len(plan["partitions"]) > 20
     assert {"op_start", "op_complete", "checkpoint_save", "partition_start"} <= set(types)
+
+
+# ----------------------------------------------------------------------- one writer, SIGTERM
+
+
+def test_two_runners_started_together_one_is_refused_the_other_is_clean(
+    tmp_path, kill_data, clean_output
+):
+    recipe = kill_recipe(tmp_path, kill_data)
+    work = tmp_path / "work"
+    cmd = [sys.executable, "-m", "dj_runner.cli", "run", str(recipe), "--work-dir", str(work)]
+    procs = [
+        subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    try:
+        outs = [p.communicate(timeout=300) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    codes = sorted(p.returncode for p in procs)
+    assert codes == [EXIT_OK, EXIT_LOCKED], outs
+    refused = outs[[p.returncode for p in procs].index(EXIT_LOCKED)][1]
+    assert "is in use by run" in refused and "pid" in refused and "Traceback" not in refused
+    assert (tmp_path / "out.jsonl").read_bytes() == clean_output
+    assert not read_events(work / "events", event_type="checkpoint_invalid")
+    assert not read_events(work / "events", event_type="partition_retry")
+
+
+def test_sigterm_at_random_moments_then_resume_is_identical(tmp_path, kill_data, clean_output):
+    recipe = kill_recipe(tmp_path, kill_data)
+    work = tmp_path / "work"
+    rng = random.Random(20261130)
+    stops = 0
+    for attempt in range(6):
+        err = tmp_path / f"stderr-{attempt}.txt"
+        with open(err, "w") as fh:
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "dj_runner.cli",
+                    "run",
+                    str(recipe),
+                    "--work-dir",
+                    str(work),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=fh,
+                start_new_session=True,
+            )
+        before = commit_count(work) if work.exists() else 0
+        target = before + rng.randint(1, 10)
+        wait_for(
+            lambda t=target, p=proc: commit_count(work) >= t or p.poll() is not None,
+            120,
+            "checkpoint commits",
+        )
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)  # the driver only, as Kubernetes does
+            code = proc.wait(timeout=60)
+            stops += code == EXIT_INTERRUPTED
+            assert code in (EXIT_OK, EXIT_INTERRUPTED), err.read_text()
+            text = err.read_text()
+            assert "Traceback" not in text and "SIGTERM received" not in text, text
+            if code == EXIT_INTERRUPTED:
+                st = json.loads((work / "status.json").read_text())
+                assert st["state"] == "interrupted" and st["finished_at"]
+                assert "interrupted" in text and "resume with the same command" in text
+        else:
+            code = proc.returncode
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # nothing of this run may linger
+        if code == EXIT_OK:
+            break
+    assert stops >= 2
+    assert read_events(work / "events", event_type="job_interrupted")
+    final = run_cli("run", str(recipe), "--work-dir", str(work))
+    assert final.returncode == EXIT_OK, final.stderr
+    assert (tmp_path / "out.jsonl").read_bytes() == clean_output
+    assert not read_events(work / "events", event_type="checkpoint_invalid")

@@ -82,7 +82,7 @@ def test_dedup_is_global_across_partitions(tmp_path):
     assert result.rows_out == 7
 
 
-def test_heterogeneous_fields_are_kept_and_missing_ones_null(tmp_path, shared_data):
+def test_heterogeneous_fields_are_kept_and_missing_ones_null(tmp_path, corpora):
     src = tmp_path / "mixed.jsonl"
     src.write_text(
         json.dumps({"text": "first sample, long enough to keep", "meta": {"a": 1}})
@@ -100,15 +100,15 @@ def test_heterogeneous_fields_are_kept_and_missing_ones_null(tmp_path, shared_da
     assert out[2]["meta"] == "a string now"
 
 
-def test_shared_corpora_with_differing_fields(tmp_path, shared_data):
+def test_corpora_with_differing_fields(tmp_path, corpora):
     _, result = run(
         tmp_path,
-        dataset_path=str(shared_data / "*.jsonl"),
+        dataset_path=str(corpora / "*.jsonl"),
         partition_size=500,
         process=[{"text_length_filter": {"min_len": 1}}],
     )
     assert result.exit_code == EXIT_OK, result.error
-    total = sum(1 for f in shared_data.glob("*.jsonl") for line in open(f) if line.strip())
+    total = sum(1 for f in corpora.glob("*.jsonl") for line in open(f) if line.strip())
     assert result.rows_in == total
 
 
@@ -200,7 +200,10 @@ def test_export_parquet_and_sharded_directory(tmp_path):
 
     _, result = run(tmp_path / "b", export_path=str(tmp_path / "shards"))
     shards = sorted((tmp_path / "shards").iterdir())
-    assert [s.name for s in shards] == [f"part-{i:05d}.jsonl" for i in range(6)]
+    assert [s.name for s in shards] == [".dj-runner-export"] + [
+        f"part-{i:05d}.jsonl" for i in range(6)
+    ]
+    shards = shards[1:]
     texts = [r["text"] for s in shards for r in read_jsonl(s)]
     assert texts == reference_texts(read_jsonl(DEMO), STANDARD_OPS)
     assert "__dj__stats__" not in read_jsonl(shards[0])[0]
@@ -242,4 +245,4 @@ def test_python_event_api(tmp_path):
     assert first["partitions"] == 5 and first["rows_per_second"] > 0
     assert perf["rows_out"] == result.rows_out
     report = ex.generate_status_report()
-    assert "Job api  [succeeded]" in report and "5 done, 0 failed, 0 remaining" in report
+    assert "Job api  [succeeded]" in report and "5 done, 0 failed, 0 running, 0 remaining" in report

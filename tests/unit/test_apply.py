@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pyarrow as pa
 import pytest
 
@@ -39,3 +41,24 @@ def test_error_names_the_sample_by_partition_position(monkeypatch):
     with pytest.raises(SampleError) as info:
         apply_local(Boom(), t, "text")
     assert info.value.index == 25 and info.value.preview == "bad"
+
+
+def test_input_stats_from_an_earlier_run_are_kept_and_extended():  # M4
+    """A previous run's ``__dj__stats__``: a struct (Parquet) or JSON objects (JSONL)."""
+    op = get_op("words_num_filter")(min_num=1)
+    texts = ["two words", "three words here"]
+    earlier = [{"text_len": 9}, {"text_len": 16}]
+    as_struct = pa.table({"text": texts, STATS_COLUMN: pa.array(earlier)})
+    as_json = pa.table({"text": texts, STATS_COLUMN: pa.array([json.dumps(s) for s in earlier])})
+    all_null = pa.table({"text": texts, STATS_COLUMN: pa.nulls(2)})
+    for table in (as_struct, as_json):
+        out = apply_local(op, table, "text")
+        assert out.column(STATS_COLUMN).to_pylist() == [
+            {"text_len": 9, "num_words": 2},
+            {"text_len": 16, "num_words": 3},
+        ]
+    out = apply_local(op, all_null, "text")
+    assert out.column(STATS_COLUMN).to_pylist() == [{"num_words": 2}, {"num_words": 3}]
+    bad = pa.table({"text": texts, STATS_COLUMN: pa.array([1, 2])})
+    with pytest.raises(TypeError, match="__dj__stats__"):
+        apply_local(op, bad, "text")

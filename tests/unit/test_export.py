@@ -11,7 +11,8 @@ from typing import Any
 import pyarrow as pa
 
 from dj_runner.export import write_jsonl
-from dj_runner.sources import is_json_text, records_to_table
+from dj_runner.schema import is_json_text
+from dj_runner.sources import records_to_table
 
 
 def reference(table: pa.Table) -> bytes:
@@ -86,3 +87,27 @@ def test_no_columns_and_no_rows() -> None:
     )
     no_columns = pa.Table.from_pydict({"x": [1, 2]}).drop_columns(["x"])
     assert written(no_columns) == reference(no_columns) == b"{}\n{}\n"
+
+
+def test_parquet_export_keeps_nested_fields_nested(tmp_path):  # m13
+    import pyarrow.parquet as pq
+
+    from dj_runner.export import write_export
+
+    recs = [
+        {"text": "a", "meta": {"src": "x", "n": 1}, "tags": ["a", "b"], "mixed": 1},
+        {"text": "b", "meta": {"src": "y"}, "tags": [], "mixed": "one"},
+    ]
+    parts = [records_to_table(recs[:1], ("text",)), records_to_table(recs[1:], ("text",))]
+    for target in (tmp_path / "r.parquet", tmp_path / "shards-parquet"):
+        write_export(
+            str(target), lambda: (iter([p]) for p in parts), [p.schema for p in parts], False
+        )
+    table = pq.read_table(tmp_path / "r.parquet")
+    assert table.schema.field("meta").type == pa.struct([("src", pa.string()), ("n", pa.int64())])
+    assert table.schema.field("tags").type == pa.list_(pa.string())
+    assert table.column("meta").to_pylist() == [{"src": "x", "n": 1}, {"src": "y", "n": None}]
+    assert is_json_text(table.schema.field("mixed"))  # no silent coercion of 1 vs "one"
+    assert len(list((tmp_path / "shards-parquet").glob("part-*.parquet"))) == 2
+    shards = pq.read_table(tmp_path / "shards-parquet")
+    assert shards.column("meta").to_pylist() == table.column("meta").to_pylist()

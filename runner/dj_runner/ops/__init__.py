@@ -1,5 +1,19 @@
-"""Built-in ops. Each module holds one op and registers it by name; see ``registry``."""
+"""Built-in ops. Each module holds one op and registers it by name; see ``registry``.
 
-from dj_runner.ops.registry import all_ops, get_op, register
+The registry is imported on first use, so that ``dj_runner.ops.params`` (and with it the
+recipe schema) can be imported without Arrow or any op implementation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
 
 __all__ = ["all_ops", "get_op", "register"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        from dj_runner.ops import registry
+
+        return getattr(registry, name)
+    raise AttributeError(f"module 'dj_runner.ops' has no attribute {name!r}")

@@ -11,6 +11,7 @@ that they can be vectorised with ``pyarrow.compute``.
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -89,13 +90,38 @@ class Filter(Op):
 
 @dataclass(frozen=True, kw_only=True)
 class Deduplicator(Op):
-    """Hashes each sample; the executor keeps the first sample of each hash, globally."""
+    """A global op: signature columns per partition, then one decision over all of them.
+
+    Each partition computes ``signatures`` (checkpointed with its rows); the driver reads the
+    ``signature_columns`` of every partition in plan order and ``decide`` returns the keep
+    mask of each partition. The default is exact deduplication: ``compute_hash`` fills
+    ``__dj__hash`` and the first sample of each hash is kept.
+    """
 
     is_global: ClassVar[bool] = True
 
     def compute_hash(self, texts: pa.Array) -> pa.Array:
         """Return a string array of hashes, same length as ``texts``."""
         raise NotImplementedError
+
+    @property
+    def signature_columns(self) -> tuple[str, ...]:
+        """The columns ``signatures`` adds; dropped again once the decision is applied."""
+        return (HASH_COLUMN,)
+
+    def signatures(self, table: pa.Table, text_key: str) -> dict[str, pa.Array]:
+        """One array per signature column, each as long as ``table``."""
+        col = table.column(text_key)
+        texts = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+        if pa.types.is_large_string(texts.type):
+            texts = texts.cast(pa.string())
+        return {HASH_COLUMN: self.compute_hash(texts)}
+
+    def decide(self, partitions: Iterable[tuple[int, pa.Table]]) -> dict[int, pa.Array]:
+        """Keep masks by partition id from ``(pid, signature table)`` pairs in plan order."""
+        from dj_runner.global_decisions import first_occurrence
+
+        return first_occurrence(partitions, HASH_COLUMN)
 
 
 MAXSIZE = sys.maxsize

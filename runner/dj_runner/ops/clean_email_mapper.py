@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from dj_runner.ops.base import Mapper
+from dj_runner.ops.params import param
 from dj_runner.ops.registry import register
 from dj_runner.ops.textutil import clean_with_pattern
 
@@ -24,8 +25,13 @@ DEFAULT_EMAIL_PATTERN = r"[A-Za-z0-9.\-+_]+@[a-z0-9.\-+_]+\.[a-z]+"
 class CleanEmailMapper(Mapper):
     """``pattern=None`` uses Data-Juicer's default e-mail pattern; matches become ``repl``."""
 
-    pattern: str | None = None
-    repl: str = ""
+    pattern: str | None = param(
+        None,
+        description="a Python regular expression; null uses the default pattern",
+        regex=True,
+        repl_field="repl",
+    )
+    repl: str = param("", description="what each match becomes")
 
     def process(self, texts: pa.Array) -> pa.Array:
         return clean_with_pattern(

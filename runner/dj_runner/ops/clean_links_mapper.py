@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from dj_runner.ops.base import Mapper
+from dj_runner.ops.params import param
 from dj_runner.ops.registry import register
 from dj_runner.ops.textutil import (
     REGEX_WHITE_SPACE,
@@ -77,8 +78,13 @@ def re2_pattern() -> str:
 class CleanLinksMapper(Mapper):
     """``pattern=None`` uses Data-Juicer's default link pattern; matches become ``repl``."""
 
-    pattern: str | None = None
-    repl: str = ""
+    pattern: str | None = param(
+        None,
+        description="a Python regular expression; null uses the default pattern",
+        regex=True,
+        repl_field="repl",
+    )
+    repl: str = param("", description="what each match becomes")
 
     def __post_init__(self) -> None:
         if self.pattern is None and "\\" in self.repl:

@@ -31,7 +31,7 @@ def register(name: str) -> Callable[[type[Op]], type[Op]]:
     return wrap
 
 
-_NOT_OPS = frozenset({"base", "registry", "textutil", "unicode_tables"})
+_NOT_OPS = frozenset({"base", "params", "registry", "textutil", "unicode_tables"})
 
 
 def _load_all() -> None:

@@ -30,6 +30,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from dj_runner.ops.params import unwrap_raw_pattern
+
 # Code points added to SPECIAL_CHARACTERS besides string.punctuation/digits/whitespace:
 # Data-Juicer's OTHER_SPECIAL_CHARACTERS and the single-code-point emoji of emoji 2.2.0.
 _OTHER_SPECIAL_RANGES: tuple[tuple[int, int], ...] = (
@@ -480,16 +482,6 @@ def list_segment_max(lists: pa.ListArray, values: pa.Array) -> pa.Array:
         raise ValueError("list_segment_max needs non-empty lists")
     order = pc.sort_indices(agg["p"])
     return pc.take(agg["v_max"], order).combine_chunks()
-
-
-def unwrap_raw_pattern(pattern: str) -> str:
-    """Data-Juicer strips a literal ``r'...'`` / ``r"..."`` wrapper from a recipe pattern."""
-    if len(pattern) > 2 and (
-        (pattern.startswith("r'") and pattern.endswith("'"))
-        or (pattern.startswith('r"') and pattern.endswith('"'))
-    ):
-        return pattern[2:-1]
-    return pattern
 
 
 def regex_sub_per_sample(texts: pa.Array | pa.ChunkedArray, pattern: str, repl: str) -> pa.Array:

@@ -1,0 +1,57 @@
+"""How the driver's errors map to the contract's exit codes, and the CLI's guards."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dj_runner.cli import main
+from dj_runner.errors import (
+    EXIT_FAILED,
+    EXIT_INTERNAL,
+    EXIT_LOCKED,
+    EXIT_RAY_UNAVAILABLE,
+    EXIT_REFUSED,
+    EXIT_USAGE,
+    InvalidInput,
+    PlanRefused,
+    RayUnavailable,
+    RecipeError,
+    RunnerError,
+)
+from dj_runner.executor import JobResult, _exit_code_for
+from dj_runner.fencing import Superseded
+from dj_runner.partition_task import SourceChanged
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        (SourceChanged("x"), EXIT_REFUSED),
+        (PlanRefused("x"), EXIT_REFUSED),
+        (RecipeError("k", 1, "2"), EXIT_USAGE),
+        (InvalidInput("x"), EXIT_USAGE),
+        (Superseded("x"), EXIT_LOCKED),
+        (RayUnavailable("x"), EXIT_RAY_UNAVAILABLE),
+        (RunnerError("x"), EXIT_FAILED),
+        (OSError(28, "No space left on device"), EXIT_FAILED),
+        (KeyError("bug"), EXIT_INTERNAL),
+    ],
+)
+def test_errors_map_to_the_contracts_exit_codes(error: BaseException, code: int) -> None:
+    assert _exit_code_for(error) == code
+
+
+def test_job_result_codes() -> None:
+    assert JobResult("interrupted", "j", "w", None).exit_code == 6
+    assert JobResult("partially_succeeded", "j", "w", None).exit_code == 3
+    assert JobResult("failed", "j", "w", None, code=7).exit_code == 7
+    assert JobResult("failed", "j", "w", None).to_dict()["exit_code"] == 1
+
+
+def test_a_recipe_that_is_not_utf8_is_a_clear_error(tmp_path: Path, capsys) -> None:
+    recipe = tmp_path / "latin1.yaml"
+    recipe.write_bytes(b"# caf\xe9\nproject_name: x\n")
+    assert main(["validate", str(recipe)]) == EXIT_USAGE
+    assert "not UTF-8" in capsys.readouterr().err

@@ -1,0 +1,85 @@
+"""status.json: the writer's schema and atomic updates; the reader; the status command's view."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from dj_runner.lock import WorkDirLock
+from dj_runner.report import format_status, status
+from dj_runner.status_file import SCHEMA_VERSION, StatusWriter, read_status
+
+STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+
+
+def test_written_at_start_with_the_contracts_keys(tmp_path: Path) -> None:
+    w = StatusWriter(tmp_path, "demo", "run-1", "/out/r.jsonl")
+    w.write()
+    st = read_status(tmp_path)
+    assert st["schema_version"] == SCHEMA_VERSION and st["state"] == "running"
+    assert st["job_id"] == "demo" and st["run_id"] == "run-1"
+    assert STAMP.match(st["started_at"]) and STAMP.match(st["updated_at"])
+    assert st["finished_at"] is None and st["stage"] is None and st["resumed"] is None
+    assert st["partitions"] == {"total": 0, "done": 0, "failed": 0, "running": 0}
+    assert st["samples"] == {"in": 0, "out": 0, "rejected": 0}
+    assert st["export_path"] == "/out/r.jsonl" and st["error"] is None
+    assert not list(tmp_path.glob(".status.json.tmp-*"))
+
+
+def test_updates_merge_and_finish(tmp_path: Path) -> None:
+    w = StatusWriter(tmp_path, "demo", "run-1", None)
+    w.update(partitions={"total": 4})
+    w.update(partitions={"done": 1}, samples={"in": 10, "out": 8})
+    w.finish("failed", {"op": "x", "partition": 2, "message": "boom"})
+    st = read_status(tmp_path)
+    assert st["partitions"] == {"total": 4, "done": 1, "failed": 0, "running": 0}
+    assert st["samples"] == {"in": 10, "out": 8, "rejected": 0}
+    assert st["state"] == "failed" and STAMP.match(st["finished_at"])
+    assert st["error"] == {"op": "x", "partition": 2, "message": "boom"}
+
+
+def test_reader_accepts_unknown_keys_and_a_missing_or_torn_file(tmp_path: Path) -> None:
+    assert read_status(tmp_path) is None
+    (tmp_path / "status.json").write_text('{"state": "running", "future_key": 1')
+    assert read_status(tmp_path) is None
+    (tmp_path / "status.json").write_text(json.dumps({"state": "running", "future_key": 1}))
+    assert read_status(tmp_path)["future_key"] == 1
+
+
+def test_status_reports_a_dead_running_run_as_interrupted(tmp_path: Path) -> None:
+    (tmp_path / "job.json").write_text("{}")
+    w = StatusWriter(tmp_path, "demo", "run-1", None)
+    w.update(partitions={"total": 3, "done": 1})
+    lock = WorkDirLock(tmp_path, WorkDirLock.holder_for("run-1", "t"))
+    lock.acquire()
+    try:
+        live = status(tmp_path)
+        assert live["state"] == "running" and live["runner_alive"] is True
+        assert live["holder"]["run_id"] == "run-1" and live["resumable"] is False
+    finally:
+        lock.release()
+    dead = status(tmp_path)  # the runner is gone without finishing (SIGKILL)
+    assert dead["state"] == "interrupted" and dead["recorded_state"] == "running"
+    assert dead["resumable"] is True
+    text = "\n".join(format_status(dead))
+    assert "1 done, 0 failed, 0 running, 2 remaining (of 3)" in text
+    assert "rerun the same command" in text
+
+
+def test_status_reads_no_event_log(tmp_path: Path, monkeypatch) -> None:
+    import dj_runner.events
+    import dj_runner.report
+
+    def no_log(*_a, **_k):
+        raise AssertionError("status read the event log")
+
+    monkeypatch.setattr(dj_runner.report, "read_events", no_log)
+    monkeypatch.setattr(dj_runner.events, "read_events", no_log)
+    (tmp_path / "job.json").write_text("{}")
+    StatusWriter(tmp_path, "demo", "run-1", None).finish("succeeded")
+    assert status(tmp_path)["state"] == "succeeded"
+
+
+def test_empty_dir(tmp_path: Path) -> None:
+    assert status(tmp_path)["state"] == "empty"
