@@ -36,7 +36,6 @@ from tests.k8s.operator_support import (  # noqa: E402
     apply,
     example_job,
     install_crd,
-    prepared,
 )
 
 
@@ -82,7 +81,7 @@ def latency(cluster: Cluster, namespace: str, jobs: int) -> list[float]:
     thread.start()
     out = []
     for i in range(jobs):
-        job = prepared(example_job())
+        job = example_job()
         job["metadata"]["name"] = f"lat-{i}"
         job["spec"]["runner"]["nodeSelector"] = {"bench.datajuicer.io/never": "true"}
         apply(cluster, namespace, job)
@@ -102,7 +101,7 @@ def tracking(
     base_rss = rss_mb(pid)
     docs = []
     for i in range(count):
-        job = prepared(example_job())
+        job = example_job()
         job["metadata"]["name"] = f"track-{i}"
         job["spec"]["suspend"] = True
         docs.append(job)

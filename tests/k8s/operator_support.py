@@ -6,7 +6,6 @@ plane); the runner pods run on the process node.
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import signal
@@ -31,40 +30,6 @@ TEST_OPS = ROOT / "tests" / "runner" / "support"
 OPERATOR_BIN = Path(sys.executable).parent / "dj-operator"
 RUNNER_BIN = Path(sys.executable).parent / "dj-runner"
 Obj = dict[str, Any]
-
-# Until the runner accepts the contract's --wait-for-lock and --grace-period, the runner pods run
-# it through this wrapper, which drops them. It is used only when `dj-runner run --help` lacks
-# them, so the tests run the contract's command line unchanged once the runner has them.
-_COMPAT = (
-    "import sys\n"
-    "from dj_runner.cli import main\n"
-    "argv, out = sys.argv[1:], []\n"
-    "while argv:\n"
-    "    a = argv.pop(0)\n"
-    "    if a in ('--wait-for-lock', '--grace-period'):\n"
-    "        argv.pop(0)\n"
-    "        continue\n"
-    "    out.append(a)\n"
-    "sys.exit(main(out))\n"
-)
-
-
-def runner_has_contract_flags() -> bool:
-    out = subprocess.run(
-        [str(RUNNER_BIN), "run", "--help"], capture_output=True, text=True, timeout=60
-    )
-    return "--wait-for-lock" in out.stdout and "--grace-period" in out.stdout
-
-
-_HAS_FLAGS: bool | None = None
-
-
-def runner_command() -> list[str] | None:
-    """None (the default `dj-runner`) when the runner speaks the contract, else the wrapper."""
-    global _HAS_FLAGS
-    if _HAS_FLAGS is None:
-        _HAS_FLAGS = runner_has_contract_flags()
-    return None if _HAS_FLAGS else ["python", "-c", _COMPAT]
 
 
 def install_crd(cluster: Cluster) -> None:
@@ -174,15 +139,6 @@ def running_operator(
 
 def example_job() -> Obj:
     return yaml.safe_load(EXAMPLE.read_text())
-
-
-def prepared(job: Obj) -> Obj:
-    """The manifest as the tests apply it: the runner wrapper when the runner needs it."""
-    job = copy.deepcopy(job)
-    command = runner_command()
-    if command is not None:
-        job["spec"].setdefault("runner", {})["command"] = command
-    return job
 
 
 def apply(

@@ -21,7 +21,6 @@ from tests.k8s.operator_support import (
     events,
     example_job,
     operator,
-    prepared,
     runner_pods,
     wait_condition,
     wait_phase,
@@ -46,7 +45,7 @@ def test_missing_dataset_is_a_terminal_failure_with_the_runners_message(
 ) -> None:
     job = example_job()
     job["spec"]["runner"] = {}  # no staging: input/demo.jsonl does not exist on the claim
-    apply(k8s_cluster, namespace, prepared(job))
+    apply(k8s_cluster, namespace, job)
     failed = wait_condition(k8s_cluster, namespace, "demo", "Failed", timeout=120)
     failure = failed["status"]["failure"]
     assert failure["reason"] == "InvalidInput"
@@ -75,7 +74,7 @@ def test_partial_success(
     state = tmp_path / "flaky"
     state.mkdir()
     recipe["process"] = [{"flaky_mapper": {"marker": "FAIL-ME", "state_dir": str(state)}}]
-    apply(k8s_cluster, namespace, prepared(with_test_ops(job)))
+    apply(k8s_cluster, namespace, with_test_ops(job))
     done = wait_condition(k8s_cluster, namespace, "demo", "Finished", timeout=180)
     status = done["status"]
     assert status["phase"] == "PartiallySucceeded", status
@@ -94,7 +93,7 @@ def test_a_resume_refused_after_a_recipe_change_is_terminal(
     demo_data(k8s_cluster, namespace)
     job = example_job()
     job["spec"]["recipe"]["process"].insert(0, {"slow_mapper": {"seconds": 0.5}})
-    apply(k8s_cluster, namespace, prepared(with_test_ops(job)))
+    apply(k8s_cluster, namespace, with_test_ops(job))
     work = k8s_cluster.node.pvc_dir(namespace, "demo-data") / ".datajuicer" / namespace / "demo"
     wait_for(lambda: (work / "job.json").exists(), 120, "the runner claimed its work dir")
     k8s_cluster.kubectl(
@@ -120,7 +119,7 @@ def test_crashes_beyond_backoff_limit_fail_the_job(
     job = example_job()
     job["spec"]["backoffLimit"] = 1
     job["spec"]["recipe"]["process"].insert(0, {"slow_mapper": {"seconds": 0.5}})
-    apply(k8s_cluster, namespace, prepared(with_test_ops(job)))
+    apply(k8s_cluster, namespace, with_test_ops(job))
     node = k8s_cluster.node
     for attempt in (1, 2):
         pod = f"demo-runner-{attempt}"
@@ -155,7 +154,7 @@ def test_deadlines_fail_the_job_and_stop_its_pods(
     job["spec"][field] = value
     # Slow enough that no checkpoint is committed within the deadline.
     job["spec"]["recipe"]["process"].insert(0, {"slow_mapper": {"seconds": 30}})
-    apply(k8s_cluster, namespace, prepared(with_test_ops(job)))
+    apply(k8s_cluster, namespace, with_test_ops(job))
     failed = wait_condition(k8s_cluster, namespace, "demo", "Failed", timeout=120)
     assert failed["status"]["failure"]["reason"] == reason
     assert condition(failed, "Running")["status"] == "False"

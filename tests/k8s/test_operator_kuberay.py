@@ -18,7 +18,6 @@ from tests.k8s.operator_support import (
     get_json,
     job_obj,
     operator,
-    prepared,
     runner_pods,
     wait_condition,
     wait_phase,
@@ -35,7 +34,7 @@ def kuberay_job() -> dict:
 def test_kuberay_cluster_is_accepted_and_the_runner_waits_for_it(
     k8s_cluster: Cluster, namespace: str, operator: OperatorProcess
 ) -> None:
-    apply(k8s_cluster, namespace, prepared(kuberay_job()))
+    apply(k8s_cluster, namespace, kuberay_job())
     cluster = wait_for(
         lambda: get_json(k8s_cluster, namespace, "rayclusters")["items"], 60, "the RayCluster"
     )[0]
@@ -95,7 +94,7 @@ def test_a_cluster_never_ready_fails_the_job(
 ) -> None:
     job = kuberay_job()
     job["spec"]["ray"]["readyTimeoutSeconds"] = 3
-    apply(k8s_cluster, namespace, prepared(job))
+    apply(k8s_cluster, namespace, job)
     failed = wait_condition(k8s_cluster, namespace, "demo-kuberay", "Failed", timeout=60)
     failure = failed["status"]["failure"]
     assert failure["reason"] == "ClusterNotReady"

@@ -15,6 +15,7 @@ from tests.harness.cluster import Cluster
 from tests.harness.waiting import wait_for
 from tests.k8s.operator_support import (
     DEMO_DATA,
+    EXAMPLE,
     OperatorProcess,
     apply,
     condition,
@@ -25,7 +26,6 @@ from tests.k8s.operator_support import (
     job_obj,
     local_reference,
     operator,
-    prepared,
     runner_pods,
     runner_writes_status,
     wait_condition,
@@ -65,7 +65,7 @@ def test_example_job_succeeds_with_the_output_of_a_local_run(
     k8s_cluster: Cluster, namespace: str, operator: OperatorProcess, reference: bytes
 ) -> None:
     demo_data(k8s_cluster, namespace)
-    apply(k8s_cluster, namespace, prepared(example_job()))
+    k8s_cluster.kubectl("apply", "-n", namespace, "-f", str(EXAMPLE))
     waited = k8s_cluster.kubectl(
         "wait",
         "-n",
@@ -143,7 +143,7 @@ def test_runner_killed_twice_and_pod_deleted_resumes_to_identical_output(
     job = with_test_ops(example_job())
     # An identity op that takes its time: a kill lands while partitions are being worked on.
     job["spec"]["recipe"]["process"].insert(0, {"slow_mapper": {"seconds": 3}})
-    apply(k8s_cluster, namespace, prepared(job))
+    apply(k8s_cluster, namespace, job)
     node = k8s_cluster.node
     for attempt in (1, 2):
         pod = f"demo-runner-{attempt}"
@@ -167,6 +167,10 @@ def test_runner_killed_twice_and_pod_deleted_resumes_to_identical_output(
     # gone before the operator saw it end), it is a retryable end, not a verdict.
     assert ends[2][0] == 3 and (ends[2][2] == "PodDeleted" or ends[2][1] not in (0, 1, 2, 3, 4))
     assert ends[3] == (4, 0, "Completed")
+    if runner_writes_status():  # the runner reports what it restored: a Resumed Event says it
+        resumed = [e for e in events(k8s_cluster, namespace, "demo") if e["reason"] == "Resumed"]
+        assert resumed and all("partitions done" in e["message"] for e in resumed)
+        assert status["attempts"][-1]["resumedFrom"]["partitionsDone"] >= 0
     retrying = [e for e in events(k8s_cluster, namespace, "demo") if e["reason"] == "Retrying"]
     assert len(retrying) == 3
     assert all(e["type"] == "Warning" for e in retrying)
@@ -193,7 +197,7 @@ def test_operator_killed_between_creating_children_and_writing_status(
         {"DJ_OPERATOR_FAULT": "kill-after-create"},
     ).start()
     demo_data(k8s_cluster, namespace)
-    apply(k8s_cluster, namespace, prepared(example_job()))
+    apply(k8s_cluster, namespace, example_job())
     assert crashing.proc is not None
     crashing.proc.wait(120)
     assert crashing.proc.returncode == -signal.SIGKILL, crashing.tail()
@@ -224,7 +228,7 @@ def test_suspend_then_resume_gives_identical_output(
     k8s_cluster: Cluster, namespace: str, operator: OperatorProcess, reference: bytes
 ) -> None:
     demo_data(k8s_cluster, namespace)
-    apply(k8s_cluster, namespace, prepared(example_job()))
+    apply(k8s_cluster, namespace, example_job())
     wait_for(lambda: pod_running(k8s_cluster, namespace, "demo-runner-1"), 120, "runner running")
     wait_for(lambda: (work_dir(k8s_cluster, namespace) / "plan.json").exists(), 120, "the plan")
     k8s_cluster.kubectl(
@@ -264,8 +268,8 @@ def test_deleting_a_running_job_removes_what_it_owns(
     k8s_cluster: Cluster, namespace: str, operator: OperatorProcess
 ) -> None:
     demo_data(k8s_cluster, namespace)
-    kept = prepared(example_job())
-    owned = prepared(example_job())
+    kept = example_job()
+    owned = example_job()
     owned["metadata"]["name"] = "owned"
     owned["spec"]["storage"]["whenDeleted"] = "Delete"
     apply(k8s_cluster, namespace, kept, owned)

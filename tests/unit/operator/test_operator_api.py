@@ -134,7 +134,7 @@ def test_bad_spec_names_the_field(path: str, value: object, field: str, expected
 OPS = [{"whitespace_normalization_mapper": None}]
 BAD_RECIPES = [
     ({"process": []}, "spec.recipe.process", "non-empty list of ops"),
-    ({"dataset_path": "a.jsonl"}, "spec.recipe.export_path", "a path"),
+    ({"dataset_path": "a.jsonl"}, "spec.recipe.export_path", "got None"),
     ({"process": [{"text_lenght_filter": {}}]}, "spec.recipe.process", "text_length_filter"),
     ({"proces": []}, "spec.recipe.proces", "did you mean 'process'"),
     (
