@@ -32,6 +32,7 @@ from kubernetes import client, watch  # noqa: E402
 from tests.harness.cluster import Cluster  # noqa: E402
 from tests.harness.waiting import wait_for  # noqa: E402
 from tests.k8s.operator_support import (  # noqa: E402
+    DEMO_DATA,
     OperatorProcess,
     apply,
     example_job,
@@ -93,6 +94,29 @@ def latency(cluster: Cluster, namespace: str, jobs: int) -> list[float]:
     return out
 
 
+def first_progress(cluster: Cluster, namespace: str, jobs: int) -> list[float]:
+    """apply -> the first status.progress the runner reports (jobs that really run; each is
+    deleted once it reported, so that one runs at a time)."""
+    cluster.kubectl("create", "configmap", "demo-data", "-n", namespace, f"--from-file={DEMO_DATA}")
+    out = []
+    for i in range(jobs):
+        job = example_job()
+        job["metadata"]["name"] = f"prog-{i}"
+        apply(cluster, namespace, job)
+        applied = time.monotonic()
+
+        def reported(name: str = f"prog-{i}") -> bool:
+            obj = json.loads(
+                cluster.kubectl("get", "djjob", name, "-n", namespace, "-o", "json").stdout
+            )
+            return bool((obj.get("status") or {}).get("progress"))
+
+        wait_for(reported, 180, f"first progress of prog-{i}", interval=0.1)
+        out.append(time.monotonic() - applied)
+        cluster.kubectl("delete", "djjob", f"prog-{i}", "-n", namespace, "--wait=false")
+    return out
+
+
 def tracking(
     cluster: Cluster, namespace: str, op: OperatorProcess, count: int, window: float
 ) -> dict:
@@ -142,6 +166,7 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=20)
     parser.add_argument("--tracked", type=int, default=200)
     parser.add_argument("--window", type=float, default=60)
+    parser.add_argument("--progress-jobs", type=int, default=20, help="0: skip")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "operator.json")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="dj-op-bench-") as tmp:
@@ -152,6 +177,7 @@ def main() -> int:
             op = OperatorProcess(cluster, namespace, Path(tmp) / "operator.log").start()
             try:
                 lat = latency(cluster, namespace, args.jobs)
+                prog = first_progress(cluster, namespace, args.progress_jobs)
                 track = tracking(cluster, namespace, op, args.tracked, args.window)
             finally:
                 op.stop()
@@ -163,6 +189,12 @@ def main() -> int:
             "median": round(statistics.median(lat), 3),
             "p95": round(pct(lat, 0.95), 3),
             "max": round(max(lat), 3),
+        },
+        "apply_to_first_progress_s": {
+            "n": len(prog),
+            "median": round(statistics.median(prog), 3) if prog else None,
+            "p95": round(pct(prog, 0.95), 3) if prog else None,
+            "max": round(max(prog), 3) if prog else None,
         },
         "tracking": track,
     }
