@@ -10,7 +10,7 @@
 #   ${K8S_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/datajuicer-operator/k8s-tools}/kuberay-<ver>-<hash>/bin
 # The directory holds ray-operator, the operator's CRDs (ray.io_rayclusters.yaml,
 # ray.io_rayjobs.yaml, ray.io_rayservices.yaml: the operator waits for all three and exits when
-# one is missing) and KUBERAY_VERSION. A stamp file marks a finished build; a flock serialises
+# one is missing), its ClusterRole (kuberay-operator-role.yaml) and KUBERAY_VERSION. A stamp file marks a finished build; a flock serialises
 # concurrent builds.
 set -euo pipefail
 
@@ -24,7 +24,7 @@ if [[ -z "$kuberay_version" ]]; then
   echo "build-kuberay: cannot read the pinned $OPERATOR_PKG version from $MOD/go.mod" >&2
   exit 1
 fi
-build_hash=$(cat "$MOD/go.mod" "$MOD/go.sum" <(echo "layout=1") | sha256sum | cut -c1-12)
+build_hash=$(cat "$MOD/go.mod" "$MOD/go.sum" <(echo "layout=2") | sha256sum | cut -c1-12)
 cache_root=${K8S_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/datajuicer-operator/k8s-tools}
 dest=$cache_root/kuberay-$kuberay_version-$build_hash
 bin=$dest/bin
@@ -72,6 +72,7 @@ mkdir -p "$stage"
   for crd in "${CRDS[@]}"; do
     cp "$module_dir/config/crd/bases/$crd" "$stage/$crd"
   done
+  cp "$module_dir/config/rbac/role.yaml" "$stage/kuberay-operator-role.yaml"
 )
 chmod 0644 "$stage"/*.yaml
 echo "$kuberay_version" >"$stage/KUBERAY_VERSION"

@@ -5,6 +5,10 @@ Lease so the node-lifecycle controller keeps it healthy. It watches all pods: it
 pods of the default scheduler to its Node, and runs the pods bound to it with a PodRunner each.
 It also provisions claims: a pending PersistentVolumeClaim gets a pre-bound hostPath
 PersistentVolume at `<root>/pvc/<namespace>/<claim>`, which the PV controller then binds.
+
+Nothing a pod starts outlives the node: each container runs under a subreaping shim that kills
+its whole process tree when the container ends, every pod process carries the node's
+environment marker, and `stop()` kills anything still carrying it.
 """
 
 from __future__ import annotations
@@ -12,23 +16,38 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from tests.harness import proctree
 from tests.harness.binaries import k8s_version
 from tests.harness.kubeletserver import KubeletServer
-from tests.harness.podrunner import NodeContext, PodRunner, now_rfc3339
+from tests.harness.podrunner import NODE_MARKER, NodeContext, PodRunner, now_rfc3339
 from tests.harness.rest import ApiError, Obj, Rest
 from tests.harness.waiting import wait_for
 
 HEARTBEAT_SECONDS = 10.0
 INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "USER", "LOGNAME")
 Handler = Callable[[str, Obj], None]
+# Pods' TMPDIRs live under a short directory: Ray puts Unix sockets under
+# `$TMPDIR/ray/session_<date>_<pid>/sockets/`, and a socket path must fit in 107 bytes.
+SHORT_TMP_LIMIT = 40
+
+
+def short_tmp_root() -> Path:
+    """A fresh directory with a short path for the pods' TMPDIRs."""
+    base = tempfile.gettempdir()
+    if len(base) > SHORT_TMP_LIMIT:
+        base = "/tmp"
+    return Path(tempfile.mkdtemp(prefix="kpn-", dir=base))
 
 
 def project_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -69,6 +88,8 @@ class ProcessNode:
         handler = logging.FileHandler(self.log_file)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         self.log.addHandler(handler)
+        self.node_id = uuid.uuid4().hex
+        self.tmp_root = short_tmp_root()
         self.ctx = NodeContext(
             rest=rest,
             node_name=name,
@@ -78,6 +99,8 @@ class ProcessNode:
             backoff_initial=backoff[0],
             backoff_max=backoff[1],
             log=self.log,
+            node_id=self.node_id,
+            tmp_root=self.tmp_root,
         )
         self.runners: dict[str, PodRunner] = {}  # by pod uid, while the pod exists
         self._by_name: dict[tuple[str, str], PodRunner] = {}  # newest runner of each pod name
@@ -107,7 +130,10 @@ class ProcessNode:
         return self
 
     def stop(self, grace: float = 5.0) -> None:
-        """Stop watching and kill every pod process (the pods are not updated)."""
+        """Stop watching and kill every pod process (the pods are not updated).
+
+        Returns once no process carrying the node's marker is left.
+        """
         self._stop.set()
         if self.kubelet_server is not None:
             self.kubelet_server.stop()
@@ -118,16 +144,28 @@ class ProcessNode:
         for runner in runners:
             runner.join(timeout=grace)
         for runner in runners:
-            runner._kill_all()
+            runner.kill_now()
+        left = self.leftover_processes()
+        if left:
+            self.log.warning("killing leftover pod processes %s", left)
+            proctree.kill_all(left)
+            wait_for(lambda: not self.leftover_processes(), 10, "leftover pod processes to end")
+        shutil.rmtree(self.tmp_root, ignore_errors=True)
         for handler in list(self.log.handlers):
             self.log.removeHandler(handler)
             handler.close()
 
     def pids(self) -> list[int]:
-        """Process ids of the running containers (the leaders of their process groups)."""
+        """Process ids of the running containers' main processes and shims (each the leader of
+        its own session)."""
         with self._lock:
             runners = list(self.runners.values())
-        return [p for r in runners for run in r.mains + r.inits if (p := r.pid(run.name))]
+        mains = [p for r in runners for run in r.mains + r.inits if (p := r.pid(run.name))]
+        return mains + [p for r in runners for p in r.shim_pids()]
+
+    def leftover_processes(self) -> list[int]:
+        """Living processes started by this node's pods (found by the environment marker)."""
+        return proctree.with_env(NODE_MARKER, self.node_id)
 
     # -- for tests ---------------------------------------------------------------------------
 
@@ -167,6 +205,13 @@ class ProcessNode:
 
     def pod_dir(self, namespace: str, name: str) -> Path:
         return self.runner(namespace, name).dir
+
+    def pod_processes(self, namespace: str, name: str, container: str | None = None) -> list[int]:
+        """Living processes of a pod's containers (all of their trees, daemons included)."""
+        try:
+            return self.runner(namespace, name).processes(container)
+        except KeyError:
+            return []
 
     def pvc_dir(self, namespace: str, claim: str) -> Path:
         return self.root / "pvc" / namespace / claim
