@@ -79,11 +79,12 @@ def _read_pid(path: Path) -> int | None:
 def _usage(directory: Path) -> str:
     kubeconfig = directory / "kubeconfig"
     return (
-        "dev cluster is running (control plane + process node + KubeRay CRDs)\n"
+        "dev cluster is running (control plane + process node + KubeRay CRDs and operator)\n"
         f"  export KUBECONFIG={kubeconfig}\n"
         f"  export PATH={_bin_dir()}:$PATH   # kubectl and helm of the pinned version\n"
         "  kubectl get nodes\n"
-        f"logs and state in {directory}; stop it with `make dev-cluster-down`"
+        f"logs and state in {directory} (component logs in state/control-plane/logs/, pods in "
+        "state/node/); stop it with `make dev-cluster-down`"
     )
 
 
