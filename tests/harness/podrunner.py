@@ -12,14 +12,13 @@ period, kills what is left of every container, reports the terminal status and r
 from __future__ import annotations
 
 import contextlib
-import datetime
 import logging
 import queue
 import signal
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from tests.harness import proctree
 from tests.harness.containerprocess import ContainerLaunch, ContainerProcess, StartError
 from tests.harness.kubeconfig import write_kubeconfig
 from tests.harness.podenv import ConfigError, PathMapper, command_line, resolve_env
+from tests.harness.podstatus import ContainerRun, PodStatusRenderer, now_rfc3339, waiting
 from tests.harness.rest import ApiError, Rest
 from tests.harness.volumes import (
     VolumeBuilder,
@@ -46,10 +46,6 @@ NODE_MARKER = "KPN_NODE_ID"
 POD_MARKER = "KPN_POD_UID"
 
 
-def now_rfc3339() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 @dataclass
 class NodeContext:
     """What a pod runner needs from its node."""
@@ -64,35 +60,6 @@ class NodeContext:
     log: logging.Logger
     node_id: str
     tmp_root: Path  # short: Ray's Unix socket paths under a pod's TMPDIR must stay < 108 bytes
-
-
-@dataclass
-class ContainerRun:
-    """The life of one container of the pod."""
-
-    spec: Obj
-    init: bool
-    restart_count: int = 0
-    proc: ContainerProcess | None = None
-    generation: int = 0
-    state: Obj = field(default_factory=lambda: _waiting("ContainerCreating"))
-    last_state: Obj = field(default_factory=dict)
-    started_mono: float = 0.0
-    next_start: float | None = None
-    streak: int = 0
-    finished: bool = False
-    exit_code: int | None = None
-
-    @property
-    def name(self) -> str:
-        return str(self.spec["name"])
-
-
-def _waiting(reason: str, message: str | None = None) -> Obj:
-    waiting: Obj = {"reason": reason}
-    if message:
-        waiting["message"] = message
-    return {"waiting": waiting, "running": None, "terminated": None}
 
 
 class PodRunner(threading.Thread):
@@ -120,7 +87,7 @@ class PodRunner(threading.Thread):
         self.start_time = now_rfc3339()
         self.deleting: float | None = None  # grace seconds once deletion was requested
         self._published: Obj | None = None
-        self._conditions: dict[str, tuple[str, str]] = {}
+        self._status = PodStatusRenderer()
         self._next_prepare = 0.0
         self.home = pod_dir / "home"
         self.tmp = ctx.tmp_root / self.uid[:13]
@@ -265,7 +232,7 @@ class PodRunner(threading.Thread):
                 self.prepare_message = str(exc)
                 self._next_prepare = now + CONFIG_RETRY_SECONDS
                 for run in self.inits + self.mains:
-                    run.state = _waiting("ContainerCreating", self.prepare_message)
+                    run.state = waiting("ContainerCreating", self.prepare_message)
                 return
             self.stage = "init" if self.inits else "main"
             if self.stage == "init":
@@ -348,7 +315,7 @@ class PodRunner(threading.Thread):
         try:
             launch = self.build_launch(run, attempt)
         except (ConfigError, ApiError) as exc:
-            run.state = _waiting("CreateContainerConfigError", str(exc))
+            run.state = waiting("CreateContainerConfigError", str(exc))
             run.next_start = time.monotonic() + CONFIG_RETRY_SECONDS
             return
         run.restart_count = attempt
@@ -455,7 +422,7 @@ class PodRunner(threading.Thread):
         run.next_start = now + delay
         run.last_state = {"terminated": terminated}
         if delay > 0:
-            run.state = _waiting(
+            run.state = waiting(
                 "CrashLoopBackOff",
                 f"back-off {delay:g}s restarting failed container={run.name} "
                 f"pod={self.pod_name}_{self.namespace}({self.uid})",
@@ -528,73 +495,8 @@ class PodRunner(threading.Thread):
 
     # -- status ------------------------------------------------------------------------------
 
-    def _phase(self) -> str:
-        if self.stage in ("prepare", "init"):
-            return "Pending"
-        if self.stage == "done":
-            if any(r.init and r.finished and r.exit_code != 0 for r in self.inits):
-                return "Failed"
-            return "Succeeded" if all(r.exit_code == 0 for r in self.mains) else "Failed"
-        if any(r.proc is None and r.exit_code is None and not r.last_state for r in self.mains):
-            return "Pending"  # a container has not started yet, as a kubelet counts it
-        return "Running"
-
-    def _container_status(self, run: ContainerRun) -> Obj:
-        running = run.state.get("running") is not None and run.proc is not None
-        status: Obj = {
-            "name": run.name,
-            "image": run.spec.get("image", ""),
-            "imageID": "",
-            "ready": running and not run.init,
-            "started": running,
-            "restartCount": run.restart_count,
-            "state": run.state,
-            "lastState": run.last_state or {"waiting": None, "running": None, "terminated": None},
-        }
-        if run.proc is not None:
-            status["containerID"] = f"process://{run.proc.pid}"
-        return status
-
     def status(self, phase: str | None = None) -> Obj:
-        phase = phase or self._phase()
-        ready = phase == "Running" and all(
-            r.proc is not None and r.state.get("running") for r in self.mains
-        )
-
-        def cond(kind: str, ok: bool, reason: str | None = None) -> Obj:
-            value = "True" if ok else "False"
-            seen = self._conditions.get(kind)
-            if seen is None or seen[0] != value:
-                seen = self._conditions[kind] = (value, now_rfc3339())
-            entry: Obj = {"type": kind, "status": value, "lastTransitionTime": seen[1]}
-            if reason and not ok:
-                entry["reason"] = reason
-            return entry
-
-        started = self.stage != "prepare"
-        initialized = self.stage in ("main", "done") and not any(
-            r.exit_code not in (0, None) and r.finished for r in self.inits
-        )
-        not_ready = "PodCompleted" if phase in ("Succeeded", "Failed") else "ContainersNotReady"
-        status: Obj = {
-            "phase": phase,
-            "hostIP": "127.0.0.1",
-            "hostIPs": [{"ip": "127.0.0.1"}],
-            "podIP": "127.0.0.1",
-            "podIPs": [{"ip": "127.0.0.1"}],
-            "startTime": self.start_time,
-            "conditions": [
-                cond("PodReadyToStartContainers", started),
-                cond("Initialized", initialized, "ContainersNotInitialized"),
-                cond("ContainersReady", ready, not_ready),
-                cond("Ready", ready, not_ready),
-                cond("PodScheduled", True),
-            ],
-            "containerStatuses": [self._container_status(r) for r in self.mains],
-        }
-        if self.inits:
-            status["initContainerStatuses"] = [self._container_status(r) for r in self.inits]
-        return status
+        return self._status.render(self.stage, self.inits, self.mains, self.start_time, phase)
 
     def _publish(self, phase: str | None = None) -> bool:
         """Patch the pod's status if it changed; False if the pod no longer exists."""

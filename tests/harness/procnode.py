@@ -30,7 +30,8 @@ from typing import Any
 from tests.harness import proctree
 from tests.harness.binaries import k8s_version
 from tests.harness.kubeletserver import KubeletServer
-from tests.harness.podrunner import NODE_MARKER, NodeContext, PodRunner, now_rfc3339
+from tests.harness.podrunner import NODE_MARKER, NodeContext, PodRunner
+from tests.harness.podstatus import now_rfc3339
 from tests.harness.rest import ApiError, Obj, Rest
 from tests.harness.waiting import wait_for
 
