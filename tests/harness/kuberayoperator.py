@@ -76,8 +76,9 @@ class KubeRayOperator:
             text = self.component.log.read_text(errors="replace")
         except OSError:
             return False
+        # e.g. `... info  controllers.RayCluster  Starting workers  {"worker count": 1}`
         return any(
-            "Starting workers" in line and '"raycluster"' in line.lower()
+            "Starting workers" in line and "controllers.RayCluster\t" in line
             for line in text.splitlines()
         )
 
