@@ -90,6 +90,18 @@ def rss_bytes(pid: int) -> int:
     return 0
 
 
+def pss_bytes(pid: int) -> int:
+    """Proportional set size of one process (shared pages divided among their users), 0 if it
+    is gone: unlike RSS, the PSS of several processes adds up to the memory they really use."""
+    try:
+        for line in (PROC / str(pid) / "smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
 def kill_all(pids_to_kill: list[int], sig: int = signal.SIGKILL) -> None:
     for pid in pids_to_kill:
         with contextlib.suppress(ProcessLookupError, PermissionError):

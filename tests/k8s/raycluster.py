@@ -22,8 +22,13 @@ RAY_ENV = [{"name": "RAY_USAGE_STATS_ENABLED", "value": "0"}]
 RESOURCES = {"limits": {"cpu": "1", "memory": "1Gi"}, "requests": {"cpu": "1", "memory": "1Gi"}}
 
 
-def ray_cluster(name: str, ports: RayPorts, workers: int = 1) -> Obj:
-    """A RayCluster: a head (no CPUs for tasks) and `workers` workers of 1 CPU, on `ports`."""
+def ray_cluster(name: str, ports: RayPorts, workers: int = 1, grace_seconds: int = 30) -> Obj:
+    """A RayCluster: a head (no CPUs for tasks) and `workers` workers of 1 CPU, on `ports`.
+
+    On SIGTERM `ray start` drains its node through the GCS for up to
+    RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S (30 s); when the whole cluster goes at once the GCS is
+    gone and a worker waits that long, until the grace period ends it.
+    """
     head_params = {
         **ports.ray_start_params(),
         "num-cpus": "0",
@@ -46,7 +51,8 @@ def ray_cluster(name: str, ports: RayPorts, workers: int = 1) -> Obj:
                                 "env": RAY_ENV,
                                 "resources": RESOURCES,
                             }
-                        ]
+                        ],
+                        "terminationGracePeriodSeconds": grace_seconds,
                     }
                 },
             },
@@ -67,7 +73,7 @@ def ray_cluster(name: str, ports: RayPorts, workers: int = 1) -> Obj:
                                     "resources": RESOURCES,
                                 }
                             ],
-                            "terminationGracePeriodSeconds": 30,
+                            "terminationGracePeriodSeconds": grace_seconds,
                         }
                     },
                 }
