@@ -28,6 +28,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from tests.harness import proctree
 
@@ -57,6 +58,29 @@ class ContainerLaunch:
 
 class StartError(Exception):
     """The container's command could not be executed (kubelet reason StartError)."""
+
+
+class RunningContainer(Protocol):
+    """What the pod runner needs from a started container, whatever runs it (a local process
+    tree here; another runtime can provide the same)."""
+
+    pid: int  # the main process, as the node sees it
+
+    def wait(self) -> int: ...  # blocks until the container ended; its exit code
+
+    def ended_within(self, timeout: float) -> bool: ...
+
+    def running(self) -> bool: ...
+
+    def session_leaders(self) -> list[int]: ...  # what `devcluster down` may kill if orphaned
+
+    def terminate(self) -> None: ...  # graceful stop: SIGTERM to the main process
+
+    def kill(self) -> None: ...  # every process of the container, now
+
+    def signal_group(self, sig: int) -> None: ...  # tests crash containers this way
+
+    def processes(self) -> list[int]: ...
 
 
 class ContainerProcess:
@@ -104,8 +128,20 @@ class ContainerProcess:
         code = self.shim.wait()
         return 128 - code if code < 0 else code
 
+    def ended_within(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds for the container to end; whether it did."""
+        try:
+            self.shim.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+
     def running(self) -> bool:
         return self.shim.poll() is None
+
+    def session_leaders(self) -> list[int]:
+        """The shim and the main process (each leads a session) while the container runs."""
+        return [self.shim.pid, self.pid] if self.running() else []
 
     def terminate(self) -> None:
         """SIGTERM to the main process only, as a container runtime stops a container."""

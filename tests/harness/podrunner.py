@@ -17,13 +17,18 @@ import queue
 import signal
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tests.harness import proctree
-from tests.harness.containerprocess import ContainerLaunch, ContainerProcess, StartError
+from tests.harness.containerprocess import (
+    ContainerLaunch,
+    ContainerProcess,
+    RunningContainer,
+    StartError,
+)
 from tests.harness.kubeconfig import write_kubeconfig
 from tests.harness.podenv import ConfigError, PathMapper, command_line, resolve_env
 from tests.harness.podstatus import ContainerRun, PodStatusRenderer, now_rfc3339, waiting
@@ -60,6 +65,8 @@ class NodeContext:
     log: logging.Logger
     node_id: str
     tmp_root: Path  # short: Ray's Unix socket paths under a pod's TMPDIR must stay < 108 bytes
+    # Starts one container from its launch; raises StartError (or OSError) if it cannot run.
+    start_container: Callable[[ContainerLaunch], RunningContainer] = ContainerProcess
 
 
 class PodRunner(threading.Thread):
@@ -126,8 +133,9 @@ class PodRunner(threading.Thread):
         proc = self._find(container).proc
         return proc.pid if proc is not None and proc.running() else None
 
-    def shim_pids(self) -> list[int]:
-        return [r.proc.shim.pid for r in self.inits + self.mains if r.proc and r.proc.running()]
+    def session_leaders(self) -> list[int]:
+        """Process ids that lead the sessions of this pod's running containers."""
+        return [p for r in self.inits + self.mains if r.proc for p in r.proc.session_leaders()]
 
     def processes(self, container: str | None = None) -> list[int]:
         """Living processes of one container (default: all containers) of this pod."""
@@ -142,8 +150,10 @@ class PodRunner(threading.Thread):
         for proc in procs:
             proc.kill()
         for proc in procs:
-            with contextlib.suppress(Exception):
-                proc.shim.wait(timeout=KILL_WAIT_SECONDS)
+            if not proc.ended_within(KILL_WAIT_SECONDS):
+                self.ctx.log.warning(
+                    "pod %s/%s: container %d still running", self.namespace, self.pod_name, proc.pid
+                )
         self.sweep()
 
     def sweep(self) -> list[int]:
@@ -176,6 +186,9 @@ class PodRunner(threading.Thread):
             self.ctx.log.exception("pod %s/%s: runner failed", self.namespace, self.pod_name)
             self._kill_all()
         finally:
+            for run in self.inits + self.mains:
+                if run.proc is not None:
+                    run.proc.ended_within(KILL_WAIT_SECONDS)
             self.sweep()
             self.done.set()
 
@@ -328,31 +341,37 @@ class PodRunner(threading.Thread):
         if not launch.argv:
             self._start_failed(run, started, "no command: the process node runs only `command`")
             return
-        with self._lock:
+        failure: StartError | OSError | None = None
+        with self._lock:  # kill_now() must see every container that starts
             if self._killed:
                 return
             try:
-                run.proc = ContainerProcess(launch)
+                run.proc = self.ctx.start_container(launch)
             except (StartError, OSError) as exc:
-                reason = str(exc) if isinstance(exc, StartError) else (exc.strerror or str(exc))
-                if "No such file" in reason:
-                    reason = "executable file not found in $PATH"
-                self._start_failed(
-                    run,
-                    started,
-                    "failed to create containerd task: failed to create shim task: OCI runtime "
-                    "create failed: runc create failed: unable to start container process: "
-                    f'exec: "{launch.argv[0]}": {reason}: unknown',
-                )
-                return
+                failure = exc
+        if failure is not None:
+            reason = (
+                str(failure)
+                if isinstance(failure, StartError)
+                else failure.strerror or str(failure)
+            )
+            if "No such file" in reason:
+                reason = "executable file not found in $PATH"
+            self._start_failed(
+                run,
+                started,
+                "failed to create containerd task: failed to create shim task: OCI runtime "
+                "create failed: runc create failed: unable to start container process: "
+                f'exec: "{launch.argv[0]}": {reason}: unknown',
+            )
+            return
         run.state = {"waiting": None, "running": {"startedAt": started}, "terminated": None}
         self.ctx.log.info(
-            "pod %s/%s: started %s (pid %d, shim %d, restart %d): %s",
+            "pod %s/%s: started %s (pid %d, restart %d): %s",
             self.namespace,
             self.pod_name,
             run.name,
             run.proc.pid,
-            run.proc.shim.pid,
             run.restart_count,
             list(launch.argv),
         )
@@ -367,7 +386,7 @@ class PodRunner(threading.Thread):
         run.state = {"waiting": None, "running": {"startedAt": started}, "terminated": None}
         self._exited(run, START_ERROR_CODE, "StartError", message)
 
-    def _wait_process(self, run: ContainerRun, proc: ContainerProcess, gen: int) -> None:
+    def _wait_process(self, run: ContainerRun, proc: RunningContainer, gen: int) -> None:
         code = proc.wait()  # the shim has killed what was left of the container
         self.events.put(("exit", run, gen, code, "Completed" if code == 0 else "Error", None))
 

@@ -161,8 +161,7 @@ class ProcessNode:
         its own session)."""
         with self._lock:
             runners = list(self.runners.values())
-        mains = [p for r in runners for run in r.mains + r.inits if (p := r.pid(run.name))]
-        return mains + [p for r in runners for p in r.shim_pids()]
+        return [p for r in runners for p in r.session_leaders()]
 
     def leftover_processes(self) -> list[int]:
         """Living processes started by this node's pods (found by the environment marker)."""
