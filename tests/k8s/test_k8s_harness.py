@@ -195,6 +195,32 @@ def test_pod_daemon_is_killed_when_the_pod_is_deleted(
     assert proctree.with_env(POD_MARKER, uid) == []
 
 
+def test_a_daemon_orphaned_by_a_killed_shim_is_killed_by_its_pod_marker(
+    k8s_cluster: Cluster, core: client.CoreV1Api, namespace: str
+) -> None:
+    # If a container's shim itself is SIGKILLed, its daemon is orphaned out of reach of any
+    # process tree; the pod's environment marker still finds it when the pod ends.
+    node = k8s_cluster.node
+    core.create_namespaced_pod(
+        namespace, python_pod("orphan", DAEMONISING, args=["/scratch/daemon.pid"], **_SCRATCH)
+    )
+    wait_phase(core, namespace, "orphan", ("Running",))
+    pid_file = node.pod_dir(namespace, "orphan") / "volumes" / "scratch" / "daemon.pid"
+    daemon = _read_pid(pid_file)
+    shim = node.runner(namespace, "orphan").session_leaders()[0]
+    assert "containershim.py" in proctree.cmdline(shim)
+    os.kill(shim, signal.SIGKILL)
+    done = wait_phase(core, namespace, "orphan", ("Failed",))
+    assert done["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 137
+    wait_for(lambda: not proctree.alive(daemon), 20, f"orphaned daemon {daemon} killed")
+    swept = [
+        line
+        for line in node.log_file.read_text().splitlines()
+        if f"pod {namespace}/orphan: killing leftover processes" in line
+    ]
+    assert swept and str(daemon) in swept[-1]
+
+
 def test_delete_signals_only_the_main_process_then_kills_the_rest(
     k8s_cluster: Cluster, core: client.CoreV1Api, namespace: str
 ) -> None:
