@@ -33,6 +33,7 @@ lint: install
 
 k8s-tools:
 	bash hack/build-k8s-tools.sh
+	bash hack/build-kuberay.sh
 
 test: install k8s-tools lint
 	$(BIN)/pytest -q
