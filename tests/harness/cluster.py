@@ -10,6 +10,7 @@ from pathlib import Path
 import kubernetes
 
 from tests.harness import binaries
+from tests.harness.containers import ContainerRuntime
 from tests.harness.controlplane import ControlPlane
 from tests.harness.crds import install_kuberay_crds
 from tests.harness.processes import tail
@@ -25,13 +26,16 @@ class Cluster:
         workdir: Path,
         node_name: str = "process-node",
         extra_env: Mapping[str, str] | None = None,
+        container_mode: bool = False,
     ) -> None:
+        """`container_mode`: pods run from their images with podman (tests/harness/containers.py)."""
         self.workdir = workdir
         self.bin_dir = binaries.ensure_built()
         self.control_plane = ControlPlane(workdir / "control-plane", self.bin_dir)
         self.node_name = node_name
         self.extra_env = extra_env
         self._node: ProcessNode | None = None
+        self.containers = ContainerRuntime() if container_mode else None
 
     @property
     def node(self) -> ProcessNode:
@@ -59,6 +63,7 @@ class Cluster:
                 self.node_name,
                 extra_env=self.extra_env,
                 kubelet_tls=(cert, key, cp.ca_file),
+                containers=self.containers,
             ).start()
             install_kuberay_crds(self.bin_dir, self.kubeconfig, cp.rest)
         except BaseException as exc:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.harness.containers import ContainerRuntime
 from tests.harness.kubeconfig import write_kubeconfig
 from tests.harness.podenv import ConfigError, PathMapper, command_line, resolve_env
 from tests.harness.rest import ApiError, Rest
@@ -55,6 +56,7 @@ class NodeContext:
     backoff_initial: float
     backoff_max: float
     log: logging.Logger
+    containers: ContainerRuntime | None = None  # container mode: podman runs each container
 
 
 @dataclass
@@ -271,6 +273,11 @@ class PodRunner(threading.Thread):
             base["KUBECONFIG"] = str(self.kubeconfig)
         try:
             env = resolve_env(self.pod, spec, base, self._lookup, mapper)
+            podman = None
+            if self.ctx.containers is not None:
+                podman = self.ctx.containers.command(
+                    self.pod, spec, self._lookup, self.volumes, self.ctx.server, self.kubeconfig
+                )
         except (ConfigError, ApiError) as exc:
             run.state = _waiting("CreateContainerConfigError", str(exc))
             run.next_start = time.monotonic() + CONFIG_RETRY_SECONDS
@@ -280,6 +287,8 @@ class PodRunner(threading.Thread):
         run.generation += 1
         run.exit_code = None
         argv = command_line(spec, env, mapper)
+        if podman is not None:
+            argv, env = podman
         workdir = spec.get("workingDir")
         cwd = self.dir / "rootfs"
         if workdir:
@@ -340,6 +349,8 @@ class PodRunner(threading.Thread):
         returncode = proc.wait()
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)  # the container ends with its main process
+        if self.ctx.containers is not None:
+            self.ctx.containers.cleanup(self.pod, run.spec)
         code = _exit_code(returncode)
         self.events.put(("exit", run, gen, code, "Completed" if code == 0 else "Error", None))
 

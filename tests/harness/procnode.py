@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.harness.binaries import k8s_version
+from tests.harness.containers import ContainerRuntime
 from tests.harness.kubeletserver import KubeletServer
 from tests.harness.podrunner import NodeContext, PodRunner, now_rfc3339
 from tests.harness.rest import ApiError, Obj, Rest
@@ -56,6 +57,7 @@ class ProcessNode:
         extra_env: Mapping[str, str] | None = None,
         backoff: tuple[float, float] = (1.0, 10.0),
         kubelet_tls: tuple[Path, Path, Path] | None = None,
+        containers: ContainerRuntime | None = None,
     ) -> None:
         """`kubelet_tls` (serving cert, key, client CA) enables the log API (`kubectl logs`)."""
         self.rest = rest
@@ -78,6 +80,7 @@ class ProcessNode:
             backoff_initial=backoff[0],
             backoff_max=backoff[1],
             log=self.log,
+            containers=containers,
         )
         self.runners: dict[str, PodRunner] = {}  # by pod uid, while the pod exists
         self._by_name: dict[tuple[str, str], PodRunner] = {}  # newest runner of each pod name
@@ -119,6 +122,8 @@ class ProcessNode:
             runner.join(timeout=grace)
         for runner in runners:
             runner._kill_all()
+        if self.ctx.containers is not None:
+            self.ctx.containers.stop_all()
         for handler in list(self.log.handlers):
             self.log.removeHandler(handler)
             handler.close()
