@@ -70,7 +70,8 @@ context_files() {
 image_hash() {
   {
     context_files | while read -r f; do [[ -f "$f" ]] && sha256sum "$f"; done
-    printf 'runtime=%s\nbuilder=%s\nextras=%s\n' "$RUNTIME_BASE" "$BUILDER_BASE" "$EXTRAS"
+    # Bump `recipe` when the buildah invocation below changes.
+    printf 'runtime=%s\nbuilder=%s\nextras=%s\nrecipe=2\n' "$RUNTIME_BASE" "$BUILDER_BASE" "$EXTRAS"
   } | sha256sum | cut -c1-12
 }
 IMAGE="localhost/$IMAGE_NAME:$version-$(image_hash)"
@@ -165,7 +166,8 @@ make_base "$RUNTIME_BASE" "$RUNTIME_PACKAGES"
 make_base "$BUILDER_BASE" "$BUILDER_PACKAGES"
 echo "base images ready in $(($(date +%s) - start))s"
 
-buildah bud --isolation chroot --layers \
+# --format docker: the Dockerfile's SHELL (pipefail) is part of the Docker image format only.
+buildah bud --isolation chroot --layers --format docker \
   --secret id=ca,src="$CA_BUNDLE" \
   --build-arg BASE_IMAGE="$RUNTIME_BASE" \
   --build-arg BUILDER_IMAGE="$BUILDER_BASE" \
