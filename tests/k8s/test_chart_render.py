@@ -52,7 +52,14 @@ def test_default_render_runs_one_restricted_operator(tmp_path: Path) -> None:
     _, objects = render(tmp_path)
     kinds = sorted(o["kind"] for o in objects)
     assert kinds == sorted(
-        ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Deployment", "Service"]
+        [
+            "ServiceAccount",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "Deployment",
+            "Service",
+            "NetworkPolicy",
+        ]
     )
     deployment = only(objects, "Deployment")
     spec = deployment["spec"]

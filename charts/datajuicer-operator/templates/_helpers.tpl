@@ -37,14 +37,22 @@ app.kubernetes.io/part-of: datajuicer-operator
 {{- end -}}
 
 {{- define "dj.image" -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
 {{- end -}}
 
 {{/* An image of the runner or Ray: its own repository/tag, else the operator's. */}}
 {{- define "dj.podImage" -}}
 {{- $root := index . 0 -}}
 {{- $image := index . 1 -}}
+{{- if and (not $image.repository) (not $image.tag) -}}
+{{- include "dj.image" $root -}}
+{{- else -}}
 {{- printf "%s:%s" (default $root.Values.image.repository $image.repository) (default (default $root.Chart.AppVersion $root.Values.image.tag) $image.tag) -}}
+{{- end -}}
 {{- end -}}
 
 {{/* The namespaces the operator watches; fails on a contradictory setting. */}}
