@@ -180,12 +180,15 @@ def test_cluster_wide_operator_may_do_what_it_needs_and_nothing_else(
             ("create", "rolebindings.rbac.authorization.k8s.io", "-n", other),
             ("create", "rayclusters.ray.io", "-n", other),
             ("create", "events", "-n", other),
+            ("get", "pods", "--subresource=log", "-n", other),
+            ("delete", "datajuicerjobs.datajuicer.io", "-n", other),
         ]
         denied = [
             ("get", "secrets", "-n", other),
             ("list", "secrets", "--all-namespaces"),
-            ("delete", "datajuicerjobs.datajuicer.io", "-n", other),
             ("update", "datajuicerjobs.datajuicer.io", "-n", other),
+            ("create", "datajuicerjobs.datajuicer.io", "-n", other),
+            ("create", "pods", "--subresource=exec", "-n", other),
             ("create", "deployments.apps", "-n", other),
             ("patch", "pods", "-n", other),
             ("escalate", "roles.rbac.authorization.k8s.io", "-n", other),

@@ -120,7 +120,14 @@ def test_default_rbac_is_least_privilege(tmp_path: Path) -> None:
     }
     # The runner's Role (get/patch of its job's status) can be granted only by one who holds it.
     assert {"get", "patch"} <= granted[("datajuicer.io", "datajuicerjobs/status")]
-    assert granted[("datajuicer.io", "datajuicerjobs")] == {"get", "list", "watch", "patch"}
+    assert granted[("datajuicer.io", "datajuicerjobs")] == {
+        "get",
+        "list",
+        "watch",
+        "patch",
+        "delete",
+    }
+    assert ("", "secrets") not in granted
     binding = only(objects, "ClusterRoleBinding")
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
     assert binding["subjects"] == [
