@@ -82,13 +82,14 @@ case "${1:-}" in
     exit 0
     ;;
   --lock)
-    # Resolve the runtime dependencies for this interpreter (CPython 3.11, linux x86_64, as in
-    # the image) and write them pinned, with the hash of each wheel.
+    # Resolve the runtime dependencies (the runner's, and the `operator` extra's: the image runs
+    # both) for this interpreter (CPython 3.11, linux x86_64, as in the image) and write them
+    # pinned, with the hash of each wheel.
     py=${PYTHON:-$ROOT/.venv/bin/python}
     report=$(mktemp)
     trap 'rm -f "$report"' EXIT
     "$py" -m pip install --quiet --dry-run --ignore-installed --only-binary=:all: \
-      --report "$report" . setuptools=="$(sed -n 's/.*"setuptools==\([^"]*\)".*/\1/p' pyproject.toml)"
+      --report "$report" ".[operator]" setuptools=="$(sed -n 's/.*"setuptools==\([^"]*\)".*/\1/p' pyproject.toml)"
     "$py" - "$report" <<'EOF'
 import json
 import sys
