@@ -3,7 +3,7 @@ PY ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test lint k8s-tools dev-cluster dev-cluster-down bench clean
+.PHONY: install demo test lint k8s-tools image scan dev-cluster dev-cluster-down bench clean
 
 $(BIN)/dj-runner: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -24,7 +24,15 @@ lint: install
 k8s-tools:
 	bash hack/build-k8s-tools.sh
 
-test: install k8s-tools lint
+# The container image (cached: a no-op when nothing changed; see docs/install.md).
+image:
+	bash hack/build-image.sh
+
+# checkov on the rendered chart and the Dockerfile (also run by the tests).
+scan: k8s-tools
+	bash hack/checkov.sh
+
+test: install k8s-tools image lint
 	$(BIN)/pytest -q
 
 dev-cluster: install k8s-tools
