@@ -17,8 +17,9 @@ broken here too:
   (`--cap-drop`/`--cap-add`), `allowPrivilegeEscalation: false` (no-new-privileges), `privileged`,
   `seccompProfile`, `fsGroup` and `supplementalGroups`;
 - volume ownership as a kubelet sets it: emptyDir directories are world-writable; with `fsGroup`,
-  emptyDir and claim directories are group-owned by it (setgid, group-writable); configMap,
-  secret and projected files belong to the effective user.
+  emptyDir and claim directories are group-owned by it (setgid, group-writable; skipped when the
+  volume's root already is, like `fsGroupChangePolicy: OnRootMismatch`); configMap, secret and
+  projected files belong to the effective user.
 
 The podman process is the container's local process: signals sent to it are forwarded to the
 container (SIGTERM on deletion), its exit status is the container's, and `cleanup` removes a
@@ -154,6 +155,9 @@ def prepare_volume_ownership(
         if kind == "emptyDir":
             local.chmod(0o777)
         if kind in ("emptyDir", "persistentVolumeClaim") and fs_group is not None:
+            root = local.stat()
+            if root.st_gid == fs_group and root.st_mode & 0o2070 == 0o2070:
+                continue  # already set up (fsGroupChangePolicy OnRootMismatch)
             for path in [local, *local.rglob("*")]:
                 with contextlib.suppress(FileNotFoundError):
                     os.chown(path, -1, fs_group, follow_symlinks=False)
