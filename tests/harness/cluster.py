@@ -11,6 +11,7 @@ from pathlib import Path
 import kubernetes
 
 from tests.harness import binaries
+from tests.harness.containers import ContainerRuntime
 from tests.harness.controlplane import ControlPlane
 from tests.harness.crds import install_kuberay_crds
 from tests.harness.kuberayoperator import KubeRayOperator
@@ -28,8 +29,10 @@ class Cluster:
         node_name: str = "process-node",
         extra_env: Mapping[str, str] | None = None,
         kuberay: bool = True,
+        container_mode: bool = False,
     ) -> None:
-        """`kuberay=False` installs the KubeRay CRDs but does not run the operator."""
+        """`kuberay=False` installs the KubeRay CRDs but does not run the operator.
+        `container_mode`: pods run from their images with podman (tests/harness/containers.py)."""
         self.workdir = workdir
         self.bin_dir = binaries.ensure_built()
         self.kuberay_dir = binaries.ensure_kuberay_built()
@@ -40,6 +43,7 @@ class Cluster:
         self.kuberay_operator: KubeRayOperator | None = (
             KubeRayOperator(self.control_plane, self.bin_dir, self.kuberay_dir) if kuberay else None
         )
+        self.containers = ContainerRuntime() if container_mode else None
 
     @property
     def node(self) -> ProcessNode:
@@ -67,6 +71,7 @@ class Cluster:
                 self.node_name,
                 extra_env=self.extra_env,
                 kubelet_tls=(cert, key, cp.ca_file),
+                containers=self.containers,
             ).start()
             install_kuberay_crds(self.bin_dir, self.kuberay_dir, self.kubeconfig, cp.rest)
             if self.kuberay_operator is not None:

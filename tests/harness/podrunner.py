@@ -29,6 +29,7 @@ from tests.harness.containerprocess import (
     RunningContainer,
     StartError,
 )
+from tests.harness.containers import ContainerRuntime
 from tests.harness.kubeconfig import write_kubeconfig
 from tests.harness.podenv import ConfigError, PathMapper, command_line, resolve_env
 from tests.harness.podstatus import ContainerRun, PodStatusRenderer, now_rfc3339, waiting
@@ -67,6 +68,7 @@ class NodeContext:
     tmp_root: Path  # short: Ray's Unix socket paths under a pod's TMPDIR must stay < 108 bytes
     # Starts one container from its launch; raises StartError (or OSError) if it cannot run.
     start_container: Callable[[ContainerLaunch], RunningContainer] = ContainerProcess
+    containers: ContainerRuntime | None = None  # container mode: podman runs each container
 
 
 class PodRunner(threading.Thread):
@@ -314,8 +316,15 @@ class PodRunner(threading.Thread):
         cwd = self.dir / "rootfs"
         if workdir:
             cwd = mapper.local(workdir) or self.dir / "rootfs" / workdir.lstrip("/")
+        argv = tuple(command_line(spec, env, mapper))
+        if self.ctx.containers is not None:  # container mode: `podman run` of the pod's image
+            podman_argv, env = self.ctx.containers.command(
+                self.pod, spec, self._lookup, self.volumes, self.ctx.server, self.kubeconfig
+            )
+            env[NODE_MARKER], env[POD_MARKER] = self.ctx.node_id, self.uid
+            argv = tuple(podman_argv)
         return ContainerLaunch(
-            argv=tuple(command_line(spec, env, mapper)),
+            argv=argv,
             env=env,
             cwd=cwd,
             log_path=self.dir / "logs" / run.name / f"{attempt}.log",
@@ -388,6 +397,8 @@ class PodRunner(threading.Thread):
 
     def _wait_process(self, run: ContainerRun, proc: RunningContainer, gen: int) -> None:
         code = proc.wait()  # the shim has killed what was left of the container
+        if self.ctx.containers is not None:
+            self.ctx.containers.cleanup(self.pod, run.spec)
         self.events.put(("exit", run, gen, code, "Completed" if code == 0 else "Error", None))
 
     def _exited(self, run: ContainerRun, code: int, reason: str, message: str | None) -> None:

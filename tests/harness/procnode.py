@@ -27,6 +27,7 @@ from pathlib import Path
 
 from tests.harness import proctree
 from tests.harness.binaries import k8s_version
+from tests.harness.containers import ContainerRuntime
 from tests.harness.informer import Handler, run_informer
 from tests.harness.kubeletserver import KubeletServer
 from tests.harness.podrunner import NODE_MARKER, NodeContext, PodRunner
@@ -75,6 +76,7 @@ class ProcessNode:
         extra_env: Mapping[str, str] | None = None,
         backoff: tuple[float, float] = (1.0, 10.0),
         kubelet_tls: tuple[Path, Path, Path] | None = None,
+        containers: ContainerRuntime | None = None,
     ) -> None:
         """`kubelet_tls` (serving cert, key, client CA) enables the log API (`kubectl logs`)."""
         self.rest = rest
@@ -101,6 +103,7 @@ class ProcessNode:
             log=self.log,
             node_id=self.node_id,
             tmp_root=self.tmp_root,
+            containers=containers,
         )
         self._claims = ClaimProvisioner(rest, root / "pvc", name, self.log)
         self.runners: dict[str, PodRunner] = {}  # by pod uid, while the pod exists
@@ -151,6 +154,8 @@ class ProcessNode:
             self.log.warning("killing leftover pod processes %s", left)
             proctree.kill_all(left)
             wait_for(lambda: not self.leftover_processes(), 10, "leftover pod processes to end")
+        if self.ctx.containers is not None:
+            self.ctx.containers.stop_all()
         shutil.rmtree(self.tmp_root, ignore_errors=True)
         for handler in list(self.log.handlers):
             self.log.removeHandler(handler)
