@@ -3,7 +3,7 @@ PY ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install install-dj demo test test-dj lint k8s-tools dev-cluster dev-cluster-down bench clean
+.PHONY: install install-dj system-deps demo test test-main test-dj lint k8s-tools image scan dev-cluster dev-cluster-down bench clean
 
 $(BIN)/dj-runner: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -33,9 +33,26 @@ lint: install
 
 k8s-tools:
 	bash hack/build-k8s-tools.sh
+	bash hack/build-kuberay.sh
 
-test: install k8s-tools lint
-	$(BIN)/pytest -q
+# Debian packages the tests use: podman and friends (the image), prometheus (promtool and a
+# real Prometheus). Installs only what is missing.
+system-deps:
+	bash hack/install-system-deps.sh
+
+# The container image (cached: a no-op when nothing changed; see docs/install.md).
+image: system-deps
+	bash hack/build-image.sh
+
+# checkov on the rendered chart and the Dockerfile (also run by the tests).
+scan: k8s-tools
+	bash hack/checkov.sh
+
+# The whole suite: everything in .venv, then the Data-Juicer op tests in .venv-dj.
+test: test-main test-dj
+
+test-main: install system-deps k8s-tools image lint
+	$(BIN)/pytest -q --ignore=tests/dj
 
 test-dj: install-dj
 	$(DJ_VENV)/bin/pytest -q tests/dj

@@ -4,24 +4,28 @@
 #   bash hack/build-k8s-tools.sh              build (does nothing when the cache is complete)
 #   bash hack/build-k8s-tools.sh --print-dir  print the bin directory and exit (builds nothing)
 #
-# Pins live in hack/gotools/go.mod (Kubernetes, etcd), hack/gotools/helm/go.mod (helm) and the
-# KUBERAY_VERSION below. The binaries go to a cache directory outside the repository, keyed by the
+# Pins live in hack/gotools/go.mod (Kubernetes, etcd), hack/gotools/helm/go.mod (helm) and
+# hack/kuberay/go.mod (the KubeRay version of the CRDs; the operator itself is built by
+# hack/build-kuberay.sh). The binaries go to a cache directory outside the repository, keyed by the
 # Kubernetes version and a hash of everything that decides what is built:
 #   ${K8S_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/datajuicer-operator/k8s-tools}/<ver>-<hash>/bin
 # The directory holds kube-apiserver, kube-controller-manager, kubectl, etcd, helm and the KubeRay
 # CRDs (ray.io_rayclusters.yaml, ray.io_rayjobs.yaml). A stamp file marks a finished build.
 set -euo pipefail
 
-KUBERAY_VERSION=v1.5.0
 HELM_GIT_VERSION_PKG=helm.sh/helm/v4/internal/version
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 MOD=$HERE/gotools
 HELM_MOD=$MOD/helm
+# The KubeRay version has one source: the operator's module (hack/kuberay/go.mod, built by
+# hack/build-kuberay.sh). The CRDs copied here are those of the same version.
+KUBERAY_VERSION=$(awk '$1 == "github.com/ray-project/kuberay/ray-operator" {print $2}' \
+  "$HERE/kuberay/go.mod")
 
 k8s_version=$(awk '$1 == "require" && $2 == "k8s.io/kubernetes" {print $3}' "$MOD/go.mod")
 helm_version=$(awk '$1 == "helm.sh/helm/v4" {print $2}' "$HELM_MOD/go.mod")
-if [[ -z "$k8s_version" || -z "$helm_version" ]]; then
+if [[ -z "$k8s_version" || -z "$helm_version" || -z "$KUBERAY_VERSION" ]]; then
   echo "build-k8s-tools: cannot read the pinned versions from $MOD" >&2
   exit 1
 fi

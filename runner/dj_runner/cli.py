@@ -63,9 +63,9 @@ def load_checked_recipe(path: str, work_dir: str | None = None) -> Any:
     list_sources(recipe.dataset_path)  # no input is an error before any work
     if not (work_dir or recipe.work_dir):
         default_work_dir(recipe)  # checks project_name as a path component
-    check_export_target(recipe.export_path)
     # Paths, patterns, text keys and writability, checked against the filesystem as run needs it.
     preflight(recipe, work_dir or recipe.work_dir or default_work_dir(recipe))
+    check_export_target(recipe.export_path)
     return recipe
 
 

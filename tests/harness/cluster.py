@@ -1,4 +1,5 @@
-"""The whole test cluster: control plane, process node and KubeRay CRDs, with client helpers."""
+"""The whole test cluster: control plane, process node, KubeRay CRDs and the KubeRay operator,
+with client helpers."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from pathlib import Path
 import kubernetes
 
 from tests.harness import binaries
+from tests.harness.containers import ContainerRuntime
 from tests.harness.controlplane import ControlPlane
 from tests.harness.crds import install_kuberay_crds
+from tests.harness.kuberayoperator import KubeRayOperator
 from tests.harness.processes import tail
 from tests.harness.procnode import ProcessNode
 from tests.harness.waiting import wait_for
@@ -25,13 +28,22 @@ class Cluster:
         workdir: Path,
         node_name: str = "process-node",
         extra_env: Mapping[str, str] | None = None,
+        kuberay: bool = True,
+        container_mode: bool = False,
     ) -> None:
+        """`kuberay=False` installs the KubeRay CRDs but does not run the operator.
+        `container_mode`: pods run from their images with podman (tests/harness/containers.py)."""
         self.workdir = workdir
         self.bin_dir = binaries.ensure_built()
+        self.kuberay_dir = binaries.ensure_kuberay_built()
         self.control_plane = ControlPlane(workdir / "control-plane", self.bin_dir)
         self.node_name = node_name
         self.extra_env = extra_env
         self._node: ProcessNode | None = None
+        self.kuberay_operator: KubeRayOperator | None = (
+            KubeRayOperator(self.control_plane, self.bin_dir, self.kuberay_dir) if kuberay else None
+        )
+        self.containers = ContainerRuntime() if container_mode else None
 
     @property
     def node(self) -> ProcessNode:
@@ -59,8 +71,11 @@ class Cluster:
                 self.node_name,
                 extra_env=self.extra_env,
                 kubelet_tls=(cert, key, cp.ca_file),
+                containers=self.containers,
             ).start()
-            install_kuberay_crds(self.bin_dir, self.kubeconfig, cp.rest)
+            install_kuberay_crds(self.bin_dir, self.kuberay_dir, self.kubeconfig, cp.rest)
+            if self.kuberay_operator is not None:
+                self.kuberay_operator.start()
         except BaseException as exc:
             logs = self.logs()
             self.stop()
@@ -68,6 +83,9 @@ class Cluster:
         return self
 
     def stop(self) -> None:
+        """Stop the operator (so it recreates nothing), the node's pods, the control plane."""
+        if self.kuberay_operator is not None:
+            self.kuberay_operator.stop()
         if self._node is not None:
             self._node.stop()
         self.control_plane.stop()
@@ -75,13 +93,17 @@ class Cluster:
     def pids(self) -> list[int]:
         """Every process the cluster started that is still running."""
         node = self._node.pids() if self._node is not None else []
-        return self.control_plane.pids() + node
+        operator = self.kuberay_operator
+        extra = [operator.pid] if operator is not None and operator.pid is not None else []
+        return self.control_plane.pids() + extra + node
 
     def logs(self, lines: int = 40) -> str:
-        """Tails of the component logs and of the process node's log."""
+        """Tails of the component logs, the KubeRay operator's and the process node's."""
         node_log = self.workdir / "node" / "process-node.log"
+        operator = self.kuberay_operator
         return (
             self.control_plane.logs(lines)
+            + ("\n" + operator.logs(lines) if operator is not None else "")
             + f"\n----- process-node ({node_log}) -----\n"
             + tail(node_log, lines)
         )

@@ -3,12 +3,15 @@
 Everything runs as local processes on free ports, with certificates generated for the run:
 RBAC authorization, TLS serving, and a service-account signing key so that the TokenRequest API
 works. `start()` returns once the apiserver is ready and the controllers have created the
-`default` ServiceAccount; `stop()` ends every process.
+`default` ServiceAccount; `stop()` ends every process. A port is free when it is picked but may be
+taken before the component binds it: a component that exits with "address already in use" is
+started again on new ports (up to PORT_ATTEMPTS times).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import urllib3
@@ -29,6 +32,8 @@ KUBERNETES_SERVICE_IP = "10.0.0.1"
 # job, namespace, serviceaccount, serviceaccount-token, root-ca-certificate-publisher,
 # persistentvolume-binder, replicaset, deployment, node-lifecycle.
 CONTROLLERS = "*"
+PORT_ATTEMPTS = 3
+ADDRESS_IN_USE = "address already in use"
 
 
 class ControlPlane:
@@ -47,6 +52,7 @@ class ControlPlane:
         self.components: list[Component] = []
         self.ca: CertificateAuthority | None = None
         self.admin: CertPair | None = None
+        self._kcm_cert: CertPair | None = None
         self._rest: Rest | None = None
 
     # -- paths and clients -------------------------------------------------------------------
@@ -89,9 +95,9 @@ class ControlPlane:
         started = time.monotonic()
         try:
             self._write_pki()
-            self._start_etcd(timeout)
-            self._start_apiserver(timeout)
-            self._start_controller_manager(timeout)
+            self._retry_on_port_clash(self._start_etcd, self._new_etcd_port, timeout)
+            self._retry_on_port_clash(self._start_apiserver, self._new_apiserver_port, timeout)
+            self._retry_on_port_clash(self._start_controller_manager, self._new_kcm_port, timeout)
             remaining = max(10.0, timeout - (time.monotonic() - started))
             wait_for(
                 lambda: (
@@ -125,6 +131,35 @@ class ControlPlane:
             parts.append(f"----- {component.name} ({component.log}) -----\n{component.tail(lines)}")
         return "\n".join(parts)
 
+    def _retry_on_port_clash(
+        self, step: Callable[[float], None], new_port: Callable[[], None], timeout: float
+    ) -> None:
+        """Run a start step; if its component died because its port was taken, try new ports."""
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            count = len(self.components)
+            try:
+                step(timeout)
+                return
+            except RuntimeError as exc:
+                if ADDRESS_IN_USE not in str(exc) or attempt == PORT_ATTEMPTS:
+                    raise
+                for component in self.components[count:]:
+                    component.stop(1.0)
+                del self.components[count:]
+                new_port()
+
+    def _new_etcd_port(self) -> None:
+        self.etcd_port = free_port()
+
+    def _new_apiserver_port(self) -> None:
+        self.apiserver_port = free_port()
+        self.server = f"https://127.0.0.1:{self.apiserver_port}"
+        self._rest = None
+        self._write_kubeconfigs()
+
+    def _new_kcm_port(self) -> None:
+        self.kcm_port = free_port()
+
     def _check_all(self) -> bool:
         for component in self.components:
             component.check_alive()
@@ -148,11 +183,16 @@ class ControlPlane:
             server=True,
         )
         self.admin = self.ca.issue("admin", "admin", orgs=("system:masters",))
-        kcm = self.ca.issue("controller-manager", "system:kube-controller-manager")
+        self._kcm_cert = self.ca.issue("controller-manager", "system:kube-controller-manager")
         self.ca.issue(
             "apiserver-kubelet-client", "kube-apiserver-kubelet-client", orgs=("system:masters",)
         )
         service_account_keys(self.pki)
+        self._write_kubeconfigs()
+
+    def _write_kubeconfigs(self) -> None:
+        assert self.ca is not None and self.admin is not None and self._kcm_cert is not None
+        kcm = self._kcm_cert
         write_kubeconfig(
             self.kubeconfig,
             self.server,

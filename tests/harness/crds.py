@@ -1,4 +1,5 @@
-"""The KubeRay CRDs (RayCluster, RayJob), installed server-side from the pinned ray-operator."""
+"""The KubeRay CRDs (RayCluster, RayJob, RayService), installed server-side from the pinned
+ray-operator module."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from tests.harness.binaries import KUBERAY_CRDS
 from tests.harness.rest import Rest
 from tests.harness.waiting import wait_for
 
-CRD_NAMES = ("rayclusters.ray.io", "rayjobs.ray.io")
+CRD_NAMES = ("rayclusters.ray.io", "rayjobs.ray.io", "rayservices.ray.io")
 
 
 def kuberay_version(bin_dir: Path) -> str:
@@ -22,11 +23,14 @@ def _established(rest: Rest, name: str) -> bool:
     return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
 
 
-def install_kuberay_crds(bin_dir: Path, kubeconfig: Path, rest: Rest, timeout: int = 120) -> None:
-    """`kubectl apply --server-side` the CRDs, then wait until they are Established and served."""
+def install_kuberay_crds(
+    bin_dir: Path, crd_dir: Path, kubeconfig: Path, rest: Rest, timeout: int = 120
+) -> None:
+    """`kubectl apply --server-side` the CRDs in `crd_dir` with the kubectl in `bin_dir`, then
+    wait until they are Established and served."""
     files: list[str] = []
     for crd in KUBERAY_CRDS:
-        files += ["-f", str(bin_dir / crd)]
+        files += ["-f", str(crd_dir / crd)]
     argv = [str(bin_dir / "kubectl"), f"--kubeconfig={kubeconfig}", "apply", "--server-side"]
     result = subprocess.run(
         [*argv, "--force-conflicts", *files],
@@ -41,7 +45,7 @@ def install_kuberay_crds(bin_dir: Path, kubeconfig: Path, rest: Rest, timeout: i
     wait_for(
         lambda: (
             {r["name"] for r in rest.get("/apis/ray.io/v1")["resources"]}
-            >= {"rayclusters", "rayjobs"}
+            >= {"rayclusters", "rayjobs", "rayservices"}
         ),
         timeout,
         "ray.io/v1 served",

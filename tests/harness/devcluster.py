@@ -5,15 +5,22 @@
     python -m tests.harness.devcluster down    stop it; nothing is left running
 
 `up` starts `serve` as a daemon (its own session, pid in .dev-cluster/devcluster.pid, output in
-.dev-cluster/devcluster.log). `serve` runs the control plane, the process node and the CRDs until
-SIGTERM, and keeps the process ids of everything it started in .dev-cluster/pids, so that `down`
-can make sure none is left even if `serve` was killed.
+.dev-cluster/devcluster.log). `serve` runs the control plane, the process node, the KubeRay CRDs
+and the KubeRay operator until SIGTERM, and keeps the process ids (with their start times) of
+everything it started in .dev-cluster/pids, so that `down` can make sure none is left even if
+`serve` was killed.
+
+Liveness is an flock: `serve` holds .dev-cluster/devcluster.lock for as long as it runs, and the
+pid file is trusted only while the lock is held, so a stale pid file (the daemon died, the
+machine rebooted, the pid was reused) never makes `down` signal an unrelated process. A leftover
+pid is killed only if its start time is still the one recorded.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import os
 import shutil
 import signal
@@ -23,6 +30,7 @@ import threading
 import time
 from pathlib import Path
 
+from tests.harness import proctree
 from tests.harness.binaries import REPO_ROOT
 from tests.harness.processes import tail
 
@@ -30,18 +38,35 @@ DEFAULT_DIR = REPO_ROOT / ".dev-cluster"
 START_TIMEOUT = 300.0
 
 
-def _alive(pid: int) -> bool:
+LOCK_FILE = "devcluster.lock"
+
+
+def _lock(directory: Path) -> int | None:
+    """Take the serve lock without waiting; the open descriptor, or None if it is held."""
+    fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _server_pid(directory: Path) -> int | None:
+    """The pid of the running `serve`, or None if none holds the lock."""
+    fd = _lock(directory)
+    if fd is not None:
+        os.close(fd)  # nobody held it: whatever the pid file says is stale
+        return None
+    return _read_pid(directory / "devcluster.pid")
+
+
+def _server_running(directory: Path) -> bool:
+    fd = _lock(directory)
+    if fd is None:
         return True
-    with contextlib.suppress(OSError):
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        if state == "Z":
-            return False
-    return True
+    os.close(fd)
+    return False
 
 
 def _read_pid(path: Path) -> int | None:
@@ -54,11 +79,12 @@ def _read_pid(path: Path) -> int | None:
 def _usage(directory: Path) -> str:
     kubeconfig = directory / "kubeconfig"
     return (
-        "dev cluster is running (control plane + process node + KubeRay CRDs)\n"
+        "dev cluster is running (control plane + process node + KubeRay CRDs and operator)\n"
         f"  export KUBECONFIG={kubeconfig}\n"
         f"  export PATH={_bin_dir()}:$PATH   # kubectl and helm of the pinned version\n"
         "  kubectl get nodes\n"
-        f"logs and state in {directory}; stop it with `make dev-cluster-down`"
+        f"logs and state in {directory} (component logs in state/control-plane/logs/, pods in "
+        "state/node/); stop it with `make dev-cluster-down`"
     )
 
 
@@ -70,11 +96,11 @@ def _bin_dir() -> Path:
 
 def up(directory: Path) -> int:
     directory.mkdir(parents=True, exist_ok=True)
-    pid = _read_pid(directory / "devcluster.pid")
-    if pid and _alive(pid) and (directory / "ready").exists():
-        print(_usage(directory))
-        return 0
-    if pid and _alive(pid):
+    if _server_running(directory):
+        pid = _read_pid(directory / "devcluster.pid")
+        if (directory / "ready").exists():
+            print(_usage(directory))
+            return 0
         print(f"a dev cluster (pid {pid}) is starting or stuck; run `make dev-cluster-down` first")
         return 1
     _cleanup(directory)
@@ -88,7 +114,6 @@ def up(directory: Path) -> int:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    (directory / "devcluster.pid").write_text(f"{proc.pid}\n")
     print(f"starting the dev cluster (pid {proc.pid}, log {log}) ...")
     deadline = time.monotonic() + START_TIMEOUT
     while not (directory / "ready").exists():
@@ -109,6 +134,10 @@ def serve(directory: Path) -> int:
     """Run the cluster in the foreground until SIGTERM or SIGINT."""
     from tests.harness.cluster import Cluster
 
+    lock = _lock(directory)
+    if lock is None:
+        print("another dev cluster is running in this directory", flush=True)
+        return 1
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -134,9 +163,25 @@ def serve(directory: Path) -> int:
 
 
 def _write_pids(directory: Path, pids: list[int]) -> None:
+    """One line per process: `<pid> <start time>` (the pair identifies it across pid reuse)."""
+    lines = [f"{p} {t}\n" for p in pids if (t := proctree.start_time(p)) is not None]
     tmp = directory / "pids.tmp"
-    tmp.write_text("".join(f"{p}\n" for p in pids))
+    tmp.write_text("".join(lines))
     tmp.replace(directory / "pids")
+
+
+def recorded_pids(directory: Path) -> list[tuple[int, int]]:
+    """The (pid, start time) pairs that `serve` recorded last."""
+    try:
+        text = (directory / "pids").read_text()
+    except FileNotFoundError:
+        return []
+    pairs = []
+    for line in text.splitlines():
+        with contextlib.suppress(ValueError):
+            pid, started = (int(w) for w in line.split())
+            pairs.append((pid, started))
+    return pairs
 
 
 def _cleanup(directory: Path) -> None:
@@ -146,21 +191,26 @@ def _cleanup(directory: Path) -> None:
 
 
 def down(directory: Path) -> int:
-    pid = _read_pid(directory / "devcluster.pid")
-    if pid and _alive(pid):
-        os.kill(pid, signal.SIGTERM)
+    pid = _server_pid(directory)
+    if pid:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 30
-        while _alive(pid) and time.monotonic() < deadline:
+        while _server_running(directory) and time.monotonic() < deadline:
             time.sleep(0.1)
-        if _alive(pid):
-            os.kill(pid, signal.SIGKILL)
-    # Whatever serve started and did not stop: each is the leader of its own session.
+        if _server_running(directory):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    # Whatever serve started and did not stop: each is the leader of its own session, and is
+    # killed only if it is still the process that was recorded (same pid, same start time).
     leftovers = []
-    for line in (directory / "pids").read_text().split() if (directory / "pids").exists() else []:
-        child = int(line)
+    for child, started in recorded_pids(directory):
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            if _alive(child) and os.getsid(child) == child:
-                os.killpg(child, signal.SIGKILL)
+            if proctree.alive(child) and proctree.start_time(child) == started:
+                if os.getsid(child) == child:
+                    os.killpg(child, signal.SIGKILL)
+                else:
+                    os.kill(child, signal.SIGKILL)
                 leftovers.append(child)
     _cleanup(directory)
     shutil.rmtree(directory / "state", ignore_errors=True)
@@ -170,8 +220,7 @@ def down(directory: Path) -> int:
 
 
 def status(directory: Path) -> int:
-    pid = _read_pid(directory / "devcluster.pid")
-    if pid and _alive(pid) and (directory / "ready").exists():
+    if _server_running(directory) and (directory / "ready").exists():
         print(_usage(directory))
         return 0
     print("no dev cluster is running")

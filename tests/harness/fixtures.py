@@ -15,7 +15,8 @@ _started: list[Cluster] = []
 
 @pytest.fixture(scope="session")
 def k8s_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """A real control plane with a process node and the KubeRay CRDs, for the whole session."""
+    """A real control plane with a process node, the KubeRay CRDs and the KubeRay operator, for
+    the whole session."""
     from tests.harness.cluster import Cluster
 
     cluster = Cluster(tmp_path_factory.mktemp("k8s")).start()
@@ -25,6 +26,9 @@ def k8s_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     finally:
         _started.remove(cluster)
         cluster.stop()
+    # Nothing a pod started may outlive the session (the node kills by marker; this proves it).
+    left = cluster.node.leftover_processes()
+    assert left == [], f"pod processes left after the cluster stopped: {left}"
 
 
 @pytest.fixture

@@ -3,7 +3,12 @@
 Path mapping: a container sees its volumes at `volumeMounts[].mountPath`; on the process node the
 volume is a local directory. Every string of the command, the args and the env values has each
 mount path (a whole path component prefix, longest first) replaced with its local directory, and
-`KPN_MOUNTS` carries the whole map as JSON. See docs/dev-cluster.md.
+`KPN_MOUNTS` carries the whole map as JSON.
+
+Service names: every pod shares the host's network, so every Service is the node itself. A
+cluster DNS name of a Service (`<svc>.<ns>.svc` or `<svc>.<ns>.svc.cluster.local`) in the
+command, the args or the env values is rewritten to `127.0.0.1`; the Service's port must be the
+real one. See docs/dev-cluster.md.
 """
 
 from __future__ import annotations
@@ -21,6 +26,13 @@ Lookup = Callable[[str, str, str], Obj | None]
 
 _VAR_REF = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
 _PATH_CHAR = r"[A-Za-z0-9_.\-/]"
+_DNS_LABEL = r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?"
+# `<svc>.<ns>.svc[.cluster.local]`, not part of a longer host name or path.
+_SERVICE_HOST = re.compile(
+    rf"(?<![-A-Za-z0-9_.])(?<![^/]/){_DNS_LABEL}\.{_DNS_LABEL}\.svc(?:\.cluster\.local)?"
+    r"(?![-A-Za-z0-9_])(?!\.[A-Za-z0-9])"
+)
+NODE_ADDRESS = "127.0.0.1"
 
 
 class ConfigError(Exception):
@@ -72,6 +84,16 @@ class PathMapper:
 
     def as_json(self) -> str:
         return json.dumps({p: str(local) for p, local in self.mounts.items()}, sort_keys=True)
+
+
+def rewrite_service_hosts(text: str) -> str:
+    """Replace each cluster DNS name of a Service in `text` with the node's address."""
+    return _SERVICE_HOST.sub(NODE_ADDRESS, text)
+
+
+def localize(text: str, mapper: PathMapper) -> str:
+    """A container's string as the process node runs it: mount paths and Service names mapped."""
+    return rewrite_service_hosts(mapper.rewrite(text))
 
 
 def field_value(pod: Obj, path: str) -> str:
@@ -167,7 +189,7 @@ def resolve_env(
             raise ConfigError(f"unsupported valueFrom for {name}: {sorted(source)}")
         if value is not None:
             declared[name] = value
-    env.update({k: mapper.rewrite(v) for k, v in declared.items()})
+    env.update({k: localize(v, mapper) for k, v in declared.items()})
     return env
 
 
@@ -178,6 +200,6 @@ def _resource_field(container: Obj, ref: Obj) -> str:
 
 
 def command_line(container: Obj, env: Mapping[str, str], mapper: PathMapper) -> list[str]:
-    """`command` + `args` with `$(VAR)` expanded and mount paths rewritten."""
+    """`command` + `args` with `$(VAR)` expanded, mount paths and Service names rewritten."""
     argv = list(container.get("command") or []) + list(container.get("args") or [])
-    return [mapper.rewrite(expand(arg, env)) for arg in argv]
+    return [localize(expand(arg, env), mapper) for arg in argv]

@@ -1,30 +1,38 @@
-"""One pod on the process node: its containers run as local process groups, its status is real.
+"""One pod on the process node: its containers run as local process trees, its status is real.
 
-A PodRunner is a thread. It prepares the pod directory (volumes, the service-account kubeconfig),
-runs init containers in order, then the containers, restarts them as `restartPolicy` says (with a
-capped exponential back-off), and reports every change to the pod's status as a kubelet would.
-On deletion it sends SIGTERM to each container's process group, waits for the grace period, sends
-SIGKILL, reports the terminal status and removes the pod.
+A PodRunner is a thread. It prepares the pod directory (volumes, the service-account kubeconfig,
+a private HOME and TMPDIR), runs init containers in order, then the containers, restarts them as
+`restartPolicy` says (with a capped exponential back-off), and reports every change to the pod's
+status as a kubelet would. `build_launch` is the one place that decides what a container is
+started with; `ContainerProcess` runs it under a subreaping shim. On deletion the runner sends
+SIGTERM to each container's main process (as a container runtime does), waits for the grace
+period, kills what is left of every container, reports the terminal status and removes the pod.
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime
 import logging
-import os
 import queue
 import signal
-import subprocess
 import threading
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.harness import proctree
+from tests.harness.containerprocess import (
+    ContainerLaunch,
+    ContainerProcess,
+    RunningContainer,
+    StartError,
+)
+from tests.harness.containers import ContainerRuntime
 from tests.harness.kubeconfig import write_kubeconfig
 from tests.harness.podenv import ConfigError, PathMapper, command_line, resolve_env
+from tests.harness.podstatus import ContainerRun, PodStatusRenderer, now_rfc3339, waiting
 from tests.harness.rest import ApiError, Rest
 from tests.harness.volumes import (
     VolumeBuilder,
@@ -37,10 +45,11 @@ Obj = dict[str, Any]
 KUBECONFIG_TOKEN_SECONDS = 86400
 START_ERROR_CODE = 128
 CONFIG_RETRY_SECONDS = 1.0
-
-
-def now_rfc3339() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+KILL_WAIT_SECONDS = 10.0
+# Environment markers of every pod process (inherited by whatever it starts): the node finds and
+# kills leftovers by them.
+NODE_MARKER = "KPN_NODE_ID"
+POD_MARKER = "KPN_POD_UID"
 
 
 @dataclass
@@ -55,39 +64,11 @@ class NodeContext:
     backoff_initial: float
     backoff_max: float
     log: logging.Logger
-
-
-@dataclass
-class ContainerRun:
-    """The life of one container of the pod."""
-
-    spec: Obj
-    init: bool
-    restart_count: int = 0
-    proc: subprocess.Popen[bytes] | None = None
-    generation: int = 0
-    state: Obj = field(default_factory=lambda: _waiting("ContainerCreating"))
-    last_state: Obj = field(default_factory=dict)
-    started_mono: float = 0.0
-    next_start: float | None = None
-    streak: int = 0
-    finished: bool = False
-    exit_code: int | None = None
-
-    @property
-    def name(self) -> str:
-        return str(self.spec["name"])
-
-
-def _waiting(reason: str, message: str | None = None) -> Obj:
-    waiting: Obj = {"reason": reason}
-    if message:
-        waiting["message"] = message
-    return {"waiting": waiting, "running": None, "terminated": None}
-
-
-def _exit_code(returncode: int) -> int:
-    return 128 - returncode if returncode < 0 else returncode
+    node_id: str
+    tmp_root: Path  # short: Ray's Unix socket paths under a pod's TMPDIR must stay < 108 bytes
+    # Starts one container from its launch; raises StartError (or OSError) if it cannot run.
+    start_container: Callable[[ContainerLaunch], RunningContainer] = ContainerProcess
+    containers: ContainerRuntime | None = None  # container mode: podman runs each container
 
 
 class PodRunner(threading.Thread):
@@ -115,8 +96,12 @@ class PodRunner(threading.Thread):
         self.start_time = now_rfc3339()
         self.deleting: float | None = None  # grace seconds once deletion was requested
         self._published: Obj | None = None
-        self._conditions: dict[str, tuple[str, str]] = {}
+        self._status = PodStatusRenderer()
         self._next_prepare = 0.0
+        self.home = pod_dir / "home"
+        self.tmp = ctx.tmp_root / self.uid[:13]
+        self._lock = threading.Lock()  # guards starting processes against kill_now()
+        self._killed = False
 
     # -- requests from the node (any thread) --------------------------------------------------
 
@@ -132,19 +117,56 @@ class PodRunner(threading.Thread):
         self.events.put(("removed",))
 
     def kill(self, sig: int = signal.SIGKILL, container: str | None = None) -> int:
-        """Send `sig` to a running container's process group; return its pid."""
+        """Send `sig` to a running container's process group; return its main pid."""
         run = self._find(container)
         proc = run.proc
-        if proc is None or proc.poll() is not None:
+        try:
+            if proc is None:
+                raise ProcessLookupError
+            proc.signal_group(sig)
+        except ProcessLookupError:
             raise RuntimeError(
                 f"container {run.name} of {self.namespace}/{self.pod_name} is not running"
-            )
-        os.killpg(proc.pid, sig)
+            ) from None
         return proc.pid
 
     def pid(self, container: str | None = None) -> int | None:
+        """The main process of a running container."""
         proc = self._find(container).proc
-        return proc.pid if proc is not None and proc.poll() is None else None
+        return proc.pid if proc is not None and proc.running() else None
+
+    def session_leaders(self) -> list[int]:
+        """Process ids that lead the sessions of this pod's running containers."""
+        return [p for r in self.inits + self.mains if r.proc for p in r.proc.session_leaders()]
+
+    def processes(self, container: str | None = None) -> list[int]:
+        """Living processes of one container (default: all containers) of this pod."""
+        runs = self.inits + self.mains if container is None else [self._find(container)]
+        return [p for r in runs if r.proc is not None for p in r.proc.processes()]
+
+    def kill_now(self) -> None:
+        """Kill every container and start none again (any thread); waits until they ended."""
+        with self._lock:
+            self._killed = True
+            procs = [r.proc for r in self.inits + self.mains if r.proc is not None]
+        for proc in procs:
+            proc.kill()
+        for proc in procs:
+            if not proc.ended_within(KILL_WAIT_SECONDS):
+                self.ctx.log.warning(
+                    "pod %s/%s: container %d still running", self.namespace, self.pod_name, proc.pid
+                )
+        self.sweep()
+
+    def sweep(self) -> list[int]:
+        """SIGKILL any process still marked as this pod's (one whose shim was killed); the pids."""
+        left = proctree.with_env(POD_MARKER, self.uid)
+        if left:
+            self.ctx.log.warning(
+                "pod %s/%s: killing leftover processes %s", self.namespace, self.pod_name, left
+            )
+            proctree.kill_all(left)
+        return left
 
     def log_path(self, container: str | None = None, previous: bool = False) -> Path:
         run = self._find(container)
@@ -166,6 +188,10 @@ class PodRunner(threading.Thread):
             self.ctx.log.exception("pod %s/%s: runner failed", self.namespace, self.pod_name)
             self._kill_all()
         finally:
+            for run in self.inits + self.mains:
+                if run.proc is not None:
+                    run.proc.ended_within(KILL_WAIT_SECONDS)
+            self.sweep()
             self.done.set()
 
     def _loop(self) -> None:
@@ -221,7 +247,7 @@ class PodRunner(threading.Thread):
                 self.prepare_message = str(exc)
                 self._next_prepare = now + CONFIG_RETRY_SECONDS
                 for run in self.inits + self.mains:
-                    run.state = _waiting("ContainerCreating", self.prepare_message)
+                    run.state = waiting("ContainerCreating", self.prepare_message)
                 return
             self.stage = "init" if self.inits else "main"
             if self.stage == "init":
@@ -236,6 +262,10 @@ class PodRunner(threading.Thread):
 
     def _prepare(self) -> None:
         (self.dir / "rootfs").mkdir(parents=True, exist_ok=True)
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            (self.dir / "tmp").symlink_to(self.tmp, target_is_directory=True)
         self.volumes = VolumeBuilder(self.ctx.rest, self.pod, self.dir).build()
         if self.pod["spec"].get("automountServiceAccountToken") is not False:
             sa = self.pod["spec"].get("serviceAccountName") or "default"
@@ -252,67 +282,96 @@ class PodRunner(threading.Thread):
     def _lookup(self, kind: str, namespace: str, name: str) -> Obj | None:
         return self.ctx.rest.get_or_none(f"/api/v1/namespaces/{namespace}/{kind}/{name}")
 
-    def _start(self, run: ContainerRun) -> None:
-        """Start one container; a start that fails is reported as a kubelet StartError."""
+    def build_launch(self, run: ContainerRun, attempt: int) -> ContainerLaunch:
+        """What a container is started with: argv, environment, working directory, log file
+        (that of restart number `attempt`).
+
+        The environment: the node's base environment, the pod's own HOME and TMPDIR (so no pod
+        reads or writes the host's ~/.ray or /tmp/ray), the node's variables, then the pod's
+        envFrom and env. Mount paths and Service names are rewritten in argv and env values.
+        Raises ConfigError or ApiError while a referenced ConfigMap or Secret is missing.
+        """
         spec = run.spec
-        mounts = container_mounts(spec, self.volumes)
-        mapper = PathMapper(mounts)
+        mapper = PathMapper(container_mounts(spec, self.volumes))
         base = dict(self.ctx.base_env)
         base.update(
             {
+                "HOME": str(self.home),
+                "TMPDIR": str(self.tmp),
                 "HOSTNAME": self.pod_name,
                 "KPN_POD_DIR": str(self.dir),
                 "KPN_MOUNTS": mapper.as_json(),
+                NODE_MARKER: self.ctx.node_id,
+                POD_MARKER: self.uid,
                 "KUBERNETES_SERVICE_HOST": "127.0.0.1",
                 "KUBERNETES_SERVICE_PORT": self.ctx.server.rsplit(":", 1)[1],
             }
         )
         if self.kubeconfig is not None:
             base["KUBECONFIG"] = str(self.kubeconfig)
-        try:
-            env = resolve_env(self.pod, spec, base, self._lookup, mapper)
-        except (ConfigError, ApiError) as exc:
-            run.state = _waiting("CreateContainerConfigError", str(exc))
-            run.next_start = time.monotonic() + CONFIG_RETRY_SECONDS
-            return
-        if run.state.get("terminated") or run.last_state or run.exit_code is not None:
-            run.restart_count += 1
-        run.generation += 1
-        run.exit_code = None
-        argv = command_line(spec, env, mapper)
+        env = resolve_env(self.pod, spec, base, self._lookup, mapper)
+        # The markers are the node's, not the pod's to change.
+        env[NODE_MARKER], env[POD_MARKER] = self.ctx.node_id, self.uid
         workdir = spec.get("workingDir")
         cwd = self.dir / "rootfs"
         if workdir:
             cwd = mapper.local(workdir) or self.dir / "rootfs" / workdir.lstrip("/")
-        cwd.mkdir(parents=True, exist_ok=True)
-        log_path = self.log_path(run.name)
-        log_path.parent.mkdir(parents=True, exist_ok=True)
+        argv = tuple(command_line(spec, env, mapper))
+        if self.ctx.containers is not None:  # container mode: `podman run` of the pod's image
+            podman_argv, env = self.ctx.containers.command(
+                self.pod, spec, self._lookup, self.volumes, self.ctx.server, self.kubeconfig
+            )
+            env[NODE_MARKER], env[POD_MARKER] = self.ctx.node_id, self.uid
+            argv = tuple(podman_argv)
+        return ContainerLaunch(
+            argv=argv,
+            env=env,
+            cwd=cwd,
+            log_path=self.dir / "logs" / run.name / f"{attempt}.log",
+        )
+
+    def _start(self, run: ContainerRun) -> None:
+        """Start one container; a start that fails is reported as a kubelet StartError."""
+        restarting = run.state.get("terminated") or run.last_state or run.exit_code is not None
+        attempt = run.restart_count + 1 if restarting else run.restart_count
+        try:
+            launch = self.build_launch(run, attempt)
+        except (ConfigError, ApiError) as exc:
+            run.state = waiting("CreateContainerConfigError", str(exc))
+            run.next_start = time.monotonic() + CONFIG_RETRY_SECONDS
+            return
+        run.restart_count = attempt
+        run.generation += 1
+        run.exit_code = None
+        launch.cwd.mkdir(parents=True, exist_ok=True)
+        launch.log_path.parent.mkdir(parents=True, exist_ok=True)
         started = now_rfc3339()
         run.started_mono = time.monotonic()
-        if not argv:
+        if not launch.argv:
             self._start_failed(run, started, "no command: the process node runs only `command`")
             return
-        try:
-            with log_path.open("ab") as out:
-                run.proc = subprocess.Popen(
-                    argv,
-                    cwd=cwd,
-                    env=env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-        except OSError as exc:
-            reason = "executable file not found in $PATH"
-            if not isinstance(exc, FileNotFoundError):
-                reason = exc.strerror or str(exc)
+        failure: StartError | OSError | None = None
+        with self._lock:  # kill_now() must see every container that starts
+            if self._killed:
+                return
+            try:
+                run.proc = self.ctx.start_container(launch)
+            except (StartError, OSError) as exc:
+                failure = exc
+        if failure is not None:
+            reason = (
+                str(failure)
+                if isinstance(failure, StartError)
+                else failure.strerror or str(failure)
+            )
+            if "No such file" in reason:
+                reason = "executable file not found in $PATH"
             self._start_failed(
                 run,
                 started,
                 "failed to create containerd task: failed to create shim task: OCI runtime "
                 "create failed: runc create failed: unable to start container process: "
-                f'exec: "{argv[0]}": {reason}: unknown',
+                f'exec: "{launch.argv[0]}": {reason}: unknown',
             )
             return
         run.state = {"waiting": None, "running": {"startedAt": started}, "terminated": None}
@@ -323,7 +382,7 @@ class PodRunner(threading.Thread):
             run.name,
             run.proc.pid,
             run.restart_count,
-            argv,
+            list(launch.argv),
         )
         threading.Thread(
             target=self._wait_process, args=(run, run.proc, run.generation), daemon=True
@@ -336,11 +395,10 @@ class PodRunner(threading.Thread):
         run.state = {"waiting": None, "running": {"startedAt": started}, "terminated": None}
         self._exited(run, START_ERROR_CODE, "StartError", message)
 
-    def _wait_process(self, run: ContainerRun, proc: subprocess.Popen[bytes], gen: int) -> None:
-        returncode = proc.wait()
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)  # the container ends with its main process
-        code = _exit_code(returncode)
+    def _wait_process(self, run: ContainerRun, proc: RunningContainer, gen: int) -> None:
+        code = proc.wait()  # the shim has killed what was left of the container
+        if self.ctx.containers is not None:
+            self.ctx.containers.cleanup(self.pod, run.spec)
         self.events.put(("exit", run, gen, code, "Completed" if code == 0 else "Error", None))
 
     def _exited(self, run: ContainerRun, code: int, reason: str, message: str | None) -> None:
@@ -356,7 +414,8 @@ class PodRunner(threading.Thread):
             terminated["message"] = message
         if run.proc is not None:
             terminated["containerID"] = f"process://{run.proc.pid}"
-        run.proc = None
+        with self._lock:
+            run.proc = None
         run.exit_code = code
         run.state = {"waiting": None, "running": None, "terminated": terminated}
         self.ctx.log.info(
@@ -393,7 +452,7 @@ class PodRunner(threading.Thread):
         run.next_start = now + delay
         run.last_state = {"terminated": terminated}
         if delay > 0:
-            run.state = _waiting(
+            run.state = waiting(
                 "CrashLoopBackOff",
                 f"back-off {delay:g}s restarting failed container={run.name} "
                 f"pod={self.pod_name}_{self.namespace}({self.uid})",
@@ -405,17 +464,20 @@ class PodRunner(threading.Thread):
         return [r for r in self.inits + self.mains if r.proc is not None]
 
     def _terminate(self, grace: float) -> None:
-        """SIGTERM, the grace period, SIGKILL; then the terminal status; then remove the pod."""
+        """SIGTERM to each main process, the grace period, then kill each container's processes;
+        then the terminal status; then remove the pod."""
         self.ctx.log.info("pod %s/%s: deleting, grace %gs", self.namespace, self.pod_name, grace)
         for run in self.inits + self.mains:
             run.next_start = None
-        self._signal_all(signal.SIGTERM)
+        for run in self._running():
+            assert run.proc is not None
+            run.proc.terminate()
         deadline = time.monotonic() + grace
         if not self._drain_until(deadline):
             return
         if self._running():
-            self._signal_all(signal.SIGKILL)
-            if not self._drain_until(time.monotonic() + 10):
+            self._kill_containers()
+            if not self._drain_until(time.monotonic() + KILL_WAIT_SECONDS):
                 return
         ran = [r for r in self.mains if r.exit_code is not None]
         succeeded = bool(ran) and all(r.exit_code == 0 for r in ran)
@@ -451,86 +513,20 @@ class PodRunner(threading.Thread):
                     self._exited(run, code, reason, message)
         return True
 
-    def _signal_all(self, sig: int) -> None:
+    def _kill_containers(self) -> None:
         for run in self._running():
             assert run.proc is not None
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(run.proc.pid, sig)
+            run.proc.kill()
 
     def _kill_all(self) -> None:
         for run in self.inits + self.mains:
             run.next_start = None
-        self._signal_all(signal.SIGKILL)
+        self._kill_containers()
 
     # -- status ------------------------------------------------------------------------------
 
-    def _phase(self) -> str:
-        if self.stage in ("prepare", "init"):
-            return "Pending"
-        if self.stage == "done":
-            if any(r.init and r.finished and r.exit_code != 0 for r in self.inits):
-                return "Failed"
-            return "Succeeded" if all(r.exit_code == 0 for r in self.mains) else "Failed"
-        if any(r.proc is None and r.exit_code is None and not r.last_state for r in self.mains):
-            return "Pending"  # a container has not started yet, as a kubelet counts it
-        return "Running"
-
-    def _container_status(self, run: ContainerRun) -> Obj:
-        running = run.state.get("running") is not None and run.proc is not None
-        status: Obj = {
-            "name": run.name,
-            "image": run.spec.get("image", ""),
-            "imageID": "",
-            "ready": running and not run.init,
-            "started": running,
-            "restartCount": run.restart_count,
-            "state": run.state,
-            "lastState": run.last_state or {"waiting": None, "running": None, "terminated": None},
-        }
-        if run.proc is not None:
-            status["containerID"] = f"process://{run.proc.pid}"
-        return status
-
     def status(self, phase: str | None = None) -> Obj:
-        phase = phase or self._phase()
-        ready = phase == "Running" and all(
-            r.proc is not None and r.state.get("running") for r in self.mains
-        )
-
-        def cond(kind: str, ok: bool, reason: str | None = None) -> Obj:
-            value = "True" if ok else "False"
-            seen = self._conditions.get(kind)
-            if seen is None or seen[0] != value:
-                seen = self._conditions[kind] = (value, now_rfc3339())
-            entry: Obj = {"type": kind, "status": value, "lastTransitionTime": seen[1]}
-            if reason and not ok:
-                entry["reason"] = reason
-            return entry
-
-        started = self.stage != "prepare"
-        initialized = self.stage in ("main", "done") and not any(
-            r.exit_code not in (0, None) and r.finished for r in self.inits
-        )
-        not_ready = "PodCompleted" if phase in ("Succeeded", "Failed") else "ContainersNotReady"
-        status: Obj = {
-            "phase": phase,
-            "hostIP": "127.0.0.1",
-            "hostIPs": [{"ip": "127.0.0.1"}],
-            "podIP": "127.0.0.1",
-            "podIPs": [{"ip": "127.0.0.1"}],
-            "startTime": self.start_time,
-            "conditions": [
-                cond("PodReadyToStartContainers", started),
-                cond("Initialized", initialized, "ContainersNotInitialized"),
-                cond("ContainersReady", ready, not_ready),
-                cond("Ready", ready, not_ready),
-                cond("PodScheduled", True),
-            ],
-            "containerStatuses": [self._container_status(r) for r in self.mains],
-        }
-        if self.inits:
-            status["initContainerStatuses"] = [self._container_status(r) for r in self.inits]
-        return status
+        return self._status.render(self.stage, self.inits, self.mains, self.start_time, phase)
 
     def _publish(self, phase: str | None = None) -> bool:
         """Patch the pod's status if it changed; False if the pod no longer exists."""

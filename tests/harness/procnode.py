@@ -1,10 +1,13 @@
 """A node that runs pods as local processes: scheduler and kubelet for one registered Node.
 
 The process node registers a Node (Ready, with allocatable cpu, memory and pods) and renews its
-Lease so the node-lifecycle controller keeps it healthy. It watches all pods: it binds pending
-pods of the default scheduler to its Node, and runs the pods bound to it with a PodRunner each.
-It also provisions claims: a pending PersistentVolumeClaim gets a pre-bound hostPath
-PersistentVolume at `<root>/pvc/<namespace>/<claim>`, which the PV controller then binds.
+Lease so the node-lifecycle controller keeps it healthy. It watches all pods (informer.py): it
+binds pending pods of the default scheduler to its Node, and runs the pods bound to it with a
+PodRunner each. It also provisions claims (provisioner.py).
+
+Nothing a pod starts outlives the node: each container runs under a subreaping shim that kills
+its whole process tree when the container ends, every pod process carries the node's
+environment marker, and `stop()` kills anything still carrying it.
 """
 
 from __future__ import annotations
@@ -12,23 +15,40 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
 
+from tests.harness import proctree
 from tests.harness.binaries import k8s_version
+from tests.harness.containers import ContainerRuntime
+from tests.harness.informer import Handler, run_informer
 from tests.harness.kubeletserver import KubeletServer
-from tests.harness.podrunner import NodeContext, PodRunner, now_rfc3339
+from tests.harness.podrunner import NODE_MARKER, NodeContext, PodRunner
+from tests.harness.podstatus import now_rfc3339
+from tests.harness.provisioner import ClaimProvisioner
 from tests.harness.rest import ApiError, Obj, Rest
 from tests.harness.waiting import wait_for
 
 HEARTBEAT_SECONDS = 10.0
 INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "USER", "LOGNAME")
-Handler = Callable[[str, Obj], None]
+# Pods' TMPDIRs live under a short directory: Ray puts Unix sockets under
+# `$TMPDIR/ray/session_<date>_<pid>/sockets/`, and a socket path must fit in 107 bytes.
+SHORT_TMP_LIMIT = 40
+
+
+def short_tmp_root() -> Path:
+    """A fresh directory with a short path for the pods' TMPDIRs."""
+    base = tempfile.gettempdir()
+    if len(base) > SHORT_TMP_LIMIT:
+        base = "/tmp"
+    return Path(tempfile.mkdtemp(prefix="kpn-", dir=base))
 
 
 def project_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -56,6 +76,7 @@ class ProcessNode:
         extra_env: Mapping[str, str] | None = None,
         backoff: tuple[float, float] = (1.0, 10.0),
         kubelet_tls: tuple[Path, Path, Path] | None = None,
+        containers: ContainerRuntime | None = None,
     ) -> None:
         """`kubelet_tls` (serving cert, key, client CA) enables the log API (`kubectl logs`)."""
         self.rest = rest
@@ -69,6 +90,8 @@ class ProcessNode:
         handler = logging.FileHandler(self.log_file)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         self.log.addHandler(handler)
+        self.node_id = uuid.uuid4().hex
+        self.tmp_root = short_tmp_root()
         self.ctx = NodeContext(
             rest=rest,
             node_name=name,
@@ -78,7 +101,11 @@ class ProcessNode:
             backoff_initial=backoff[0],
             backoff_max=backoff[1],
             log=self.log,
+            node_id=self.node_id,
+            tmp_root=self.tmp_root,
+            containers=containers,
         )
+        self._claims = ClaimProvisioner(rest, root / "pvc", name, self.log)
         self.runners: dict[str, PodRunner] = {}  # by pod uid, while the pod exists
         self._by_name: dict[tuple[str, str], PodRunner] = {}  # newest runner of each pod name
         self._lock = threading.Lock()
@@ -97,8 +124,8 @@ class ProcessNode:
         self._register()
         for target, tname in (
             (self._heartbeat, "heartbeat"),
-            (lambda: self._informer("/api/v1/pods", self._on_pod), "pods"),
-            (lambda: self._informer("/api/v1/persistentvolumeclaims", self._on_claim), "pvcs"),
+            (lambda: self._inform("/api/v1/pods", self._on_pod), "pods"),
+            (lambda: self._inform("/api/v1/persistentvolumeclaims", self._claims.on_claim), "pvcs"),
         ):
             thread = threading.Thread(target=target, name=f"{self.name}-{tname}", daemon=True)
             thread.start()
@@ -107,7 +134,10 @@ class ProcessNode:
         return self
 
     def stop(self, grace: float = 5.0) -> None:
-        """Stop watching and kill every pod process (the pods are not updated)."""
+        """Stop watching and kill every pod process (the pods are not updated).
+
+        Returns once no process carrying the node's marker is left.
+        """
         self._stop.set()
         if self.kubelet_server is not None:
             self.kubelet_server.stop()
@@ -118,16 +148,29 @@ class ProcessNode:
         for runner in runners:
             runner.join(timeout=grace)
         for runner in runners:
-            runner._kill_all()
+            runner.kill_now()
+        left = self.leftover_processes()
+        if left:
+            self.log.warning("killing leftover pod processes %s", left)
+            proctree.kill_all(left)
+            wait_for(lambda: not self.leftover_processes(), 10, "leftover pod processes to end")
+        if self.ctx.containers is not None:
+            self.ctx.containers.stop_all()
+        shutil.rmtree(self.tmp_root, ignore_errors=True)
         for handler in list(self.log.handlers):
             self.log.removeHandler(handler)
             handler.close()
 
     def pids(self) -> list[int]:
-        """Process ids of the running containers (the leaders of their process groups)."""
+        """Process ids of the running containers' main processes and shims (each the leader of
+        its own session)."""
         with self._lock:
             runners = list(self.runners.values())
-        return [p for r in runners for run in r.mains + r.inits if (p := r.pid(run.name))]
+        return [p for r in runners for p in r.session_leaders()]
+
+    def leftover_processes(self) -> list[int]:
+        """Living processes started by this node's pods (found by the environment marker)."""
+        return proctree.with_env(NODE_MARKER, self.node_id)
 
     # -- for tests ---------------------------------------------------------------------------
 
@@ -168,8 +211,15 @@ class ProcessNode:
     def pod_dir(self, namespace: str, name: str) -> Path:
         return self.runner(namespace, name).dir
 
+    def pod_processes(self, namespace: str, name: str, container: str | None = None) -> list[int]:
+        """Living processes of a pod's containers (all of their trees, daemons included)."""
+        try:
+            return self.runner(namespace, name).processes(container)
+        except KeyError:
+            return []
+
     def pvc_dir(self, namespace: str, claim: str) -> Path:
-        return self.root / "pvc" / namespace / claim
+        return self._claims.claim_dir(namespace, claim)
 
     # -- node registration and heartbeat ----------------------------------------------------
 
@@ -290,33 +340,8 @@ class ProcessNode:
 
     # -- informers ---------------------------------------------------------------------------
 
-    def _informer(self, path: str, handle: Handler) -> None:
-        """List, then watch from the list's version; relist when the watch expires."""
-        while not self._stop.is_set():
-            try:
-                listed = self.rest.get(path)
-                version = listed["metadata"]["resourceVersion"]
-                handle("SYNC", {"items": listed["items"]})
-                while not self._stop.is_set():
-                    expired = True
-                    for event in self.rest.watch(path, version, timeout_seconds=30):
-                        if self._stop.is_set():
-                            return
-                        kind, obj = event["type"], event["object"]
-                        if kind == "ERROR":
-                            break
-                        version = obj["metadata"]["resourceVersion"]
-                        if kind != "BOOKMARK":
-                            handle(kind, obj)
-                    else:
-                        expired = False
-                    if expired:
-                        break
-            except Exception as exc:
-                if self._stop.is_set():
-                    return
-                self.log.warning("informer %s: %s; relisting", path, exc)
-                self._stop.wait(1.0)
+    def _inform(self, path: str, handle: Handler) -> None:
+        run_informer(self.rest, path, handle, self._stop, self.log)
 
     # -- pods --------------------------------------------------------------------------------
 
@@ -453,60 +478,6 @@ class ProcessNode:
                 },
                 content_type="application/strategic-merge-patch+json",
             )
-
-    # -- claims ------------------------------------------------------------------------------
-
-    def _on_claim(self, kind: str, obj: Obj) -> None:
-        claims = obj["items"] if kind == "SYNC" else [obj]
-        if kind == "DELETED":
-            return
-        for claim in claims:
-            try:
-                self._provision(claim)
-            except Exception:
-                self.log.exception("provisioning failed")
-
-    def _provision(self, claim: Obj) -> None:
-        meta, spec = claim["metadata"], claim["spec"]
-        if spec.get("volumeName") or meta.get("deletionTimestamp"):
-            return
-        if (claim.get("status") or {}).get("phase") not in (None, "Pending"):
-            return
-        directory = self.pvc_dir(meta["namespace"], meta["name"])
-        directory.mkdir(parents=True, exist_ok=True)
-        size = ((spec.get("resources") or {}).get("requests") or {}).get("storage", "1Gi")
-        volume: dict[str, Any] = {
-            "apiVersion": "v1",
-            "kind": "PersistentVolume",
-            "metadata": {
-                "name": f"pvc-{meta['uid']}",
-                "annotations": {"pv.kubernetes.io/provisioned-by": "process-node"},
-                "labels": {"node.datajuicer.io/process-node": self.name},
-            },
-            "spec": {
-                "capacity": {"storage": size},
-                "accessModes": spec.get("accessModes") or ["ReadWriteOnce"],
-                "persistentVolumeReclaimPolicy": "Retain",
-                "storageClassName": spec.get("storageClassName") or "",
-                "volumeMode": spec.get("volumeMode") or "Filesystem",
-                "hostPath": {"path": str(directory), "type": "DirectoryOrCreate"},
-                "claimRef": {
-                    "apiVersion": "v1",
-                    "kind": "PersistentVolumeClaim",
-                    "namespace": meta["namespace"],
-                    "name": meta["name"],
-                    "uid": meta["uid"],
-                },
-            },
-        }
-        try:
-            self.rest.post("/api/v1/persistentvolumes", volume)
-            self.log.info(
-                "provisioned %s for claim %s/%s", directory, meta["namespace"], meta["name"]
-            )
-        except ApiError as exc:
-            if exc.status != 409:
-                raise
 
 
 def datetime_micro() -> str:

@@ -25,3 +25,8 @@ def core(api: client.ApiClient) -> client.CoreV1Api:
 @pytest.fixture
 def batch(api: client.ApiClient) -> client.BatchV1Api:
     return client.BatchV1Api(api)
+
+
+@pytest.fixture
+def custom(api: client.ApiClient) -> client.CustomObjectsApi:
+    return client.CustomObjectsApi(api)

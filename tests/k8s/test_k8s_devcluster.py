@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness import binaries
+from tests.harness.devcluster import recorded_pids
 
 pytestmark = [pytest.mark.k8s, pytest.mark.slow]
 
@@ -53,8 +54,8 @@ def test_dev_cluster_up_serves_kubectl_and_down_leaves_nothing(tmp_path: Path) -
         items = json.loads(nodes.stdout)["items"]
         assert [n["metadata"]["name"] for n in items] == ["process-node"]
         server_pid = int((directory / "devcluster.pid").read_text())
-        pids += [int(p) for p in (directory / "pids").read_text().split()] + [server_pid]
-        assert len(pids) >= 4 and all(_alive(p) for p in pids)
+        pids += [pid for pid, _ in recorded_pids(directory)] + [server_pid]
+        assert len(pids) >= 5 and all(_alive(p) for p in pids)  # etcd, apiserver, kcm, kuberay
         assert _devcluster(directory, "status").returncode == 0
     finally:
         down = _devcluster(directory, "down")

@@ -1,0 +1,276 @@
+"""Builders of the job's children: recipe ConfigMap, claim, runner RBAC, runner pod, RayCluster."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import yaml
+
+from dj_operator.api import constants as c
+from dj_operator.api.types import JobSpec
+from dj_operator.build import names
+
+Obj = dict[str, Any]
+
+
+def recipe_config_map(job: Obj, recipe: Obj) -> Obj:
+    """The recipe, as YAML, under key recipe.yaml. Relative paths stay relative: the runner's
+    working directory is the storage mount, so they resolve under it."""
+    text = yaml.safe_dump(recipe, sort_keys=False, allow_unicode=True)
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": names.metadata(job, names.config_map(job["metadata"]["name"]), c.COMPONENT_RECIPE),
+        "data": {c.RECIPE_KEY: text},
+    }
+
+
+def claim(job: Obj, spec: JobSpec) -> Obj:
+    """The PersistentVolumeClaim from spec.storage.volumeClaimTemplate; owned by the job only
+    when whenDeleted is Delete (otherwise it outlives the job, with the output on it)."""
+    template = spec.storage.volume_claim_template or {}
+    meta = names.metadata(
+        job,
+        names.claim(job["metadata"]["name"]),
+        c.COMPONENT_STORAGE,
+        owned=spec.storage.when_deleted == "Delete",
+    )
+    extra = template.get("metadata") or {}
+    meta["labels"] = {**(extra.get("labels") or {}), **meta["labels"]}
+    if extra.get("annotations"):
+        meta["annotations"] = dict(extra["annotations"])
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": meta,
+        "spec": copy.deepcopy(template.get("spec") or {}),
+    }
+
+
+def claim_name(job: Obj, spec: JobSpec) -> str:
+    return spec.storage.claim_name or names.claim(job["metadata"]["name"])
+
+
+def runner_rbac(job: Obj) -> list[Obj]:
+    """ServiceAccount, Role and RoleBinding: the runner may only get and patch its own job's
+    status (it writes status.progress), nothing else."""
+    name = job["metadata"]["name"]
+    sa = names.service_account(name)
+    ns = job["metadata"]["namespace"]
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": names.metadata(job, sa, c.COMPONENT_RBAC),
+            "automountServiceAccountToken": True,
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": names.metadata(job, sa, c.COMPONENT_RBAC),
+            "rules": [
+                {
+                    "apiGroups": [c.GROUP],
+                    "resources": [f"{c.PLURAL}/status"],
+                    "resourceNames": [name],
+                    "verbs": ["get", "patch"],
+                }
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": names.metadata(job, sa, c.COMPONENT_RBAC),
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": sa},
+            "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": ns}],
+        },
+    ]
+
+
+def ray_address(job: Obj, spec: JobSpec) -> str | None:
+    if spec.ray.mode == c.MODE_EXTERNAL:
+        return spec.ray.address
+    if spec.ray.mode == c.MODE_KUBERAY:
+        cluster = names.ray_cluster(job["metadata"]["name"])
+        ns = job["metadata"]["namespace"]
+        return f"ray://{cluster}-head-svc.{ns}.svc:{spec.ray.head_group.ports.client}"
+    return None
+
+
+def runner_args(job: Obj, spec: JobSpec, work_dir: str) -> list[str]:
+    meta = job["metadata"]
+    args = [
+        "run",
+        c.RECIPE_PATH,
+        "--work-dir",
+        work_dir,
+        "--job-id",
+        names.job_id(meta["namespace"], meta["name"], meta["uid"]),
+        "--wait-for-lock",
+        str(spec.runner.wait_for_lock_seconds),
+        "--grace-period",
+        str(spec.runner.grace_period_seconds),
+    ]
+    address = ray_address(job, spec)
+    if address:
+        args += ["--ray-address", address]
+    return args
+
+
+def _storage_mount(spec: JobSpec) -> Obj:
+    return {"name": c.DATA_VOLUME, "mountPath": spec.storage.mount_path}
+
+
+def runner_pod(job: Obj, spec: JobSpec, attempt: int, work_dir: str) -> Obj:
+    """The runner pod of attempt `attempt` (from 1): restartPolicy Never, owned by the job."""
+    meta = job["metadata"]
+    runner = spec.runner
+    env = [
+        {"name": c.ENV_JOB_NAME, "value": meta["name"]},
+        {"name": c.ENV_JOB_NAMESPACE, "value": meta["namespace"]},
+        *copy.deepcopy(list(runner.env)),
+    ]
+    container: Obj = {
+        "name": c.RUNNER_CONTAINER,
+        "image": runner.image,
+        "command": list(runner.command),
+        "args": runner_args(job, spec, work_dir),
+        "workingDir": spec.storage.mount_path,
+        "env": env,
+        "volumeMounts": [
+            _storage_mount(spec),
+            {"name": c.RECIPE_VOLUME, "mountPath": c.RECIPE_DIR, "readOnly": True},
+            *copy.deepcopy(list(runner.volume_mounts)),
+        ],
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    if runner.image_pull_policy:
+        container["imagePullPolicy"] = runner.image_pull_policy
+    if runner.resources:
+        container["resources"] = copy.deepcopy(runner.resources)
+    if runner.security_context:
+        container["securityContext"] = copy.deepcopy(runner.security_context)
+    inits = []
+    for init in runner.init_containers:
+        init = copy.deepcopy(init)
+        mounts = init.setdefault("volumeMounts", [])
+        if not any(m.get("name") == c.DATA_VOLUME for m in mounts):
+            mounts.insert(0, _storage_mount(spec))
+        inits.append(init)
+    pod_spec: Obj = {
+        "restartPolicy": "Never",
+        "serviceAccountName": names.service_account(meta["name"]),
+        "terminationGracePeriodSeconds": runner.grace_period_seconds + 10,
+        "containers": [container],
+        "volumes": [
+            {
+                "name": c.DATA_VOLUME,
+                "persistentVolumeClaim": {"claimName": claim_name(job, spec)},
+            },
+            {
+                "name": c.RECIPE_VOLUME,
+                "configMap": {"name": names.config_map(meta["name"])},
+            },
+            *copy.deepcopy(list(runner.volumes)),
+        ],
+    }
+    if inits:
+        pod_spec["initContainers"] = inits
+    if runner.node_selector:
+        pod_spec["nodeSelector"] = dict(runner.node_selector)
+    if runner.tolerations:
+        pod_spec["tolerations"] = copy.deepcopy(list(runner.tolerations))
+    if runner.pod_security_context:
+        pod_spec["securityContext"] = copy.deepcopy(runner.pod_security_context)
+    pod_meta = names.metadata(
+        job,
+        names.runner_pod(meta["name"], attempt),
+        c.COMPONENT_RUNNER,
+        **{c.LABEL_ATTEMPT: str(attempt)},
+    )
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": pod_meta, "spec": pod_spec}
+
+
+def _ray_container(name: str, image: str, resources: Obj, ports: list[Obj], spec: JobSpec) -> Obj:
+    container: Obj = {
+        "name": name,
+        "image": image,
+        "volumeMounts": [_storage_mount(spec)],
+    }
+    if resources:
+        container["resources"] = copy.deepcopy(resources)
+    if ports:
+        container["ports"] = ports
+    return container
+
+
+def ray_cluster(job: Obj, spec: JobSpec) -> Obj:
+    """The ray.io/v1 RayCluster of kuberay mode: head and worker groups, all mounting the claim."""
+    ray = spec.ray
+    image = ray.image or spec.runner.image
+    volumes = [{"name": c.DATA_VOLUME, "persistentVolumeClaim": {"claimName": claim_name(job, spec)}}]
+    ports = ray.head_group.ports
+    head_params = {
+        "dashboard-host": "0.0.0.0",
+        "port": str(ports.gcs),
+        "ray-client-server-port": str(ports.client),
+        "dashboard-port": str(ports.dashboard),
+        **ray.head_group.ray_start_params,
+    }
+    head_ports = [
+        {"name": "gcs-server", "containerPort": ports.gcs},
+        {"name": "client", "containerPort": ports.client},
+        {"name": "dashboard", "containerPort": ports.dashboard},
+    ]
+    workers = [
+        {
+            "groupName": group.name,
+            "replicas": group.replicas,
+            "minReplicas": group.min_replicas,
+            "maxReplicas": group.max_replicas,
+            "rayStartParams": dict(group.ray_start_params),
+            "template": {
+                "spec": {
+                    "containers": [
+                        _ray_container("ray-worker", image, group.resources, [], spec)
+                    ],
+                    "volumes": copy.deepcopy(volumes),
+                }
+            },
+        }
+        for group in ray.worker_groups
+    ]
+    cluster_spec: Obj = {
+        "rayVersion": ray.ray_version,
+        "headGroupSpec": {
+            "rayStartParams": head_params,
+            "template": {
+                "spec": {
+                    "containers": [
+                        _ray_container("ray-head", image, ray.head_group.resources, head_ports, spec)
+                    ],
+                    "volumes": volumes,
+                }
+            },
+        },
+    }
+    if workers:
+        cluster_spec["workerGroupSpecs"] = workers
+    return {
+        "apiVersion": c.RAY_API_VERSION,
+        "kind": c.RAY_KIND,
+        "metadata": names.metadata(job, names.ray_cluster(job["metadata"]["name"]), c.COMPONENT_RAY),
+        "spec": cluster_spec,
+    }
+
+
+def ray_cluster_ready(cluster: Obj | None) -> bool:
+    """KubeRay's readiness: status.state `ready`, or condition RayClusterProvisioned/HeadPodReady."""
+    if not cluster:
+        return False
+    status = cluster.get("status") or {}
+    if status.get("state") == "ready":
+        return True
+    conds = {cond.get("type"): cond.get("status") for cond in status.get("conditions") or []}
+    return conds.get("RayClusterProvisioned") == "True" and conds.get("HeadPodReady") == "True"

@@ -1,0 +1,83 @@
+"""Deterministic child names, labels and owner references."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from dj_operator.api import constants as c
+
+Obj = dict[str, Any]
+MAX_NAME = 63  # a DNS label: pods, services, label values
+
+
+def fit(name: str, limit: int = MAX_NAME) -> str:
+    """`name` itself when it fits `limit`, else a prefix plus a short hash of the whole name."""
+    if len(name) <= limit:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"{name[: limit - 9].rstrip('-.')}-{digest}"
+
+
+def runner_pod(job: str, attempt: int) -> str:
+    suffix = f"-runner-{attempt}"
+    return fit(job, MAX_NAME - len(suffix)) + suffix
+
+
+def config_map(job: str) -> str:
+    return fit(f"{job}-recipe", 253)
+
+
+def claim(job: str) -> str:
+    return fit(f"{job}-data", 253)
+
+
+def service_account(job: str) -> str:
+    return fit(f"{job}-runner", 253)
+
+
+def ray_cluster(job: str) -> str:
+    # KubeRay derives Service names from it (<cluster>-head-svc): keep room for the suffix.
+    return fit(f"{job}-ray", 47)
+
+
+def job_id(namespace: str, job: str, uid: str) -> str:
+    """The runner's --job-id: stable for the life of the job, distinct for a re-created one."""
+    return f"{namespace}-{job}-{uid[:8]}"
+
+
+def labels(job: str, component: str) -> dict[str, str]:
+    return {
+        c.LABEL_MANAGED_BY: c.OPERATOR_NAME,
+        c.LABEL_NAME: c.APP_NAME,
+        c.LABEL_COMPONENT: component,
+        c.LABEL_JOB: fit(job),
+    }
+
+
+def owner_reference(job: Obj, controller: bool = True) -> Obj:
+    meta = job["metadata"]
+    return {
+        "apiVersion": c.API_VERSION,
+        "kind": c.KIND,
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": controller,
+        "blockOwnerDeletion": True,
+    }
+
+
+def metadata(job: Obj, name: str, component: str, owned: bool = True, **extra_labels: str) -> Obj:
+    meta: Obj = {
+        "name": name,
+        "namespace": job["metadata"]["namespace"],
+        "labels": {**labels(job["metadata"]["name"], component), **extra_labels},
+    }
+    if owned:
+        meta["ownerReferences"] = [owner_reference(job)]
+    return meta
+
+
+def is_owned_by(obj: Obj, job: Obj) -> bool:
+    uid = job["metadata"]["uid"]
+    return any(ref.get("uid") == uid for ref in obj.get("metadata", {}).get("ownerReferences") or [])

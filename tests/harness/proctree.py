@@ -1,0 +1,108 @@
+"""Local processes as /proc shows them: trees, environment markers, memory. Linux only."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from pathlib import Path
+
+PROC = Path("/proc")
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    """Fields of /proc/<pid>/stat after the command name (state is [0], ppid [1])."""
+    try:
+        raw = (PROC / str(pid) / "stat").read_bytes()
+    except OSError:
+        return None
+    return raw.rsplit(b")", 1)[1].decode().split()
+
+
+def pids() -> list[int]:
+    return [int(e.name) for e in PROC.iterdir() if e.name.isdigit()]
+
+
+def alive(pid: int) -> bool:
+    """True if `pid` exists and is not a zombie."""
+    fields = _stat_fields(pid)
+    return fields is not None and fields[0] != "Z"
+
+
+def start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot: with the pid, a unique identity."""
+    fields = _stat_fields(pid)
+    return int(fields[19]) if fields is not None else None
+
+
+def descendants(root: int) -> list[int]:
+    """Every living process below `root`."""
+    children: dict[int, list[int]] = {}
+    for pid in pids():
+        fields = _stat_fields(pid)
+        if fields is not None and fields[0] != "Z":
+            children.setdefault(int(fields[1]), []).append(pid)
+    found: list[int] = []
+    todo = [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def environ(pid: int) -> dict[str, str]:
+    """The environment a process was started with ({} if unreadable)."""
+    try:
+        raw = (PROC / str(pid) / "environ").read_bytes()
+    except OSError:
+        return {}
+    env = {}
+    for item in raw.split(b"\0"):
+        key, sep, value = item.partition(b"=")
+        if sep:
+            env[key.decode(errors="replace")] = value.decode(errors="replace")
+    return env
+
+
+def with_env(key: str, value: str) -> list[int]:
+    """Living processes whose environment has `key=value` (inherited by every descendant that
+    does not clear it)."""
+    me = os.getpid()
+    return [p for p in pids() if p != me and alive(p) and environ(p).get(key) == value]
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return (PROC / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+    except OSError:
+        return ""
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident memory of one process (VmRSS), 0 if it is gone."""
+    try:
+        for line in (PROC / str(pid) / "status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def pss_bytes(pid: int) -> int:
+    """Proportional set size of one process (shared pages divided among their users), 0 if it
+    is gone: unlike RSS, the PSS of several processes adds up to the memory they really use."""
+    try:
+        for line in (PROC / str(pid) / "smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def kill_all(pids_to_kill: list[int], sig: int = signal.SIGKILL) -> None:
+    for pid in pids_to_kill:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
