@@ -7,8 +7,14 @@ SIGTERM and SIGINT stop it cleanly (kopf's own signal handling).
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
 import sys
+from collections.abc import Mapping
+
+from dj_operator.api.constants import DEFAULT_RUNNER_IMAGE
+from dj_operator.api.types import OperatorDefaults
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,6 +64,11 @@ def _run(args: argparse.Namespace) -> int:
             f"dj-operator: --resync-seconds must be > 0, got {args.resync_seconds}", file=sys.stderr
         )
         return 2
+    try:
+        State.defaults = defaults_from_env(os.environ)
+    except ValueError as exc:
+        print(f"dj-operator: {exc}", file=sys.stderr)
+        return 2
     State.namespaces = namespaces
     State.resync_seconds = args.resync_seconds
     if args.metrics_port:
@@ -74,6 +85,29 @@ def _run(args: argparse.Namespace) -> int:
         else None,
     )
     return 0
+
+
+def defaults_from_env(env: Mapping[str, str]) -> OperatorDefaults:
+    """The installation's defaults for the pods the operator creates (see docs/operator.md)."""
+
+    def context(name: str) -> dict | None:
+        text = env.get(name, "").strip()
+        if not text or text == "null":
+            return None
+        try:
+            value = json.loads(text)
+        except ValueError as exc:
+            raise ValueError(f"{name}: got {text!r}; expected a JSON object ({exc})") from exc
+        if not isinstance(value, dict):
+            raise ValueError(f"{name}: got {text!r}; expected a JSON object")
+        return value or None
+
+    return OperatorDefaults(
+        runner_image=env.get("DJ_RUNNER_IMAGE") or DEFAULT_RUNNER_IMAGE,
+        ray_image=env.get("DJ_RAY_IMAGE") or None,
+        pod_security_context=context("DJ_RUNNER_POD_SECURITY_CONTEXT"),
+        security_context=context("DJ_RUNNER_SECURITY_CONTEXT"),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

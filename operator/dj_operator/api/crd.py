@@ -273,7 +273,11 @@ def spec_schema() -> Schema:
     runner = _o(
         "The runner pod: one per attempt, running `dj-runner run` on the mounted work dir.",
         {
-            "image": _s("The runner image.", default=c.DEFAULT_RUNNER_IMAGE, maxLength=512),
+            "image": _s(
+                "The runner image. Default: the operator's DJ_RUNNER_IMAGE (set by the chart),"
+                f" else {c.DEFAULT_RUNNER_IMAGE}.",
+                maxLength=512,
+            ),
             "imagePullPolicy": _s(
                 "The image pull policy.", enum=["Always", "IfNotPresent", "Never"]
             ),

@@ -28,6 +28,21 @@ class SpecError(ValueError):
 
 
 @dataclass(frozen=True)
+class OperatorDefaults:
+    """Defaults the operator's installation sets for the pods it creates (the chart passes them
+    as DJ_RUNNER_IMAGE, DJ_RAY_IMAGE, DJ_RUNNER_POD_SECURITY_CONTEXT, DJ_RUNNER_SECURITY_CONTEXT);
+    a job's own spec.runner / spec.ray values win."""
+
+    runner_image: str = c.DEFAULT_RUNNER_IMAGE
+    ray_image: str | None = None
+    pod_security_context: Obj | None = None
+    security_context: Obj | None = None
+
+
+BUILTIN_DEFAULTS = OperatorDefaults()
+
+
+@dataclass(frozen=True)
 class ConfigMapKeyRef:
     name: str
     key: str = c.RECIPE_KEY
@@ -208,7 +223,7 @@ def _worker_group(raw: Obj, index: int) -> WorkerGroupSpec:
     )
 
 
-def parse_ray(raw: Any) -> RaySpec:
+def parse_ray(raw: Any, defaults: OperatorDefaults = BUILTIN_DEFAULTS) -> RaySpec:
     value = _obj(raw, "spec.ray")
     mode = _choice(value.get("mode"), "spec.ray.mode", c.RAY_MODES, c.MODE_LOCAL)
     address = _str(value.get("address"), "spec.ray.address")
@@ -231,7 +246,7 @@ def parse_ray(raw: Any) -> RaySpec:
         address=address,
         ray_version=_str(value.get("rayVersion"), "spec.ray.rayVersion", c.DEFAULT_RAY_VERSION)
         or c.DEFAULT_RAY_VERSION,
-        image=_str(value.get("image"), "spec.ray.image"),
+        image=_str(value.get("image"), "spec.ray.image", defaults.ray_image),
         head_group=HeadGroupSpec(
             ray_start_params=_str_map(
                 head.get("rayStartParams"), "spec.ray.headGroup.rayStartParams"
@@ -270,7 +285,7 @@ def parse_storage(raw: Any) -> StorageSpec:
     )
 
 
-def parse_runner(raw: Any) -> RunnerSpec:
+def parse_runner(raw: Any, defaults: OperatorDefaults = BUILTIN_DEFAULTS) -> RunnerSpec:
     value = _obj(raw, "spec.runner")
     command = value.get("command")
     if command is not None and (
@@ -283,8 +298,8 @@ def parse_runner(raw: Any) -> RunnerSpec:
     grace = _int(value.get("gracePeriodSeconds"), "spec.runner.gracePeriodSeconds", 30, 1)
     assert lock is not None and grace is not None
     return RunnerSpec(
-        image=_str(value.get("image"), "spec.runner.image", c.DEFAULT_RUNNER_IMAGE)
-        or c.DEFAULT_RUNNER_IMAGE,
+        image=_str(value.get("image"), "spec.runner.image", defaults.runner_image)
+        or defaults.runner_image,
         image_pull_policy=_str(value.get("imagePullPolicy"), "spec.runner.imagePullPolicy"),
         command=tuple(command) if command else c.DEFAULT_RUNNER_COMMAND,
         resources=_obj(value.get("resources"), "spec.runner.resources"),
@@ -294,14 +309,14 @@ def parse_runner(raw: Any) -> RunnerSpec:
         init_containers=_list(value.get("initContainers"), "spec.runner.initContainers"),
         node_selector=_str_map(value.get("nodeSelector"), "spec.runner.nodeSelector"),
         tolerations=_list(value.get("tolerations"), "spec.runner.tolerations"),
-        security_context=value.get("securityContext"),
-        pod_security_context=value.get("podSecurityContext"),
+        security_context=value.get("securityContext") or defaults.security_context,
+        pod_security_context=value.get("podSecurityContext") or defaults.pod_security_context,
         wait_for_lock_seconds=lock,
         grace_period_seconds=grace,
     )
 
 
-def parse_spec(raw: Any) -> JobSpec:
+def parse_spec(raw: Any, defaults: OperatorDefaults = BUILTIN_DEFAULTS) -> JobSpec:
     """Parse `spec` of a DataJuicerJob, with defaults; raise SpecError naming the first bad field."""
     spec = _obj(raw, "spec")
     recipe = spec.get("recipe")
@@ -330,8 +345,8 @@ def parse_spec(raw: Any) -> JobSpec:
         recipe=recipe,
         recipe_from=recipe_from,
         storage=parse_storage(spec.get("storage")),
-        ray=parse_ray(spec.get("ray")),
-        runner=parse_runner(spec.get("runner")),
+        ray=parse_ray(spec.get("ray"), defaults),
+        runner=parse_runner(spec.get("runner"), defaults),
         backoff_limit=backoff,
         active_deadline_seconds=_int(
             spec.get("activeDeadlineSeconds"), "spec.activeDeadlineSeconds", None, 1

@@ -21,7 +21,9 @@ def recipe_config_map(job: Obj, recipe: Obj) -> Obj:
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": names.metadata(job, names.config_map(job["metadata"]["name"]), c.COMPONENT_RECIPE),
+        "metadata": names.metadata(
+            job, names.config_map(job["metadata"]["name"]), c.COMPONENT_RECIPE
+        ),
         "data": {c.RECIPE_KEY: text},
     }
 
@@ -209,7 +211,9 @@ def ray_cluster(job: Obj, spec: JobSpec) -> Obj:
     """The ray.io/v1 RayCluster of kuberay mode: head and worker groups, all mounting the claim."""
     ray = spec.ray
     image = ray.image or spec.runner.image
-    volumes = [{"name": c.DATA_VOLUME, "persistentVolumeClaim": {"claimName": claim_name(job, spec)}}]
+    volumes = [
+        {"name": c.DATA_VOLUME, "persistentVolumeClaim": {"claimName": claim_name(job, spec)}}
+    ]
     ports = ray.head_group.ports
     head_params = {
         "dashboard-host": "0.0.0.0",
@@ -232,9 +236,7 @@ def ray_cluster(job: Obj, spec: JobSpec) -> Obj:
             "rayStartParams": dict(group.ray_start_params),
             "template": {
                 "spec": {
-                    "containers": [
-                        _ray_container("ray-worker", image, group.resources, [], spec)
-                    ],
+                    "containers": [_ray_container("ray-worker", image, group.resources, [], spec)],
                     "volumes": copy.deepcopy(volumes),
                 }
             },
@@ -248,7 +250,9 @@ def ray_cluster(job: Obj, spec: JobSpec) -> Obj:
             "template": {
                 "spec": {
                     "containers": [
-                        _ray_container("ray-head", image, ray.head_group.resources, head_ports, spec)
+                        _ray_container(
+                            "ray-head", image, ray.head_group.resources, head_ports, spec
+                        )
                     ],
                     "volumes": volumes,
                 }
@@ -260,7 +264,9 @@ def ray_cluster(job: Obj, spec: JobSpec) -> Obj:
     return {
         "apiVersion": c.RAY_API_VERSION,
         "kind": c.RAY_KIND,
-        "metadata": names.metadata(job, names.ray_cluster(job["metadata"]["name"]), c.COMPONENT_RAY),
+        "metadata": names.metadata(
+            job, names.ray_cluster(job["metadata"]["name"]), c.COMPONENT_RAY
+        ),
         "spec": cluster_spec,
     }
 

@@ -80,4 +80,6 @@ def metadata(job: Obj, name: str, component: str, owned: bool = True, **extra_la
 
 def is_owned_by(obj: Obj, job: Obj) -> bool:
     uid = job["metadata"]["uid"]
-    return any(ref.get("uid") == uid for ref in obj.get("metadata", {}).get("ownerReferences") or [])
+    return any(
+        ref.get("uid") == uid for ref in obj.get("metadata", {}).get("ownerReferences") or []
+    )

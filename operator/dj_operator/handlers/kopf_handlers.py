@@ -16,6 +16,7 @@ import kopf
 from kubernetes import client, config
 
 from dj_operator.api import constants as c
+from dj_operator.api.types import OperatorDefaults
 from dj_operator.handlers import reconcile as rec
 from dj_operator.handlers.resync import Resync
 from dj_operator.kube import Kube
@@ -27,6 +28,7 @@ class State:
     """Process-wide state of the running operator (set up at startup)."""
 
     kube: Kube | None = None
+    defaults: OperatorDefaults = OperatorDefaults()
     resync: Resync | None = None
     namespaces: tuple[str, ...] = ()
     resync_seconds: float = 5.0
@@ -67,7 +69,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     except config.ConfigException:
         config.load_kube_config()
     State.kube = Kube(client.ApiClient())
-    State.resync = Resync(State.kube, State.namespaces, State.resync_seconds)
+    State.resync = Resync(State.kube, State.namespaces, State.resync_seconds, State.defaults)
     State.resync.start()
 
 
@@ -80,7 +82,7 @@ def stop(**_: Any) -> None:
 def _reconcile(namespace: str, name: str) -> None:
     State.last_event = time.monotonic()
     try:
-        rec.reconcile(_kube(), namespace, name)
+        rec.reconcile(_kube(), namespace, name, State.defaults)
     except Exception:  # the resync loop retries; never let kopf retry forever
         log.exception("reconcile of %s/%s failed; the resync loop retries it", namespace, name)
 

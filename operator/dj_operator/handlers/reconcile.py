@@ -15,7 +15,13 @@ from typing import Any
 from kubernetes.client.rest import ApiException
 
 from dj_operator.api import constants as c
-from dj_operator.api.types import JobSpec, SpecError, parse_spec
+from dj_operator.api.types import (
+    BUILTIN_DEFAULTS,
+    JobSpec,
+    OperatorDefaults,
+    SpecError,
+    parse_spec,
+)
 from dj_operator.api.validation import load_recipe_text, validate_recipe, work_dir_for
 from dj_operator.build import children, names
 from dj_operator.kube import ChildConflict, Kube
@@ -54,7 +60,9 @@ def _recipe(kube: Kube, job: Obj, spec: JobSpec) -> tuple[Obj | None, str | None
     return load_recipe_text(text, field), None
 
 
-def observe(kube: Kube, job: Obj) -> tuple[Observed, Obj | None]:
+def observe(
+    kube: Kube, job: Obj, defaults: OperatorDefaults = BUILTIN_DEFAULTS
+) -> tuple[Observed, Obj | None]:
     meta = job["metadata"]
     now = times.now()
     spec: JobSpec | None = None
@@ -63,7 +71,7 @@ def observe(kube: Kube, job: Obj) -> tuple[Observed, Obj | None]:
     missing = None
     paths: dict[str, str] = {}
     try:
-        spec = parse_spec(job.get("spec"))
+        spec = parse_spec(job.get("spec"), defaults)
         recipe, missing = _recipe(kube, job, spec)
         if recipe is not None:
             field = "spec.recipe" if spec.recipe is not None else "spec.recipeFrom"
@@ -162,7 +170,9 @@ def _fault_point(outcome: Outcome) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def reconcile(kube: Kube, namespace: str, name: str) -> str | None:
+def reconcile(
+    kube: Kube, namespace: str, name: str, defaults: OperatorDefaults = BUILTIN_DEFAULTS
+) -> str | None:
     """Reconcile one job; return its phase (None when the job is gone)."""
     with _lock(namespace, name):
         job = kube.get_job(namespace, name)
@@ -171,7 +181,7 @@ def reconcile(kube: Kube, namespace: str, name: str) -> str | None:
             return None
         if job["metadata"].get("deletionTimestamp"):
             return (job.get("status") or {}).get("phase")
-        obs, recipe = observe(kube, job)
+        obs, recipe = observe(kube, job, defaults)
         outcome = derive(obs)
         try:
             extra = act(kube, obs, outcome, recipe)

@@ -9,6 +9,7 @@ import threading
 import time
 
 from dj_operator.api import constants as c
+from dj_operator.api.types import BUILTIN_DEFAULTS, OperatorDefaults
 from dj_operator.handlers import reconcile as rec
 from dj_operator.kube import Kube
 
@@ -16,7 +17,13 @@ log = logging.getLogger(__name__)
 
 
 class Resync(threading.Thread):
-    def __init__(self, kube: Kube, namespaces: tuple[str, ...], interval: float) -> None:
+    def __init__(
+        self,
+        kube: Kube,
+        namespaces: tuple[str, ...],
+        interval: float,
+        defaults: OperatorDefaults = BUILTIN_DEFAULTS,
+    ) -> None:
         super().__init__(name="dj-resync", daemon=True)
         self.kube = kube
         # kopf accepts globs; the resync then lists every namespace and keeps the matches.
@@ -26,6 +33,7 @@ class Resync(threading.Thread):
             (None,) if globbed or not namespaces else namespaces
         )
         self.interval = interval
+        self.defaults = defaults
         self.jobs_seen = 0
         self._stop = threading.Event()
         self._last_pass = time.monotonic()
@@ -65,7 +73,7 @@ class Resync(threading.Thread):
                 if meta.get("deletionTimestamp"):
                     continue
                 try:
-                    rec.reconcile(self.kube, meta["namespace"], meta["name"])
+                    rec.reconcile(self.kube, meta["namespace"], meta["name"], self.defaults)
                 except Exception:
                     log.exception("resync of %s/%s failed", meta["namespace"], meta["name"])
                 if self._stop.is_set():

@@ -25,3 +25,29 @@ def test_namespace_and_all_namespaces_exclude_each_other() -> None:
 def test_repeatable_namespaces() -> None:
     args = build_parser().parse_args(["run", "-n", "a", "-n", "b", "--liveness-port", "8080"])
     assert args.namespace == ["a", "b"] and args.liveness_port == 8080
+
+
+def test_installation_defaults_from_the_environment() -> None:
+    from operator_fixtures import make_job
+
+    from dj_operator.api.types import parse_spec
+    from dj_operator.main import defaults_from_env
+
+    defaults = defaults_from_env(
+        {
+            "DJ_RUNNER_IMAGE": "reg.example/dj:1",
+            "DJ_RAY_IMAGE": "",
+            "DJ_RUNNER_POD_SECURITY_CONTEXT": '{"runAsNonRoot": true}',
+            "DJ_RUNNER_SECURITY_CONTEXT": "null",
+        }
+    )
+    spec = parse_spec(make_job()["spec"], defaults)
+    assert spec.runner.image == "reg.example/dj:1"
+    assert spec.runner.pod_security_context == {"runAsNonRoot": True}
+    assert spec.runner.security_context is None
+    assert spec.ray.image is None
+    job = make_job()
+    job["spec"]["runner"]["image"] = "mine:2"
+    assert parse_spec(job["spec"], defaults).runner.image == "mine:2"  # the job's own wins
+    with pytest.raises(ValueError, match="DJ_RUNNER_SECURITY_CONTEXT: got '\\[1\\]'"):
+        defaults_from_env({"DJ_RUNNER_SECURITY_CONTEXT": "[1]"})
