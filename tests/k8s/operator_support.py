@@ -6,11 +6,14 @@ plane); the runner pods run on the process node.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -137,8 +140,24 @@ def running_operator(
             op.stop()
 
 
+# The process node gives each pod a TMPDIR under a short directory, and the runner's embedded
+# Ray adds its own private directory under TMPDIR: together they leave Ray's Unix socket paths
+# (`.../session_<date>_<pid>/sockets/plasma_store`) a few bytes over the 107 allowed. In a real
+# pod TMPDIR is unset (/tmp). The tests give the runner pods (and the local reference runs) a
+# shorter TMPDIR of their own, removed at exit.
+SHORT_TMP = Path(tempfile.mkdtemp(prefix="djt", dir="/tmp"))
+atexit.register(shutil.rmtree, SHORT_TMP, True)
+
+
+def short_tmp(job: Obj) -> Obj:
+    env = job["spec"].setdefault("runner", {}).setdefault("env", [])
+    env.append({"name": "TMPDIR", "value": str(SHORT_TMP)})
+    return job
+
+
 def example_job() -> Obj:
-    return yaml.safe_load(EXAMPLE.read_text())
+    """examples/job.yaml, with a TMPDIR short enough for Ray's sockets on the process node."""
+    return short_tmp(yaml.safe_load(EXAMPLE.read_text()))
 
 
 def apply(
@@ -228,7 +247,7 @@ def local_reference(tmp: Path, recipe: Obj, data: Mapping[str, str]) -> bytes:
     (tmp / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
     env = {
         **os.environ,
-        "TMPDIR": str(tmp),
+        "TMPDIR": str(SHORT_TMP),
         "DJ_RUNNER_OP_MODULES": "dj_test_ops",
         "PYTHONPATH": str(TEST_OPS),
     }

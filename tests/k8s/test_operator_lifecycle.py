@@ -15,7 +15,6 @@ from tests.harness.cluster import Cluster
 from tests.harness.waiting import wait_for
 from tests.k8s.operator_support import (
     DEMO_DATA,
-    EXAMPLE,
     OperatorProcess,
     apply,
     condition,
@@ -65,7 +64,7 @@ def test_example_job_succeeds_with_the_output_of_a_local_run(
     k8s_cluster: Cluster, namespace: str, operator: OperatorProcess, reference: bytes
 ) -> None:
     demo_data(k8s_cluster, namespace)
-    k8s_cluster.kubectl("apply", "-n", namespace, "-f", str(EXAMPLE))
+    apply(k8s_cluster, namespace, example_job())  # examples/job.yaml (+ a short TMPDIR)
     waited = k8s_cluster.kubectl(
         "wait",
         "-n",
