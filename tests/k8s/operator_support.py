@@ -143,9 +143,10 @@ def running_operator(
 # The process node gives each pod a TMPDIR under a short directory, and the runner's embedded
 # Ray adds its own private directory under TMPDIR: together they leave Ray's Unix socket paths
 # (`.../session_<date>_<pid>/sockets/plasma_store`) a few bytes over the 107 allowed. In a real
-# pod TMPDIR is unset (/tmp). The tests give the runner pods (and the local reference runs) a
-# shorter TMPDIR of their own, removed at exit.
-SHORT_TMP = Path(tempfile.mkdtemp(prefix="djt", dir="/tmp"))
+# pod TMPDIR is /tmp (an emptyDir). The tests give the runner pods (and the local reference
+# runs) a shorter TMPDIR of their own, removed at exit: outside /tmp, which the runner pod
+# mounts (the node would map the variable into that mount's long directory).
+SHORT_TMP = Path(tempfile.mkdtemp(prefix="djt", dir="/var/tmp"))
 atexit.register(shutil.rmtree, SHORT_TMP, True)
 
 

@@ -36,6 +36,7 @@ RECIPE_DIR = "/etc/datajuicer"
 RECIPE_KEY = "recipe.yaml"
 RECIPE_PATH = f"{RECIPE_DIR}/{RECIPE_KEY}"
 DATA_VOLUME = "data"
+TMP_VOLUME = "datajuicer-tmp"
 DEFAULT_MOUNT_PATH = "/data"
 DEFAULT_RUNNER_IMAGE = "datajuicer/dj-runner:0.1.0"
 DEFAULT_RUNNER_COMMAND = ("dj-runner",)

@@ -147,6 +147,11 @@ def runner_pod(job: Obj, spec: JobSpec, attempt: int, work_dir: str) -> Obj:
         ],
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
+    # A writable /tmp (Ray's sockets and spill, HOME and TMPDIR of the image) that works with a
+    # read-only root filesystem, unless the job mounts its own.
+    own_tmp = not any(m.get("mountPath", "").rstrip("/") == "/tmp" for m in runner.volume_mounts)
+    if own_tmp:
+        container["volumeMounts"].append({"name": c.TMP_VOLUME, "mountPath": "/tmp"})
     if runner.image_pull_policy:
         container["imagePullPolicy"] = runner.image_pull_policy
     if runner.resources:
@@ -177,6 +182,8 @@ def runner_pod(job: Obj, spec: JobSpec, attempt: int, work_dir: str) -> Obj:
             *copy.deepcopy(list(runner.volumes)),
         ],
     }
+    if own_tmp:
+        pod_spec["volumes"].append({"name": c.TMP_VOLUME, "emptyDir": {}})
     if inits:
         pod_spec["initContainers"] = inits
     if runner.node_selector:

@@ -81,6 +81,8 @@ def test_runner_pod() -> None:
     assert volumes["data"]["persistentVolumeClaim"] == {"claimName": "demo-data"}
     assert volumes["recipe"]["configMap"] == {"name": "demo-recipe"}
     assert volumes["seed"]["configMap"] == {"name": "demo-data"}
+    assert volumes["datajuicer-tmp"] == {"name": "datajuicer-tmp", "emptyDir": {}}
+    assert {"name": "datajuicer-tmp", "mountPath": "/tmp"} in container["volumeMounts"]
     (init,) = ps["initContainers"]
     assert [m["name"] for m in init["volumeMounts"]] == ["data", "seed"]
     assert init["volumeMounts"][0]["mountPath"] == "/data"
@@ -186,3 +188,13 @@ def test_ray_cluster() -> None:
 def test_ray_cluster_ready(status: dict | None, ready: bool) -> None:
     cluster = None if status is None else {"metadata": {}, "status": status}
     assert children.ray_cluster_ready(cluster) is ready
+
+
+def test_a_job_mounting_its_own_tmp_gets_no_second_one() -> None:
+    job = make_job()
+    job["spec"]["runner"]["volumes"].append({"name": "scratch", "emptyDir": {"medium": "Memory"}})
+    job["spec"]["runner"]["volumeMounts"] = [{"name": "scratch", "mountPath": "/tmp/"}]
+    pod = children.runner_pod(job, parse_spec(job["spec"]), 1, "/w")
+    assert "datajuicer-tmp" not in {v["name"] for v in pod["spec"]["volumes"]}
+    mounts = pod["spec"]["containers"][0]["volumeMounts"]
+    assert [m["mountPath"] for m in mounts].count("/tmp/") == 1
