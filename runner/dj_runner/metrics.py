@@ -135,6 +135,17 @@ class RunnerFigures:
     def _job_start(self, ev: Event) -> None:
         self.phase = "running"
         self.started_at = ev.timestamp
+        # The recipe's ops, from the config the event carries: their series start at zero,
+        # so a rate over the first partitions is not lost to a series appearing mid-run.
+        config = ev.get("config")
+        process = config.get("process") if isinstance(config, dict) else None
+        for item in process if isinstance(process, list) else ():
+            if isinstance(item, dict) and len(item) == 1:
+                op = str(next(iter(item)))
+                self.op_input.setdefault(op, 0)
+                self.op_output.setdefault(op, 0)
+                self.op_failures.setdefault(op, 0)
+                self.op_duration.setdefault(op, Histogram(DURATION_BUCKETS))
 
     def _job_complete(self, ev: Event) -> None:
         status = ev.get("status")
