@@ -27,8 +27,12 @@ class SmallJob:
     work_dir: Path
 
 
-def small_job(tmp: Path, partition_size: int = 37) -> SmallJob:
-    """The demo corpus with one sample that fails ``flaky_mapper`` once, as a recipe."""
+def small_job(tmp: Path, partition_size: int = 37, slow_seconds: float = 0.0) -> SmallJob:
+    """The demo corpus with one sample that fails ``flaky_mapper`` once, as a recipe.
+
+    ``slow_seconds`` > 0 adds a ``slow_mapper`` first, so partitions finish over several
+    seconds (a scraper then sees the counters move between its scrapes).
+    """
     rows = [json.loads(line) for line in DEMO.read_text().splitlines() if line.strip()]
     rows[50]["text"] = "this sample will FAIL-ME once, then pass on the retry " * 2
     dataset = tmp / "input.jsonl"
@@ -44,6 +48,7 @@ def small_job(tmp: Path, partition_size: int = 37) -> SmallJob:
             "retry_base_delay_s": 0.05,
             "max_retries": 2,
             "process": [
+                *([{"slow_mapper": {"seconds": slow_seconds}}] if slow_seconds > 0 else []),
                 {"whitespace_normalization_mapper": {}},
                 {"flaky_mapper": {"state_dir": str(state), "fail_times": 1}},
                 {"text_length_filter": {"min_len": 20, "max_len": 20000}},
