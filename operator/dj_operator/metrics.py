@@ -58,6 +58,17 @@ TIME_TO_RUNNING_BUCKETS = (0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 DURATION_BUCKETS = (10, 30, 60, 300, 600, 1800, 3600, 7200, 14400, 43200, 86400)
 #: One reconcile (one handler call): 5 ms to 1 min.
 RECONCILE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+#: The documented ``status.failure.reason`` values (series start at zero per namespace).
+FAILURE_REASONS = (
+    "InvalidSpec",
+    "InvalidInput",
+    "ResumeRefused",
+    "RunnerFailed",
+    "BackoffLimitExceeded",
+    "DeadlineExceeded",
+    "Stalled",
+    "ClusterNotReady",
+)
 
 
 def parse_time(value: Any) -> float | None:
@@ -376,9 +387,16 @@ class JobCollector(Collector):
 
 
 class OperatorMetrics:
-    """The operator's registry: the job index's collector and the health instruments."""
+    """The operator's registry: the job index's collector and the health instruments.
 
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+    Labelled series start at zero before their first event, so that a ``rate`` sees the
+    first event too: per namespace when the index first sees a job there, and per handler
+    for the ``handlers`` named here (others at their first call).
+    """
+
+    def __init__(
+        self, clock: Callable[[], float] = time.time, handlers: tuple[str, ...] = ()
+    ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.index = JobIndex(on_transition=self._on_transition, clock=clock)
         self.index.metrics = self  # type: ignore[attr-defined]
@@ -445,9 +463,24 @@ class OperatorMetrics:
             registry=r,
         )
         self._clock = clock
+        self._namespaces: set[str] = set()
+        for handler in handlers:
+            self.reconciles.labels(handler)
+            self.reconcile_errors.labels(handler)
+            self.reconcile_duration.labels(handler)
+
+    def _first_in_namespace(self, namespace: str) -> None:
+        self._namespaces.add(namespace)
+        self.time_to_running.labels(namespace)
+        for phase in TERMINAL_PHASES:
+            self.duration.labels(namespace, phase)
+        for reason in FAILURE_REASONS:
+            self.failures.labels(namespace, reason)
 
     # -- witnessed transitions
     def _on_transition(self, old: JobView | None, new: JobView) -> None:
+        if new.namespace not in self._namespaces:
+            self._first_in_namespace(new.namespace)
         if old is None or old.phase == new.phase:
             return
         if new.phase == "Running" and old.phase in ("Pending", "Starting"):

@@ -58,3 +58,8 @@ def ray_session() -> Iterator[None]:
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
+
+
+from .prometheus import prometheus  # noqa: E402  (the fixture, for every test here)
+
+__all__ = ["prometheus"]

@@ -160,8 +160,9 @@ def test_transitions_witnessed_once_feed_the_histograms_and_the_failure_counter(
     )
     assert (
         get("datajuicer_job_duration_seconds_count", {"namespace": "team-a", "phase": "Succeeded"})
-        is None
+        == 0  # the series exists from the first job in the namespace, at zero
     )
+    assert get("datajuicer_job_failures_total", {"namespace": "team-a", "reason": "Stalled"}) == 0
 
 
 def test_a_job_recreated_under_the_same_name_is_a_new_job():
@@ -172,13 +173,15 @@ def test_a_job_recreated_under_the_same_name_is_a_new_job():
         m.registry.get_sample_value(
             "datajuicer_job_duration_seconds_count", {"namespace": "team-a", "phase": "Succeeded"}
         )
-        is None
+        == 0
     )
 
 
 def test_health_helpers():
     clock = Clock(T0)
-    m = OperatorMetrics(clock=clock)
+    m = OperatorMetrics(clock=clock, handlers=("on_create", "on_update"))
+    declared = {"handler": "on_update"}
+    assert m.registry.get_sample_value("datajuicer_operator_reconciles_total", declared) == 0
     with m.reconcile("on_create"):
         pass
     with pytest.raises(RuntimeError), m.reconcile("on_update"):
@@ -191,7 +194,7 @@ def test_health_helpers():
     get = m.registry.get_sample_value
     assert get("datajuicer_operator_reconciles_total", {"handler": "on_create"}) == 1
     assert get("datajuicer_operator_reconcile_errors_total", {"handler": "on_update"}) == 1
-    assert get("datajuicer_operator_reconcile_errors_total", {"handler": "on_create"}) is None
+    assert get("datajuicer_operator_reconcile_errors_total", {"handler": "on_create"}) == 0
     assert (
         get("datajuicer_operator_reconcile_duration_seconds_count", {"handler": "on_update"}) == 1
     )
