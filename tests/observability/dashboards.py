@@ -7,7 +7,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.harness.waiting import WaitTimeout, wait_for
+
 from .conftest import REPO
+from .prometheus import Prometheus
 
 DASHBOARD_DIR = REPO / "charts" / "datajuicer-operator" / "dashboards"
 
@@ -80,3 +83,35 @@ def parse_label_values(query: str) -> tuple[str | None, str]:
     m = LABEL_VALUES.match(query.strip())
     assert m, f"variable query {query!r} is not label_values(...)"
     return m.group("match"), m.group("label")
+
+
+def panels_without_data(
+    prom: Prometheus, values: dict[str, str], fleet_namespaces: str
+) -> list[str]:
+    """Every panel query (variables substituted) that returns no finite value now."""
+    missing = []
+    for path in dashboard_files():
+        here = dict(values)
+        if path.name == "datajuicer-jobs.json":  # the fleet's namespace is a multi-select
+            here["namespace"] = fleet_namespaces
+        for q in panel_queries(path):
+            expr = substitute(q.expr, here)
+            if not prom.finite_values(expr):
+                missing.append(f"{q.dashboard} / {q.panel}: {expr}")
+    return missing
+
+
+def wait_every_panel_has_data(
+    prom: Prometheus, values: dict[str, str], fleet_namespaces: str, timeout: float = 60
+) -> None:
+    """Wait until every panel returns data; fail naming the panels that do not."""
+    missing: list[str] = []
+
+    def all_have_data() -> bool:
+        missing[:] = panels_without_data(prom, values, fleet_namespaces)
+        return not missing
+
+    try:
+        wait_for(all_have_data, timeout=timeout, what="every dashboard panel to return data")
+    except WaitTimeout:
+        raise AssertionError("panels without data:\n" + "\n".join(missing)) from None

@@ -17,18 +17,16 @@ import pytest
 from dj_operator.events_catalog import EventCorrelator, EventRecorder
 from dj_operator.metrics import OperatorMetrics, start_metrics_server
 from dj_runner.metrics import serve_metrics
-from tests.harness.waiting import WaitTimeout, wait_for
 
 from .dashboards import (
     dashboard_files,
-    panel_queries,
     parse_label_values,
     substitute,
     variable_queries,
+    wait_every_panel_has_data,
 )
 from .djjobs import djjob
 from .jobs import run_job, small_job
-from .prometheus import Prometheus
 from .test_alert_rules import RULES
 
 pytestmark = pytest.mark.usefixtures("ray_session")
@@ -106,20 +104,6 @@ def _drive_operator(metrics: OperatorMetrics, now: float) -> None:
     metrics.watch_event("DataJuicerJob")
 
 
-def _every_panel_returns_data(prom: Prometheus) -> list[str]:
-    """The panels whose query returns no finite value yet (empty when all do)."""
-    missing = []
-    for path in dashboard_files():
-        values = dict(VALUES)
-        if path.name == "datajuicer-jobs.json":  # the fleet's namespace is a multi-select
-            values["namespace"] = f"{NAMESPACE}|team-b"
-        for q in panel_queries(path):
-            expr = substitute(q.expr, values)
-            if not prom.finite_values(expr):
-                missing.append(f"{q.dashboard} / {q.panel}: {expr}")
-    return missing
-
-
 def test_every_panel_returns_data_from_a_real_prometheus(tmp_path, prometheus):
     metrics = OperatorMetrics(handlers=("on_create", "on_update"))
     operator = start_metrics_server(0, metrics, host="127.0.0.1")
@@ -146,16 +130,7 @@ def test_every_panel_returns_data_from_a_real_prometheus(tmp_path, prometheus):
 
         prom.wait_for_query(f'datajuicer_runner_phase{{job_name="{JOB}", phase="succeeded"}} == 1')
         prom.wait_for_query('datajuicer_job_phase{job_name="broken", phase="Failed"} == 1')
-        missing: list[str] = []
-
-        def all_panels_have_data() -> bool:
-            missing[:] = _every_panel_returns_data(prom)
-            return not missing
-
-        try:
-            wait_for(all_panels_have_data, timeout=60, what="every dashboard panel to return data")
-        except WaitTimeout:
-            raise AssertionError("panels without data:\n" + "\n".join(missing)) from None
+        wait_every_panel_has_data(prom, VALUES, fleet_namespaces=f"{NAMESPACE}|team-b")
 
         # Figures that must agree with the job itself, through PromQL.
         sel = f'namespace="{NAMESPACE}", job_name="{JOB}"'
