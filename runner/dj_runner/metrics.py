@@ -19,6 +19,7 @@ Never a partition id, a sample or a pod name.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 import time
@@ -41,6 +42,8 @@ from dj_runner import __version__
 from dj_runner.atomic import read_records
 from dj_runner.checkpoint import COMMITS
 from dj_runner.events import EVENT_TYPES, Event, follow_events
+
+log = logging.getLogger(__name__)
 
 #: The runner's states, as the ``phase`` label of ``datajuicer_runner_phase``.
 RUNNER_PHASES = ("starting", "running", "succeeded", "partially_succeeded", "failed")
@@ -544,8 +547,11 @@ def serve_metrics(
                 sizes = plan_partition_bytes(work_dir)
                 with lock:
                     figures.plan_bytes = sizes
-            with lock:
-                figures.apply(ev)
+            try:
+                with lock:
+                    figures.apply(ev)
+            except Exception:  # one odd event must not stop the figures for the rest of the run
+                log.exception("metrics: could not count event %s", ev.event_id)
 
     follower = threading.Thread(target=follow, name="dj-runner-metrics", daemon=True)
     follower.start()

@@ -47,9 +47,10 @@ def promtool_check_metrics(promtool: str, exposition: str) -> subprocess.Complet
     )
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def ray_session() -> Iterator[None]:
-    """An embedded Ray for in-process jobs (reuses one another test module started)."""
+    """An embedded Ray for this package's in-process jobs, shut down after its last test
+    (so the runner tests' own session fixture can start theirs); reuses one already up."""
     import ray
 
     if ray.is_initialized():
