@@ -52,10 +52,10 @@ CATALOG: dict[str, Reason] = _catalog(
     Reason("Created", "Normal", "the job's children (recipe ConfigMap, volume, runner) exist"),
     Reason("ClusterReady", "Normal", "kuberay mode: the job's RayCluster reports ready"),
     Reason("Started", "Normal", "the runner pod of the first attempt is running"),
-    Reason("Resumed", "Normal", "a new attempt runs, resuming what the checkpoints restored"),
+    Reason("Resumed", "Normal", "a runner reported what it restored from the checkpoints"),
+    Reason("Resuming", "Normal", "a new attempt after a stop the operator made (e.g. suspend)"),
     Reason("Retrying", "Warning", "an attempt ended retryably (exit code or pod lost); says why"),
     Reason("Suspended", "Normal", "suspend: true took effect and the runner pods are gone"),
-    Reason("Unsuspended", "Normal", "suspend: false: the job goes on from its checkpoints"),
     Reason("Succeeded", "Normal", "the runner exited 0; the output is complete"),
     Reason("PartiallySucceeded", "Warning", "exit 3: some partitions failed, within the limit"),
     Reason("InvalidSpec", "Warning", "the recipe or spec is invalid; nothing was started"),
@@ -66,7 +66,8 @@ CATALOG: dict[str, Reason] = _catalog(
     Reason("DeadlineExceeded", "Warning", "activeDeadlineSeconds passed; the pods were stopped"),
     Reason("Stalled", "Warning", "no new checkpoint or partition within progressDeadlineSeconds"),
     Reason("ClusterNotReady", "Warning", "kuberay mode: the RayCluster never became ready"),
-    Reason("Deleted", "Normal", "the job is being deleted with everything it owns"),
+    Reason("RecipeSourceMissing", "Warning", "recipeFrom names a ConfigMap or key that is absent"),
+    Reason("ChildConflict", "Warning", "a child's name is taken by an object the job does not own"),
 )
 
 

@@ -68,6 +68,7 @@ FAILURE_REASONS = (
     "DeadlineExceeded",
     "Stalled",
     "ClusterNotReady",
+    "RecipeSourceMissing",
 )
 
 
@@ -101,10 +102,9 @@ class JobView:
     """What the metrics read from one DataJuicerJob body (and nothing else).
 
     The fields read: metadata.{namespace,name,uid,creationTimestamp}; spec.ray.mode;
-    status.{phase,conditions,startTime,completionTime,failure.reason,attempts|attempt,
-    runnerRestarts}; status.progress, which holds the runner's status.json (the contract):
-    partitions.{total,done,failed,running}, samples.{in,out,rejected}, started_at,
-    updated_at, last_checkpoint_at, resumed.partitions_done, and optionally eta_seconds.
+    status.{phase,conditions,startTime,completionTime,failure.reason,attempts (a list of
+    records with startTime, or a number),restarts|runnerRestarts}; status.progress in either
+    of the shapes ``Progress`` reads.
     """
 
     namespace: str
@@ -130,7 +130,7 @@ class JobView:
         meta = body.get("metadata") or {}
         spec = body.get("spec") or {}
         status = body.get("status") or {}
-        progress = status.get("progress") or {}
+        progress = Progress(status.get("progress") or {})
         phase = status.get("phase") if status.get("phase") in PHASES else "Pending"
         conditions = tuple(
             (str(c.get("type")), str(c.get("status")))
@@ -144,17 +144,11 @@ class JobView:
             if isinstance(attempts, list)
             else int(_number(attempts) or _number(status.get("attempt")) or 0)
         )
-        restarts = int(_number(status.get("runnerRestarts")) or max(0, attempt - 1))
-        parts = progress.get("partitions") or {}
-        partitions = {s: v for s in PARTITION_STATES if (v := _number(parts.get(s))) is not None}
-        samples_raw = progress.get("samples") or {}
-        samples = {
-            k: v
-            for k in ("in", "out", "rejected")
-            if (v := _number(samples_raw.get(k))) is not None
-        }
-        last_checkpoint = parse_time(progress.get("last_checkpoint_at"))
-        updated = parse_time(progress.get("updated_at"))
+        restarts = _number(status.get("runnerRestarts"))
+        if restarts is None:
+            restarts = _number(status.get("restarts"))
+        last_checkpoint = progress.time("last_checkpoint_at", "lastCheckpointTime")
+        updated = progress.time("updated_at", "updateTime")
         moments = [t for t in (updated, last_checkpoint) if t is not None]
         view = cls(
             namespace=str(meta.get("namespace", "")),
@@ -172,14 +166,18 @@ class JobView:
                 else None
             ),
             attempt=attempt,
-            restarts=restarts,
-            partitions=partitions,
-            samples=samples,
+            restarts=int(restarts if restarts is not None else max(0, attempt - 1)),
+            partitions=progress.partitions(),
+            samples=progress.samples(),
             last_checkpoint_at=last_checkpoint,
             last_progress_at=max(moments) if moments else None,
             eta_seconds=None,
         )
-        return _with_eta(view, progress, now)
+        run_started = progress.time("started_at", "startTime")
+        if run_started is None and isinstance(attempts, list) and attempts:
+            last = attempts[-1]
+            run_started = parse_time(last.get("startTime")) if isinstance(last, Mapping) else None
+        return _with_eta(view, progress, run_started, now)
 
     @property
     def progress_ratio(self) -> float:
@@ -198,22 +196,64 @@ def _transition_time(status: Mapping[str, Any], condition: str) -> float | None:
     return None
 
 
-def _with_eta(view: JobView, progress: Mapping[str, Any], now: float) -> JobView:
-    """The ETA while Running: the runner's own if it gives one, else remaining partitions at
-    the rate of this run (partitions done since the run started, resumed ones excluded)."""
+@dataclass(frozen=True)
+class Progress:
+    """``status.progress`` in either shape: the runner's status.json as the contract writes
+    it (``partitions.done``, ``samples.in``, ``last_checkpoint_at`` ...), or the flattened
+    camelCase form the progress reporter patches (``partitionsCompleted``, ``samplesIn``,
+    ``lastCheckpointTime`` ...)."""
+
+    raw: Mapping[str, Any]
+
+    def number(self, path: tuple[str, str] | None, flat: str) -> float | None:
+        if path is not None:
+            outer = self.raw.get(path[0])
+            if isinstance(outer, Mapping):
+                value = _number(outer.get(path[1]))
+                if value is not None:
+                    return value
+        return _number(self.raw.get(flat))
+
+    def time(self, snake: str, camel: str) -> float | None:
+        return parse_time(self.raw.get(snake)) or parse_time(self.raw.get(camel))
+
+    def partitions(self) -> dict[str, float]:
+        keys = {
+            "total": "partitionsTotal",
+            "done": "partitionsCompleted",
+            "failed": "partitionsFailed",
+            "running": "partitionsRunning",
+        }
+        out = {s: self.number(("partitions", s), flat) for s, flat in keys.items()}
+        return {s: v for s, v in out.items() if v is not None}
+
+    def samples(self) -> dict[str, float]:
+        keys = {"in": "samplesIn", "out": "samplesOut", "rejected": "samplesRejected"}
+        out = {k: self.number(("samples", k), flat) for k, flat in keys.items()}
+        return {k: v for k, v in out.items() if v is not None}
+
+    def resumed_done(self) -> float:
+        return self.number(("resumed", "partitions_done"), "resumedPartitions") or 0.0
+
+    def eta(self) -> float | None:
+        value = _number(self.raw.get("eta_seconds"))
+        return value if value is not None else _number(self.raw.get("etaSeconds"))
+
+
+def _with_eta(view: JobView, progress: Progress, run_started: float | None, now: float) -> JobView:
+    """The ETA while Running: the runner's own if it gives one, else the remaining partitions
+    at the pace of this run (partitions finished since it started, resumed ones excluded)."""
     if view.phase != "Running":
         return view
-    given = _number(progress.get("eta_seconds"))
+    given = progress.eta()
     if given is not None:
         return _replace(view, eta_seconds=max(0.0, given))
     total = view.partitions.get("total") or 0
     done = view.partitions.get("done", 0)
     failed = view.partitions.get("failed", 0)
-    resumed = _number((progress.get("resumed") or {}).get("partitions_done")) or 0
-    run_started = parse_time(progress.get("started_at"))
     if total <= 0 or run_started is None:
         return view
-    finished_here = done + failed - resumed
+    finished_here = done + failed - progress.resumed_done()
     elapsed = now - run_started
     if finished_here <= 0 or elapsed <= 0:
         return view

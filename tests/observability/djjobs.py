@@ -28,7 +28,7 @@ def djjob(
     mode: str = "local",
     uid: str | None = None,
 ) -> dict[str, Any]:
-    """A djjob with a status the operator and the runner's progress reporter would write."""
+    """A djjob with the status the operator and the runner's progress reporter write."""
     body: dict[str, Any] = {
         "apiVersion": "datajuicer.io/v1alpha1",
         "kind": "DataJuicerJob",
@@ -65,8 +65,18 @@ def djjob(
         "phase": phase,
         "observedGeneration": 1,
         "conditions": conditions,
-        "attempts": [{"attempt": i + 1, "pod": f"{name}-runner-{i}"} for i in range(attempts)],
-        "runnerRestarts": attempts - 1,
+        # One record per runner pod, as the operator derives them from the observed pods.
+        "attempts": [
+            {
+                "index": i + 1,
+                "podName": f"{name}-runner-{i + 1}",
+                "startTime": rfc3339(
+                    (run_started or started or created) if i == attempts - 1 else created
+                ),
+            }
+            for i in range(attempts)
+        ],
+        "restarts": attempts - 1,
     }
     if started is not None:
         status["startTime"] = rfc3339(started)
@@ -75,19 +85,26 @@ def djjob(
     if failure_reason is not None:
         status["failure"] = {"reason": failure_reason, "component": "runner", "message": "boom"}
     if started is not None:
+        # status.progress as the runner's progress reporter patches it (from status.json).
         status["progress"] = {
-            "schema_version": 1,
-            "job_id": name,
-            "run_id": "r1",
             "state": "running" if phase == "Running" else phase.lower(),
-            "started_at": rfc3339(run_started or started),
-            "updated_at": rfc3339(updated or started),
-            "finished_at": rfc3339(completed) if completed else None,
-            "partitions": {"total": total, "done": done, "failed": failed, "running": running},
-            "samples": {"in": samples[0], "out": samples[1], "rejected": samples[2]},
-            "stage": {"index": 1, "op": "text_length_filter", "global": False},
-            "last_checkpoint_at": rfc3339(last_checkpoint) if last_checkpoint else None,
-            "resumed": None if resumed_done is None else {"partitions_done": resumed_done},
+            "runId": "r1",
+            "podName": f"{name}-runner-{attempts}",
+            "partitionsTotal": total,
+            "partitionsCompleted": done,
+            "partitionsFailed": failed,
+            "partitionsRunning": running,
+            "completion": f"{done}/{total}",
+            "percent": 100 * done // total if total else 0,
+            "samplesIn": samples[0],
+            "samplesOut": samples[1],
+            "samplesRejected": samples[2],
+            "currentOp": "text_length_filter",
+            "opIndex": 1,
+            "lastCheckpointTime": rfc3339(last_checkpoint) if last_checkpoint else None,
+            "updateTime": rfc3339(updated or started),
+            "resumedPartitions": resumed_done,
+            "resumedCheckpoints": None,
             "error": None,
         }
     body["status"] = status

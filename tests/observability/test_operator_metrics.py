@@ -216,3 +216,24 @@ def test_eta_absent_until_a_partition_finished_in_this_run():
 def test_bad_port_is_refused():
     with pytest.raises(ValueError, match=r"metrics port: -1 "):
         start_metrics_server(-1, OperatorMetrics())
+
+
+def test_progress_as_the_contract_writes_it_is_read_too():
+    """status.progress holding the runner's status.json verbatim (snake_case, nested)."""
+    body = djjob("a", started=T0)
+    body["status"]["progress"] = {
+        "schema_version": 1,
+        "state": "running",
+        "started_at": "2023-11-14T22:13:20.000Z",
+        "updated_at": "2023-11-14T22:14:20.000Z",
+        "partitions": {"total": 10, "done": 4, "failed": 1, "running": 2},
+        "samples": {"in": 400, "out": 350, "rejected": 3},
+        "last_checkpoint_at": "2023-11-14T22:14:10.500Z",
+        "resumed": {"partitions_done": 3, "checkpoints": 9},
+    }
+    view = JobView.of(body, T0 + 120)
+    assert view.partitions == {"total": 10, "done": 4, "failed": 1, "running": 2}
+    assert view.samples == {"in": 400, "out": 350, "rejected": 3}
+    assert view.last_checkpoint_at == T0 + 50.5 and view.last_progress_at == T0 + 60
+    # 2 partitions finished in this run (4 + 1 - 3 resumed) in 120 s; 5 remain.
+    assert view.eta_seconds == pytest.approx(5 * 120 / 2)
