@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
@@ -40,7 +38,7 @@ pytestmark = [
 RUNNER_METRICS_PORT_FIELD = ("runner", "metricsPort")
 
 
-def _job_manifest(name: str, data_dir: Path, runner_port: int) -> dict:
+def _job_manifest(name: str, runner_port: int) -> dict:
     manifest = yaml.safe_load((REPO / "examples" / "job.yaml").read_text())
     manifest["metadata"]["name"] = name
     spec = manifest["spec"]
@@ -59,9 +57,8 @@ def test_prometheus_scrapes_a_real_operator_and_runner(
     k8s_cluster, namespace, tmp_path, prometheus, promtool
 ):
     k8s_cluster.kubectl("apply", "-f", str(REPO / "crds"))
-    data = tmp_path / "data"
-    data.mkdir()
-    shutil.copy(DEMO, data / "demo.jsonl")
+    # examples/job.yaml stages its input from this ConfigMap onto the job's claim.
+    k8s_cluster.kubectl("create", "configmap", "demo-data", "-n", namespace, f"--from-file={DEMO}")
     operator_port, runner_port = free_port(), free_port()
     operator = Component(
         "dj-operator",
@@ -95,7 +92,7 @@ def test_prometheus_scrapes_a_real_operator_and_runner(
             rule_files=[REPO / "charts" / "datajuicer-operator" / "rules" / "alerts.yaml"],
         )
         manifest = tmp_path / "job.yaml"
-        manifest.write_text(yaml.safe_dump(_job_manifest("demo", data, runner_port)))
+        manifest.write_text(yaml.safe_dump(_job_manifest("demo", runner_port)))
         k8s_cluster.kubectl("apply", "-n", namespace, "-f", str(manifest))
 
         runner_url = f"http://127.0.0.1:{runner_port}/metrics"
@@ -130,7 +127,7 @@ def test_prometheus_scrapes_a_real_operator_and_runner(
         status = json.loads(
             k8s_cluster.kubectl("get", "-n", namespace, "djjob/demo", "-o", "json").stdout
         )["status"]
-        out = status["progress"]["samples"]["out"]
+        out = status["progress"]["samplesOut"]
         assert prom.finite_values(f"datajuicer_job_output_samples{{{sel}}}") == [out]
 
         wait_every_panel_has_data(
