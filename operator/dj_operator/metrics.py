@@ -16,7 +16,9 @@ Running (after an operator restart) is not observed again.
 ``OperatorMetrics`` bundles the index, the registry and the helpers the handlers call:
 ``reconcile(handler)`` (a context manager counting reconciles, errors and duration),
 ``api_request(verb, code)``, ``event_posted(type, reason)``, ``event_suppressed(reason)`` and
-``watch_event(kind)``. ``start_metrics_server(port, metrics)`` serves ``/metrics``.
+``watch_event(kind)``. ``start_metrics_server(port, metrics)`` serves ``/metrics``;
+``serve_metrics(port)`` serves the process-wide ``default_metrics()``, the instance the
+operator's handlers report to (``default_metrics().index.upsert(body)``).
 
 Labels are bounded: namespace, job_name, phase, reason, handler, and a few small enums
 (condition type and status, partition state, API verb and code). ``job_name`` rather than
@@ -27,7 +29,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -302,6 +304,18 @@ class JobIndex:
     def remove(self, namespace: str, name: str) -> None:
         with self._lock:
             self._bodies.pop((namespace, name), None)
+
+    def replace_all(self, bodies: Iterable[Mapping[str, Any]]) -> None:
+        """Upsert every body of a full LIST and drop the jobs it no longer has (a missed
+        DELETED watch event heals at the next LIST)."""
+        seen = set()
+        for body in bodies:
+            meta = body.get("metadata") or {}
+            seen.add((str(meta.get("namespace", "")), str(meta.get("name", ""))))
+            self.upsert(body)
+        with self._lock:
+            for key in [k for k in self._bodies if k not in seen]:
+                del self._bodies[key]
 
     def views(self) -> list[JobView]:
         now = self.clock()
@@ -595,3 +609,21 @@ def start_metrics_server(
         raise TypeError("start_metrics_server needs an OperatorMetrics or its .index")
     server, thread = start_http_server(int(port), addr=host, registry=metrics.registry)
     return MetricsServer(host, int(server.server_port), metrics, server, thread)
+
+
+_default: OperatorMetrics | None = None
+_default_lock = threading.Lock()
+
+
+def default_metrics() -> OperatorMetrics:
+    """The operator process's metrics: the one instance its handlers and kube module report to."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = OperatorMetrics()
+        return _default
+
+
+def serve_metrics(port: int, host: str = "0.0.0.0") -> MetricsServer:
+    """Serve the process's ``default_metrics()`` (what ``dj-operator run --metrics-port`` calls)."""
+    return start_metrics_server(port, default_metrics(), host)

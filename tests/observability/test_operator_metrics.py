@@ -237,3 +237,25 @@ def test_progress_as_the_contract_writes_it_is_read_too():
     assert view.last_checkpoint_at == T0 + 50.5 and view.last_progress_at == T0 + 60
     # 2 partitions finished in this run (4 + 1 - 3 resumed) in 120 s; 5 remain.
     assert view.eta_seconds == pytest.approx(5 * 120 / 2)
+
+
+def test_a_full_list_heals_a_missed_delete():
+    m = OperatorMetrics(clock=Clock(T0))
+    for name in ("a", "b", "c"):
+        m.index.upsert(djjob(name, started=T0))
+    m.index.replace_all([djjob("a", started=T0), djjob("d", started=T0)])
+    assert sorted(v.name for v in m.index.views()) == ["a", "d"]
+
+
+def test_serve_metrics_serves_the_process_metrics():
+    from dj_operator.metrics import default_metrics, serve_metrics
+
+    server = serve_metrics(0, host="127.0.0.1")
+    try:
+        assert server.metrics is default_metrics()
+        default_metrics().index.upsert(djjob("served-default", namespace="team-z", started=T0))
+        s = scrape(server.url)
+        assert s.value("datajuicer_job_phase", phase="Running", job_name="served-default") == 1
+    finally:
+        default_metrics().index.remove("team-z", "served-default")
+        server.close()
