@@ -16,7 +16,8 @@ Running (after an operator restart) is not observed again.
 ``OperatorMetrics`` bundles the index, the registry and the helpers the handlers call:
 ``reconcile(handler)`` (a context manager counting reconciles, errors and duration),
 ``api_request(verb, code)``, ``event_posted(type, reason)``, ``event_suppressed(reason)`` and
-``watch_event(kind)``. ``start_metrics_server(port, metrics)`` serves ``/metrics``;
+``watch_event(kind)``; ``instrument_api_client`` counts a kubernetes ``ApiClient``'s requests.
+``start_metrics_server(port, metrics)`` serves ``/metrics``;
 ``serve_metrics(port)`` serves the process-wide ``default_metrics()``, the instance the
 operator's handlers report to (``default_metrics().index.upsert(body)``).
 
@@ -554,6 +555,7 @@ class OperatorMetrics:
     @contextmanager
     def reconcile(self, handler: str) -> Iterator[None]:
         """Count and time one handler call; an exception counts as an error and propagates."""
+        self.reconcile_errors.labels(handler)  # the series exists, at zero, from the first call
         self.reconciles.labels(handler).inc()
         start = time.perf_counter()
         try:
@@ -564,7 +566,7 @@ class OperatorMetrics:
         finally:
             self.reconcile_duration.labels(handler).observe(time.perf_counter() - start)
 
-    def api_request(self, verb: str, code: int) -> None:
+    def api_request(self, verb: str, code: int | str) -> None:
         self.api_requests.labels(verb, str(code)).inc()
 
     def event_posted(self, type_: str, reason: str) -> None:
@@ -575,6 +577,35 @@ class OperatorMetrics:
 
     def watch_event(self, kind: str = "DataJuicerJob") -> None:
         self.watch_last_event.labels(kind).set(self._clock())
+
+
+def instrument_api_client(api_client: Any, metrics: OperatorMetrics) -> Any:
+    """Count every request of a ``kubernetes.client.ApiClient`` by HTTP verb and status code.
+
+    Wraps its REST client's ``request``: a response counts its status, an ``ApiException``
+    its status, anything else (a connection error, a timeout) ``code="error"``. Requests kopf
+    makes itself (watches, its own patches) go through aiohttp and are not counted.
+    """
+    from kubernetes.client.exceptions import ApiException
+
+    rest = api_client.rest_client
+    send = rest.request
+
+    def request(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        verb = str(method).lower()
+        try:
+            response = send(method, url, *args, **kwargs)
+        except ApiException as exc:
+            metrics.api_request(verb, exc.status or "error")
+            raise
+        except Exception:
+            metrics.api_request(verb, "error")
+            raise
+        metrics.api_request(verb, response.status)
+        return response
+
+    rest.request = request
+    return api_client
 
 
 @dataclass(frozen=True)

@@ -259,3 +259,51 @@ def test_serve_metrics_serves_the_process_metrics():
     finally:
         default_metrics().index.remove("team-z", "served-default")
         server.close()
+
+
+def test_api_requests_of_a_real_kubernetes_client_are_counted_by_code():
+    """The official client against a local HTTP server that answers 200, then 404."""
+    import http.server
+    import json
+    import threading
+
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    from dj_operator.metrics import instrument_api_client
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            found = self.path.endswith("/namespaces/present")
+            body = (
+                {"kind": "Namespace", "apiVersion": "v1", "metadata": {"name": "present"}}
+                if found
+                else {"kind": "Status", "apiVersion": "v1", "code": 404, "status": "Failure"}
+            )
+            data = json.dumps(body).encode()
+            self.send_response(200 if found else 404)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        cfg = client.Configuration()
+        cfg.host = f"http://127.0.0.1:{httpd.server_port}"
+        m = OperatorMetrics()
+        api = client.CoreV1Api(instrument_api_client(client.ApiClient(cfg), m))
+        assert api.read_namespace("present").metadata.name == "present"
+        with pytest.raises(ApiException):
+            api.read_namespace("absent")
+        get = m.registry.get_sample_value
+        assert get("datajuicer_operator_api_requests_total", {"verb": "get", "code": "200"}) == 1
+        assert get("datajuicer_operator_api_requests_total", {"verb": "get", "code": "404"}) == 1
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
