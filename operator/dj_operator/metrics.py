@@ -41,6 +41,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import start_http_server
 from prometheus_client.registry import Collector
 
+from dj_operator.events_catalog import CATALOG
+
 #: The phases of a DataJuicerJob, as the ``phase`` label (one-hot).
 PHASES = (
     "Pending",
@@ -445,8 +447,8 @@ class OperatorMetrics:
     """The operator's registry: the job index's collector and the health instruments.
 
     Labelled series start at zero before their first event, so that a ``rate`` sees the
-    first event too: per namespace when the index first sees a job there, and per handler
-    for the ``handlers`` named here (others at their first call).
+    first event too: per namespace when the index first sees a job there, per handler for
+    the ``handlers`` named here (others at their first call), per published Event reason.
     """
 
     def __init__(
@@ -519,6 +521,9 @@ class OperatorMetrics:
         )
         self._clock = clock
         self._namespaces: set[str] = set()
+        for entry in CATALOG.values():  # the published reasons: their series start at zero
+            self.events_posted.labels(entry.type, entry.name)
+            self.events_suppressed.labels(entry.name)
         for handler in handlers:
             self.reconciles.labels(handler)
             self.reconcile_errors.labels(handler)
