@@ -306,6 +306,9 @@ class Kube:
             "lastTimestamp": stamp,
             "count": 1,
         }
+        from dj_operator.metrics import default_metrics
+
+        default_metrics().event_posted(type_, reason)
         try:
             self.core.create_namespaced_event(
                 meta["namespace"], body, _request_timeout=REQUEST_TIMEOUT

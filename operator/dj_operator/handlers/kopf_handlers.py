@@ -20,6 +20,7 @@ from dj_operator.api.types import OperatorDefaults
 from dj_operator.handlers import reconcile as rec
 from dj_operator.handlers.resync import Resync
 from dj_operator.kube import Kube
+from dj_operator.metrics import default_metrics, instrument_api_client
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         config.load_incluster_config()
     except config.ConfigException:
         config.load_kube_config()
-    State.kube = Kube(client.ApiClient())
+    State.kube = Kube(instrument_api_client(client.ApiClient(), default_metrics()))
     State.resync = Resync(State.kube, State.namespaces, State.resync_seconds, State.defaults)
     State.resync.start()
 
@@ -82,16 +83,21 @@ def stop(**_: Any) -> None:
 def _reconcile(namespace: str, name: str) -> None:
     State.last_event = time.monotonic()
     try:
-        rec.reconcile(_kube(), namespace, name, State.defaults)
+        with default_metrics().reconcile("reconcile"):
+            rec.reconcile(_kube(), namespace, name, State.defaults)
     except Exception:  # the resync loop retries; never let kopf retry forever
         log.exception("reconcile of %s/%s failed; the resync loop retries it", namespace, name)
 
 
 @kopf.on.event(c.GROUP, c.VERSION, c.PLURAL)
-def job_event(type: str | None, name: str, namespace: str, **_: Any) -> None:
+def job_event(type: str | None, body: Any, name: str, namespace: str, **_: Any) -> None:
+    metrics = default_metrics()
+    metrics.watch_event(c.KIND)
     if type == "DELETED":
+        metrics.index.remove(namespace, name)
         rec.forget(namespace, name)
         return
+    metrics.index.upsert(dict(body))
     _reconcile(namespace, name)
 
 

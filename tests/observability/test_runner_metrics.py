@@ -1,0 +1,120 @@
+"""The runner's /metrics endpoint on a real job run on an embedded Ray."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from dj_runner.events import Event, read_events
+from dj_runner.metrics import RunnerFigures, serve_metrics
+from tests.harness.waiting import wait_for
+
+from .conftest import promtool_check_metrics
+from .jobs import OPS, run_job, small_job
+from .scrape import scrape
+
+pytestmark = pytest.mark.usefixtures("ray_session")
+
+
+def _commit_bytes(work_dir) -> int:
+    """Bytes of every checkpoint committed, from the partitions' commit records."""
+    total = 0
+    for commits in (work_dir / "checkpoints").glob("p*/commits.jsonl"):
+        for line in commits.read_text().splitlines():
+            total += json.loads(line)["bytes"]
+    return total
+
+
+def _drained(handle, work_dir):
+    """The scrape once the follower has read every event this run logged."""
+    n_events = len(read_events(work_dir / "events", since=handle.figures.since))
+
+    def caught_up():
+        s = scrape(handle.url)
+        return s if s.total("datajuicer_runner_events_total") == n_events else None
+
+    return wait_for(caught_up, timeout=30, what=f"the metrics to count all {n_events} events")
+
+
+def test_runner_metrics_on_a_real_job(tmp_path, promtool):
+    job = small_job(tmp_path)
+    with serve_metrics(job.work_dir, 0, host="127.0.0.1", namespace="team-a") as handle:
+        result = run_job(job)
+        assert result.exit_code == 0, result.error
+        s = _drained(handle, job.work_dir)
+
+    labels = {"namespace": "team-a", "job_name": "metrics-demo"}
+    assert s.value("datajuicer_runner_phase", phase="succeeded", **labels) == 1
+    assert s.value("datajuicer_runner_phase", phase="running", **labels) == 0
+    assert s.value("datajuicer_runner_partitions_planned", **labels) == 6  # ceil(201 / 37)
+    assert s.value("datajuicer_runner_partitions_completed_total", **labels) == 6
+    assert s.value("datajuicer_runner_partitions_retried_total", **labels) == 1
+    assert s.value("datajuicer_runner_partitions_failed_total", **labels) == 0
+    # Resumed from a checkpoint: all 6 after the deduplicator's barrier (they continue from
+    # their hashed checkpoints) plus the retried partition, which restarts after its first op.
+    assert s.value("datajuicer_runner_partitions_resumed_total", **labels) == 7
+    # Read: every row and byte of the input exactly once (the retry resumed from a checkpoint).
+    assert s.value("datajuicer_runner_input_samples_total") == 201
+    assert s.value("datajuicer_runner_input_bytes_total") == job.dataset.stat().st_size
+    # Per op: mappers keep every sample, the filter and the deduplicator drop some.
+    assert s.label_values("datajuicer_runner_op_input_samples_total", "op") == set(OPS)
+    assert s.value("datajuicer_runner_op_input_samples_total", op=OPS[0]) == 201
+    assert s.value("datajuicer_runner_op_dropped_samples_total", op=OPS[0]) == 0
+    assert s.value("datajuicer_runner_op_dropped_samples_total", op="text_length_filter") > 0
+    dedup_out = s.value("datajuicer_runner_op_output_samples_total", op="document_deduplicator")
+    assert dedup_out == result.rows_out
+    assert s.value("datajuicer_runner_exported_samples_total") == result.rows_out
+    assert s.value("datajuicer_runner_output_samples_total") == result.rows_out
+    assert s.value("datajuicer_runner_op_failures_total", op="flaky_mapper") == 1
+    # Op durations: one observation per op and partition, in seconds.
+    assert s.value("datajuicer_runner_op_duration_seconds_count", op=OPS[0]) == 6
+    assert 0 < s.value("datajuicer_runner_op_duration_seconds_sum", op=OPS[0]) < 60
+    # Checkpoints: the bytes the commit records hold, each write timed.
+    written = s.value("datajuicer_runner_checkpoints_written_total")
+    assert written == len(read_events(job.work_dir / "events", event_type="checkpoint_save"))
+    assert s.value("datajuicer_runner_checkpoint_written_bytes_total") == _commit_bytes(
+        job.work_dir
+    )
+    assert s.value("datajuicer_runner_checkpoint_size_bytes_count") == written
+    assert s.value("datajuicer_runner_checkpoint_write_duration_seconds_count") == written
+    assert s.value("datajuicer_runner_last_checkpoint_timestamp_seconds") > 0
+    assert s.value("datajuicer_runner_events_total", type="job_start") == 1
+
+    check = promtool_check_metrics(promtool, s.text)
+    assert check.returncode == 0 and not check.stdout.strip(), check.stdout + check.stderr
+
+
+def test_a_resumed_run_counts_only_its_own_events(tmp_path):
+    job = small_job(tmp_path)
+    assert run_job(job).exit_code == 0
+    with serve_metrics(job.work_dir, 0, host="127.0.0.1") as handle:
+        assert run_job(job).exit_code == 0  # everything is done: it resumes and exports
+        s = _drained(handle, job.work_dir)
+    # job_name falls back to the job id the log reports.
+    assert s.value("datajuicer_runner_events_total", type="job_restart") == 1
+    assert s.value("datajuicer_runner_events_total", type="job_start") is None
+    assert s.value("datajuicer_runner_partitions_started_total", job_name="metrics-demo") == 0
+    assert s.value("datajuicer_runner_checkpoints_written_total") == 0
+    assert s.value("datajuicer_runner_phase", phase="succeeded") == 1
+
+
+def test_figures_skip_events_before_the_run_and_keep_labels_bounded():
+    figures = RunnerFigures(since=100.0)
+
+    def ev(kind: str, ts: float, **fields) -> Event:
+        return Event(kind, ts, "", "", "j", fields)
+
+    figures.apply(ev("partition_complete", 99.0, partition_id=1, output_rows=5))
+    figures.apply(ev("partition_complete", 101.0, partition_id=2, output_rows=7))
+    figures.apply(ev("something_new", 102.0, partition_id=3))
+    figures.apply(ev("op_complete", 103.0, operation_name="f", input_rows=10, output_rows=4))
+    assert figures.partitions["completed"] == 1 and figures.output_samples == 7
+    assert figures.events == {"partition_complete": 1, "other": 1, "op_complete": 1}
+    assert figures.op_input == {"f": 10} and figures.op_output == {"f": 4}
+    assert figures.op_duration == {}  # no duration carried, nothing observed
+
+
+def test_bad_port_is_refused_before_anything_starts(tmp_path):
+    with pytest.raises(ValueError, match=r"metrics port: 70000 .* 1-65535"):
+        serve_metrics(tmp_path, 70000)
