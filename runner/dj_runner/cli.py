@@ -98,7 +98,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
             grace_period_s=grace_s,
             handle_signals=True,
         )
-        result = executor.run()
+        metrics = None
+        if args.metrics_port is not None:
+            from dj_runner.metrics import serve_metrics
+
+            metrics = serve_metrics(executor.work.root, args.metrics_port, host=args.metrics_host)
+        try:
+            result = executor.run()
+        finally:
+            if metrics is not None:
+                metrics.close()
     except (RecipeError, InvalidInput, InputError, RayAddressError) as exc:
         _error(str(exc))
         return EXIT_USAGE
@@ -278,6 +287,17 @@ def build_parser() -> argparse.ArgumentParser:
         default=20.0,
         metavar="SECONDS",
         help="after SIGTERM/SIGINT, how long in-flight checkpoints may take (default: 20)",
+    )
+    run.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve Prometheus metrics of this run on PORT (0: any free port) while it runs",
+    )
+    run.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        help="address the metrics endpoint binds (default 127.0.0.1; 0.0.0.0 in a pod)",
     )
     run.set_defaults(func=_cmd_run)
 

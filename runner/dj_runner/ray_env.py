@@ -45,9 +45,10 @@ SESSION_ENV = "DJ_RUNNER_RAY_SESSION"
 CONNECT_TIMEOUT_ENV = "DJ_RUNNER_RAY_CONNECT_TIMEOUT_S"
 _SESSION_PREFIX = "djr-"
 _OWNER_LOCK = "owner.lock"
-#: Unix socket paths (``<temp>/session_<date>_<pid>/sockets/plasma_store``) must stay under
-#: 108 bytes; a temp root longer than this falls back to /tmp.
-_MAX_TEMP_ROOT = 40
+#: Unix socket paths (``<root>/djr-<pid>-<8>/session_<date>_<time>_<pid>/sockets/plasma_store``)
+#: must stay under 108 bytes: about 22 bytes for our directory and 61 for Ray's session and
+#: socket names leave 24 for the root; a longer temp root falls back to /tmp.
+_MAX_TEMP_ROOT = 24
 _SETUP_HOOK_ENV = "__RAY_WORKER_PROCESS_SETUP_HOOK_ENV_VAR"  # ray_constants, read by workers
 _HOST = r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])"
 _ADDRESS = re.compile(rf"^(?P<scheme>ray://)?(?P<host>{_HOST}):(?P<port>[0-9]{{1,5}})$")
