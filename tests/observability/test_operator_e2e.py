@@ -224,7 +224,8 @@ def test_prometheus_scrapes_a_real_operator_and_runner(
         raise AssertionError(
             "panels without data:\n" + "\n".join(missing) + f"\njob status: {status}"
         ) from None
-    assert (job_obj(k8s_cluster, namespace, "demo")["status"]["phase"]) == "Running"
+    # (The job may have finished by now on a slow machine; the panels were asked while it ran,
+    # and the runner's series stay in Prometheus either way.)
 
     _wait_phase(k8s_cluster, namespace, "demo", {"Succeeded"}, 600)
     # The operator keeps the finished job's figures after its runner is gone.
