@@ -1,6 +1,7 @@
 """kuberay mode end to end: a djjob whose RayCluster the real KubeRay operator runs, its head and
 worker pods real Ray nodes on the process node, the runner pod driving them over Ray Client;
-the partitions run on the worker pod and the output is byte-identical to a local run."""
+the partitions run on the worker pods and the output is byte-identical to a local run, also
+when a worker pod is deleted mid-job."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from kubernetes import client
 
 from tests.harness.cluster import Cluster
 from tests.harness.ports import free_port, free_ray_ports
+from tests.harness.waiting import wait_for
 from tests.k8s import raycluster
 from tests.k8s.operator_support import (
     DEMO_DATA,
@@ -27,6 +29,7 @@ from tests.k8s.operator_support import (
     operator,
     short_tmp,
     wait_condition,
+    with_test_ops,
 )
 
 pytestmark = pytest.mark.k8s
@@ -35,9 +38,9 @@ __all__ = ["operator"]
 JOB = "kr"
 
 
-def kuberay_job() -> dict:
-    """examples/job-kuberay.yaml on ports of its own: a head with no CPUs for tasks and one
-    worker of 1 CPU, each with a small object store."""
+def kuberay_job(workers: int = 1) -> dict:
+    """examples/job-kuberay.yaml on ports of its own: a head with no CPUs for tasks and
+    `workers` workers of 1 CPU, each with a small object store."""
     job = short_tmp(yaml.safe_load((ROOT / "examples" / "job-kuberay.yaml").read_text()))
     job["metadata"]["name"] = JOB
     ports = free_ray_ports()
@@ -52,9 +55,9 @@ def kuberay_job() -> dict:
     ray["workerGroups"] = [
         {
             "name": "workers",
-            "replicas": 1,
-            "minReplicas": 1,
-            "maxReplicas": 1,
+            "replicas": workers,
+            "minReplicas": workers,
+            "maxReplicas": workers,
             "rayStartParams": {"num-cpus": "1", **store},
             "resources": small,
         }
@@ -72,6 +75,14 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> bytes:
 
 def claim_dir(cluster: Cluster, namespace: str) -> Path:
     return cluster.node.pvc_dir(namespace, f"{JOB}-data")
+
+
+def slow_job() -> dict:
+    """Two workers; each partition (50 rows) holds its worker for 4 s in a test op, so a worker
+    pod can be deleted while it runs one."""
+    job = with_test_ops(kuberay_job(workers=2))
+    job["spec"]["recipe"]["process"].insert(0, {"slow_mapper": {"seconds": 4.0}})
+    return job
 
 
 def event_writers(cluster: Cluster, namespace: str, event_type: str) -> set[str]:
@@ -120,3 +131,57 @@ def test_kuberay_job_runs_its_partitions_on_the_worker_pod(
         print(f"kuberay djjob: apply -> Succeeded in {elapsed:.1f}s")
         print(k8s_cluster.kubectl("describe", "djjob", JOB, "-n", namespace).stdout[-3000:])
     assert job_obj(k8s_cluster, namespace, JOB)["status"]["phase"] == "Succeeded"
+
+
+@pytest.fixture(scope="module")
+def slow_reference(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    return local_reference(
+        tmp_path_factory.mktemp("slow-reference"),
+        slow_job()["spec"]["recipe"],
+        {"input/demo.jsonl": DEMO_DATA.read_text()},
+    )
+
+
+def test_a_worker_pod_deleted_mid_job_is_replaced_and_the_output_is_identical(
+    k8s_cluster: Cluster,
+    namespace: str,
+    operator: OperatorProcess,
+    core: client.CoreV1Api,
+    slow_reference: bytes,
+) -> None:
+    demo_data(k8s_cluster, namespace)
+    started = time.monotonic()
+    apply(k8s_cluster, namespace, slow_job())
+    cluster = f"{JOB}-ray"
+
+    def worker_pods() -> dict[str, str]:
+        return {
+            p.metadata.name.replace("-", "_"): p.metadata.name
+            for p in raycluster.ray_pods(core, namespace, cluster)
+            if p.metadata.labels["ray.io/node-type"] == "worker"
+        }
+
+    def a_busy_worker() -> str | None:
+        busy = event_writers(k8s_cluster, namespace, "partition_start") & set(worker_pods())
+        return worker_pods()[sorted(busy)[0]] if busy else None
+
+    victim = wait_for(a_busy_worker, 240, "a partition started on a worker pod", interval=0.2)
+    job = job_obj(k8s_cluster, namespace, JOB)
+    assert job["status"]["phase"] == "Running"
+    core.delete_namespaced_pod(victim, namespace)
+    wait_for(
+        lambda: victim not in worker_pods().values() and len(worker_pods()) == 2,
+        120,
+        f"KubeRay to replace the deleted worker pod {victim}",
+    )
+    job = wait_condition(k8s_cluster, namespace, JOB, "Succeeded", timeout=400)
+    elapsed = time.monotonic() - started
+    print(f"kuberay djjob with a worker deleted: apply -> Succeeded in {elapsed:.1f}s")
+    print(f"restarts: {job['status']['restarts']}; attempts: {job['status']['attempts']}")
+    output = (claim_dir(k8s_cluster, namespace) / "output" / "result.jsonl").read_bytes()
+    assert output == slow_reference
+    # The partitions ran on the worker pods only (the head has no CPUs), on more than one.
+    writers = event_writers(k8s_cluster, namespace, "partition_start")
+    workers = {w for w in writers if "_workers_worker_" in w}
+    assert writers == workers and len(workers) >= 2, writers
+    assert victim.replace("-", "_") in workers
