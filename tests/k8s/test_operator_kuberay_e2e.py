@@ -85,19 +85,35 @@ def slow_job() -> dict:
     return job
 
 
-def event_writers(cluster: Cluster, namespace: str, event_type: str) -> set[str]:
-    """The hosts (pod names) whose processes wrote events of `event_type` in the job's log."""
+def logged(cluster: Cluster, namespace: str, event_type: str) -> list[tuple[str, dict]]:
+    """(host, record) of every event of `event_type` in the job's log; the host is the pod
+    whose process wrote the segment (its name with `-` as `_`)."""
     log_dir = claim_dir(cluster, namespace) / ".datajuicer" / namespace / JOB
-    hosts = set()
+    found = []
     for path in log_dir.rglob("events-*.jsonl"):
+        host = path.name.removeprefix("events-").rsplit("-", 3)[0]
         for line in path.read_text().splitlines():
             try:
                 record = json.loads(line)
             except ValueError:
                 continue
             if record.get("event_type") == event_type:
-                hosts.add(path.name.removeprefix("events-").rsplit("-", 3)[0])
-    return hosts
+                found.append((host, record))
+    return found
+
+
+def print_timeline(cluster: Cluster, namespace: str) -> None:
+    """The runners' connect and processing times, from the event log (for the figures)."""
+    for kind in ("job_start", "ray_connected", "processing_start", "job_complete", "job_failed"):
+        for host, record in sorted(
+            logged(cluster, namespace, kind), key=lambda e: e[1]["timestamp"]
+        ):
+            print(f"{record['timestamp']:.1f} {host} {kind}: {record['message'][:120]}")
+
+
+def event_writers(cluster: Cluster, namespace: str, event_type: str) -> set[str]:
+    """The pods whose processes wrote events of `event_type` in the job's log."""
+    return {host for host, _ in logged(cluster, namespace, event_type)}
 
 
 def test_kuberay_job_runs_its_partitions_on_the_worker_pod(
@@ -185,3 +201,48 @@ def test_a_worker_pod_deleted_mid_job_is_replaced_and_the_output_is_identical(
     workers = {w for w in writers if "_workers_worker_" in w}
     assert writers == workers and len(workers) >= 2, writers
     assert victim.replace("-", "_") in workers
+    retries = [r["message"] for _, r in logged(k8s_cluster, namespace, "partition_retry")]
+    print("partition retries:", retries)
+
+
+def test_the_head_pod_deleted_mid_job_the_next_runner_resumes_to_identical_output(
+    k8s_cluster: Cluster,
+    namespace: str,
+    operator: OperatorProcess,
+    core: client.CoreV1Api,
+    slow_reference: bytes,
+) -> None:
+    demo_data(k8s_cluster, namespace)
+    started = time.monotonic()
+    job = slow_job()
+    # The workers rejoin a new head only after their raylets give up on the old GCS.
+    job["spec"]["runner"]["env"].append({"name": "DJ_RUNNER_RAY_CONNECT_TIMEOUT_S", "value": "180"})
+    apply(k8s_cluster, namespace, job)
+    cluster = f"{JOB}-ray"
+    wait_for(
+        lambda: event_writers(k8s_cluster, namespace, "partition_start"),
+        240,
+        "a partition started on a worker pod",
+        interval=0.2,
+    )
+    (head,) = [
+        p.metadata.name
+        for p in raycluster.ray_pods(core, namespace, cluster)
+        if p.metadata.labels["ray.io/node-type"] == "head"
+    ]
+    # At once, as a crashed node goes: with a grace period the head finishes the running job.
+    core.delete_namespaced_pod(head, namespace, grace_period_seconds=0)
+    job = wait_condition(k8s_cluster, namespace, JOB, "Succeeded", timeout=500)
+    elapsed = time.monotonic() - started
+    status = job["status"]
+    print(f"kuberay djjob with the head deleted: apply -> Succeeded in {elapsed:.1f}s")
+    print(f"restarts: {status['restarts']}; attempts: {status['attempts']}")
+    output = (claim_dir(k8s_cluster, namespace) / "output" / "result.jsonl").read_bytes()
+    assert output == slow_reference
+    # The first runner lost Ray (exit 7); a later one resumed from the checkpoints.
+    assert status["attempts"][0]["exitCode"] == 7, status["attempts"]
+    assert status["attempts"][-1]["exitCode"] == 0
+    reasons = [e["reason"] for e in events(k8s_cluster, namespace, JOB)]
+    assert "Retrying" in reasons, reasons
+    print("events:", reasons)
+    print_timeline(k8s_cluster, namespace)
