@@ -62,11 +62,14 @@ def test_kuberay_cluster_is_accepted_and_the_runner_waits_for_it(
             {
                 "status": {
                     "state": "ready",
+                    "desiredWorkerReplicas": 2,
+                    "readyWorkerReplicas": 2,
                     "conditions": [
                         {
                             "type": "HeadPodReady",
                             "status": "True",
                             "reason": "HeadPodRunningAndReady",
+                            "message": "",
                             "lastTransitionTime": "2026-01-01T00:00:00Z",
                         }
                     ],

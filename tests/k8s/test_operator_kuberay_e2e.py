@@ -214,10 +214,7 @@ def test_the_head_pod_deleted_mid_job_the_next_runner_resumes_to_identical_outpu
 ) -> None:
     demo_data(k8s_cluster, namespace)
     started = time.monotonic()
-    job = slow_job()
-    # The workers rejoin a new head only after their raylets give up on the old GCS.
-    job["spec"]["runner"]["env"].append({"name": "DJ_RUNNER_RAY_CONNECT_TIMEOUT_S", "value": "180"})
-    apply(k8s_cluster, namespace, job)
+    apply(k8s_cluster, namespace, slow_job())
     cluster = f"{JOB}-ray"
     wait_for(
         lambda: event_writers(k8s_cluster, namespace, "partition_start"),

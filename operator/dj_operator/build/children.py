@@ -133,8 +133,14 @@ def runner_pod(job: Obj, spec: JobSpec, attempt: int, work_dir: str) -> Obj:
         {"name": c.ENV_JOB_NAMESPACE, "value": meta["namespace"]},
     ]
     if spec.ray.mode == c.MODE_KUBERAY:
+        # The runner waits for the head and every worker to join Ray, as long as the operator
+        # waits for the cluster: after a lost head the old workers rejoin only once their
+        # raylets have given up on the old GCS (about a minute), while KubeRay says `ready`.
         nodes = 1 + sum(group.replicas for group in spec.ray.worker_groups)
-        env.append({"name": c.ENV_RAY_MIN_NODES, "value": str(nodes)})
+        env += [
+            {"name": c.ENV_RAY_MIN_NODES, "value": str(nodes)},
+            {"name": c.ENV_RAY_CONNECT_TIMEOUT, "value": str(spec.ray.ready_timeout_seconds)},
+        ]
     env += copy.deepcopy(list(runner.env))
     container: Obj = {
         "name": c.RUNNER_CONTAINER,

@@ -174,6 +174,7 @@ def test_the_kuberay_runner_waits_for_the_head_and_every_worker() -> None:
     }
     env = children.runner_pod(job, parse_spec(job["spec"]), 1, "/w")["spec"]["containers"][0]
     assert {"name": "DJ_RUNNER_RAY_MIN_NODES", "value": "4"} in env["env"]
+    assert {"name": "DJ_RUNNER_RAY_CONNECT_TIMEOUT_S", "value": "600"} in env["env"]
     job["spec"]["ray"] = {"mode": "local"}
     env = children.runner_pod(job, parse_spec(job["spec"]), 1, "/w")["spec"]["containers"][0]
     assert all(e["name"] != "DJ_RUNNER_RAY_MIN_NODES" for e in env["env"])
