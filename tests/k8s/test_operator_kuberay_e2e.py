@@ -6,6 +6,7 @@ when a worker pod is deleted mid-job."""
 from __future__ import annotations
 
 import json
+import signal
 import time
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from tests.k8s.operator_support import (
     job_obj,
     local_reference,
     operator,
+    runner_pods,
     short_tmp,
     wait_condition,
     with_test_ops,
@@ -246,3 +248,39 @@ def test_the_head_pod_deleted_mid_job_the_next_runner_resumes_to_identical_outpu
     assert "Retrying" in reasons, reasons
     print("events:", reasons)
     print_timeline(k8s_cluster, namespace)
+
+
+def test_the_runner_pod_killed_mid_job_the_next_one_reuses_the_cluster(
+    k8s_cluster: Cluster,
+    namespace: str,
+    operator: OperatorProcess,
+    custom: client.CustomObjectsApi,
+    slow_reference: bytes,
+) -> None:
+    demo_data(k8s_cluster, namespace)
+    apply(k8s_cluster, namespace, slow_job())
+    cluster = f"{JOB}-ray"
+    wait_for(
+        lambda: event_writers(k8s_cluster, namespace, "partition_start"),
+        240,
+        "a partition started on a worker pod",
+        interval=0.2,
+    )
+    uid = raycluster.get(custom, namespace, cluster)["metadata"]["uid"]
+    k8s_cluster.node.kill_pod_process(namespace, f"{JOB}-runner-1", signal.SIGKILL)
+    # The next runner starts on the same RayCluster (it is removed only once the job ends;
+    # the runner needs at least one 4 s partition to get there).
+    wait_for(
+        lambda: len(runner_pods(k8s_cluster, namespace, JOB)) == 2, 120, "the second runner pod"
+    )
+    assert raycluster.get(custom, namespace, cluster)["metadata"]["uid"] == uid
+    job = wait_condition(k8s_cluster, namespace, JOB, "Succeeded", timeout=400)
+    status = job["status"]
+    print(f"restarts: {status['restarts']}; attempts: {status['attempts']}")
+    output = (claim_dir(k8s_cluster, namespace) / "output" / "result.jsonl").read_bytes()
+    assert output == slow_reference
+    assert status["attempts"][0]["exitCode"] == 137, status["attempts"]
+    assert status["attempts"][-1]["exitCode"] == 0
+    # Both runners joined that cluster.
+    connected = logged(k8s_cluster, namespace, "ray_connected")
+    assert sorted(host for host, _ in connected) == [f"{JOB}_runner_1", f"{JOB}_runner_2"]
