@@ -164,7 +164,9 @@ def _finished(segments: list[Segment]) -> list[Segment]:
 
 
 def _writer_name() -> str:
-    host = re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname())[:40] or "host"
+    # A pod's HOSTNAME is its name (the kubelet sets it): segments say which pod wrote them.
+    name = os.environ.get("HOSTNAME") or socket.gethostname()
+    host = re.sub(r"[^A-Za-z0-9_]", "_", name)[:40] or "host"
     return f"{host}-{os.getpid()}-{uuid.uuid4().hex[:10]}"
 
 

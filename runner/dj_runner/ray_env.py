@@ -12,7 +12,9 @@
 - ``host:port`` (a GCS) or ``ray://host:port`` (a Ray client server): that cluster. An address
   that is malformed, or that does not answer within ``DJ_RUNNER_RAY_CONNECT_TIMEOUT_S``
   (default 30 s; a ``ray://`` connect is retried within it, as a head may still be starting),
-  raises :class:`RayAddressError`, exit code 2.
+  raises :class:`RayAddressError`, exit code 2. With ``DJ_RUNNER_RAY_MIN_NODES`` set, the
+  runner then waits, within the same timeout, until that many nodes are alive; fewer raise
+  :class:`RayUnavailable` (exit 7, retryable: a node may still be starting).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dj_runner.errors import RunnerError
+from dj_runner.errors import RayUnavailable, RunnerError
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,9 @@ log = logging.getLogger(__name__)
 #: finds (and stops) exactly the processes it started.
 SESSION_ENV = "DJ_RUNNER_RAY_SESSION"
 CONNECT_TIMEOUT_ENV = "DJ_RUNNER_RAY_CONNECT_TIMEOUT_S"
+#: How many Ray nodes (the head included) a joined cluster must have alive before the job is
+#: planned: a cluster manager reports pods ready a few seconds before their nodes join Ray.
+MIN_NODES_ENV = "DJ_RUNNER_RAY_MIN_NODES"
 _SESSION_PREFIX = "djr-"
 _OWNER_LOCK = "owner.lock"
 #: Unix socket paths (``<root>/djr-<pid>-<8>/session_<date>_<time>_<pid>/sockets/plasma_store``)
@@ -153,6 +158,7 @@ def preflight(address: str | None) -> RayTarget:
     raises RayAddressError. For the embedded mode, clean up after killed runners."""
     target = resolve_target(address)
     if target.mode in ("gcs", "client"):
+        min_nodes()
         _require_answer(target, connect_timeout())
     elif target.mode == "embedded":
         sweep_stale_sessions()
@@ -293,6 +299,7 @@ def _join_gcs(target: RayTarget, common: dict[str, Any]) -> RayConnection:
     what = f"{target.source} {target.address!r}"
     with _neutral_cwd(), _loopback_only(target.host in ("127.0.0.1", "::1", "localhost")):
         _init_bounded(timeout, what, address=target.address, **common)
+    _wait_for_nodes(what, time.monotonic() + timeout)
     return RayConnection(str(target.address), _current().cpus, "joined")
 
 
@@ -330,13 +337,18 @@ def _join_client(target: RayTarget, common: dict[str, Any]) -> RayConnection:
         _require_answer(target, max(0.5, deadline - time.monotonic()))
         try:
             _init_bounded(
-                max(1.0, deadline - time.monotonic()), what, address=target.address, **common
+                max(1.0, deadline - time.monotonic()),
+                what,
+                address=target.address,
+                runtime_env=_worker_runtime_env(),
+                **common,
             )
             break
         except RayAddressError:
             if time.monotonic() + 1.0 >= deadline:
                 raise
             time.sleep(1.0)
+    _wait_for_nodes(what, deadline)
     return RayConnection(str(target.address), _current().cpus, "client")
 
 
@@ -398,6 +410,51 @@ def _signal_handlers_kept() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, saved)
+
+
+def min_nodes() -> int:
+    raw = os.environ.get(MIN_NODES_ENV, "")
+    if not raw:
+        return 0
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if value < 1:
+        raise RayAddressError(f"{MIN_NODES_ENV}={raw!r}: expected a number of Ray nodes >= 1")
+    return value
+
+
+def _wait_for_nodes(what: str, deadline: float) -> None:
+    """Wait until ``DJ_RUNNER_RAY_MIN_NODES`` nodes of the joined cluster are alive."""
+    import ray
+
+    wanted = min_nodes()
+    alive = 0
+    while wanted:
+        alive = sum(1 for node in ray.nodes() if node.get("Alive"))
+        if alive >= wanted:
+            return
+        if time.monotonic() >= deadline:
+            raise RayUnavailable(
+                f"{what}: {alive} of the {wanted} Ray nodes ({MIN_NODES_ENV}) alive after "
+                f"{connect_timeout():g} s ({CONNECT_TIMEOUT_ENV})"
+            )
+        time.sleep(0.5)
+
+
+def _worker_runtime_env() -> dict[str, Any] | None:
+    """The job's runtime env on a cluster it joins over Ray Client: the custom op modules
+    (``DJ_RUNNER_OP_MODULES``) and the ``PYTHONPATH`` they are found on reach the cluster's
+    workers, as they reach an embedded Ray's through the environment."""
+    from dj_runner.ops.registry import OP_MODULES_ENV
+
+    env_vars = {}
+    if os.environ.get(OP_MODULES_ENV):
+        env_vars[OP_MODULES_ENV] = os.environ[OP_MODULES_ENV]
+        if _absolute_pythonpath():
+            env_vars["PYTHONPATH"] = _absolute_pythonpath()
+    return {"env_vars": env_vars} if env_vars else None
 
 
 def _absolute_pythonpath() -> str:

@@ -48,7 +48,7 @@ def test_kuberay_cluster_is_accepted_and_the_runner_waits_for_it(
     assert condition(job, "ClusterReady")["status"] == "False"
     assert runner_pods(k8s_cluster, namespace, "demo-kuberay") == []
 
-    # KubeRay (not running here) would report the cluster ready; the runner then starts.
+    # A ready cluster as KubeRay reports it (head pod ready); the runner then starts.
     k8s_cluster.kubectl(
         "patch",
         "raycluster",
@@ -58,7 +58,24 @@ def test_kuberay_cluster_is_accepted_and_the_runner_waits_for_it(
         "--subresource=status",
         "--type=merge",
         "-p",
-        json.dumps({"status": {"state": "ready"}}),
+        json.dumps(
+            {
+                "status": {
+                    "state": "ready",
+                    "desiredWorkerReplicas": 2,
+                    "readyWorkerReplicas": 2,
+                    "conditions": [
+                        {
+                            "type": "HeadPodReady",
+                            "status": "True",
+                            "reason": "HeadPodRunningAndReady",
+                            "message": "",
+                            "lastTransitionTime": "2026-01-01T00:00:00Z",
+                        }
+                    ],
+                }
+            }
+        ),
     )
     wait_condition(k8s_cluster, namespace, "demo-kuberay", "ClusterReady", timeout=60)
     pods = wait_for(lambda: runner_pods(k8s_cluster, namespace, "demo-kuberay"), 60, "runner")

@@ -72,6 +72,32 @@ def test_a_bad_connect_timeout_is_refused(monkeypatch):
         preflight("127.0.0.1:6379")
 
 
+@pytest.mark.parametrize("value", ["two", "0", "-1"])
+def test_a_bad_min_nodes_is_refused_before_any_work(monkeypatch, value):
+    monkeypatch.setenv(ray_env.MIN_NODES_ENV, value)
+    with pytest.raises(RayAddressError, match=f"DJ_RUNNER_RAY_MIN_NODES='{value}'"):
+        preflight("ray://127.0.0.1:10001")
+
+
+def test_the_wait_for_nodes_counts_alive_ones_and_is_bounded(monkeypatch):
+    import ray
+
+    from dj_runner.errors import RayUnavailable
+
+    nodes = [{"Alive": True}, {"Alive": False}]
+    monkeypatch.setattr(ray, "nodes", lambda: list(nodes))
+    monkeypatch.setenv(ray_env.MIN_NODES_ENV, "2")
+    t0 = time.monotonic()
+    with pytest.raises(RayUnavailable, match="1 of the 2 Ray nodes"):
+        ray_env._wait_for_nodes("the cluster", time.monotonic() + 1.0)
+    assert 0.9 <= time.monotonic() - t0 < 5
+    nodes.append({"Alive": True})
+    ray_env._wait_for_nodes("the cluster", time.monotonic() + 1.0)  # 2 alive: returns
+    monkeypatch.delenv(ray_env.MIN_NODES_ENV)
+    nodes.clear()
+    ray_env._wait_for_nodes("the cluster", time.monotonic())  # no minimum: no wait
+
+
 def test_auto_with_a_stale_address_file_starts_an_embedded_ray(tmp_path, monkeypatch):
     monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
     target, note = ray_env._resolve_auto()

@@ -42,6 +42,10 @@ DEFAULT_RUNNER_IMAGE = "datajuicer/dj-runner:0.1.0"
 DEFAULT_RUNNER_COMMAND = ("dj-runner",)
 ENV_JOB_NAME = "DJ_JOB_NAME"
 ENV_JOB_NAMESPACE = "DJ_JOB_NAMESPACE"
+#: kuberay mode: the runner waits for this many alive Ray nodes (the head and every worker).
+ENV_RAY_MIN_NODES = "DJ_RUNNER_RAY_MIN_NODES"
+#: kuberay mode: how long the runner waits for the cluster (spec.ray.readyTimeoutSeconds).
+ENV_RAY_CONNECT_TIMEOUT = "DJ_RUNNER_RAY_CONNECT_TIMEOUT_S"
 
 # Ray (KubeRay's own defaults for the head's ports).
 RAY_API_VERSION = "ray.io/v1"

@@ -131,8 +131,17 @@ def runner_pod(job: Obj, spec: JobSpec, attempt: int, work_dir: str) -> Obj:
     env = [
         {"name": c.ENV_JOB_NAME, "value": meta["name"]},
         {"name": c.ENV_JOB_NAMESPACE, "value": meta["namespace"]},
-        *copy.deepcopy(list(runner.env)),
     ]
+    if spec.ray.mode == c.MODE_KUBERAY:
+        # The runner waits for the head and every worker to join Ray, as long as the operator
+        # waits for the cluster: after a lost head the old workers rejoin only once their
+        # raylets have given up on the old GCS (about a minute), while KubeRay says `ready`.
+        nodes = 1 + sum(group.replicas for group in spec.ray.worker_groups)
+        env += [
+            {"name": c.ENV_RAY_MIN_NODES, "value": str(nodes)},
+            {"name": c.ENV_RAY_CONNECT_TIMEOUT, "value": str(spec.ray.ready_timeout_seconds)},
+        ]
+    env += copy.deepcopy(list(runner.env))
     container: Obj = {
         "name": c.RUNNER_CONTAINER,
         "image": runner.image,
@@ -279,11 +288,17 @@ def ray_cluster(job: Obj, spec: JobSpec) -> Obj:
 
 
 def ray_cluster_ready(cluster: Obj | None) -> bool:
-    """KubeRay's readiness: status.state `ready`, or condition RayClusterProvisioned/HeadPodReady."""
+    """Whether the runner may start on the cluster: KubeRay's head pod is ready (HeadPodReady;
+    `state: ready` stays after the head dies), the cluster was provisioned (`state: ready` or
+    RayClusterProvisioned) and every desired worker pod is ready (KubeRay reports `ready` as
+    soon as the pods run; the runner then waits for their Ray nodes)."""
     if not cluster:
         return False
     status = cluster.get("status") or {}
-    if status.get("state") == "ready":
-        return True
     conds = {cond.get("type"): cond.get("status") for cond in status.get("conditions") or []}
-    return conds.get("RayClusterProvisioned") == "True" and conds.get("HeadPodReady") == "True"
+    if conds.get("HeadPodReady") != "True":
+        return False
+    if status.get("state") != "ready" and conds.get("RayClusterProvisioned") != "True":
+        return False
+    desired = status.get("desiredWorkerReplicas", 0) or 0
+    return (status.get("readyWorkerReplicas", 0) or 0) >= desired

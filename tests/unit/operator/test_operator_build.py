@@ -166,23 +166,55 @@ def test_ray_cluster() -> None:
         assert template["spec"]["containers"][0]["volumeMounts"][0]["mountPath"] == "/data"
 
 
+def test_the_kuberay_runner_waits_for_the_head_and_every_worker() -> None:
+    job = make_job()
+    job["spec"]["ray"] = {
+        "mode": "kuberay",
+        "workerGroups": [{"name": "a", "replicas": 2, "maxReplicas": 2}, {"name": "b"}],
+    }
+    env = children.runner_pod(job, parse_spec(job["spec"]), 1, "/w")["spec"]["containers"][0]
+    assert {"name": "DJ_RUNNER_RAY_MIN_NODES", "value": "4"} in env["env"]
+    assert {"name": "DJ_RUNNER_RAY_CONNECT_TIMEOUT_S", "value": "600"} in env["env"]
+    job["spec"]["ray"] = {"mode": "local"}
+    env = children.runner_pod(job, parse_spec(job["spec"]), 1, "/w")["spec"]["containers"][0]
+    assert all(e["name"] != "DJ_RUNNER_RAY_MIN_NODES" for e in env["env"])
+
+
+HEAD_READY = {"type": "HeadPodReady", "status": "True"}
+PROVISIONED = {"type": "RayClusterProvisioned", "status": "True"}
+
+
 @pytest.mark.parametrize(
     ("status", "ready"),
     [
         (None, False),
         ({}, False),
-        ({"state": "ready"}, True),
-        ({"state": "failed"}, False),
+        ({"state": "ready", "conditions": [HEAD_READY]}, True),
+        # KubeRay keeps `ready` after the head pod dies: HeadPodReady decides.
+        ({"state": "ready"}, False),
+        ({"state": "ready", "conditions": [{**HEAD_READY, "status": "False"}]}, False),
+        ({"state": "failed", "conditions": [HEAD_READY]}, False),
+        ({"conditions": [PROVISIONED, HEAD_READY]}, True),
+        ({"conditions": [HEAD_READY]}, False),
+        # Every desired worker pod ready, not only the head.
         (
             {
-                "conditions": [
-                    {"type": "RayClusterProvisioned", "status": "True"},
-                    {"type": "HeadPodReady", "status": "True"},
-                ]
+                "state": "ready",
+                "conditions": [HEAD_READY],
+                "desiredWorkerReplicas": 2,
+                "readyWorkerReplicas": 1,
+            },
+            False,
+        ),
+        (
+            {
+                "state": "ready",
+                "conditions": [HEAD_READY],
+                "desiredWorkerReplicas": 2,
+                "readyWorkerReplicas": 2,
             },
             True,
         ),
-        ({"conditions": [{"type": "HeadPodReady", "status": "True"}]}, False),
     ],
 )
 def test_ray_cluster_ready(status: dict | None, ready: bool) -> None:

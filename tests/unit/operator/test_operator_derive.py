@@ -280,7 +280,8 @@ KUBERAY = {"ray": {"mode": "kuberay", "readyTimeoutSeconds": 300}}
 
 
 def cluster(ready: bool, created: str = "2026-11-30T05:28:00Z") -> dict:
-    status = {"state": "ready"} if ready else {}
+    head = [{"type": "HeadPodReady", "status": "True"}]
+    status = {"state": "ready", "conditions": head} if ready else {}
     return {"metadata": {"name": "demo-ray", "creationTimestamp": created}, "status": status}
 
 
