@@ -111,6 +111,9 @@ def test_a_cluster_never_ready_fails_the_job(
 ) -> None:
     job = kuberay_job()
     job["spec"]["ray"]["readyTimeoutSeconds"] = 3
+    # Never ready, whatever the machine's speed: the real KubeRay operator runs in the test
+    # cluster, and a head whose `ray start` is refused never becomes ready.
+    job["spec"]["ray"]["headGroup"]["rayStartParams"]["num-cpus"] = "not-a-number"
     apply(k8s_cluster, namespace, job)
     failed = wait_condition(k8s_cluster, namespace, "demo-kuberay", "Failed", timeout=60)
     failure = failed["status"]["failure"]

@@ -36,19 +36,19 @@ _NOT_OPS = frozenset({"base", "params", "registry", "textutil", "unicode_tables"
 
 def _load_all() -> None:
     global _LOADED
-    if _LOADED:
-        return
-    import dj_runner.ops as pkg
+    if not _LOADED:
+        import dj_runner.ops as pkg
 
-    for mod in pkgutil.iter_modules(pkg.__path__):
-        # Helpers, not ops: the base classes, this registry, text helpers and their tables,
-        # and private modules (the C kernels).
-        if mod.name not in _NOT_OPS and not mod.name.startswith("_"):
-            importlib.import_module(f"dj_runner.ops.{mod.name}")
-    # Custom ops: modules named in DJ_RUNNER_OP_MODULES (comma-separated) register theirs.
+        for mod in pkgutil.iter_modules(pkg.__path__):
+            # Helpers, not ops: the base classes, this registry, text helpers and their tables,
+            # and private modules (the C kernels).
+            if mod.name not in _NOT_OPS and not mod.name.startswith("_"):
+                importlib.import_module(f"dj_runner.ops.{mod.name}")
+        _LOADED = True
+    # Custom ops: modules named in DJ_RUNNER_OP_MODULES (comma-separated) register theirs,
+    # also when the variable is set after the first lookup (importing twice is a no-op).
     for name in filter(None, os.environ.get(OP_MODULES_ENV, "").split(",")):
         importlib.import_module(name.strip())
-    _LOADED = True
 
 
 def all_ops() -> dict[str, type[Op]]:
