@@ -54,7 +54,6 @@ class Resync(threading.Thread):
 
     def pass_once(self) -> None:
         seen = 0
-        listed: list[dict] = []
         for namespace in self.namespaces:
             for job in self.kube.list_jobs(namespace):
                 seen += 1
@@ -64,7 +63,6 @@ class Resync(threading.Thread):
                     fnmatch.fnmatchcase(meta["namespace"], p) for p in self.patterns
                 ):
                     continue
-                listed.append(job)
                 finished = status.get("phase") in c.TERMINAL_PHASES
                 if finished and (job.get("spec") or {}).get("ttlSecondsAfterFinished") is None:
                     continue
@@ -81,8 +79,3 @@ class Resync(threading.Thread):
                 if self._stop.is_set():
                     return
         self.jobs_seen = seen
-        # The metrics' job index follows the watch; a full list also drops what a lost
-        # DELETED event left behind.
-        from dj_operator.metrics import default_metrics
-
-        default_metrics().index.replace_all(listed)
