@@ -25,7 +25,7 @@ from tests.harness.binaries import REPO_ROOT
 from tests.harness.cluster import Cluster
 from tests.harness.containers import project_image
 from tests.harness.waiting import wait_for
-from tests.k8s.chartutil import CHART, TOP_LEVEL_CRD
+from tests.k8s.chartutil import CHART
 
 JOB_EXAMPLE = REPO_ROOT / "examples" / "job.yaml"
 DEMO_DATA = REPO_ROOT / "examples" / "data" / "demo.jsonl"
@@ -48,10 +48,6 @@ pytestmark = [
     pytest.mark.k8s,
     pytest.mark.slow,
     pytest.mark.timeout(3600),
-    pytest.mark.skipif(
-        not (TOP_LEVEL_CRD.exists() and JOB_EXAMPLE.exists()),
-        reason="needs the operator's crds/datajuicer.io_datajuicerjobs.yaml and examples/job.yaml",
-    ),
 ]
 
 
