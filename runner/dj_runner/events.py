@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dj_runner.nospace import raising_no_space
+
 #: The single file of logs written before per-writer segments, and its rotated copies
 #: (``events.jsonl.NNNNNN``); still read, never written.
 LOG_NAME = "events.jsonl"
@@ -314,7 +316,8 @@ class EventLogger:
     def log(self, event_type: str, message: str = "", **fields: Any) -> str:
         """Append one event; returns its event_id. Fields with value None are left out.
 
-        Raises OSError when the event cannot be written (a full disk); the log stays readable.
+        Raises ``NoSpace`` (naming the segment) when the device is full, ``OSError`` for other
+        write errors; the log stays readable either way.
         """
         level = EVENT_LEVELS.get(event_type, "INFO")
         if not self.enabled or LEVELS[level] < self._min_level:
@@ -340,7 +343,8 @@ class EventLogger:
                 if value is not None:
                     record[key] = value
             line = (json.dumps(record, default=str, ensure_ascii=False) + "\n").encode()
-            writer.append(line)
+            with raising_no_space(writer.path):
+                writer.append(line)
             return record["event_id"]
 
     def close(self) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from dj_runner import events as events_module
+from dj_runner.errors import NoSpace
 from dj_runner.events import (
     EventLogger,
     follow_events,
@@ -288,8 +289,9 @@ def test_a_failed_write_leaves_one_unreadable_line_never_a_glued_one(tmp_path, m
     with EventLogger(tmp_path, "j") as log:
         log.log("op_complete", operation_idx=0)
         disk_full[0] = 2
-        with pytest.raises(OSError):
+        with pytest.raises(NoSpace, match="no space left on device") as failed:
             log.log("op_complete", operation_idx=1)
+        assert failed.value.path == str(log.path)  # names the segment it could not write
         log.log("op_complete", operation_idx=2)
     assert [e.get("operation_idx") for e in read_events(tmp_path)] == [0, 2]
     lines = log_files(tmp_path)[0].read_bytes().split(b"\n")
