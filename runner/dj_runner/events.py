@@ -200,13 +200,14 @@ class _SegmentWriter:
 
     def append(self, line: bytes) -> None:
         """Write ``line`` whole, starting a new segment first when it would not fit."""
+        if self.seq == 0 or (self.size > 0 and self.size + len(line) > self.max_bytes):
+            self._next_segment()
+            self.torn = False  # a fragment ending a finished segment is a torn last line
+        elif self.fd is None:  # closed by the last logger of this process; reopened here
+            self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         if self.torn:
             self._write_all(b"\n")  # end the fragment: one unparsable line, never a glued one
             self.torn = False
-        if self.seq == 0 or (self.size > 0 and self.size + len(line) > self.max_bytes):
-            self._next_segment()
-        elif self.fd is None:
-            self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self._write_all(line)
 
     def _write_all(self, data: bytes) -> None:

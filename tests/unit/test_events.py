@@ -299,6 +299,32 @@ def test_a_failed_write_leaves_one_unreadable_line_never_a_glued_one(tmp_path, m
     assert json.loads(lines[2])["operation_idx"] == 2
 
 
+def test_a_torn_write_is_closed_by_the_next_logger_of_the_process(tmp_path, monkeypatch):
+    # A Ray worker runs the next partition's task with a new logger on the same segment: the
+    # fragment the last task's full disk left must be ended, not crash the new logger.
+    real_write = os.write
+    script: list[str] = []  # the next write calls: what write(2) does as a disk fills
+
+    def write(fd, data):
+        step = script.pop(0) if script else "ok"
+        if step == "short":
+            return real_write(fd, bytes(data[:10]))
+        if step == "full":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(events_module, "_write_fd", write)
+    with EventLogger(tmp_path, "j") as log:
+        log.log("op_complete", operation_idx=0)
+        script[:] = ["short", "full"]
+        with pytest.raises(NoSpace):
+            log.log("op_complete", operation_idx=1)
+    with EventLogger(tmp_path, "j") as log:  # the fd was closed with the last logger
+        log.log("op_complete", operation_idx=2)
+    assert [e.get("operation_idx") for e in read_events(tmp_path)] == [0, 2]
+    assert len(log_files(tmp_path)) == 1
+
+
 def test_readers_skip_a_torn_last_line(tmp_path):
     with EventLogger(tmp_path, "j") as log:
         log.log("job_start")
