@@ -116,7 +116,8 @@ def classify(rec: Obj) -> Classified:
         return Classified(TERMINAL, c.R_INVALID_INPUT)
     if code == c.EXIT_REFUSED:
         return Classified(TERMINAL, c.R_RESUME_REFUSED)
-    # 5, 6, 7, 70, 128+N, a deleted pod, an eviction, anything unexpected: retried, bounded.
+    # 5, 6, 7, 8 (no space), 70, 128+N, a deleted pod, an eviction, anything unexpected:
+    # retried, bounded.
     return Classified(RETRYABLE)
 
 
