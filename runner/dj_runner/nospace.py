@@ -27,28 +27,36 @@ def is_no_space(exc: BaseException) -> bool:
     return isinstance(exc, NoSpace) or (isinstance(exc, OSError) and exc.errno in NO_SPACE_ERRNOS)
 
 
-def free_space(path: str | Path) -> tuple[int, int] | None:
-    """``(free, total)`` bytes of the filesystem holding ``path`` (or its nearest existing
-    ancestor) for an unprivileged writer; None when ``statvfs`` cannot tell."""
+def _statvfs(path: str | Path) -> os.statvfs_result | None:
+    """``statvfs`` of the filesystem holding ``path`` or its nearest existing ancestor."""
     probe = Path(os.path.abspath(path))
     while not probe.exists() and probe.parent != probe:
         probe = probe.parent
     try:
-        st = os.statvfs(probe)
+        return os.statvfs(probe)
     except OSError:
         return None
-    return st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
+
+
+def free_space(path: str | Path) -> tuple[int, int] | None:
+    """``(free, total)`` bytes of the filesystem holding ``path`` for an unprivileged writer;
+    None when ``statvfs`` cannot tell."""
+    st = _statvfs(path)
+    return None if st is None else (st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize)
 
 
 def no_space(path: str | Path, exc: OSError) -> NoSpace:
     """The ``NoSpace`` error for a write of ``path`` that failed with ``exc``."""
-    reason = (
-        "disk quota exceeded"
-        if exc.errno == errno.EDQUOT
-        else "no space left on device (the filesystem is full)"
-    )
-    space = free_space(path)
-    return NoSpace(str(path), reason, *(space if space is not None else (None, None)))
+    st = _statvfs(path)
+    if exc.errno == errno.EDQUOT:
+        reason = "disk quota exceeded"
+    elif st is not None and st.f_files > 0 and st.f_favail == 0:
+        reason = "no space left on device (no free inodes: the filesystem's file limit is reached)"
+    else:
+        reason = "no space left on device (the filesystem is full)"
+    if st is None:
+        return NoSpace(str(path), reason, None, None)
+    return NoSpace(str(path), reason, st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize)
 
 
 @contextlib.contextmanager

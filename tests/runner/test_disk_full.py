@@ -147,7 +147,10 @@ def assert_full_disk_failure(proc: Any, path_prefix: Path) -> str:
     """Exit 8, one clear line naming a path under ``path_prefix``; returns that line."""
     assert proc.returncode == EXIT_NO_SPACE, proc.stderr
     assert "Traceback" not in proc.stderr
-    line = next(ln for ln in proc.stderr.splitlines() if "no space left on device" in ln)
+    line = next(
+        ln for ln in proc.stderr.splitlines() if ln.startswith("job ") and " failed: " in ln
+    )
+    assert "no space left on device" in line
     assert f"cannot write {path_prefix}" in line, line
     assert "free of" in line  # the space left, from statvfs
     assert "resume with the same command" in proc.stderr
@@ -158,6 +161,29 @@ def snapshot(ns: MountNamespace, work: Path, to: Path) -> Path:
     """Copy the work dir out of the namespace's tmpfs, to check it from this process."""
     ns.check("cp", "-a", str(work), str(to))
     return to
+
+
+def assert_commits_intact(work: Path) -> tuple[list[int], list[int]]:
+    """Every partition's newest commit loads whole (size, checksum, rows as committed) and no
+    temporary is left; returns the partitions hashed for the dedup, and those with a commit."""
+    committed = commits_by_partition(work)
+    for pid, commits in committed.items():
+        store = CheckpointDir(work / "checkpoints" / f"p{pid:05d}", "parquet", "none")
+        newest = max(commits, key=lambda c: c.key)
+        assert store.load(newest).num_rows == newest.rows
+        assert not list(store.dir.glob(".*.tmp-*")), "a failed write left its temporary"
+    hashed = sorted(pid for pid, cs in committed.items() if max(c.key for c in cs) >= HASHED)
+    return hashed, sorted(committed)
+
+
+def resume_identically(ns: MountNamespace, rec: Path, work: Path, export: Path, clean: CleanRun):
+    """Run the same command again: exit 0, the clean run's bytes; returns its events."""
+    resumed = dj(ns, "run", str(rec), "--work-dir", str(work))
+    assert resumed.returncode == EXIT_OK, resumed.stderr
+    copy = work.parent.parent / f"{export.name}.copy"
+    ns.check("cp", str(export), str(copy))
+    assert copy.read_bytes() == clean.output
+    return events_since_last_start(ns, work)
 
 
 def test_a_disk_that_fills_mid_job_fails_with_exit_8_and_keeps_every_committed_checkpoint(
@@ -187,30 +213,17 @@ def test_a_disk_that_fills_mid_job_fails_with_exit_8_and_keeps_every_committed_c
     status = json.loads(dj(ns, "status", str(work), "--json").stdout)
     assert status["state"] == "failed" and "no space left on device" in status["error"]["message"]
 
-    # Every commit record's file is whole: size, checksum and rows as committed.
-    snap = snapshot(ns, work, tmp_path / "after-failure")
-    committed = commits_by_partition(snap)
-    for pid, commits in committed.items():
-        store = CheckpointDir(snap / "checkpoints" / f"p{pid:05d}", "parquet", "none")
-        newest = max(commits, key=lambda c: c.key)
-        assert store.load(newest).num_rows == newest.rows
-        assert not list(store.dir.glob(".*.tmp-*")), "a failed write left its temporary"
-    hashed = sorted(pid for pid, cs in committed.items() if max(c.key for c in cs) >= HASHED)
-    started = sorted(committed)
+    hashed, started = assert_commits_intact(snapshot(ns, work, tmp_path / "after-failure"))
     assert 1 <= len(hashed) < PARTITIONS, (hashed, line)  # it filled mid-way, not at once
     assert ns.run("test", "-e", str(export)).returncode == 1  # no export, not even a part
 
     # Space freed: the same command resumes from what was committed.
     ns.resize(vol, ROOMY)
     t0 = time.monotonic()
-    resumed = dj(ns, "run", str(rec), "--work-dir", str(work))
+    events = resume_identically(ns, rec, work, export, clean)
     resume_s = time.monotonic() - t0
-    assert resumed.returncode == EXIT_OK, resumed.stderr
-    events = events_since_last_start(ns, work)
     from_source = {e["partition_id"] for e in events if e["event_type"] == "partition_start"}
     assert from_source == set(range(PARTITIONS)) - set(started)  # committed work not redone
-    ns.check("cp", str(export), str(tmp_path / "out.jsonl"))
-    assert (tmp_path / "out.jsonl").read_bytes() == clean.output
     print(
         f"\nmid-job: tmpfs {size} bytes; clean run {clean.seconds:.1f}s; failed after "
         f"{fail_s:.1f}s with {used}/{total} bytes used, partitions {hashed} hashed, "
@@ -243,14 +256,62 @@ def test_an_export_that_fills_its_disk_fails_with_exit_8_and_leaves_no_partial_f
 
     ns.resize(vol, ROOMY)
     t0 = time.monotonic()
-    resumed = dj(ns, "run", str(rec), "--work-dir", str(work))
+    kinds = [e["event_type"] for e in resume_identically(ns, rec, work, export, clean)]
     resume_s = time.monotonic() - t0
-    assert resumed.returncode == EXIT_OK, resumed.stderr
-    kinds = [e["event_type"] for e in events_since_last_start(ns, work)]
     assert "partition_start" not in kinds and "partition_resume" not in kinds  # export only
-    ns.check("cp", str(export), str(tmp_path / "out.jsonl"))
-    assert (tmp_path / "out.jsonl").read_bytes() == clean.output
     print(
         f"\nexport: tmpfs {size} bytes for a {len(clean.output)}-byte export; failed after "
         f"{fail_s:.1f}s: {line}\n  resumed in {resume_s:.1f}s"
     )
+
+
+def test_a_disk_without_room_for_the_error_path_still_exits_8_and_resumes(
+    ns, tmp_path, corpus, clean
+):
+    """Out of inodes: no new file can be made, not even status.json's or result.json's next
+    version, so the error path finds the disk full too. It must still report, and resume."""
+    vol = tmp_path / "vol"
+    work, export = vol / "work", vol / "out.jsonl"
+    rec = recipe(tmp_path / "r.yaml", corpus, export)
+    # The mount root, the work dir and its ten small files and directories, then three per
+    # partition (its directory, commits.jsonl, one checkpoint): room for about four partitions.
+    ns.check("mkdir", "-p", str(vol))
+    ns.check("mount", "-t", "tmpfs", "-o", f"size={ROOMY},nr_inodes=24", "tmpfs", str(vol))
+
+    failed = dj(ns, "run", str(rec), "--work-dir", str(work))
+    line = assert_full_disk_failure(failed, work / "checkpoints")
+    assert "no free inodes" in line
+    assert "warning: the run's end could not be recorded" in failed.stderr
+    assert ns.run("test", "-e", str(work / "result.json")).returncode == 1
+    status = dj(ns, "status", str(work), "--json")
+    assert status.returncode == 0, status.stderr
+    # status.json keeps the last state it could be given; its runner is gone
+    assert json.loads(status.stdout)["state"] == "interrupted"
+    hashed, started = assert_commits_intact(snapshot(ns, work, tmp_path / "after-failure"))
+    assert 1 <= len(hashed) < PARTITIONS, (hashed, line)
+
+    ns.check("mount", "-o", "remount,nr_inodes=100000", str(vol))
+    events = resume_identically(ns, rec, work, export, clean)
+    from_source = {e["partition_id"] for e in events if e["event_type"] == "partition_start"}
+    assert from_source == set(range(PARTITIONS)) - set(started)
+    print(f"\ninodes: hashed {hashed}, started {started}: {line}")
+
+
+def test_a_disk_full_before_the_job_starts_is_exit_8_before_any_work(ns, tmp_path, corpus):
+    vol = tmp_path / "vol"
+    work, export = vol / "work", vol / "out.jsonl"
+    rec = recipe(tmp_path / "r.yaml", corpus, export)
+    ns.mount_tmpfs(vol, 64 * 1024)
+    filler = ns.run("sh", "-c", f"cat /dev/zero > {vol}/filler")  # ends when the disk is full
+    assert "No space left on device" in filler.stderr
+    assert ns.usage(vol)[0] == ns.usage(vol)[1]
+    for command in ("validate", "run"):
+        t0 = time.monotonic()
+        proc = dj(ns, command, str(rec), "--work-dir", str(work))
+        seconds = time.monotonic() - t0
+        assert proc.returncode == EXIT_NO_SPACE, proc.stderr
+        assert "Traceback" not in proc.stderr
+        assert f"error: cannot write {vol}" in proc.stderr  # the export's or the work dir's
+        assert "no space left on device" in proc.stderr and "0 bytes free" in proc.stderr
+    assert ns.check("ls", "-A", str(vol)).split() == ["filler"]  # nothing was written
+    print(f"\nfull before start: run refused in {seconds:.1f}s")
