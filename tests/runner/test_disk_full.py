@@ -210,6 +210,9 @@ def test_a_disk_that_fills_mid_job_fails_with_exit_8_and_keeps_every_committed_c
     kinds = [e["event_type"] for e in events]
     assert "partition_retry" not in kinds and kinds.count("partition_failed") == 1
     assert "job_failed" in kinds
+    stop_s = events[kinds.index("job_failed")]["timestamp"] - events[0]["timestamp"]
+    first_failure = next(e for e in events if e["event_type"] == "partition_failed")
+    react_s = events[kinds.index("job_failed")]["timestamp"] - first_failure["timestamp"]
     status = json.loads(dj(ns, "status", str(work), "--json").stdout)
     assert status["state"] == "failed" and "no space left on device" in status["error"]["message"]
 
@@ -227,7 +230,9 @@ def test_a_disk_that_fills_mid_job_fails_with_exit_8_and_keeps_every_committed_c
     print(
         f"\nmid-job: tmpfs {size} bytes; clean run {clean.seconds:.1f}s; failed after "
         f"{fail_s:.1f}s with {used}/{total} bytes used, partitions {hashed} hashed, "
-        f"{started} with a checkpoint: {line}\n  resumed in {resume_s:.1f}s"
+        f"{started} with a checkpoint; job_failed {react_s * 1000:.0f} ms after the failed "
+        f"write's partition_failed, {stop_s:.1f}s after job_start: {line}\n"
+        f"  resumed in {resume_s:.1f}s"
     )
 
 
