@@ -120,6 +120,8 @@ def format_status(st: dict[str, Any]) -> list[str]:
     if st.get("stage"):
         g = " (global)" if st["stage"].get("global") else ""
         lines.append(f"stage: #{st['stage']['index']} {st['stage']['op']}{g}")
+    if st.get("estimated_completion_at") and st["state"] == "running":
+        lines.append(f"estimated completion: {st['estimated_completion_at']}")
     lines.append(f"last checkpoint: {st.get('last_checkpoint_at') or 'none'}")
     if st.get("updated_at"):
         lines.append(f"updated: {st['updated_at']}")

@@ -443,6 +443,9 @@ def status_schema() -> Schema:
             "currentOp": _s("The op running now."),
             "opIndex": _i("Its index in the recipe."),
             "lastCheckpointTime": _time("When the last checkpoint was committed."),
+            "estimatedCompletionTime": _time(
+                "When the partition tasks should be done, at this run's pace (while running)."
+            ),
             "updateTime": _time("When the runner last updated its record."),
             "error": _o(
                 "The runner's last error.",
