@@ -96,6 +96,7 @@ def test_default_render_runs_one_restricted_operator(tmp_path: Path) -> None:
     runner_pod_sc = json.loads(env["DJ_RUNNER_POD_SECURITY_CONTEXT"])
     assert runner_pod_sc["runAsNonRoot"] is True and runner_pod_sc["runAsUser"] == 10001
     assert json.loads(env["DJ_RUNNER_SECURITY_CONTEXT"])["readOnlyRootFilesystem"] is True
+    assert env["DJ_RUNNER_METRICS_PORT"] == "9090"  # what the runners' PodMonitor scrapes
     service = only(objects, "Service")
     assert service["spec"]["ports"][0]["targetPort"] == "metrics"
     assert service["spec"]["selector"].items() <= spec["template"]["metadata"]["labels"].items()

@@ -318,6 +318,13 @@ def spec_schema() -> Schema:
                 minimum=1,
                 maximum=3600,
             ),
+            "metricsPort": _i(
+                "The port the runner serves Prometheus metrics on while it runs (container"
+                " port `metrics`); 0: none. Default: the operator's DJ_RUNNER_METRICS_PORT"
+                " (the chart's runner.metricsPort, 9090).",
+                minimum=0,
+                maximum=65535,
+            ),
         },
         default={},
     )
