@@ -124,3 +124,18 @@ def test_the_writer_records_the_estimate_and_status_prints_it(tmp_path: Path) ->
         lock.release()
     w.finish("succeeded")
     assert read_status(tmp_path)["estimated_completion_at"] is None
+
+
+def test_status_counts_the_runs_that_claimed_the_work_dir(tmp_path: Path) -> None:
+    from dj_runner.fencing import take_claim
+
+    (tmp_path / "job.json").write_text("{}")
+    StatusWriter(tmp_path, "demo", "run-1", None).write()
+    assert status(tmp_path)["runs"] == 0 and status(tmp_path)["restarts"] == 0
+    take_claim(tmp_path, "run-1")
+    assert status(tmp_path)["restarts"] == 0
+    take_claim(tmp_path, "run-2")
+    take_claim(tmp_path, "run-3")
+    st = status(tmp_path)
+    assert st["runs"] == 3 and st["restarts"] == 2
+    assert "runs: 3 (2 restarts)" in format_status(st)
