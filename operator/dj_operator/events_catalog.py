@@ -13,12 +13,18 @@ operator posts on a djjob has one of these UpperCamelCase reasons, with the type
   Events are dropped and counted as suppressed;
 - bounded memory: both caches are LRU with at most ``max_entries`` keys.
 
+An Event's name is derived from its object's uid, type, reason and message, so an operator
+that restarts and posts an Event it posted before finds the object (409) and raises its count:
+deduplication survives restarts, which client-go's random names do not.
+
 ``EventRecorder`` applies the correlator's decisions through an injected ``EventSink`` (the
 API-server calls), so the logic is tested without a cluster and the I/O stays in one place.
 """
 
 from __future__ import annotations
 
+import hashlib
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -175,7 +181,7 @@ class EventCorrelator:
             posted.count += 1
             self._posted.move_to_end(key)
             return Bump(obj.namespace, posted.name, posted.count, stamp)
-        name = f"{obj.name}.{int(now * 1e9):x}"
+        name = event_name(obj, entry.type, entry.name, message)
         self._posted[key] = _Posted(name, 1)
         _bound(self._posted, self.max_entries)
         return Create(
@@ -195,6 +201,13 @@ class EventCorrelator:
                 "reportingInstance": COMPONENT,
             }
         )
+
+    def observed(self, obj: ObjectRef, reason_name: str, message: str, count: int) -> None:
+        """The server holds this Event with ``count`` (it was posted before a restart)."""
+        entry = reason(reason_name)
+        posted = self._posted.get((obj, entry.type, entry.name, _truncate(message)))
+        if posted is not None:
+            posted.count = max(posted.count, count)
 
     def forget(self, obj: ObjectRef, reason_name: str, message: str) -> None:
         """Drop the memory of one posted Event (it expired on the server: post it anew)."""
@@ -217,6 +230,13 @@ class EventCorrelator:
         return True
 
 
+def event_name(obj: ObjectRef, type_: str, reason_name: str, message: str) -> str:
+    """The Event's object name: the object's name and a digest of what makes it the same Event
+    (at most 253 characters, a DNS subdomain as Event names must be)."""
+    digest = hashlib.sha256(f"{obj.uid}/{type_}/{reason_name}/{message}".encode()).hexdigest()
+    return f"{obj.name[:230]}.{digest[:16]}"
+
+
 def _bound(cache: OrderedDict[Any, Any], limit: int) -> None:
     while len(cache) > limit:
         cache.popitem(last=False)
@@ -237,7 +257,10 @@ class EventGone(Exception):
 class EventSink(Protocol):
     """The API-server calls the recorder needs; the operator's kube module implements them."""
 
-    def create(self, body: dict[str, Any]) -> None: ...
+    def create(self, body: dict[str, Any]) -> int:
+        """Create the Event; if one of that name exists, raise its count instead. Returns the
+        count the Event has on the server afterwards (1 for a new one)."""
+        ...
 
     def bump(self, namespace: str, name: str, count: int, last_timestamp: str) -> None:
         """Patch ``count`` and ``lastTimestamp``; raise ``EventGone`` on 404."""
@@ -249,7 +272,7 @@ class EventRecorder:
 
     ``on_suppressed(reason)`` is called for each dropped Event (the operator counts them in
     ``datajuicer_operator_events_suppressed_total``); ``on_posted(type, reason)`` for each
-    Event created or bumped.
+    Event created or bumped. Thread-safe: reconciles of several jobs may post at once.
     """
 
     def __init__(
@@ -265,10 +288,14 @@ class EventRecorder:
         self.clock = clock
         self.on_suppressed = on_suppressed
         self.on_posted = on_posted
+        self._lock = threading.Lock()
 
     def record(self, body: dict[str, Any], reason_name: str, message: str) -> Decision:
         """Post (or bump, or drop) one Event about the object ``body``; returns the decision."""
-        obj = ObjectRef.from_body(body)
+        with self._lock:
+            return self._record(ObjectRef.from_body(body), reason_name, message)
+
+    def _record(self, obj: ObjectRef, reason_name: str, message: str) -> Decision:
         decision = self.correlator.decide(obj, reason_name, message, self.clock())
         if isinstance(decision, Suppressed):
             self.on_suppressed(decision.reason)
@@ -285,6 +312,8 @@ class EventRecorder:
                     self.on_suppressed(decision.reason)
                     return decision
         if isinstance(decision, Create):
-            self.sink.create(decision.body)
+            count = self.sink.create(decision.body)
+            if count > 1:
+                self.correlator.observed(obj, reason_name, message, count)
         self.on_posted(reason(reason_name).type, reason_name)
         return decision

@@ -7,7 +7,6 @@ that is a conflict the job reports.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -18,7 +17,8 @@ from kubernetes.client.rest import ApiException
 
 from dj_operator.api import constants as c
 from dj_operator.build import names
-from dj_operator.status import times
+from dj_operator.events_catalog import EventGone, EventRecorder
+from dj_operator.metrics import default_metrics
 
 Obj = dict[str, Any]
 log = logging.getLogger(__name__)
@@ -43,11 +43,19 @@ def _json(response: Any) -> Obj:
 class Kube:
     """The API calls the operator makes, with plain dicts in and out."""
 
-    def __init__(self, api: client.ApiClient) -> None:
+    def __init__(self, api: client.ApiClient, events: EventRecorder | None = None) -> None:
         self.api = api
         self.core = client.CoreV1Api(api)
         self.rbac = client.RbacAuthorizationV1Api(api)
         self.custom = client.CustomObjectsApi(api)
+        if events is None:
+            metrics = default_metrics()
+            events = EventRecorder(
+                EventSinkAPI(self.core),
+                on_suppressed=metrics.event_suppressed,
+                on_posted=metrics.event_posted,
+            )
+        self.events = events
 
     # -- reads --------------------------------------------------------------------------------
 
@@ -278,58 +286,56 @@ class Kube:
             _request_timeout=REQUEST_TIMEOUT,
         )
 
-    def emit_event(self, job: Obj, type_: str, reason: str, message: str) -> None:
-        """One Event per (job, reason, message): a repeat bumps its count instead."""
-        meta = job["metadata"]
-        key = hashlib.sha256(f"{meta['uid']}/{reason}/{message}".encode()).hexdigest()[:12]
-        name = f"{names.fit(meta['name'], 230)}.{key}"
-        stamp = times.fmt(times.now())
-        body = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"name": name, "namespace": meta["namespace"]},
-            "involvedObject": {
-                "apiVersion": c.API_VERSION,
-                "kind": c.KIND,
-                "name": meta["name"],
-                "namespace": meta["namespace"],
-                "uid": meta["uid"],
-                "resourceVersion": meta.get("resourceVersion"),
-            },
-            "type": type_,
-            "reason": reason,
-            "message": message[:1000],
-            "source": {"component": c.OPERATOR_NAME},
-            "reportingComponent": c.OPERATOR_NAME,
-            "reportingInstance": c.OPERATOR_NAME,
-            "firstTimestamp": stamp,
-            "lastTimestamp": stamp,
-            "count": 1,
-        }
-        from dj_operator.metrics import default_metrics
+    def emit_event(self, job: Obj, reason: str, message: str) -> None:
+        """Post a catalog Event on ``job`` through the deduplicating, rate-limited recorder.
 
-        default_metrics().event_posted(type_, reason)
+        Events are best effort: a refused post is logged, never raised into a reconcile (a
+        failed Event must not keep a job's status from being written).
+        """
         try:
-            self.core.create_namespaced_event(
-                meta["namespace"], body, _request_timeout=REQUEST_TIMEOUT
+            self.events.record(job, reason, message)
+        except ValueError as exc:  # a reason outside the catalog: a bug, tested against
+            log.error("%s", exc)
+        except ApiException as exc:
+            meta = job["metadata"]
+            log.warning(
+                "event %s on %s/%s not posted: %s",
+                reason,
+                meta["namespace"],
+                meta["name"],
+                exc.reason,
             )
+
+
+class EventSinkAPI:
+    """The recorder's API-server calls: create an Event (bumping one that already exists, as
+    after an operator restart) and raise an Event's count."""
+
+    def __init__(self, core: client.CoreV1Api) -> None:
+        self.core = core
+
+    def create(self, body: Obj) -> int:
+        namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        try:
+            self.core.create_namespaced_event(namespace, body, _request_timeout=REQUEST_TIMEOUT)
+            return 1
         except ApiException as exc:
             if exc.status != 409:
-                log.warning(
-                    "event %s on %s/%s not posted: %s",
-                    reason,
-                    meta["namespace"],
-                    meta["name"],
-                    exc.reason,
-                )
-                return
-            try:
-                old = self.core.read_namespaced_event(name, meta["namespace"])
-                self.core.patch_namespaced_event(
-                    name,
-                    meta["namespace"],
-                    {"count": (old.count or 1) + 1, "lastTimestamp": stamp},
-                    _request_timeout=REQUEST_TIMEOUT,
-                )
-            except ApiException as exc2:
-                log.warning("event %s not updated: %s", name, exc2.reason)
+                raise
+        old = self.core.read_namespaced_event(name, namespace, _request_timeout=REQUEST_TIMEOUT)
+        count = (old.count or 1) + 1
+        self.bump(namespace, name, count, body["lastTimestamp"])
+        return count
+
+    def bump(self, namespace: str, name: str, count: int, last_timestamp: str) -> None:
+        try:
+            self.core.patch_namespaced_event(
+                name,
+                namespace,
+                {"count": count, "lastTimestamp": last_timestamp},
+                _request_timeout=REQUEST_TIMEOUT,
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                raise EventGone(name) from None
+            raise

@@ -102,7 +102,13 @@ def defaults_from_env(env: Mapping[str, str]) -> OperatorDefaults:
             raise ValueError(f"{name}: got {text!r}; expected a JSON object")
         return value or None
 
+    port_text = env.get("DJ_RUNNER_METRICS_PORT", "").strip() or "0"
+    if not port_text.isdigit() or int(port_text) > 65535:
+        raise ValueError(
+            f"DJ_RUNNER_METRICS_PORT: got {port_text!r}; expected a port in 1-65535, or 0 for none"
+        )
     return OperatorDefaults(
+        runner_metrics_port=int(port_text),
         runner_image=env.get("DJ_RUNNER_IMAGE") or DEFAULT_RUNNER_IMAGE,
         ray_image=env.get("DJ_RAY_IMAGE") or None,
         pod_security_context=context("DJ_RUNNER_POD_SECURITY_CONTEXT"),

@@ -240,19 +240,21 @@ class Progress:
     def resumed_done(self) -> float:
         return self.number(("resumed", "partitions_done"), "resumedPartitions") or 0.0
 
-    def eta(self) -> float | None:
-        value = _number(self.raw.get("eta_seconds"))
-        return value if value is not None else _number(self.raw.get("etaSeconds"))
+    def eta(self, now: float) -> float | None:
+        """Seconds to the runner's own estimated completion time, if it gives one."""
+        done_at = self.time("estimated_completion_at", "estimatedCompletionTime")
+        return None if done_at is None else max(0.0, done_at - now)
 
 
 def _with_eta(view: JobView, progress: Progress, run_started: float | None, now: float) -> JobView:
-    """The ETA while Running: the runner's own if it gives one, else the remaining partitions
-    at the pace of this run (partitions finished since it started, resumed ones excluded)."""
+    """The ETA while Running: to the runner's estimated completion time if it gives one (the
+    time ``kubectl describe`` and ``dj-runner status`` show), else the remaining partitions at
+    the pace of this run (partitions finished since it started, resumed ones excluded)."""
     if view.phase != "Running":
         return view
-    given = progress.eta()
+    given = progress.eta(now)
     if given is not None:
-        return _replace(view, eta_seconds=max(0.0, given))
+        return _replace(view, eta_seconds=given)
     total = view.partitions.get("total") or 0
     done = view.partitions.get("done", 0)
     failed = view.partitions.get("failed", 0)

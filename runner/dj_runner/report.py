@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from dj_runner.events import Event, read_events
+from dj_runner.fencing import read_claim
 from dj_runner.lock import is_locked, read_holder
 from dj_runner.status_file import read_status
 
@@ -42,10 +43,16 @@ def status(work_root: str | Path) -> dict[str, Any]:
                 **parts,
                 "total": len(json.loads((root / "plan.json").read_text())["partitions"]),
             }
+    claim = read_claim(root)
+    runs = int(claim["epoch"]) if claim and isinstance(claim.get("epoch"), int) else 0
     return {
         **st,
         "work_dir": str(root),
         "state": state,
+        # Each run that took over the work dir raised the claim's epoch: after the first,
+        # each one is a restart (what the operator counts as the job's restarts).
+        "runs": runs,
+        "restarts": max(0, runs - 1),
         "recorded_state": st.get("state"),
         "runner_alive": alive,
         "holder": asdict(h) if (alive and (h := read_holder(root))) else None,
@@ -120,7 +127,11 @@ def format_status(st: dict[str, Any]) -> list[str]:
     if st.get("stage"):
         g = " (global)" if st["stage"].get("global") else ""
         lines.append(f"stage: #{st['stage']['index']} {st['stage']['op']}{g}")
+    if st.get("estimated_completion_at") and st["state"] == "running":
+        lines.append(f"estimated completion: {st['estimated_completion_at']}")
     lines.append(f"last checkpoint: {st.get('last_checkpoint_at') or 'none'}")
+    if st.get("runs"):
+        lines.append(f"runs: {st['runs']} ({st['restarts']} restarts)")
     if st.get("updated_at"):
         lines.append(f"updated: {st['updated_at']}")
     if st.get("error"):

@@ -11,7 +11,7 @@ Schema (version 1): see docs/runner.md. Readers accept unknown keys; a missing f
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,39 @@ STATES = ("running", "succeeded", "partially_succeeded", "failed", "interrupted"
 
 def now_rfc3339() -> str:
     """The current UTC time, RFC 3339 with milliseconds and ``Z``."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return _rfc3339(datetime.now(UTC))
+
+
+def _rfc3339(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def parse_rfc3339(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+
+
+def estimated_completion(data: dict[str, Any], now: datetime) -> str | None:
+    """When the partition tasks will be finished, at the pace of this run: the partitions
+    still to do times the time this run has taken per partition it finished (partitions
+    restored from checkpoints are not counted as this run's work).
+
+    None when the run is not running, has finished no partition yet, or has none left. A
+    recipe with a global op (a deduplicator) finishes its partitions only after the global
+    stage, so its estimate appears late in the run.
+    """
+    if data.get("state") != "running":
+        return None
+    parts = data.get("partitions") or {}
+    total, done, failed = (int(parts.get(k) or 0) for k in ("total", "done", "failed"))
+    resumed = int((data.get("resumed") or {}).get("partitions_done") or 0)
+    finished_here = done + failed - resumed
+    remaining = total - done - failed
+    if finished_here <= 0 or remaining <= 0:
+        return None
+    elapsed = (now - parse_rfc3339(data["started_at"])).total_seconds()
+    if elapsed <= 0:
+        return None
+    return _rfc3339(now + timedelta(seconds=remaining * elapsed / finished_here))
 
 
 def read_status(work_dir: str | Path) -> dict[str, Any] | None:
@@ -56,6 +88,7 @@ class StatusWriter:
             "samples": {"in": 0, "out": 0, "rejected": 0},
             "stage": None,
             "last_checkpoint_at": None,
+            "estimated_completion_at": None,
             "resumed": None,
             "export_path": export_path,
             "error": None,
@@ -76,7 +109,9 @@ class StatusWriter:
         self.update(state=state, finished_at=now_rfc3339(), error=error)
 
     def write(self) -> None:
-        self.data["updated_at"] = now_rfc3339()
+        now = datetime.now(UTC)
+        self.data["updated_at"] = _rfc3339(now)
+        self.data["estimated_completion_at"] = estimated_completion(self.data, now)
         blob = (json.dumps(self.data, indent=1, sort_keys=False) + "\n").encode()
 
         def write(tmp: Path) -> None:

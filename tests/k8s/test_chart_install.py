@@ -3,9 +3,6 @@
 applies. It reconciles examples/job.yaml to Succeeded with the runner pod also running from the
 image with a read-only root filesystem; `helm upgrade` during a job does not restart the job;
 `helm uninstall` removes the operator and leaves the CRD and the jobs.
-
-This needs the operator (crds/, examples/job.yaml, `dj-operator run`); until those exist in the
-tree the module is skipped, and it runs as soon as they do.
 """
 
 from __future__ import annotations
@@ -24,6 +21,7 @@ import yaml
 from tests.harness.binaries import REPO_ROOT
 from tests.harness.cluster import Cluster
 from tests.harness.containers import project_image
+from tests.harness.ports import free_port
 from tests.harness.waiting import wait_for
 from tests.k8s.chartutil import CHART
 
@@ -127,10 +125,12 @@ def test_install_run_upgrade_uninstall(shipped: tuple[Cluster, str], tmp_path: P
     system = cluster.create_namespace("dj-system")
     jobs = cluster.create_namespace("jobs")
 
+    # The node's pods share the host's network: the runners' metrics port must be a free one.
+    metrics_port = free_port()
     installed = cluster.helm(
         "install", RELEASE, str(CHART), "--namespace", system,
         "--set", f"image.repository={repository}", "--set", f"image.tag={tag}",
-        "--set", "image.pullPolicy=Never",
+        "--set", "image.pullPolicy=Never", "--set", f"runner.metricsPort={metrics_port}",
     )  # fmt: skip
     assert "kubectl apply -f examples/job.yaml" in installed.stdout
     cluster.kubectl(
@@ -174,6 +174,9 @@ def test_install_run_upgrade_uninstall(shipped: tuple[Cluster, str], tmp_path: P
     container = runner["spec"]["containers"][0]
     assert container["image"] == image
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["ports"] == [
+        {"name": "metrics", "containerPort": metrics_port, "protocol": "TCP"}
+    ]
     assert runner["status"]["phase"] == "Succeeded"
 
     claims = _json(cluster, "get", "pvc", "-n", jobs)["items"]

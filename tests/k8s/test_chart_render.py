@@ -96,6 +96,7 @@ def test_default_render_runs_one_restricted_operator(tmp_path: Path) -> None:
     runner_pod_sc = json.loads(env["DJ_RUNNER_POD_SECURITY_CONTEXT"])
     assert runner_pod_sc["runAsNonRoot"] is True and runner_pod_sc["runAsUser"] == 10001
     assert json.loads(env["DJ_RUNNER_SECURITY_CONTEXT"])["readOnlyRootFilesystem"] is True
+    assert env["DJ_RUNNER_METRICS_PORT"] == "9090"  # what the runners' PodMonitor scrapes
     service = only(objects, "Service")
     assert service["spec"]["ports"][0]["targetPort"] == "metrics"
     assert service["spec"]["selector"].items() <= spec["template"]["metadata"]["labels"].items()
@@ -163,8 +164,23 @@ def test_monitoring_parts_render_behind_values(tmp_path: Path) -> None:
     monitor = only(objects, "ServiceMonitor")
     assert monitor["metadata"]["labels"]["release"] == "prom"
     assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    assert monitor["spec"]["endpoints"][0]["honorLabels"] is True
     pod_monitor = only(objects, "PodMonitor")
     assert pod_monitor["spec"]["namespaceSelector"] == {"matchNames": ["team-a", "team-b"]}
+    # It selects the runner pods the operator builds, on the port they declare.
+    from dj_operator.api.types import parse_spec
+    from dj_operator.build import children
+    from tests.k8s.operator_support import example_job
+
+    job = example_job()
+    job["metadata"].update(namespace="team-a", uid="0123456789abcdef")
+    job["spec"]["runner"]["metricsPort"] = 9090
+    runner = children.runner_pod(job, parse_spec(job["spec"]), 1, "/data/w")
+    selector = pod_monitor["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= runner["metadata"]["labels"].items(), (selector, runner)
+    (endpoint,) = pod_monitor["spec"]["podMetricsEndpoints"]
+    assert endpoint["honorLabels"] is True
+    assert endpoint["port"] in {p["name"] for p in runner["spec"]["containers"][0]["ports"]}
     rule = only(objects, "PrometheusRule")
     alerts = CHART / "rules" / "alerts.yaml"
     if alerts.exists():

@@ -27,6 +27,7 @@ def djjob(
     failure_reason: str | None = None,
     mode: str = "local",
     uid: str | None = None,
+    estimated_completion: float | None = None,
 ) -> dict[str, Any]:
     """A djjob with the status the operator and the runner's progress reporter write."""
     body: dict[str, Any] = {
@@ -102,6 +103,9 @@ def djjob(
             "currentOp": "text_length_filter",
             "opIndex": 1,
             "lastCheckpointTime": rfc3339(last_checkpoint) if last_checkpoint else None,
+            "estimatedCompletionTime": (
+                rfc3339(estimated_completion) if estimated_completion else None
+            ),
             "updateTime": rfc3339(updated or started),
             "resumedPartitions": resumed_done,
             "resumedCheckpoints": None,

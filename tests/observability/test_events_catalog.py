@@ -35,9 +35,13 @@ class FakeSink:
         self.created: list[dict[str, Any]] = []
         self.bumps: list[tuple[str, int]] = []
         self.gone: set[str] = set()
+        self.existing: dict[str, int] = {}  # name -> count, posted before a restart
 
-    def create(self, body: dict[str, Any]) -> None:
+    def create(self, body: dict[str, Any]) -> int:
         self.created.append(body)
+        name = body["metadata"]["name"]
+        self.existing[name] = self.existing.get(name, 0) + 1
+        return self.existing[name]
 
     def bump(self, namespace: str, name: str, count: int, last_timestamp: str) -> None:
         if name in self.gone:
@@ -155,3 +159,54 @@ def test_long_messages_are_cut():
     assert isinstance(decision, Create)
     assert len(decision.body["message"]) == MAX_MESSAGE
     assert decision.body["message"].endswith("...")
+
+
+def test_names_are_stable_so_a_restarted_operator_raises_the_count_it_left():
+    """A second recorder (the operator after a restart) names the same Event the same way; the
+    server says it exists with count 3, and later repeats continue from there."""
+    sink, clock = FakeSink(), Clock()
+    before = EventRecorder(sink, clock=clock).record(job(), "Retrying", "runner exited 137")
+    assert isinstance(before, Create)
+    name = before.body["metadata"]["name"]
+    sink.existing[name] = 3
+    after = EventRecorder(sink, clock=clock)
+    again = after.record(job(), "Retrying", "runner exited 137")
+    assert isinstance(again, Create) and again.body["metadata"]["name"] == name
+    assert sink.existing[name] == 4
+    clock.now += 1
+    bumped = after.record(job(), "Retrying", "runner exited 137")
+    assert isinstance(bumped, Bump) and bumped.count == 5 and bumped.name == name
+    # The name differs by job uid, reason and message, and fits a DNS subdomain.
+    other_uid = EventCorrelator().decide(
+        ObjectRef.from_body(job(uid="u-2")), "Retrying", "runner exited 137", 0.0
+    )
+    assert isinstance(other_uid, Create) and other_uid.body["metadata"]["name"] != name
+    long_name = EventCorrelator().decide(ObjectRef.from_body(job("j" * 253)), "Created", "x", 0.0)
+    assert isinstance(long_name, Create) and len(long_name.body["metadata"]["name"]) <= 253
+
+
+def test_concurrent_posts_from_many_threads_stay_consistent():
+    import threading
+
+    sink, clock = FakeSink(), Clock()
+    recorder = EventRecorder(sink, clock=clock, correlator=EventCorrelator(burst=10_000))
+    bumps: list[int] = []
+    sink_bump = sink.bump
+
+    def bump(namespace: str, name: str, count: int, last_timestamp: str) -> None:
+        bumps.append(count)
+        sink_bump(namespace, name, count, last_timestamp)
+
+    sink.bump = bump  # type: ignore[method-assign]
+    threads = [
+        threading.Thread(
+            target=lambda: [recorder.record(job(), "Retrying", "same") for _ in range(200)]
+        )
+        for _ in range(8)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(sink.created) == 1
+    assert sorted(bumps) == list(range(2, 1601))

@@ -3,20 +3,16 @@ a real Prometheus. Every dashboard panel returns data, ``promtool check metrics`
 both endpoints, the alert rules fire on a failed job, and the operator keeps a finished job's
 figures after its runner is gone.
 
-It runs once the pieces it drives are there (otherwise it is skipped, naming what is missing):
-the operator's test helpers (``tests/k8s/operator_support.py``), ``dj-runner run
---metrics-port`` and the operator's handlers reporting to ``dj_operator.metrics``. The ETA and
-checkpoint-age panels come from the runner's ``status.json``; until ``dj_runner.status_file``
-exists they are the only panels allowed to be empty.
+The job the dashboards show is held at a gate (a test op that waits for a file) with nine of its
+ten partitions done, so every panel, the ETA included, is read while it runs, whatever the
+machine's speed; then the gate opens and the job ends.
 """
 
 from __future__ import annotations
 
 import copy
-import importlib.util
+import json
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,77 +29,22 @@ from .dashboards import panels_without_data
 from .scrape import scrape
 
 RULES = REPO / "charts" / "datajuicer-operator" / "rules" / "alerts.yaml"
-RUNNER_BIN = Path(sys.executable).parent / "dj-runner"
-HANDLERS = REPO / "operator" / "dj_operator" / "handlers" / "kopf_handlers.py"
 
-
-def _missing() -> list[str]:
-    missing = []
-    if importlib.util.find_spec("tests.k8s.operator_support") is None:
-        missing.append("tests/k8s/operator_support.py (the operator's test helpers)")
-    if not HANDLERS.exists() or "default_metrics" not in HANDLERS.read_text():
-        missing.append("the operator's handlers reporting to dj_operator.metrics")
-    help_text = subprocess.run(
-        [str(RUNNER_BIN), "run", "--help"], capture_output=True, text=True, timeout=60
-    ).stdout
-    if "--metrics-port" not in help_text:
-        missing.append("dj-runner run --metrics-port")
-    return missing
-
-
-_MISSING = _missing()
 pytestmark = [
     pytest.mark.k8s,
     pytest.mark.slow,
 ]
-assert not _MISSING, "the operator end-to-end test needs " + "; ".join(_MISSING)
-
-#: Panels fed by the runner's status.json, allowed to be empty until the runner writes it.
-# The ETA exists only while a job runs; on a slow machine the job may end before Prometheus
-# has scraped it mid-run, so its panel may be empty by the time the panels are asked.
-KNOWN_WITHOUT_DATA: frozenset[str] = frozenset({"Data-Juicer job / ETA"})
-
-# The runner pods run dj-runner with --metrics-port from the pod's environment; the contract's
-# --wait-for-lock and --grace-period are dropped while the runner does not accept them.
-RUNNER = (
-    "import os, sys\n"
-    "from dj_runner.cli import main\n"
-    "argv, out = sys.argv[1:], []\n"
-    "drop = os.environ.get('DJ_TEST_DROP_FLAGS') == '1'\n"
-    "while argv:\n"
-    "    a = argv.pop(0)\n"
-    "    if drop and a in ('--wait-for-lock', '--grace-period'):\n"
-    "        argv.pop(0)\n"
-    "        continue\n"
-    "    out.append(a)\n"
-    "port = os.environ.get('DJ_TEST_METRICS_PORT')\n"
-    "sys.exit(main(out + (['--metrics-port', port] if port else [])))\n"
-)
-
-
-def _runner_speaks_contract() -> bool:
-    out = subprocess.run(
-        [str(RUNNER_BIN), "run", "--help"], capture_output=True, text=True, timeout=60
-    )
-    return "--wait-for-lock" in out.stdout
 
 
 def _job(name: str, metrics_port: int | None = None, **recipe: Any) -> dict[str, Any]:
-    from tests.k8s.operator_support import example_job
+    from tests.k8s.operator_support import example_job, with_test_ops
 
     job = copy.deepcopy(example_job())
     job["metadata"]["name"] = name
     job["spec"]["recipe"].update(recipe)
-    runner = job["spec"].setdefault("runner", {})
-    runner["command"] = ["python", "-c", RUNNER]
-    env = runner.setdefault("env", [])
-    env.append({"name": "DJ_TEST_DROP_FLAGS", "value": "0" if _runner_speaks_contract() else "1"})
     if metrics_port is not None:
-        env.append({"name": "DJ_TEST_METRICS_PORT", "value": str(metrics_port)})
-    # The test-only ops (slow_mapper) load like a user's custom ops.
-    env.append({"name": "DJ_RUNNER_OP_MODULES", "value": "dj_test_ops"})
-    env.append({"name": "PYTHONPATH", "value": str(REPO / "tests" / "runner" / "support")})
-    return job
+        job["spec"]["runner"]["metricsPort"] = metrics_port
+    return with_test_ops(job)
 
 
 @pytest.fixture
@@ -184,11 +125,26 @@ def test_prometheus_scrapes_a_real_operator_and_runner(
     _wait_phase(k8s_cluster, namespace, "broken", {"Failed"}, 180)
     _wait_phase(k8s_cluster, namespace, "quick", {"Succeeded"}, 300)
 
-    # The job the job dashboard shows: slow enough to be scraped while it runs.
-    demo = _job("demo", metrics_port=runner_port, partition_size=20)
+    # The job the job dashboard shows, held at a gate with 9 of its 10 partitions done.
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    rows = [{"text": f"row number {i} with enough text to pass"} for i in range(100)]
+    rows[99]["text"] += " HOLD"
+    k8s_cluster.kubectl(
+        "create",
+        "configmap",
+        "held-data",
+        "-n",
+        namespace,
+        "--from-literal=demo.jsonl=" + "".join(json.dumps(r) + "\n" for r in rows),
+    )
+    demo = _job("demo", metrics_port=runner_port, partition_size=10)
+    demo["spec"]["runner"]["volumes"][0]["configMap"]["name"] = "held-data"
     demo["spec"]["recipe"]["process"] = [
-        {"slow_mapper": {"seconds": 8.0}},
-        *demo["spec"]["recipe"]["process"],
+        {"whitespace_normalization_mapper": {}},
+        {"gate_mapper": {"marker": "HOLD", "state_dir": str(gate)}},
+        {"text_length_filter": {"min_len": 10}},
+        {"text_length_filter": {"max_len": 10_000}},
     ]
     apply(k8s_cluster, namespace, demo)
     runner_url = f"http://127.0.0.1:{runner_port}/metrics"
@@ -197,22 +153,15 @@ def test_prometheus_scrapes_a_real_operator_and_runner(
     )
     check = promtool_check_metrics(promtool, running.text)
     assert check.returncode == 0 and not check.stdout.strip(), check.stdout + check.stderr
-    # Mid-run: the slow op has finished on some partitions (partition_complete comes only
-    # after the deduplicator's barrier, at the very end).
-    prom.wait_for_query(
-        "datajuicer_runner_op_output_samples_total"
-        f'{{namespace="{namespace}", job_name="demo", op="slow_mapper"}} > 0',
-        timeout=180,
-    )
+    sel = f'namespace="{namespace}", job_name="demo"'
+    prom.wait_for_query(f'datajuicer_job_partitions{{{sel}, state="done"}} == 9', timeout=240)
+    # The ETA is counted down to the runner's estimate (it may already have reached 0).
+    prom.wait_for_query(f"datajuicer_job_eta_seconds{{{sel}}} >= 0", timeout=60)
     values = {"namespace": namespace, "job": "demo", "__rate_interval": "10m"}
     missing: list[str] = []
 
     def panels_ok() -> bool:
-        missing[:] = [
-            m
-            for m in panels_without_data(prom, values, fleet_namespaces=namespace)
-            if m.split(":")[0] not in KNOWN_WITHOUT_DATA
-        ]
+        missing[:] = panels_without_data(prom, values, fleet_namespaces=namespace)
         return not missing
 
     try:
@@ -222,12 +171,11 @@ def test_prometheus_scrapes_a_real_operator_and_runner(
         raise AssertionError(
             "panels without data:\n" + "\n".join(missing) + f"\njob status: {status}"
         ) from None
-    # (The job may have finished by now on a slow machine; the panels were asked while it ran,
-    # and the runner's series stay in Prometheus either way.)
+    assert (job_obj(k8s_cluster, namespace, "demo").get("status") or {}).get("phase") == "Running"
+    (gate / "open").touch()
 
     _wait_phase(k8s_cluster, namespace, "demo", {"Succeeded"}, 600)
     # The operator keeps the finished job's figures after its runner is gone.
-    sel = f'namespace="{namespace}", job_name="demo"'
     prom.wait_for_query(f'datajuicer_job_phase{{{sel}, phase="Succeeded"}} == 1')
     assert prom.finite_values(f"datajuicer_job_progress_ratio{{{sel}}}") == [1.0]
     firing = prom.wait_for_query('ALERTS{alertname="DataJuicerJobFailed", alertstate="firing"}')

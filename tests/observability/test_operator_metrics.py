@@ -51,6 +51,10 @@ def test_per_job_families_from_the_index(served, promtool):
         )
     )
     metrics.index.upsert(djjob("queued", namespace="team-b", phase=None))
+    # The runner's own estimate wins: 42 s after the scrape's clock (T0 + 600).
+    metrics.index.upsert(
+        djjob("estimated", started=T0, run_started=T0, estimated_completion=T0 + 642)
+    )
     s = scrape(server.url)
     r = {"namespace": "team-a", "job_name": "running"}
     assert s.value("datajuicer_job_info", mode="kuberay", **r) == 1
@@ -75,6 +79,8 @@ def test_per_job_families_from_the_index(served, promtool):
     assert s.value("datajuicer_job_output_samples", **r) == 1100
     # ETA: 4 partitions finished in this run (5 done + 1 failed - 2 resumed) in 500 s: 4 left.
     assert s.value("datajuicer_job_eta_seconds", **r) == pytest.approx(4 * 500 / 4)
+    e = {"namespace": "team-a", "job_name": "estimated"}
+    assert s.value("datajuicer_job_eta_seconds", **e) == pytest.approx(42)
     assert s.value("datajuicer_job_attempt", **r) == 2
     assert s.value("datajuicer_job_restarts", **r) == 1
     assert s.value("datajuicer_job_last_checkpoint_timestamp_seconds", **r) == T0 + 580
@@ -90,7 +96,7 @@ def test_per_job_families_from_the_index(served, promtool):
     assert (
         s.value("datajuicer_job_phase", phase="Pending", namespace="team-b", job_name="queued") == 1
     )
-    assert s.value("datajuicer_operator_tracked_jobs") == 3
+    assert s.value("datajuicer_operator_tracked_jobs") == 4
     check = promtool_check_metrics(promtool, s.text)
     assert check.returncode == 0 and not check.stdout.strip(), check.stdout + check.stderr
 

@@ -46,8 +46,9 @@ class MemorySink:
     def __init__(self) -> None:
         self.created: list[dict] = []
 
-    def create(self, body: dict) -> None:
+    def create(self, body: dict) -> int:
         self.created.append(body)
+        return 1
 
     def bump(self, namespace: str, name: str, count: int, last_timestamp: str) -> None:
         pass

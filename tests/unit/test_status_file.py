@@ -83,3 +83,59 @@ def test_status_reads_no_event_log(tmp_path: Path, monkeypatch) -> None:
 
 def test_empty_dir(tmp_path: Path) -> None:
     assert status(tmp_path)["state"] == "empty"
+
+
+def test_estimated_completion_is_this_runs_pace_over_what_is_left() -> None:
+    from datetime import UTC, datetime
+
+    from dj_runner.status_file import estimated_completion
+
+    now = datetime(2026, 11, 30, 12, 1, 40, tzinfo=UTC)
+    base = {"state": "running", "started_at": "2026-11-30T12:00:00.000Z"}
+    # 10 total; 6 done + 1 failed, 3 of them restored: 4 finished in 100 s, 3 left -> 75 s.
+    data = {
+        **base,
+        "partitions": {"total": 10, "done": 6, "failed": 1},
+        "resumed": {"partitions_done": 3},
+    }
+    assert estimated_completion(data, now) == "2026-11-30T12:02:55.000Z"
+    # Nothing finished by this run yet, nothing left, or not running: no estimate.
+    assert estimated_completion({**data, "resumed": {"partitions_done": 7}}, now) is None
+    assert (
+        estimated_completion({**base, "partitions": {"total": 4, "done": 4, "failed": 0}}, now)
+        is None
+    )
+    assert estimated_completion({**data, "state": "succeeded"}, now) is None
+
+
+def test_the_writer_records_the_estimate_and_status_prints_it(tmp_path: Path) -> None:
+    (tmp_path / "job.json").write_text("{}")
+    w = StatusWriter(tmp_path, "demo", "run-1", None)
+    w.update(partitions={"total": 4})
+    assert read_status(tmp_path)["estimated_completion_at"] is None
+    w.update(partitions={"done": 1})
+    eta = read_status(tmp_path)["estimated_completion_at"]
+    assert STAMP.match(eta) and eta >= read_status(tmp_path)["updated_at"]
+    lock = WorkDirLock(tmp_path, WorkDirLock.holder_for("run-1", "t"))
+    lock.acquire()
+    try:
+        assert f"estimated completion: {eta}" in format_status(status(tmp_path))
+    finally:
+        lock.release()
+    w.finish("succeeded")
+    assert read_status(tmp_path)["estimated_completion_at"] is None
+
+
+def test_status_counts_the_runs_that_claimed_the_work_dir(tmp_path: Path) -> None:
+    from dj_runner.fencing import take_claim
+
+    (tmp_path / "job.json").write_text("{}")
+    StatusWriter(tmp_path, "demo", "run-1", None).write()
+    assert status(tmp_path)["runs"] == 0 and status(tmp_path)["restarts"] == 0
+    take_claim(tmp_path, "run-1")
+    assert status(tmp_path)["restarts"] == 0
+    take_claim(tmp_path, "run-2")
+    take_claim(tmp_path, "run-3")
+    st = status(tmp_path)
+    assert st["runs"] == 3 and st["restarts"] == 2
+    assert "runs: 3 (2 restarts)" in format_status(st)

@@ -318,6 +318,13 @@ def spec_schema() -> Schema:
                 minimum=1,
                 maximum=3600,
             ),
+            "metricsPort": _i(
+                "The port the runner serves Prometheus metrics on while it runs (container"
+                " port `metrics`); 0: none. Default: the operator's DJ_RUNNER_METRICS_PORT"
+                " (the chart's runner.metricsPort, 9090).",
+                minimum=0,
+                maximum=65535,
+            ),
         },
         default={},
     )
@@ -443,6 +450,9 @@ def status_schema() -> Schema:
             "currentOp": _s("The op running now."),
             "opIndex": _i("Its index in the recipe."),
             "lastCheckpointTime": _time("When the last checkpoint was committed."),
+            "estimatedCompletionTime": _time(
+                "When the partition tasks should be done, at this run's pace (while running)."
+            ),
             "updateTime": _time("When the runner last updated its record."),
             "error": _o(
                 "The runner's last error.",

@@ -30,13 +30,16 @@ class SpecError(ValueError):
 @dataclass(frozen=True)
 class OperatorDefaults:
     """Defaults the operator's installation sets for the pods it creates (the chart passes them
-    as DJ_RUNNER_IMAGE, DJ_RAY_IMAGE, DJ_RUNNER_POD_SECURITY_CONTEXT, DJ_RUNNER_SECURITY_CONTEXT);
+    as DJ_RUNNER_IMAGE, DJ_RAY_IMAGE, DJ_RUNNER_POD_SECURITY_CONTEXT, DJ_RUNNER_SECURITY_CONTEXT,
+    DJ_RUNNER_METRICS_PORT);
     a job's own spec.runner / spec.ray values win."""
 
     runner_image: str = c.DEFAULT_RUNNER_IMAGE
     ray_image: str | None = None
     pod_security_context: Obj | None = None
     security_context: Obj | None = None
+    #: The runner's metrics port (DJ_RUNNER_METRICS_PORT; the chart sets 9090). 0: none.
+    runner_metrics_port: int = 0
 
 
 BUILTIN_DEFAULTS = OperatorDefaults()
@@ -108,6 +111,7 @@ class RunnerSpec:
     pod_security_context: Obj | None = None
     wait_for_lock_seconds: int = 60
     grace_period_seconds: int = 30
+    metrics_port: int = 0  # 0: the runner serves no metrics
 
 
 @dataclass(frozen=True)
@@ -296,7 +300,12 @@ def parse_runner(raw: Any, defaults: OperatorDefaults = BUILTIN_DEFAULTS) -> Run
         raise SpecError("spec.runner.command", command, "a non-empty list of strings")
     lock = _int(value.get("waitForLockSeconds"), "spec.runner.waitForLockSeconds", 60)
     grace = _int(value.get("gracePeriodSeconds"), "spec.runner.gracePeriodSeconds", 30, 1)
-    assert lock is not None and grace is not None
+    metrics_port = _int(
+        value.get("metricsPort"), "spec.runner.metricsPort", defaults.runner_metrics_port
+    )
+    assert lock is not None and grace is not None and metrics_port is not None
+    if metrics_port > 65535:
+        raise SpecError("spec.runner.metricsPort", metrics_port, "a port in 1-65535, or 0 for none")
     return RunnerSpec(
         image=_str(value.get("image"), "spec.runner.image", defaults.runner_image)
         or defaults.runner_image,
@@ -313,6 +322,7 @@ def parse_runner(raw: Any, defaults: OperatorDefaults = BUILTIN_DEFAULTS) -> Run
         pod_security_context=value.get("podSecurityContext") or defaults.pod_security_context,
         wait_for_lock_seconds=lock,
         grace_period_seconds=grace,
+        metrics_port=metrics_port,
     )
 
 

@@ -117,6 +117,8 @@ def runner_args(job: Obj, spec: JobSpec, work_dir: str) -> list[str]:
     address = ray_address(job, spec)
     if address:
         args += ["--ray-address", address]
+    if spec.runner.metrics_port:
+        args += ["--metrics-port", str(spec.runner.metrics_port), "--metrics-host", "0.0.0.0"]
     return args
 
 
@@ -156,6 +158,10 @@ def runner_pod(job: Obj, spec: JobSpec, attempt: int, work_dir: str) -> Obj:
         ],
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
+    if runner.metrics_port:
+        container["ports"] = [
+            {"name": "metrics", "containerPort": runner.metrics_port, "protocol": "TCP"}
+        ]
     # A writable /tmp (Ray's sockets and spill, HOME and TMPDIR of the image) that works with a
     # read-only root filesystem, unless the job mounts its own.
     own_tmp = not any(m.get("mountPath", "").rstrip("/") == "/tmp" for m in runner.volume_mounts)

@@ -187,12 +187,12 @@ def reconcile(
             extra = act(kube, obs, outcome, recipe)
         except ChildConflict as exc:
             log.warning("%s/%s: %s", namespace, name, exc)
-            kube.emit_event(job, "Warning", "ChildConflict", str(exc))
+            kube.emit_event(job, "ChildConflict", str(exc))
             return (job.get("status") or {}).get("phase")
         _fault_point(outcome)
         events = [(e.type, e.reason, e.message) for e in outcome.events]
-        for type_, reason, message in [*extra, *events]:
-            kube.emit_event(job, type_, reason, message)
+        for _type, reason, message in [*extra, *events]:
+            kube.emit_event(job, reason, message)
         previous = _owned_status(job.get("status") or {})
         desired = {k: v for k, v in outcome.status.items() if not (v is None and k not in previous)}
         if any(previous.get(k) != v for k, v in desired.items()):

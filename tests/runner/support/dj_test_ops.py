@@ -1,4 +1,5 @@
-"""Ops for tests only: a mapper that fails on demand, and a slow one.
+"""Ops for tests only: a mapper that fails on demand, a slow one, and a gate that holds a job
+at a known point until the test opens it.
 
 Loaded through DJ_RUNNER_OP_MODULES, the same way a user's custom ops are.
 """
@@ -59,4 +60,27 @@ class SlowMapper(Mapper):
 
     def process(self, texts: pa.Array) -> pa.Array:
         time.sleep(self.seconds)
+        return texts
+
+
+@register("gate_mapper")
+@dataclass(frozen=True, kw_only=True)
+class GateMapper(Mapper):
+    """Holds each batch containing ``marker`` until ``state_dir/open`` exists, at most
+    ``timeout_s`` (then fails, naming the file): a test reads a running job's state at a point
+    it chose, then opens the gate. Batches without the marker pass at once."""
+
+    marker: str = "HOLD"
+    state_dir: str = ""
+    timeout_s: float = 300.0
+
+    def process(self, texts: pa.Array) -> pa.Array:
+        if not pc.any(pc.match_substring(pc.fill_null(texts, ""), self.marker)).as_py():
+            return texts
+        gate = Path(self.state_dir) / "open"
+        deadline = time.monotonic() + self.timeout_s
+        while not gate.exists():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the gate {gate} was not opened within {self.timeout_s} s")
+            time.sleep(0.05)
         return texts

@@ -73,6 +73,7 @@ def test_runner_pod() -> None:
         "30",
     ]
     assert container["workingDir"] == "/data"
+    assert "ports" not in container  # no metricsPort: no endpoint
     assert container["env"][:2] == [
         {"name": "DJ_JOB_NAME", "value": "demo"},
         {"name": "DJ_JOB_NAMESPACE", "value": "ns1"},
@@ -230,3 +231,13 @@ def test_a_job_mounting_its_own_tmp_gets_no_second_one() -> None:
     assert "datajuicer-tmp" not in {v["name"] for v in pod["spec"]["volumes"]}
     mounts = pod["spec"]["containers"][0]["volumeMounts"]
     assert [m["mountPath"] for m in mounts].count("/tmp/") == 1
+
+
+def test_a_metrics_port_is_served_on_all_addresses_and_declared() -> None:
+    job = make_job()
+    job["spec"]["runner"]["metricsPort"] = 9090
+    spec = parse_spec(job["spec"])
+    pod = children.runner_pod(job, spec, 1, "/data/.datajuicer/ns1/demo")
+    (container,) = pod["spec"]["containers"]
+    assert container["args"][-4:] == ["--metrics-port", "9090", "--metrics-host", "0.0.0.0"]
+    assert container["ports"] == [{"name": "metrics", "containerPort": 9090, "protocol": "TCP"}]

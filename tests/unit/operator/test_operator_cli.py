@@ -51,3 +51,23 @@ def test_installation_defaults_from_the_environment() -> None:
     assert parse_spec(job["spec"], defaults).runner.image == "mine:2"  # the job's own wins
     with pytest.raises(ValueError, match="DJ_RUNNER_SECURITY_CONTEXT: got '\\[1\\]'"):
         defaults_from_env({"DJ_RUNNER_SECURITY_CONTEXT": "[1]"})
+
+
+def test_the_runners_metrics_port_default_and_override() -> None:
+    from operator_fixtures import make_job
+
+    from dj_operator.api.types import SpecError, parse_spec
+    from dj_operator.main import defaults_from_env
+
+    assert parse_spec(make_job()["spec"], defaults_from_env({})).runner.metrics_port == 0
+    defaults = defaults_from_env({"DJ_RUNNER_METRICS_PORT": "9090"})
+    assert parse_spec(make_job()["spec"], defaults).runner.metrics_port == 9090
+    job = make_job()
+    job["spec"]["runner"]["metricsPort"] = 0  # this job serves none
+    assert parse_spec(job["spec"], defaults).runner.metrics_port == 0
+    job["spec"]["runner"]["metricsPort"] = 70000
+    with pytest.raises(SpecError, match=r"spec\.runner\.metricsPort.*70000.*1-65535"):
+        parse_spec(job["spec"], defaults)
+    for bad in ("http", "-1", "65536"):
+        with pytest.raises(ValueError, match=f"DJ_RUNNER_METRICS_PORT: got '{bad}'"):
+            defaults_from_env({"DJ_RUNNER_METRICS_PORT": bad})
