@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 from dj_runner.arrow_json import export_default
 from dj_runner.atomic import fsync_dir, write_atomic
 from dj_runner.errors import RecipeError
-from dj_runner.nospace import raising_no_space
+from dj_runner.nospace import is_no_space, no_space
 from dj_runner.ops.base import HASH_COLUMN, STATS_COLUMN
 from dj_runner.schema import conform, is_json_text, typed_nested, unify
 
@@ -193,20 +193,25 @@ def write_export(
     tag = uuid.uuid4().hex
     tmp_dir = target.with_name(f".{target.name}.tmp-{tag}")
     old = target.with_name(f".{target.name}.old-{tag}")
+    writing = target  # what a full disk's message names: the shard being written, if any
     try:
-        with raising_no_space(target):
+        try:
             target.parent.mkdir(parents=True, exist_ok=True)
             tmp_dir.mkdir()
             for i, part in enumerate(partitions()):
-                shard = f"part-{i:05d}.{fmt}"
-                with raising_no_space(target / shard):
-                    write_file(tmp_dir / shard, part)
+                writing = target / f"part-{i:05d}.{fmt}"
+                write_file(tmp_dir / writing.name, part)
+            writing = target
             (tmp_dir / EXPORT_MARKER).write_text("written by dj-runner; only part-NNNNN files\n")
             if target.exists():
                 os.replace(target, old)  # empty, or only the runner's own files (checked above)
             os.replace(tmp_dir, target)
-    finally:
-        shutil.rmtree(tmp_dir, ignore_errors=True)  # a failed export gives its space back
+        finally:
+            shutil.rmtree(tmp_dir, ignore_errors=True)  # a failed export gives its space back
+    except OSError as exc:
+        if is_no_space(exc):  # said once the space is given back, as write_atomic does
+            raise no_space(writing, exc) from exc
+        raise
     if old.exists():
         shutil.rmtree(old)
     fsync_dir(target.parent)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -176,12 +177,16 @@ def assert_commits_intact(work: Path) -> tuple[list[int], list[int]]:
     return hashed, sorted(committed)
 
 
-def resume_identically(ns: MountNamespace, rec: Path, work: Path, export: Path, clean: CleanRun):
-    """Run the same command again: exit 0, the clean run's bytes; returns its events."""
+def resume_identically(
+    ns: MountNamespace, rec: Path, work: Path, export: Path, clean: CleanRun, outside: Path
+) -> list[dict[str, Any]]:
+    """Run the same command again: exit 0 and the clean run's bytes (a directory export's
+    shards, in order); returns the run's events."""
     resumed = dj(ns, "run", str(rec), "--work-dir", str(work))
     assert resumed.returncode == EXIT_OK, resumed.stderr
-    copy = work.parent.parent / f"{export.name}.copy"
-    ns.check("cp", str(export), str(copy))
+    copy = outside / "output.copy"
+    files = f"{export}/part-*.jsonl" if export.suffix == "" else str(export)
+    ns.check("sh", "-c", f"cat {files} > {copy}")
     assert copy.read_bytes() == clean.output
     return events_since_last_start(ns, work)
 
@@ -223,7 +228,7 @@ def test_a_disk_that_fills_mid_job_fails_with_exit_8_and_keeps_every_committed_c
     # Space freed: the same command resumes from what was committed.
     ns.resize(vol, ROOMY)
     t0 = time.monotonic()
-    events = resume_identically(ns, rec, work, export, clean)
+    events = resume_identically(ns, rec, work, export, clean, tmp_path)
     resume_s = time.monotonic() - t0
     from_source = {e["partition_id"] for e in events if e["event_type"] == "partition_start"}
     assert from_source == set(range(PARTITIONS)) - set(started)  # committed work not redone
@@ -236,11 +241,12 @@ def test_a_disk_that_fills_mid_job_fails_with_exit_8_and_keeps_every_committed_c
     )
 
 
+@pytest.mark.parametrize("export_name", ["out.jsonl", "out"], ids=["file", "directory"])
 def test_an_export_that_fills_its_disk_fails_with_exit_8_and_leaves_no_partial_file(
-    ns, tmp_path, corpus, clean
+    ns, tmp_path, corpus, clean, export_name
 ):
     vol = tmp_path / "vol"  # the tmpfs: the export only; the work dir is on an ordinary disk
-    work, export = tmp_path / "work", vol / "out.jsonl"
+    work, export = tmp_path / "work", vol / export_name
     rec = recipe(tmp_path / "r.yaml", corpus, export)
     size = pages(len(clean.output) // 2)
     ns.mount_tmpfs(vol, size)
@@ -249,7 +255,8 @@ def test_an_export_that_fills_its_disk_fails_with_exit_8_and_leaves_no_partial_f
     failed = dj(ns, "run", str(rec), "--work-dir", str(work))
     fail_s = time.monotonic() - t0
     line = assert_full_disk_failure(failed, export)
-    assert f"cannot write {export}:" in line  # the export's own name, not its temporary's
+    # the export's own name (a directory's shard), not its temporary's
+    assert re.search(rf"cannot write {re.escape(str(export))}(/part-\d{{5}}\.jsonl)?: ", line)
     assert ns.check("ls", "-A", str(vol)) == ""  # no partial export, no temporary
     # Every partition's final checkpoint was committed before the export began.
     for pid in range(PARTITIONS):
@@ -261,11 +268,11 @@ def test_an_export_that_fills_its_disk_fails_with_exit_8_and_leaves_no_partial_f
 
     ns.resize(vol, ROOMY)
     t0 = time.monotonic()
-    kinds = [e["event_type"] for e in resume_identically(ns, rec, work, export, clean)]
+    kinds = [e["event_type"] for e in resume_identically(ns, rec, work, export, clean, tmp_path)]
     resume_s = time.monotonic() - t0
     assert "partition_start" not in kinds and "partition_resume" not in kinds  # export only
     print(
-        f"\nexport: tmpfs {size} bytes for a {len(clean.output)}-byte export; failed after "
+        f"\nexport to {export_name}: tmpfs {size} bytes for a {len(clean.output)}-byte export; failed after "
         f"{fail_s:.1f}s: {line}\n  resumed in {resume_s:.1f}s"
     )
 
@@ -296,7 +303,7 @@ def test_a_disk_without_room_for_the_error_path_still_exits_8_and_resumes(
     assert 1 <= len(hashed) < PARTITIONS, (hashed, line)
 
     ns.check("mount", "-o", "remount,nr_inodes=100000", str(vol))
-    events = resume_identically(ns, rec, work, export, clean)
+    events = resume_identically(ns, rec, work, export, clean, tmp_path)
     from_source = {e["partition_id"] for e in events if e["event_type"] == "partition_start"}
     assert from_source == set(range(PARTITIONS)) - set(started)
     print(f"\ninodes: hashed {hashed}, started {started}: {line}")
