@@ -52,9 +52,9 @@ NO_SPACE_HINT = (
 )
 
 
-def _no_space(exc: NoSpace) -> int:
+def _no_space(exc: NoSpace, hint: str = NO_SPACE_HINT) -> int:
     _error(str(exc))
-    print(NO_SPACE_HINT, file=sys.stderr)
+    print(hint, file=sys.stderr)
     return EXIT_NO_SPACE
 
 
@@ -183,7 +183,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         _error(str(exc))
         return EXIT_USAGE
     except NoSpace as exc:
-        return _no_space(exc)
+        return _no_space(exc, "  free space on that filesystem (or enlarge the volume)")
     print(f"ok: {len(recipe.process)} ops, fingerprint {recipe.fingerprint()}")
     return 0
 

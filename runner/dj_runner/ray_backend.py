@@ -2,8 +2,8 @@
 
 ``RayTaskBackend`` submits one Ray task per partition attempt, waits with a timeout, unwraps a
 task's error to the op's own exception (an ``ENOSPC`` one to ``NoSpace``), and turns a broken
-connection to Ray into ``RayUnavailable`` (exit 7). ``_partition_task`` is the task body: it opens the work dir with
-the run's fencing token and runs ``partition_task.run_partition``.
+connection to Ray into ``RayUnavailable`` (exit 7). ``_partition_task`` is the task body: it
+opens the work dir with the run's fencing token and runs ``partition_task.run_partition``.
 """
 
 from __future__ import annotations
