@@ -16,7 +16,6 @@ from dj_operator.status import times
 
 Obj = dict[str, Any]
 
-RETRYABLE_CODES = frozenset({c.EXIT_LOCKED, c.EXIT_INTERRUPTED, c.EXIT_RAY_LOST, c.EXIT_INTERNAL})
 
 # Outcomes of a finished attempt.
 SUCCEEDED = "succeeded"
