@@ -21,7 +21,9 @@ Runs in the environment that has the ``dj`` extra (``make install-dj``):
      union-find by Ray actors) for that engine only.
 
    Both Data-Juicer engines run in the venv of ``bench/dj_venv.sh``, offline, as in
-   ``bench/run_bench.py``. Reports medians, ratios (of the medians and paired within each
+   ``bench/run_bench.py``. Ray starts its workers at niceness 15; the runner's and dj_ray's
+   workers get dj_default's niceness 0 here (``--ray-worker-niceness``), so that on a shared
+   machine the engines, not their priorities, are compared. Reports medians, ratios (of the medians and paired within each
    repetition), the load average, and whether every engine kept the same multiset of texts
    as the runner; where it did not, how many texts differ and whether each differing text has
    a near-duplicate (the recipe's Jaccard threshold) on the other side, i.e. whether the
@@ -108,7 +110,14 @@ def engine_recipe(engine: str, data: Path, text_only: Path, run_dir: Path, np_: 
 
 
 def run_engine(
-    engine: str, rep: int, data: Path, text_only: Path, runs: Path, dj_venv: Path, np_: int
+    engine: str,
+    rep: int,
+    data: Path,
+    text_only: Path,
+    runs: Path,
+    dj_venv: Path,
+    np_: int,
+    ray_worker_niceness: int | None,
 ) -> tuple[dict[str, Any], list[str] | None]:
     """One run of one engine: its figures, and its kept texts in export order."""
     run_dir = runs / f"{engine}-r{rep}"
@@ -128,6 +137,11 @@ def run_engine(
         ray_tmp = tempfile.mkdtemp(prefix="djb-")
         env.update(RAY_TMPDIR=ray_tmp, TMPDIR=ray_tmp)
         cmd = [str(dj_venv / "bin" / "dj-process"), "--config", str(recipe_path)]
+    if ray_worker_niceness is not None and engine != "dj_default":
+        # Ray starts its workers at niceness 15 unless told otherwise. On a machine shared with
+        # other work that throttles the two Ray engines' ops against dj_default's processes
+        # (niceness 0); the same niceness for all three compares the engines, not priorities.
+        env["RAY_worker_niceness"] = str(ray_worker_niceness)
     load_before = os.getloadavg()[0]
     log_path = run_dir / "log.txt"
     try:
@@ -287,6 +301,7 @@ def summarize(n: int, runs: list[dict[str, Any]]) -> dict[str, Any]:
             ratios[f"{fast}_vs_{slow}"] = {
                 "of_medians": round(engines[slow]["wall_s"] / engines[fast]["wall_s"], 2),
                 "paired": paired(slow, fast),
+                "of_cpu_s": round(engines[slow]["cpu_s"] / engines[fast]["cpu_s"], 2),
             }
     return {"engines": engines, "speedup": ratios}
 
@@ -321,11 +336,21 @@ def main() -> None:
     p.add_argument("--np", type=int, default=os.cpu_count() or 1)
     p.add_argument("--dj-venv", type=Path, help="Data-Juicer venv (default: dj_venv.sh's)")
     p.add_argument("--engines", default=",".join(ENGINES), help="comma-separated subset")
+    p.add_argument(
+        "--ray-worker-niceness",
+        type=int,
+        default=0,
+        help="niceness of the Ray workers of runner and dj_ray (default 0, as dj_default's "
+        "processes; -1: Ray's own default, 15)",
+    )
     args = p.parse_args()
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     bad = [e for e in engines if e not in ENGINES]
     if bad or "runner" not in engines:
         p.error(f"--engines: {bad or engines} invalid; choose from {ENGINES}, runner included")
+    niceness = None if args.ray_worker_niceness == -1 else args.ray_worker_niceness
+    if niceness is not None and not 0 <= niceness <= 19:
+        p.error(f"--ray-worker-niceness must be -1 or 0..19, got {args.ray_worker_niceness}")
     if args.reps < 1 or args.n < 1:
         p.error(f"-n and --reps must be >= 1, got -n {args.n} --reps {args.reps}")
 
@@ -344,7 +369,9 @@ def main() -> None:
     for rep in range(args.reps):
         order = engines[rep % len(engines) :] + engines[: rep % len(engines)]
         for engine in order:
-            result, texts = run_engine(engine, rep, data, text_only, out / "runs", dj_venv, args.np)
+            result, texts = run_engine(
+                engine, rep, data, text_only, out / "runs", dj_venv, args.np, niceness
+            )
             runs.append(result)
             if texts is not None:
                 kept.setdefault(engine, texts)
@@ -363,6 +390,7 @@ def main() -> None:
         "input_sha256": manifest.get("sha256"),
         "np": args.np,
         "reps": args.reps,
+        "ray_worker_niceness": 15 if niceness is None else niceness,
         "ops": [next(iter(e)) for e in PROCESS],
         "dj_ray_op_renames": DJ_RAY_OP_RENAMES,
         "minutes": round((time.time() - started) / 60, 1),
