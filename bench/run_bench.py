@@ -543,7 +543,7 @@ def event_micro(n: int, blocks: int = 5) -> dict[str, Any]:
 
     per_event: list[float] = []
     block_means: list[float] = []
-    with tempfile.TemporaryDirectory(dir=DEFAULT_RESULTS) as tmp:
+    with tempfile.TemporaryDirectory() as tmp:
         log = EventLogger(Path(tmp), "bench-events")
         for i in range(500):  # warm-up
             log.log("op_start", "warm-up", partition_id=i)
