@@ -6,6 +6,7 @@ when a worker pod is deleted mid-job."""
 from __future__ import annotations
 
 import json
+import re
 import signal
 import time
 from pathlib import Path
@@ -128,6 +129,33 @@ def test_kuberay_job_runs_its_partitions_on_the_worker_pod(
     demo_data(k8s_cluster, namespace)
     started = time.monotonic()
     apply(k8s_cluster, namespace, kuberay_job())
+    # While the job runs, its status, `kubectl get` and `kubectl describe` show the RayCluster
+    # as KubeRay reports it: ready, its head ready, 1 of 1 worker ready.
+    expected = {
+        "name": f"{JOB}-ray",
+        "state": "ready",
+        "headReady": True,
+        "readyWorkers": 1,
+        "desiredWorkers": 1,
+        "workers": "1/1",
+    }
+
+    def cluster_shown() -> tuple[str, str] | None:
+        status = job_obj(k8s_cluster, namespace, JOB).get("status") or {}
+        if status.get("rayCluster") != expected:
+            return None
+        table = k8s_cluster.kubectl("get", "djjob", JOB, "-n", namespace).stdout
+        described = k8s_cluster.kubectl("describe", "djjob", JOB, "-n", namespace).stdout
+        return table, described
+
+    table, described = wait_for(
+        cluster_shown, 300, f"status.rayCluster of {JOB} to show {expected}", interval=0.5
+    )
+    header, row = table.splitlines()[:2]
+    assert dict(zip(header.split(), row.split(), strict=False))["WORKERS"] == "1/1", table
+    ray_section = described.split("Ray Cluster:", 1)[1]
+    for key, value in (("Desired Workers", "1"), ("Ready Workers", "1"), ("State", "ready")):
+        assert re.search(rf"^\s+{key}:\s+{value}$", ray_section, re.M), described
     job = wait_condition(k8s_cluster, namespace, JOB, "Succeeded", timeout=400)
     elapsed = time.monotonic() - started
     try:
@@ -136,6 +164,12 @@ def test_kuberay_job_runs_its_partitions_on_the_worker_pod(
         status = job["status"]
         assert status["restarts"] == 0
         assert status["children"]["rayCluster"] == f"{JOB}-ray"
+        # The finished job released its cluster, and its status says so.
+        wait_for(
+            lambda: "rayCluster" not in job_obj(k8s_cluster, namespace, JOB)["status"],
+            60,
+            f"status.rayCluster of {JOB} removed with the cluster",
+        )
         reasons = [e["reason"] for e in events(k8s_cluster, namespace, JOB)]
         assert "ClusterReady" in reasons and "Succeeded" in reasons, reasons
         pods = raycluster.ray_pods(core, namespace, f"{JOB}-ray")
