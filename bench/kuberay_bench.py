@@ -16,9 +16,10 @@ every output must be byte-identical. For each run:
 - apply -> first partition: from the moment `kubectl apply` returned to the timestamp of the
   first `partition_start` record in the runner's event log. The partition task writes that
   record when it starts on its Ray worker (in kuberay mode, on a worker pod); the clock is the
-  host's, shared by every pod here. In kuberay mode the path is split where the job's
-  `ClusterReady` condition is first seen True (polled every 0.5 s) and at the runner's
-  `ray_connected` record;
+  host's, shared by every pod here. The path is split at the runner's `job_start` record (its
+  process started) and `ray_connected` record (it joined Ray; in kuberay mode also every node
+  alive), and in kuberay mode where the job's `ClusterReady` condition is first seen True
+  (polled every 0.5 s). A runner slower than SLOW_CONNECT_S to join Ray has its log kept;
 - throughput: input rows / (job_complete - processing_start) of the event log (the plan, every
   partition, the global ops and the export; not the pod's or Ray's start-up);
 - memory: every 0.5 s, the RSS and the PSS summed over each pod's process tree (every container,
@@ -71,6 +72,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from generate import DEFAULT_DATA_DIR  # noqa: E402
 
 CLAIM = "bench-data"
+SLOW_CONNECT_S = 10.0  # a runner slower than this to join Ray has its log kept in the results
 INPUT = "input/bench.jsonl"
 OBJECT_STORE_BYTES = "100000000"
 SMALL = {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"cpu": "1", "memory": "1Gi"}}
@@ -103,6 +105,7 @@ class Run:
     load_after: float = 0.0
     apply_to_first_partition_s: float = 0.0
     apply_to_cluster_ready_s: float | None = None
+    apply_to_runner_start_s: float = 0.0
     apply_to_ray_connected_s: float | None = None
     apply_to_succeeded_s: float = 0.0
     processing_s: float = 0.0
@@ -111,6 +114,7 @@ class Run:
     rows_per_s: float = 0.0
     teardown_s: float | None = None
     output_sha256: str = ""
+    slow_connect_log: list[str] = field(default_factory=list)
     memory: dict[str, PodMemory] = field(default_factory=dict)
 
 
@@ -308,6 +312,12 @@ def run_job(
         raise RuntimeError(f"{name}: the event log in {work_dir} lacks the records measured")
     run.apply_to_first_partition_s = round(start.timestamp - applied, 2)
     connected = first(events, "ray_connected")
+    runner_start = first(events, "job_start")
+    run.apply_to_runner_start_s = round(runner_start.timestamp - applied, 2)
+    if connected.timestamp - runner_start.timestamp > SLOW_CONNECT_S:
+        # Why the runner took long to join Ray: its own words (retries, nodes alive).
+        log = cluster.node.logs(namespace, f"{name}-runner-1")
+        run.slow_connect_log = [line[:300] for line in log.splitlines()[:40]]
     if config.mode == "kuberay":
         run.apply_to_cluster_ready_s = round(ready_seen[0] - applied, 2) if ready_seen else None
         run.apply_to_ray_connected_s = round(connected.timestamp - applied, 2)
@@ -361,7 +371,11 @@ def summarise(runs: list[Run], configs: list[Config]) -> Obj:
         out[config.label] = {
             "runs": len(mine),
             "apply_to_first_partition_s": median([r.apply_to_first_partition_s for r in mine]),
+            "apply_to_first_partition_max_s": max(
+                (r.apply_to_first_partition_s for r in mine), default=None
+            ),
             "apply_to_cluster_ready_s": median([r.apply_to_cluster_ready_s for r in mine]),
+            "apply_to_runner_start_s": median([r.apply_to_runner_start_s for r in mine]),
             "apply_to_ray_connected_s": median([r.apply_to_ray_connected_s for r in mine]),
             "apply_to_succeeded_s": median([r.apply_to_succeeded_s for r in mine]),
             "processing_s": median([r.processing_s for r in mine]),

@@ -151,6 +151,7 @@ def test_kuberay_job_runs_its_partitions_on_the_worker_pod(
     table, described = wait_for(
         cluster_shown, 300, f"status.rayCluster of {JOB} to show {expected}", interval=0.5
     )
+    print(table, described, sep="\n")
     header, row = table.splitlines()[:2]
     assert dict(zip(header.split(), row.split(), strict=False))["WORKERS"] == "1/1", table
     ray_section = described.split("Ray Cluster:", 1)[1]
