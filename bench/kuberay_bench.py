@@ -94,6 +94,37 @@ class PodMemory:
     role: str
     peak_rss_mb: float = 0.0
     peak_pss_mb: float = 0.0
+    # The peak RSS of each kind of process in the pod (summed over the processes of a kind).
+    by_process_rss_mb: dict[str, float] = field(default_factory=dict)
+
+
+# Ray's processes, told apart by their command line (first match wins).
+PROCESS_KINDS = (
+    ("--mode=specific-server", "ray client server (per client)"),
+    ("ray_client_server", "ray client proxier"),
+    ("gcs_server", "gcs_server"),
+    ("raylet", "raylet"),
+    ("RuntimeEnvAgent", "runtime env agent"),
+    ("runtime_env/agent", "runtime env agent"),
+    ("DashboardAgent", "dashboard agent"),
+    ("dashboard/agent.py", "dashboard agent"),
+    ("dashboard/dashboard.py", "dashboard"),
+    ("ray-dashboard-", "dashboard"),
+    ("autoscaler/_private/monitor.py", "autoscaler monitor"),
+    ("log_monitor", "log monitor"),
+    ("ray::", "ray worker process"),
+    ("default_worker.py", "ray worker process"),
+    ("dj-runner", "dj-runner (driver)"),
+    ("ray start", "ray start"),
+)
+
+
+def process_kind(pid: int) -> str:
+    cmd = proctree.cmdline(pid)
+    for marker, kind in PROCESS_KINDS:
+        if marker in cmd:
+            return kind
+    return Path(cmd.split(" ", 1)[0]).name or "?"
 
 
 @dataclass
@@ -260,11 +291,18 @@ class MemorySampler:
                 pids = self.cluster.node.pod_processes(self.namespace, pod)
                 if not pids:
                     continue
-                rss = sum(proctree.rss_bytes(p) for p in pids) / 2**20
+                kinds: dict[str, float] = {}
+                for pid in pids:
+                    kind = process_kind(pid)
+                    kinds[kind] = kinds.get(kind, 0.0) + proctree.rss_bytes(pid) / 2**20
+                rss = sum(kinds.values())
                 pss = sum(proctree.pss_bytes(p) for p in pids) / 2**20
                 mem = self.pods.setdefault(pod, PodMemory(role))
                 mem.peak_rss_mb = round(max(mem.peak_rss_mb, rss), 1)
                 mem.peak_pss_mb = round(max(mem.peak_pss_mb, pss), 1)
+                for kind, mb in kinds.items():
+                    peak = max(mem.by_process_rss_mb.get(kind, 0.0), mb)
+                    mem.by_process_rss_mb[kind] = round(peak, 1)
 
 
 def first(events: list, kind: str) -> Any:
@@ -383,6 +421,13 @@ def summarise(runs: list[Run], configs: list[Config]) -> Obj:
             "teardown_s": median([r.teardown_s for r in mine]),
             "peak_rss_mb": {role: median([p.peak_rss_mb for p in m]) for role, m in mem.items()},
             "peak_pss_mb": {role: median([p.peak_pss_mb for p in m]) for role, m in mem.items()},
+            "peak_rss_mb_by_process": {
+                role: {
+                    kind: median([p.by_process_rss_mb.get(kind, 0.0) for p in m])
+                    for kind in sorted({k for p in m for k in p.by_process_rss_mb})
+                }
+                for role, m in mem.items()
+            },
         }
     for cpus in sorted({c.cpus for c in configs}):
         local, kuberay = out.get(f"local-{cpus}"), out.get(f"kuberay-{cpus}")
