@@ -21,7 +21,9 @@ every output must be byte-identical. For each run:
   alive), and in kuberay mode where the job's `ClusterReady` condition is first seen True
   (polled every 0.5 s). A runner slower than SLOW_CONNECT_S to join Ray has its log kept;
 - throughput: input rows / (job_complete - processing_start) of the event log (the plan, every
-  partition, the global ops and the export; not the pod's or Ray's start-up);
+  partition, the global ops and the export; not the pod's or Ray's start-up), split at the
+  global op (`global_op_start`, `global_op_complete`), with the ops' own time in the partition
+  tasks summed (`op_complete` durations);
 - memory: every 0.5 s, the RSS and the PSS summed over each pod's process tree (every container,
   daemons included); the peak per pod, by role (runner, head, worker);
 - teardown: from the job's Finished condition to the last Ray pod gone (the operator removes the
@@ -140,6 +142,13 @@ class Run:
     apply_to_ray_connected_s: float | None = None
     apply_to_succeeded_s: float = 0.0
     processing_s: float = 0.0
+    # processing_s split: the partitions through the per-partition ops (up to the global op),
+    # the global op deciding on the driver, the rest (applying its decision, the export).
+    partitions_phase_s: float | None = None
+    global_op_s: float | None = None
+    after_global_s: float | None = None
+    # The ops' own time in the partition tasks, summed over partitions (CPU-seconds of work).
+    op_task_s: float = 0.0
     rows: int = 0
     partitions: int = 0
     rows_per_s: float = 0.0
@@ -363,6 +372,14 @@ def run_job(
     run.partitions = len({e.partition_id for e in starts})
     run.rows = sum(int(e.get("input_rows") or 0) for e in starts)
     run.processing_s = round(end.timestamp - begin.timestamp, 2)
+    global_start, global_end = first(events, "global_op_start"), first(events, "global_op_complete")
+    if global_start is not None and global_end is not None:
+        run.partitions_phase_s = round(global_start.timestamp - begin.timestamp, 2)
+        run.global_op_s = round(global_end.timestamp - global_start.timestamp, 2)
+        run.after_global_s = round(end.timestamp - global_end.timestamp, 2)
+    run.op_task_s = round(
+        sum(float(e.get("duration") or 0) for e in events if e.event_type == "op_complete"), 2
+    )
     run.rows_per_s = round(run.rows / run.processing_s, 1) if run.processing_s else 0.0
     output = claim_root / "output" / f"{name}.jsonl"
     run.output_sha256 = hashlib.sha256(output.read_bytes()).hexdigest()
@@ -417,6 +434,10 @@ def summarise(runs: list[Run], configs: list[Config]) -> Obj:
             "apply_to_ray_connected_s": median([r.apply_to_ray_connected_s for r in mine]),
             "apply_to_succeeded_s": median([r.apply_to_succeeded_s for r in mine]),
             "processing_s": median([r.processing_s for r in mine]),
+            "partitions_phase_s": median([r.partitions_phase_s for r in mine]),
+            "global_op_s": median([r.global_op_s for r in mine]),
+            "after_global_s": median([r.after_global_s for r in mine]),
+            "op_task_s": median([r.op_task_s for r in mine]),
             "rows_per_s": median([r.rows_per_s for r in mine]),
             "teardown_s": median([r.teardown_s for r in mine]),
             "peak_rss_mb": {role: median([p.peak_rss_mb for p in m]) for role, m in mem.items()},
