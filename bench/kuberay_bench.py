@@ -98,12 +98,14 @@ class PodMemory:
     peak_pss_mb: float = 0.0
     # The peak RSS of each kind of process in the pod (summed over the processes of a kind).
     by_process_rss_mb: dict[str, float] = field(default_factory=dict)
+    restarts: int = 0  # the most container restarts seen (a Ray node that failed to start)
 
 
 # Ray's processes, told apart by their command line (first match wins).
 PROCESS_KINDS = (
     ("--mode=specific-server", "ray client server (per client)"),
-    ("ray_client_server", "ray client proxier"),
+    ("ray.util.client.server", "ray client proxier"),
+    ("health-check", "ray health-check (init container)"),
     ("gcs_server", "gcs_server"),
     ("raylet", "raylet"),
     ("RuntimeEnvAgent", "runtime env agent"),
@@ -280,13 +282,16 @@ class MemorySampler:
         self._stop.set()
         self._thread.join(10)
 
-    def _roles(self) -> dict[str, str]:
+    def _roles(self) -> dict[str, tuple[str, int]]:
+        """Each pod of the job: its role and its containers' restarts so far."""
         roles = {}
         selectors = (f"datajuicer.io/job={self.job}", f"ray.io/cluster={self.job}-ray")
         for selector in selectors:
             for pod in self.core.list_namespaced_pod(self.namespace, label_selector=selector).items:
                 labels = pod.metadata.labels or {}
-                roles[pod.metadata.name] = labels.get("ray.io/node-type") or "runner"
+                statuses = (pod.status.container_statuses or []) if pod.status else []
+                restarts = sum(cs.restart_count or 0 for cs in statuses)
+                roles[pod.metadata.name] = (labels.get("ray.io/node-type") or "runner", restarts)
         return roles
 
     def _loop(self) -> None:
@@ -296,7 +301,9 @@ class MemorySampler:
                 roles = self._roles()
             except Exception:  # the API may be busy: a missed sample, not a failed run
                 continue
-            for pod, role in roles.items():
+            for pod, (role, restarts) in roles.items():
+                mem = self.pods.setdefault(pod, PodMemory(role))
+                mem.restarts = max(mem.restarts, restarts)
                 pids = self.cluster.node.pod_processes(self.namespace, pod)
                 if not pids:
                     continue
@@ -306,7 +313,6 @@ class MemorySampler:
                     kinds[kind] = kinds.get(kind, 0.0) + proctree.rss_bytes(pid) / 2**20
                 rss = sum(kinds.values())
                 pss = sum(proctree.pss_bytes(p) for p in pids) / 2**20
-                mem = self.pods.setdefault(pod, PodMemory(role))
                 mem.peak_rss_mb = round(max(mem.peak_rss_mb, rss), 1)
                 mem.peak_pss_mb = round(max(mem.peak_pss_mb, pss), 1)
                 for kind, mb in kinds.items():
@@ -422,7 +428,8 @@ def summarise(runs: list[Run], configs: list[Config]) -> Obj:
         mem: dict[str, list[PodMemory]] = {}
         for r in mine:
             for pod in r.memory.values():
-                mem.setdefault(pod.role, []).append(pod)
+                if pod.peak_rss_mb > 0:  # a pod seen before any of its processes ran
+                    mem.setdefault(pod.role, []).append(pod)
         out[config.label] = {
             "runs": len(mine),
             "apply_to_first_partition_s": median([r.apply_to_first_partition_s for r in mine]),
@@ -440,6 +447,9 @@ def summarise(runs: list[Run], configs: list[Config]) -> Obj:
             "op_task_s": median([r.op_task_s for r in mine]),
             "rows_per_s": median([r.rows_per_s for r in mine]),
             "teardown_s": median([r.teardown_s for r in mine]),
+            "ray_pod_restarts": sum(
+                p.restarts for r in mine for p in r.memory.values() if p.role != "runner"
+            ),
             "peak_rss_mb": {role: median([p.peak_rss_mb for p in m]) for role, m in mem.items()},
             "peak_pss_mb": {role: median([p.peak_pss_mb for p in m]) for role, m in mem.items()},
             "peak_rss_mb_by_process": {
