@@ -442,8 +442,8 @@ def ray_cluster_status(cluster: Obj | None) -> Obj | None:
       `HeadPodReady`) says whether the head runs.
     - `readyWorkers`, `desiredWorkers`: KubeRay's `readyWorkerReplicas` and
       `desiredWorkerReplicas`. KubeRay omits a count that is 0; before it has reported at all,
-      the desired count is the sum of the worker groups' `replicas` (groups with
-      `suspend: true` excluded, as KubeRay counts them).
+      the desired count is computed from the worker groups as KubeRay computes it
+      (`replicas` within `minReplicas`..`maxReplicas`, times `numOfHosts`; suspended groups 0).
     - `workers`: `<ready>/<desired>`, the `Workers` column of `kubectl get djjob`.
     """
     if cluster is None:
@@ -457,7 +457,7 @@ def ray_cluster_status(cluster: Obj | None) -> Obj | None:
         desired = int(status.get("desiredWorkerReplicas") or 0)
     else:
         groups = (cluster.get("spec") or {}).get("workerGroupSpecs") or []
-        desired = sum(int(g.get("replicas") or 0) for g in groups if not g.get("suspend"))
+        desired = sum(_group_desired_workers(group) for group in groups)
     ready = int(status.get("readyWorkerReplicas") or 0)
     return {
         "name": cluster["metadata"]["name"],
@@ -467,6 +467,24 @@ def ray_cluster_status(cluster: Obj | None) -> Obj | None:
         "desiredWorkers": desired,
         "workers": f"{ready}/{desired}",
     }
+
+
+def _group_desired_workers(group: Obj) -> int:
+    """KubeRay's desired worker pods of one group (`GetWorkerGroupDesiredReplicas`): 0 when the
+    group is suspended, else `replicas` kept within `minReplicas`..`maxReplicas`, times
+    `numOfHosts`."""
+    if group.get("suspend"):
+        return 0
+    low = int(group.get("minReplicas") or 0)
+    high = int(group["maxReplicas"]) if group.get("maxReplicas") is not None else None
+    replicas = int(group["replicas"]) if group.get("replicas") is not None else low
+    if high is not None and low > high:
+        replicas = high
+    elif replicas < low:
+        replicas = low
+    elif high is not None and replicas > high:
+        replicas = high
+    return replicas * int(group.get("numOfHosts") or 1)
 
 
 def _stalled_since(obs: Observed, records: list[Obj]) -> datetime | None:

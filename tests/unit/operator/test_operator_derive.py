@@ -350,6 +350,12 @@ def observed_cluster(status: dict | None, groups: list[dict] | None = None) -> d
         ({}, [{"replicas": 2}, {"replicas": 3, "suspend": True}], ("pending", False, 0, 2)),
         ({}, None, ("pending", False, 0, 0)),
         ({}, [{"groupName": "w"}], ("pending", False, 0, 0)),
+        # ... kept within minReplicas..maxReplicas, times numOfHosts, as KubeRay does.
+        ({}, [{"replicas": 1, "minReplicas": 3, "maxReplicas": 5}], ("pending", False, 0, 3)),
+        ({}, [{"replicas": 9, "minReplicas": 1, "maxReplicas": 4}], ("pending", False, 0, 4)),
+        ({}, [{"replicas": 2, "minReplicas": 5, "maxReplicas": 3}], ("pending", False, 0, 3)),
+        ({}, [{"minReplicas": 2, "maxReplicas": 4}], ("pending", False, 0, 2)),
+        ({}, [{"replicas": 2, "numOfHosts": 3}], ("pending", False, 0, 6)),
         # Reported, not ready yet: KubeRay omits the counts that are 0.
         (
             {"desiredWorkerReplicas": 2, "conditions": [{**HEAD_READY, "status": "False"}]},
