@@ -140,27 +140,32 @@ def test_kuberay_job_runs_its_partitions_on_the_worker_pod(
         "workers": "1/1",
     }
 
-    def cluster_shown() -> tuple[str, str] | None:
+    seen: list[str] = []
+
+    def cluster_shown() -> bool:
+        """The status, the WORKERS column and the describe section agree, in one poll (the
+        cluster is removed once the job ends, so all three are read while it runs)."""
         status = job_obj(k8s_cluster, namespace, JOB).get("status") or {}
         if status.get("rayCluster") != expected:
-            return None
+            return False
         table = k8s_cluster.kubectl("get", "djjob", JOB, "-n", namespace).stdout
         described = k8s_cluster.kubectl("describe", "djjob", JOB, "-n", namespace).stdout
-        return table, described
+        seen[:] = [table, described]
+        # The table's columns are aligned; empty cells (no progress yet) are blanks.
+        header, row = table.splitlines()[:2]
+        if row[header.index("WORKERS") :].split()[0] != "1/1":
+            return False
+        # status.rayCluster, a section of its own (not the children's `Ray Cluster: kr-ray`).
+        section = re.search(r"^  Ray Cluster:\n((?:    .*\n)+)", described, re.M)
+        fields = (("Desired Workers", "1"), ("Ready Workers", "1"), ("State", "ready"))
+        return bool(section) and all(
+            re.search(rf"^\s+{key}:\s+{value}$", section.group(1), re.M) for key, value in fields
+        )
 
-    table, described = wait_for(
-        cluster_shown, 300, f"status.rayCluster of {JOB} to show {expected}", interval=0.5
-    )
-    print(table, described, sep="\n")
-    # The table's columns are aligned; empty cells (no progress yet) are blanks.
-    header, row = table.splitlines()[:2]
-    column = header.index("WORKERS")
-    assert row[column:].split()[0] == "1/1", table
-    # status.rayCluster, as a section of its own (not the children's `Ray Cluster: kr-ray`).
-    section = re.search(r"^  Ray Cluster:\n((?:    .*\n)+)", described, re.M)
-    assert section, described
-    for key, value in (("Desired Workers", "1"), ("Ready Workers", "1"), ("State", "ready")):
-        assert re.search(rf"^\s+{key}:\s+{value}$", section.group(1), re.M), described
+    try:
+        wait_for(cluster_shown, 300, f"status.rayCluster of {JOB} to show {expected}", interval=0.5)
+    finally:
+        print(*seen, sep="\n")
     job = wait_condition(k8s_cluster, namespace, JOB, "Succeeded", timeout=400)
     elapsed = time.monotonic() - started
     try:
