@@ -175,6 +175,12 @@ class ProgressReporter:
             self.report_once()
 
     def start(self) -> ProgressReporter:
+        if self._api is None:
+            # Import the client library now, on the calling thread. On the reporter's thread the
+            # import races the main thread's own (both import `requests`: the kube config loader
+            # and Ray), and Python may then hand one of them a half-initialised module.
+            import kubernetes.client
+            import kubernetes.config  # noqa: F401
         self._thread.start()
         return self
 

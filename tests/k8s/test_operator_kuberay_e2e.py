@@ -6,6 +6,7 @@ when a worker pod is deleted mid-job."""
 from __future__ import annotations
 
 import json
+import re
 import signal
 import time
 from pathlib import Path
@@ -128,6 +129,43 @@ def test_kuberay_job_runs_its_partitions_on_the_worker_pod(
     demo_data(k8s_cluster, namespace)
     started = time.monotonic()
     apply(k8s_cluster, namespace, kuberay_job())
+    # While the job runs, its status, `kubectl get` and `kubectl describe` show the RayCluster
+    # as KubeRay reports it: ready, its head ready, 1 of 1 worker ready.
+    expected = {
+        "name": f"{JOB}-ray",
+        "state": "ready",
+        "headReady": True,
+        "readyWorkers": 1,
+        "desiredWorkers": 1,
+        "workers": "1/1",
+    }
+
+    seen: list[str] = []
+
+    def cluster_shown() -> bool:
+        """The status, the WORKERS column and the describe section agree, in one poll (the
+        cluster is removed once the job ends, so all three are read while it runs)."""
+        status = job_obj(k8s_cluster, namespace, JOB).get("status") or {}
+        if status.get("rayCluster") != expected:
+            return False
+        table = k8s_cluster.kubectl("get", "djjob", JOB, "-n", namespace).stdout
+        described = k8s_cluster.kubectl("describe", "djjob", JOB, "-n", namespace).stdout
+        seen[:] = [table, described]
+        # The table's columns are aligned; empty cells (no progress yet) are blanks.
+        header, row = table.splitlines()[:2]
+        if row[header.index("WORKERS") :].split()[0] != "1/1":
+            return False
+        # status.rayCluster, a section of its own (not the children's `Ray Cluster: kr-ray`).
+        section = re.search(r"^  Ray Cluster:\n((?:    .*\n)+)", described, re.M)
+        fields = (("Desired Workers", "1"), ("Ready Workers", "1"), ("State", "ready"))
+        return bool(section) and all(
+            re.search(rf"^\s+{key}:\s+{value}$", section.group(1), re.M) for key, value in fields
+        )
+
+    try:
+        wait_for(cluster_shown, 300, f"status.rayCluster of {JOB} to show {expected}", interval=0.5)
+    finally:
+        print(*seen, sep="\n")
     job = wait_condition(k8s_cluster, namespace, JOB, "Succeeded", timeout=400)
     elapsed = time.monotonic() - started
     try:
@@ -136,6 +174,12 @@ def test_kuberay_job_runs_its_partitions_on_the_worker_pod(
         status = job["status"]
         assert status["restarts"] == 0
         assert status["children"]["rayCluster"] == f"{JOB}-ray"
+        # The finished job released its cluster, and its status says so.
+        wait_for(
+            lambda: "rayCluster" not in job_obj(k8s_cluster, namespace, JOB)["status"],
+            60,
+            f"status.rayCluster of {JOB} removed with the cluster",
+        )
         reasons = [e["reason"] for e in events(k8s_cluster, namespace, JOB)]
         assert "ClusterReady" in reasons and "Succeeded" in reasons, reasons
         pods = raycluster.ray_pods(core, namespace, f"{JOB}-ray")

@@ -57,6 +57,17 @@ DEFAULT_CLIENT_PORT = 10001
 DEFAULT_DASHBOARD_PORT = 8265
 # Ray picks its worker ports from 10002-19999 by default: the head's service ports must not collide.
 RAY_WORKER_PORT_RANGE = (10002, 19999)
+# Termination of the Ray pods. On SIGTERM `ray start --block` asks the GCS to drain its node and
+# waits until the node's tasks have ended, for up to RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S (Ray's
+# default: 30 s), then stops its processes. When the operator removes the cluster (the job ended
+# or is suspended) the head goes at the same moment, the drain request cannot reach a GCS and each
+# worker would wait the whole timeout for nothing. A worker removed alone mid-job (an eviction)
+# lets its running partition end for a few seconds; past that the runner retries the partition
+# on another worker from the checkpoints. The grace period leaves Ray time to stop its processes
+# after the drain before the kubelet kills them.
+RAY_DRAIN_TIMEOUT_ENV = "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S"
+RAY_DRAIN_TIMEOUT_SECONDS = 5
+RAY_POD_GRACE_SECONDS = 10
 
 MODE_LOCAL = "local"
 MODE_KUBERAY = "kuberay"

@@ -488,6 +488,20 @@ def status_schema() -> Schema:
             "runnerPod": _s("The current (or last) runner pod."),
         },
     )
+    ray_cluster = _o(
+        "kuberay mode: the owned RayCluster as KubeRay reports it (absent while there is none).",
+        {
+            "name": _s("The RayCluster."),
+            "state": _s(
+                "KubeRay's status.state (ready, suspended, failed); pending until KubeRay reports"
+                " one. KubeRay keeps ready after the head pod dies: see headReady."
+            ),
+            "headReady": _b("Whether the head pod is ready (KubeRay's condition HeadPodReady)."),
+            "readyWorkers": _i("Worker pods ready (KubeRay's readyWorkerReplicas)."),
+            "desiredWorkers": _i("Worker pods wanted (KubeRay's desiredWorkerReplicas)."),
+            "workers": _s("readyWorkers/desiredWorkers, as the Workers column shows it."),
+        },
+    )
     return _o(
         "What the operator observed (everything but progress) and the runner reported (progress).",
         {
@@ -516,6 +530,7 @@ def status_schema() -> Schema:
             "restarts": _i("Attempts that ended in a retryable failure and were retried."),
             "failure": failure,
             "children": children,
+            "rayCluster": ray_cluster,
             "workDir": _s("The runner's work dir, as the pod sees it."),
             "outputPath": _s("The export path, as the pod sees it."),
             "startTime": _time("When the first runner attempt was created."),
@@ -560,6 +575,12 @@ def crd() -> Schema:
                             "jsonPath": ".status.progress.samplesOut",
                         },
                         {"name": "Restarts", "type": "integer", "jsonPath": ".status.restarts"},
+                        {
+                            "name": "Workers",
+                            "type": "string",
+                            "description": "kuberay mode: Ray worker pods ready/desired.",
+                            "jsonPath": ".status.rayCluster.workers",
+                        },
                         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
                     ],
                     "schema": {

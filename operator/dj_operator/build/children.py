@@ -220,6 +220,7 @@ def _ray_container(name: str, image: str, resources: Obj, ports: list[Obj], spec
     container: Obj = {
         "name": name,
         "image": image,
+        "env": [{"name": c.RAY_DRAIN_TIMEOUT_ENV, "value": str(c.RAY_DRAIN_TIMEOUT_SECONDS)}],
         "volumeMounts": [_storage_mount(spec)],
     }
     if resources:
@@ -230,7 +231,10 @@ def _ray_container(name: str, image: str, resources: Obj, ports: list[Obj], spec
 
 
 def ray_cluster(job: Obj, spec: JobSpec) -> Obj:
-    """The ray.io/v1 RayCluster of kuberay mode: head and worker groups, all mounting the claim."""
+    """The ray.io/v1 RayCluster of kuberay mode: head and worker groups, all mounting the claim.
+    Every Ray pod drains for at most RAY_DRAIN_TIMEOUT_SECONDS on SIGTERM and has a grace period
+    of RAY_POD_GRACE_SECONDS (see constants): removing the cluster takes seconds, not Ray's 30 s
+    drain timeout against a GCS that is already gone."""
     ray = spec.ray
     image = ray.image or spec.runner.image
     volumes = [
@@ -260,6 +264,7 @@ def ray_cluster(job: Obj, spec: JobSpec) -> Obj:
                 "spec": {
                     "containers": [_ray_container("ray-worker", image, group.resources, [], spec)],
                     "volumes": copy.deepcopy(volumes),
+                    "terminationGracePeriodSeconds": c.RAY_POD_GRACE_SECONDS,
                 }
             },
         }
@@ -277,6 +282,7 @@ def ray_cluster(job: Obj, spec: JobSpec) -> Obj:
                         )
                     ],
                     "volumes": volumes,
+                    "terminationGracePeriodSeconds": c.RAY_POD_GRACE_SECONDS,
                 }
             },
         },

@@ -219,6 +219,7 @@ def derive(obs: Observed) -> Outcome:
         if action.kind == "create-pod" and action.attempt is not None:
             kids["runnerPod"] = names.runner_pod(meta["name"], action.attempt)
     status["children"] = kids
+    status["rayCluster"] = ray_cluster_status(obs.ray_cluster)
     status["conditions"] = _conditions(obs, draft, previous)
 
     events = list(draft.events)
@@ -430,6 +431,60 @@ def _decide(obs: Observed, records: list[Obj], prev_phase: str | None, previous:
                 )
             )
     return draft
+
+
+def ray_cluster_status(cluster: Obj | None) -> Obj | None:
+    """`status.rayCluster`: the owned RayCluster as KubeRay reports it (None when there is none,
+    which removes the field).
+
+    - `state`: KubeRay's `status.state` (`ready`, `suspended`, `failed`), `pending` until KubeRay
+      reports one. KubeRay keeps `ready` after the head pod dies: `headReady` (its condition
+      `HeadPodReady`) says whether the head runs.
+    - `readyWorkers`, `desiredWorkers`: KubeRay's `readyWorkerReplicas` and
+      `desiredWorkerReplicas`. KubeRay omits a count that is 0; before it has reported at all,
+      the desired count is computed from the worker groups as KubeRay computes it
+      (`replicas` within `minReplicas`..`maxReplicas`, times `numOfHosts`; suspended groups 0).
+    - `workers`: `<ready>/<desired>`, the `Workers` column of `kubectl get djjob`.
+    """
+    if cluster is None:
+        return None
+    status = cluster.get("status") or {}
+    conditions = {cond.get("type"): cond.get("status") for cond in status.get("conditions") or []}
+    reported = any(
+        key in status for key in ("state", "conditions", "observedGeneration", "lastUpdateTime")
+    )
+    if reported or "desiredWorkerReplicas" in status:
+        desired = int(status.get("desiredWorkerReplicas") or 0)
+    else:
+        groups = (cluster.get("spec") or {}).get("workerGroupSpecs") or []
+        desired = sum(_group_desired_workers(group) for group in groups)
+    ready = int(status.get("readyWorkerReplicas") or 0)
+    return {
+        "name": cluster["metadata"]["name"],
+        "state": status.get("state") or "pending",
+        "headReady": conditions.get("HeadPodReady") == "True",
+        "readyWorkers": ready,
+        "desiredWorkers": desired,
+        "workers": f"{ready}/{desired}",
+    }
+
+
+def _group_desired_workers(group: Obj) -> int:
+    """KubeRay's desired worker pods of one group (`GetWorkerGroupDesiredReplicas`): 0 when the
+    group is suspended, else `replicas` kept within `minReplicas`..`maxReplicas`, times
+    `numOfHosts`."""
+    if group.get("suspend"):
+        return 0
+    low = int(group.get("minReplicas") or 0)
+    high = int(group["maxReplicas"]) if group.get("maxReplicas") is not None else None
+    replicas = int(group["replicas"]) if group.get("replicas") is not None else low
+    if high is not None and low > high:
+        replicas = high
+    elif replicas < low:
+        replicas = low
+    elif high is not None and replicas > high:
+        replicas = high
+    return replicas * int(group.get("numOfHosts") or 1)
 
 
 def _stalled_since(obs: Observed, records: list[Obj]) -> datetime | None:

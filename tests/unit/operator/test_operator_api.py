@@ -54,6 +54,7 @@ def test_crd_names_and_columns() -> None:
         "Progress",
         "Samples-Out",
         "Restarts",
+        "Workers",
         "Age",
     ]
 

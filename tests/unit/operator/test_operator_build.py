@@ -167,6 +167,23 @@ def test_ray_cluster() -> None:
         assert template["spec"]["containers"][0]["volumeMounts"][0]["mountPath"] == "/data"
 
 
+def test_ray_pods_drain_briefly_and_end_within_their_grace_period() -> None:
+    job = make_job()
+    job["spec"]["ray"] = {"mode": "kuberay", "workerGroups": [{"name": "a"}, {"name": "b"}]}
+    cluster = children.ray_cluster(job, parse_spec(job["spec"]))["spec"]
+    templates = [cluster["headGroupSpec"]["template"]] + [
+        group["template"] for group in cluster["workerGroupSpecs"]
+    ]
+    assert len(templates) == 3
+    for template in templates:
+        assert template["spec"]["terminationGracePeriodSeconds"] == 10
+        (container,) = template["spec"]["containers"]
+        drain = {"name": "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S", "value": "5"}
+        assert drain in container["env"]
+    # Ray's own drain ends (and its processes stop) before the grace period kills them.
+    assert c.RAY_DRAIN_TIMEOUT_SECONDS < c.RAY_POD_GRACE_SECONDS
+
+
 def test_the_kuberay_runner_waits_for_the_head_and_every_worker() -> None:
     job = make_job()
     job["spec"]["ray"] = {

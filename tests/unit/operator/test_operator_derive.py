@@ -10,7 +10,7 @@ from operator_fixtures import make_job, pod
 
 from dj_operator.api import constants as c
 from dj_operator.api.types import SpecError, parse_spec
-from dj_operator.status.derive import Observed, Outcome, derive
+from dj_operator.status.derive import Observed, Outcome, derive, ray_cluster_status
 
 NOW = datetime(2026, 11, 30, 5, 30, tzinfo=UTC)
 
@@ -329,3 +329,122 @@ def test_resumed_event_once_per_attempt_with_what_was_restored() -> None:
     assert out.status["attempts"][0]["resumedFrom"] == {"partitionsDone": 3, "checkpoints": 12}
     again = run([pod(1)], status={**out.status, "progress": status["progress"]})
     assert again.events == ()
+
+
+# -- status.rayCluster ------------------------------------------------------------------------
+
+HEAD_READY = {"type": "HeadPodReady", "status": "True"}
+
+
+def observed_cluster(status: dict | None, groups: list[dict] | None = None) -> dict:
+    spec = {"workerGroupSpecs": groups} if groups is not None else {}
+    return {"metadata": {"name": "demo-ray"}, "spec": spec, "status": status}
+
+
+@pytest.mark.parametrize(
+    ("status", "groups", "expected"),
+    [
+        # Not reported by KubeRay yet: the desired count comes from the groups' replicas
+        # (suspended groups excluded, as KubeRay counts them).
+        (None, [{"replicas": 2}, {"replicas": 1}], ("pending", False, 0, 3)),
+        ({}, [{"replicas": 2}, {"replicas": 3, "suspend": True}], ("pending", False, 0, 2)),
+        ({}, None, ("pending", False, 0, 0)),
+        ({}, [{"groupName": "w"}], ("pending", False, 0, 0)),
+        # ... kept within minReplicas..maxReplicas, times numOfHosts, as KubeRay does.
+        ({}, [{"replicas": 1, "minReplicas": 3, "maxReplicas": 5}], ("pending", False, 0, 3)),
+        ({}, [{"replicas": 9, "minReplicas": 1, "maxReplicas": 4}], ("pending", False, 0, 4)),
+        ({}, [{"replicas": 2, "minReplicas": 5, "maxReplicas": 3}], ("pending", False, 0, 3)),
+        ({}, [{"minReplicas": 2, "maxReplicas": 4}], ("pending", False, 0, 2)),
+        ({}, [{"replicas": 2, "numOfHosts": 3}], ("pending", False, 0, 6)),
+        # Reported, not ready yet: KubeRay omits the counts that are 0.
+        (
+            {"desiredWorkerReplicas": 2, "conditions": [{**HEAD_READY, "status": "False"}]},
+            [{"replicas": 2}],
+            ("pending", False, 0, 2),
+        ),
+        (
+            {"desiredWorkerReplicas": 2, "readyWorkerReplicas": 1, "conditions": [HEAD_READY]},
+            [{"replicas": 2}],
+            ("pending", True, 1, 2),
+        ),
+        (
+            {
+                "state": "ready",
+                "desiredWorkerReplicas": 2,
+                "readyWorkerReplicas": 2,
+                "conditions": [HEAD_READY],
+            },
+            [{"replicas": 2}],
+            ("ready", True, 2, 2),
+        ),
+        # A lost head: KubeRay keeps `ready`, HeadPodReady says the head is gone.
+        (
+            {
+                "state": "ready",
+                "desiredWorkerReplicas": 1,
+                "readyWorkerReplicas": 1,
+                "conditions": [{**HEAD_READY, "status": "False"}],
+            },
+            [{"replicas": 1}],
+            ("ready", False, 1, 1),
+        ),
+        # A worker lost, its replacement not ready yet.
+        (
+            {"state": "ready", "desiredWorkerReplicas": 2, "readyWorkerReplicas": 1},
+            [{"replicas": 2}],
+            ("ready", False, 1, 2),
+        ),
+        # Once KubeRay reported, an omitted desired count is 0 (not the groups' replicas).
+        ({"state": "suspended"}, [{"replicas": 2}], ("suspended", False, 0, 0)),
+        ({"observedGeneration": 1}, [{"replicas": 2}], ("pending", False, 0, 0)),
+        ({"state": "failed", "readyWorkerReplicas": 0}, [], ("failed", False, 0, 0)),
+    ],
+)
+def test_ray_cluster_status_is_what_kuberay_reports(
+    status: dict | None, groups: list[dict] | None, expected: tuple
+) -> None:
+    out = ray_cluster_status(observed_cluster(status, groups))
+    assert out is not None
+    state, head_ready, ready, desired = expected
+    assert out == {
+        "name": "demo-ray",
+        "state": state,
+        "headReady": head_ready,
+        "readyWorkers": ready,
+        "desiredWorkers": desired,
+        "workers": f"{ready}/{desired}",
+    }
+
+
+def test_no_ray_cluster_no_ray_cluster_status() -> None:
+    assert ray_cluster_status(None) is None
+
+
+def test_the_job_status_follows_its_ray_cluster_and_drops_it_once_gone() -> None:
+    out = run(spec_patch=KUBERAY)
+    assert out.status["rayCluster"] is None  # not created yet
+    out = after(out, [], spec_patch=KUBERAY, cluster=cluster(False))
+    assert out.status["rayCluster"]["state"] == "pending"
+    ready = cluster(True)
+    ready["status"].update({"desiredWorkerReplicas": 2, "readyWorkerReplicas": 2})
+    out = after(out, [], spec_patch=KUBERAY, cluster=ready)
+    assert out.status["rayCluster"] == {
+        "name": "demo-ray",
+        "state": "ready",
+        "headReady": True,
+        "readyWorkers": 2,
+        "desiredWorkers": 2,
+        "workers": "2/2",
+    }
+    assert out.status["children"]["rayCluster"] == "demo-ray"
+    # Suspended: the cluster goes, and so does the field (None: the status patch removes it).
+    spec = {**KUBERAY, "suspend": True}
+    out = after(out, [], spec_patch=spec, cluster=None)
+    assert out.phase == c.SUSPENDED
+    assert out.status["rayCluster"] is None
+
+
+def test_local_jobs_have_no_ray_cluster_status() -> None:
+    out = run([pod(1)])
+    assert out.status["rayCluster"] is None
+    assert "rayCluster" not in out.status["children"]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -98,3 +100,17 @@ def test_reporter_survives_api_errors(tmp_path: Path) -> None:
     reporter = ProgressReporter(tmp_path, "ns", "demo", min_interval=0, api=Failing())
     assert reporter.report_once() is False
     assert reporter.patches == 0
+
+
+def test_the_client_library_is_imported_on_the_starting_thread(tmp_path: Path) -> None:
+    """Not on the reporter's thread, where it raced the runner's import of Ray (both import
+    `requests`) and left one of them a half-initialised module."""
+    code = (
+        "import sys\n"
+        "from dj_runner.k8s_progress import ProgressReporter\n"
+        "assert 'requests' not in sys.modules and 'kubernetes' not in sys.modules\n"
+        f"reporter = ProgressReporter({str(tmp_path)!r}, 'ns', 'job', poll_interval=3600)\n"
+        "reporter.start()\n"
+        "assert 'requests' in sys.modules and 'kubernetes.config' in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
