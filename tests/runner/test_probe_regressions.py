@@ -456,11 +456,12 @@ def test_M4_a_run_chains_on_the_output_of_a_run_that_kept_its_stats(finished, sa
         sandbox.root / "r.yaml",
         dataset_path=str(finished.output),
         export_path=str(sandbox.root / "out" / "result.jsonl"),
-        process=[{"words_num_filter": {"min_num": 1}}],
+        process=[{"text_length_filter": {"min_len": 500}}],
     )
     succeeded(sandbox.dj("run", str(r)))
     got = [r["text"] for r in read_jsonl(sandbox.root / "out" / "result.jsonl")]
-    assert got == [r["text"] for r in stage1 if r["text"].split()]
+    expected = [r["text"] for r in stage1 if len(r["text"]) >= 500]
+    assert len(expected) < len(stage1) and got == expected
 
 
 # --- every bad input gets a clear error, early -----------------------------------------------
