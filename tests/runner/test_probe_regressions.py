@@ -863,3 +863,94 @@ def test_m6_events_refuses_an_unknown_type_and_a_negative_partition(finished):
             timeout=60,
         )
         refused(proc, EXIT_USAGE, args[1])
+
+
+def test_M5_records_with_missing_or_null_text_are_rejected_and_counted(sandbox):
+    data = sandbox.root / "in.jsonl"
+    data.write_text(
+        '{"text": "a perfectly valid record", "id": 1}\n'
+        '{"meta": "a record without a text field", "id": 2}\n'
+        '{"text": null, "id": 3}\n'
+        '{"text": "valid again", "id": 4}\n'
+    )
+    work = sandbox.root / "work"
+    out = sandbox.root / "out" / "r.jsonl"
+    r = recipe(sandbox.root / "r.yaml", dataset_path=str(data), export_path=str(out))
+    succeeded(sandbox.dj("run", str(r), "--work-dir", str(work)))
+    assert [rec["id"] for rec in read_jsonl(out)] == [1, 4]
+    assert json.loads((work / "result.json").read_text())["rejected"] == 2
+
+
+def test_M3_the_rejected_count_survives_a_global_op_and_a_rerun(sandbox):
+    data = sandbox.root / "in.jsonl"
+    good = [json.dumps({"text": f"record {i % 4} is fine", "id": i}) for i in range(8)]
+    bad = ['{"text": "trunc', "[1, 2, 3]", "42"]
+    data.write_text("\n".join([*good[:3], bad[0], *good[3:6], bad[1], bad[2], *good[6:]]) + "\n")
+    work = sandbox.root / "work"
+    r = recipe(
+        sandbox.root / "r.yaml",
+        dataset_path=str(data),
+        export_path=str(sandbox.root / "out" / "r.jsonl"),
+        process=[{"whitespace_normalization_mapper": {}}, {"document_deduplicator": {}}],
+    )
+    for _ in ("first run", "rerun"):
+        succeeded(sandbox.dj("run", str(r), "--work-dir", str(work)))
+        assert json.loads((work / "result.json").read_text())["rejected"] == 3
+    assert len(read_jsonl(sandbox.root / "out" / "r.jsonl")) == 4  # the duplicates went
+
+
+@dataclass(frozen=True)
+class RecomputedRun:
+    """The shared run's work dir with one partition's checkpoints gone: a rerun killed at its
+    start (its status then read), then a rerun to the end (its report then read)."""
+
+    status_after_kill: subprocess.CompletedProcess[str]
+    finished_rerun: subprocess.CompletedProcess[str]
+    report: subprocess.CompletedProcess[str]
+
+
+@pytest.fixture(scope="module")
+def recomputed(finished) -> Iterator[RecomputedRun]:
+    succeeded(finished.proc)
+    box = new_sandbox()
+    work = copy_work(finished, box.root / "work")
+    shutil.rmtree(work / "checkpoints" / "p00001")
+    r = finished_recipe(finished.box.root, "again.yaml", export_path=str(box.root / "out.jsonl"))
+
+    def starts() -> int:  # a job's first event; a rerun's comes before its Ray starts
+        text = events_text(work)
+        return text.count('"job_start"') + text.count('"job_restart"')
+
+    before = starts()
+    proc = box.popen("run", str(r), "--work-dir", str(work))
+    try:
+        wait_for(
+            lambda: starts() > before or proc.poll() is not None,
+            timeout=120,
+            interval=0.02,
+            what="the rerun's first event",
+        )
+        assert proc.poll() is None, "the rerun ended before it could be killed"
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+    status = box.dj("status", str(work), timeout=60)
+    rerun = box.dj("run", str(r), "--work-dir", str(work))
+    report = box.dj("report", "--json", str(work), timeout=60)
+    yield RecomputedRun(status, rerun, report)
+    box.close()
+
+
+def test_M13_status_of_a_killed_rerun_is_never_the_previous_success(recomputed):
+    shown = recomputed.status_after_kill.stdout
+    assert "succeeded" not in shown, shown
+    assert "resumable: yes" in shown, shown
+
+
+def test_m8_report_counts_each_partition_once_after_a_recompute(recomputed):
+    succeeded(recomputed.finished_rerun)
+    ops = json.loads(recomputed.report.stdout)["ops"]
+    assert [(op["op_name"], op["rows_in"]) for op in ops] == [("text_length_filter", 1500)]
