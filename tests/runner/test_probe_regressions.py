@@ -352,6 +352,22 @@ def test_M11_restart_without_job_json_never_reuses_stale_checkpoints(finished, s
     assert len(got) == len(expected) and got == expected
 
 
+def test_M11_restart_over_a_damaged_job_json_starts_over(finished, sandbox):
+    succeeded(finished.proc)
+    work = copy_work(finished, sandbox.root / "work")
+    with open(work / "job.json", "r+b") as fh:
+        fh.truncate(50)
+    changed = finished_recipe(
+        finished.box.root,
+        "m11-damaged.yaml",
+        export_path=str(sandbox.root / "out" / "result.jsonl"),
+        process=[{"text_length_filter": {"min_len": 1000}}],
+    )
+    succeeded(sandbox.dj("run", str(changed), "--work-dir", str(work), "--restart"))
+    expected = [r["text"] for r in docs_records() if len(r["text"]) >= 1000]
+    assert [r["text"] for r in read_jsonl(sandbox.root / "out" / "result.jsonl")] == expected
+
+
 def test_M12_a_lost_plan_never_pairs_old_checkpoints_with_new_partitions(finished, sandbox):
     succeeded(finished.proc)
     work = copy_work(finished, sandbox.root / "work")
