@@ -59,7 +59,8 @@ DJ_RUNNER_UNDER_TEST=$VENV/bin/dj-runner "$VENV/bin/pytest" -q -p no:cacheprovid
 for side in ref now; do
   [[ -s "$results/$side.xml" ]] || { cat "$results/$side.log" >&2; exit 1; }
 done
-"$VENV/bin/python" - "$REF" "$results/ref.xml" "$results/now.xml" <<'EOF'
+status=0
+"$VENV/bin/python" - "$REF" "$results/ref.xml" "$results/now.xml" <<'EOF' || status=$?
 import sys
 import xml.etree.ElementTree as ET
 
@@ -86,3 +87,6 @@ proven = [r for r in rows if r[2] == "FAIL" and r[3] == "pass"]
 print(f"\n{len(proven)} of {len(rows)} tests fail at {ref_name} and pass now")
 sys.exit(0 if len(proven) == len(rows) else 1)
 EOF
+echo "pytest at $REF: $(tail -n 1 "$results/ref.log")"
+echo "pytest now: $(tail -n 1 "$results/now.log")"
+exit $status

@@ -704,7 +704,7 @@ def _is_loopback(addr: str) -> bool:
 
 def _second_run(box: Sandbox, r: Path, work: Path) -> subprocess.CompletedProcess[str] | None:
     """Another run on the busy work dir, given 10 s to answer (the first run's slow ops take
-    15 s, so it still runs afterwards); None when it did not answer by then."""
+    30 s, so it still runs afterwards); None when it did not answer by then."""
     proc = box.popen("run", str(r), "--work-dir", str(work))
     try:
         _, err = proc.communicate(timeout=10)
@@ -722,7 +722,7 @@ def interrupted() -> Iterator[InterruptedRun]:
     r = recipe(
         box.root / "r.yaml",
         project_name="slow",
-        dataset_path=str(DEMO),
+        dataset_path=str(CORPORA / "alpaca-cot.jsonl"),  # 11 partitions of 5 s: 30 s on 2 CPUs
         export_path=str(box.root / "out" / "r.jsonl"),
         partition_size=1,
         np=2,
