@@ -982,3 +982,32 @@ def test_m8_report_counts_each_partition_once_after_a_recompute(recomputed):
     succeeded(recomputed.finished_rerun)
     ops = json.loads(recomputed.report.stdout)["ops"]
     assert [(op["op_name"], op["rows_in"]) for op in ops] == [("text_length_filter", 1500)]
+
+
+def test_m9_a_damaged_checkpoint_is_reported_but_pruned_ones_are_not(sandbox):
+    work = sandbox.root / "work"
+    out = sandbox.root / "out" / "r.jsonl"
+    r = recipe(
+        sandbox.root / "r.yaml",
+        dataset_path=str(CORPORA / "alpaca-cot.jsonl"),
+        export_path=str(out),
+        partition_size=4,
+        checkpoint={"enabled": True, "strategy": "every_op"},
+        process=[
+            {"whitespace_normalization_mapper": {}},
+            {"clean_email_mapper": {}},
+            {"clean_links_mapper": {}},
+            {"text_length_filter": {"min_len": 5}},
+        ],
+    )
+    succeeded(sandbox.dj("run", str(r), "--work-dir", str(work)))
+    first = out.read_bytes()
+    (final,) = (work / "checkpoints" / "p00001").glob("op004.*")
+    with open(final, "r+b") as fh:
+        fh.truncate(final.stat().st_size // 2)
+    succeeded(sandbox.dj("run", str(r), "--work-dir", str(work)))
+    assert out.read_bytes() == first
+    shown = sandbox.dj("events", str(work), "-t", "checkpoint_invalid", timeout=60).stdout
+    assert "op004" in shown, shown  # the damaged one is reported
+    for pruned in ("op001", "op002", "op003"):  # older ones, deleted on purpose, are not
+        assert pruned not in shown, shown
