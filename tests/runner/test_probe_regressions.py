@@ -53,6 +53,12 @@ RUN_TIMEOUT_S = 300
 # --- a private sandbox per run -------------------------------------------------------------
 
 
+def _interruptible() -> None:
+    """Ctrl-C's default meaning in the child, as in a terminal's foreground job (a background
+    job of a non-interactive shell, such as a script's pytest, starts with SIGINT ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @dataclass(frozen=True)
 class Sandbox:
     """A private temp root (short: Ray's socket paths must fit) with its own HOME."""
@@ -94,6 +100,7 @@ class Sandbox:
             stderr=subprocess.PIPE,
             text=True,
             start_new_session=True,  # its own process group, as a shell job is
+            preexec_fn=_interruptible,
         )
 
     def processes(self) -> list[int]:
