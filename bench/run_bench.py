@@ -487,8 +487,16 @@ def run_engine(ctx: Context, engine: str, data: Dataset, rep: int) -> RunResult:
         assert ctx.dj_venv is not None
         env = dj_env(ctx.dj_venv, run_dir)
         cmd = [str(ctx.dj_venv / "bin" / "dj-process"), "--config", str(recipe_path)]
+    # Data-Juicer's Ray gets a private temp root (never the machine's /tmp/ray), short enough
+    # for Ray's socket paths; removed after the run.
+    ray_tmp = tempfile.mkdtemp(prefix="djb-")
+    if engine in DJ_ENGINES:
+        env.update(RAY_TMPDIR=ray_tmp, TMPDIR=ray_tmp)
     log_path = run_dir / "log.txt"
-    rc, wall, mon, error = run_command(cmd, env, log_path, ctx.timeout, run_dir)
+    try:
+        rc, wall, mon, error = run_command(cmd, env, log_path, ctx.timeout, run_dir)
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     log = log_path.read_text(errors="replace")
     if rc != 0 and error is None:
         error = f"exit code {rc}: " + " | ".join(log.strip().splitlines()[-3:])[-600:]
@@ -535,7 +543,7 @@ def event_micro(n: int, blocks: int = 5) -> dict[str, Any]:
 
     per_event: list[float] = []
     block_means: list[float] = []
-    with tempfile.TemporaryDirectory(dir=DEFAULT_RESULTS) as tmp:
+    with tempfile.TemporaryDirectory() as tmp:
         log = EventLogger(Path(tmp), "bench-events")
         for i in range(500):  # warm-up
             log.log("op_start", "warm-up", partition_id=i)

@@ -256,7 +256,6 @@ class CheckpointDir:
         """Write, fsync, rename, then commit; finally prune older checkpoints."""
         if self.fence is not None:
             self.fence.check_current()
-        self.dir.mkdir(parents=True, exist_ok=True)
         name = f"{key.label}.{EXTENSIONS[self.fmt]}"
         path = self.dir / name
         # The checksum is taken from the bytes as they are written, not from a re-read.

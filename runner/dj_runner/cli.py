@@ -2,8 +2,9 @@
 
 Exit codes (errors.py, docs/runner.md): 0 succeeded; 1 failed; 2 invalid recipe, arguments or
 input; 3 partially succeeded; 4 resume refused; 5 work dir locked by another live runner;
-6 interrupted by SIGTERM/SIGINT after a clean stop; 7 Ray unavailable or lost; 70 internal
-error; 128+N killed by signal N. Nothing a user does ends in a Python traceback.
+6 interrupted by SIGTERM/SIGINT after a clean stop; 7 Ray unavailable or lost; 8 no space left
+on a device the job writes to; 70 internal error; 128+N killed by signal N. Nothing a user does
+ends in a Python traceback.
 """
 
 from __future__ import annotations
@@ -23,12 +24,14 @@ from dj_runner.errors import (
     EXIT_INTERNAL,
     EXIT_INTERRUPTED,
     EXIT_LOCKED,
+    EXIT_NO_SPACE,
     EXIT_RAY_UNAVAILABLE,
     EXIT_REFUSED,
     EXIT_USAGE,
     InputError,
     Interrupted,
     InvalidInput,
+    NoSpace,
     RecipeError,
     ResumeRefused,
 )
@@ -41,6 +44,18 @@ JOB_END_EVENTS = ("job_complete", "job_failed", "job_interrupted")
 
 def _error(msg: str) -> None:
     print(f"error: {msg}", file=sys.stderr)
+
+
+NO_SPACE_HINT = (
+    "  free space on that filesystem (or enlarge the volume), then resume with the same "
+    "command: committed checkpoints are kept"
+)
+
+
+def _no_space(exc: NoSpace, hint: str = NO_SPACE_HINT) -> int:
+    _error(str(exc))
+    print(hint, file=sys.stderr)
+    return EXIT_NO_SPACE
 
 
 def load_checked_recipe(path: str, work_dir: str | None = None) -> Any:
@@ -120,6 +135,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except Interrupted as exc:  # a signal before the run owned the work dir
         _error(str(exc))
         return EXIT_INTERRUPTED
+    except NoSpace as exc:  # before the run owned the work dir: the lock, claim, manifest
+        return _no_space(exc)
     code = result.exit_code
     if result.status == "interrupted":
         print(
@@ -141,6 +158,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
             )
         elif code == EXIT_RAY_UNAVAILABLE:
             print("  Ray went away; resume with the same command once it is back", file=sys.stderr)
+        elif code == EXIT_NO_SPACE:
+            print(NO_SPACE_HINT, file=sys.stderr)
         else:
             print(
                 f"  resume with the same command; details: dj-runner report {result.work_dir}",
@@ -163,6 +182,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     except (RecipeError, InvalidInput, InputError) as exc:
         _error(str(exc))
         return EXIT_USAGE
+    except NoSpace as exc:
+        return _no_space(exc, "  free space on that filesystem (or enlarge the volume)")
     print(f"ok: {len(recipe.process)} ops, fingerprint {recipe.fingerprint()}")
     return 0
 
@@ -344,13 +365,20 @@ def main(argv: list[str] | None = None) -> int:
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
             code = 141
+        except NoSpace as exc:
+            code = _no_space(exc)
         except Exception as exc:
-            _error(f"internal error: {type(exc).__name__}: {exc}")
-            if os.environ.get("DJ_RUNNER_DEBUG"):
-                traceback.print_exc()
+            from dj_runner.nospace import is_no_space, no_space
+
+            if isinstance(exc, OSError) and is_no_space(exc):  # a write no path named: still 8
+                code = _no_space(no_space(exc.filename or os.getcwd(), exc))
             else:
-                print("  set DJ_RUNNER_DEBUG=1 for the stack trace", file=sys.stderr)
-            code = EXIT_INTERNAL
+                _error(f"internal error: {type(exc).__name__}: {exc}")
+                if os.environ.get("DJ_RUNNER_DEBUG"):
+                    traceback.print_exc()
+                else:
+                    print("  set DJ_RUNNER_DEBUG=1 for the stack trace", file=sys.stderr)
+                code = EXIT_INTERNAL
     if args.command == "run" and _embedded_ray_running():
         # An embedded Ray's processes share this process's fate and exit with it; Ray's own
         # graceful shutdown would add seconds to every run for nothing. The checkpoints,

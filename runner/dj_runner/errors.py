@@ -3,7 +3,8 @@
 Exit codes (the contract with the operator; docs/runner.md): 0 succeeded; 1 failed; 2 invalid
 recipe, arguments or input; 3 partially succeeded; 4 resume refused; 5 work dir locked by
 another live runner; 6 interrupted by SIGTERM/SIGINT after a clean stop; 7 Ray unavailable or
-lost; 70 internal error; 128+N killed by signal N.
+lost; 8 no space left on a device the job writes to (resumable once space is freed); 70 internal
+error; 128+N killed by signal N.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ EXIT_REFUSED = 4
 EXIT_LOCKED = 5
 EXIT_INTERRUPTED = 6
 EXIT_RAY_UNAVAILABLE = 7
+EXIT_NO_SPACE = 8
 EXIT_INTERNAL = 70
 
 
@@ -123,3 +125,35 @@ class PlanRefused(ResumeRefused):
 
 class InvalidInput(RunnerError):
     """Bad input outside the recipe: arguments, paths, an unreachable Ray address (exit 2)."""
+
+
+class NoSpace(RunnerError):
+    """A write failed because its device is full or its quota used up (exit 8, resumable).
+
+    Names the path that could not be written and, where ``statvfs`` could tell, the space left
+    on its filesystem. Built by ``nospace.no_space``; picklable across Ray processes.
+    """
+
+    def __init__(self, path: str, reason: str, free_bytes: int | None, total_bytes: int | None):
+        self.path = path
+        self.reason = reason
+        self.free_bytes = free_bytes
+        self.total_bytes = total_bytes
+        msg = f"cannot write {path}: {reason}"
+        if free_bytes is not None and total_bytes is not None:
+            msg += f" ({_size(free_bytes)} free of {_size(total_bytes)} on that filesystem)"
+        super().__init__(msg)
+
+    def __reduce__(self):  # keep picklable across Ray processes
+        return (NoSpace, (self.path, self.reason, self.free_bytes, self.total_bytes))
+
+
+def _size(n: int) -> str:
+    if n < 1024:
+        return f"{n} bytes"
+    value = float(n)
+    for unit in ("KiB", "MiB", "GiB"):
+        value /= 1024
+        if value < 1024:
+            return f"{value:.1f} {unit}"
+    return f"{value / 1024:.1f} TiB"

@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dj_runner.nospace import raising_no_space
+
 #: The single file of logs written before per-writer segments, and its rotated copies
 #: (``events.jsonl.NNNNNN``); still read, never written.
 LOG_NAME = "events.jsonl"
@@ -198,13 +200,14 @@ class _SegmentWriter:
 
     def append(self, line: bytes) -> None:
         """Write ``line`` whole, starting a new segment first when it would not fit."""
+        if self.seq == 0 or (self.size > 0 and self.size + len(line) > self.max_bytes):
+            self._next_segment()
+            self.torn = False  # a fragment ending a finished segment is a torn last line
+        elif self.fd is None:  # closed by the last logger of this process; reopened here
+            self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         if self.torn:
             self._write_all(b"\n")  # end the fragment: one unparsable line, never a glued one
             self.torn = False
-        if self.seq == 0 or (self.size > 0 and self.size + len(line) > self.max_bytes):
-            self._next_segment()
-        elif self.fd is None:
-            self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self._write_all(line)
 
     def _write_all(self, data: bytes) -> None:
@@ -314,7 +317,8 @@ class EventLogger:
     def log(self, event_type: str, message: str = "", **fields: Any) -> str:
         """Append one event; returns its event_id. Fields with value None are left out.
 
-        Raises OSError when the event cannot be written (a full disk); the log stays readable.
+        Raises ``NoSpace`` (naming the segment) when the device is full, ``OSError`` for other
+        write errors; the log stays readable either way.
         """
         level = EVENT_LEVELS.get(event_type, "INFO")
         if not self.enabled or LEVELS[level] < self._min_level:
@@ -340,7 +344,8 @@ class EventLogger:
                 if value is not None:
                     record[key] = value
             line = (json.dumps(record, default=str, ensure_ascii=False) + "\n").encode()
-            writer.append(line)
+            with raising_no_space(writer.path):
+                writer.append(line)
             return record["event_id"]
 
     def close(self) -> None:

@@ -17,7 +17,7 @@ import signal
 import threading
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from dj_runner.errors import (
     EXIT_INTERNAL,
     EXIT_INTERRUPTED,
     EXIT_LOCKED,
+    EXIT_NO_SPACE,
     EXIT_OK,
     EXIT_PARTIAL,
     EXIT_RAY_UNAVAILABLE,
@@ -40,6 +41,7 @@ from dj_runner.errors import (
     Interrupted,
     InvalidInput,
     MalformedRecordError,
+    NoSpace,
     OpError,
     RayUnavailable,
     RecipeError,
@@ -54,6 +56,7 @@ from dj_runner.global_decisions import removed
 from dj_runner.jobclaim import claim_work_dir, default_work_dir
 from dj_runner.jobplan import load_or_build_plan
 from dj_runner.lock import WorkDirLock
+from dj_runner.nospace import is_no_space
 from dj_runner.partition_task import PartitionResult, SourceChanged
 from dj_runner.planner import Plan
 from dj_runner.progress import NoProgress, Progress
@@ -80,12 +83,16 @@ __all__ = [
     "EXIT_USAGE",
     "Executor",
     "JobResult",
+    "best_effort",
     "default_work_dir",
     "wait_timeout",
 ]
 
-#: Errors that end the job at once: more attempts cannot help.
-FATAL_ERRORS = (SourceChanged, MalformedRecordError, RayUnavailable, Superseded)
+#: Errors that end the job at once: more attempts cannot help. A full disk stays full while the
+#: job runs (its checkpoints only add up until the export), so retrying a partition would redo
+#: its ops to fail at the same write, and a partition failed for want of space must never
+#: count towards ``max_failed_partitions`` (a "partially succeeded" export missing data).
+FATAL_ERRORS = (SourceChanged, MalformedRecordError, RayUnavailable, Superseded, NoSpace)
 
 
 @dataclass
@@ -172,15 +179,18 @@ class _StageListener:
             self.ex.status.update(last_checkpoint_at=now_rfc3339(), partitions=self._settled())
 
     def on_fatal(self, part: Any, error: BaseException) -> None:
-        if isinstance(error, (SourceChanged, MalformedRecordError)):
-            self.ex._log(
-                "partition_failed",
-                str(error),
-                partition_id=part.pid,
-                error_message=str(error),
-                error_type=type(error).__name__,
+        # Best effort: on a full disk these writes fail too, and ``error`` must still end the job.
+        if isinstance(error, (SourceChanged, MalformedRecordError, NoSpace)):
+            best_effort(
+                lambda: self.ex._log(
+                    "partition_failed",
+                    str(error),
+                    partition_id=part.pid,
+                    error_message=str(error),
+                    error_type=type(error).__name__,
+                )
             )
-        self.ex._note_failure(part.pid, error)
+        best_effort(lambda: self.ex._note_failure(part.pid, error))
 
 
 class Executor:
@@ -315,11 +325,13 @@ class Executor:
                     "(their committed checkpoints are kept)"
                 )
             sig = signal.Signals(self.stop.signum).name if self.stop.signum else "a signal"
-            self._log(
-                "job_interrupted",
-                f"job {self.job_id} stopped on {sig}; resumable",
-                run_id=self.run_id,
-                job_duration=time.time() - t0,
+            best_effort(
+                lambda: self._log(
+                    "job_interrupted",
+                    f"job {self.job_id} stopped on {sig}; resumable",
+                    run_id=self.run_id,
+                    job_duration=time.time() - t0,
+                )
             )
         except Exception as exc:
             result.status = "failed"
@@ -327,30 +339,51 @@ class Executor:
             result.error = (
                 str(exc) if isinstance(exc, RunnerError) else f"{type(exc).__name__}: {exc}"
             )
-            self._log(
-                "job_failed",
-                result.error,
-                error_message=str(exc),
-                error_type=type(exc).__name__,
-                stack_trace=traceback.format_exc(),
-                failure_time=time.time(),
-                job_duration=time.time() - t0,
+            stack, message, kind = traceback.format_exc(), str(exc), type(exc).__name__
+            best_effort(
+                lambda: self._log(
+                    "job_failed",
+                    result.error,
+                    error_message=message,
+                    error_type=kind,
+                    stack_trace=stack,
+                    failure_time=time.time(),
+                    job_duration=time.time() - t0,
+                )
             )
         finally:
             result.duration = time.time() - t0
             result.rejected = self._count_rejects()
-            self.status.update(samples={"rejected": result.rejected}, partitions={"running": 0})
             error = None
             if result.status == "failed":
                 error = self._first_error or {"op": None, "partition": None, "message": ""}
                 error = {**error, "message": result.error or error["message"]}
             elif result.status == "interrupted" and "grace period" in (result.error or ""):
                 error = {"op": None, "partition": None, "message": result.error}
-            self.status.finish(result.status, error)
-            write_json_atomic(self.work.result_path, result.to_dict())
+            self._record_end(result, error)
             self.progress.close()
             self.events.close()
         return result
+
+    def _record_end(self, result: JobResult, error: dict[str, Any] | None) -> None:
+        """Write the run's end to status.json and result.json, best effort on a full disk.
+
+        The exit code reports what happened to the data; when the disk has no room left even
+        for these small files, they keep the previous state (``status`` then shows the run as
+        interrupted, its runner being gone) and stderr says so.
+        """
+        self.status.data["samples"]["rejected"] = result.rejected
+        self.status.data["partitions"]["running"] = 0
+        missed = [
+            exc
+            for exc in (
+                best_effort(lambda: self.status.finish(result.status, error)),
+                best_effort(lambda: write_json_atomic(self.work.result_path, result.to_dict())),
+            )
+            if exc is not None
+        ]
+        if missed:
+            self.progress.note(f"warning: the run's end could not be recorded: {missed[0]}")
 
     def _connect(self) -> Any:
         from dj_runner.ray_env import connect
@@ -648,7 +681,22 @@ class Executor:
         return status(self.work.root)
 
 
+def best_effort(write: Callable[[], None]) -> NoSpace | None:
+    """Run ``write``; on a full disk return its ``NoSpace`` instead of raising.
+
+    For the writes of an error path (the event log, status.json, result.json): they must not
+    replace the error being reported by one about the disk it already names.
+    """
+    try:
+        write()
+    except NoSpace as exc:
+        return exc
+    return None
+
+
 def _exit_code_for(exc: BaseException) -> int:
+    if is_no_space(exc):  # NoSpace, or an ENOSPC/EDQUOT OSError no write path named
+        return EXIT_NO_SPACE
     if isinstance(exc, ResumeRefused):
         return EXIT_REFUSED
     if isinstance(exc, (RecipeError, InvalidInput, InputError, RayAddressError)):

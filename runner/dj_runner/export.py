@@ -5,7 +5,8 @@ export path has no file suffix. Every partition is conformed to one schema first
 export does not depend on how the input was partitioned. A Parquet export gives nested JSON
 values (kept as JSON text while processing) their struct or list type. A single-file export
 appears atomically (written under a temporary name, then renamed); a directory export is written
-beside the target and swapped in with two renames.
+beside the target and swapped in with two renames. An export that fails (a full disk: ``NoSpace``,
+naming the file or shard) leaves the previous export, or none, and removes what it had written.
 
 The runner only ever deletes what it wrote. A directory export carries a marker file
 (``.dj-runner-export``); an existing directory without it that holds anything is refused
@@ -30,6 +31,7 @@ import pyarrow.parquet as pq
 from dj_runner.arrow_json import export_default
 from dj_runner.atomic import fsync_dir, write_atomic
 from dj_runner.errors import RecipeError
+from dj_runner.nospace import is_no_space, no_space
 from dj_runner.ops.base import HASH_COLUMN, STATS_COLUMN
 from dj_runner.schema import conform, is_json_text, typed_nested, unify
 
@@ -188,20 +190,28 @@ def write_export(
         return rows
 
     check_export_target(export_path)
-    target.parent.mkdir(parents=True, exist_ok=True)
     tag = uuid.uuid4().hex
     tmp_dir = target.with_name(f".{target.name}.tmp-{tag}")
-    tmp_dir.mkdir()
     old = target.with_name(f".{target.name}.old-{tag}")
+    writing = target  # what a full disk's message names: the shard being written, if any
     try:
-        for i, part in enumerate(partitions()):
-            write_file(tmp_dir / f"part-{i:05d}.{fmt}", part)
-        (tmp_dir / EXPORT_MARKER).write_text("written by dj-runner; only part-NNNNN files\n")
-        if target.exists():
-            os.replace(target, old)  # empty, or only the runner's own files (checked above)
-        os.replace(tmp_dir, target)
-    finally:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp_dir.mkdir()
+            for i, part in enumerate(partitions()):
+                writing = target / f"part-{i:05d}.{fmt}"
+                write_file(tmp_dir / writing.name, part)
+            writing = target
+            (tmp_dir / EXPORT_MARKER).write_text("written by dj-runner; only part-NNNNN files\n")
+            if target.exists():
+                os.replace(target, old)  # empty, or only the runner's own files (checked above)
+            os.replace(tmp_dir, target)
+        finally:
+            shutil.rmtree(tmp_dir, ignore_errors=True)  # a failed export gives its space back
+    except OSError as exc:
+        if is_no_space(exc):  # said once the space is given back, as write_atomic does
+            raise no_space(writing, exc) from exc
+        raise
     if old.exists():
         shutil.rmtree(old)
     fsync_dir(target.parent)

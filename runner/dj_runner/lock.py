@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from dj_runner.errors import Interrupted, RunnerError
+from dj_runner.nospace import raising_no_space
 
 LOCK_FILE = ".lock"
 
@@ -120,9 +121,14 @@ class WorkDirLock:
             time.sleep(min(poll_s, max(0.0, wait_s - waited)))
         self._fd = fd
         data = (json.dumps(asdict(self.holder), sort_keys=True) + "\n").encode()
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, data, 0)
-        os.fsync(fd)
+        try:
+            with raising_no_space(self.root / LOCK_FILE):
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, data, 0)
+                os.fsync(fd)
+        except BaseException:
+            self.release()  # a lock whose holder line cannot be written is not taken
+            raise
 
     def release(self) -> None:
         if self._fd is not None:

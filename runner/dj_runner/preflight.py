@@ -5,7 +5,8 @@ before Ray starts or any work is done: the input exists and has records (a glob 
 nothing is an error); the export does not overwrite the input, is not inside the dataset
 directory and is not an ancestor of the input or of the work dir; the work dir is not inside
 the dataset directory (it would be read back as input); the export location and the work
-dir are directories the runner can write (checked by creating and removing a probe file);
+dir are directories the runner can write (checked by creating and removing a probe file; a
+full device there is ``NoSpace``, not a recipe error);
 each text key names a field that the first records of the input carry; and JSONL
 checkpoints are not asked to keep a column type they cannot restore.
 """
@@ -21,6 +22,7 @@ from pathlib import Path
 
 from dj_runner.arrow_json import jsonl_unsupported
 from dj_runner.errors import RecipeError, closest
+from dj_runner.nospace import is_no_space, no_space
 from dj_runner.recipe import Recipe
 from dj_runner.sources import (
     LINE_FORMATS,
@@ -126,6 +128,8 @@ def check_writable(key: str, directory: Path) -> None:
             fh.flush()
             os.fsync(fh.fileno())
     except OSError as exc:
+        if is_no_space(exc):  # not a bad recipe: the volume is full (exit 8, retryable)
+            raise no_space(directory, exc) from exc
         raise RecipeError(
             key, str(directory), f"a writable location ({probe_dir}: {exc.strerror})"
         ) from exc

@@ -1,9 +1,9 @@
 """The scheduler's Ray backend, and the partition task's entry point in a Ray worker.
 
 ``RayTaskBackend`` submits one Ray task per partition attempt, waits with a timeout, unwraps a
-task's error to the op's own exception, and turns a broken connection to Ray into
-``RayUnavailable`` (exit 7). ``_partition_task`` is the task body: it opens the work dir with
-the run's fencing token and runs ``partition_task.run_partition``.
+task's error to the op's own exception (an ``ENOSPC`` one to ``NoSpace``), and turns a broken
+connection to Ray into ``RayUnavailable`` (exit 7). ``_partition_task`` is the task body: it
+opens the work dir with the run's fencing token and runs ``partition_task.run_partition``.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from dj_runner.checkpoint import CheckpointKey
 from dj_runner.errors import RayUnavailable
 from dj_runner.events import EventLogger
 from dj_runner.fencing import Fence
+from dj_runner.nospace import NO_SPACE_ERRNOS, no_space
 from dj_runner.partition_task import PartitionResult, run_partition
 from dj_runner.recipe import Recipe
 from dj_runner.scheduler import short_error
@@ -85,6 +86,9 @@ class RayTaskBackend:
             return self._ray.get(handle)
         except RayTaskError as exc:
             cause = getattr(exc, "cause", None)
+            if isinstance(cause, OSError) and cause.errno in NO_SPACE_ERRNOS:
+                # a full disk the task's own writes did not name: still fatal, never retried
+                raise no_space(cause.filename or self._args[0], cause) from None
             raise (cause if isinstance(cause, BaseException) else exc) from None
         except ConnectionError as exc:
             raise RayUnavailable(f"lost the connection to Ray: {short_error(exc)}") from None

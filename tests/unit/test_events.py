@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from dj_runner import events as events_module
+from dj_runner.errors import NoSpace
 from dj_runner.events import (
     EventLogger,
     follow_events,
@@ -288,13 +289,40 @@ def test_a_failed_write_leaves_one_unreadable_line_never_a_glued_one(tmp_path, m
     with EventLogger(tmp_path, "j") as log:
         log.log("op_complete", operation_idx=0)
         disk_full[0] = 2
-        with pytest.raises(OSError):
+        with pytest.raises(NoSpace, match="no space left on device") as failed:
             log.log("op_complete", operation_idx=1)
+        assert failed.value.path == str(log.path)  # names the segment it could not write
         log.log("op_complete", operation_idx=2)
     assert [e.get("operation_idx") for e in read_events(tmp_path)] == [0, 2]
     lines = log_files(tmp_path)[0].read_bytes().split(b"\n")
     assert len(lines) == 4 and lines[-1] == b""  # event 0, the fragment, event 2
     assert json.loads(lines[2])["operation_idx"] == 2
+
+
+def test_a_torn_write_is_closed_by_the_next_logger_of_the_process(tmp_path, monkeypatch):
+    # A Ray worker runs the next partition's task with a new logger on the same segment: the
+    # fragment the last task's full disk left must be ended, not crash the new logger.
+    real_write = os.write
+    script: list[str] = []  # the next write calls: what write(2) does as a disk fills
+
+    def write(fd, data):
+        step = script.pop(0) if script else "ok"
+        if step == "short":
+            return real_write(fd, bytes(data[:10]))
+        if step == "full":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(events_module, "_write_fd", write)
+    with EventLogger(tmp_path, "j") as log:
+        log.log("op_complete", operation_idx=0)
+        script[:] = ["short", "full"]
+        with pytest.raises(NoSpace):
+            log.log("op_complete", operation_idx=1)
+    with EventLogger(tmp_path, "j") as log:  # the fd was closed with the last logger
+        log.log("op_complete", operation_idx=2)
+    assert [e.get("operation_idx") for e in read_events(tmp_path)] == [0, 2]
+    assert len(log_files(tmp_path)) == 1
 
 
 def test_readers_skip_a_torn_last_line(tmp_path):

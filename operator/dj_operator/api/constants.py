@@ -124,6 +124,7 @@ EXIT_REFUSED = 4
 EXIT_LOCKED = 5
 EXIT_INTERRUPTED = 6
 EXIT_RAY_LOST = 7
+EXIT_NO_SPACE = 8  # retryable: space may be freed, and a retry resumes the committed work
 EXIT_INTERNAL = 70
 
 FIELD_MANAGER = OPERATOR_NAME

@@ -16,7 +16,6 @@ from dj_operator.status import times
 
 Obj = dict[str, Any]
 
-RETRYABLE_CODES = frozenset({c.EXIT_LOCKED, c.EXIT_INTERRUPTED, c.EXIT_RAY_LOST, c.EXIT_INTERNAL})
 
 # Outcomes of a finished attempt.
 SUCCEEDED = "succeeded"
@@ -116,7 +115,8 @@ def classify(rec: Obj) -> Classified:
         return Classified(TERMINAL, c.R_INVALID_INPUT)
     if code == c.EXIT_REFUSED:
         return Classified(TERMINAL, c.R_RESUME_REFUSED)
-    # 5, 6, 7, 70, 128+N, a deleted pod, an eviction, anything unexpected: retried, bounded.
+    # 5, 6, 7, 8 (no space), 70, 128+N, a deleted pod, an eviction, anything unexpected:
+    # retried, bounded.
     return Classified(RETRYABLE)
 
 

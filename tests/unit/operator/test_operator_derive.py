@@ -120,7 +120,7 @@ def test_terminal_exit_codes(code: int, phase: str, reason: str | None) -> None:
     assert out.status["restarts"] == 0
 
 
-@pytest.mark.parametrize("code", [5, 6, 7, 70, 137, 143])
+@pytest.mark.parametrize("code", [5, 6, 7, 8, 70, 137, 143])
 def test_retryable_exit_codes_start_the_next_attempt(code: int) -> None:
     out = run([pod(1, "Failed", code)])
     assert kinds(out) == [("ensure-children", None), ("create-pod", 2)]
