@@ -89,4 +89,8 @@ sys.exit(0 if len(proven) == len(rows) else 1)
 EOF
 echo "pytest at $REF: $(tail -n 1 "$results/ref.log")"
 echo "pytest now: $(tail -n 1 "$results/now.log")"
+# The failures at REF are the evidence: keep both sides' pytest output for reading.
+mkdir -p "$cache/last-run"
+cp "$results/ref.log" "$results/now.log" "$cache/last-run/"
+echo "pytest output of both sides: $cache/last-run/{ref,now}.log"
 exit $status
