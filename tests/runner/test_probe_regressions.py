@@ -712,11 +712,11 @@ def _is_loopback(addr: str) -> bool:
 
 
 def _second_run(box: Sandbox, r: Path, work: Path) -> subprocess.CompletedProcess[str] | None:
-    """Another run on the busy work dir, given 10 s to answer (the first run's slow ops take
+    """Another run on the busy work dir, given 20 s to answer (the first run's slow ops take
     30 s, so it still runs afterwards); None when it did not answer by then."""
     proc = box.popen("run", str(r), "--work-dir", str(work))
     try:
-        _, err = proc.communicate(timeout=10)
+        _, err = proc.communicate(timeout=20)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate(timeout=30)
@@ -883,7 +883,7 @@ def test_m14_after_the_input_changed_the_advice_is_never_to_resume(sandbox):
 def test_C2_a_second_run_on_a_busy_work_dir_is_refused_at_once(interrupted):
     assert interrupted.sockets is not None, "the run never got to run its partition tasks"
     second = interrupted.second_run
-    assert second is not None, "the second run did not answer within 10 s"
+    assert second is not None, "the second run did not answer within 20 s"
     refused(second, 5, "pid")
 
 
