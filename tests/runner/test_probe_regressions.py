@@ -898,6 +898,16 @@ def test_m6_events_refuses_an_unknown_type_and_a_negative_partition(finished):
             timeout=60,
         )
         refused(proc, EXIT_USAGE, args[1])
+    followed = subprocess.run(
+        [RUNNER, "events", str(finished.work), "-p", "1", "--follow", "--until-done", "--json"],
+        capture_output=True,
+        text=True,
+        env=finished.box.env(),
+        timeout=60,
+    )
+    succeeded(followed)
+    shown = [json.loads(line) for line in followed.stdout.splitlines() if line.strip()]
+    assert shown and {ev.get("partition_id") for ev in shown} == {1}, followed.stdout[-3000:]
 
 
 def test_M5_records_with_missing_or_null_text_are_rejected_and_counted(sandbox):
