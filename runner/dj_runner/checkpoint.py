@@ -92,6 +92,10 @@ class InvalidCheckpoint(Exception):
     """A committed checkpoint failed verification (missing, torn, truncated or altered)."""
 
 
+class MissingCheckpoint(InvalidCheckpoint):
+    """A committed checkpoint's file is gone."""
+
+
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -296,7 +300,7 @@ class CheckpointDir:
         try:
             size = path.stat().st_size
         except FileNotFoundError as exc:
-            raise InvalidCheckpoint(f"{commit.file}: missing") from exc
+            raise MissingCheckpoint(f"{commit.file}: missing") from exc
         if size != commit.bytes:
             raise InvalidCheckpoint(f"{commit.file}: {size} bytes, commit says {commit.bytes}")
         digest = sha256_file(path)
@@ -355,7 +359,8 @@ class CheckpointDir:
     ) -> tuple[Commit, pa.Table] | None:
         """The newest checkpoint (not beyond ``at_most``) that verifies, with its table.
 
-        Invalid ones are deleted and reported through ``on_invalid(commit, reason)``.
+        Invalid ones are deleted and reported through ``on_invalid(commit, reason)``, except
+        a missing file behind a newer checkpoint tried first: pruning deleted it on purpose.
         """
         seen: set[CheckpointKey] = set()
         # Records are appended in time order; for one key only the newest record counts.
@@ -367,7 +372,8 @@ class CheckpointDir:
             try:
                 return commit, self.load(commit)
             except InvalidCheckpoint as exc:
-                if on_invalid is not None:
+                pruned = isinstance(exc, MissingCheckpoint) and len(seen) > 1
+                if on_invalid is not None and not pruned:
                     on_invalid(commit, str(exc))
                 (self.dir / commit.file).unlink(missing_ok=True)
         return None

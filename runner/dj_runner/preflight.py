@@ -120,8 +120,10 @@ def check_writable(key: str, directory: Path) -> None:
     if not probe_dir.is_dir():
         raise RecipeError(key, str(directory), f"a directory; {probe_dir} is a file")
     probe = probe_dir / f".dj-runner-probe-{uuid.uuid4().hex}"
+    created = False
     try:
         with open(probe, "wb") as fh:
+            created = True
             fh.write(b"probe")
             fh.flush()
             os.fsync(fh.fileno())
@@ -132,7 +134,8 @@ def check_writable(key: str, directory: Path) -> None:
             key, str(directory), f"a writable location ({probe_dir}: {exc.strerror})"
         ) from exc
     finally:
-        probe.unlink(missing_ok=True)
+        if created:  # on a read-only file system even unlinking a missing file fails
+            probe.unlink(missing_ok=True)
 
 
 def check_checkpoint_types(recipe: Recipe, sources: tuple[SourceFile, ...]) -> None:

@@ -62,14 +62,21 @@ def status(work_root: str | Path) -> dict[str, Any]:
 
 
 def performance_summary(events: list[Event]) -> dict[str, Any]:
-    """Time per op, rows in and out, and throughput, from op_complete events."""
+    """Time per op, rows in and out, and throughput, from op_complete events.
+
+    Each partition counts once per op, with its latest computation (the one its output comes
+    from): a partition recomputed by a rerun, a resume or a retry is not added up twice.
+    """
+    latest: dict[tuple[int, str, Any], Event] = {}
+    for ev in events:
+        if ev.event_type == "op_complete":
+            key = (ev.get("operation_idx", -1), ev.get("operation_name", "?"), ev.partition_id)
+            latest[key] = ev
     per_op: dict[tuple[int, str], dict[str, float]] = defaultdict(
         lambda: {"duration": 0.0, "rows_in": 0, "rows_out": 0, "runs": 0}
     )
-    for ev in events:
-        if ev.event_type != "op_complete":
-            continue
-        agg = per_op[(ev.get("operation_idx", -1), ev.get("operation_name", "?"))]
+    for (idx, name, _), ev in latest.items():
+        agg = per_op[(idx, name)]
         agg["duration"] += ev.get("duration", 0.0)
         agg["rows_in"] += ev.get("input_rows", 0)
         agg["rows_out"] += ev.get("output_rows", 0)

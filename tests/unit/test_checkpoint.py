@@ -36,6 +36,17 @@ def test_newest_valid_falls_back_and_deletes_the_broken(tmp_path):
     assert "bytes" in reasons[0] and not path.exists()
 
 
+def test_checkpoints_pruned_on_purpose_are_not_reported_missing(tmp_path):
+    store = CheckpointDir(tmp_path, "parquet", "snappy")  # pruning: only the newest file stays
+    for step in (1, 2, 3):
+        newest = store.save(CheckpointKey(step), table(step), f"op{step}")
+    path = tmp_path / newest.file
+    path.write_bytes(path.read_bytes()[:-10])
+    reasons = []
+    assert store.newest_valid(on_invalid=lambda c, r: reasons.append(r)) is None
+    assert len(reasons) == 1 and newest.file in reasons[0]  # not op1's and op2's files
+
+
 def test_same_size_bit_flip_is_caught_by_checksum(tmp_path):
     store = CheckpointDir(tmp_path, "arrow", "none")
     c = store.save(CheckpointKey(1), table(50), "a")
