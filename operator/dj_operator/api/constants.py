@@ -69,13 +69,6 @@ RAY_DRAIN_TIMEOUT_ENV = "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S"
 RAY_DRAIN_TIMEOUT_SECONDS = 5
 RAY_POD_GRACE_SECONDS = 10
 
-# The head's Ray Client proxier starts one server process per client; when that process dies at
-# start (Ray 2.60 does, now and then), the proxier waits this long for its channel before the
-# client's connect fails and is retried. Ray's default, 30 s, added about 40 s to a runner's
-# start in 8 of 18 benchmark runs; a started server answers within a second.
-RAY_CLIENT_CHANNEL_TIMEOUT_ENV = "RAY_CLIENT_SERVER_CHECK_CHANNEL_TIMEOUT_S"
-RAY_CLIENT_CHANNEL_TIMEOUT_SECONDS = 5
-
 MODE_LOCAL = "local"
 MODE_KUBERAY = "kuberay"
 MODE_EXTERNAL = "external"

@@ -216,19 +216,11 @@ def runner_pod(job: Obj, spec: JobSpec, attempt: int, work_dir: str) -> Obj:
     return {"apiVersion": "v1", "kind": "Pod", "metadata": pod_meta, "spec": pod_spec}
 
 
-def _ray_container(
-    name: str,
-    image: str,
-    resources: Obj,
-    ports: list[Obj],
-    spec: JobSpec,
-    extra_env: dict[str, str] | None = None,
-) -> Obj:
-    env = {c.RAY_DRAIN_TIMEOUT_ENV: str(c.RAY_DRAIN_TIMEOUT_SECONDS), **(extra_env or {})}
+def _ray_container(name: str, image: str, resources: Obj, ports: list[Obj], spec: JobSpec) -> Obj:
     container: Obj = {
         "name": name,
         "image": image,
-        "env": [{"name": k, "value": v} for k, v in env.items()],
+        "env": [{"name": c.RAY_DRAIN_TIMEOUT_ENV, "value": str(c.RAY_DRAIN_TIMEOUT_SECONDS)}],
         "volumeMounts": [_storage_mount(spec)],
     }
     if resources:
@@ -286,16 +278,7 @@ def ray_cluster(job: Obj, spec: JobSpec) -> Obj:
                 "spec": {
                     "containers": [
                         _ray_container(
-                            "ray-head",
-                            image,
-                            ray.head_group.resources,
-                            head_ports,
-                            spec,
-                            extra_env={
-                                c.RAY_CLIENT_CHANNEL_TIMEOUT_ENV: str(
-                                    c.RAY_CLIENT_CHANNEL_TIMEOUT_SECONDS
-                                )
-                            },
+                            "ray-head", image, ray.head_group.resources, head_ports, spec
                         )
                     ],
                     "volumes": volumes,

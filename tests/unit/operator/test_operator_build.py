@@ -184,16 +184,6 @@ def test_ray_pods_drain_briefly_and_end_within_their_grace_period() -> None:
     assert c.RAY_DRAIN_TIMEOUT_SECONDS < c.RAY_POD_GRACE_SECONDS
 
 
-def test_the_heads_ray_client_proxier_gives_up_on_a_dead_server_quickly() -> None:
-    job = make_job()
-    job["spec"]["ray"] = {"mode": "kuberay", "workerGroups": [{"name": "a"}]}
-    cluster = children.ray_cluster(job, parse_spec(job["spec"]))["spec"]
-    (head,) = cluster["headGroupSpec"]["template"]["spec"]["containers"]
-    assert {"name": "RAY_CLIENT_SERVER_CHECK_CHANNEL_TIMEOUT_S", "value": "5"} in head["env"]
-    (worker,) = cluster["workerGroupSpecs"][0]["template"]["spec"]["containers"]
-    assert not any(e["name"] == "RAY_CLIENT_SERVER_CHECK_CHANNEL_TIMEOUT_S" for e in worker["env"])
-
-
 def test_the_kuberay_runner_waits_for_the_head_and_every_worker() -> None:
     job = make_job()
     job["spec"]["ray"] = {
