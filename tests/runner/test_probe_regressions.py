@@ -137,7 +137,8 @@ def sandbox() -> Iterator[Sandbox]:
 
 
 def custom_ops_env() -> dict[str, str]:
-    """The test ops (tests/runner/support: slow_mapper) loaded as a user's custom ops."""
+    """The test ops (tests/runner/support: slow_mapper, gate_mapper) loaded as a user's custom
+    ops."""
     return {"PYTHONPATH": str(SUPPORT), "DJ_RUNNER_OP_MODULES": "dj_test_ops"}
 
 
@@ -712,11 +713,11 @@ def _is_loopback(addr: str) -> bool:
 
 
 def _second_run(box: Sandbox, r: Path, work: Path) -> subprocess.CompletedProcess[str] | None:
-    """Another run on the busy work dir, given 20 s to answer (the first run's slow ops take
-    30 s, so it still runs afterwards); None when it did not answer by then."""
+    """Another run on the busy work dir (the first run is held at a closed gate meanwhile),
+    given 120 s to answer; None when it did not answer by then."""
     proc = box.popen("run", str(r), "--work-dir", str(work))
     try:
-        _, err = proc.communicate(timeout=20)
+        _, err = proc.communicate(timeout=120)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate(timeout=30)
@@ -731,11 +732,16 @@ def interrupted() -> Iterator[InterruptedRun]:
     r = recipe(
         box.root / "r.yaml",
         project_name="slow",
-        dataset_path=str(CORPORA / "alpaca-cot.jsonl"),  # 11 partitions of 5 s: 30 s on 2 CPUs
+        dataset_path=str(CORPORA / "alpaca-cot.jsonl"),
         export_path=str(box.root / "out" / "r.jsonl"),
         partition_size=1,
         np=2,
-        process=[{"slow_mapper": {"seconds": 5.0}}, {"whitespace_normalization_mapper": {}}],
+        # Every partition waits at a gate the test never opens (bounded: 600 s), so the run is
+        # still busy when the second run and Ctrl-C come, however slow the machine.
+        process=[
+            {"gate_mapper": {"marker": "", "state_dir": str(box.root), "timeout_s": 600.0}},
+            {"whitespace_normalization_mapper": {}},
+        ],
     )
     proc = box.popen("run", str(r), "--work-dir", str(work))
     sockets = second = None
@@ -883,7 +889,7 @@ def test_m14_after_the_input_changed_the_advice_is_never_to_resume(sandbox):
 def test_C2_a_second_run_on_a_busy_work_dir_is_refused_at_once(interrupted):
     assert interrupted.sockets is not None, "the run never got to run its partition tasks"
     second = interrupted.second_run
-    assert second is not None, "the second run did not answer within 20 s"
+    assert second is not None, "the second run did not answer within 120 s"
     refused(second, 5, "pid")
 
 
