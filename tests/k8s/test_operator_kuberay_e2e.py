@@ -148,7 +148,7 @@ def test_kuberay_job_runs_its_partitions_on_the_worker_pod(
         status = job_obj(k8s_cluster, namespace, JOB).get("status") or {}
         if status.get("rayCluster") != expected:
             return False
-        table = k8s_cluster.kubectl("get", "djjob", JOB, "-n", namespace).stdout
+        table = k8s_cluster.kubectl("get", "djjob", JOB, "-n", namespace, "-o", "wide").stdout
         described = k8s_cluster.kubectl("describe", "djjob", JOB, "-n", namespace).stdout
         seen[:] = [table, described]
         # The table's columns are aligned; empty cells (no progress yet) are blanks.

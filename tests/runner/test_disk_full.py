@@ -166,8 +166,9 @@ def snapshot(ns: MountNamespace, work: Path, to: Path) -> Path:
 
 def assert_commits_intact(work: Path) -> tuple[list[int], list[int]]:
     """Every partition's newest commit loads whole (size, checksum, rows as committed) and no
-    temporary is left; returns the partitions hashed for the dedup, and those with a commit."""
-    committed = commits_by_partition(work)
+    temporary is left; returns the partitions hashed for the dedup, and those with a commit.
+    (A partition whose first write failed has a directory and no commit: it has none to load.)"""
+    committed = {pid: cs for pid, cs in commits_by_partition(work).items() if cs}
     for pid, commits in committed.items():
         store = CheckpointDir(work / "checkpoints" / f"p{pid:05d}", "parquet", "none")
         newest = max(commits, key=lambda c: c.key)

@@ -580,6 +580,8 @@ def crd() -> Schema:
                             "type": "string",
                             "description": "kuberay mode: Ray worker pods ready/desired.",
                             "jsonPath": ".status.rayCluster.workers",
+                            # `kubectl get -o wide` only: most jobs run in local mode.
+                            "priority": 1,
                         },
                         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
                     ],

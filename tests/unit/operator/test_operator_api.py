@@ -57,6 +57,8 @@ def test_crd_names_and_columns() -> None:
         "Workers",
         "Age",
     ]
+    wide = [c["name"] for c in version["additionalPrinterColumns"] if c.get("priority")]
+    assert wide == ["Workers"]  # kuberay only: shown by `kubectl get -o wide`
 
 
 def test_every_list_is_bounded() -> None:
