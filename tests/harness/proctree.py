@@ -1,10 +1,12 @@
-"""Local processes as /proc shows them: trees, environment markers, memory. Linux only."""
+"""Local processes as /proc shows them: trees, environment markers, memory, listening sockets.
+Linux only."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import signal
+import socket
 from pathlib import Path
 
 PROC = Path("/proc")
@@ -106,3 +108,33 @@ def kill_all(pids_to_kill: list[int], sig: int = signal.SIGKILL) -> None:
     for pid in pids_to_kill:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, sig)
+
+
+def listening(pids_to_check: list[int]) -> dict[int, list[str]]:
+    """The TCP addresses (``ip:port``) each process listens on, from /proc/net and its fds."""
+    table: dict[str, str] = {}
+    for family in ("tcp", "tcp6"):
+        with open(PROC / "net" / family) as fh:
+            for line in fh.readlines()[1:]:
+                parts = line.split()
+                if parts[3] == "0A":  # LISTEN
+                    table[parts[9]] = _address(parts[1])
+    out: dict[int, list[str]] = {}
+    for pid in pids_to_check:
+        fds = PROC / str(pid) / "fd"
+        try:
+            links = [os.readlink(fds / fd) for fd in os.listdir(fds)]
+        except OSError:
+            continue
+        inodes = [link[8:-1] for link in links if link.startswith("socket:[")]
+        out[pid] = [table[i] for i in inodes if i in table]
+    return out
+
+
+def _address(hex_addr: str) -> str:
+    ip_hex, port_hex = hex_addr.split(":")
+    raw = bytes.fromhex(ip_hex)
+    # /proc stores each 32-bit word in host (little-endian) order
+    ip = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+    family = socket.AF_INET if len(ip) == 4 else socket.AF_INET6
+    return f"{socket.inet_ntop(family, ip)}:{int(port_hex, 16)}"

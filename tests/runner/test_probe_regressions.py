@@ -38,6 +38,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from tests.harness.proctree import cmdline, descendants, listening
 from tests.harness.waiting import WaitTimeout, wait_for
 
 RUNNER = os.environ.get("DJ_RUNNER_UNDER_TEST") or str(Path(sys.executable).with_name("dj-runner"))
@@ -647,66 +648,6 @@ class InterruptedRun:
     stderr: str
 
 
-def _descendants(root_pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as fh:
-                ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(entry))
-    found, todo = [], [root_pid]
-    while todo:
-        pid = todo.pop()
-        found.append(pid)
-        todo.extend(children.get(pid, []))
-    return found
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as fh:
-            return fh.read().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
-
-
-def _hex_address(hex_addr: str) -> str:
-    ip_hex, port_hex = hex_addr.split(":")
-    raw = bytes.fromhex(ip_hex)
-    ip = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))  # host-order words
-    family = socket.AF_INET if len(ip) == 4 else socket.AF_INET6
-    return f"{socket.inet_ntop(family, ip)}:{int(port_hex, 16)}"
-
-
-def _listening(pids: list[int]) -> dict[int, list[str]]:
-    """The TCP addresses each process listens on, from /proc/net and its open fds."""
-    table = {}
-    for fam in ("tcp", "tcp6"):
-        with open(f"/proc/net/{fam}") as fh:
-            for line in fh.readlines()[1:]:
-                parts = line.split()
-                if parts[3] == "0A":  # LISTEN
-                    table[parts[9]] = _hex_address(parts[1])
-    out = {}
-    for pid in pids:
-        try:
-            links = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
-        except OSError:
-            continue
-        addrs = [
-            table[link[8:-1]]
-            for link in links
-            if link.startswith("socket:[") and link[8:-1] in table
-        ]
-        if addrs:
-            out[pid] = addrs
-    return out
-
-
 def _is_loopback(addr: str) -> bool:
     host = addr.rsplit(":", 1)[0]
     return host.startswith("127.") or host == "::1" or host.startswith("::ffff:127.")
@@ -748,9 +689,9 @@ def interrupted() -> Iterator[InterruptedRun]:
     try:
 
         def tasks_running() -> dict[int, list[str]]:
-            pids = _descendants(proc.pid)
-            busy = [p for p in pids if _cmdline(p).startswith("ray::_partition_task")]
-            socks = _listening(pids)
+            pids = [proc.pid, *descendants(proc.pid)]
+            busy = [p for p in pids if cmdline(p).startswith("ray::_partition_task")]
+            socks = listening(pids)
             return socks if busy and sum(map(len, socks.values())) >= 5 else {}
 
         try:
@@ -786,7 +727,7 @@ def test_m4_ctrl_c_stops_cleanly_without_a_traceback(interrupted):
 def test_M6_everything_the_embedded_ray_opens_listens_on_loopback_only(interrupted):
     assert interrupted.sockets is not None, "the run never got to run its partition tasks"
     exposed = {
-        f"{pid} {_cmdline(pid)[:60]}": [a for a in addrs if not _is_loopback(a)]
+        f"{pid} {cmdline(pid)[:60]}": [a for a in addrs if not _is_loopback(a)]
         for pid, addrs in interrupted.sockets.items()
     }
     assert not any(exposed.values()), f"listening beyond loopback: {exposed}"
@@ -814,7 +755,7 @@ def test_M7_modules_in_the_current_directory_never_run_in_the_workers(sandbox):
 
 def test_m10_a_finished_run_leaves_no_process_and_no_ray_session_behind(finished):
     succeeded(finished.proc)
-    assert finished.leftover_processes == (), [_cmdline(p) for p in finished.leftover_processes]
+    assert finished.leftover_processes == (), [cmdline(p) for p in finished.leftover_processes]
     assert finished.leftover_tmp == (), finished.leftover_tmp
 
 

@@ -19,6 +19,7 @@ import pytest
 
 from dj_runner import ray_env
 from dj_runner.events import read_events
+from tests.harness.proctree import listening
 from tests.harness.waiting import wait_for
 
 from conftest import DEMO, write_recipe
@@ -70,35 +71,6 @@ def _connected(work: Path):
     return found[0] if found else None
 
 
-def _listening(pids: list[int]) -> dict[int, list[str]]:
-    """The TCP addresses each process listens on, from /proc."""
-    tables = {}
-    for fam in ("tcp", "tcp6"):
-        with open(f"/proc/net/{fam}") as fh:
-            for line in fh.readlines()[1:]:
-                parts = line.split()
-                if parts[3] == "0A":  # LISTEN
-                    tables[parts[9]] = _address(parts[1])
-    out: dict[int, list[str]] = {}
-    for pid in pids:
-        try:
-            links = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
-        except OSError:
-            continue
-        inodes = [link[8:-1] for link in links if link.startswith("socket:[")]
-        out[pid] = [tables[i] for i in inodes if i in tables]
-    return out
-
-
-def _address(hex_addr: str) -> str:
-    ip_hex, port_hex = hex_addr.split(":")
-    raw = bytes.fromhex(ip_hex)
-    # /proc stores each 32-bit word in host (little-endian) order
-    ip = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
-    family = socket.AF_INET if len(ip) == 4 else socket.AF_INET6
-    return f"{socket.inet_ntop(family, ip)}:{int(port_hex, 16)}"
-
-
 def _is_loopback(addr: str) -> bool:
     host = addr.rsplit(":", 1)[0]
     return host.startswith("127.") or host in ("::1",) or host.startswith("::ffff:127.")
@@ -135,7 +107,7 @@ def test_embedded_ray_is_private_loopback_only_and_deaf_to_the_cwd(tmp_path, sho
         )
 
         def sockets_of_a_running_job() -> dict[int, list[str]]:
-            socks = _listening([proc.pid, *ray_env.session_processes(temp_dir)])
+            socks = listening([proc.pid, *ray_env.session_processes(temp_dir)])
             workers = [p for p in socks if _cmdline(p).startswith("ray::_partition_task")]
             return socks if workers and sum(map(len, socks.values())) >= 5 else {}
 
