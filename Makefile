@@ -52,10 +52,10 @@ scan: k8s-tools
 test: test-main test-dj
 
 test-main: install system-deps k8s-tools image lint
-	$(BIN)/pytest -q --ignore=tests/dj
+	DJ_TESTS_NO_SKIP=1 $(BIN)/pytest -q --ignore=tests/dj
 
 test-dj: install-dj
-	$(DJ_VENV)/bin/pytest -q tests/dj
+	DJ_TESTS_NO_SKIP=1 $(DJ_VENV)/bin/pytest -q tests/dj
 
 dev-cluster: install k8s-tools
 	$(BIN)/python -m tests.harness.devcluster up
