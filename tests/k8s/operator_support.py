@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -175,6 +175,17 @@ def data_config_map(name: str, files: Mapping[str, str]) -> Obj:
         "metadata": {"name": name},
         "data": dict(files),
     }
+
+
+def numbered_rows(count: int, marker: str = "", at: Iterable[int] = ()) -> str:
+    """``count`` JSONL records whose text passes the example's filters; the records at the
+    indices ``at`` also carry ``marker`` (for the test ops that fail or wait on it)."""
+    marked = set(at)
+    texts = (f"row number {i} with enough text to pass" for i in range(count))
+    return "".join(
+        json.dumps({"text": f"{t} {marker}" if i in marked else t}) + "\n"
+        for i, t in enumerate(texts)
+    )
 
 
 def get_json(cluster: Cluster, namespace: str, *what: str) -> Obj:

@@ -25,6 +25,7 @@ from tests.k8s.operator_support import (
     events,
     example_job,
     job_obj,
+    numbered_rows,
     operator,
     wait_condition,
     with_test_ops,
@@ -124,9 +125,7 @@ def reporter_caught_up(cluster: Cluster, namespace: str, name: str, work_dir: Pa
 def test_describe_and_dj_runner_status_agree_while_running_after_a_restart_and_at_the_end(
     k8s_cluster: Cluster, namespace: str, operator: OperatorProcess, tmp_path: Path
 ) -> None:
-    rows = [{"text": f"row number {i} with enough text to pass"} for i in range(100)]
-    rows[99]["text"] += " HOLD"  # the last partition waits at the gate
-    data = "".join(json.dumps(r) + "\n" for r in rows)
+    data = numbered_rows(100, "HOLD", at=[99])  # the last partition waits at the gate
     apply(k8s_cluster, namespace, data_config_map("demo-data", {"demo.jsonl": data}))
     gate = tmp_path / "gate"
     gate.mkdir()
@@ -183,10 +182,8 @@ def test_describe_and_dj_runner_status_agree_while_running_after_a_restart_and_a
 def test_1000_partitions_with_50_failures_post_a_handful_of_events(
     k8s_cluster: Cluster, namespace: str, operator: OperatorProcess, tmp_path: Path
 ) -> None:
-    rows = [{"text": f"row number {i} with enough text to pass"} for i in range(2000)]
-    for i in range(1, 2000, 40):  # one row in every 20th partition of two rows
-        rows[i]["text"] += " FAIL-ME"
-    data = "".join(json.dumps(r) + "\n" for r in rows)
+    # One row in every 20th partition of two rows fails.
+    data = numbered_rows(2000, "FAIL-ME", at=range(1, 2000, 40))
     apply(k8s_cluster, namespace, data_config_map("demo-data", {"demo.jsonl": data}))
     state = tmp_path / "flaky"
     state.mkdir()

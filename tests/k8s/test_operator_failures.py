@@ -20,6 +20,7 @@ from tests.k8s.operator_support import (
     demo_data,
     events,
     example_job,
+    numbered_rows,
     operator,
     runner_pods,
     wait_condition,
@@ -64,9 +65,7 @@ def test_missing_dataset_is_a_terminal_failure_with_the_runners_message(
 def test_partial_success(
     k8s_cluster: Cluster, namespace: str, operator: OperatorProcess, tmp_path: Path
 ) -> None:
-    rows = [{"text": f"row number {i} with enough text to pass"} for i in range(40)]
-    rows[25]["text"] = "this row says FAIL-ME and its partition fails"
-    data = "".join(json.dumps(r) + "\n" for r in rows)
+    data = numbered_rows(40, "FAIL-ME", at=[25])  # its partition fails
     apply(k8s_cluster, namespace, data_config_map("demo-data", {"demo.jsonl": data}))
     job = example_job()
     recipe = job["spec"]["recipe"]

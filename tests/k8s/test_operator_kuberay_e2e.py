@@ -204,6 +204,15 @@ def slow_reference(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     )
 
 
+def wait_partition_started(cluster: Cluster, namespace: str) -> None:
+    wait_for(
+        lambda: event_writers(cluster, namespace, "partition_start"),
+        240,
+        "a partition started on a worker pod",
+        interval=0.2,
+    )
+
+
 def test_a_worker_pod_deleted_mid_job_is_replaced_and_the_output_is_identical(
     k8s_cluster: Cluster,
     namespace: str,
@@ -265,12 +274,7 @@ def test_the_head_pod_deleted_mid_job_the_next_runner_resumes_to_identical_outpu
     started = time.monotonic()
     apply(k8s_cluster, namespace, slow_job())
     cluster = f"{JOB}-ray"
-    wait_for(
-        lambda: event_writers(k8s_cluster, namespace, "partition_start"),
-        240,
-        "a partition started on a worker pod",
-        interval=0.2,
-    )
+    wait_partition_started(k8s_cluster, namespace)
     (head,) = [
         p.metadata.name
         for p in raycluster.ray_pods(core, namespace, cluster)
@@ -304,12 +308,7 @@ def test_the_runner_pod_killed_mid_job_the_next_one_reuses_the_cluster(
     demo_data(k8s_cluster, namespace)
     apply(k8s_cluster, namespace, slow_job())
     cluster = f"{JOB}-ray"
-    wait_for(
-        lambda: event_writers(k8s_cluster, namespace, "partition_start"),
-        240,
-        "a partition started on a worker pod",
-        interval=0.2,
-    )
+    wait_partition_started(k8s_cluster, namespace)
     uid = raycluster.get(custom, namespace, cluster)["metadata"]["uid"]
     k8s_cluster.node.kill_pod_process(namespace, f"{JOB}-runner-1", signal.SIGKILL)
     # The next runner starts on the same RayCluster (it is removed only once the job ends;

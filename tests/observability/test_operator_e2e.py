@@ -11,7 +11,6 @@ machine's speed; then the gate opens and the job ends.
 from __future__ import annotations
 
 import copy
-import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -101,7 +100,7 @@ def _wait_phase(cluster: Cluster, namespace: str, name: str, phases: set[str], t
 def test_prometheus_scrapes_a_real_operator_and_runner(
     k8s_cluster, namespace, operator_with_metrics, prometheus, promtool, tmp_path
 ):
-    from tests.k8s.operator_support import DEMO_DATA, apply, job_obj
+    from tests.k8s.operator_support import DEMO_DATA, apply, job_obj, numbered_rows
 
     _, operator_port = operator_with_metrics
     runner_port = free_port()
@@ -128,15 +127,13 @@ def test_prometheus_scrapes_a_real_operator_and_runner(
     # The job the job dashboard shows, held at a gate with 9 of its 10 partitions done.
     gate = tmp_path / "gate"
     gate.mkdir()
-    rows = [{"text": f"row number {i} with enough text to pass"} for i in range(100)]
-    rows[99]["text"] += " HOLD"
     k8s_cluster.kubectl(
         "create",
         "configmap",
         "held-data",
         "-n",
         namespace,
-        "--from-literal=demo.jsonl=" + "".join(json.dumps(r) + "\n" for r in rows),
+        "--from-literal=demo.jsonl=" + numbered_rows(100, "HOLD", at=[99]),
     )
     demo = _job("demo", metrics_port=runner_port, partition_size=10)
     demo["spec"]["runner"]["volumes"][0]["configMap"]["name"] = "held-data"
