@@ -235,7 +235,7 @@ def conversion_cost(data: Path, rows: int = 2048, reps: int = 5) -> dict[str, fl
     import pyarrow as pa
 
     from dj_runner.dj_ops.convert import from_dj_batch, to_dj_batch
-    from dj_runner.sources import records_to_table
+    from dj_runner.io.sources import records_to_table
 
     with open(data) as fh:
         records = [json.loads(line) for line, _ in zip(fh, range(rows), strict=False)]

@@ -56,7 +56,7 @@ sys.path.insert(0, str(ROOT))
 
 from kubernetes import client  # noqa: E402
 
-from dj_runner.events import read_events  # noqa: E402
+from dj_runner.observe.event_log import read_events  # noqa: E402
 from tests.harness import proctree  # noqa: E402
 from tests.harness.cluster import Cluster  # noqa: E402
 from tests.harness.ports import free_port, free_ray_ports  # noqa: E402

@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 import yaml
 
 from dj_runner.ops import get_op
-from dj_runner.ops.base import Deduplicator, Filter, Mapper, Op
+from dj_runner.ops.common.base import Deduplicator, Filter, Mapper, Op
 
 
 def load_ops(process: list[Any]) -> list[Op]:

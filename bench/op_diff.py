@@ -43,7 +43,7 @@ def _first_flags(hashes: list[str]) -> list[bool]:
 def ours(process: list[tuple[str, dict[str, Any]]], texts: list[str]) -> dict[str, Any]:
     """dj-runner's results per op, and the stage inputs each op reads."""
     from dj_runner.ops import get_op
-    from dj_runner.ops.base import Deduplicator, Filter, Mapper
+    from dj_runner.ops.common.base import Deduplicator, Filter, Mapper
 
     stages: list[list[str]] = [list(texts)]
     op_stage: list[int] = []

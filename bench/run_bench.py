@@ -539,7 +539,7 @@ def run_engine(ctx: Context, engine: str, data: Dataset, rep: int) -> RunResult:
 
 def event_micro(n: int, blocks: int = 5) -> dict[str, Any]:
     """Per-event cost of ``EventLogger.log`` (µs): typical op_complete events, written to disk."""
-    from dj_runner.events import EventLogger
+    from dj_runner.observe.event_log import EventLogger
 
     per_event: list[float] = []
     block_means: list[float] = []

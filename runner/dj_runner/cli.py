@@ -35,7 +35,7 @@ from dj_runner.errors import (
     RecipeError,
     ResumeRefused,
 )
-from dj_runner.events import EVENT_TYPES, follow_events, read_events
+from dj_runner.observe.event_log import EVENT_TYPES, follow_events, read_events
 
 #: Event types the driver adds to the log's standard ones.
 RUNNER_EVENT_TYPES = frozenset({"job_interrupted"})
@@ -63,11 +63,11 @@ def load_checked_recipe(path: str, work_dir: str | None = None) -> Any:
 
     The one place ``validate`` and ``run`` load and check a recipe. Raises RecipeError or InvalidInput.
     """
-    from dj_runner.export import check_export_target
-    from dj_runner.jobclaim import default_work_dir
-    from dj_runner.preflight import preflight
-    from dj_runner.recipe import load_recipe
-    from dj_runner.sources import list_sources
+    from dj_runner.io.export import check_export_target
+    from dj_runner.io.sources import list_sources
+    from dj_runner.plan.preflight import preflight
+    from dj_runner.recipe.parse import load_recipe
+    from dj_runner.store.manifest import default_work_dir
 
     try:
         recipe = load_recipe(path)
@@ -91,11 +91,11 @@ def _seconds(name: str, value: float) -> float:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from dj_runner.executor import Executor
-    from dj_runner.lock import WorkDirLocked
-    from dj_runner.progress import make_progress
-    from dj_runner.ray_env import RayAddressError
-    from dj_runner.ray_env import preflight as ray_preflight
+    from dj_runner.engine.executor import Executor
+    from dj_runner.engine.ray_env import RayAddressError
+    from dj_runner.engine.ray_env import preflight as ray_preflight
+    from dj_runner.observe.console import make_progress
+    from dj_runner.store.lock import WorkDirLocked
 
     try:
         wait_s = _seconds("--wait-for-lock", args.wait_for_lock)
@@ -115,7 +115,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         )
         metrics = None
         if args.metrics_port is not None:
-            from dj_runner.metrics import serve_metrics
+            from dj_runner.observe.metrics import serve_metrics
 
             metrics = serve_metrics(executor.work.root, args.metrics_port, host=args.metrics_host)
         try:
@@ -201,7 +201,7 @@ def _require_work_dir(path: str) -> Path | None:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from dj_runner.report import format_status, status
+    from dj_runner.observe.report import format_status, status
 
     root = _require_work_dir(args.work_dir)
     if root is None:
@@ -254,7 +254,7 @@ def _cmd_events(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from dj_runner.report import performance_summary, status_report
+    from dj_runner.observe.report import performance_summary, status_report
 
     root = _require_work_dir(args.work_dir)
     if root is None:
@@ -353,7 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from dj_runner.k8s_progress import reporter_from_env  # a no-op outside a DataJuicerJob
+    from dj_runner.observe.k8s_status import reporter_from_env  # a no-op outside a DataJuicerJob
 
     with reporter_from_env(args):
         try:
@@ -368,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
         except NoSpace as exc:
             code = _no_space(exc)
         except Exception as exc:
-            from dj_runner.nospace import is_no_space, no_space
+            from dj_runner.store.nospace import is_no_space, no_space
 
             if isinstance(exc, OSError) and is_no_space(exc):  # a write no path named: still 8
                 code = _no_space(no_space(exc.filename or os.getcwd(), exc))
@@ -383,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
         # An embedded Ray's processes share this process's fate and exit with it; Ray's own
         # graceful shutdown would add seconds to every run for nothing. The checkpoints,
         # status.json and result.json are fsynced; the event log is in the page cache.
-        from dj_runner.ray_env import stop_embedded
+        from dj_runner.engine.ray_env import stop_embedded
 
         _flush_quietly()
         stop_embedded()
@@ -401,7 +401,7 @@ def _flush_quietly() -> None:
 def _embedded_ray_running() -> bool:
     if "ray" not in sys.modules:
         return False
-    from dj_runner.ray_env import is_embedded
+    from dj_runner.engine.ray_env import is_embedded
 
     return is_embedded()
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from dj_runner.executor import EXIT_OK, Executor
-from dj_runner.recipe import parse_recipe
+from dj_runner.engine.executor import EXIT_OK, Executor
+from dj_runner.recipe.parse import parse_recipe
 from tests.dj.conftest import (
     CORPUS,
     EDGE_CASES,

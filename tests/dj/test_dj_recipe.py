@@ -9,13 +9,13 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from dj_runner.apply import add_hashes, apply_local
 from dj_runner.dj_ops.bridge import DJTableOp
 from dj_runner.dj_ops.dedup import DJDocumentDeduplicator
 from dj_runner.dj_ops.guard import MissingDependency
+from dj_runner.engine.apply import add_hashes, apply_local
 from dj_runner.errors import RecipeError
-from dj_runner.recipe import build_op, parse_recipe
-from dj_runner.sources import records_to_table
+from dj_runner.io.sources import records_to_table
+from dj_runner.recipe.parse import build_op, parse_recipe
 from tests.dj.conftest import CORPUS, NEEDS_DJ, read_jsonl
 
 pytest.importorskip("data_juicer", reason=NEEDS_DJ)
@@ -165,7 +165,7 @@ def test_model_in_the_cache_is_used_offline(tmp_path, monkeypatch, corpus):
 
 
 def test_error_in_a_data_juicer_op_names_the_sample(corpus):
-    from dj_runner.apply import SampleError
+    from dj_runner.engine.apply import SampleError
 
     op = build_op("remove_long_words_mapper", {}, "p").op
     bad = pa.table({"text": pa.array(["fine text", None, "more"], pa.string())})

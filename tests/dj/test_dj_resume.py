@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dj_runner.atomic import read_records
-from dj_runner.events import read_events
+from dj_runner.observe.event_log import read_events
+from dj_runner.store.atomic import read_records
 from tests.dj.conftest import CORPUS, EDGE_CASES, NEEDS_DJ, read_jsonl
 
 pytest.importorskip("data_juicer", reason=NEEDS_DJ)

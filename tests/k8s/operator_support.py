@@ -313,4 +313,4 @@ def runner_writes_status() -> bool:
     """Whether the runner writes status.json (the contract's progress record) yet."""
     import importlib.util
 
-    return importlib.util.find_spec("dj_runner.status_file") is not None
+    return importlib.util.find_spec("dj_runner.observe.status_file") is not None

@@ -38,7 +38,7 @@ CODE = """
 import json, os, sys
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
-from dj_runner.k8s_progress import ProgressReporter
+from dj_runner.observe.k8s_status import ProgressReporter
 work = os.path.join(os.environ["KPN_POD_DIR"], "work")
 os.makedirs(work, exist_ok=True)
 open(os.path.join(work, "status.json"), "w").write(os.environ["STATUS"])

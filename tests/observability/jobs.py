@@ -6,8 +6,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from dj_runner.executor import Executor, JobResult
-from dj_runner.recipe import Recipe, parse_recipe
+from dj_runner.engine.executor import Executor, JobResult
+from dj_runner.recipe.parse import Recipe, parse_recipe
 
 from .conftest import DEMO
 

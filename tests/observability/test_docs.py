@@ -8,8 +8,8 @@ import yaml
 
 from dj_operator.events_catalog import CATALOG
 from dj_operator.metrics import OperatorMetrics
-from dj_runner.events import Event
-from dj_runner.metrics import RunnerCollector, RunnerFigures
+from dj_runner.observe.event_log import Event
+from dj_runner.observe.metrics import RunnerCollector, RunnerFigures
 
 from .conftest import REPO
 from .djjobs import djjob

@@ -16,7 +16,7 @@ import pytest
 
 from dj_operator.events_catalog import EventCorrelator, EventRecorder
 from dj_operator.metrics import OperatorMetrics, start_metrics_server
-from dj_runner.metrics import serve_metrics
+from dj_runner.observe.metrics import serve_metrics
 
 from .dashboards import (
     dashboard_files,

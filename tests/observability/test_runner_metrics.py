@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from dj_runner.events import Event, read_events
-from dj_runner.metrics import RunnerFigures, serve_metrics
+from dj_runner.observe.event_log import Event, read_events
+from dj_runner.observe.metrics import RunnerFigures, serve_metrics
 from tests.harness.waiting import wait_for
 
 from .conftest import promtool_check_metrics

@@ -50,7 +50,7 @@ def corpora() -> Path:
 def ray_session(test_ops_env: None) -> Iterator[None]:
     """One embedded Ray for the in-process tests of this session (private: never a Ray
     that /tmp/ray names)."""
-    from dj_runner.ray_env import connect, stop_embedded
+    from dj_runner.engine.ray_env import connect, stop_embedded
 
     connect(None, 2)
     yield
@@ -90,9 +90,9 @@ def reference_texts(records: list[dict[str, Any]], process: list[dict[str, Any]]
     """The recipe applied to all records as one table, in one process: the expected output."""
     import pyarrow as pa
 
-    from dj_runner.apply import add_hashes, apply_keep_mask, apply_local
-    from dj_runner.ops.base import HASH_COLUMN
-    from dj_runner.recipe import build_op
+    from dj_runner.engine.apply import add_hashes, apply_keep_mask, apply_local
+    from dj_runner.ops.common.base import HASH_COLUMN
+    from dj_runner.recipe.parse import build_op
 
     table = pa.table({"text": pa.array([r.get("text") for r in records], pa.string())})
     for i, item in enumerate(process):

@@ -8,7 +8,7 @@ import pty
 import subprocess
 import sys
 
-from dj_runner.executor import EXIT_OK, EXIT_USAGE
+from dj_runner.engine.executor import EXIT_OK, EXIT_USAGE
 
 from conftest import DEMO, STANDARD_OPS, run_cli, write_recipe
 

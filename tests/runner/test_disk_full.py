@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
-from dj_runner.checkpoint import CheckpointDir, CheckpointKey
 from dj_runner.errors import EXIT_NO_SPACE, EXIT_OK
+from dj_runner.store.checkpoint import CheckpointDir, CheckpointKey
 from tests.harness.mountns import MountNamespace, unavailable
 
 from conftest import run_cli, write_recipe

@@ -11,9 +11,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from dj_runner.executor import EXIT_OK, Executor
-from dj_runner.ops.base import STATS_COLUMN
-from dj_runner.recipe import parse_recipe
+from dj_runner.engine.executor import EXIT_OK, Executor
+from dj_runner.ops.common.base import STATS_COLUMN
+from dj_runner.recipe.parse import parse_recipe
 
 from conftest import read_jsonl
 

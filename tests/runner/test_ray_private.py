@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from dj_runner import ray_env
-from dj_runner.events import read_events
+from dj_runner.engine import ray_env
+from dj_runner.observe.event_log import read_events
 from tests.harness.proctree import listening
 from tests.harness.waiting import wait_for
 
@@ -340,7 +340,7 @@ def test_starting_the_embedded_ray_keeps_the_runners_sigterm_handler(short_tmp):
         "import signal\n"
         "def mine(*_): pass\n"
         "signal.signal(signal.SIGTERM, mine)\n"
-        "from dj_runner import ray_env\n"
+        "from dj_runner.engine import ray_env\n"
         "ray_env.connect(None, 1)\n"
         "kept = signal.getsignal(signal.SIGTERM) is mine\n"
         "ray_env.stop_embedded()\n"

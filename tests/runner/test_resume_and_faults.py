@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from dj_runner.atomic import read_records
+from dj_runner.engine.executor import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, EXIT_REFUSED, Executor
 from dj_runner.errors import EXIT_INTERRUPTED, EXIT_LOCKED
-from dj_runner.events import read_events
-from dj_runner.executor import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, EXIT_REFUSED, Executor
-from dj_runner.recipe import parse_recipe
+from dj_runner.observe.event_log import read_events
+from dj_runner.recipe.parse import parse_recipe
+from dj_runner.store.atomic import read_records
 
 from conftest import DEMO, STANDARD_OPS, read_jsonl, reference_texts, run_cli, write_recipe
 
@@ -315,7 +315,7 @@ def test_malformed_records_are_rejected_or_fatal(tmp_path):
 
 
 def test_monitor_events_follows_a_running_job_from_another_process(tmp_path, kill_data):
-    from dj_runner.events import follow_events
+    from dj_runner.observe.event_log import follow_events
 
     recipe = kill_recipe(tmp_path, kill_data)
     work = tmp_path / "work"

@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 
-from dj_runner.executor import EXIT_OK, Executor
-from dj_runner.recipe import parse_recipe
+from dj_runner.engine.executor import EXIT_OK, Executor
+from dj_runner.recipe.parse import parse_recipe
 
 from conftest import DEMO, STANDARD_OPS, read_jsonl, reference_texts
 

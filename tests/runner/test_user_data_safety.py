@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from dj_runner.engine.executor import EXIT_OK
 from dj_runner.errors import EXIT_PARTIAL, EXIT_REFUSED, EXIT_USAGE
-from dj_runner.executor import EXIT_OK
-from dj_runner.planner import build_plan
-from dj_runner.recipe import PartitionConfig
-from dj_runner.sources import list_sources
+from dj_runner.io.sources import list_sources
+from dj_runner.plan.partitioner import build_plan
+from dj_runner.recipe.parse import PartitionConfig
 
 from conftest import DEMO, STANDARD_OPS, read_jsonl, reference_texts, run_cli, write_recipe
 

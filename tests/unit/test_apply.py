@@ -7,10 +7,10 @@ import json
 import pyarrow as pa
 import pytest
 
-from dj_runner import apply
-from dj_runner.apply import SampleError, apply_local
+from dj_runner.engine import apply
+from dj_runner.engine.apply import SampleError, apply_local
 from dj_runner.ops import get_op
-from dj_runner.ops.base import STATS_COLUMN
+from dj_runner.ops.common.base import STATS_COLUMN
 
 
 def table(n: int) -> pa.Table:

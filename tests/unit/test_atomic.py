@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dj_runner.atomic import append_record, read_records, tmp_name
+from dj_runner.store.atomic import append_record, read_records, tmp_name
 
 
 def test_temporary_names_are_unique_not_per_pid(tmp_path: Path) -> None:

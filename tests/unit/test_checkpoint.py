@@ -5,7 +5,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from dj_runner.checkpoint import CheckpointDir, CheckpointKey, InvalidCheckpoint
+from dj_runner.store.checkpoint import CheckpointDir, CheckpointKey, InvalidCheckpoint
 
 
 def table(n: int) -> pa.Table:

@@ -7,9 +7,9 @@ import threading
 import pyarrow as pa
 import pytest
 
-from dj_runner.checkpoint import CheckpointDir, CheckpointKey
-from dj_runner.events import EventLogger, read_events
-from dj_runner.partition_task import CheckpointWriter
+from dj_runner.engine.partition_task import CheckpointWriter
+from dj_runner.observe.event_log import EventLogger, read_events
+from dj_runner.store.checkpoint import CheckpointDir, CheckpointKey
 
 
 def table(n: int) -> pa.Table:

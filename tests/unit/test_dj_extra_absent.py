@@ -9,7 +9,7 @@ import pytest
 
 from dj_runner.dj_ops import resolve
 from dj_runner.errors import RecipeError
-from dj_runner.recipe import build_op
+from dj_runner.recipe.parse import build_op
 
 
 @pytest.fixture
@@ -37,7 +37,7 @@ def test_choosing_data_juicer_without_the_extra_is_refused(no_extra):
 
 def test_builtin_ops_never_import_data_juicer():
     code = (
-        "import sys; from dj_runner.recipe import parse_recipe; "
+        "import sys; from dj_runner.recipe.parse import parse_recipe; "
         "parse_recipe({'dataset_path': 'a.jsonl', 'export_path': 'b.jsonl', "
         "'process': [{'text_length_filter': {}}, {'document_deduplicator': {}}]}); "
         "print(any(m.startswith('data_juicer') for m in sys.modules))"

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from dj_runner import events as events_module
 from dj_runner.errors import NoSpace
-from dj_runner.events import (
+from dj_runner.observe import event_log as events_module
+from dj_runner.observe.event_log import (
     EventLogger,
     follow_events,
     list_segments,

@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 
 from dj_runner.cli import main
+from dj_runner.engine.executor import JobResult, _exit_code_for
+from dj_runner.engine.partition_task import SourceChanged
 from dj_runner.errors import (
     EXIT_FAILED,
     EXIT_INTERNAL,
@@ -22,9 +24,7 @@ from dj_runner.errors import (
     RecipeError,
     RunnerError,
 )
-from dj_runner.executor import JobResult, _exit_code_for
-from dj_runner.fencing import Superseded
-from dj_runner.partition_task import SourceChanged
+from dj_runner.store.fencing import Superseded
 
 
 @pytest.mark.parametrize(

@@ -10,9 +10,9 @@ from typing import Any
 
 import pyarrow as pa
 
-from dj_runner.export import write_jsonl
-from dj_runner.schema import is_json_text
-from dj_runner.sources import records_to_table
+from dj_runner.io.export import write_jsonl
+from dj_runner.io.sources import records_to_table
+from dj_runner.io.table_schema import is_json_text
 
 
 def reference(table: pa.Table) -> bytes:
@@ -92,7 +92,7 @@ def test_no_columns_and_no_rows() -> None:
 def test_parquet_export_keeps_nested_fields_nested(tmp_path):  # m13
     import pyarrow.parquet as pq
 
-    from dj_runner.export import write_export
+    from dj_runner.io.export import write_export
 
     recs = [
         {"text": "a", "meta": {"src": "x", "n": 1}, "tags": ["a", "b"], "mixed": 1},

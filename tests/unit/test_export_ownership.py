@@ -8,7 +8,7 @@ import pyarrow as pa
 import pytest
 
 from dj_runner.errors import RecipeError
-from dj_runner.export import EXPORT_MARKER, check_export_target, remove_export, write_export
+from dj_runner.io.export import EXPORT_MARKER, check_export_target, remove_export, write_export
 
 
 def export(path: Path, n_parts: int = 2) -> int:

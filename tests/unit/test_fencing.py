@@ -7,9 +7,9 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from dj_runner.atomic import append_record
-from dj_runner.checkpoint import CheckpointDir, CheckpointKey
-from dj_runner.fencing import Superseded, fenced, read_claim, take_claim
+from dj_runner.store.atomic import append_record
+from dj_runner.store.checkpoint import CheckpointDir, CheckpointKey
+from dj_runner.store.fencing import Superseded, fenced, read_claim, take_claim
 
 
 def table(n: int) -> pa.Table:

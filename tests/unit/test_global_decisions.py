@@ -7,8 +7,8 @@ import random
 import pyarrow as pa
 
 from dj_runner.dj_ops.dedup import MINHASH, _minhash_decision
-from dj_runner.global_decisions import UnionFind, first_occurrence, split_masks
-from dj_runner.recipe import build_op
+from dj_runner.engine.global_decisions import UnionFind, first_occurrence, split_masks
+from dj_runner.recipe.parse import build_op
 
 
 def parts(column: str, values: list, sizes: list[int], typ: pa.DataType) -> list:

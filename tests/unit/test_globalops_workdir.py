@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from dj_runner.global_decisions import first_occurrence, removed
-from dj_runner.workdir import GlobalDecision, WorkDir
+from dj_runner.engine.global_decisions import first_occurrence, removed
+from dj_runner.store.workdir import GlobalDecision, WorkDir
 
 
 def _first(hashes):

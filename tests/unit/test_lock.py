@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from dj_runner.lock import WorkDirLock, WorkDirLocked, is_locked, read_holder
+from dj_runner.store.lock import WorkDirLock, WorkDirLocked, is_locked, read_holder
 
 HOLDER = textwrap.dedent(
     """
     import sys, time
-    from dj_runner.lock import WorkDirLock
+    from dj_runner.store.lock import WorkDirLock
     lock = WorkDirLock(sys.argv[1], WorkDirLock.holder_for("run-other", "2026-11-30T05:00:00.000Z"))
     lock.acquire()
     print("held", flush=True)

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from test_scheduler import FakeBackend, FakeClock, Part, Recorder
 
+from dj_runner.engine.executor import FATAL_ERRORS, best_effort
+from dj_runner.engine.scheduler import PartitionScheduler, RetryPolicy
 from dj_runner.errors import NoSpace
-from dj_runner.executor import FATAL_ERRORS, best_effort
-from dj_runner.nospace import free_space, is_no_space, no_space, raising_no_space
-from dj_runner.scheduler import PartitionScheduler, RetryPolicy
+from dj_runner.store.nospace import free_space, is_no_space, no_space, raising_no_space
 
 
 def test_the_message_names_the_path_the_cause_and_the_space_left() -> None:

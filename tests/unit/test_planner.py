@@ -8,9 +8,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dj_runner.planner import Plan, build_plan, columnar_hash
-from dj_runner.recipe import PartitionConfig
-from dj_runner.sources import list_sources, read_line_range, read_rows
+from dj_runner.io.sources import list_sources, read_line_range, read_rows
+from dj_runner.plan.partitioner import Plan, build_plan, columnar_hash
+from dj_runner.recipe.parse import PartitionConfig
 
 
 def lines(n: int, start: int = 0) -> str:

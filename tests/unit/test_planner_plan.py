@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from dj_runner.planner import Plan, build_plan
-from dj_runner.recipe import PartitionConfig
-from dj_runner.sources import list_sources
+from dj_runner.io.sources import list_sources
+from dj_runner.plan.partitioner import Plan, build_plan
+from dj_runner.recipe.parse import PartitionConfig
 
 
 def write_lines(path: Path, n: int) -> Path:

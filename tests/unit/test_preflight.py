@@ -10,8 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from dj_runner.errors import RecipeError
-from dj_runner.preflight import check_writable, preflight
-from dj_runner.recipe import parse_recipe
+from dj_runner.plan.preflight import check_writable, preflight
+from dj_runner.recipe.parse import parse_recipe
 
 
 @pytest.fixture

@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from dj_runner import ray_env
-from dj_runner.ray_env import RayAddressError, parse_address, preflight, resolve_target
+from dj_runner.engine import ray_env
+from dj_runner.engine.ray_env import RayAddressError, parse_address, preflight, resolve_target
 
 
 @pytest.mark.parametrize(

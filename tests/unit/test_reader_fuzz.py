@@ -22,11 +22,11 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 
+from dj_runner.engine.partition_task import read_source
 from dj_runner.errors import InputError, RecipeError
-from dj_runner.partition_task import read_source
-from dj_runner.planner import build_plan
-from dj_runner.recipe import parse_recipe
-from dj_runner.sources import list_sources
+from dj_runner.io.sources import list_sources
+from dj_runner.plan.partitioner import build_plan
+from dj_runner.recipe.parse import parse_recipe
 
 FORMATS = ("jsonl", "jsonl.gz", "jsonl.zst", "json", "parquet", "arrow", "csv")
 SEEDS = range(12)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from dj_runner.errors import RecipeError
-from dj_runner.recipe import parse_recipe
+from dj_runner.recipe.parse import parse_recipe
 
 BASE = {
     "dataset_path": "data.jsonl",

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dj_runner.events import Event
-from dj_runner.report import performance_summary
+from dj_runner.observe.event_log import Event
+from dj_runner.observe.report import performance_summary
 
 
 def _op_complete(t: float, partition: int, rows_in: int, rows_out: int) -> Event:

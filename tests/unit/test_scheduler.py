@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from dj_runner.scheduler import PartitionScheduler, RetryPolicy, StopToken, wait_timeout
+from dj_runner.engine.scheduler import PartitionScheduler, RetryPolicy, StopToken, wait_timeout
 
 
 @dataclass(frozen=True)
@@ -219,6 +219,6 @@ def test_the_scheduler_module_does_not_import_ray() -> None:
     import subprocess
     import sys
 
-    code = "import sys, dj_runner.scheduler; print('ray' in sys.modules)"
+    code = "import sys, dj_runner.engine.scheduler; print('ray' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

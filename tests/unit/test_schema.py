@@ -6,7 +6,7 @@ import json
 
 import pyarrow as pa
 
-from dj_runner.schema import concat_unified, conform, is_json_text, json_text_field, unify
+from dj_runner.io.table_schema import concat_unified, conform, is_json_text, json_text_field, unify
 
 
 def test_agreeing_types_stay_and_nulls_take_the_typed_version():

@@ -12,7 +12,7 @@ import pytest
 import zstandard
 
 from dj_runner.errors import InputError, RecipeError
-from dj_runner.sources import (
+from dj_runner.io.sources import (
     iter_columnar_batches,
     iter_lines,
     list_sources,

@@ -6,9 +6,9 @@ import json
 import re
 from pathlib import Path
 
-from dj_runner.lock import WorkDirLock
-from dj_runner.report import format_status, status
-from dj_runner.status_file import SCHEMA_VERSION, StatusWriter, read_status
+from dj_runner.observe.report import format_status, status
+from dj_runner.observe.status_file import SCHEMA_VERSION, StatusWriter, read_status
+from dj_runner.store.lock import WorkDirLock
 
 STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
@@ -68,14 +68,14 @@ def test_status_reports_a_dead_running_run_as_interrupted(tmp_path: Path) -> Non
 
 
 def test_status_reads_no_event_log(tmp_path: Path, monkeypatch) -> None:
-    import dj_runner.events
-    import dj_runner.report
+    import dj_runner.observe.event_log
+    import dj_runner.observe.report
 
     def no_log(*_a, **_k):
         raise AssertionError("status read the event log")
 
-    monkeypatch.setattr(dj_runner.report, "read_events", no_log)
-    monkeypatch.setattr(dj_runner.events, "read_events", no_log)
+    monkeypatch.setattr(dj_runner.observe.report, "read_events", no_log)
+    monkeypatch.setattr(dj_runner.observe.event_log, "read_events", no_log)
     (tmp_path / "job.json").write_text("{}")
     StatusWriter(tmp_path, "demo", "run-1", None).finish("succeeded")
     assert status(tmp_path)["state"] == "succeeded"
@@ -88,7 +88,7 @@ def test_empty_dir(tmp_path: Path) -> None:
 def test_estimated_completion_is_this_runs_pace_over_what_is_left() -> None:
     from datetime import UTC, datetime
 
-    from dj_runner.status_file import estimated_completion
+    from dj_runner.observe.status_file import estimated_completion
 
     now = datetime(2026, 11, 30, 12, 1, 40, tzinfo=UTC)
     base = {"state": "running", "started_at": "2026-11-30T12:00:00.000Z"}
@@ -127,7 +127,7 @@ def test_the_writer_records_the_estimate_and_status_prints_it(tmp_path: Path) ->
 
 
 def test_status_counts_the_runs_that_claimed_the_work_dir(tmp_path: Path) -> None:
-    from dj_runner.fencing import take_claim
+    from dj_runner.store.fencing import take_claim
 
     (tmp_path / "job.json").write_text("{}")
     StatusWriter(tmp_path, "demo", "run-1", None).write()

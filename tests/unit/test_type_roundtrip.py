@@ -25,10 +25,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dj_runner.arrow_json import export_default, jsonl_unsupported
-from dj_runner.checkpoint import CheckpointDir, CheckpointKey
-from dj_runner.export import write_export
-from dj_runner.recipe_schema import COMPRESSIONS
+from dj_runner.io.arrow_json import export_default, jsonl_unsupported
+from dj_runner.io.export import write_export
+from dj_runner.recipe.keys import COMPRESSIONS
+from dj_runner.store.checkpoint import CheckpointDir, CheckpointKey
 
 UTC = dt.UTC
 PLUS2 = dt.timezone(dt.timedelta(hours=2))
@@ -218,7 +218,7 @@ def test_binary_in_jsonl_is_base64_and_jsonl_checkpoints_read_typed_columns(tmp_
     assert back.column("blob").to_pylist() == [b"\x00\x01\x02", b"\xff\xfe"]
     assert back.equals(table)
     fh = io.BytesIO()
-    from dj_runner.export import write_jsonl
+    from dj_runner.io.export import write_jsonl
 
     write_jsonl(table, fh)
     first = json.loads(fh.getvalue().splitlines()[0])

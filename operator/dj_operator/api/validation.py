@@ -1,6 +1,6 @@
 """Validation of a job's recipe with the runner's own rules, before any pod exists.
 
-`dj_runner.recipe.parse_recipe` checks keys, op names, op parameters and path suffixes on the
+`dj_runner.recipe.parse.parse_recipe` checks keys, op names, op parameters and path suffixes on the
 mapping alone, without touching the filesystem; its messages name the key and suggest the closest
 valid name. Paths are resolved against the storage mount, as the runner pod resolves them.
 """
@@ -15,7 +15,7 @@ import yaml
 
 from dj_operator.api.types import JobSpec, SpecError
 from dj_runner.errors import RecipeError
-from dj_runner.recipe import parse_recipe
+from dj_runner.recipe.parse import parse_recipe
 
 
 def load_recipe_text(text: str, source: str) -> dict[str, Any]:

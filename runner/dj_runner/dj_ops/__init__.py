@@ -4,6 +4,7 @@ The runner's built-in ops (``dj_runner.ops``) are the fast path. Any other op of
 ``py-data-juicer``'s registry runs through this package when the extra is installed:
 mappers and filters as table ops in the partition tasks (``bridge``), document-level
 deduplicators as global ops (``dedup``); ``catalog`` resolves names and checks parameters,
+``factory`` builds the runner op for a name,
 ``convert`` moves batches between Arrow and Data-Juicer's dict of lists, ``models`` resolves
 model files offline. Nothing here imports ``data_juicer`` until an op needs it.
 """

@@ -17,11 +17,10 @@ from typing import Any
 
 import pyarrow as pa
 
-from dj_runner.apply import SampleError
 from dj_runner.dj_ops.convert import Batch, from_dj_batch, to_dj_batch
-from dj_runner.ops.base import STATS_COLUMN
-from dj_runner.schema import concat_unified
-from dj_runner.table_op import TableOp
+from dj_runner.engine.apply import SampleError
+from dj_runner.io.table_schema import concat_unified
+from dj_runner.ops.common.base import STATS_COLUMN, TableOp
 
 #: Samples converted between Arrow and Python at a time for ops that are not batched.
 CONVERT_ROWS = 2048

@@ -16,8 +16,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from dj_runner.ops.base import STATS_COLUMN
-from dj_runner.schema import is_json_text, json_text_array
+from dj_runner.io.table_schema import is_json_text, json_text_array
+from dj_runner.ops.common.base import STATS_COLUMN
 
 Batch = dict[str, list[Any]]
 

@@ -46,7 +46,8 @@ def resolve(
             f"with the dj extra: {INSTALL_HINT}",
             closest(name, builtin),
         )
-    from dj_runner.dj_ops.catalog import build, load_registry
+    from dj_runner.dj_ops.catalog import load_registry
+    from dj_runner.dj_ops.factory import build
 
     registry = load_registry()
     if name not in registry:

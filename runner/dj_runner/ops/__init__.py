@@ -1,6 +1,7 @@
-"""Built-in ops. Each module holds one op and registers it by name; see ``registry``.
+"""Built-in ops. Each module holds one op and registers it by name; see ``common.registry``. What the ops share
+(base classes, parameters, text helpers) lives in ``common/``; every other module is an op.
 
-The registry is imported on first use, so that ``dj_runner.ops.params`` (and with it the
+The registry is imported on first use, so that ``dj_runner.ops.common.params`` (and with it the
 recipe schema) can be imported without Arrow or any op implementation.
 """
 
@@ -13,7 +14,7 @@ __all__ = ["all_ops", "get_op", "register"]
 
 def __getattr__(name: str) -> Any:
     if name in __all__:
-        from dj_runner.ops import registry
+        from dj_runner.ops.common import registry
 
         return getattr(registry, name)
     raise AttributeError(f"module 'dj_runner.ops' has no attribute {name!r}")

@@ -16,9 +16,9 @@ from typing import ClassVar
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from dj_runner.ops.base import MAXSIZE, Filter
-from dj_runner.ops.registry import register
-from dj_runner.ops.textutil import TOKENIZATION_UNSUPPORTED, non_null, safe_ratio
+from dj_runner.ops.common.base import MAXSIZE, Filter
+from dj_runner.ops.common.registry import register
+from dj_runner.ops.common.textutil import TOKENIZATION_UNSUPPORTED, non_null, safe_ratio
 
 try:
     from dj_runner.ops._kernels import count_alnum as _native_count_alnum

@@ -15,9 +15,9 @@ from typing import ClassVar
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from dj_runner.ops.base import MAXSIZE, Filter
-from dj_runner.ops.registry import register
-from dj_runner.ops.textutil import LINE_BREAK_CHARS, chars_class, non_null, safe_ratio
+from dj_runner.ops.common.base import MAXSIZE, Filter
+from dj_runner.ops.common.registry import register
+from dj_runner.ops.common.textutil import LINE_BREAK_CHARS, chars_class, non_null, safe_ratio
 
 
 def count_lines(texts: pa.Array) -> pa.Array:

@@ -19,9 +19,9 @@ from typing import ClassVar
 
 import pyarrow as pa
 
-from dj_runner.ops.base import Filter
-from dj_runner.ops.registry import register
-from dj_runner.ops.textutil import non_null
+from dj_runner.ops.common.base import Filter
+from dj_runner.ops.common.registry import register
+from dj_runner.ops.common.textutil import non_null
 
 try:
     from dj_runner.ops._kernels import char_rep_ratio as _native_char_rep_ratio

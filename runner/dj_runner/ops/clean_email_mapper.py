@@ -12,10 +12,10 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from dj_runner.ops.base import Mapper
-from dj_runner.ops.params import param
-from dj_runner.ops.registry import register
-from dj_runner.ops.textutil import clean_with_pattern
+from dj_runner.ops.common.base import Mapper
+from dj_runner.ops.common.params import param
+from dj_runner.ops.common.registry import register
+from dj_runner.ops.common.textutil import clean_with_pattern
 
 DEFAULT_EMAIL_PATTERN = r"[A-Za-z0-9.\-+_]+@[a-z0-9.\-+_]+\.[a-z]+"
 

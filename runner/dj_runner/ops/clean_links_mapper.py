@@ -21,10 +21,10 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from dj_runner.ops.base import Mapper
-from dj_runner.ops.params import param
-from dj_runner.ops.registry import register
-from dj_runner.ops.textutil import (
+from dj_runner.ops.common.base import Mapper
+from dj_runner.ops.common.params import param
+from dj_runner.ops.common.registry import register
+from dj_runner.ops.common.textutil import (
     REGEX_WHITE_SPACE,
     clean_with_pattern,
     decimal_ranges,

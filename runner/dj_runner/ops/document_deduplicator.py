@@ -18,9 +18,9 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from dj_runner.ops.base import Deduplicator
-from dj_runner.ops.registry import register
-from dj_runner.ops.textutil import REGEX_WHITE_SPACE, as_array, decimal_ranges, py_class_body
+from dj_runner.ops.common.base import Deduplicator
+from dj_runner.ops.common.registry import register
+from dj_runner.ops.common.textutil import REGEX_WHITE_SPACE, as_array, decimal_ranges, py_class_body
 
 
 def _non_character_regex() -> re.Pattern[str]:

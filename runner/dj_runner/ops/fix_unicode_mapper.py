@@ -11,9 +11,9 @@ from dataclasses import dataclass
 import ftfy
 import pyarrow as pa
 
-from dj_runner.ops.base import Mapper
-from dj_runner.ops.registry import register
-from dj_runner.ops.textutil import as_array
+from dj_runner.ops.common.base import Mapper
+from dj_runner.ops.common.registry import register
+from dj_runner.ops.common.textutil import as_array
 
 NORMALIZATIONS = ("NFC", "NFKC", "NFD", "NFKD")
 

@@ -13,9 +13,9 @@ from typing import ClassVar
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from dj_runner.ops.base import Mapper
-from dj_runner.ops.registry import register
-from dj_runner.ops.textutil import as_array
+from dj_runner.ops.common.base import Mapper
+from dj_runner.ops.common.registry import register
+from dj_runner.ops.common.textutil import as_array
 
 
 @register("punctuation_normalization_mapper")

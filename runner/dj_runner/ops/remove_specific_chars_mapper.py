@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from dj_runner.ops.base import Mapper
-from dj_runner.ops.registry import register
-from dj_runner.ops.textutil import as_array, chars_class
+from dj_runner.ops.common.base import Mapper
+from dj_runner.ops.common.registry import register
+from dj_runner.ops.common.textutil import as_array, chars_class
 
 DEFAULT_CHARS_TO_REMOVE = "◆●■►▼▲▴∆▻▷❖♡□"
 

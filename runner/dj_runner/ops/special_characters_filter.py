@@ -16,9 +16,9 @@ from typing import ClassVar
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from dj_runner.ops.base import Filter
-from dj_runner.ops.registry import register
-from dj_runner.ops.textutil import SPECIAL_CHARACTERS, non_null, safe_ratio
+from dj_runner.ops.common.base import Filter
+from dj_runner.ops.common.registry import register
+from dj_runner.ops.common.textutil import SPECIAL_CHARACTERS, non_null, safe_ratio
 
 try:
     from dj_runner.ops._kernels import count_in_set as _native_count_in_set

@@ -8,8 +8,8 @@ from typing import ClassVar
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from dj_runner.ops.base import MAXSIZE, Filter
-from dj_runner.ops.registry import register
+from dj_runner.ops.common.base import MAXSIZE, Filter
+from dj_runner.ops.common.registry import register
 
 
 @register("text_length_filter")

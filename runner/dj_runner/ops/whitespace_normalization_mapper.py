@@ -15,9 +15,9 @@ from functools import cache
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from dj_runner.ops.base import Mapper
-from dj_runner.ops.registry import register
-from dj_runner.ops.textutil import (
+from dj_runner.ops.common.base import Mapper
+from dj_runner.ops.common.registry import register
+from dj_runner.ops.common.textutil import (
     VARIOUS_WHITESPACES,
     as_array,
     chars_class,

@@ -23,9 +23,9 @@ from typing import ClassVar
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from dj_runner.ops.base import Filter
-from dj_runner.ops.registry import register
-from dj_runner.ops.textutil import (
+from dj_runner.ops.common.base import Filter
+from dj_runner.ops.common.registry import register
+from dj_runner.ops.common.textutil import (
     SPECIAL_CHARACTERS_STR,
     TOKENIZATION_UNSUPPORTED,
     non_null,

@@ -14,9 +14,9 @@ from typing import ClassVar
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from dj_runner.ops.base import MAXSIZE, Filter
-from dj_runner.ops.registry import register
-from dj_runner.ops.textutil import (
+from dj_runner.ops.common.base import MAXSIZE, Filter
+from dj_runner.ops.common.registry import register
+from dj_runner.ops.common.textutil import (
     TOKENIZATION_UNSUPPORTED,
     non_null,
     special_class,

@@ -14,8 +14,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from dj_runner.ops.base import Mapper
-from dj_runner.ops.registry import register
+from dj_runner.ops.common.base import Mapper
+from dj_runner.ops.common.registry import register
 
 
 @register("flaky_mapper")

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dj_runner.k8s_progress import ProgressReporter, to_progress
+from dj_runner.observe.k8s_status import ProgressReporter, to_progress
 
 STATUS = {
     "schema_version": 1,
@@ -107,7 +107,7 @@ def test_the_client_library_is_imported_on_the_starting_thread(tmp_path: Path) -
     `requests`) and left one of them a half-initialised module."""
     code = (
         "import sys\n"
-        "from dj_runner.k8s_progress import ProgressReporter\n"
+        "from dj_runner.observe.k8s_status import ProgressReporter\n"
         "assert 'requests' not in sys.modules and 'kubernetes' not in sys.modules\n"
         f"reporter = ProgressReporter({str(tmp_path)!r}, 'ns', 'job', poll_interval=3600)\n"
         "reporter.start()\n"

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pytest
 
 from dj_runner.ops.clean_links_mapper import py_pattern
-from dj_runner.ops.registry import get_op
+from dj_runner.ops.common.registry import get_op
 
 
 def run(name: str, texts: list[str | None], **params: object) -> list[str | None]:

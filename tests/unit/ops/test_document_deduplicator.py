@@ -6,7 +6,7 @@ import hashlib
 
 import pyarrow as pa
 
-from dj_runner.ops.registry import get_op
+from dj_runner.ops.common.registry import get_op
 
 EMPTY_MD5 = "d41d8cd98f00b204e9800998ecf8427e"
 HELLO_MD5 = "5d41402abc4b2a76b9719d911017c592"

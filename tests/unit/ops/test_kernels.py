@@ -18,7 +18,7 @@ from dj_runner.ops import alphanumeric_filter as anf
 from dj_runner.ops import character_repetition_filter as crf
 from dj_runner.ops import special_characters_filter as scf
 from dj_runner.ops import word_repetition_filter as wrf
-from dj_runner.ops.registry import get_op
+from dj_runner.ops.common.registry import get_op
 
 REPO = Path(__file__).resolve().parents[3]
 

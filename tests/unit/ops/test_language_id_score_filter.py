@@ -13,7 +13,7 @@ import pyarrow as pa
 import pytest
 
 from dj_runner.ops import language_id_score_filter as lid
-from dj_runner.ops.registry import get_op
+from dj_runner.ops.common.registry import get_op
 
 EN = "The quick brown fox jumps over the lazy dog while the farmer watches from the barn."
 FR = "Le renard brun rapide saute par-dessus le chien paresseux pendant que le fermier regarde."

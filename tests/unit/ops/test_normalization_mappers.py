@@ -5,7 +5,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from dj_runner.ops.registry import get_op
+from dj_runner.ops.common.registry import get_op
 
 
 def run(name: str, texts: list[str | None], **params: object) -> list[str | None]:

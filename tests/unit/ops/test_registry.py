@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from dj_runner.ops import registry
-from dj_runner.ops.base import Deduplicator, Filter, Mapper
+from dj_runner.ops.common import registry
+from dj_runner.ops.common.base import Deduplicator, Filter, Mapper
 
-OPS_DIR = Path(registry.__file__).parent
+OPS_DIR = Path(registry.__file__).parent.parent
 
 MAPPERS = [
     "whitespace_normalization_mapper",
@@ -59,16 +59,12 @@ def _registered_names(path: Path) -> list[str]:
 
 
 def test_each_op_module_registers_exactly_one_op_named_after_it() -> None:
-    modules = [
-        p
-        for p in OPS_DIR.glob("*.py")
-        if p.stem not in registry._NOT_OPS and not p.stem.startswith("_")
-    ]
+    modules = [p for p in OPS_DIR.glob("*.py") if not p.stem.startswith("_")]
     assert {p.stem for p in modules} >= set(MAPPERS + FILTERS + DEDUPLICATORS)
     for path in modules:
         assert _registered_names(path) == [path.stem], path.name
-    for helper in registry._NOT_OPS:
-        assert _registered_names(OPS_DIR / f"{helper}.py") == [], helper
+    for helper in (OPS_DIR / "common").glob("*.py"):
+        assert _registered_names(helper) == [], helper.name
 
 
 @pytest.mark.parametrize("name", MAPPERS + FILTERS + DEDUPLICATORS)

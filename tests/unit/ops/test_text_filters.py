@@ -9,8 +9,8 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from dj_runner.ops.base import MAXSIZE
-from dj_runner.ops.registry import get_op
+from dj_runner.ops.common.base import MAXSIZE
+from dj_runner.ops.common.registry import get_op
 
 SUND = "Today is Sund Sund Sund Sund Sund Sunda and it's a happy day!"
 LETTERS = "a v s e c s f e f g a a a  "

@@ -9,7 +9,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from dj_runner.ops import textutil
+from dj_runner.ops.common import textutil
 
 
 def test_special_characters_set() -> None:
@@ -81,7 +81,7 @@ def test_unwrap_raw_pattern() -> None:
 
 def test_precomputed_unicode_tables_match_this_python() -> None:
     # The tables spare each Ray worker a scan of every code point; they must be that scan.
-    from dj_runner.ops import unicode_tables
+    from dj_runner.ops.common import unicode_tables
 
     assert unicodedata.unidata_version == unicode_tables.UNIDATA_VERSION
     assert textutil.word_ranges() == textutil.scan_word_ranges()

@@ -1,0 +1,710 @@
+"""The job driver: claim the work dir, plan, run the stages, cross global ops, export.
+
+``Executor(recipe).run()`` is the whole job; it is resumable: running it again on the same
+work dir continues from each partition's newest valid checkpoint and never recomputes a
+finished partition. The pieces live in their own modules: the lock (``lock.py``), the claim
+and fencing token (``fencing.py``), the manifest and fingerprint (``jobclaim.py``), the
+scheduling loop (``scheduler.py``, here given a Ray backend), global-op decisions
+(``global_decisions.py``, the op's own ``decide``), the export (``export.py``) and the live status (``status_file.py``).
+This module orchestrates them and owns the Ray task body's entry point.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from dj_runner.engine.finalize import broken_finals, export_finals
+from dj_runner.engine.global_decisions import removed
+from dj_runner.engine.partition_task import PartitionResult, SourceChanged
+from dj_runner.engine.ray_backend import RayTaskBackend, event_logger
+from dj_runner.engine.ray_env import RayAddressError
+from dj_runner.engine.scheduler import (
+    PartitionScheduler,
+    RetryPolicy,
+    StageOutcome,
+    StopToken,
+    short_error,
+    wait_timeout,
+)
+from dj_runner.errors import (
+    EXIT_FAILED,
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_LOCKED,
+    EXIT_NO_SPACE,
+    EXIT_OK,
+    EXIT_PARTIAL,
+    EXIT_RAY_UNAVAILABLE,
+    EXIT_REFUSED,
+    EXIT_USAGE,
+    InputError,
+    Interrupted,
+    InvalidInput,
+    MalformedRecordError,
+    NoSpace,
+    OpError,
+    RayUnavailable,
+    RecipeError,
+    ResumeRefused,
+    RunnerError,
+)
+from dj_runner.io.export import check_export_target, remove_export
+from dj_runner.observe.console import NoProgress, Progress
+from dj_runner.observe.event_log import Event, EventLogger, follow_events, read_events
+from dj_runner.observe.report import performance_summary, status, status_report
+from dj_runner.observe.status_file import StatusWriter, now_rfc3339
+from dj_runner.plan.partitioner import Plan
+from dj_runner.plan.saved_plan import load_or_build_plan
+from dj_runner.recipe.parse import Recipe
+from dj_runner.store.atomic import write_json_atomic
+from dj_runner.store.checkpoint import CheckpointKey, InvalidCheckpoint
+from dj_runner.store.fencing import Fence, Superseded, new_run_id, take_claim
+from dj_runner.store.lock import WorkDirLock
+from dj_runner.store.manifest import claim_work_dir, default_work_dir
+from dj_runner.store.nospace import is_no_space
+from dj_runner.store.workdir import GlobalDecision, WorkDir
+
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_OK",
+    "EXIT_PARTIAL",
+    "EXIT_REFUSED",
+    "EXIT_USAGE",
+    "Executor",
+    "JobResult",
+    "best_effort",
+    "default_work_dir",
+    "wait_timeout",
+]
+
+#: Errors that end the job at once: more attempts cannot help. A full disk stays full while the
+#: job runs (its checkpoints only add up until the export), so retrying a partition would redo
+#: its ops to fail at the same write, and a partition failed for want of space must never
+#: count towards ``max_failed_partitions`` (a "partially succeeded" export missing data).
+FATAL_ERRORS = (SourceChanged, MalformedRecordError, RayUnavailable, Superseded, NoSpace)
+
+
+@dataclass
+class JobResult:
+    status: str  # succeeded | partially_succeeded | failed | interrupted
+    job_id: str
+    work_dir: str
+    export_path: str | None
+    total_partitions: int = 0
+    failed_partitions: list[int] = field(default_factory=list)
+    rows_in: int = 0
+    rows_out: int = 0
+    rejected: int = 0
+    duration: float = 0.0
+    error: str | None = None
+    run_id: str = ""
+    code: int | None = None  # the exit code when the status alone does not decide it
+
+    @property
+    def exit_code(self) -> int:
+        if self.code is not None:
+            return self.code
+        return {
+            "succeeded": EXIT_OK,
+            "partially_succeeded": EXIT_PARTIAL,
+            "interrupted": EXIT_INTERRUPTED,
+        }.get(self.status, EXIT_FAILED)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "exit_code": self.exit_code}
+
+
+class _StageListener:
+    """What the driver does when the scheduler reports: events, progress, status."""
+
+    def __init__(self, ex: Executor, final: bool, parts: int, capacity: int) -> None:
+        self.ex = ex
+        self.final = final
+        self.remaining = parts
+        self.capacity = capacity
+
+    def _settled(self) -> dict[str, int]:
+        """One partition finished or failed: the running count for status.json."""
+        self.remaining -= 1
+        return {"running": min(self.remaining, self.capacity)}
+
+    def on_retry(self, part: Any, attempt: int, delay: float, error: BaseException) -> None:
+        msg = short_error(error)
+        self.ex._log(
+            "partition_retry",
+            f"partition {part.pid} failed (attempt {attempt + 1}); retrying in {delay:.1f}s: {msg}",
+            partition_id=part.pid,
+            retry_count=attempt + 1,
+            retry_delay_s=delay,
+            error_message=msg,
+        )
+
+    def on_failed(self, part: Any, attempt: int, error: BaseException) -> None:
+        msg = short_error(error)
+        self.ex._log(
+            "partition_failed",
+            f"partition {part.pid} failed after {attempt + 1} attempts: {msg}",
+            partition_id=part.pid,
+            retry_count=attempt,
+            error_message=msg,
+            error_type=type(error).__name__,
+        )
+        self.ex.progress.note(f"partition {part.pid} failed: {msg}")
+        self.ex._note_failure(part.pid, error, self._settled())
+
+    def on_done(self, part: Any, result: PartitionResult, attempt: int) -> None:
+        if self.final:
+            self.ex._log(
+                "partition_complete",
+                f"partition {part.pid}: {result.rows_in} -> {result.rows_out} rows",
+                partition_id=part.pid,
+                input_rows=result.rows_in,
+                output_rows=result.rows_out,
+                retry_count=attempt,
+            )
+            self.ex.progress.partition_done(part.pid, result.rows_out)
+            self.ex._partition_finished(part, result.rows_out, self._settled())
+        else:
+            self.ex.status.update(last_checkpoint_at=now_rfc3339(), partitions=self._settled())
+
+    def on_fatal(self, part: Any, error: BaseException) -> None:
+        # Best effort: on a full disk these writes fail too, and ``error`` must still end the job.
+        if isinstance(error, (SourceChanged, MalformedRecordError, NoSpace)):
+            best_effort(
+                lambda: self.ex._log(
+                    "partition_failed",
+                    str(error),
+                    partition_id=part.pid,
+                    error_message=str(error),
+                    error_type=type(error).__name__,
+                )
+            )
+        best_effort(lambda: self.ex._note_failure(part.pid, error))
+
+
+class Executor:
+    """Runs one recipe as a partitioned, checkpointed, resumable job."""
+
+    def __init__(
+        self,
+        recipe: Recipe,
+        work_dir: str | Path | None = None,
+        job_id: str | None = None,
+        restart: bool = False,
+        progress: Progress | None = None,
+        ray_address: str | None = None,
+        wait_for_lock_s: float = 0.0,
+        grace_period_s: float = 20.0,
+        handle_signals: bool = False,
+    ):
+        self.recipe = recipe
+        self.work = WorkDir(work_dir or recipe.work_dir or default_work_dir(recipe))
+        self.requested_job_id = job_id or recipe.job_id
+        self.restart = restart
+        self.progress = progress or NoProgress()
+        self.ray_address = ray_address or recipe.ray_address
+        self.wait_for_lock_s = wait_for_lock_s
+        self.grace_period_s = grace_period_s
+        self.handle_signals = handle_signals
+        self.job_id = self.requested_job_id or ""
+        self.run_id = new_run_id()
+        self.stop = StopToken()
+        self.events: EventLogger | None = None
+        self.fence: Fence | None = None
+        self.status: StatusWriter = StatusWriter(self.work.root, "", self.run_id, None)
+        self._cpus = 1
+        self._first_error: dict[str, Any] | None = None
+        self._done: set[int] = set()
+
+    # ------------------------------------------------------------------ signals
+    def request_stop(self, signum: int | None = None) -> None:
+        """Stop scheduling; in-flight tasks end after their checkpoint (``--grace-period``)."""
+        first = not self.stop.requested
+        self.stop.request(self.grace_period_s, signum)
+        if not first:
+            return
+        with contextlib.suppress(OSError):
+            self.work.stop_path(self.run_id).touch()
+        if self.handle_signals:
+            timer = threading.Timer(self.grace_period_s + 1.0, self._grace_expired)
+            timer.daemon = True
+            timer.start()
+
+    def _grace_expired(self) -> None:
+        """The grace period ran out: record the interruption (if this run owns the work dir's
+        status yet) and exit at once."""
+        try:
+            if self.status.data["job_id"]:
+                self.status.finish(
+                    "interrupted",
+                    {"op": None, "partition": None, "message": "grace period ran out"},
+                )
+        finally:
+            os._exit(EXIT_INTERRUPTED)
+
+    def _install_signal_handlers(self) -> None:
+        if not self.handle_signals or threading.current_thread() is not threading.main_thread():
+            return
+
+        def handler(signum: int, _frame: Any) -> None:
+            if self.stop.requested:
+                os._exit(128 + signum)  # a second signal: exit at once
+            self.request_stop(signum)
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, handler)
+
+    def _check_stop(self) -> None:
+        if self.stop.requested:
+            raise Interrupted("stopped by a signal before the next stage")
+
+    # ------------------------------------------------------------------ the job
+    def run(self) -> JobResult:
+        """Run (or resume) the job to the end.
+
+        Raises before any work: WorkDirLocked, RecipeError (e.g. an export that would destroy
+        files), ResumeRefused. Every later outcome is a JobResult (see ``exit_code``).
+        """
+        self._install_signal_handlers()
+        lock = WorkDirLock(self.work.root, WorkDirLock.holder_for(self.run_id, now_rfc3339()))
+        lock.acquire(self.wait_for_lock_s, cancelled=lambda: self.stop.requested)
+        try:
+            return self._run_locked()
+        finally:
+            self.work.stop_path(self.run_id).unlink(missing_ok=True)
+            lock.release()
+
+    def _run_locked(self) -> JobResult:
+        t0 = time.time()
+        for stale in self.work.root.glob(".stop-*"):  # left by a run the grace period cut short
+            if stale.name != self.work.stop_path(self.run_id).name:
+                stale.unlink(missing_ok=True)
+        self.fence = take_claim(self.work.root, self.run_id)
+        check_export_target(self.recipe.export_path)
+        claim = claim_work_dir(self.work, self.recipe, self.requested_job_id, self.restart)
+        if self.restart:
+            remove_export(self.recipe.export_path)
+        self.job_id = claim.job_id
+        self.resuming = claim.resuming
+        self.status = StatusWriter(
+            self.work.root, self.job_id, self.run_id, self.recipe.export_path
+        )
+        self.status.write()
+        self.events = event_logger(self.work, self.job_id, self.recipe.event_logging)
+        result = JobResult(
+            "failed", self.job_id, str(self.work.root), self.recipe.export_path, run_id=self.run_id
+        )
+        try:
+            if claim.recovered:
+                self.progress.note(claim.recovered)
+                self._log("checkpoint_invalid", claim.recovered, error_message=claim.recovered)
+            self._log(
+                "job_restart" if claim.resuming else "job_start",
+                f"job {self.job_id} {'resumes' if claim.resuming else 'starts'} (run {self.run_id})",
+                config=self.recipe.result_defining(),
+                run_id=self.run_id,
+            )
+            self._run(result)
+        except Interrupted as exc:
+            result.status = "interrupted"
+            result.error = str(exc)
+            if self.stop.deadline is not None and time.monotonic() >= self.stop.deadline:
+                result.error = (
+                    "the grace period ran out; the tasks still running were cancelled "
+                    "(their committed checkpoints are kept)"
+                )
+            sig = signal.Signals(self.stop.signum).name if self.stop.signum else "a signal"
+            best_effort(
+                lambda: self._log(
+                    "job_interrupted",
+                    f"job {self.job_id} stopped on {sig}; resumable",
+                    run_id=self.run_id,
+                    job_duration=time.time() - t0,
+                )
+            )
+        except Exception as exc:
+            result.status = "failed"
+            result.code = _exit_code_for(exc)
+            result.error = (
+                str(exc) if isinstance(exc, RunnerError) else f"{type(exc).__name__}: {exc}"
+            )
+            stack, message, kind = traceback.format_exc(), str(exc), type(exc).__name__
+            best_effort(
+                lambda: self._log(
+                    "job_failed",
+                    result.error,
+                    error_message=message,
+                    error_type=kind,
+                    stack_trace=stack,
+                    failure_time=time.time(),
+                    job_duration=time.time() - t0,
+                )
+            )
+        finally:
+            result.duration = time.time() - t0
+            result.rejected = self._count_rejects()
+            error = None
+            if result.status == "failed":
+                error = self._first_error or {"op": None, "partition": None, "message": ""}
+                error = {**error, "message": result.error or error["message"]}
+            elif result.status == "interrupted" and "grace period" in (result.error or ""):
+                error = {"op": None, "partition": None, "message": result.error}
+            self._record_end(result, error)
+            self.progress.close()
+            self.events.close()
+        return result
+
+    def _record_end(self, result: JobResult, error: dict[str, Any] | None) -> None:
+        """Write the run's end to status.json and result.json, best effort on a full disk.
+
+        The exit code reports what happened to the data; when the disk has no room left even
+        for these small files, they keep the previous state (``status`` then shows the run as
+        interrupted, its runner being gone) and stderr says so.
+        """
+        self.status.data["samples"]["rejected"] = result.rejected
+        self.status.data["partitions"]["running"] = 0
+        missed = [
+            exc
+            for exc in (
+                best_effort(lambda: self.status.finish(result.status, error)),
+                best_effort(lambda: write_json_atomic(self.work.result_path, result.to_dict())),
+            )
+            if exc is not None
+        ]
+        if missed:
+            self.progress.note(f"warning: the run's end could not be recorded: {missed[0]}")
+
+    def _connect(self) -> Any:
+        from dj_runner.engine.ray_env import connect
+
+        try:
+            conn = connect(self.ray_address, self.recipe.np, events=self.events)
+        except RunnerError:
+            raise
+        except (ValueError, ConnectionError, TimeoutError) as exc:
+            raise InvalidInput(
+                f"cannot use Ray at {self.ray_address or os.environ.get('RAY_ADDRESS') or 'embedded'}: "
+                f"{short_error(exc)}"
+            ) from None
+        self._install_signal_handlers()  # Ray's init installs its own SIGTERM handler
+        return conn
+
+    def _run(self, result: JobResult) -> None:
+        conn = self._connect()
+        self._cpus = conn.cpus
+        self._check_stop()
+        plan, plan_id = load_or_build_plan(
+            self.work, self.recipe, conn.cpus, self._log, self.progress.note
+        )
+        assert self.fence is not None
+        self.fence = self.fence.with_plan(plan_id)
+        self.work = WorkDir(self.work.root, self.fence)
+        n_ops = len(self.recipe.process)
+        final = CheckpointKey(n_ops)
+        result.total_partitions = len(plan.partitions)
+        result.rows_in = plan.total_rows
+        self._parts = {p.pid: p for p in plan.partitions}
+        stores = {p.pid: self.work.partition_store(p.pid, self.recipe) for p in plan.partitions}
+        newest = {pid: s.newest_key() for pid, s in stores.items()}
+        self._done = {pid for pid, k in newest.items() if k is not None and k >= final}
+        rows_out = 0
+        for pid in self._done:
+            commit = stores[pid].latest_commit(final)
+            rows_out += commit.rows if commit else 0
+        resumed = None
+        if self.resuming:
+            resumed = {
+                "partitions_done": len(self._done),
+                "checkpoints": sum(1 for k in newest.values() if k is not None),
+            }
+        self.status.update(
+            partitions={"total": len(plan.partitions), "done": len(self._done)},
+            samples={
+                "in": sum(self._parts[p].rows for p in self._done),
+                "out": rows_out,
+                "rejected": sum(self.work.count_rejects(p) for p in self._done),
+            },
+            resumed=resumed,
+        )
+        self.progress.start(len(plan.partitions), plan.total_rows, len(self._done))
+        self._log(
+            "processing_start",
+            f"{len(plan.partitions)} partitions on {conn.address} ({conn.cpus} CPUs)",
+            total_partitions=len(plan.partitions),
+        )
+
+        barriers = [i for i, s in enumerate(self.recipe.process) if s.op.is_global]
+        targets = [CheckpointKey(g, hashed=True) for g in barriers] + [final]
+        failed: dict[int, str] = {}
+        for target in targets:
+            self._check_stop()
+            pending = [
+                p
+                for p in plan.partitions
+                if (self.work.partition_store(p.pid, self.recipe).newest_key() or CheckpointKey(-1))
+                < target
+            ]
+            if target.hashed and self.work.global_decision(target.step) is not None:
+                pending = []  # decided in an earlier run; later stages apply it
+            label = f"ops up to #{target.step}" + (" (hashing)" if target.hashed else "")
+            self.progress.stage(label)
+            idx = target.step if target.hashed else n_ops - 1
+            self.status.update(
+                stage={
+                    "index": idx,
+                    "op": self.recipe.process[idx].name,
+                    "global": target.hashed,
+                }
+            )
+            outcome = self._run_stage(plan, pending, target)
+            failed.update(outcome.failed)
+            if target.hashed:
+                if failed:
+                    raise RunnerError(
+                        f"global op '{self.recipe.process[target.step].name}' needs every "
+                        f"partition, and partitions {sorted(failed)} failed; rerun to retry them"
+                    )
+                self._decide_global(plan, target.step)
+
+        result.failed_partitions = sorted(failed)
+        self._log(
+            "processing_complete",
+            f"{len(plan.partitions) - len(failed)} of {len(plan.partitions)} partitions done",
+            total_partitions=len(plan.partitions),
+            successful_partitions=len(plan.partitions) - len(failed),
+            failed_partitions=len(failed),
+        )
+        if len(failed) > self.recipe.max_failed_partitions:
+            raise RunnerError(
+                f"{len(failed)} partitions failed ({sorted(failed)}), more than "
+                f"max_failed_partitions={self.recipe.max_failed_partitions}; "
+                f"first error: {failed[min(failed)]}. Rerun the same command to retry them"
+            )
+        self._repair_final(plan, exclude=set(failed), failed=failed)
+        if len(failed) > self.recipe.max_failed_partitions:
+            raise RunnerError(f"partitions {sorted(failed)} failed while being recomputed")
+        self._check_stop()
+        self.status.update(stage={"index": n_ops, "op": "export", "global": False})
+        result.rows_out = self._export(plan, exclude=set(failed))
+        self.status.update(samples={"out": result.rows_out})
+        result.status = "partially_succeeded" if failed else "succeeded"
+        self._log(
+            "job_complete",
+            f"job {self.job_id} {result.status}: {result.rows_in} -> {result.rows_out} samples",
+            status=result.status,
+            total_partitions=len(plan.partitions),
+            successful_partitions=len(plan.partitions) - len(failed),
+            failed_partitions=len(failed),
+            input_rows=result.rows_in,
+            output_rows=result.rows_out,
+            completion_time=time.time(),
+            output_path=self.recipe.export_path,
+        )
+
+    def _log(self, event_type: str, message: str = "", **fields: Any) -> None:
+        if self.events is not None:
+            self.events.log(event_type, message, **fields)
+
+    # ------------------------------------------------------------------ progress state
+    def _partition_finished(self, part: Any, rows_out: int, running: dict[str, int]) -> None:
+        if part.pid in self._done:
+            self.status.update(partitions=running)
+            return
+        self._done.add(part.pid)
+        st = self.status.data
+        self.status.update(
+            partitions={**running, "done": st["partitions"]["done"] + 1},
+            samples={
+                "in": st["samples"]["in"] + part.rows,
+                "out": st["samples"]["out"] + rows_out,
+                "rejected": st["samples"]["rejected"] + self.work.count_rejects(part.pid),
+            },
+            last_checkpoint_at=now_rfc3339(),
+        )
+
+    def _note_failure(
+        self, pid: int, error: BaseException, running: dict[str, int] | None = None
+    ) -> None:
+        if self._first_error is None:
+            self._first_error = {
+                "op": error.op_name if isinstance(error, OpError) else None,
+                "partition": pid,
+                "message": str(error),
+            }
+        self.status.update(
+            partitions={**(running or {}), "failed": self.status.data["partitions"]["failed"] + 1},
+            error=self._first_error,
+        )
+
+    def _count_rejects(self) -> int:
+        parts = getattr(self, "_parts", {})
+        return sum(self.work.count_rejects(pid) for pid in parts)
+
+    # ------------------------------------------------------------------ scheduling
+    def _run_stage(self, plan: Plan, parts: list[Any], target: CheckpointKey) -> StageOutcome:
+        if not parts:
+            return StageOutcome()
+        backend = RayTaskBackend(
+            str(self.work.root), self.recipe, plan.sources, target, self.job_id, self.fence
+        )
+        capacity = max(2, 2 * self._cpus)
+        final = target == CheckpointKey(len(self.recipe.process))
+        scheduler = PartitionScheduler(
+            backend,
+            RetryPolicy(self.recipe.max_retries, self.recipe.retry_base_delay_s),
+            capacity=capacity,
+            fatal=FATAL_ERRORS,
+            listener=_StageListener(self, final, len(parts), capacity),
+            stop=self.stop,
+            reached=lambda res: res.final_key == target,
+        )
+        self.status.update(partitions={"running": min(len(parts), scheduler.capacity)})
+        outcome = scheduler.run(parts)
+        self.status.update(partitions={"running": 0})
+        if outcome.interrupted:
+            raise Interrupted("stopped by a signal; in-flight checkpoints were committed")
+        return outcome
+
+    # ------------------------------------------------------------------ global ops
+    def _decide_global(self, plan: Plan, op_idx: int) -> None:
+        if self.work.global_decision(op_idx) is not None:
+            return
+        name = self.recipe.process[op_idx].name
+        self._log(
+            "global_op_start",
+            f"{name}: deciding across {len(plan.partitions)} partitions",
+            operation_name=name,
+            operation_idx=op_idx,
+        )
+        t0 = time.perf_counter()
+        key = CheckpointKey(op_idx, hashed=True)
+        op = self.recipe.process[op_idx].op
+        columns = list(op.signature_columns)  # type: ignore[attr-defined]
+        for _ in range(3):
+            broken = []
+
+            def signatures(broken: list[Any] = broken) -> Iterator[tuple[int, pa.Table]]:
+                # One partition's signature columns at a time, in plan order.
+                for part in plan.partitions:
+                    store = self.work.partition_store(part.pid, self.recipe)
+                    commit = store.latest_commit(key)
+                    try:
+                        if commit is None:
+                            raise InvalidCheckpoint("no hashed checkpoint")
+                        table = store.load(commit, columns)
+                    except InvalidCheckpoint:
+                        broken.append(part)
+                        continue
+                    if not broken:  # past a broken one, the decision is redone anyway
+                        yield part.pid, table
+
+            masks = op.decide(signatures())  # type: ignore[attr-defined]
+            if not broken:
+                break
+            outcome = self._run_stage(plan, broken, key)
+            if outcome.failed:
+                raise RunnerError(
+                    f"could not rebuild hashes for partitions {sorted(outcome.failed)}"
+                )
+        else:
+            raise RunnerError(f"{name}: hashed checkpoints keep failing verification")
+        self.work.save_global_decision(op_idx, name, GlobalDecision(masks))
+        n_removed = removed(masks)
+        self._log(
+            "global_op_complete",
+            f"{name}: {n_removed} duplicates removed",
+            operation_name=name,
+            operation_idx=op_idx,
+            duration=time.perf_counter() - t0,
+            metadata={"removed": n_removed},
+        )
+
+    # ------------------------------------------------------------------ export
+    def _repair_final(self, plan: Plan, exclude: set[int], failed: dict[int, str]) -> None:
+        """Verify every final checkpoint before export; recompute the ones that fail."""
+
+        def invalid(pid: int, why: str) -> None:
+            self._log(
+                "checkpoint_invalid",
+                f"partition {pid}: {why}; recomputing",
+                partition_id=pid,
+                error_message=why,
+            )
+
+        broken = broken_finals(self.work, self.recipe, plan, exclude, invalid)
+        if broken:
+            self.progress.stage(f"recomputing {len(broken)} partitions")
+            failed.update(
+                self._run_stage(plan, broken, CheckpointKey(len(self.recipe.process))).failed
+            )
+
+    def _export(self, plan: Plan, exclude: set[int]) -> int:
+        self.progress.stage("exporting")
+        t0 = time.perf_counter()
+        rows = export_finals(self.work, self.recipe, plan, exclude)
+        self._log(
+            "export_complete",
+            f"wrote {rows} samples to {self.recipe.export_path}",
+            output_path=self.recipe.export_path,
+            output_rows=rows,
+            duration=time.perf_counter() - t0,
+        )
+        return rows
+
+    # ------------------------------------------------------------------ event API
+    def get_events(self, **filters: Any) -> list[Event]:
+        """Events of this work dir; filters: event_type, partition_id, operation_name, since."""
+        return read_events(self.work.events_dir, **filters)
+
+    def monitor_events(self, **kwargs: Any) -> Iterator[Event]:
+        """Follow the event log live (works from another process too)."""
+        return follow_events(self.work.events_dir, **kwargs)
+
+    def get_performance_summary(self) -> dict[str, Any]:
+        return performance_summary(self.get_events())
+
+    def generate_status_report(self) -> str:
+        return status_report(self.work.root)
+
+    def status_dict(self) -> dict[str, Any]:
+        return status(self.work.root)
+
+
+def best_effort(write: Callable[[], None]) -> NoSpace | None:
+    """Run ``write``; on a full disk return its ``NoSpace`` instead of raising.
+
+    For the writes of an error path (the event log, status.json, result.json): they must not
+    replace the error being reported by one about the disk it already names.
+    """
+    try:
+        write()
+    except NoSpace as exc:
+        return exc
+    return None
+
+
+def _exit_code_for(exc: BaseException) -> int:
+    if is_no_space(exc):  # NoSpace, or an ENOSPC/EDQUOT OSError no write path named
+        return EXIT_NO_SPACE
+    if isinstance(exc, ResumeRefused):
+        return EXIT_REFUSED
+    if isinstance(exc, (RecipeError, InvalidInput, InputError, RayAddressError)):
+        return EXIT_USAGE
+    if isinstance(exc, Superseded):
+        return EXIT_LOCKED
+    if isinstance(exc, RayUnavailable):
+        return EXIT_RAY_UNAVAILABLE
+    if isinstance(exc, (RunnerError, OSError)):
+        return EXIT_FAILED  # OSError: the disk, not the runner (a full or read-only volume)
+    return EXIT_INTERNAL

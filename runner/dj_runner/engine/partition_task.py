@@ -1,0 +1,360 @@
+"""One partition's work: read or resume, run ops to a target, checkpoint, report events.
+
+This is the body of a Ray task; it is a plain function so it can also run in-process.
+It resumes from the partition's newest valid checkpoint at or before the target, reads
+the source otherwise (verifying the content hash the plan recorded), applies ops in
+order, applies committed global-op decisions, and checkpoints by the recipe's strategy
+(committed on a background thread, ``CheckpointWriter``, while the next op runs).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import time
+import traceback
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from dj_runner.engine.apply import SampleError, add_hashes, apply_keep_mask, apply_local
+from dj_runner.errors import MalformedRecordError, OpError, ResumeRefused
+from dj_runner.io.sources import (
+    LINE_FORMATS,
+    Malformed,
+    SourceFile,
+    ensure_text_columns,
+    parse_lines,
+    read_line_range,
+    read_rows,
+    records_to_table,
+    reject_null_text,
+)
+from dj_runner.io.table_schema import concat_unified
+from dj_runner.observe.event_log import EventLogger
+from dj_runner.plan.partitioner import PartitionPlan, columnar_hash, combine_digests
+from dj_runner.recipe.parse import Recipe
+from dj_runner.store.atomic import write_atomic
+from dj_runner.store.checkpoint import CheckpointDir, CheckpointKey
+from dj_runner.store.workdir import WorkDir
+
+
+class SourceChanged(ResumeRefused):
+    """The input no longer matches the plan; resuming would mix different data."""
+
+
+@dataclass
+class OpStat:
+    op_idx: int
+    op_name: str
+    rows_in: int
+    rows_out: int
+    duration: float
+
+
+@dataclass
+class PartitionResult:
+    pid: int
+    final_key: CheckpointKey
+    rows_in: int
+    rows_out: int
+    rejected: int
+    resumed_from: str | None
+    op_stats: list[OpStat] = field(default_factory=list)
+
+
+def checkpoint_wanted(recipe: Recipe, step: int) -> bool:
+    """Whether the strategy checkpoints after ``step`` ops (the final step is always kept)."""
+    ck = recipe.checkpoint
+    if step == len(recipe.process):
+        return True
+    if ck.strategy == "every_op":
+        return True
+    if ck.strategy == "every_n_ops":
+        return step % ck.n_ops == 0
+    if ck.strategy == "manual":
+        return recipe.process[step - 1].name in ck.op_names
+    return False
+
+
+#: Lines parsed into one Arrow piece at a time while a partition is read.
+READ_CHUNK_LINES = 2048
+
+
+def read_source(
+    part: PartitionPlan, sources: tuple[SourceFile, ...], recipe: Recipe
+) -> tuple[pa.Table, list[Malformed]]:
+    """Read a partition from its source ranges, streaming; verify its content hash."""
+    tables: list[pa.Table] = []
+    bad: list[Malformed] = []
+    digests = []
+
+    def parse(chunk: list[tuple[int, bytes]], path: str) -> None:
+        records, malformed = parse_lines(chunk, path, recipe.text_keys)
+        bad.extend(malformed)
+        if records:
+            tables.append(records_to_table(records, recipe.text_keys))
+
+    changed: list[str] = []
+    for r in part.ranges:
+        src = sources[r.file]
+        before = len(digests)
+        if src.fmt in LINE_FORMATS:
+            h = hashlib.blake2b(digest_size=16)
+            chunk: list[tuple[int, bytes]] = []
+            for line_no, line in read_line_range(src, r.start, r.stop, r.first_line):
+                h.update(line)
+                chunk.append((line_no, line))
+                if len(chunk) >= READ_CHUNK_LINES:
+                    parse(chunk, src.path)
+                    chunk = []
+            parse(chunk, src.path)
+            digests.append(h.hexdigest())
+        else:
+            t = read_rows(src, r.start, r.stop)
+            digests.append(columnar_hash(t))
+            t, nulls = reject_null_text(
+                ensure_text_columns(t, recipe.text_keys), recipe.text_key, src.path, r.start
+            )
+            bad.extend(nulls)
+            tables.append(t)
+        if len(digests) > before and digests[-1] != r.digest and src.path not in changed:
+            changed.append(src.path)
+    if combine_digests(digests) != part.content_hash:
+        files = ", ".join(changed) or ", ".join(
+            dict.fromkeys(sources[r.file].path for r in part.ranges)
+        )
+        raise SourceChanged(
+            f"input file {files} changed since the plan was made (its content differs in "
+            f"partition {part.pid}, though its size and modification time may not); resuming "
+            "would mix different data. Restore the input, or start over with --restart"
+        )
+    if not tables:
+        return records_to_table([], recipe.text_keys), bad
+    return concat_unified(tables), bad
+
+
+def write_rejects(path: Path, bad: list[Malformed]) -> None:
+    if not bad:
+        path.unlink(missing_ok=True)
+        return
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w") as fh:
+            for m in bad:
+                fh.write(json.dumps(m.__dict__, ensure_ascii=False) + "\n")
+
+    write_atomic(path, write)
+
+
+def run_partition(
+    work: WorkDir,
+    recipe: Recipe,
+    part: PartitionPlan,
+    sources: tuple[SourceFile, ...],
+    target: CheckpointKey,
+    attempt: int,
+    events: EventLogger,
+) -> PartitionResult:
+    """Bring partition ``part`` to ``target`` and return what happened."""
+    pid = part.pid
+    store = work.partition_store(pid, recipe)
+    store.clean_temporaries()
+
+    def on_invalid(commit: Any, reason: str) -> None:
+        events.log(
+            "checkpoint_invalid",
+            f"discarding checkpoint {commit.file}: {reason}",
+            partition_id=pid,
+            checkpoint_path=str(store.dir / commit.file),
+            error_message=reason,
+        )
+
+    resumed = store.newest_valid(at_most=target, on_invalid=on_invalid)
+    rejected = 0
+    if resumed is not None:
+        commit, table = resumed
+        key = commit.key
+        events.log(
+            "checkpoint_load",
+            f"partition {pid} loaded {commit.file}",
+            partition_id=pid,
+            checkpoint_path=str(store.dir / commit.file),
+            operation_idx=key.step,
+            input_rows=table.num_rows,
+        )
+        events.log(
+            "partition_resume",
+            f"partition {pid} resumes after {key.step} ops",
+            partition_id=pid,
+            retry_count=attempt,
+            checkpoint_path=str(store.dir / commit.file),
+        )
+    else:
+        events.log(
+            "partition_start",
+            f"partition {pid} starts ({part.rows} rows)",
+            partition_id=pid,
+            retry_count=attempt,
+            input_rows=part.rows,
+        )
+        table, bad = read_source(part, sources, recipe)
+        rejected = len(bad)
+        write_rejects(work.rejects_path(pid), bad)
+        if bad:
+            events.log(
+                "records_rejected",
+                f"partition {pid}: {len(bad)} malformed records",
+                partition_id=pid,
+                metadata={"count": len(bad), "first": bad[0].__dict__},
+            )
+            if recipe.malformed_records == "fail":
+                first = bad[0]
+                raise MalformedRecordError(
+                    f"malformed record in {first.source} line {first.line}: {first.error} "
+                    "(set malformed_records: reject to skip such records)"
+                )
+        key = CheckpointKey(0)
+
+    result = PartitionResult(
+        pid, key, part.rows, table.num_rows, rejected, None if resumed is None else key.label
+    )
+    with CheckpointWriter(store, events, pid) as saver:
+        key, table = _run_ops(work, recipe, pid, key, target, table, attempt, events, saver, result)
+    # Leaving the block waited for the last checkpoint: it is committed before the task reports.
+    result.final_key = key
+    result.rows_out = table.num_rows
+    return result
+
+
+def _run_ops(
+    work: WorkDir,
+    recipe: Recipe,
+    pid: int,
+    key: CheckpointKey,
+    target: CheckpointKey,
+    table: pa.Table,
+    attempt: int,
+    events: EventLogger,
+    saver: CheckpointWriter,
+    result: PartitionResult,
+) -> tuple[CheckpointKey, pa.Table]:
+    """Apply ops from ``key`` up to ``target``, handing checkpoints to ``saver``."""
+    ops = recipe.process
+    text_key = recipe.text_key
+    while key < target:
+        if work.stop_requested():
+            break  # the driver is stopping (SIGTERM): end after the last committed checkpoint
+        step = key.step
+        op = ops[step].op
+        name = ops[step].name
+        start = time.perf_counter()
+        n_in = table.num_rows
+        events.log(
+            "op_start",
+            f"{name} on partition {pid}",
+            partition_id=pid,
+            operation_name=name,
+            operation_idx=step,
+            input_rows=n_in,
+        )
+        try:
+            if op.is_global:
+                if not key.hashed:
+                    table = add_hashes(op, table, text_key)  # type: ignore[arg-type]
+                decision = work.global_decision(step)
+                if decision is None:
+                    key = CheckpointKey(step, hashed=True)
+                    saver.save(key, table, name)
+                    break  # the driver decides for every partition, then calls again
+                table = apply_keep_mask(table, decision.mask_for(pid), op)  # type: ignore[arg-type]
+            else:
+                table = apply_local(op, table, text_key)
+        except SampleError as exc:
+            err = OpError(name, step, pid, exc.index, exc.preview, exc.cause)
+            events.log(
+                "op_failed",
+                str(err),
+                partition_id=pid,
+                operation_name=name,
+                operation_idx=step,
+                error_message=str(err),
+                error_type=type(exc.cause).__name__,
+                stack_trace="".join(traceback.format_exception(exc.cause)),
+                retry_count=attempt,
+            )
+            raise err from exc.cause
+        duration = time.perf_counter() - start
+        key = CheckpointKey(step + 1)
+        result.op_stats.append(OpStat(step, name, n_in, table.num_rows, duration))
+        events.log(
+            "op_complete",
+            f"{name} on partition {pid}: {n_in} -> {table.num_rows} rows",
+            partition_id=pid,
+            operation_name=name,
+            operation_idx=step,
+            input_rows=n_in,
+            output_rows=table.num_rows,
+            duration=duration,
+        )
+        if checkpoint_wanted(recipe, key.step):
+            saver.save(key, table, name)
+    return key, table
+
+
+class CheckpointWriter:
+    """Commits one partition's checkpoints on a background thread while the next op runs.
+
+    Saves run one at a time, in order, and at most one is in flight: ``save`` first waits for
+    the previous one (re-raising its error), and leaving the ``with`` block waits for the last.
+    Durability is unchanged: each save still writes, fsyncs and renames the file before it
+    appends the commit record, so a crash mid-save leaves no commit and the resume uses the
+    previous checkpoint. Only the op chain stops waiting on the disk.
+    """
+
+    def __init__(self, store: CheckpointDir, events: EventLogger, pid: int) -> None:
+        self.store = store
+        self.events = events
+        self.pid = pid
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"checkpoint-p{pid}")
+        self._pending: Future[None] | None = None
+
+    def __enter__(self) -> CheckpointWriter:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        try:
+            if exc_type is None:
+                self.wait()
+            else:  # the error in flight says more than a failed save would
+                with contextlib.suppress(Exception):
+                    self.wait()
+        finally:
+            self._pool.shutdown(wait=True)
+
+    def save(self, key: CheckpointKey, table: pa.Table, op_name: str) -> None:
+        self.wait()
+        self._pending = self._pool.submit(self._save, key, table, op_name)
+
+    def wait(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def _save(self, key: CheckpointKey, table: pa.Table, op_name: str) -> None:
+        start = time.perf_counter()
+        commit = self.store.save(key, table, op_name)
+        self.events.log(
+            "checkpoint_save",
+            f"partition {self.pid} checkpoint {commit.file} ({commit.rows} rows)",
+            partition_id=self.pid,
+            operation_name=op_name,
+            operation_idx=key.step,
+            checkpoint_path=str(self.store.dir / commit.file),
+            output_rows=commit.rows,
+            duration=time.perf_counter() - start,
+        )

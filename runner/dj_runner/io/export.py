@@ -1,0 +1,218 @@
+"""Export: write the partitions' final tables, in input order, as JSONL or Parquet.
+
+One file, or a directory of shards (``part-NNNNN.<ext>``, one per partition) when the
+export path has no file suffix. Every partition is conformed to one schema first, so the
+export does not depend on how the input was partitioned. A Parquet export gives nested JSON
+values (kept as JSON text while processing) their struct or list type. A single-file export
+appears atomically (written under a temporary name, then renamed); a directory export is written
+beside the target and swapped in with two renames. An export that fails (a full disk: ``NoSpace``,
+naming the file or shard) leaves the previous export, or none, and removes what it had written.
+
+The runner only ever deletes what it wrote. A directory export carries a marker file
+(``.dj-runner-export``); an existing directory without it that holds anything is refused
+(``check_export_target``) before any work, and an owned directory is replaced only while it
+holds nothing but the runner's shards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from dj_runner.errors import RecipeError
+from dj_runner.io.arrow_json import export_default
+from dj_runner.io.table_schema import conform, is_json_text, typed_nested, unify
+from dj_runner.ops.common.base import HASH_COLUMN, STATS_COLUMN
+from dj_runner.store.atomic import fsync_dir, write_atomic
+from dj_runner.store.nospace import is_no_space, no_space
+
+
+def is_sharded(export_path: str) -> bool:
+    return not (export_path.endswith(".jsonl") or export_path.endswith(".parquet"))
+
+
+EXPORT_MARKER = ".dj-runner-export"
+_SHARD = re.compile(r"^part-\d{5}\.(jsonl|parquet)$")
+
+
+def _owned_entries(directory: Path) -> list[Path] | None:
+    """The runner's files in ``directory``, or None if it holds anything else / no marker."""
+    entries = list(directory.iterdir())
+    if not (directory / EXPORT_MARKER).is_file():
+        return None
+    if any(p.name != EXPORT_MARKER and not (_SHARD.match(p.name) and p.is_file()) for p in entries):
+        return None
+    return entries
+
+
+def check_export_target(export_path: str) -> None:
+    """Refuse an export that would destroy what the runner did not write (before any work)."""
+    target = Path(export_path).expanduser()
+    if is_sharded(export_path):
+        if target.exists() and not target.is_dir():
+            raise RecipeError("export_path", export_path, "a directory; this path is a file")
+        if target.is_dir() and any(target.iterdir()) and _owned_entries(target) is None:
+            raise RecipeError(
+                "export_path",
+                export_path,
+                "a new or empty directory, or one this runner exported to before (it holds "
+                f"{EXPORT_MARKER} and only part-NNNNN files); this directory holds other files "
+                "and the export would replace them",
+            )
+    elif target.is_dir():
+        raise RecipeError("export_path", export_path, "a file path; this path is a directory")
+
+
+def remove_export(export_path: str) -> None:
+    """Remove an earlier export (``--restart``): the file, or an owned directory's shards."""
+    target = Path(export_path).expanduser()
+    if not is_sharded(export_path):
+        if target.is_file():
+            target.unlink()
+        return
+    if target.is_dir() and (target / EXPORT_MARKER).is_file():
+        for p in target.iterdir():
+            if p.name == EXPORT_MARKER or (_SHARD.match(p.name) and p.is_file()):
+                p.unlink()
+        if not any(target.iterdir()):
+            target.rmdir()
+
+
+def export_format(export_path: str, sharded: bool) -> str:
+    if not sharded:
+        return "parquet" if export_path.endswith(".parquet") else "jsonl"
+    return "parquet" if export_path.rstrip("/").endswith("parquet") else "jsonl"
+
+
+def prepare(table: pa.Table, keep_stats: bool) -> pa.Table:
+    drop = [HASH_COLUMN] if HASH_COLUMN in table.column_names else []
+    if not keep_stats and STATS_COLUMN in table.column_names:
+        drop.append(STATS_COLUMN)
+    return table.drop_columns(drop) if drop else table
+
+
+def _prepared_schema(schema: pa.Schema, keep_stats: bool) -> pa.Schema:
+    for name in (HASH_COLUMN, *(() if keep_stats else (STATS_COLUMN,))):
+        idx = schema.get_field_index(name)
+        if idx >= 0:
+            schema = schema.remove(idx)
+    return schema
+
+
+def write_jsonl(table: pa.Table, fh: IO[bytes], slice_rows: int = 2048) -> None:
+    """Write rows as JSON lines, a slice at a time (Python row objects stay few).
+
+    Each line is what ``json.dumps(row, ensure_ascii=False, default=str)`` gives for the row
+    with its JSON-text columns parsed, built column by column: a JSON-text column already holds
+    ``json.dumps(value, ensure_ascii=False)`` (same separators), so its text is spliced in as
+    is instead of being parsed and dumped again.
+    """
+    keys = [json.dumps(name, ensure_ascii=False) + ": " for name in table.column_names]
+    if not keys:  # no columns at all: one empty object per row
+        fh.write(b"{}\n" * table.num_rows)
+        return
+    # what goes before each value: the object's opening or a separator, then the key
+    before = ["{" + keys[0], *(", " + k for k in keys[1:])]
+    raw = [is_json_text(f) for f in table.schema]
+    for start in range(0, table.num_rows, slice_rows):
+        part = table.slice(start, slice_rows)
+        values = [
+            _encoded(is_raw, col.to_pylist()) for is_raw, col in zip(raw, part.columns, strict=True)
+        ]
+        out: list[str] = []
+        for row in zip(*values, strict=True):
+            for b, v in zip(before, row, strict=True):
+                out.append(b)
+                out.append(v)
+            out.append("}\n")
+        fh.write("".join(out).encode())
+
+
+def _encoded(is_raw: bool, values: list[Any]) -> list[str]:
+    """One column's values as ``json.dumps`` writes them inside a row."""
+    if is_raw:
+        return ["null" if v is None else v for v in values]
+    dumps = json.dumps
+    return [dumps(v, ensure_ascii=False, default=export_default) for v in values]
+
+
+def write_export(
+    export_path: str,
+    partitions: Callable[[], Iterator[Iterator[pa.Table]]],
+    schemas: list[pa.Schema],
+    keep_stats: bool,
+) -> int:
+    """Write the export. Returns the rows written.
+
+    ``partitions()`` yields, in order, each partition's rows as an iterator of slices, so that
+    no more than a slice is held at once.
+    """
+    sharded = is_sharded(export_path)
+    fmt = export_format(export_path, sharded)
+    target = Path(export_path)
+    unified = unify([_prepared_schema(s, keep_stats) for s in schemas])
+    if fmt == "parquet":  # nested JSON values become structs and lists (a pass over them)
+        unified = typed_nested(
+            unified, (prepare(t, keep_stats) for part in partitions() for t in part)
+        )
+    rows = 0
+
+    def conformed(slices: Iterator[pa.Table]) -> Iterator[pa.Table]:
+        nonlocal rows
+        for t in slices:
+            t = conform(prepare(t, keep_stats), unified)
+            rows += t.num_rows
+            yield t
+
+    def write_file(path: Path, slices: Iterator[pa.Table]) -> None:
+        if fmt == "jsonl":
+            with open(path, "wb") as fh:
+                for t in conformed(slices):
+                    write_jsonl(t, fh)
+            return
+        with pq.ParquetWriter(path, unified) as writer:
+            for t in conformed(slices):
+                writer.write_table(t)
+
+    if not sharded:
+        write_atomic(
+            target, lambda tmp: write_file(tmp, (t for part in partitions() for t in part))
+        )
+        return rows
+
+    check_export_target(export_path)
+    tag = uuid.uuid4().hex
+    tmp_dir = target.with_name(f".{target.name}.tmp-{tag}")
+    old = target.with_name(f".{target.name}.old-{tag}")
+    writing = target  # what a full disk's message names: the shard being written, if any
+    try:
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp_dir.mkdir()
+            for i, part in enumerate(partitions()):
+                writing = target / f"part-{i:05d}.{fmt}"
+                write_file(tmp_dir / writing.name, part)
+            writing = target
+            (tmp_dir / EXPORT_MARKER).write_text("written by dj-runner; only part-NNNNN files\n")
+            if target.exists():
+                os.replace(target, old)  # empty, or only the runner's own files (checked above)
+            os.replace(tmp_dir, target)
+        finally:
+            shutil.rmtree(tmp_dir, ignore_errors=True)  # a failed export gives its space back
+    except OSError as exc:
+        if is_no_space(exc):  # said once the space is given back, as write_atomic does
+            raise no_space(writing, exc) from exc
+        raise
+    if old.exists():
+        shutil.rmtree(old)
+    fsync_dir(target.parent)
+    return rows

@@ -1,0 +1,120 @@
+"""``<work_dir>/status.json``: the current run's live status, the runner's contract with readers.
+
+The driver alone writes it (``StatusWriter``), atomically (temporary file, fsync, rename), at
+start, after each partition completes or fails, on each op-stage change and at the end.
+``read_status`` is the reader for everybody else (``dj-runner status``, the operator): it
+reads one small file, whatever the size of the event log, and works with the log disabled.
+Schema (version 1): see docs/runner.md. Readers accept unknown keys; a missing file means
+"not started".
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from dj_runner import __version__
+from dj_runner.store.atomic import write_atomic
+
+SCHEMA_VERSION = 1
+STATUS_FILE = "status.json"
+STATES = ("running", "succeeded", "partially_succeeded", "failed", "interrupted")
+
+
+def now_rfc3339() -> str:
+    """The current UTC time, RFC 3339 with milliseconds and ``Z``."""
+    return _rfc3339(datetime.now(UTC))
+
+
+def _rfc3339(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def parse_rfc3339(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+
+
+def estimated_completion(data: dict[str, Any], now: datetime) -> str | None:
+    """When the partition tasks will be finished, at the pace of this run: the partitions
+    still to do times the time this run has taken per partition it finished (partitions
+    restored from checkpoints are not counted as this run's work).
+
+    None when the run is not running, has finished no partition yet, or has none left. A
+    recipe with a global op (a deduplicator) finishes its partitions only after the global
+    stage, so its estimate appears late in the run.
+    """
+    if data.get("state") != "running":
+        return None
+    parts = data.get("partitions") or {}
+    total, done, failed = (int(parts.get(k) or 0) for k in ("total", "done", "failed"))
+    resumed = int((data.get("resumed") or {}).get("partitions_done") or 0)
+    finished_here = done + failed - resumed
+    remaining = total - done - failed
+    if finished_here <= 0 or remaining <= 0:
+        return None
+    elapsed = (now - parse_rfc3339(data["started_at"])).total_seconds()
+    if elapsed <= 0:
+        return None
+    return _rfc3339(now + timedelta(seconds=remaining * elapsed / finished_here))
+
+
+def read_status(work_dir: str | Path) -> dict[str, Any] | None:
+    """The work dir's status, or None when there is none yet (or it cannot be read)."""
+    try:
+        data = json.loads((Path(work_dir) / STATUS_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+class StatusWriter:
+    """Keeps the current run's status and writes it out on every change."""
+
+    def __init__(self, work_dir: str | Path, job_id: str, run_id: str, export_path: str | None):
+        self.path = Path(work_dir) / STATUS_FILE
+        now = now_rfc3339()
+        self.data: dict[str, Any] = {
+            "schema_version": SCHEMA_VERSION,
+            "job_id": job_id,
+            "run_id": run_id,
+            "state": "running",
+            "started_at": now,
+            "updated_at": now,
+            "finished_at": None,
+            "runner_version": __version__,
+            "partitions": {"total": 0, "done": 0, "failed": 0, "running": 0},
+            "samples": {"in": 0, "out": 0, "rejected": 0},
+            "stage": None,
+            "last_checkpoint_at": None,
+            "estimated_completion_at": None,
+            "resumed": None,
+            "export_path": export_path,
+            "error": None,
+        }
+
+    def update(self, **changes: Any) -> None:
+        """Merge ``changes`` (nested dicts are merged one level deep) and write the file."""
+        for key, value in changes.items():
+            current = self.data.get(key)
+            if isinstance(value, dict) and isinstance(current, dict) and key != "error":
+                current.update(value)
+            else:
+                self.data[key] = value
+        self.write()
+
+    def finish(self, state: str, error: dict[str, Any] | None = None) -> None:
+        assert state in STATES, state
+        self.update(state=state, finished_at=now_rfc3339(), error=error)
+
+    def write(self) -> None:
+        now = datetime.now(UTC)
+        self.data["updated_at"] = _rfc3339(now)
+        self.data["estimated_completion_at"] = estimated_completion(self.data, now)
+        blob = (json.dumps(self.data, indent=1, sort_keys=False) + "\n").encode()
+
+        def write(tmp: Path) -> None:
+            tmp.write_bytes(blob)
+
+        write_atomic(self.path, write)

@@ -1,0 +1,1 @@
+"""Recipes: every recipe key described once as data (keys), and loading, validating and normalising a recipe (parse)."""

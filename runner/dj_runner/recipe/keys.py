@@ -1,0 +1,612 @@
+"""The recipe schema: every recipe key described once, as data, and the checks driven by it.
+
+Each top-level and nested key is a ``Key``: its types, default, bounds, choices, pattern
+and description. ``read_block`` validates one mapping against a block of keys (unknown keys
+with the closest valid name, types, finite numbers, bounds, choices) and returns the values
+with defaults filled in; ``check_param`` does the same for one op parameter from the op's
+dataclass field (``dj_runner.ops.common.params``). ``openapi()`` renders the same data as a JSON
+Schema (OpenAPI v3, structural, as a Kubernetes CRD embeds it) for ``spec.recipe``.
+
+This module imports neither Arrow nor any op implementation; only ``openapi(ops=True)``
+and op parameter checks import the op registry, on first use.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import types
+import typing
+from dataclasses import dataclass
+from typing import Any
+
+from dj_runner.errors import RecipeError, closest
+from dj_runner.ops.common.params import ParamMeta, param_meta, unwrap_raw_pattern
+
+STORAGE_FORMATS = ("parquet", "arrow", "jsonl")
+COMPRESSIONS = {
+    "parquet": ("snappy", "zstd", "gzip", "brotli", "lz4", "none"),
+    "arrow": ("lz4", "zstd", "none"),
+    "jsonl": ("none", "gzip"),
+}
+DEFAULT_COMPRESSION = {"parquet": "snappy", "arrow": "lz4", "jsonl": "none"}
+STRATEGIES = ("every_op", "every_n_ops", "manual", "disabled")
+INPUT_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".json", ".parquet", ".arrow", ".csv")
+EXPORT_SUFFIXES = (".jsonl", ".parquet")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+#: Data-Juicer keys that change nothing here; accepted so existing recipes run unchanged.
+IGNORED_DJ_KEYS = frozenset(
+    {
+        "use_cache",
+        "ds_cache_dir",
+        "cache_compress",
+        "open_tracer",
+        "trace_num",
+        "op_fusion",
+        "temp_dir",
+        "open_monitor",
+        "use_checkpoint",
+        "suffixes",
+        "skip_op_error",
+        "turbo",
+        "export_shard_size",
+        "export_in_parallel",
+    }
+)
+RAY_ADDRESS_PATTERN = r"^(auto|local|ray://.+|.+:[0-9]+)$"
+
+
+class _Required:
+    def __repr__(self) -> str:
+        return "REQUIRED"
+
+
+REQUIRED: Any = _Required()
+
+
+@dataclass(frozen=True)
+class Key:
+    """One recipe key: what it may hold and what it means."""
+
+    name: str
+    types: tuple[type, ...]
+    default: Any
+    description: str
+    minimum: float | None = None
+    exclusive_minimum: bool = False
+    choices: tuple[str, ...] | None = None
+    #: Choices compared case-insensitively, stored upper-case (log levels).
+    upper: bool = False
+    nullable: bool = False
+    items: type | None = None  # element type of a list value
+    pattern: str | None = None  # a regular expression a string value must match
+    expected: str | None = None  # how to name a pattern's valid values in an error
+    block: tuple[Key, ...] | None = None  # the keys of a nested mapping
+    #: The default as documentation says it, when it depends on other keys.
+    default_doc: str | None = None
+
+
+def _keys(*keys: Key) -> tuple[Key, ...]:
+    return keys
+
+
+PARTITION_BLOCK = _keys(
+    Key(
+        "mode",
+        (str,),
+        None,
+        "how the input is cut: auto (from the CPUs and the size bound), manual "
+        "(num_of_partitions equal slices) or size (partition_size samples)",
+        choices=("auto", "manual", "size"),
+        default_doc="auto, or size when partition_size is given",
+    ),
+    Key(
+        "num_of_partitions",
+        (int,),
+        4,
+        "partitions in manual mode (only with mode: manual)",
+        minimum=1,
+    ),
+    Key(
+        "target_size_mb",
+        (float,),
+        None,
+        "max MB per partition",
+        minimum=0,
+        exclusive_minimum=True,
+        default_doc="max_partition_size_mb",
+    ),
+)
+
+CHECKPOINT_BLOCK = _keys(
+    Key("enabled", (bool,), True, "false is the same as strategy: disabled"),
+    Key(
+        "strategy",
+        (str,),
+        "every_op",
+        "when to checkpoint a partition (the last op always is)",
+        choices=STRATEGIES,
+    ),
+    Key("n_ops", (int,), 5, "with every_n_ops: checkpoint every n ops", minimum=1),
+    Key(
+        "op_names",
+        (list,),
+        [],
+        "with manual: checkpoint after these ops of process",
+        items=str,
+    ),
+)
+
+STORAGE_BLOCK = _keys(
+    Key(
+        "format", (str,), None, "checkpoint format", choices=STORAGE_FORMATS, default_doc="parquet"
+    ),
+    Key(
+        "compression",
+        (str,),
+        None,
+        "checkpoint compression; parquet: snappy, zstd, gzip, brotli, lz4, none; "
+        "arrow: lz4, zstd, none; jsonl: none, gzip",
+        nullable=True,
+        choices=tuple(dict.fromkeys(c for cs in COMPRESSIONS.values() for c in cs)),
+        default_doc="snappy / lz4 / none by format",
+    ),
+)
+
+EVENT_BLOCK = _keys(
+    Key("enabled", (bool,), True, "write the event log"),
+    Key(
+        "log_level",
+        (str,),
+        "INFO",
+        "events below this level are not written",
+        choices=LOG_LEVELS,
+        upper=True,
+    ),
+    Key(
+        "max_log_size_mb",
+        (float,),
+        100.0,
+        "rotate the log past this size",
+        minimum=0,
+        exclusive_minimum=True,
+    ),
+    Key("backup_count", (int,), 5, "rotated files kept", minimum=0),
+)
+
+TOP_LEVEL = _keys(
+    Key(
+        "dataset_path",
+        (str,),
+        REQUIRED,
+        "a file, a directory (searched recursively) or a glob of "
+        + ", ".join(INPUT_SUFFIXES)
+        + " files",
+    ),
+    Key(
+        "export_path",
+        (str,),
+        REQUIRED,
+        "a .jsonl or .parquet file, or a directory of shards (no suffix)",
+    ),
+    Key("process", (list,), REQUIRED, "the ops, each {op_name: {param: value}}"),
+    Key(
+        "project_name",
+        (str,),
+        None,
+        "names the job and the default work dir",
+        nullable=True,
+        default_doc="dj-job",
+    ),
+    Key(
+        "executor_type",
+        (str,),
+        "ray_partitioned",
+        "accepted for compatibility; the runner is always partitioned",
+        choices=("default", "ray", "ray_partitioned"),
+    ),
+    Key(
+        "op_implementation",
+        (str,),
+        "builtin",
+        "which implementation runs an op that exists both built in and in Data-Juicer "
+        "(per op: the op option of the same name); ops only Data-Juicer has need the dj extra",
+        choices=("builtin", "data_juicer"),
+    ),
+    Key(
+        "ray_address",
+        (str,),
+        None,
+        "auto, local, ray://host:port or host:port; none: an embedded Ray",
+        nullable=True,
+        pattern=RAY_ADDRESS_PATTERN,
+        expected="'auto', 'local', 'ray://host:port' or 'host:port'",
+    ),
+    Key("np", (int,), None, "CPUs of the embedded Ray", minimum=1, nullable=True),
+    Key(
+        "text_keys",
+        (str, list),
+        ["text"],
+        "the text field ops work on (the first of a list)",
+        items=str,
+    ),
+    Key("job_id", (str,), None, "the job's name", nullable=True, default_doc="generated"),
+    Key(
+        "work_dir",
+        (str,),
+        None,
+        "checkpoints, plan and event log",
+        nullable=True,
+        default_doc="<export dir>/<project_name>-work",
+    ),
+    Key("keep_stats_in_res_ds", (bool,), False, "keep __dj__stats__ in the export"),
+    Key("partition_size", (int,), 10000, "max samples per partition", minimum=1),
+    Key(
+        "max_partition_size_mb",
+        (float,),
+        128.0,
+        "max MB per partition",
+        minimum=0,
+        exclusive_minimum=True,
+    ),
+    Key("enable_fault_tolerance", (bool,), True, "false turns retries off"),
+    Key("max_retries", (int,), 3, "retries per partition", minimum=0),
+    Key(
+        "retry_base_delay_s",
+        (float,),
+        1.0,
+        "first backoff delay in seconds; doubles each retry",
+        minimum=0,
+    ),
+    Key(
+        "max_failed_partitions",
+        (int,),
+        0,
+        "failed partitions allowed before the job fails (partial success)",
+        minimum=0,
+    ),
+    Key(
+        "malformed_records",
+        (str,),
+        "reject",
+        "what a malformed input record does: reject (to rejects/) or fail the job",
+        choices=("reject", "fail"),
+    ),
+    Key(
+        "storage_format",
+        (str,),
+        None,
+        "checkpoint format (same as intermediate_storage.format)",
+        choices=STORAGE_FORMATS,
+        nullable=True,
+        default_doc="parquet",
+    ),
+    Key("preserve_intermediate_data", (bool,), False, "keep every checkpoint, not the newest"),
+    Key("partition", (dict,), None, "partitioning", nullable=True, block=PARTITION_BLOCK),
+    Key("checkpoint", (dict,), None, "checkpoints", nullable=True, block=CHECKPOINT_BLOCK),
+    Key(
+        "intermediate_storage",
+        (dict,),
+        None,
+        "checkpoint storage",
+        nullable=True,
+        block=STORAGE_BLOCK,
+    ),
+    Key("event_logging", (dict,), None, "the event log", nullable=True, block=EVENT_BLOCK),
+)
+
+
+# ---------------------------------------------------------------------------------------
+# Checks
+
+
+def _type_name(t: Any) -> str:
+    return {
+        int: "an integer",
+        float: "a finite number",
+        bool: "true or false",
+        str: "a string",
+        list: "a list",
+        dict: "a mapping",
+    }.get(t, getattr(t, "__name__", str(t)))
+
+
+def check_type(key: str, value: Any, expected: type | tuple[type, ...]) -> Any:
+    """``value`` if it has one of the ``expected`` types; an int is taken for a float.
+
+    Booleans are not integers here, and a float must be finite (``.inf`` and ``.nan`` are
+    refused: nothing in a recipe is unbounded or undefined).
+    """
+    allowed = expected if isinstance(expected, tuple) else (expected,)
+    what = " or ".join(_type_name(t) for t in allowed)
+    if isinstance(value, bool) and bool not in allowed:
+        raise RecipeError(key, value, what)
+    if float in allowed and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, allowed):
+        raise RecipeError(key, value, what)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise RecipeError(key, value, "a finite number")
+    return value
+
+
+def check_choice(key: str, value: Any, choices: tuple[Any, ...]) -> Any:
+    if value not in choices:
+        hint = closest(str(value), [str(c) for c in choices])
+        raise RecipeError(key, value, "one of " + ", ".join(str(c) for c in choices), hint)
+    return value
+
+
+def check_min(key: str, value: float, minimum: float, strict: bool = False) -> None:
+    if value < minimum or (strict and value == minimum):
+        bound = f"> {minimum:g}" if strict else f">= {minimum:g}"
+        raise RecipeError(key, value, f"a value {bound}")
+
+
+def _check_key(where: str, spec: Key, value: Any) -> Any:
+    if value is None:
+        if spec.nullable or spec.default is None:
+            return None
+        if spec.default is REQUIRED:
+            raise RecipeError(where, value, spec.description)
+        raise RecipeError(where, value, f"{_type_name(spec.types[0])}, not null")
+    if spec.block is not None:
+        if not isinstance(value, dict):
+            raise RecipeError(where, value, "a mapping")
+        return read_block(where, value, spec.block)
+    if str in spec.types and spec.items is str and isinstance(value, str):
+        value = [value]  # text_keys: one name or a list of them
+    value = check_type(where, value, spec.types)
+    if isinstance(value, list) and spec.items is not None:
+        for i, item in enumerate(value):
+            if isinstance(item, bool) or not isinstance(item, spec.items) or item == "":
+                raise RecipeError(f"{where}[{i}]", item, _type_name(spec.items))
+    if spec.choices is not None:
+        if spec.upper and isinstance(value, str):
+            value = value.upper()
+        check_choice(where, value, spec.choices)
+    if spec.minimum is not None:
+        check_min(where, value, spec.minimum, spec.exclusive_minimum)
+    if spec.pattern is not None and not re.fullmatch(spec.pattern, value):
+        raise RecipeError(where, value, spec.expected or f"a value matching {spec.pattern}")
+    return value
+
+
+def read_block(
+    where: str, raw: dict[str, Any], keys: tuple[Key, ...], ignored: frozenset[str] = frozenset()
+) -> dict[str, Any]:
+    """Validate a mapping against ``keys``; return every key's value, defaults filled in.
+
+    A key given as null takes its default. Keys in ``ignored`` are accepted and dropped.
+    """
+    by_name = {k.name: k for k in keys}
+    for name in raw:
+        if name in ignored:
+            continue
+        if name not in by_name:
+            full = f"{where}.{name}" if where else str(name)
+            what = "a known recipe key" if not where else f"a known key of {where}"
+            raise RecipeError(full, raw[name], what, closest(str(name), by_name))
+    out: dict[str, Any] = {}
+    for spec in keys:
+        full = f"{where}.{spec.name}" if where else spec.name
+        if spec.name in raw and raw[spec.name] is not None:
+            out[spec.name] = _check_key(full, spec, raw[spec.name])
+        elif spec.default is REQUIRED:
+            raise RecipeError(full, raw.get(spec.name), spec.description)
+        elif spec.block is not None:
+            out[spec.name] = read_block(full, {}, spec.block)
+        else:
+            out[spec.name] = spec.default
+    return out
+
+
+def given(raw: dict[str, Any], name: str) -> bool:
+    """Whether the recipe sets ``name`` (to something other than null)."""
+    return raw.get(name) is not None
+
+
+# ---------------------------------------------------------------------------------------
+# Op parameters: the same checks, driven by each op's dataclass fields
+
+
+def _optional(annotation: Any) -> tuple[bool, Any]:
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        nullable = len(args) < len(typing.get_args(annotation))
+        return nullable, args[0] if len(args) == 1 else tuple(args)
+    return False, annotation
+
+
+def _base_types(annotation: Any) -> tuple[type, ...] | None:
+    """The runtime types of an annotation; None for ``Any``."""
+    _, base = _optional(annotation)
+    bases = base if isinstance(base, tuple) else (base,)
+    if Any in bases:
+        return None
+    return tuple(typing.get_origin(b) or b for b in bases)
+
+
+def check_param(key: str, value: Any, annotation: Any, meta: ParamMeta) -> Any:
+    """Validate one op parameter against its type hint and declared metadata."""
+    nullable, _ = _optional(annotation)
+    allowed = _base_types(annotation)
+    if value is None:
+        if nullable:
+            return None
+        what = " or ".join(_type_name(t) for t in allowed) if allowed else "a value"
+        raise RecipeError(key, value, f"{what}, not null")
+    if allowed is not None:
+        value = check_type(key, value, allowed)
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            if isinstance(item, float) and not math.isfinite(item):
+                raise RecipeError(f"{key}[{i}]", item, "a finite number")
+    if meta.choices is not None:
+        check_choice(key, value, meta.choices)
+    if meta.minimum is not None:
+        check_min(key, value, meta.minimum, meta.exclusive_minimum)
+    if meta.maximum is not None and value > meta.maximum:
+        raise RecipeError(key, value, f"a value <= {meta.maximum:g}")
+    return value
+
+
+def check_patterns(where: str, cls: type, params: dict[str, Any]) -> None:
+    """Compile every regex parameter (with its replacement template) the recipe sets."""
+    for f in dataclasses.fields(cls):
+        meta = param_meta(f)
+        if not meta.regex:
+            continue
+        pattern = params.get(f.name, f.default)
+        if pattern is None:
+            continue
+        try:
+            compiled = re.compile(unwrap_raw_pattern(pattern), flags=re.DOTALL)
+        except re.error as exc:
+            raise RecipeError(
+                f"{where}.{f.name}", pattern, f"a valid Python regular expression ({exc})"
+            ) from exc
+        if meta.repl_field is None:
+            continue
+        repl = params.get(meta.repl_field, "")
+        try:
+            compiled.sub(repl, "")  # parses the template (group references, escapes)
+        except (re.error, IndexError) as exc:
+            raise RecipeError(
+                f"{where}.{meta.repl_field}",
+                repl,
+                f"a replacement valid for pattern {pattern!r} ({exc})",
+            ) from exc
+
+
+# ---------------------------------------------------------------------------------------
+# JSON Schema / OpenAPI
+
+
+def _json_type(t: type) -> str:
+    return {
+        int: "integer",
+        float: "number",
+        bool: "boolean",
+        str: "string",
+        list: "array",
+        dict: "object",
+    }[t]
+
+
+def _json_default(value: Any) -> Any:
+    return value if isinstance(value, str | int | float | bool | list) else None
+
+
+def _key_schema(spec: Key) -> dict[str, Any]:
+    schema: dict[str, Any] = {}
+    description = spec.description
+    if spec.default_doc is not None:
+        description += f" (default: {spec.default_doc})"
+    schema["description"] = description
+    if spec.block is not None:
+        schema.update(_block_schema(spec.block))
+    elif len(spec.types) > 1:
+        # A union (a string or a list of them): structural schemas cannot type it, so it is
+        # left to the runner's validator, and the schema says so.
+        schema["x-kubernetes-preserve-unknown-fields"] = True
+        schema["anyOf"] = [
+            {"type": "string"},
+            {"type": "array", "items": {"type": "string"}},
+        ]
+    else:
+        schema["type"] = _json_type(spec.types[0])
+        if spec.items is not None:
+            schema["items"] = {"type": _json_type(spec.items)}
+    if spec.choices is not None:
+        schema["enum"] = list(spec.choices)
+    if spec.minimum is not None:
+        if spec.exclusive_minimum:
+            schema["exclusiveMinimum"] = True
+        schema["minimum"] = spec.minimum
+    if spec.pattern is not None:
+        schema["pattern"] = spec.pattern
+    if spec.nullable:
+        schema["nullable"] = True
+    default = _json_default(spec.default)
+    if default is not None and spec.default is not REQUIRED and spec.block is None:
+        schema["default"] = default
+    return schema
+
+
+def _block_schema(keys: tuple[Key, ...]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {k.name: _key_schema(k) for k in keys},
+    }
+
+
+def _op_schema(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    props: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        meta = param_meta(f)
+        nullable, _ = _optional(hints[f.name])
+        allowed = _base_types(hints[f.name])
+        prop: dict[str, Any] = {}
+        if meta.description:
+            prop["description"] = meta.description
+        if allowed is None or len(allowed) > 1:
+            prop["x-kubernetes-preserve-unknown-fields"] = True
+        else:
+            prop["type"] = _json_type(allowed[0])
+            if allowed[0] is list:
+                prop["items"] = {"type": "string"}
+        if meta.choices is not None:
+            prop["enum"] = list(meta.choices)
+        if meta.minimum is not None:
+            prop["minimum"] = meta.minimum
+            if meta.exclusive_minimum:
+                prop["exclusiveMinimum"] = True
+        if meta.maximum is not None:
+            prop["maximum"] = meta.maximum
+        if nullable:
+            prop["nullable"] = True
+        default = f.default if f.default is not dataclasses.MISSING else None
+        if isinstance(default, str | bool | int | float) and not (
+            isinstance(default, int) and abs(default) >= 2**53
+        ):
+            prop["default"] = default
+        props[f.name] = prop
+    return {"type": "object", "nullable": True, "properties": props}
+
+
+def openapi(ops: bool = True) -> dict[str, Any]:
+    """The recipe as an OpenAPI v3 schema, structural, for a CRD's ``spec.recipe``.
+
+    Unknown keys are preserved rather than pruned: the runner's validator, which names the
+    closest valid key, is the authority, so a misspelt key reaches it instead of vanishing.
+    With ``ops``, each op of ``process`` is described with its parameters (this imports the
+    op registry); without, an op item is any one-key mapping.
+    """
+    schema = _block_schema(TOP_LEVEL)
+    schema["required"] = [k.name for k in TOP_LEVEL if k.default is REQUIRED]
+    schema["x-kubernetes-preserve-unknown-fields"] = True
+    schema["description"] = "A Data-Juicer recipe, as dj-runner validates it."
+    # No type: an item is a one-key mapping or an op name alone (a string), as in YAML recipes.
+    item: dict[str, Any] = {
+        "minProperties": 1,
+        "maxProperties": 1,
+        "x-kubernetes-preserve-unknown-fields": True,
+        "description": "one op: {op_name: {param: value}}, or the op name alone",
+    }
+    if ops:
+        from dj_runner.ops import all_ops
+
+        item["properties"] = {name: _op_schema(cls) for name, cls in sorted(all_ops().items())}
+    process = schema["properties"]["process"]
+    process["items"] = item
+    process["minItems"] = 1
+    for name in sorted(IGNORED_DJ_KEYS):
+        schema["properties"][name] = {
+            "description": "a Data-Juicer key accepted for compatibility; no effect",
+            "x-kubernetes-preserve-unknown-fields": True,
+        }
+    return schema

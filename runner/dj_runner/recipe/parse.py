@@ -1,0 +1,344 @@
+"""Recipes: load a Data-Juicer YAML recipe, validate every key before work starts, normalise.
+
+Accepts the keys users already write for Data-Juicer: the top-level keys, the seed's flat
+partitioning keys, and Data-Juicer's nested ``partition``, ``checkpoint``,
+``intermediate_storage`` and ``event_logging`` blocks. The keys are described once, as data,
+in ``dj_runner.recipe.keys``; this module turns the checked values into the frozen
+``Recipe`` and applies the rules that span keys. Every error names the key, the value and
+what would be valid, with the closest valid name for a misspelt key or op.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dj_runner.errors import RecipeError, closest
+from dj_runner.ops.common.params import param_meta
+from dj_runner.recipe.keys import (
+    COMPRESSIONS,
+    DEFAULT_COMPRESSION,
+    EXPORT_SUFFIXES,
+    IGNORED_DJ_KEYS,
+    INPUT_SUFFIXES,
+    STORAGE_FORMATS,
+    STRATEGIES,
+    TOP_LEVEL,
+    check_choice,
+    check_param,
+    check_patterns,
+    given,
+    read_block,
+)
+
+if typing.TYPE_CHECKING:
+    from dj_runner.ops.common.base import Op
+
+__all__ = [
+    "EXPORT_SUFFIXES",
+    "INPUT_SUFFIXES",
+    "STORAGE_FORMATS",
+    "STRATEGIES",
+    "CheckpointConfig",
+    "EventLogConfig",
+    "OpSpec",
+    "PartitionConfig",
+    "Recipe",
+    "load_recipe",
+    "parse_recipe",
+]
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    """One op of the recipe's ``process`` list, validated and instantiated."""
+
+    name: str
+    params: dict[str, Any]
+    op: Op
+
+
+@dataclass(frozen=True)
+class PartitionConfig:
+    mode: str  # "auto" | "manual" | "size"
+    partition_size: int  # max samples per partition (size mode; upper bound in auto mode)
+    max_size_mb: float  # max MB per partition
+    num_partitions: int | None  # manual mode
+
+
+@dataclass(frozen=True)
+class CheckpointConfig:
+    strategy: str
+    n_ops: int
+    op_names: tuple[str, ...]
+    storage_format: str
+    compression: str
+    preserve_intermediate_data: bool
+
+
+@dataclass(frozen=True)
+class EventLogConfig:
+    enabled: bool
+    log_level: str
+    max_log_size_mb: float
+    backup_count: int
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A validated recipe. Paths are absolute."""
+
+    project_name: str
+    dataset_path: str
+    export_path: str
+    text_keys: tuple[str, ...]
+    process: tuple[OpSpec, ...]
+    keep_stats_in_res_ds: bool
+    ray_address: str | None
+    np: int | None
+    job_id: str | None
+    work_dir: str | None
+    partition: PartitionConfig
+    checkpoint: CheckpointConfig
+    event_logging: EventLogConfig
+    max_retries: int
+    retry_base_delay_s: float
+    max_failed_partitions: int
+    malformed_records: str  # "reject" | "fail"
+    source: dict[str, Any] = field(repr=False, default_factory=dict)
+
+    @property
+    def text_key(self) -> str:
+        return self.text_keys[0]
+
+    def result_defining(self) -> dict[str, Any]:
+        """The parts of the recipe that decide the output; a resume requires them unchanged."""
+        return {
+            "dataset_path": self.dataset_path,
+            "text_keys": list(self.text_keys),
+            "process": [{s.name: s.params} for s in self.process],
+            "keep_stats_in_res_ds": self.keep_stats_in_res_ds,
+            "partition": dataclasses.asdict(self.partition),
+        }
+
+    def fingerprint(self) -> str:
+        blob = json.dumps(self.result_defining(), sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------
+# Ops
+
+
+def build_op(
+    name: str, params: dict[str, Any], where: str, implementation: str = "builtin"
+) -> OpSpec:
+    """Validate one op's name and parameters and instantiate it."""
+    from dj_runner.ops import all_ops  # op implementations load only when a recipe has ops
+
+    registry = all_ops()
+    # -- hook: Data-Juicer ops (dj_runner.dj_ops), for names not built in or when chosen
+    from dj_runner.dj_ops import resolve as dj
+
+    impl, params = dj.choose(name, params, implementation, where)
+    if impl == "data_juicer" or name not in registry:
+        op = dj.resolve(name, params, where, registry, impl)
+        if name in registry:  # the choice decides the output: part of the fingerprint
+            params = {**params, dj.OPTION: impl}
+        return OpSpec(name=name, params=params, op=op)
+    # -- end hook
+    cls = registry[name]
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    checked: dict[str, Any] = {}
+    for pname, pvalue in params.items():
+        if pname not in fields:
+            raise RecipeError(
+                f"{where}.{name}.{pname}",
+                pvalue,
+                f"a parameter of {name} ({', '.join(sorted(fields)) or 'none'})",
+                closest(str(pname), fields),
+            )
+        checked[pname] = check_param(
+            f"{where}.{name}.{pname}", pvalue, hints[pname], param_meta(fields[pname])
+        )
+    check_patterns(f"{where}.{name}", cls, checked)
+    try:
+        op = cls(**checked)
+    except (ValueError, TypeError) as exc:
+        raise RecipeError(f"{where}.{name}", params, str(exc)) from exc
+    return OpSpec(name=name, params=checked, op=op)
+
+
+def _parse_process(raw: Any, implementation: str = "builtin") -> tuple[OpSpec, ...]:
+    if not isinstance(raw, list) or not raw:
+        raise RecipeError(
+            "process", raw, "a non-empty list of ops, like [{text_length_filter: {}}]"
+        )
+    specs = []
+    for i, item in enumerate(raw):
+        where = f"process[{i}]"
+        if isinstance(item, str):
+            item = {item: None}
+        if not isinstance(item, dict) or len(item) != 1:
+            raise RecipeError(where, item, "a mapping with exactly one op name, like {op: {...}}")
+        ((name, params),) = item.items()
+        if params is None:
+            params = {}
+        if not isinstance(params, dict):
+            raise RecipeError(f"{where}.{name}", params, "a mapping of parameters")
+        specs.append(build_op(str(name), params, where, implementation))
+    return tuple(specs)
+
+
+def _check_path_suffix(key: str, path: str, suffixes: tuple[str, ...], allow_dir: bool) -> None:
+    if any(path.endswith(s) for s in suffixes):
+        return
+    if allow_dir and (path.endswith("/") or "." not in os.path.basename(path)):
+        return
+    what = "a path ending in " + ", ".join(suffixes)
+    if allow_dir:
+        what += ", or a directory"
+    raise RecipeError(key, path, what)
+
+
+def _resolve(base: Path, value: str) -> str:
+    p = Path(os.path.expanduser(value))
+    return str(p if p.is_absolute() else (base / p))
+
+
+# ---------------------------------------------------------------------------------------
+# One function per block; each takes the values ``read_block`` checked against the schema.
+
+
+def _partition(top: dict[str, Any], raw: dict[str, Any]) -> PartitionConfig:
+    block = top["partition"]
+    given_block = raw.get("partition") or {}
+    max_mb = block["target_size_mb"] or top["max_partition_size_mb"]
+    mode = block["mode"] or ("size" if given(raw, "partition_size") else "auto")
+    if mode != "manual" and given(given_block, "num_of_partitions"):
+        raise RecipeError(
+            "partition.num_of_partitions",
+            given_block["num_of_partitions"],
+            "to be set only with partition.mode: manual",
+        )
+    num = block["num_of_partitions"] if mode == "manual" else None
+    return PartitionConfig(mode, top["partition_size"], float(max_mb), num)
+
+
+def _checkpoint(top: dict[str, Any], op_names: list[str]) -> CheckpointConfig:
+    block, storage = top["checkpoint"], top["intermediate_storage"]
+    strategy = block["strategy"] if block["enabled"] else "disabled"
+    ck_names = block["op_names"]
+    for n in ck_names:
+        if n not in op_names:
+            raise RecipeError(
+                "checkpoint.op_names", n, "an op name used in process", closest(n, op_names)
+            )
+    if strategy == "manual" and not ck_names:
+        raise RecipeError(
+            "checkpoint.op_names", ck_names, "at least one op name for strategy manual"
+        )
+    fmt = top["storage_format"]
+    if storage["format"] is not None:
+        if fmt is not None and storage["format"] != fmt:
+            raise RecipeError(
+                "intermediate_storage.format",
+                storage["format"],
+                f"the same as storage_format ({fmt!r})",
+            )
+        fmt = storage["format"]
+    fmt = fmt or "parquet"
+    compression = storage["compression"] or DEFAULT_COMPRESSION[fmt]
+    check_choice("intermediate_storage.compression", compression, COMPRESSIONS[fmt])
+    return CheckpointConfig(
+        strategy,
+        block["n_ops"],
+        tuple(ck_names),
+        fmt,
+        compression,
+        top["preserve_intermediate_data"],
+    )
+
+
+def _event_logging(top: dict[str, Any]) -> EventLogConfig:
+    b = top["event_logging"]
+    return EventLogConfig(
+        b["enabled"], b["log_level"], float(b["max_log_size_mb"]), b["backup_count"]
+    )
+
+
+def parse_recipe(raw: Any, base_dir: Path | None = None) -> Recipe:
+    """Validate a recipe mapping against the schema and return the normalised Recipe."""
+    if not isinstance(raw, dict):
+        raise RecipeError("<recipe>", raw, "a YAML mapping of keys")
+    base_dir = base_dir or Path.cwd()
+    top = read_block("", raw, TOP_LEVEL, ignored=IGNORED_DJ_KEYS)
+    for required in ("dataset_path", "export_path"):
+        if top[required] == "":
+            raise RecipeError(required, "", "a path")
+    dataset_path, export_path = top["dataset_path"], top["export_path"]
+    if not any(ch in dataset_path for ch in "*?["):
+        _check_path_suffix("dataset_path", dataset_path, INPUT_SUFFIXES, allow_dir=True)
+    _check_path_suffix("export_path", export_path, EXPORT_SUFFIXES, allow_dir=True)
+    if not top["text_keys"]:
+        raise RecipeError("text_keys", raw.get("text_keys"), "a field name or a list of them")
+
+    process = _parse_process(raw.get("process"), top["op_implementation"])
+    max_retries = top["max_retries"] if top["enable_fault_tolerance"] else 0
+    work_dir = top["work_dir"]
+    return Recipe(
+        project_name=top["project_name"] or "dj-job",
+        dataset_path=_resolve(base_dir, dataset_path),
+        export_path=_resolve(base_dir, export_path),
+        text_keys=tuple(top["text_keys"]),
+        process=process,
+        keep_stats_in_res_ds=top["keep_stats_in_res_ds"],
+        ray_address=top["ray_address"],
+        np=top["np"],
+        job_id=top["job_id"],
+        work_dir=_resolve(base_dir, work_dir) if work_dir else None,
+        partition=_partition(top, raw),
+        checkpoint=_checkpoint(top, [s.name for s in process]),
+        event_logging=_event_logging(top),
+        max_retries=max_retries,
+        retry_base_delay_s=float(top["retry_base_delay_s"]),
+        max_failed_partitions=top["max_failed_partitions"],
+        malformed_records=top["malformed_records"],
+        source=raw,
+    )
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Read and validate a recipe file.
+
+    Relative paths in it resolve against the current directory, as Data-Juicer resolves them.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError("<recipe file>", str(path), "an existing YAML file")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise RecipeError(
+            "<recipe file>",
+            str(path),
+            f"a UTF-8 text file (byte 0x{exc.object[exc.start]:02x} on line {line} is not "
+            "UTF-8; save the recipe as UTF-8)",
+        ) from exc
+    except OSError as exc:
+        raise RecipeError("<recipe file>", str(path), f"a readable file ({exc.strerror})") from exc
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise RecipeError("<recipe file>", str(path), f"valid YAML ({exc})") from exc
+    return parse_recipe(raw, base_dir=Path.cwd())

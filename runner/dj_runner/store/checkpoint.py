@@ -1,0 +1,387 @@
+"""Checkpoints: atomic, verified, self-describing snapshots of a partition between ops.
+
+A checkpoint is written to a temporary name (checksummed on the way), fsynced and renamed;
+only then is a commit record (row count, byte size, SHA-256) appended and fsynced to the
+directory's ``commits.jsonl``. A file without a commit record does not exist as far as the runner is
+concerned, and a file whose size, checksum or row count disagrees with its record is
+discarded and recomputed. Unless ``preserve_intermediate_data`` is set, committing a
+checkpoint removes the older ones of the same partition.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import pyarrow as pa
+import pyarrow.ipc as ipc
+import pyarrow.parquet as pq
+
+from dj_runner.io.arrow_json import decode_table, encode_table, json_schema
+from dj_runner.store.atomic import append_record, read_records, write_atomic
+from dj_runner.store.fencing import Fence, fenced
+
+COMMITS = "commits.jsonl"
+ROW_GROUP_ROWS = 2048
+EXTENSIONS = {"parquet": "parquet", "arrow": "arrow", "jsonl": "jsonl"}
+
+
+@dataclass(frozen=True, order=True)
+class CheckpointKey:
+    """Where a partition stands: ``step`` ops applied; ``hashed`` adds the next op's hashes."""
+
+    step: int
+    hashed: bool = False
+
+    @property
+    def label(self) -> str:
+        return f"op{self.step:03d}" + ("-hash" if self.hashed else "")
+
+
+@dataclass(frozen=True)
+class Commit:
+    key: CheckpointKey
+    file: str
+    rows: int
+    bytes: int
+    sha256: str
+    fmt: str
+    compression: str
+    op_name: str | None
+    schema_b64: str | None
+
+    def to_record(self, fence: Fence | None = None) -> dict[str, Any]:
+        return {
+            **(fence.record_fields() if fence is not None else {}),
+            "step": self.key.step,
+            "hashed": self.key.hashed,
+            "file": self.file,
+            "rows": self.rows,
+            "bytes": self.bytes,
+            "sha256": self.sha256,
+            "format": self.fmt,
+            "compression": self.compression,
+            "op_name": self.op_name,
+            "schema_b64": self.schema_b64,
+            "committed_at": time.time(),
+        }
+
+    @classmethod
+    def from_record(cls, r: dict[str, Any]) -> Commit:
+        return cls(
+            key=CheckpointKey(int(r["step"]), bool(r.get("hashed", False))),
+            file=r["file"],
+            rows=int(r["rows"]),
+            bytes=int(r["bytes"]),
+            sha256=r["sha256"],
+            fmt=r["format"],
+            compression=r["compression"],
+            op_name=r.get("op_name"),
+            schema_b64=r.get("schema_b64"),
+        )
+
+
+class InvalidCheckpoint(Exception):
+    """A committed checkpoint failed verification (missing, torn, truncated or altered)."""
+
+
+class MissingCheckpoint(InvalidCheckpoint):
+    """A committed checkpoint's file is gone."""
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _schema_b64(schema: pa.Schema) -> str:
+    return base64.b64encode(schema.serialize().to_pybytes()).decode()
+
+
+def _schema_from_b64(text: str) -> pa.Schema:
+    return ipc.read_schema(pa.py_buffer(base64.b64decode(text)))
+
+
+class HashingWriter(io.RawIOBase):
+    """A write-only file that passes bytes through to ``fh`` and hashes them on the way."""
+
+    def __init__(self, fh: BinaryIO) -> None:
+        self.fh = fh
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data)
+        self.sha256.update(view)
+        self.size += view.nbytes
+        self.fh.write(view)
+        return view.nbytes
+
+
+def write_table(sink: BinaryIO, table: pa.Table, fmt: str, compression: str) -> None:
+    """Write ``table`` to the file object ``sink`` as a checkpoint file of format ``fmt``."""
+    comp = None if compression == "none" else compression
+    if fmt == "parquet":
+        # Small row groups keep a streaming reader's buffers small. No column statistics:
+        # nothing reads them, and they cost time on every write.
+        pq.write_table(
+            table,
+            sink,
+            compression=comp or "none",
+            row_group_size=ROW_GROUP_ROWS,
+            write_statistics=False,
+        )
+    elif fmt == "arrow":
+        with ipc.new_file(sink, table.schema, options=ipc.IpcWriteOptions(compression=comp)) as w:
+            w.write_table(table)
+    elif fmt == "jsonl":
+        import gzip
+
+        out: BinaryIO = gzip.GzipFile(fileobj=sink, mode="wb") if comp == "gzip" else sink
+        # Lossless: binary, temporal and decimal values in their JSON form (arrow_json), the
+        # schema that restores them goes with the commit record.
+        for row in encode_table(table).to_pylist():
+            out.write((json.dumps(row, ensure_ascii=False) + "\n").encode())
+        if out is not sink:
+            out.close()
+    else:
+        raise ValueError(fmt)
+
+
+def restore_types(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """Cast columns Parquet gave back in a wider form to the types they were written with."""
+    fields = [
+        schema.field(n) if schema.get_field_index(n) >= 0 else None for n in table.column_names
+    ]
+    if all(f is None or f.type == t.type for f, t in zip(fields, table.schema, strict=True)):
+        return table
+    target = pa.schema(
+        [f if f is not None else t for f, t in zip(fields, table.schema, strict=True)],
+        metadata=table.schema.metadata,
+    )
+    return table.cast(target)
+
+
+def read_table(
+    path: Path,
+    fmt: str,
+    compression: str,
+    schema: pa.Schema | None,
+    columns: list[str] | None = None,
+) -> pa.Table:
+    if fmt == "parquet":
+        table = pq.read_table(path, columns=columns)
+        if schema is not None:
+            table = restore_types(table, schema)
+        return table
+    if fmt == "arrow":
+        with pa.memory_map(str(path)) as src:
+            table = ipc.open_file(src).read_all()
+        return table.select(columns) if columns else table
+    import gzip
+
+    opener = gzip.open if compression == "gzip" else open
+    with opener(path, "rb") as fh:
+        rows = [json.loads(line) for line in fh if line.strip()]
+    if schema is None:
+        table = pa.Table.from_pylist(rows)
+    else:
+        table = decode_table(pa.Table.from_pylist(rows, schema=json_schema(schema)), schema)
+    return table.select(columns) if columns else table
+
+
+class CheckpointDir:
+    """The checkpoints of one partition (or of one global op), in one directory."""
+
+    def __init__(
+        self,
+        directory: Path,
+        fmt: str,
+        compression: str,
+        preserve: bool = False,
+        fence: Fence | None = None,
+    ):
+        self.dir = Path(directory)
+        self.fmt = fmt
+        self.compression = compression
+        self.preserve = preserve
+        self.fence = fence
+
+    @property
+    def commits_path(self) -> Path:
+        return self.dir / COMMITS
+
+    def commits(self) -> list[Commit]:
+        """Every commit record that counts, oldest first.
+
+        With a fence, records of another plan and late records of a superseded run are
+        ignored (``fencing.fenced``). A record of the wrong shape is skipped like a torn line.
+        """
+        records = read_records(self.commits_path)
+        if self.fence is not None:
+            records = fenced(records, self.fence.plan_id)
+        out = []
+        for r in records:
+            try:
+                out.append(Commit.from_record(r))
+            except (KeyError, ValueError, TypeError):
+                continue
+        return out
+
+    def newest_key(self) -> CheckpointKey | None:
+        """The newest committed key, without verifying its file."""
+        commits = self.commits()
+        return max((c.key for c in commits), default=None)
+
+    def clean_temporaries(self) -> None:
+        """Remove files left half-written by a crash."""
+        if self.dir.exists():
+            for p in self.dir.glob(".*.tmp-*"):
+                p.unlink(missing_ok=True)
+
+    def save(self, key: CheckpointKey, table: pa.Table, op_name: str | None) -> Commit:
+        """Write, fsync, rename, then commit; finally prune older checkpoints."""
+        if self.fence is not None:
+            self.fence.check_current()
+        name = f"{key.label}.{EXTENSIONS[self.fmt]}"
+        path = self.dir / name
+        # The checksum is taken from the bytes as they are written, not from a re-read.
+        written: list[HashingWriter] = []
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "wb") as fh:
+                sink = HashingWriter(fh)
+                write_table(sink, table, self.fmt, self.compression)
+                written.append(sink)
+
+        write_atomic(path, write)
+        commit = Commit(
+            key=key,
+            file=name,
+            rows=table.num_rows,
+            bytes=written[0].size,
+            sha256=written[0].sha256.hexdigest(),
+            fmt=self.fmt,
+            compression=self.compression,
+            op_name=op_name,
+            # Kept for every format: JSONL needs it to restore types, and Parquet stores some
+            # types in a wider form (timestamp[s] as [ms], date64 as date32) that it restores.
+            schema_b64=_schema_b64(table.schema),
+        )
+        if self.fence is not None:
+            self.fence.check_current()  # a newer run claimed the work dir meanwhile: stop
+        append_record(self.commits_path, commit.to_record(self.fence))
+        if not self.preserve:
+            self.prune(keep=key)
+        return commit
+
+    def prune(self, keep: CheckpointKey) -> None:
+        """Delete the files of every checkpoint older than ``keep``."""
+        for c in self.commits():
+            if c.key < keep:
+                (self.dir / c.file).unlink(missing_ok=True)
+
+    def verify(self, commit: Commit) -> Path:
+        """Check a committed file against its record; raise InvalidCheckpoint if it differs."""
+        path = self.dir / commit.file
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError as exc:
+            raise MissingCheckpoint(f"{commit.file}: missing") from exc
+        if size != commit.bytes:
+            raise InvalidCheckpoint(f"{commit.file}: {size} bytes, commit says {commit.bytes}")
+        digest = sha256_file(path)
+        if digest != commit.sha256:
+            raise InvalidCheckpoint(
+                f"{commit.file}: checksum {digest[:12]} != {commit.sha256[:12]}"
+            )
+        return path
+
+    def load(self, commit: Commit, columns: list[str] | None = None) -> pa.Table:
+        """Verify and read a committed checkpoint (only ``columns``, if given)."""
+        path = self.verify(commit)
+        schema = _schema_from_b64(commit.schema_b64) if commit.schema_b64 else None
+        try:
+            table = read_table(path, commit.fmt, commit.compression, schema, columns)
+        except (pa.ArrowException, OSError, ValueError) as exc:
+            raise InvalidCheckpoint(f"{commit.file}: unreadable ({exc})") from exc
+        if table.num_rows != commit.rows:
+            raise InvalidCheckpoint(
+                f"{commit.file}: {table.num_rows} rows, commit says {commit.rows}"
+            )
+        return table
+
+    def iter_slices(
+        self, commit: Commit, rows: int = ROW_GROUP_ROWS, verified: bool = False
+    ) -> Iterator[pa.Table]:
+        """Stream a committed checkpoint in slices of about ``rows`` rows.
+
+        It is verified first, unless the caller has just ``verified`` it.
+        """
+        path = self.dir / commit.file if verified else self.verify(commit)
+        if commit.fmt == "parquet":
+            pf = pq.ParquetFile(path)
+            schema = pf.schema_arrow
+            written = _schema_from_b64(commit.schema_b64) if commit.schema_b64 else None
+            for batch in pf.iter_batches(batch_size=rows, use_threads=False):
+                table = pa.Table.from_batches([batch], schema=schema)
+                yield table if written is None else restore_types(table, written)
+            return
+        table = self.load(commit)
+        for start in range(0, table.num_rows, rows):
+            yield table.slice(start, rows)
+
+    def schema(self, commit: Commit) -> pa.Schema:
+        """A committed checkpoint's schema, read without loading its data."""
+        if commit.schema_b64:
+            return _schema_from_b64(commit.schema_b64)
+        path = self.dir / commit.file
+        if commit.fmt == "parquet":
+            return pq.read_schema(path)
+        with pa.memory_map(str(path)) as src:
+            return ipc.open_file(src).schema
+
+    def newest_valid(
+        self, at_most: CheckpointKey | None = None, on_invalid: Any = None
+    ) -> tuple[Commit, pa.Table] | None:
+        """The newest checkpoint (not beyond ``at_most``) that verifies, with its table.
+
+        Invalid ones are deleted and reported through ``on_invalid(commit, reason)``, except
+        a missing file behind a newer checkpoint tried first: pruning deleted it on purpose.
+        """
+        seen: set[CheckpointKey] = set()
+        # Records are appended in time order; for one key only the newest record counts.
+        newest_first = sorted(reversed(self.commits()), key=lambda c: c.key, reverse=True)
+        for commit in newest_first:
+            if commit.key in seen or (at_most is not None and commit.key > at_most):
+                continue
+            seen.add(commit.key)
+            try:
+                return commit, self.load(commit)
+            except InvalidCheckpoint as exc:
+                pruned = isinstance(exc, MissingCheckpoint) and len(seen) > 1
+                if on_invalid is not None and not pruned:
+                    on_invalid(commit, str(exc))
+                (self.dir / commit.file).unlink(missing_ok=True)
+        return None
+
+    def latest_commit(self, key: CheckpointKey) -> Commit | None:
+        """The newest commit record for exactly ``key``."""
+        found = None
+        for c in self.commits():
+            if c.key == key:
+                found = c
+        return found
