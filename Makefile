@@ -3,7 +3,7 @@ PY ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install install-dj system-deps demo test test-main test-dj lint k8s-tools image scan dev-cluster dev-cluster-down bench clean
+.PHONY: install install-dj system-deps demo test test-main test-dj lint k8s-tools image scan diagrams dev-cluster dev-cluster-down bench clean
 
 $(BIN)/dj-runner: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -47,6 +47,12 @@ image: system-deps
 # checkov on the rendered chart and the Dockerfile (also run by the tests).
 scan: k8s-tools
 	bash hack/checkov.sh
+
+# The architecture diagrams (docs/architecture.md): regenerate docs/diagrams/components.dot from
+# the code's imports, then render every docs/diagrams/*.dot to docs/img/architecture/ (needs
+# Graphviz's dot: `make system-deps`). A unit test fails while an image is stale.
+diagrams:
+	$(PY) hack/render_diagrams.py
 
 # The whole suite: everything in .venv, then the Data-Juicer op tests in .venv-dj.
 test: test-main test-dj

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Install the Debian packages the tests use, only those missing: buildah, podman, mmdebstrap,
 # skopeo and runc build and run the container image; prometheus brings a real Prometheus and
-# promtool for the observability tests.
+# promtool for the observability tests; graphviz (dot) renders the architecture diagrams
+# (make diagrams).
 set -euo pipefail
 declare -A pkg_of=(
   [buildah]=buildah [podman]=podman [mmdebstrap]=mmdebstrap [skopeo]=skopeo [runc]=runc
-  [prometheus]=prometheus [promtool]=prometheus
+  [prometheus]=prometheus [promtool]=prometheus [dot]=graphviz
 )
 missing=()
 for tool in "${!pkg_of[@]}"; do
