@@ -7,6 +7,7 @@ source it was rendered from, and ``components.dot`` is regenerated from the code
 
 from __future__ import annotations
 
+import ast
 import re
 import shutil
 import struct
@@ -78,6 +79,35 @@ def test_the_component_diagram_has_every_part_of_the_code_and_its_imports() -> N
     assert '"dj_operator.api" -> "dj_runner.recipe";' in dot
     assert re.search(r'"dj_runner\.engine" \[label=<[^\n]*ray\*', dot)
     assert re.search(r'"dj_operator\.handlers" \[label=<[^\n]*kopf[^*]', dot)
+
+
+def string_constants(package: Path) -> set[str]:
+    """Every string literal in a package's Python files."""
+    found = set()
+    for path in package.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                found.add(node.value)
+    return found
+
+
+def test_the_drawn_diagrams_name_only_modules_and_events_that_exist() -> None:
+    """The four hand-drawn diagrams cite modules and event types; a rename must update them."""
+    drawn = [SOURCES / f"{name}.dot" for name in FIVE if name != "components"]
+    for source in drawn:
+        for cited in re.findall(r"[\w/]+\.py", source.read_text(encoding="utf-8")):
+            places = [REPO / cited, REPO / "runner/dj_runner" / cited]
+            places.append(REPO / "operator/dj_operator" / cited)
+            assert any(p.is_file() for p in places), f"{source.name} cites {cited}"
+    written = string_constants(REPO / "runner/dj_runner")
+    dot = (SOURCES / "event-logging.dot").read_text(encoding="utf-8")
+    for writer in ("driver", "task"):
+        label = re.search(rf"^    {writer} \[.*$", dot, re.MULTILINE)
+        assert label, writer
+        events = re.findall(r"\b[a-z]+(?:_[a-z]+)+\b", re.sub(r"<[^>]*>", " ", label.group(0)))
+        assert len(events) >= 9, events
+        missing = [event for event in events if event not in written]
+        assert not missing, f"event-logging.dot names events the runner never writes: {missing}"
 
 
 def copy_of_the_repository(tmp_path: Path) -> Path:
