@@ -10,6 +10,8 @@ lists the part's modules. An edge A -> B says that some module of A imports from
 - dotted: imported only for type checking (``if TYPE_CHECKING:``).
 
 Third-party packages a part imports are listed in its label; the standard library is not.
+Imports by name at run time (``importlib.import_module``, the op registry's way of loading
+op modules) are not statements, so they are not drawn.
 
     python hack/gen_component_diagram.py           # rewrite the file
     python hack/gen_component_diagram.py --check   # exit 1 when the file differs from the code
@@ -33,7 +35,7 @@ TITLES = {
     "dj_operator": "dj-operator (operator/dj_operator)",
 }
 COLORS = {"dj_runner": "#e8f0fe", "dj_operator": "#fdf1e6"}
-#: Rank (top to bottom) of an edge's kind, and its style.
+#: Each kind of edge, strongest first (an edge takes its strongest import), and its style.
 STYLES = {"module": "solid", "function": "dashed", "typing": "dotted"}
 
 
