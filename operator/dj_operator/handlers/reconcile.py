@@ -51,8 +51,8 @@ def _recipe(kube: Kube, job: Obj, spec: JobSpec) -> tuple[Obj | None, str | None
     """The recipe mapping, or why it cannot be read yet (a missing ConfigMap or key)."""
     if spec.recipe is not None:
         return spec.recipe, None
-    ref = spec.recipe_from
-    assert ref is not None
+    assert spec.recipe_from is not None
+    ref = spec.recipe_from.config_map_key_ref
     text = kube.config_map_key(job["metadata"]["namespace"], ref.name, ref.key)
     if text is None:
         return None, f"waiting for ConfigMap {ref.name} with key {ref.key} (spec.recipeFrom)"
