@@ -7,6 +7,7 @@ the transitions. No I/O: the handler observes, calls this, acts, then writes the
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -14,6 +15,8 @@ from typing import Any
 from dj_operator.api import constants as c
 from dj_operator.api.types import JobSpec, SpecError
 from dj_operator.build import children, names
+from dj_operator.events_catalog import EventReason, EventType
+from dj_operator.events_catalog import reason as event_reason
 from dj_operator.status import attempts as att
 from dj_operator.status import times
 
@@ -42,17 +45,28 @@ class Action:
 
 
 @dataclass(frozen=True)
-class Event:
-    type: str  # Normal | Warning
-    reason: str
+class EventDraft:
+    """A Kubernetes Event the reconcile is to post on the job: a catalog reason, a message."""
+
+    reason: EventReason
     message: str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.reason, EventReason):
+            raise TypeError(
+                f"an Event's reason is an EventReason of the catalog, not {self.reason!r}"
+            )
+
+    @property
+    def type(self) -> EventType:
+        return self.reason.type
 
 
 @dataclass(frozen=True)
 class Outcome:
     status: Obj
     actions: tuple[Action, ...]
-    events: tuple[Event, ...]
+    events: tuple[EventDraft, ...]
 
     @property
     def phase(self) -> str:
@@ -67,7 +81,7 @@ class _Draft:
     reason: str = ""
     message: str = ""
     actions: list[Action] = field(default_factory=list)
-    events: list[Event] = field(default_factory=list)
+    events: list[EventDraft] = field(default_factory=list)
 
 
 def _progress(job: Obj) -> Obj:
@@ -230,170 +244,199 @@ def derive(obs: Observed) -> Outcome:
     return Outcome(status=status, actions=tuple(draft.actions), events=tuple(events))
 
 
-def _decide(obs: Observed, records: list[Obj], prev_phase: str | None, previous: Obj) -> _Draft:
-    spec = obs.spec
-    if obs.spec_error is not None or spec is None:
-        err = obs.spec_error
-        message = str(err) if err else "the spec could not be read"
-        return _Draft(
-            c.FAILED,
-            failure={"reason": c.R_INVALID_SPEC, "component": "validation", "message": message},
-            reason=c.R_INVALID_SPEC,
-            message=message,
-        )
-    if prev_phase in c.TERMINAL_PHASES:
-        draft = _Draft(prev_phase, reason=_prev_reason(previous), message=_prev_message(previous))
-        _ttl(obs, spec, previous, draft)
-        return draft
-    if obs.recipe_source_missing:
-        return _Draft(c.PENDING, reason=c.R_RECIPE_SOURCE, message=obs.recipe_source_missing)
+# -- the decision: a table of rules --------------------------------------------------------
 
-    finished = [r for r in records if "finishTime" in r]
-    active_pods = [p for p in obs.pods if att.pod_active(p)]
 
-    # 1. What the last finished attempt says, when nothing runs after it.
-    if finished and not active_pods and finished[-1] is records[-1]:
-        last = finished[-1]
-        verdict = att.classify(last)
-        if verdict.outcome == att.SUCCEEDED:
-            return _Draft(c.SUCCEEDED, reason="RunnerSucceeded", message="the runner succeeded")
-        if verdict.outcome == att.PARTIAL:
-            message = _runner_message(obs, last)
-            return _Draft(
-                c.PARTIALLY_SUCCEEDED,
-                failure=_failure_from_attempt(obs, last, c.R_RUNNER_FAILED, message),
-                reason="PartitionsFailed",
-                message=message,
-            )
-        if verdict.outcome == att.TERMINAL:
-            assert verdict.reason is not None
-            message = f"{_TERMINAL_MESSAGES[verdict.reason]}: {_runner_message(obs, last)}"
-            return _Draft(
-                c.FAILED,
-                failure=_failure_from_attempt(obs, last, verdict.reason, message),
-                reason=verdict.reason,
-                message=message,
-            )
+@dataclass(frozen=True)
+class _Facts:
+    """What the rules read: the observation and the attempts, sorted once."""
 
-    # 2. Retryable failures beyond the limit.
-    failures = [r for r in finished if att.classify(r).outcome == att.RETRYABLE]
-    if len(failures) > spec.backoff_limit and not active_pods:
-        last = failures[-1]
-        message = (
-            f"{len(failures)} attempts failed, backoffLimit is {spec.backoff_limit}; the last"
-            f" ended with {att.describe_end(last)}: {_runner_message(obs, last)}"
-        )
-        return _Draft(
-            c.FAILED,
-            failure=_failure_from_attempt(obs, last, c.R_BACKOFF_LIMIT, message),
-            reason=c.R_BACKOFF_LIMIT,
-            message=message,
-        )
+    obs: Observed
+    spec: JobSpec
+    records: list[Obj]
+    finished: list[Obj]
+    active_pods: list[Obj]
+    #: Finished attempts that ended retryably.
+    failures: list[Obj]
+    prev_phase: str | None
+    previous: Obj
 
-    # 3. Deadlines.
-    started = times.parse(previous.get("startTime")) or (
-        times.parse(records[0]["startTime"]) if records else None
+
+#: A rule: the draft it decides, or None to let the next rule decide.
+_Rule = Callable[[_Facts], _Draft | None]
+
+
+def _failure(
+    reason: str, component: str, message: str, obs: Observed | None = None, rec: Obj | None = None
+) -> Obj:
+    """`status.failure`: with ``rec`` (and ``obs``), located at that attempt and its runner."""
+    if rec is None or obs is None:
+        return {"reason": reason, "component": component, "message": message}
+    return _failure_from_attempt(obs, rec, reason, message)
+
+
+def _failed(
+    reason: str,
+    component: str,
+    message: str,
+    obs: Observed | None = None,
+    rec: Obj | None = None,
+    phase: str = c.FAILED,
+    condition_reason: str | None = None,
+) -> _Draft:
+    """A draft that ends the job: its phase, its failure and the Running condition's reason."""
+    return _Draft(
+        phase,
+        failure=_failure(reason, component, message, obs, rec),
+        reason=condition_reason or reason,
+        message=message,
     )
-    if (
-        spec.active_deadline_seconds
-        and started
-        and not spec.suspend
-        and obs.now - started > timedelta(seconds=spec.active_deadline_seconds)
-    ):
-        message = (
-            f"the job ran longer than activeDeadlineSeconds ({spec.active_deadline_seconds} s)"
-        )
-        return _Draft(
-            c.FAILED,
-            failure={"reason": c.R_DEADLINE, "component": "operator", "message": message},
-            reason=c.R_DEADLINE,
-            message=message,
-        )
-    if spec.progress_deadline_seconds and active_pods and not spec.suspend:
-        stalled = _stalled_since(obs, records)
-        if stalled and obs.now - stalled > timedelta(seconds=spec.progress_deadline_seconds):
-            message = (
-                f"no checkpoint and no partition completed in progressDeadlineSeconds"
-                f" ({spec.progress_deadline_seconds} s) since {times.fmt(stalled)}"
-            )
-            return _Draft(
-                c.FAILED,
-                failure={
-                    "reason": c.R_STALLED,
-                    "component": "runner",
-                    "message": message,
-                    "podName": records[-1].get("podName"),
-                    "attempt": records[-1]["index"],
-                },
-                reason=c.R_STALLED,
-                message=message,
-            )
 
-    # 4. Suspend: stop the runner and the cluster; Suspended only once they are gone.
-    if spec.suspend:
-        draft = _Draft(prev_phase if prev_phase not in (None, c.SUSPENDED) else c.PENDING)
-        stop = _stop_active(obs, records, "Suspended")
-        if stop:
-            draft.actions.append(stop)
-        if obs.ray_cluster is not None:
-            draft.actions.append(Action("delete-ray"))
-        if not active_pods and obs.ray_cluster is None:
-            draft.phase = c.SUSPENDED
-            draft.reason, draft.message = "Suspended", "spec.suspend is true; the runner is stopped"
-        else:
-            draft.reason = "Suspending"
-            draft.message = "stopping the runner (the in-flight checkpoint commits first)"
+
+def _keep_terminal(f: _Facts) -> _Draft | None:
+    """A finished job stays finished (and goes when its TTL has passed)."""
+    if f.prev_phase not in c.TERMINAL_PHASES:
+        return None
+    assert f.prev_phase is not None
+    draft = _Draft(f.prev_phase, reason=_prev_reason(f.previous), message=_prev_message(f.previous))
+    _ttl(f.obs, f.spec, f.previous, draft)
+    return draft
+
+
+def _recipe_source_missing(f: _Facts) -> _Draft | None:
+    missing = f.obs.recipe_source_missing
+    return _Draft(c.PENDING, reason=c.R_RECIPE_SOURCE, message=missing) if missing else None
+
+
+def _last_attempt_verdict(f: _Facts) -> _Draft | None:
+    """What the last finished attempt says, when nothing runs after it."""
+    if not f.finished or f.active_pods or f.finished[-1] is not f.records[-1]:
+        return None
+    last = f.finished[-1]
+    verdict = att.classify(last)
+    if verdict.outcome == att.SUCCEEDED:
+        return _Draft(c.SUCCEEDED, reason="RunnerSucceeded", message="the runner succeeded")
+    if verdict.outcome == att.PARTIAL:
+        message = _runner_message(f.obs, last)
+        return _failed(
+            c.R_RUNNER_FAILED,
+            "runner",
+            message,
+            f.obs,
+            last,
+            phase=c.PARTIALLY_SUCCEEDED,
+            condition_reason="PartitionsFailed",
+        )
+    if verdict.outcome == att.TERMINAL:
+        assert verdict.reason is not None
+        message = f"{_TERMINAL_MESSAGES[verdict.reason]}: {_runner_message(f.obs, last)}"
+        return _failed(verdict.reason, "runner", message, f.obs, last)
+    return None
+
+
+def _backoff_exceeded(f: _Facts) -> _Draft | None:
+    """Retryable failures beyond spec.backoffLimit."""
+    limit = f.spec.backoff_limit
+    if len(f.failures) <= limit or f.active_pods:
+        return None
+    last = f.failures[-1]
+    message = (
+        f"{len(f.failures)} attempts failed, backoffLimit is {limit}; the last"
+        f" ended with {att.describe_end(last)}: {_runner_message(f.obs, last)}"
+    )
+    return _failed(c.R_BACKOFF_LIMIT, "runner", message, f.obs, last)
+
+
+def _active_deadline(f: _Facts) -> _Draft | None:
+    deadline = f.spec.active_deadline_seconds
+    started = times.parse(f.previous.get("startTime")) or (
+        times.parse(f.records[0]["startTime"]) if f.records else None
+    )
+    if not deadline or not started or f.spec.suspend:
+        return None
+    if f.obs.now - started <= timedelta(seconds=deadline):
+        return None
+    message = f"the job ran longer than activeDeadlineSeconds ({deadline} s)"
+    return _failed(c.R_DEADLINE, "operator", message)
+
+
+def _progress_deadline(f: _Facts) -> _Draft | None:
+    deadline = f.spec.progress_deadline_seconds
+    if not deadline or not f.active_pods or f.spec.suspend:
+        return None
+    stalled = _stalled_since(f.obs, f.records)
+    if not stalled or f.obs.now - stalled <= timedelta(seconds=deadline):
+        return None
+    message = (
+        f"no checkpoint and no partition completed in progressDeadlineSeconds"
+        f" ({deadline} s) since {times.fmt(stalled)}"
+    )
+    draft = _failed(c.R_STALLED, "runner", message)
+    assert draft.failure is not None
+    draft.failure["podName"] = f.records[-1].get("podName")
+    draft.failure["attempt"] = f.records[-1]["index"]
+    return draft
+
+
+def _suspend(f: _Facts) -> _Draft | None:
+    """Stop the runner and the cluster; Suspended only once they are gone."""
+    if not f.spec.suspend:
+        return None
+    draft = _Draft(f.prev_phase if f.prev_phase not in (None, c.SUSPENDED) else c.PENDING)
+    stop = _stop_active(f.obs, f.records, "Suspended")
+    if stop:
+        draft.actions.append(stop)
+    if f.obs.ray_cluster is not None:
+        draft.actions.append(Action("delete-ray"))
+    if not f.active_pods and f.obs.ray_cluster is None:
+        draft.phase = c.SUSPENDED
+        draft.reason, draft.message = "Suspended", "spec.suspend is true; the runner is stopped"
+    else:
+        draft.reason = "Suspending"
+        draft.message = "stopping the runner (the in-flight checkpoint commits first)"
+    return draft
+
+
+def _cluster_not_ready(f: _Facts) -> _Draft | None:
+    """kuberay mode: create the cluster, wait for it, fail past spec.ray.readyTimeoutSeconds."""
+    if f.spec.ray.mode != c.MODE_KUBERAY:
+        return None
+    cluster = f.obs.ray_cluster
+    if cluster is None:
+        draft = _Draft(c.STARTING, reason="ClusterCreating", message="creating the RayCluster")
+        draft.actions += [Action("ensure-children"), Action("create-ray")]
+        draft.cluster_ready = ("False", "Creating", "creating the RayCluster")
         return draft
+    if children.ray_cluster_ready(cluster):
+        return None
+    created = times.parse(cluster["metadata"].get("creationTimestamp")) or f.obs.now
+    timeout = f.spec.ray.ready_timeout_seconds
+    if f.obs.now - created > timedelta(seconds=timeout):
+        message = (
+            f"the RayCluster {cluster['metadata']['name']} was not ready within"
+            f" ray.readyTimeoutSeconds ({timeout} s)"
+            f"; its state: {(cluster.get('status') or {}).get('state') or 'unknown'}"
+        )
+        draft = _failed(c.R_CLUSTER_NOT_READY, "ray", message)
+        draft.cluster_ready = ("False", c.R_CLUSTER_NOT_READY, message)
+        return draft
+    waiting = "waiting for the RayCluster to be ready"
+    draft = _Draft(c.STARTING, reason="ClusterNotReady", message=waiting)
+    draft.cluster_ready = ("False", "NotReady", waiting)
+    return draft
 
-    # 5. Run: the cluster first (kuberay), then one runner pod at a time.
+
+def _run(f: _Facts) -> _Draft:
+    """Run: one runner pod at a time (on a ready cluster in kuberay mode)."""
     draft = _Draft(c.STARTING)
-    if spec.ray.mode == c.MODE_KUBERAY:
-        cluster = obs.ray_cluster
-        if cluster is None:
-            draft.actions.append(Action("ensure-children"))
-            draft.actions.append(Action("create-ray"))
-            draft.cluster_ready = ("False", "Creating", "creating the RayCluster")
-            draft.reason, draft.message = "ClusterCreating", "creating the RayCluster"
-            return draft
-        if not children.ray_cluster_ready(cluster):
-            created = times.parse(cluster["metadata"].get("creationTimestamp")) or obs.now
-            waited = obs.now - created
-            if waited > timedelta(seconds=spec.ray.ready_timeout_seconds):
-                message = (
-                    f"the RayCluster {cluster['metadata']['name']} was not ready within"
-                    f" ray.readyTimeoutSeconds ({spec.ray.ready_timeout_seconds} s)"
-                    f"; its state: {(cluster.get('status') or {}).get('state') or 'unknown'}"
-                )
-                return _Draft(
-                    c.FAILED,
-                    failure={
-                        "reason": c.R_CLUSTER_NOT_READY,
-                        "component": "ray",
-                        "message": message,
-                    },
-                    cluster_ready=("False", c.R_CLUSTER_NOT_READY, message),
-                    reason=c.R_CLUSTER_NOT_READY,
-                    message=message,
-                )
-            draft.cluster_ready = ("False", "NotReady", "waiting for the RayCluster to be ready")
-            draft.reason, draft.message = (
-                "ClusterNotReady",
-                "waiting for the RayCluster to be ready",
-            )
-            return draft
+    if f.spec.ray.mode == c.MODE_KUBERAY:
+        assert f.obs.ray_cluster is not None
         draft.cluster_ready = ("True", "Ready", "the RayCluster is ready")
-        prev_ready = {
-            cond["type"]: cond.get("status") for cond in previous.get("conditions") or []
-        }.get(c.COND_CLUSTER_READY)
-        if prev_ready != "True":
-            draft.events.append(
-                Event(
-                    "Normal", "ClusterReady", f"RayCluster {cluster['metadata']['name']} is ready"
-                )
-            )
-
-    if active_pods:
-        pod = active_pods[-1]
+        if _prev_condition(f.previous, c.COND_CLUSTER_READY).get("status") != "True":
+            name = f.obs.ray_cluster["metadata"]["name"]
+            draft.events.append(EventDraft(EventReason.ClusterReady, f"RayCluster {name} is ready"))
+    if f.active_pods:
+        pod = f.active_pods[-1]
         running = (pod.get("status") or {}).get("phase") == "Running" and not pod["metadata"].get(
             "deletionTimestamp"
         )
@@ -401,36 +444,66 @@ def _decide(obs: Observed, records: list[Obj], prev_phase: str | None, previous:
         draft.reason = "RunnerRunning" if running else "RunnerStarting"
         draft.message = f"runner pod {pod['metadata']['name']}"
         return draft
-
-    next_attempt = (records[-1]["index"] + 1) if records else 1
-    draft.actions.append(Action("ensure-children"))
-    draft.actions.append(Action("create-pod", attempt=next_attempt))
+    next_attempt = (f.records[-1]["index"] + 1) if f.records else 1
+    draft.actions += [Action("ensure-children"), Action("create-pod", attempt=next_attempt)]
     draft.reason, draft.message = "RunnerCreating", f"creating runner attempt {next_attempt}"
-    if not records:
-        draft.events.append(Event("Normal", "Started", "runner attempt 1 created"))
-    else:
-        last = records[-1]
-        verdict = att.classify(last)
-        if verdict.outcome == att.STOPPED:
-            draft.events.append(
-                Event(
-                    "Normal",
-                    "Resuming",
-                    f"runner attempt {next_attempt} created after {last.get('stopReason')};"
-                    " it resumes from the checkpoints in the work dir",
-                )
-            )
-        else:
-            draft.events.append(
-                Event(
-                    "Warning",
-                    "Retrying",
-                    f"runner attempt {last['index']} ended with {att.describe_end(last)};"
-                    f" attempt {next_attempt} resumes from the checkpoints"
-                    f" (restart {len(failures)} of {spec.backoff_limit})",
-                )
-            )
+    draft.events.append(_attempt_event(f, next_attempt))
     return draft
+
+
+def _attempt_event(f: _Facts, next_attempt: int) -> EventDraft:
+    """Why a new attempt starts: the first, a resume after a stop, or a retry."""
+    if not f.records:
+        return EventDraft(EventReason.Started, "runner attempt 1 created")
+    last = f.records[-1]
+    if att.classify(last).outcome == att.STOPPED:
+        return EventDraft(
+            EventReason.Resuming,
+            f"runner attempt {next_attempt} created after {last.get('stopReason')};"
+            " it resumes from the checkpoints in the work dir",
+        )
+    return EventDraft(
+        EventReason.Retrying,
+        f"runner attempt {last['index']} ended with {att.describe_end(last)};"
+        f" attempt {next_attempt} resumes from the checkpoints"
+        f" (restart {len(f.failures)} of {f.spec.backoff_limit})",
+    )
+
+
+#: The rules, in order: the first that decides wins; `_run` always decides.
+RULES: tuple[_Rule, ...] = (
+    _keep_terminal,
+    _recipe_source_missing,
+    _last_attempt_verdict,
+    _backoff_exceeded,
+    _active_deadline,
+    _progress_deadline,
+    _suspend,
+    _cluster_not_ready,
+    _run,
+)
+
+
+def _decide(obs: Observed, records: list[Obj], prev_phase: str | None, previous: Obj) -> _Draft:
+    if obs.spec_error is not None or obs.spec is None:
+        message = str(obs.spec_error) if obs.spec_error else "the spec could not be read"
+        return _failed(c.R_INVALID_SPEC, "validation", message)
+    finished = [r for r in records if "finishTime" in r]
+    facts = _Facts(
+        obs=obs,
+        spec=obs.spec,
+        records=records,
+        finished=finished,
+        active_pods=[p for p in obs.pods if att.pod_active(p)],
+        failures=[r for r in finished if att.classify(r).outcome == att.RETRYABLE],
+        prev_phase=prev_phase,
+        previous=previous,
+    )
+    for rule in RULES:
+        draft = rule(facts)
+        if draft is not None:
+            return draft
+    raise AssertionError("_run always decides")
 
 
 def ray_cluster_status(cluster: Obj | None) -> Obj | None:
@@ -572,23 +645,24 @@ def _conditions(obs: Observed, draft: _Draft, previous: Obj) -> list[Obj]:
     return out
 
 
-def _phase_events(draft: _Draft, records: list[Obj]) -> list[Event]:
+def _phase_events(draft: _Draft, records: list[Obj]) -> list[EventDraft]:
     phase = draft.phase
     if phase == c.SUCCEEDED:
-        return [
-            Event("Normal", "Succeeded", f"the runner succeeded after {len(records)} attempt(s)")
-        ]
+        message = f"the runner succeeded after {len(records)} attempt(s)"
+        return [EventDraft(EventReason.Succeeded, message)]
     if phase == c.PARTIALLY_SUCCEEDED:
-        return [Event("Warning", "PartiallySucceeded", draft.message)]
+        return [EventDraft(EventReason.PartiallySucceeded, draft.message)]
     if phase == c.FAILED:
-        reason = (draft.failure or {}).get("reason") or "Failed"
-        return [Event("Warning", reason, draft.message)]
+        # Every failure reason is a catalog entry of its own name (a test holds them equal).
+        assert draft.failure is not None
+        return [EventDraft(event_reason(draft.failure["reason"]), draft.message)]
     if phase == c.SUSPENDED:
-        return [Event("Normal", "Suspended", "the runner is stopped; the volume is kept")]
+        message = "the runner is stopped; the volume is kept"
+        return [EventDraft(EventReason.Suspended, message)]
     return []
 
 
-def _resume_events(obs: Observed, previous: Obj) -> list[Event]:
+def _resume_events(obs: Observed, previous: Obj) -> list[EventDraft]:
     """`Resumed` once per attempt whose runner reported that it restored checkpoints."""
     progress = _progress(obs.job)
     restored = progress.get("resumedPartitions")
@@ -600,9 +674,8 @@ def _resume_events(obs: Observed, previous: Obj) -> list[Event]:
     if not pod or pod in recorded:
         return []
     return [
-        Event(
-            "Normal",
-            "Resumed",
+        EventDraft(
+            EventReason.Resumed,
             f"runner pod {pod} resumed from the work dir: {restored or 0} partitions done,"
             f" {checkpoints or 0} checkpoints restored",
         )

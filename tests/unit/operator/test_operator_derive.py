@@ -53,7 +53,7 @@ def cond(outcome: Outcome, ctype: str) -> dict:
 
 
 def reasons(outcome: Outcome) -> list[str]:
-    return [e.reason for e in outcome.events]
+    return [e.reason.name for e in outcome.events]
 
 
 def after(outcome: Outcome, pods: list[dict], **kw: Any) -> Outcome:
@@ -239,7 +239,7 @@ def test_an_invalid_spec_fails_at_once_without_children() -> None:
         "message": str(err),
     }
     assert cond(out, c.COND_VALID)["status"] == "False"
-    assert [(e.type, e.reason) for e in out.events] == [("Warning", c.R_INVALID_SPEC)]
+    assert [(e.type, e.reason.name) for e in out.events] == [("Warning", c.R_INVALID_SPEC)]
     again = after(out, [], spec_error=err)
     assert again.events == ()  # one Warning, not one per reconcile
 
