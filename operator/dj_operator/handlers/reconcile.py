@@ -28,7 +28,8 @@ from dj_operator.events_catalog import EventReason
 from dj_operator.kube import ChildConflict, Kube
 from dj_operator.status import attempts as att
 from dj_operator.status import times
-from dj_operator.status.derive import EventDraft, Observed, Outcome, derive
+from dj_operator.status.decide import EventDraft, Observed
+from dj_operator.status.derive import Outcome, derive
 
 Obj = dict[str, Any]
 log = logging.getLogger(__name__)

@@ -10,7 +10,8 @@ from operator_fixtures import make_job, pod
 
 from dj_operator.api import constants as c
 from dj_operator.api.types import SpecError, parse_spec
-from dj_operator.status.derive import Observed, Outcome, derive, ray_cluster_status
+from dj_operator.status.decide import Observed
+from dj_operator.status.derive import Outcome, derive, ray_cluster_status
 
 NOW = datetime(2026, 11, 30, 5, 30, tzinfo=UTC)
 

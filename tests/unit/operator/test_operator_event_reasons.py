@@ -15,8 +15,9 @@ from operator_fixtures import make_job, pod
 from dj_operator.api import constants as c
 from dj_operator.api.types import parse_spec
 from dj_operator.events_catalog import CATALOG, EventCorrelator, EventReason, ObjectRef, reason
-from dj_operator.status import derive
-from dj_operator.status.derive import EventDraft, Observed
+from dj_operator.status import decide
+from dj_operator.status.decide import EventDraft, Observed
+from dj_operator.status.derive import derive
 
 
 def test_an_event_draft_takes_only_a_catalog_reason() -> None:
@@ -27,7 +28,7 @@ def test_an_event_draft_takes_only_a_catalog_reason() -> None:
 
 
 @pytest.mark.parametrize(
-    "name", [*c.FAILURE_REASONS, *derive._TERMINAL_MESSAGES, "PartiallySucceeded", "Retrying"]
+    "name", [*c.FAILURE_REASONS, *decide.TERMINAL_MESSAGES, "PartiallySucceeded", "Retrying"]
 )
 def test_every_failure_reason_is_a_catalog_warning(name: str) -> None:
     assert reason(name).type == "Warning"
@@ -56,7 +57,7 @@ def test_a_failed_job_posts_its_failure_reason_as_a_warning() -> None:
     job = make_job()
     job["status"] = {"phase": c.RUNNING}
     ended = pod(1, phase="Failed", exit_code=c.EXIT_REFUSED)
-    out = derive.derive(
+    out = derive(
         Observed(job=job, spec=parse_spec(job["spec"]), spec_error=None, pods=[ended], now=now)
     )
     assert out.status["failure"]["reason"] == c.R_RESUME_REFUSED
