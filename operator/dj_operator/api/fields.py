@@ -28,7 +28,7 @@ import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from typing import Any
 
 from dj_operator.api import openapi as oa
 
@@ -118,10 +118,6 @@ class Meta:
 def spec_field(description: str = "", **meta: Any) -> Any:
     """A block's dataclass field, described by ``Meta(description, **meta)``."""
     return dataclasses.field(metadata={"spec": Meta(description=description, **meta)})
-
-
-class BlockClass(Protocol):
-    BLOCK: ClassVar[Block]
 
 
 # -- reading the description ---------------------------------------------------------------
