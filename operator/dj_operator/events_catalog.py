@@ -1,8 +1,9 @@
 """The published Kubernetes Event reasons of a DataJuicerJob, and a deduplicating recorder.
 
-``CATALOG`` is the contract with users (and their alerting on Events): every Event the
-operator posts on a djjob has one of these UpperCamelCase reasons, with the type listed here
-(Warning for failures). Events mark transitions only; progress goes to status and metrics.
+``EventReason`` is the contract with users (and their alerting on Events): every Event the
+operator posts on a djjob has one of its UpperCamelCase reasons, with the type listed there
+(Warning for failures); ``CATALOG`` maps the names to the members. Events mark transitions
+only; progress goes to status and metrics.
 
 ``EventCorrelator`` is the pure logic of client-go's event recorder
 (``k8s.io/client-go/tools/record/events_cache.go``):
@@ -30,6 +31,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import Enum, unique
 from typing import Any, Literal, Protocol
 
 EventType = Literal["Normal", "Warning"]
@@ -40,45 +42,52 @@ COMPONENT = "datajuicer-operator"
 MAX_MESSAGE = 1024
 
 
-@dataclass(frozen=True)
-class Reason:
-    """One published Event reason: its name, type and when it is posted."""
+@unique
+class EventReason(Enum):
+    """Every reason the operator posts on a DataJuicerJob: the member's name is the Event's
+    ``reason``, its ``type`` the Event's type, ``when`` when it is posted.
 
-    name: str
+    The operator names a reason only through a member (``EventReason.Started``), so a reason
+    outside the catalog cannot be written; the failure reasons of ``status.failure.reason``
+    (``dj_operator.api.constants.FAILURE_REASONS``) are members too, found by name.
+    """
+
     type: EventType
     when: str
 
+    def __init__(self, type_: EventType, when: str) -> None:
+        self.type = type_
+        self.when = when
 
-def _catalog(*reasons: Reason) -> dict[str, Reason]:
-    return {r.name: r for r in reasons}
-
-
-#: Every reason the operator posts on a DataJuicerJob.
-CATALOG: dict[str, Reason] = _catalog(
-    Reason("Created", "Normal", "the job's children (recipe ConfigMap, volume, runner) exist"),
-    Reason("ClusterReady", "Normal", "kuberay mode: the job's RayCluster reports ready"),
-    Reason("Started", "Normal", "the runner pod of the first attempt is running"),
-    Reason("Resumed", "Normal", "a runner reported what it restored from the checkpoints"),
-    Reason("Resuming", "Normal", "a new attempt after a stop the operator made (e.g. suspend)"),
-    Reason("Retrying", "Warning", "an attempt ended retryably (exit code or pod lost); says why"),
-    Reason("Suspended", "Normal", "suspend: true took effect and the runner pods are gone"),
-    Reason("Succeeded", "Normal", "the runner exited 0; the output is complete"),
-    Reason("PartiallySucceeded", "Warning", "exit 3: some partitions failed, within the limit"),
-    Reason("InvalidSpec", "Warning", "the recipe or spec is invalid; nothing was started"),
-    Reason("InvalidInput", "Warning", "the runner found the input missing or unreadable (exit 2)"),
-    Reason("ResumeRefused", "Warning", "the work dir belongs to another recipe or input (exit 4)"),
-    Reason("RunnerFailed", "Warning", "partitions failed beyond the limit (exit 1)"),
-    Reason("BackoffLimitExceeded", "Warning", "retryable failures used up backoffLimit"),
-    Reason("DeadlineExceeded", "Warning", "activeDeadlineSeconds passed; the pods were stopped"),
-    Reason("Stalled", "Warning", "no new checkpoint or partition within progressDeadlineSeconds"),
-    Reason("ClusterNotReady", "Warning", "kuberay mode: the RayCluster never became ready"),
-    Reason("RecipeSourceMissing", "Warning", "recipeFrom names a ConfigMap or key that is absent"),
-    Reason("ChildConflict", "Warning", "a child's name is taken by an object the job does not own"),
-)
+    Created = ("Normal", "the job's children (recipe ConfigMap, volume, runner) exist")
+    ClusterReady = ("Normal", "kuberay mode: the job's RayCluster reports ready")
+    Started = ("Normal", "the runner pod of the first attempt is running")
+    Resumed = ("Normal", "a runner reported what it restored from the checkpoints")
+    Resuming = ("Normal", "a new attempt after a stop the operator made (e.g. suspend)")
+    Retrying = ("Warning", "an attempt ended retryably (exit code or pod lost); says why")
+    Suspended = ("Normal", "suspend: true took effect and the runner pods are gone")
+    Succeeded = ("Normal", "the runner exited 0; the output is complete")
+    PartiallySucceeded = ("Warning", "exit 3: some partitions failed, within the limit")
+    InvalidSpec = ("Warning", "the recipe or spec is invalid; nothing was started")
+    InvalidInput = ("Warning", "the runner found the input missing or unreadable (exit 2)")
+    ResumeRefused = ("Warning", "the work dir belongs to another recipe or input (exit 4)")
+    RunnerFailed = ("Warning", "partitions failed beyond the limit (exit 1)")
+    BackoffLimitExceeded = ("Warning", "retryable failures used up backoffLimit")
+    DeadlineExceeded = ("Warning", "activeDeadlineSeconds passed; the pods were stopped")
+    Stalled = ("Warning", "no new checkpoint or partition within progressDeadlineSeconds")
+    ClusterNotReady = ("Warning", "kuberay mode: the RayCluster never became ready")
+    RecipeSourceMissing = ("Warning", "recipeFrom names a ConfigMap or key that is absent")
+    ChildConflict = ("Warning", "a child's name is taken by an object the job does not own")
 
 
-def reason(name: str) -> Reason:
+#: The catalog by reason name (what users and alerting see).
+CATALOG: dict[str, EventReason] = {r.name: r for r in EventReason}
+
+
+def reason(name: str | EventReason) -> EventReason:
     """The catalog entry for ``name``; an unknown reason is a programming error, named."""
+    if isinstance(name, EventReason):
+        return name
     try:
         return CATALOG[name]
     except KeyError:
@@ -168,7 +177,9 @@ class EventCorrelator:
     _buckets: OrderedDict[ObjectRef, _Bucket] = field(default_factory=OrderedDict)
     _posted: OrderedDict[tuple[Any, ...], _Posted] = field(default_factory=OrderedDict)
 
-    def decide(self, obj: ObjectRef, reason_name: str, message: str, now: float) -> Decision:
+    def decide(
+        self, obj: ObjectRef, reason_name: EventReason | str, message: str, now: float
+    ) -> Decision:
         """What to do with one Event: create it, bump an identical one, or drop it."""
         entry = reason(reason_name)
         message = _truncate(message)
@@ -202,14 +213,16 @@ class EventCorrelator:
             }
         )
 
-    def observed(self, obj: ObjectRef, reason_name: str, message: str, count: int) -> None:
+    def observed(
+        self, obj: ObjectRef, reason_name: EventReason | str, message: str, count: int
+    ) -> None:
         """The server holds this Event with ``count`` (it was posted before a restart)."""
         entry = reason(reason_name)
         posted = self._posted.get((obj, entry.type, entry.name, _truncate(message)))
         if posted is not None:
             posted.count = max(posted.count, count)
 
-    def forget(self, obj: ObjectRef, reason_name: str, message: str) -> None:
+    def forget(self, obj: ObjectRef, reason_name: EventReason | str, message: str) -> None:
         """Drop the memory of one posted Event (it expired on the server: post it anew)."""
         entry = reason(reason_name)
         self._posted.pop((obj, entry.type, entry.name, _truncate(message)), None)
@@ -290,13 +303,16 @@ class EventRecorder:
         self.on_posted = on_posted
         self._lock = threading.Lock()
 
-    def record(self, body: dict[str, Any], reason_name: str, message: str) -> Decision:
-        """Post (or bump, or drop) one Event about the object ``body``; returns the decision."""
+    def record(
+        self, body: dict[str, Any], reason_name: EventReason | str, message: str
+    ) -> Decision:
+        """Post (or bump, or drop) one Event about the object ``body``; returns the decision.
+        A reason given by name must be in the catalog (else ValueError)."""
         with self._lock:
-            return self._record(ObjectRef.from_body(body), reason_name, message)
+            return self._record(ObjectRef.from_body(body), reason(reason_name), message)
 
-    def _record(self, obj: ObjectRef, reason_name: str, message: str) -> Decision:
-        decision = self.correlator.decide(obj, reason_name, message, self.clock())
+    def _record(self, obj: ObjectRef, entry: EventReason, message: str) -> Decision:
+        decision = self.correlator.decide(obj, entry, message, self.clock())
         if isinstance(decision, Suppressed):
             self.on_suppressed(decision.reason)
             return decision
@@ -306,14 +322,14 @@ class EventRecorder:
                     decision.namespace, decision.name, decision.count, decision.last_timestamp
                 )
             except EventGone:
-                self.correlator.forget(obj, reason_name, message)
-                decision = self.correlator.decide(obj, reason_name, message, self.clock())
+                self.correlator.forget(obj, entry, message)
+                decision = self.correlator.decide(obj, entry, message, self.clock())
                 if isinstance(decision, Suppressed):
                     self.on_suppressed(decision.reason)
                     return decision
         if isinstance(decision, Create):
             count = self.sink.create(decision.body)
             if count > 1:
-                self.correlator.observed(obj, reason_name, message, count)
-        self.on_posted(reason(reason_name).type, reason_name)
+                self.correlator.observed(obj, entry, message, count)
+        self.on_posted(entry.type, entry.name)
         return decision

@@ -17,7 +17,7 @@ from kubernetes.client.rest import ApiException
 
 from dj_operator.api import constants as c
 from dj_operator.build import names
-from dj_operator.events_catalog import EventGone, EventRecorder
+from dj_operator.events_catalog import EventGone, EventReason, EventRecorder
 from dj_operator.metrics import default_metrics
 
 Obj = dict[str, Any]
@@ -286,7 +286,7 @@ class Kube:
             _request_timeout=REQUEST_TIMEOUT,
         )
 
-    def emit_event(self, job: Obj, reason: str, message: str) -> None:
+    def emit_event(self, job: Obj, reason: EventReason, message: str) -> None:
         """Post a catalog Event on ``job`` through the deduplicating, rate-limited recorder.
 
         Events are best effort: a refused post is logged, never raised into a reconcile (a
@@ -294,13 +294,11 @@ class Kube:
         """
         try:
             self.events.record(job, reason, message)
-        except ValueError as exc:  # a reason outside the catalog: a bug, tested against
-            log.error("%s", exc)
         except ApiException as exc:
             meta = job["metadata"]
             log.warning(
                 "event %s on %s/%s not posted: %s",
-                reason,
+                reason.name,
                 meta["namespace"],
                 meta["name"],
                 exc.reason,

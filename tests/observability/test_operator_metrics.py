@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from dj_operator.metrics import JobView, OperatorMetrics, start_metrics_server
+from dj_operator.metrics import OperatorMetrics, start_metrics_server
+from dj_operator.status.reader import JobView
 
 from .conftest import promtool_check_metrics
 from .djjobs import djjob

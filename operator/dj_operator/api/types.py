@@ -1,30 +1,37 @@
-"""The typed DataJuicerJob spec: frozen dataclasses, parsed from the object with defaults applied.
+"""The DataJuicerJob spec, described once: typed blocks whose fields carry their schema.
 
-The apiserver applies the CRD's defaults too; parsing applies the same ones so that the operator
-never depends on which defaults an older CRD had. Kubernetes' own types that the spec passes
-through to pods (resources, env, volumes, tolerations, ...) stay plain dicts.
+Each block is a frozen dataclass; each field says (through ``spec_field``) what it holds, what
+it means, its default and its bounds. ``dj_operator.api.fields`` makes the CRD's spec schema
+and the parser from these declarations, so a key, a default or a bound is written here and
+nowhere else. The apiserver applies the CRD's defaults too; parsing applies the same ones so
+that the operator never depends on which defaults an older CRD had. Kubernetes' own types that
+the spec passes through to pods (resources, env, volumes, tolerations, ...) stay plain dicts.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from dj_operator.api import constants as c
+from dj_operator.api import openapi as oa
+from dj_operator.api.fields import Block, Obj, Rule, SpecError, parse, spec_field
 
-Obj = dict[str, Any]
-
-
-class SpecError(ValueError):
-    """A spec field is invalid: names the field, the value and what would be valid."""
-
-    def __init__(
-        self, field_path: str, value: object, expected: str, message: str | None = None
-    ) -> None:
-        self.field_path = field_path
-        self.value = value
-        self.expected = expected
-        super().__init__(message or f"{field_path}: got {value!r}; expected {expected}")
+__all__ = [
+    "BUILTIN_DEFAULTS",
+    "ConfigMapKeyRef",
+    "HeadGroupSpec",
+    "JobSpec",
+    "OperatorDefaults",
+    "RayPorts",
+    "RaySpec",
+    "RecipeFrom",
+    "RunnerSpec",
+    "SpecError",
+    "StorageSpec",
+    "WorkerGroupSpec",
+    "parse_spec",
+]
 
 
 @dataclass(frozen=True)
@@ -44,328 +51,416 @@ class OperatorDefaults:
 
 BUILTIN_DEFAULTS = OperatorDefaults()
 
+# The seam for the runner's recipe schema (a structural schema of the recipe keys and ops).
+RECIPE_SCHEMA: oa.Schema = {
+    "type": "object",
+    "description": (
+        "An inline Data-Juicer recipe, written as for `dj-runner run` (dataset_path, export_path,"
+        " process, partition and checkpoint keys). Relative dataset_path and export_path resolve"
+        " under spec.storage.mountPath. Validated by the operator with the runner's recipe rules"
+        " before any pod is created; an invalid recipe fails the job with reason InvalidSpec."
+    ),
+    oa.PRESERVE: True,
+    "properties": {
+        "process": {
+            "type": "array",
+            "description": "The ops, in order: each item maps one op name to its parameters"
+            " (or to nothing: `- whitespace_normalization_mapper:`).",
+            "maxItems": 256,
+            "items": {
+                "type": "object",
+                # One op per item. Write an op without parameters as `- op_name: {}`:
+                # client-side `kubectl apply` drops `- op_name:` (a null) before sending it.
+                "minProperties": 1,
+                "maxProperties": 1,
+                # Nullable, so that an op written without parameters keeps its name (the API
+                # server prunes null values it has no nullable schema for).
+                "additionalProperties": {"nullable": True, oa.PRESERVE: True},
+            },
+        }
+    },
+}
 
-@dataclass(frozen=True)
-class ConfigMapKeyRef:
-    name: str
-    key: str = c.RECIPE_KEY
+
+def _resources(whose: str) -> str:
+    return f"{whose} resources (a Kubernetes ResourceRequirements: requests, limits)."
+
+
+# -- spec.storage ----------------------------------------------------------------------------
+
+
+def _check_storage(values: dict[str, Any], raw: Obj, path: str) -> None:
+    if (values["claim_name"] is None) == (values["volume_claim_template"] is None):
+        raise SpecError(path, raw, "exactly one of claimName and volumeClaimTemplate")
+    values["mount_path"] = values["mount_path"].rstrip("/")
+    work_dir = values["work_dir"]
+    if work_dir is not None and ".." in work_dir.split("/"):
+        raise SpecError(f"{path}.workDir", work_dir, "a path without '..'")
 
 
 @dataclass(frozen=True)
 class StorageSpec:
-    claim_name: str | None = None
-    volume_claim_template: Obj | None = None
-    when_deleted: str = "Retain"
-    mount_path: str = c.DEFAULT_MOUNT_PATH
-    work_dir: str | None = None
+    BLOCK: ClassVar[Block] = Block(
+        "Where the data, the output and the runner's work dir live: a claim mounted at mountPath.",
+        rules=(
+            Rule(
+                "has(self.claimName) != has(self.volumeClaimTemplate)",
+                "set exactly one of claimName and volumeClaimTemplate",
+            ),
+        ),
+        check=_check_storage,
+    )
+
+    claim_name: str | None = spec_field(
+        "An existing PersistentVolumeClaim to mount (not owned by the job).", max_length=253
+    )
+    volume_claim_template: Obj | None = spec_field(
+        schema=oa.obj(
+            "A PersistentVolumeClaim the operator creates for the job, named <job>-data.",
+            {
+                "metadata": oa.obj(
+                    "Labels and annotations for the claim.",
+                    {
+                        "labels": oa.string_map("Labels added to the claim."),
+                        "annotations": oa.string_map("Annotations added to the claim."),
+                    },
+                ),
+                "spec": oa.free(
+                    "A PersistentVolumeClaimSpec (accessModes, resources, storageClassName)."
+                ),
+            },
+            required=["spec"],
+        )
+    )
+    when_deleted: str = spec_field(
+        "With volumeClaimTemplate: Retain keeps the claim (and the output) when the job is"
+        " deleted; Delete makes the job its owner so that it is deleted with the job.",
+        choices=("Retain", "Delete"),
+        default="Retain",
+    )
+    mount_path: str = spec_field(
+        "Where the claim is mounted in the runner pod; the runner's working directory, so"
+        " the recipe's relative paths resolve under it.",
+        default=c.DEFAULT_MOUNT_PATH,
+        pattern="^/.+",
+        expected="an absolute path other than /",
+        max_length=1024,
+    )
+    work_dir: str | None = spec_field(
+        "The runner's work dir (checkpoints, plan, event log, status.json), absolute or"
+        " relative to mountPath. Default: <mountPath>/.datajuicer/<namespace>/<name>.",
+        max_length=1024,
+    )
+
+
+# -- spec.ray --------------------------------------------------------------------------------
+
+_LOW, _HIGH = c.RAY_WORKER_PORT_RANGE
+_PORT_RULE = Rule(
+    f"self < {_LOW} || self > {_HIGH}",
+    f"must lie outside {_LOW}-{_HIGH}, the range Ray gives its worker processes",
+)
+
+
+def _check_port(port: int, path: str) -> None:
+    if _LOW <= port <= _HIGH:
+        raise SpecError(path, port, f"a port in 1-65535 outside Ray's worker range {_LOW}-{_HIGH}")
+
+
+def _port(description: str, default: int) -> Any:
+    return spec_field(
+        description,
+        default=default,
+        minimum=1,
+        maximum=65535,
+        rules=(_PORT_RULE,),
+        check=_check_port,
+    )
+
+
+def _check_ports(values: dict[str, Any], raw: Obj, path: str) -> None:
+    if len(set(values.values())) != len(values):
+        raise SpecError(path, raw, "three different ports")
 
 
 @dataclass(frozen=True)
 class RayPorts:
-    gcs: int = c.DEFAULT_GCS_PORT
-    client: int = c.DEFAULT_CLIENT_PORT
-    dashboard: int = c.DEFAULT_DASHBOARD_PORT
+    BLOCK: ClassVar[Block] = Block(
+        "The head's service ports (KubeRay's defaults). They must lie outside Ray's worker port"
+        f" range {_LOW}-{_HIGH}.",
+        check=_check_ports,
+    )
+
+    gcs: int = _port("The GCS server port.", c.DEFAULT_GCS_PORT)
+    client: int = _port("The Ray Client server port the runner connects to.", c.DEFAULT_CLIENT_PORT)
+    dashboard: int = _port("The dashboard port.", c.DEFAULT_DASHBOARD_PORT)
 
 
 @dataclass(frozen=True)
 class HeadGroupSpec:
-    ray_start_params: dict[str, str] = field(default_factory=dict)
-    resources: Obj = field(default_factory=dict)
-    ports: RayPorts = RayPorts()
+    BLOCK: ClassVar[Block] = Block("The Ray head of the owned RayCluster (kuberay mode).")
+
+    ray_start_params: dict[str, str] = spec_field("Extra `ray start` parameters of the head.")
+    resources: Obj = spec_field(_resources("The head container's"))
+    ports: RayPorts = spec_field(default={})
 
 
-@dataclass(frozen=True)
-class WorkerGroupSpec:
-    name: str
-    replicas: int = 1
-    min_replicas: int = 0
-    max_replicas: int = 1
-    ray_start_params: dict[str, str] = field(default_factory=dict)
-    resources: Obj = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class RaySpec:
-    mode: str = c.MODE_LOCAL
-    address: str | None = None
-    ray_version: str = c.DEFAULT_RAY_VERSION
-    image: str | None = None
-    head_group: HeadGroupSpec = HeadGroupSpec()
-    worker_groups: tuple[WorkerGroupSpec, ...] = ()
-    ready_timeout_seconds: int = 600
-
-
-@dataclass(frozen=True)
-class RunnerSpec:
-    image: str = c.DEFAULT_RUNNER_IMAGE
-    image_pull_policy: str | None = None
-    command: tuple[str, ...] = c.DEFAULT_RUNNER_COMMAND
-    resources: Obj = field(default_factory=dict)
-    env: tuple[Obj, ...] = ()
-    volumes: tuple[Obj, ...] = ()
-    volume_mounts: tuple[Obj, ...] = ()
-    init_containers: tuple[Obj, ...] = ()
-    node_selector: dict[str, str] = field(default_factory=dict)
-    tolerations: tuple[Obj, ...] = ()
-    security_context: Obj | None = None
-    pod_security_context: Obj | None = None
-    wait_for_lock_seconds: int = 60
-    grace_period_seconds: int = 30
-    metrics_port: int = 0  # 0: the runner serves no metrics
-
-
-@dataclass(frozen=True)
-class JobSpec:
-    recipe: Obj | None
-    recipe_from: ConfigMapKeyRef | None
-    storage: StorageSpec
-    ray: RaySpec = RaySpec()
-    runner: RunnerSpec = RunnerSpec()
-    backoff_limit: int = 3
-    active_deadline_seconds: int | None = None
-    progress_deadline_seconds: int | None = None
-    suspend: bool = False
-    ttl_seconds_after_finished: int | None = None
-
-
-# -- parsing ---------------------------------------------------------------------------------
-
-
-def _obj(raw: Any, path: str) -> Obj:
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        raise SpecError(path, raw, "an object")
-    return raw
-
-
-def _list(raw: Any, path: str) -> tuple[Obj, ...]:
-    if raw is None:
-        return ()
-    if not isinstance(raw, list) or not all(isinstance(x, dict) for x in raw):
-        raise SpecError(path, raw, "a list of objects")
-    return tuple(raw)
-
-
-def _int(raw: Any, path: str, default: int | None, minimum: int = 0) -> int | None:
-    if raw is None:
-        return default
-    if isinstance(raw, bool) or not isinstance(raw, int):
-        raise SpecError(path, raw, "an integer")
-    if raw < minimum:
-        raise SpecError(path, raw, f"an integer >= {minimum}")
-    return raw
-
-
-def _str(raw: Any, path: str, default: str | None = None) -> str | None:
-    if raw is None:
-        return default
-    if not isinstance(raw, str) or not raw:
-        raise SpecError(path, raw, "a non-empty string")
-    return raw
-
-
-def _str_map(raw: Any, path: str) -> dict[str, str]:
-    value = _obj(raw, path)
-    out: dict[str, str] = {}
-    for key, item in value.items():
-        if isinstance(item, bool) or not isinstance(item, (str, int, float)):
-            raise SpecError(f"{path}.{key}", item, "a string")
-        out[str(key)] = str(item)
-    return out
-
-
-def _choice(raw: Any, path: str, choices: tuple[str, ...], default: str) -> str:
-    value = _str(raw, path, default)
-    if value not in choices:
-        raise SpecError(path, value, "one of " + ", ".join(choices))
-    return value  # type: ignore[return-value]
-
-
-def _ports(raw: Any) -> RayPorts:
-    value = _obj(raw, "spec.ray.headGroup.ports")
-    ports = {}
-    for key, default in (
-        ("gcs", c.DEFAULT_GCS_PORT),
-        ("client", c.DEFAULT_CLIENT_PORT),
-        ("dashboard", c.DEFAULT_DASHBOARD_PORT),
-    ):
-        path = f"spec.ray.headGroup.ports.{key}"
-        port = _int(value.get(key), path, default, minimum=1)
-        assert port is not None
-        low, high = c.RAY_WORKER_PORT_RANGE
-        if port > 65535 or low <= port <= high:
-            raise SpecError(
-                path, port, f"a port in 1-65535 outside Ray's worker range {low}-{high}"
-            )
-        ports[key] = port
-    if len(set(ports.values())) != len(ports):
-        raise SpecError("spec.ray.headGroup.ports", value, "three different ports")
-    return RayPorts(**ports)
-
-
-def _worker_group(raw: Obj, index: int) -> WorkerGroupSpec:
-    path = f"spec.ray.workerGroups[{index}]"
-    name = _str(raw.get("name"), f"{path}.name")
-    if name is None:
-        raise SpecError(f"{path}.name", None, "a group name")
-    replicas = _int(raw.get("replicas"), f"{path}.replicas", 1)
-    low = _int(raw.get("minReplicas"), f"{path}.minReplicas", 0)
-    high = _int(raw.get("maxReplicas"), f"{path}.maxReplicas", max(replicas or 1, 1))
-    assert replicas is not None and low is not None and high is not None
+def _check_worker_group(values: dict[str, Any], raw: Obj, path: str) -> None:
+    replicas, low = values["replicas"], values["min_replicas"]
+    if values["max_replicas"] is None:
+        values["max_replicas"] = max(replicas, 1)
+    high = values["max_replicas"]
     if not low <= replicas <= high:
         raise SpecError(
             f"{path}.replicas", replicas, f"minReplicas ({low}) <= replicas <= maxReplicas ({high})"
         )
-    return WorkerGroupSpec(
-        name=name,
-        replicas=replicas,
-        min_replicas=low,
-        max_replicas=high,
-        ray_start_params=_str_map(raw.get("rayStartParams"), f"{path}.rayStartParams"),
-        resources=_obj(raw.get("resources"), f"{path}.resources"),
+
+
+@dataclass(frozen=True)
+class WorkerGroupSpec:
+    BLOCK: ClassVar[Block] = Block(
+        "A group of Ray workers (kuberay mode).",
+        rules=(
+            Rule(
+                "(!has(self.minReplicas) || !has(self.replicas)"
+                " || self.minReplicas <= self.replicas) && (!has(self.maxReplicas)"
+                " || !has(self.replicas) || self.replicas <= self.maxReplicas)",
+                "need minReplicas <= replicas <= maxReplicas",
+            ),
+        ),
+        check=_check_worker_group,
     )
 
+    name: str = spec_field(
+        "The group name.",
+        required=True,
+        expected="a group name (a DNS label)",
+        max_length=63,
+        pattern="^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+    )
+    replicas: int = spec_field("Workers to start.", default=1, minimum=0, maximum=1000)
+    min_replicas: int = spec_field(
+        "Fewest workers (autoscaling).", default=0, minimum=0, maximum=1000
+    )
+    #: Default: replicas (at least 1).
+    max_replicas: int = spec_field("Most workers (autoscaling).", minimum=0, maximum=1000)
+    ray_start_params: dict[str, str] = spec_field("Extra `ray start` parameters of the workers.")
+    resources: Obj = spec_field(_resources("Each worker container's"))
 
-def parse_ray(raw: Any, defaults: OperatorDefaults = BUILTIN_DEFAULTS) -> RaySpec:
-    value = _obj(raw, "spec.ray")
-    mode = _choice(value.get("mode"), "spec.ray.mode", c.RAY_MODES, c.MODE_LOCAL)
-    address = _str(value.get("address"), "spec.ray.address")
+
+def _check_ray(values: dict[str, Any], raw: Obj, path: str) -> None:
+    mode, address = values["mode"], values["address"]
     if mode == c.MODE_EXTERNAL and address is None:
-        raise SpecError("spec.ray.address", None, "the address of a Ray cluster in external mode")
+        raise SpecError(f"{path}.address", None, "the address of a Ray cluster in external mode")
     if mode != c.MODE_EXTERNAL and address is not None:
-        raise SpecError("spec.ray.address", address, "no address unless mode is external")
-    groups_raw = _list(value.get("workerGroups"), "spec.ray.workerGroups")
-    if groups_raw and mode != c.MODE_KUBERAY:
-        raise SpecError("spec.ray.workerGroups", len(groups_raw), "no worker groups unless kuberay")
-    groups = tuple(_worker_group(g, i) for i, g in enumerate(groups_raw))
+        raise SpecError(f"{path}.address", address, "no address unless mode is external")
+    groups = values["worker_groups"]
+    if groups and mode != c.MODE_KUBERAY:
+        raise SpecError(f"{path}.workerGroups", len(groups), "no worker groups unless kuberay")
     names = [g.name for g in groups]
     if len(set(names)) != len(names):
-        raise SpecError("spec.ray.workerGroups", names, "unique group names")
-    head = _obj(value.get("headGroup"), "spec.ray.headGroup")
-    ready = _int(value.get("readyTimeoutSeconds"), "spec.ray.readyTimeoutSeconds", 600, 1)
-    assert ready is not None
-    return RaySpec(
-        mode=mode,
-        address=address,
-        ray_version=_str(value.get("rayVersion"), "spec.ray.rayVersion", c.DEFAULT_RAY_VERSION)
-        or c.DEFAULT_RAY_VERSION,
-        image=_str(value.get("image"), "spec.ray.image", defaults.ray_image),
-        head_group=HeadGroupSpec(
-            ray_start_params=_str_map(
-                head.get("rayStartParams"), "spec.ray.headGroup.rayStartParams"
+        raise SpecError(f"{path}.workerGroups", names, "unique group names")
+
+
+@dataclass(frozen=True)
+class RaySpec:
+    BLOCK: ClassVar[Block] = Block(
+        "Where Ray runs.",
+        rules=(
+            Rule(
+                "(has(self.mode) && self.mode == 'kuberay') || !has(self.workerGroups)",
+                "workerGroups is only valid in kuberay mode",
             ),
-            resources=_obj(head.get("resources"), "spec.ray.headGroup.resources"),
-            ports=_ports(head.get("ports")),
+            Rule(
+                "(has(self.mode) && self.mode == 'external') == has(self.address)",
+                "address is required in external mode and only valid there",
+            ),
         ),
-        worker_groups=groups,
-        ready_timeout_seconds=ready,
+        check=_check_ray,
+    )
+
+    mode: str = spec_field(
+        "local: an embedded Ray inside the runner pod; kuberay: an owned ray.io/v1"
+        " RayCluster; external: an existing Ray at address.",
+        choices=c.RAY_MODES,
+        default=c.MODE_LOCAL,
+    )
+    address: str | None = spec_field(
+        "external mode only: the Ray address (ray://host:port or host:port).", max_length=512
+    )
+    ray_version: str = spec_field(
+        "kuberay mode: the Ray version of the cluster.",
+        default=c.DEFAULT_RAY_VERSION,
+        max_length=32,
+    )
+    image: str | None = spec_field(
+        "kuberay mode: the Ray nodes' image (default: the runner image).",
+        max_length=512,
+        operator_default="ray_image",
+    )
+    head_group: HeadGroupSpec = spec_field(default={})
+    worker_groups: tuple[WorkerGroupSpec, ...] = spec_field(
+        "kuberay mode only: the worker groups.", max_items=8, map_keys=("name",)
+    )
+    ready_timeout_seconds: int = spec_field(
+        "kuberay mode: how long the cluster may take to become ready before the job"
+        " fails with reason ClusterNotReady.",
+        default=600,
+        minimum=1,
+        maximum=86400,
     )
 
 
-def parse_storage(raw: Any) -> StorageSpec:
-    value = _obj(raw, "spec.storage")
-    claim = _str(value.get("claimName"), "spec.storage.claimName")
-    template = value.get("volumeClaimTemplate")
-    if template is not None:
-        template = _obj(template, "spec.storage.volumeClaimTemplate")
-    if (claim is None) == (template is None):
-        raise SpecError("spec.storage", value, "exactly one of claimName and volumeClaimTemplate")
-    mount = _str(value.get("mountPath"), "spec.storage.mountPath", c.DEFAULT_MOUNT_PATH)
-    assert mount is not None
-    if not mount.startswith("/") or mount == "/":
-        raise SpecError("spec.storage.mountPath", mount, "an absolute path other than /")
-    work_dir = _str(value.get("workDir"), "spec.storage.workDir")
-    if work_dir is not None and ".." in work_dir.split("/"):
-        raise SpecError("spec.storage.workDir", work_dir, "a path without '..'")
-    return StorageSpec(
-        claim_name=claim,
-        volume_claim_template=template,
-        when_deleted=_choice(
-            value.get("whenDeleted"), "spec.storage.whenDeleted", ("Retain", "Delete"), "Retain"
+# -- spec.runner -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunnerSpec:
+    BLOCK: ClassVar[Block] = Block(
+        "The runner pod: one per attempt, running `dj-runner run` on the mounted work dir."
+    )
+
+    image: str = spec_field(
+        "The runner image. Default: the operator's DJ_RUNNER_IMAGE (set by the chart),"
+        f" else {c.DEFAULT_RUNNER_IMAGE}.",
+        max_length=512,
+        operator_default="runner_image",
+    )
+    image_pull_policy: str | None = spec_field(
+        "The image pull policy.", choices=("Always", "IfNotPresent", "Never")
+    )
+    command: tuple[str, ...] = spec_field(
+        "The runner executable (default [dj-runner]); the operator appends"
+        " `run <recipe> --work-dir ... --job-id ...`.",
+        default=c.DEFAULT_RUNNER_COMMAND,
+        crd_default=False,
+        min_items=1,
+        max_items=8,
+        item_max_length=1024,
+    )
+    resources: Obj = spec_field(_resources("The runner container's"))
+    env: tuple[Obj, ...] = spec_field(
+        "Extra environment variables (Kubernetes EnvVar).", max_items=64
+    )
+    volumes: tuple[Obj, ...] = spec_field(
+        "Extra pod volumes (Kubernetes Volume), e.g. a read-only dataset volume.", max_items=16
+    )
+    volume_mounts: tuple[Obj, ...] = spec_field(
+        "Extra mounts of the runner container (VolumeMount).", max_items=16
+    )
+    init_containers: tuple[Obj, ...] = spec_field(
+        "Containers run before the runner in each attempt (e.g. to stage input data);"
+        " each gets the storage mount unless it mounts volume `data` itself.",
+        max_items=8,
+    )
+    node_selector: dict[str, str] = spec_field("Node labels the runner pod must match.")
+    tolerations: tuple[Obj, ...] = spec_field("Tolerations of the runner pod.", max_items=32)
+    security_context: Obj | None = spec_field(
+        "The runner container's SecurityContext.", operator_default="security_context"
+    )
+    pod_security_context: Obj | None = spec_field(
+        "The runner pod's PodSecurityContext.", operator_default="pod_security_context"
+    )
+    wait_for_lock_seconds: int = spec_field(
+        "`--wait-for-lock`: how long a new attempt waits for a previous runner to release"
+        " the work dir.",
+        default=60,
+        minimum=0,
+        maximum=3600,
+    )
+    grace_period_seconds: int = spec_field(
+        "`--grace-period`: how long the in-flight checkpoint may take after SIGTERM"
+        " (suspend, delete); the pod's termination grace period is 10 s longer.",
+        default=30,
+        minimum=1,
+        maximum=3600,
+    )
+    #: 0: the runner serves no metrics.
+    metrics_port: int = spec_field(
+        "The port the runner serves Prometheus metrics on while it runs (container"
+        " port `metrics`); 0: none. Default: the operator's DJ_RUNNER_METRICS_PORT"
+        " (the chart's runner.metricsPort, 9090).",
+        minimum=0,
+        maximum=65535,
+        expected="a port in 1-65535, or 0 for none",
+        operator_default="runner_metrics_port",
+    )
+
+
+# -- spec.recipeFrom -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConfigMapKeyRef:
+    BLOCK: ClassVar[Block] = Block("The ConfigMap key holding the recipe YAML.")
+
+    name: str = spec_field(
+        "The ConfigMap's name.", required=True, expected="a ConfigMap name", max_length=253
+    )
+    key: str = spec_field("The key.", default=c.RECIPE_KEY, max_length=253)
+
+
+@dataclass(frozen=True)
+class RecipeFrom:
+    BLOCK: ClassVar[Block] = Block("Take the recipe from a ConfigMap instead of spec.recipe.")
+
+    config_map_key_ref: ConfigMapKeyRef = spec_field(required=True)
+
+
+# -- spec ------------------------------------------------------------------------------------
+
+
+def _check_spec(values: dict[str, Any], raw: Obj, path: str) -> None:
+    recipe = values["recipe"]
+    if (recipe is None) == (values["recipe_from"] is None):
+        raise SpecError(f"{path}.recipe", recipe, "exactly one of spec.recipe and spec.recipeFrom")
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    BLOCK: ClassVar[Block] = Block(
+        "What to run and how.",
+        rules=(
+            Rule(
+                "has(self.recipe) != has(self.recipeFrom)",
+                "set exactly one of spec.recipe and spec.recipeFrom",
+            ),
         ),
-        mount_path=mount.rstrip("/"),
-        work_dir=work_dir,
+        check=_check_spec,
     )
 
-
-def parse_runner(raw: Any, defaults: OperatorDefaults = BUILTIN_DEFAULTS) -> RunnerSpec:
-    value = _obj(raw, "spec.runner")
-    command = value.get("command")
-    if command is not None and (
-        not isinstance(command, list)
-        or not command
-        or not all(isinstance(x, str) and x for x in command)
-    ):
-        raise SpecError("spec.runner.command", command, "a non-empty list of strings")
-    lock = _int(value.get("waitForLockSeconds"), "spec.runner.waitForLockSeconds", 60)
-    grace = _int(value.get("gracePeriodSeconds"), "spec.runner.gracePeriodSeconds", 30, 1)
-    metrics_port = _int(
-        value.get("metricsPort"), "spec.runner.metricsPort", defaults.runner_metrics_port
+    recipe: Obj | None = spec_field(schema=RECIPE_SCHEMA)
+    recipe_from: RecipeFrom | None = spec_field()
+    storage: StorageSpec = spec_field(required=True)
+    ray: RaySpec = spec_field(default={})
+    runner: RunnerSpec = spec_field(default={})
+    backoff_limit: int = spec_field(
+        "Restarts allowed after retryable failures (a crash, a kill, a deleted pod, a"
+        " lost Ray); each restart resumes from the checkpoints.",
+        default=3,
+        minimum=0,
+        maximum=100,
     )
-    assert lock is not None and grace is not None and metrics_port is not None
-    if metrics_port > 65535:
-        raise SpecError("spec.runner.metricsPort", metrics_port, "a port in 1-65535, or 0 for none")
-    return RunnerSpec(
-        image=_str(value.get("image"), "spec.runner.image", defaults.runner_image)
-        or defaults.runner_image,
-        image_pull_policy=_str(value.get("imagePullPolicy"), "spec.runner.imagePullPolicy"),
-        command=tuple(command) if command else c.DEFAULT_RUNNER_COMMAND,
-        resources=_obj(value.get("resources"), "spec.runner.resources"),
-        env=_list(value.get("env"), "spec.runner.env"),
-        volumes=_list(value.get("volumes"), "spec.runner.volumes"),
-        volume_mounts=_list(value.get("volumeMounts"), "spec.runner.volumeMounts"),
-        init_containers=_list(value.get("initContainers"), "spec.runner.initContainers"),
-        node_selector=_str_map(value.get("nodeSelector"), "spec.runner.nodeSelector"),
-        tolerations=_list(value.get("tolerations"), "spec.runner.tolerations"),
-        security_context=value.get("securityContext") or defaults.security_context,
-        pod_security_context=value.get("podSecurityContext") or defaults.pod_security_context,
-        wait_for_lock_seconds=lock,
-        grace_period_seconds=grace,
-        metrics_port=metrics_port,
+    active_deadline_seconds: int | None = spec_field(
+        "Fail the job (DeadlineExceeded) and stop its pods this long after it started.",
+        minimum=1,
+    )
+    progress_deadline_seconds: int | None = spec_field(
+        "Fail the job (Stalled) and stop its pods when no checkpoint or partition"
+        " completed in this long.",
+        minimum=10,
+    )
+    suspend: bool = spec_field(
+        "true: let the in-flight checkpoint commit, remove the runner (and the Ray"
+        " cluster), keep the volume; false: resume from the checkpoints.",
+        default=False,
+    )
+    ttl_seconds_after_finished: int | None = spec_field(
+        "Delete the job (and what it owns) this long after it finished.", minimum=0
     )
 
 
 def parse_spec(raw: Any, defaults: OperatorDefaults = BUILTIN_DEFAULTS) -> JobSpec:
     """Parse `spec` of a DataJuicerJob, with defaults; raise SpecError naming the first bad field."""
-    spec = _obj(raw, "spec")
-    recipe = spec.get("recipe")
-    recipe_from_raw = spec.get("recipeFrom")
-    if (recipe is None) == (recipe_from_raw is None):
-        raise SpecError("spec.recipe", recipe, "exactly one of spec.recipe and spec.recipeFrom")
-    recipe_from = None
-    if recipe is not None:
-        recipe = _obj(recipe, "spec.recipe")
-    else:
-        ref = _obj(
-            _obj(recipe_from_raw, "spec.recipeFrom").get("configMapKeyRef"),
-            "spec.recipeFrom.configMapKeyRef",
-        )
-        name = _str(ref.get("name"), "spec.recipeFrom.configMapKeyRef.name")
-        if name is None:
-            raise SpecError("spec.recipeFrom.configMapKeyRef.name", None, "a ConfigMap name")
-        key = _str(ref.get("key"), "spec.recipeFrom.configMapKeyRef.key", c.RECIPE_KEY)
-        recipe_from = ConfigMapKeyRef(name=name, key=key or c.RECIPE_KEY)
-    backoff = _int(spec.get("backoffLimit"), "spec.backoffLimit", 3)
-    assert backoff is not None
-    suspend = spec.get("suspend", False)
-    if not isinstance(suspend, bool):
-        raise SpecError("spec.suspend", suspend, "true or false")
-    return JobSpec(
-        recipe=recipe,
-        recipe_from=recipe_from,
-        storage=parse_storage(spec.get("storage")),
-        ray=parse_ray(spec.get("ray"), defaults),
-        runner=parse_runner(spec.get("runner"), defaults),
-        backoff_limit=backoff,
-        active_deadline_seconds=_int(
-            spec.get("activeDeadlineSeconds"), "spec.activeDeadlineSeconds", None, 1
-        ),
-        progress_deadline_seconds=_int(
-            spec.get("progressDeadlineSeconds"), "spec.progressDeadlineSeconds", None, 1
-        ),
-        suspend=suspend,
-        ttl_seconds_after_finished=_int(
-            spec.get("ttlSecondsAfterFinished"), "spec.ttlSecondsAfterFinished", None, 0
-        ),
-    )
+    spec: JobSpec = parse(JobSpec, raw, "spec", defaults)
+    return spec

@@ -24,10 +24,12 @@ from dj_operator.api.types import (
 )
 from dj_operator.api.validation import load_recipe_text, validate_recipe, work_dir_for
 from dj_operator.build import children, names
+from dj_operator.events_catalog import EventReason
 from dj_operator.kube import ChildConflict, Kube
 from dj_operator.status import attempts as att
 from dj_operator.status import times
-from dj_operator.status.derive import Observed, Outcome, derive
+from dj_operator.status.decide import EventDraft, Observed
+from dj_operator.status.derive import Outcome, derive
 
 Obj = dict[str, Any]
 log = logging.getLogger(__name__)
@@ -51,8 +53,8 @@ def _recipe(kube: Kube, job: Obj, spec: JobSpec) -> tuple[Obj | None, str | None
     """The recipe mapping, or why it cannot be read yet (a missing ConfigMap or key)."""
     if spec.recipe is not None:
         return spec.recipe, None
-    ref = spec.recipe_from
-    assert ref is not None
+    assert spec.recipe_from is not None
+    ref = spec.recipe_from.config_map_key_ref
     text = kube.config_map_key(job["metadata"]["namespace"], ref.name, ref.key)
     if text is None:
         return None, f"waiting for ConfigMap {ref.name} with key {ref.key} (spec.recipeFrom)"
@@ -124,21 +126,19 @@ def _ensure_children(kube: Kube, job: Obj, spec: JobSpec, recipe: Obj) -> list[s
     return created
 
 
-def act(
-    kube: Kube, obs: Observed, outcome: Outcome, recipe: Obj | None
-) -> list[tuple[str, str, str]]:
-    """Carry out the outcome's actions; return extra events (type, reason, message)."""
+def act(kube: Kube, obs: Observed, outcome: Outcome, recipe: Obj | None) -> list[EventDraft]:
+    """Carry out the outcome's actions; return the Events they call for."""
     job = obs.job
     meta = job["metadata"]
     ns = meta["namespace"]
     spec = obs.spec
-    extra: list[tuple[str, str, str]] = []
+    extra: list[EventDraft] = []
     for action in outcome.actions:
         if action.kind == "ensure-children":
             assert spec is not None and recipe is not None
             created = _ensure_children(kube, job, spec, recipe)
             if created:
-                extra.append(("Normal", "Created", "created " + ", ".join(created)))
+                extra.append(EventDraft(EventReason.Created, "created " + ", ".join(created)))
         elif action.kind == "create-pod":
             assert spec is not None and action.attempt is not None and obs.work_dir
             pod = children.runner_pod(job, spec, action.attempt, obs.work_dir)
@@ -187,12 +187,11 @@ def reconcile(
             extra = act(kube, obs, outcome, recipe)
         except ChildConflict as exc:
             log.warning("%s/%s: %s", namespace, name, exc)
-            kube.emit_event(job, "ChildConflict", str(exc))
+            kube.emit_event(job, EventReason.ChildConflict, str(exc))
             return (job.get("status") or {}).get("phase")
         _fault_point(outcome)
-        events = [(e.type, e.reason, e.message) for e in outcome.events]
-        for _type, reason, message in [*extra, *events]:
-            kube.emit_event(job, reason, message)
+        for event in [*extra, *outcome.events]:
+            kube.emit_event(job, event.reason, event.message)
         previous = _owned_status(job.get("status") or {})
         desired = {k: v for k, v in outcome.status.items() if not (v is None and k not in previous)}
         if any(previous.get(k) != v for k, v in desired.items()):

@@ -1,1 +1,1 @@
-"""Pure status derivation: observed children and runner progress in, status and actions out."""
+"""The job's status: derived from what is observed (derive, attempts, times) and read back into figures (reader)."""

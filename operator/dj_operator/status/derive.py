@@ -2,132 +2,46 @@
 
 `derive(Observed) -> Outcome`: the operator-owned status fields (everything but `progress`, which
 the runner writes), the actions that bring the children to what the phase needs, and the Events of
-the transitions. No I/O: the handler observes, calls this, acts, then writes the status.
+the transitions. The phase, the failure and the actions are decided by `dj_operator.status.decide`;
+this module writes them into the status (conditions, restarts, children, rayCluster) and adds the
+Events of the phase change. No I/O: the handler observes, calls this, acts, then writes the status.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from dataclasses import dataclass
 from typing import Any
 
 from dj_operator.api import constants as c
-from dj_operator.api.types import JobSpec, SpecError
 from dj_operator.build import children, names
+from dj_operator.events_catalog import EventReason
+from dj_operator.events_catalog import reason as event_reason
 from dj_operator.status import attempts as att
 from dj_operator.status import times
+from dj_operator.status.decide import (
+    Action,
+    Draft,
+    EventDraft,
+    Observed,
+    decide,
+    runner_progress,
+    stop_active,
+)
 
 Obj = dict[str, Any]
 
 
 @dataclass(frozen=True)
-class Observed:
-    job: Obj
-    spec: JobSpec | None
-    spec_error: SpecError | None
-    pods: list[Obj]
-    now: datetime
-    work_dir: str | None = None
-    output_path: str | None = None
-    ray_cluster: Obj | None = None
-    recipe_source_missing: str | None = None  # why the recipe ConfigMap cannot be read
-    log_tails: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Action:
-    kind: str  # ensure-children | create-pod | delete-pods | create-ray | delete-ray | delete-job
-    attempt: int | None = None
-    pods: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Event:
-    type: str  # Normal | Warning
-    reason: str
-    message: str
-
-
-@dataclass(frozen=True)
 class Outcome:
+    """A reconcile's result: the status to write, the actions to take, the Events to post."""
+
     status: Obj
     actions: tuple[Action, ...]
-    events: tuple[Event, ...]
+    events: tuple[EventDraft, ...]
 
     @property
     def phase(self) -> str:
         return self.status["phase"]
-
-
-@dataclass
-class _Draft:
-    phase: str
-    failure: Obj | None = None
-    cluster_ready: tuple[str, str, str] | None = None  # status, reason, message
-    reason: str = ""
-    message: str = ""
-    actions: list[Action] = field(default_factory=list)
-    events: list[Event] = field(default_factory=list)
-
-
-def _progress(job: Obj) -> Obj:
-    return (job.get("status") or {}).get("progress") or {}
-
-
-def _failure_from_attempt(obs: Observed, rec: Obj, reason: str, message: str) -> Obj:
-    failure: Obj = {
-        "reason": reason,
-        "component": "runner",
-        "message": message,
-        "podName": rec.get("podName"),
-        "attempt": rec.get("index"),
-    }
-    if rec.get("exitCode") is not None:
-        failure["exitCode"] = rec["exitCode"]
-    error = _progress(obs.job).get("error") or {}
-    if error.get("op"):
-        failure["op"] = error["op"]
-    if isinstance(error.get("partition"), int):
-        failure["partition"] = error["partition"]
-    tail = obs.log_tails.get(rec.get("podName") or "")
-    if tail:
-        failure["logTail"] = tail[-4000:]
-    return {k: v for k, v in failure.items() if v is not None}
-
-
-def _runner_message(obs: Observed, rec: Obj) -> str:
-    """The runner's own words: its last `error:` line, else its recorded error, else the end."""
-    tail = obs.log_tails.get(rec.get("podName") or "", "")
-    for line in reversed(tail.splitlines()):
-        stripped = line.strip()
-        if stripped.startswith("error:") or " failed: " in stripped:
-            return stripped
-    error = _progress(obs.job).get("error") or {}
-    if error.get("message"):
-        return str(error["message"])
-    lines = [line.strip() for line in tail.splitlines() if line.strip()]
-    return lines[-1] if lines else f"the runner ended with {att.describe_end(rec)}"
-
-
-_TERMINAL_MESSAGES = {
-    c.R_RUNNER_FAILED: "the runner failed (partitions failed beyond the recipe's limit)",
-    c.R_INVALID_INPUT: "the runner refused its input",
-    c.R_RESUME_REFUSED: "the runner refused to resume the work dir",
-}
-
-
-def _stop_active(obs: Observed, records: list[Obj], reason: str) -> Action | None:
-    """Mark the active attempts stopped by the operator and ask for their pods' deletion."""
-    active = [
-        p for p in obs.pods if att.pod_active(p) and not p["metadata"].get("deletionTimestamp")
-    ]
-    stopping = {p["metadata"]["name"] for p in obs.pods if att.pod_active(p)}
-    for rec in records:
-        if rec.get("podName") in stopping and "finishTime" not in rec:
-            rec.setdefault("stopReason", reason)
-    if not active:
-        return None
-    return Action("delete-pods", pods=tuple(sorted(p["metadata"]["name"] for p in active)))
 
 
 def _condition(
@@ -163,7 +77,7 @@ def derive(obs: Observed) -> Outcome:
                 and att.classify(rec).outcome == att.RETRYABLE
             ):
                 rec["stopReason"] = "Suspended"
-    draft = _decide(obs, records, prev_phase, previous)
+    draft = decide(obs, records, prev_phase, previous)
 
     # Counted restarts: retryable failures that were retried (a final one that exceeded the
     # limit is not a restart).
@@ -175,7 +89,7 @@ def derive(obs: Observed) -> Outcome:
 
     # Terminal phases keep no pods running and no cluster.
     if draft.phase in c.TERMINAL_PHASES:
-        stop = _stop_active(obs, records, draft.reason or draft.phase)
+        stop = stop_active(obs, records, draft.reason or draft.phase)
         if stop:
             draft.actions.append(stop)
         if obs.ray_cluster is not None:
@@ -228,209 +142,6 @@ def derive(obs: Observed) -> Outcome:
     events.extend(_resume_events(obs, previous))
     record_resumed(status, job)
     return Outcome(status=status, actions=tuple(draft.actions), events=tuple(events))
-
-
-def _decide(obs: Observed, records: list[Obj], prev_phase: str | None, previous: Obj) -> _Draft:
-    spec = obs.spec
-    if obs.spec_error is not None or spec is None:
-        err = obs.spec_error
-        message = str(err) if err else "the spec could not be read"
-        return _Draft(
-            c.FAILED,
-            failure={"reason": c.R_INVALID_SPEC, "component": "validation", "message": message},
-            reason=c.R_INVALID_SPEC,
-            message=message,
-        )
-    if prev_phase in c.TERMINAL_PHASES:
-        draft = _Draft(prev_phase, reason=_prev_reason(previous), message=_prev_message(previous))
-        _ttl(obs, spec, previous, draft)
-        return draft
-    if obs.recipe_source_missing:
-        return _Draft(c.PENDING, reason=c.R_RECIPE_SOURCE, message=obs.recipe_source_missing)
-
-    finished = [r for r in records if "finishTime" in r]
-    active_pods = [p for p in obs.pods if att.pod_active(p)]
-
-    # 1. What the last finished attempt says, when nothing runs after it.
-    if finished and not active_pods and finished[-1] is records[-1]:
-        last = finished[-1]
-        verdict = att.classify(last)
-        if verdict.outcome == att.SUCCEEDED:
-            return _Draft(c.SUCCEEDED, reason="RunnerSucceeded", message="the runner succeeded")
-        if verdict.outcome == att.PARTIAL:
-            message = _runner_message(obs, last)
-            return _Draft(
-                c.PARTIALLY_SUCCEEDED,
-                failure=_failure_from_attempt(obs, last, c.R_RUNNER_FAILED, message),
-                reason="PartitionsFailed",
-                message=message,
-            )
-        if verdict.outcome == att.TERMINAL:
-            assert verdict.reason is not None
-            message = f"{_TERMINAL_MESSAGES[verdict.reason]}: {_runner_message(obs, last)}"
-            return _Draft(
-                c.FAILED,
-                failure=_failure_from_attempt(obs, last, verdict.reason, message),
-                reason=verdict.reason,
-                message=message,
-            )
-
-    # 2. Retryable failures beyond the limit.
-    failures = [r for r in finished if att.classify(r).outcome == att.RETRYABLE]
-    if len(failures) > spec.backoff_limit and not active_pods:
-        last = failures[-1]
-        message = (
-            f"{len(failures)} attempts failed, backoffLimit is {spec.backoff_limit}; the last"
-            f" ended with {att.describe_end(last)}: {_runner_message(obs, last)}"
-        )
-        return _Draft(
-            c.FAILED,
-            failure=_failure_from_attempt(obs, last, c.R_BACKOFF_LIMIT, message),
-            reason=c.R_BACKOFF_LIMIT,
-            message=message,
-        )
-
-    # 3. Deadlines.
-    started = times.parse(previous.get("startTime")) or (
-        times.parse(records[0]["startTime"]) if records else None
-    )
-    if (
-        spec.active_deadline_seconds
-        and started
-        and not spec.suspend
-        and obs.now - started > timedelta(seconds=spec.active_deadline_seconds)
-    ):
-        message = (
-            f"the job ran longer than activeDeadlineSeconds ({spec.active_deadline_seconds} s)"
-        )
-        return _Draft(
-            c.FAILED,
-            failure={"reason": c.R_DEADLINE, "component": "operator", "message": message},
-            reason=c.R_DEADLINE,
-            message=message,
-        )
-    if spec.progress_deadline_seconds and active_pods and not spec.suspend:
-        stalled = _stalled_since(obs, records)
-        if stalled and obs.now - stalled > timedelta(seconds=spec.progress_deadline_seconds):
-            message = (
-                f"no checkpoint and no partition completed in progressDeadlineSeconds"
-                f" ({spec.progress_deadline_seconds} s) since {times.fmt(stalled)}"
-            )
-            return _Draft(
-                c.FAILED,
-                failure={
-                    "reason": c.R_STALLED,
-                    "component": "runner",
-                    "message": message,
-                    "podName": records[-1].get("podName"),
-                    "attempt": records[-1]["index"],
-                },
-                reason=c.R_STALLED,
-                message=message,
-            )
-
-    # 4. Suspend: stop the runner and the cluster; Suspended only once they are gone.
-    if spec.suspend:
-        draft = _Draft(prev_phase if prev_phase not in (None, c.SUSPENDED) else c.PENDING)
-        stop = _stop_active(obs, records, "Suspended")
-        if stop:
-            draft.actions.append(stop)
-        if obs.ray_cluster is not None:
-            draft.actions.append(Action("delete-ray"))
-        if not active_pods and obs.ray_cluster is None:
-            draft.phase = c.SUSPENDED
-            draft.reason, draft.message = "Suspended", "spec.suspend is true; the runner is stopped"
-        else:
-            draft.reason = "Suspending"
-            draft.message = "stopping the runner (the in-flight checkpoint commits first)"
-        return draft
-
-    # 5. Run: the cluster first (kuberay), then one runner pod at a time.
-    draft = _Draft(c.STARTING)
-    if spec.ray.mode == c.MODE_KUBERAY:
-        cluster = obs.ray_cluster
-        if cluster is None:
-            draft.actions.append(Action("ensure-children"))
-            draft.actions.append(Action("create-ray"))
-            draft.cluster_ready = ("False", "Creating", "creating the RayCluster")
-            draft.reason, draft.message = "ClusterCreating", "creating the RayCluster"
-            return draft
-        if not children.ray_cluster_ready(cluster):
-            created = times.parse(cluster["metadata"].get("creationTimestamp")) or obs.now
-            waited = obs.now - created
-            if waited > timedelta(seconds=spec.ray.ready_timeout_seconds):
-                message = (
-                    f"the RayCluster {cluster['metadata']['name']} was not ready within"
-                    f" ray.readyTimeoutSeconds ({spec.ray.ready_timeout_seconds} s)"
-                    f"; its state: {(cluster.get('status') or {}).get('state') or 'unknown'}"
-                )
-                return _Draft(
-                    c.FAILED,
-                    failure={
-                        "reason": c.R_CLUSTER_NOT_READY,
-                        "component": "ray",
-                        "message": message,
-                    },
-                    cluster_ready=("False", c.R_CLUSTER_NOT_READY, message),
-                    reason=c.R_CLUSTER_NOT_READY,
-                    message=message,
-                )
-            draft.cluster_ready = ("False", "NotReady", "waiting for the RayCluster to be ready")
-            draft.reason, draft.message = (
-                "ClusterNotReady",
-                "waiting for the RayCluster to be ready",
-            )
-            return draft
-        draft.cluster_ready = ("True", "Ready", "the RayCluster is ready")
-        prev_ready = {
-            cond["type"]: cond.get("status") for cond in previous.get("conditions") or []
-        }.get(c.COND_CLUSTER_READY)
-        if prev_ready != "True":
-            draft.events.append(
-                Event(
-                    "Normal", "ClusterReady", f"RayCluster {cluster['metadata']['name']} is ready"
-                )
-            )
-
-    if active_pods:
-        pod = active_pods[-1]
-        running = (pod.get("status") or {}).get("phase") == "Running" and not pod["metadata"].get(
-            "deletionTimestamp"
-        )
-        draft.phase = c.RUNNING if running else c.STARTING
-        draft.reason = "RunnerRunning" if running else "RunnerStarting"
-        draft.message = f"runner pod {pod['metadata']['name']}"
-        return draft
-
-    next_attempt = (records[-1]["index"] + 1) if records else 1
-    draft.actions.append(Action("ensure-children"))
-    draft.actions.append(Action("create-pod", attempt=next_attempt))
-    draft.reason, draft.message = "RunnerCreating", f"creating runner attempt {next_attempt}"
-    if not records:
-        draft.events.append(Event("Normal", "Started", "runner attempt 1 created"))
-    else:
-        last = records[-1]
-        verdict = att.classify(last)
-        if verdict.outcome == att.STOPPED:
-            draft.events.append(
-                Event(
-                    "Normal",
-                    "Resuming",
-                    f"runner attempt {next_attempt} created after {last.get('stopReason')};"
-                    " it resumes from the checkpoints in the work dir",
-                )
-            )
-        else:
-            draft.events.append(
-                Event(
-                    "Warning",
-                    "Retrying",
-                    f"runner attempt {last['index']} ended with {att.describe_end(last)};"
-                    f" attempt {next_attempt} resumes from the checkpoints"
-                    f" (restart {len(failures)} of {spec.backoff_limit})",
-                )
-            )
-    return draft
 
 
 def ray_cluster_status(cluster: Obj | None) -> Obj | None:
@@ -487,40 +198,7 @@ def _group_desired_workers(group: Obj) -> int:
     return replicas * int(group.get("numOfHosts") or 1)
 
 
-def _stalled_since(obs: Observed, records: list[Obj]) -> datetime | None:
-    """The last sign of progress: the last checkpoint, or the current attempt's start."""
-    current = records[-1] if records else None
-    marks = [times.parse(current["startTime"])] if current else []
-    progress = _progress(obs.job)
-    marks.append(times.parse(progress.get("lastCheckpointTime")))
-    found = [m for m in marks if m is not None]
-    return max(found) if found else None
-
-
-def _ttl(obs: Observed, spec: JobSpec, previous: Obj, draft: _Draft) -> None:
-    done = times.parse(previous.get("completionTime"))
-    ttl = spec.ttl_seconds_after_finished
-    if ttl is not None and done is not None and obs.now - done >= timedelta(seconds=ttl):
-        draft.actions.append(Action("delete-job"))
-
-
-def _prev_condition(previous: Obj, ctype: str) -> Obj:
-    for cond in previous.get("conditions") or []:
-        if cond.get("type") == ctype:
-            return cond
-    return {}
-
-
-def _prev_reason(previous: Obj) -> str:
-    """The reason recorded when the job finished (kept verbatim once terminal)."""
-    return str(_prev_condition(previous, c.COND_RUNNING).get("reason") or "")
-
-
-def _prev_message(previous: Obj) -> str:
-    return str(_prev_condition(previous, c.COND_FINISHED).get("message") or "")
-
-
-def _conditions(obs: Observed, draft: _Draft, previous: Obj) -> list[Obj]:
+def _conditions(obs: Observed, draft: Draft, previous: Obj) -> list[Obj]:
     old = {cond.get("type"): cond for cond in previous.get("conditions") or []}
     phase = draft.phase
     failure = draft.failure or {}
@@ -572,25 +250,26 @@ def _conditions(obs: Observed, draft: _Draft, previous: Obj) -> list[Obj]:
     return out
 
 
-def _phase_events(draft: _Draft, records: list[Obj]) -> list[Event]:
+def _phase_events(draft: Draft, records: list[Obj]) -> list[EventDraft]:
     phase = draft.phase
     if phase == c.SUCCEEDED:
-        return [
-            Event("Normal", "Succeeded", f"the runner succeeded after {len(records)} attempt(s)")
-        ]
+        message = f"the runner succeeded after {len(records)} attempt(s)"
+        return [EventDraft(EventReason.Succeeded, message)]
     if phase == c.PARTIALLY_SUCCEEDED:
-        return [Event("Warning", "PartiallySucceeded", draft.message)]
+        return [EventDraft(EventReason.PartiallySucceeded, draft.message)]
     if phase == c.FAILED:
-        reason = (draft.failure or {}).get("reason") or "Failed"
-        return [Event("Warning", reason, draft.message)]
+        # Every failure reason is a catalog entry of its own name (a test holds them equal).
+        assert draft.failure is not None
+        return [EventDraft(event_reason(draft.failure["reason"]), draft.message)]
     if phase == c.SUSPENDED:
-        return [Event("Normal", "Suspended", "the runner is stopped; the volume is kept")]
+        message = "the runner is stopped; the volume is kept"
+        return [EventDraft(EventReason.Suspended, message)]
     return []
 
 
-def _resume_events(obs: Observed, previous: Obj) -> list[Event]:
+def _resume_events(obs: Observed, previous: Obj) -> list[EventDraft]:
     """`Resumed` once per attempt whose runner reported that it restored checkpoints."""
-    progress = _progress(obs.job)
+    progress = runner_progress(obs.job)
     restored = progress.get("resumedPartitions")
     checkpoints = progress.get("resumedCheckpoints")
     pod = progress.get("podName")
@@ -600,9 +279,8 @@ def _resume_events(obs: Observed, previous: Obj) -> list[Event]:
     if not pod or pod in recorded:
         return []
     return [
-        Event(
-            "Normal",
-            "Resumed",
+        EventDraft(
+            EventReason.Resumed,
             f"runner pod {pod} resumed from the work dir: {restored or 0} partitions done,"
             f" {checkpoints or 0} checkpoints restored",
         )
@@ -611,7 +289,7 @@ def _resume_events(obs: Observed, previous: Obj) -> list[Event]:
 
 def record_resumed(status: Obj, job: Obj) -> None:
     """Copy the runner's `resumed` report onto its attempt (so Resumed is posted once)."""
-    progress = _progress(job)
+    progress = runner_progress(job)
     pod = progress.get("podName")
     if pod is None or (
         progress.get("resumedPartitions") is None and progress.get("resumedCheckpoints") is None

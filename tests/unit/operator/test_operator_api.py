@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import copy
+import re
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import yaml
 from operator_fixtures import make_job
 
 from dj_operator.api import constants as c
+from dj_operator.api import fields
 from dj_operator.api.crd import crd, render
-from dj_operator.api.types import SpecError, parse_spec
+from dj_operator.api.types import OperatorDefaults, SpecError, parse_spec
 from dj_operator.api.validation import validate_recipe, work_dir_for
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -66,6 +70,74 @@ def test_every_list_is_bounded() -> None:
     for path, schema in _walk(root["properties"]["spec"], "spec"):
         if schema.get("type") == "array":
             assert "maxItems" in schema, path
+
+
+def _spec_fields(schema: dict, path: str):
+    """(path, schema) of each field of the CRD's spec that has a default."""
+    for key, sub in (schema.get("properties") or {}).items():
+        if "default" in sub and sub.get("type") != "object":
+            yield f"{path}.{key}", sub["default"]
+        yield from _spec_fields(sub, f"{path}.{key}")
+
+
+def _attr(value: object, path: str) -> object:
+    for key in path.split(".")[1:]:
+        value = getattr(value, re.sub(r"([A-Z])", r"_\1", key).lower())
+    return value
+
+
+def test_parsing_applies_every_default_the_crd_declares() -> None:
+    """One description makes both: an absent field parses to the CRD's default."""
+    root = crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    defaults = dict(_spec_fields(root, "spec"))
+    assert len(defaults) >= 12, defaults
+    spec = parse_spec(make_job()["spec"])
+    for path, default in defaults.items():
+        if path.startswith("spec.recipeFrom"):
+            continue
+        assert _attr(spec, path) == default, path
+    ref = parse_spec(
+        {"storage": {"claimName": "c"}, "recipeFrom": {"configMapKeyRef": {"name": "r"}}}
+    )
+    assert ref.recipe_from is not None
+    assert ref.recipe_from.config_map_key_ref.key == defaults["spec.recipeFrom.configMapKeyRef.key"]
+
+
+def test_operator_defaults_fill_what_the_crd_leaves_open() -> None:
+    installed = OperatorDefaults(
+        runner_image="reg/runner:1",
+        ray_image="reg/ray:1",
+        security_context={"runAsNonRoot": True},
+        runner_metrics_port=9090,
+    )
+    spec = parse_spec(make_job()["spec"], installed)
+    assert spec.runner.image == "reg/runner:1" and spec.ray.image == "reg/ray:1"
+    assert spec.runner.security_context == {"runAsNonRoot": True}
+    assert spec.runner.metrics_port == 9090
+    raw = copy.deepcopy(make_job()["spec"])
+    raw["runner"] = {"image": "mine:2", "metricsPort": 0, "securityContext": {}}
+    own = parse_spec(raw, installed)
+    assert own.runner.image == "mine:2" and own.runner.metrics_port == 0
+    assert own.runner.security_context == {"runAsNonRoot": True}  # empty: the installation's
+
+
+def test_worker_group_max_replicas_defaults_to_replicas() -> None:
+    raw = {
+        **make_job()["spec"],
+        "ray": {"mode": "kuberay", "workerGroups": [{"name": "w", "replicas": 3}]},
+    }
+    group = parse_spec(raw).ray.worker_groups[0]
+    assert (group.replicas, group.min_replicas, group.max_replicas) == (3, 0, 3)
+
+
+def test_a_field_without_a_description_is_refused() -> None:
+    @dataclass(frozen=True)
+    class Loose:
+        BLOCK: ClassVar[fields.Block] = fields.Block("A block.")
+        name: str
+
+    with pytest.raises(TypeError, match=r"Loose\.name is not declared with spec_field"):
+        fields.schema(Loose)
 
 
 def test_example_parses_with_defaults() -> None:
@@ -123,6 +195,31 @@ BAD_SPECS = [
     ("suspend", "yes", "spec.suspend", "true or false"),
     ("runner.command", [], "spec.runner.command", "non-empty list"),
     ("activeDeadlineSeconds", 0, "spec.activeDeadlineSeconds", ">= 1"),
+    # The CRD's bounds hold at parse time too (an object written under an older CRD).
+    ("backoffLimit", 101, "spec.backoffLimit", "<= 100"),
+    ("progressDeadlineSeconds", 5, "spec.progressDeadlineSeconds", ">= 10"),
+    ("runner.imagePullPolicy", "Sometimes", "spec.runner.imagePullPolicy", "IfNotPresent"),
+    ("runner.command", ["a"] * 9, "spec.runner.command", "at most 8"),
+    ("runner.metricsPort", 70000, "spec.runner.metricsPort", "0 for none"),
+    ("runner.securityContext", "root", "spec.runner.securityContext", "an object"),
+    (
+        "ray",
+        {"mode": "kuberay", "workerGroups": [{"name": "Big_Group"}]},
+        "spec.ray.workerGroups[0].name",
+        "a DNS label",
+    ),
+    (
+        "ray",
+        {"mode": "kuberay", "workerGroups": [{"replicas": 1}]},
+        "spec.ray.workerGroups[0].name",
+        "a group name",
+    ),
+    (
+        "ray",
+        {"mode": "kuberay", "headGroup": {"ports": {"gcs": 8265}}},
+        "spec.ray.headGroup.ports",
+        "three different ports",
+    ),
 ]
 
 

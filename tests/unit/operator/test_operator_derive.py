@@ -10,7 +10,8 @@ from operator_fixtures import make_job, pod
 
 from dj_operator.api import constants as c
 from dj_operator.api.types import SpecError, parse_spec
-from dj_operator.status.derive import Observed, Outcome, derive, ray_cluster_status
+from dj_operator.status.decide import Observed
+from dj_operator.status.derive import Outcome, derive, ray_cluster_status
 
 NOW = datetime(2026, 11, 30, 5, 30, tzinfo=UTC)
 
@@ -53,7 +54,7 @@ def cond(outcome: Outcome, ctype: str) -> dict:
 
 
 def reasons(outcome: Outcome) -> list[str]:
-    return [e.reason for e in outcome.events]
+    return [e.reason.name for e in outcome.events]
 
 
 def after(outcome: Outcome, pods: list[dict], **kw: Any) -> Outcome:
@@ -239,7 +240,7 @@ def test_an_invalid_spec_fails_at_once_without_children() -> None:
         "message": str(err),
     }
     assert cond(out, c.COND_VALID)["status"] == "False"
-    assert [(e.type, e.reason) for e in out.events] == [("Warning", c.R_INVALID_SPEC)]
+    assert [(e.type, e.reason.name) for e in out.events] == [("Warning", c.R_INVALID_SPEC)]
     again = after(out, [], spec_error=err)
     assert again.events == ()  # one Warning, not one per reconcile
 

@@ -1,4 +1,4 @@
-"""The runner's progress reporter in a pod under the runner's own ServiceAccount: it writes its
+"""The runner's status reporter in a pod under the runner's own ServiceAccount: it writes its
 job's status.progress, and RBAC lets it touch nothing else."""
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The runner's progress reporter: status.json mapped to status.progress, changes only, throttled."""
+"""The runner's status reporter (`dj_runner.observe.k8s_status`): status.json mapped to
+status.progress, changes only, throttled."""
 
 from __future__ import annotations
 

@@ -1,0 +1,436 @@
+"""The decision of a reconcile: the phase, the failure, the actions and the transition Events.
+
+``decide`` reads what the handler observed (``Observed``) and the merged attempt records, and
+asks a table of rules (``RULES``), in order, until one decides; each rule is a small function
+of the same facts. No I/O. ``dj_operator.status.derive`` turns the decision into the status.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from dj_operator.api import constants as c
+from dj_operator.api.types import JobSpec, SpecError
+from dj_operator.build import children
+from dj_operator.events_catalog import EventReason, EventType
+from dj_operator.status import attempts as att
+from dj_operator.status import times
+
+Obj = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What the handler read for one reconcile: the job, its parsed spec (or why it is
+    invalid), its runner pods, its RayCluster and the log tails of newly failed pods."""
+
+    job: Obj
+    spec: JobSpec | None
+    spec_error: SpecError | None
+    pods: list[Obj]
+    now: datetime
+    work_dir: str | None = None
+    output_path: str | None = None
+    ray_cluster: Obj | None = None
+    recipe_source_missing: str | None = None  # why the recipe ConfigMap cannot be read
+    log_tails: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Action:
+    """A change the handler makes to the job's children (or the job) after the decision."""
+
+    kind: str  # ensure-children | create-pod | delete-pods | create-ray | delete-ray | delete-job
+    attempt: int | None = None
+    pods: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class EventDraft:
+    """A Kubernetes Event the reconcile is to post on the job: a catalog reason, a message."""
+
+    reason: EventReason
+    message: str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.reason, EventReason):
+            raise TypeError(
+                f"an Event's reason is an EventReason of the catalog, not {self.reason!r}"
+            )
+
+    @property
+    def type(self) -> EventType:
+        return self.reason.type
+
+
+@dataclass
+class Draft:
+    """What the rules decide; `derive` completes it into the status."""
+
+    phase: str
+    failure: Obj | None = None
+    cluster_ready: tuple[str, str, str] | None = None  # status, reason, message
+    reason: str = ""
+    message: str = ""
+    actions: list[Action] = field(default_factory=list)
+    events: list[EventDraft] = field(default_factory=list)
+
+
+def runner_progress(job: Obj) -> Obj:
+    """`status.progress`: what the runner reported of its work."""
+    return (job.get("status") or {}).get("progress") or {}
+
+
+def _failure_from_attempt(obs: Observed, rec: Obj, reason: str, message: str) -> Obj:
+    failure: Obj = {
+        "reason": reason,
+        "component": "runner",
+        "message": message,
+        "podName": rec.get("podName"),
+        "attempt": rec.get("index"),
+    }
+    if rec.get("exitCode") is not None:
+        failure["exitCode"] = rec["exitCode"]
+    error = runner_progress(obs.job).get("error") or {}
+    if error.get("op"):
+        failure["op"] = error["op"]
+    if isinstance(error.get("partition"), int):
+        failure["partition"] = error["partition"]
+    tail = obs.log_tails.get(rec.get("podName") or "")
+    if tail:
+        failure["logTail"] = tail[-4000:]
+    return {k: v for k, v in failure.items() if v is not None}
+
+
+def _runner_message(obs: Observed, rec: Obj) -> str:
+    """The runner's own words: its last `error:` line, else its recorded error, else the end."""
+    tail = obs.log_tails.get(rec.get("podName") or "", "")
+    for line in reversed(tail.splitlines()):
+        stripped = line.strip()
+        if stripped.startswith("error:") or " failed: " in stripped:
+            return stripped
+    error = runner_progress(obs.job).get("error") or {}
+    if error.get("message"):
+        return str(error["message"])
+    lines = [line.strip() for line in tail.splitlines() if line.strip()]
+    return lines[-1] if lines else f"the runner ended with {att.describe_end(rec)}"
+
+
+TERMINAL_MESSAGES = {
+    c.R_RUNNER_FAILED: "the runner failed (partitions failed beyond the recipe's limit)",
+    c.R_INVALID_INPUT: "the runner refused its input",
+    c.R_RESUME_REFUSED: "the runner refused to resume the work dir",
+}
+
+
+def stop_active(obs: Observed, records: list[Obj], reason: str) -> Action | None:
+    """Mark the active attempts stopped by the operator and ask for their pods' deletion."""
+    active = [
+        p for p in obs.pods if att.pod_active(p) and not p["metadata"].get("deletionTimestamp")
+    ]
+    stopping = {p["metadata"]["name"] for p in obs.pods if att.pod_active(p)}
+    for rec in records:
+        if rec.get("podName") in stopping and "finishTime" not in rec:
+            rec.setdefault("stopReason", reason)
+    if not active:
+        return None
+    return Action("delete-pods", pods=tuple(sorted(p["metadata"]["name"] for p in active)))
+
+
+# -- the rules --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Facts:
+    """What the rules read: the observation and the attempts, sorted once."""
+
+    obs: Observed
+    spec: JobSpec
+    records: list[Obj]
+    finished: list[Obj]
+    active_pods: list[Obj]
+    #: Finished attempts that ended retryably.
+    failures: list[Obj]
+    prev_phase: str | None
+    previous: Obj
+
+
+#: A rule: the draft it decides, or None to let the next rule decide.
+_Rule = Callable[[_Facts], Draft | None]
+
+
+def _failure(
+    reason: str, component: str, message: str, obs: Observed | None = None, rec: Obj | None = None
+) -> Obj:
+    """`status.failure`: with ``rec`` (and ``obs``), located at that attempt and its runner."""
+    if rec is None or obs is None:
+        return {"reason": reason, "component": component, "message": message}
+    return _failure_from_attempt(obs, rec, reason, message)
+
+
+def _failed(
+    reason: str,
+    component: str,
+    message: str,
+    obs: Observed | None = None,
+    rec: Obj | None = None,
+    phase: str = c.FAILED,
+    condition_reason: str | None = None,
+) -> Draft:
+    """A draft that ends the job: its phase, its failure and the Running condition's reason."""
+    return Draft(
+        phase,
+        failure=_failure(reason, component, message, obs, rec),
+        reason=condition_reason or reason,
+        message=message,
+    )
+
+
+def _keep_terminal(f: _Facts) -> Draft | None:
+    """A finished job stays finished (and goes when its TTL has passed)."""
+    if f.prev_phase not in c.TERMINAL_PHASES:
+        return None
+    assert f.prev_phase is not None
+    draft = Draft(f.prev_phase, reason=_prev_reason(f.previous), message=_prev_message(f.previous))
+    _ttl(f.obs, f.spec, f.previous, draft)
+    return draft
+
+
+def _recipe_source_missing(f: _Facts) -> Draft | None:
+    missing = f.obs.recipe_source_missing
+    return Draft(c.PENDING, reason=c.R_RECIPE_SOURCE, message=missing) if missing else None
+
+
+def _last_attempt_verdict(f: _Facts) -> Draft | None:
+    """What the last finished attempt says, when nothing runs after it."""
+    if not f.finished or f.active_pods or f.finished[-1] is not f.records[-1]:
+        return None
+    last = f.finished[-1]
+    verdict = att.classify(last)
+    if verdict.outcome == att.SUCCEEDED:
+        return Draft(c.SUCCEEDED, reason="RunnerSucceeded", message="the runner succeeded")
+    if verdict.outcome == att.PARTIAL:
+        message = _runner_message(f.obs, last)
+        return _failed(
+            c.R_RUNNER_FAILED,
+            "runner",
+            message,
+            f.obs,
+            last,
+            phase=c.PARTIALLY_SUCCEEDED,
+            condition_reason="PartitionsFailed",
+        )
+    if verdict.outcome == att.TERMINAL:
+        assert verdict.reason is not None
+        message = f"{TERMINAL_MESSAGES[verdict.reason]}: {_runner_message(f.obs, last)}"
+        return _failed(verdict.reason, "runner", message, f.obs, last)
+    return None
+
+
+def _backoff_exceeded(f: _Facts) -> Draft | None:
+    """Retryable failures beyond spec.backoffLimit."""
+    limit = f.spec.backoff_limit
+    if len(f.failures) <= limit or f.active_pods:
+        return None
+    last = f.failures[-1]
+    message = (
+        f"{len(f.failures)} attempts failed, backoffLimit is {limit}; the last"
+        f" ended with {att.describe_end(last)}: {_runner_message(f.obs, last)}"
+    )
+    return _failed(c.R_BACKOFF_LIMIT, "runner", message, f.obs, last)
+
+
+def _active_deadline(f: _Facts) -> Draft | None:
+    deadline = f.spec.active_deadline_seconds
+    started = times.parse(f.previous.get("startTime")) or (
+        times.parse(f.records[0]["startTime"]) if f.records else None
+    )
+    if not deadline or not started or f.spec.suspend:
+        return None
+    if f.obs.now - started <= timedelta(seconds=deadline):
+        return None
+    message = f"the job ran longer than activeDeadlineSeconds ({deadline} s)"
+    return _failed(c.R_DEADLINE, "operator", message)
+
+
+def _progress_deadline(f: _Facts) -> Draft | None:
+    deadline = f.spec.progress_deadline_seconds
+    if not deadline or not f.active_pods or f.spec.suspend:
+        return None
+    stalled = _stalled_since(f.obs, f.records)
+    if not stalled or f.obs.now - stalled <= timedelta(seconds=deadline):
+        return None
+    message = (
+        f"no checkpoint and no partition completed in progressDeadlineSeconds"
+        f" ({deadline} s) since {times.fmt(stalled)}"
+    )
+    draft = _failed(c.R_STALLED, "runner", message)
+    assert draft.failure is not None
+    draft.failure["podName"] = f.records[-1].get("podName")
+    draft.failure["attempt"] = f.records[-1]["index"]
+    return draft
+
+
+def _suspend(f: _Facts) -> Draft | None:
+    """Stop the runner and the cluster; Suspended only once they are gone."""
+    if not f.spec.suspend:
+        return None
+    draft = Draft(f.prev_phase if f.prev_phase not in (None, c.SUSPENDED) else c.PENDING)
+    stop = stop_active(f.obs, f.records, "Suspended")
+    if stop:
+        draft.actions.append(stop)
+    if f.obs.ray_cluster is not None:
+        draft.actions.append(Action("delete-ray"))
+    if not f.active_pods and f.obs.ray_cluster is None:
+        draft.phase = c.SUSPENDED
+        draft.reason, draft.message = "Suspended", "spec.suspend is true; the runner is stopped"
+    else:
+        draft.reason = "Suspending"
+        draft.message = "stopping the runner (the in-flight checkpoint commits first)"
+    return draft
+
+
+def _cluster_not_ready(f: _Facts) -> Draft | None:
+    """kuberay mode: create the cluster, wait for it, fail past spec.ray.readyTimeoutSeconds."""
+    if f.spec.ray.mode != c.MODE_KUBERAY:
+        return None
+    cluster = f.obs.ray_cluster
+    if cluster is None:
+        draft = Draft(c.STARTING, reason="ClusterCreating", message="creating the RayCluster")
+        draft.actions += [Action("ensure-children"), Action("create-ray")]
+        draft.cluster_ready = ("False", "Creating", "creating the RayCluster")
+        return draft
+    if children.ray_cluster_ready(cluster):
+        return None
+    created = times.parse(cluster["metadata"].get("creationTimestamp")) or f.obs.now
+    timeout = f.spec.ray.ready_timeout_seconds
+    if f.obs.now - created > timedelta(seconds=timeout):
+        message = (
+            f"the RayCluster {cluster['metadata']['name']} was not ready within"
+            f" ray.readyTimeoutSeconds ({timeout} s)"
+            f"; its state: {(cluster.get('status') or {}).get('state') or 'unknown'}"
+        )
+        draft = _failed(c.R_CLUSTER_NOT_READY, "ray", message)
+        draft.cluster_ready = ("False", c.R_CLUSTER_NOT_READY, message)
+        return draft
+    waiting = "waiting for the RayCluster to be ready"
+    draft = Draft(c.STARTING, reason="ClusterNotReady", message=waiting)
+    draft.cluster_ready = ("False", "NotReady", waiting)
+    return draft
+
+
+def _run(f: _Facts) -> Draft:
+    """Run: one runner pod at a time (on a ready cluster in kuberay mode)."""
+    draft = Draft(c.STARTING)
+    if f.spec.ray.mode == c.MODE_KUBERAY:
+        assert f.obs.ray_cluster is not None
+        draft.cluster_ready = ("True", "Ready", "the RayCluster is ready")
+        if _prev_condition(f.previous, c.COND_CLUSTER_READY).get("status") != "True":
+            name = f.obs.ray_cluster["metadata"]["name"]
+            draft.events.append(EventDraft(EventReason.ClusterReady, f"RayCluster {name} is ready"))
+    if f.active_pods:
+        pod = f.active_pods[-1]
+        running = (pod.get("status") or {}).get("phase") == "Running" and not pod["metadata"].get(
+            "deletionTimestamp"
+        )
+        draft.phase = c.RUNNING if running else c.STARTING
+        draft.reason = "RunnerRunning" if running else "RunnerStarting"
+        draft.message = f"runner pod {pod['metadata']['name']}"
+        return draft
+    next_attempt = (f.records[-1]["index"] + 1) if f.records else 1
+    draft.actions += [Action("ensure-children"), Action("create-pod", attempt=next_attempt)]
+    draft.reason, draft.message = "RunnerCreating", f"creating runner attempt {next_attempt}"
+    draft.events.append(_attempt_event(f, next_attempt))
+    return draft
+
+
+def _attempt_event(f: _Facts, next_attempt: int) -> EventDraft:
+    """Why a new attempt starts: the first, a resume after a stop, or a retry."""
+    if not f.records:
+        return EventDraft(EventReason.Started, "runner attempt 1 created")
+    last = f.records[-1]
+    if att.classify(last).outcome == att.STOPPED:
+        return EventDraft(
+            EventReason.Resuming,
+            f"runner attempt {next_attempt} created after {last.get('stopReason')};"
+            " it resumes from the checkpoints in the work dir",
+        )
+    return EventDraft(
+        EventReason.Retrying,
+        f"runner attempt {last['index']} ended with {att.describe_end(last)};"
+        f" attempt {next_attempt} resumes from the checkpoints"
+        f" (restart {len(f.failures)} of {f.spec.backoff_limit})",
+    )
+
+
+#: The rules, in order: the first that decides wins; `_run` always decides.
+RULES: tuple[_Rule, ...] = (
+    _keep_terminal,
+    _recipe_source_missing,
+    _last_attempt_verdict,
+    _backoff_exceeded,
+    _active_deadline,
+    _progress_deadline,
+    _suspend,
+    _cluster_not_ready,
+    _run,
+)
+
+
+def decide(obs: Observed, records: list[Obj], prev_phase: str | None, previous: Obj) -> Draft:
+    """The first decision of `RULES` (an invalid spec fails before any rule)."""
+    if obs.spec_error is not None or obs.spec is None:
+        message = str(obs.spec_error) if obs.spec_error else "the spec could not be read"
+        return _failed(c.R_INVALID_SPEC, "validation", message)
+    finished = [r for r in records if "finishTime" in r]
+    facts = _Facts(
+        obs=obs,
+        spec=obs.spec,
+        records=records,
+        finished=finished,
+        active_pods=[p for p in obs.pods if att.pod_active(p)],
+        failures=[r for r in finished if att.classify(r).outcome == att.RETRYABLE],
+        prev_phase=prev_phase,
+        previous=previous,
+    )
+    for rule in RULES:
+        draft = rule(facts)
+        if draft is not None:
+            return draft
+    raise AssertionError("_run always decides")
+
+
+def _stalled_since(obs: Observed, records: list[Obj]) -> datetime | None:
+    """The last sign of progress: the last checkpoint, or the current attempt's start."""
+    current = records[-1] if records else None
+    marks = [times.parse(current["startTime"])] if current else []
+    progress = runner_progress(obs.job)
+    marks.append(times.parse(progress.get("lastCheckpointTime")))
+    found = [m for m in marks if m is not None]
+    return max(found) if found else None
+
+
+def _ttl(obs: Observed, spec: JobSpec, previous: Obj, draft: Draft) -> None:
+    done = times.parse(previous.get("completionTime"))
+    ttl = spec.ttl_seconds_after_finished
+    if ttl is not None and done is not None and obs.now - done >= timedelta(seconds=ttl):
+        draft.actions.append(Action("delete-job"))
+
+
+def _prev_condition(previous: Obj, ctype: str) -> Obj:
+    for cond in previous.get("conditions") or []:
+        if cond.get("type") == ctype:
+            return cond
+    return {}
+
+
+def _prev_reason(previous: Obj) -> str:
+    """The reason recorded when the job finished (kept verbatim once terminal)."""
+    return str(_prev_condition(previous, c.COND_RUNNING).get("reason") or "")
+
+
+def _prev_message(previous: Obj) -> str:
+    return str(_prev_condition(previous, c.COND_FINISHED).get("message") or "")
