@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from dj_operator.api import constants as c
+from dj_runner import contract
 
 Schema = dict[str, Any]
 
@@ -546,19 +547,19 @@ def crd() -> Schema:
         "kind": "CustomResourceDefinition",
         "metadata": {"name": c.CRD_NAME},
         "spec": {
-            "group": c.GROUP,
+            "group": contract.GROUP,
             "scope": "Namespaced",
             "names": {
-                "kind": c.KIND,
-                "listKind": f"{c.KIND}List",
-                "plural": c.PLURAL,
+                "kind": contract.KIND,
+                "listKind": f"{contract.KIND}List",
+                "plural": contract.PLURAL,
                 "singular": c.SINGULAR,
                 "shortNames": list(c.SHORT_NAMES),
                 "categories": ["all", "datajuicer"],
             },
             "versions": [
                 {
-                    "name": c.VERSION,
+                    "name": contract.VERSION,
                     "served": True,
                     "storage": True,
                     "subresources": {"status": {}},
