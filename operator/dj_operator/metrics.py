@@ -42,6 +42,7 @@ from prometheus_client.exposition import start_http_server
 from prometheus_client.registry import Collector
 
 from dj_operator.events_catalog import CATALOG
+from dj_runner import contract
 
 #: The phases of a DataJuicerJob, as the ``phase`` label (one-hot).
 PHASES = (
@@ -582,7 +583,7 @@ class OperatorMetrics:
     def event_suppressed(self, reason: str) -> None:
         self.events_suppressed.labels(reason).inc()
 
-    def watch_event(self, kind: str = "DataJuicerJob") -> None:
+    def watch_event(self, kind: str = contract.KIND) -> None:
         self.watch_last_event.labels(kind).set(self._clock())
 
 
