@@ -7,6 +7,7 @@ function. ``from X import name`` is an import of ``X.name`` when that is a modul
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -202,3 +203,14 @@ def test_runner_imports_only_look_down() -> None:
     )
     stale = sorted(set(ALLOWED_UPWARD) - set(upward))
     assert not stale, f"ALLOWED_UPWARD lists imports that no longer run up: {stale}"
+
+
+def test_the_readme_layout_table_names_every_runner_part() -> None:
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("## Layout", 1)[1].split("\n## ", 1)[0]
+    listed = set(re.findall(r"^\| `runner/dj_runner/([^`]+)` \|", table, re.M))
+    runner = PACKAGES["dj_runner"]
+    parts = {f"{d.name}/" for d in runner.iterdir() if (d / "__init__.py").exists()}
+    parts |= {f.name for f in runner.glob("*.py") if f.name != "__init__.py"}
+    assert parts <= listed, f"README's layout table lacks {sorted(parts - listed)}"
+    assert listed <= parts, f"README's layout table names what is gone: {listed - parts}"
