@@ -5,6 +5,8 @@ It resumes from the partition's newest valid checkpoint at or before the target,
 the source otherwise (verifying the content hash the plan recorded), applies ops in
 order, applies committed global-op decisions, and checkpoints by the recipe's strategy
 (committed on a background thread, ``CheckpointWriter``, while the next op runs).
+Malformed records go to the partition's rejects file (``write_rejects``, read back by
+``count_rejects``); a run's stop file (``stop_requested``) ends the task after its checkpoint.
 """
 
 from __future__ import annotations
