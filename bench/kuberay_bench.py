@@ -56,7 +56,9 @@ sys.path.insert(0, str(ROOT))
 
 from kubernetes import client  # noqa: E402
 
+from dj_runner import contract  # noqa: E402
 from dj_runner.observe.event_log import read_events  # noqa: E402
+from dj_runner.store.workdir import WorkDir  # noqa: E402
 from tests.harness import proctree  # noqa: E402
 from tests.harness.cluster import Cluster  # noqa: E402
 from tests.harness.ports import free_port, free_ray_ports  # noqa: E402
@@ -205,7 +207,7 @@ def job_manifest(name: str, config: Config, partition_size: int) -> Obj:
         )
     return short_tmp(
         {
-            "apiVersion": "datajuicer.io/v1alpha1",
+            "apiVersion": contract.API_VERSION,
             "kind": "DataJuicerJob",
             "metadata": {"name": name},
             "spec": {
@@ -285,7 +287,7 @@ class MemorySampler:
     def _roles(self) -> dict[str, tuple[str, int]]:
         """Each pod of the job: its role and its containers' restarts so far."""
         roles = {}
-        selectors = (f"datajuicer.io/job={self.job}", f"ray.io/cluster={self.job}-ray")
+        selectors = (f"{contract.LABEL_JOB}={self.job}", f"ray.io/cluster={self.job}-ray")
         for selector in selectors:
             for pod in self.core.list_namespaced_pod(self.namespace, label_selector=selector).items:
                 labels = pod.metadata.labels or {}
@@ -358,7 +360,7 @@ def run_job(
     run.apply_to_succeeded_s = round(done - applied, 2)
     run.memory = sampler.pods
     work_dir = claim_root / ".datajuicer" / namespace / name
-    events = read_events(work_dir / "events")
+    events = read_events(WorkDir(work_dir).events_dir)
     start = first(events, "partition_start")
     begin, end = first(events, "processing_start"), first(events, "job_complete")
     if start is None or begin is None or end is None:
@@ -406,7 +408,7 @@ def run_job(
     wait_for(
         lambda: (
             not core.list_namespaced_pod(
-                namespace, label_selector=f"datajuicer.io/job={name}"
+                namespace, label_selector=f"{contract.LABEL_JOB}={name}"
             ).items
         ),
         120,

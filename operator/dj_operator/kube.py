@@ -19,6 +19,7 @@ from dj_operator.api import constants as c
 from dj_operator.build import names
 from dj_operator.events_catalog import EventGone, EventReason, EventRecorder
 from dj_operator.metrics import default_metrics
+from dj_runner import contract
 
 Obj = dict[str, Any]
 log = logging.getLogger(__name__)
@@ -62,7 +63,12 @@ class Kube:
     def get_job(self, namespace: str, name: str) -> Obj | None:
         try:
             return self.custom.get_namespaced_custom_object(
-                c.GROUP, c.VERSION, namespace, c.PLURAL, name, _request_timeout=REQUEST_TIMEOUT
+                contract.GROUP,
+                contract.VERSION,
+                namespace,
+                contract.PLURAL,
+                name,
+                _request_timeout=REQUEST_TIMEOUT,
             )
         except ApiException as exc:
             if exc.status == 404:
@@ -72,19 +78,21 @@ class Kube:
     def list_jobs(self, namespace: str | None) -> list[Obj]:
         if namespace:
             out = self.custom.list_namespaced_custom_object(
-                c.GROUP, c.VERSION, namespace, c.PLURAL, _request_timeout=REQUEST_TIMEOUT
+                contract.GROUP,
+                contract.VERSION,
+                namespace,
+                contract.PLURAL,
+                _request_timeout=REQUEST_TIMEOUT,
             )
         else:
             out = self.custom.list_cluster_custom_object(
-                c.GROUP, c.VERSION, c.PLURAL, _request_timeout=REQUEST_TIMEOUT
+                contract.GROUP, contract.VERSION, contract.PLURAL, _request_timeout=REQUEST_TIMEOUT
             )
         return list(out.get("items") or [])
 
     def runner_pods(self, job: Obj) -> list[Obj]:
         meta = job["metadata"]
-        selector = (
-            f"{c.LABEL_JOB}={names.fit(meta['name'])},{c.LABEL_COMPONENT}={c.COMPONENT_RUNNER}"
-        )
+        selector = f"{contract.LABEL_JOB}={names.fit(meta['name'])},{contract.LABEL_COMPONENT}={contract.COMPONENT_RUNNER}"
         items = _json(
             self.core.list_namespaced_pod(
                 meta["namespace"],
@@ -226,7 +234,7 @@ class Kube:
                 _request_timeout=REQUEST_TIMEOUT,
             )
             return Created(kind, name, False)
-        labelled = (existing["metadata"].get("labels") or {}).get(c.LABEL_JOB) == names.fit(
+        labelled = (existing["metadata"].get("labels") or {}).get(contract.LABEL_JOB) == names.fit(
             job["metadata"]["name"]
         )
         expects_owner = bool(obj["metadata"].get("ownerReferences"))
@@ -258,10 +266,10 @@ class Kube:
     def delete_job(self, namespace: str, name: str) -> None:
         try:
             self.custom.delete_namespaced_custom_object(
-                c.GROUP,
-                c.VERSION,
+                contract.GROUP,
+                contract.VERSION,
                 namespace,
-                c.PLURAL,
+                contract.PLURAL,
                 name,
                 propagation_policy="Background",
                 _request_timeout=REQUEST_TIMEOUT,
@@ -275,10 +283,10 @@ class Kube:
     def patch_status(self, namespace: str, name: str, status: Obj) -> None:
         """Merge-patch the operator-owned status fields (never `progress`)."""
         self.custom.patch_namespaced_custom_object_status(
-            c.GROUP,
-            c.VERSION,
+            contract.GROUP,
+            contract.VERSION,
             namespace,
-            c.PLURAL,
+            contract.PLURAL,
             name,
             {"status": status},
             field_manager=c.FIELD_MANAGER,

@@ -43,6 +43,7 @@ from prometheus_client.registry import Collector
 from dj_operator.api import constants as c
 from dj_operator.events_catalog import CATALOG
 from dj_operator.status.reader import CONDITION_STATUSES, JobIndex, JobView
+from dj_runner import contract
 
 PARTITION_STATES = ("total", "done", "failed", "running")
 
@@ -303,7 +304,7 @@ class OperatorMetrics:
     def event_suppressed(self, reason: str) -> None:
         self.events_suppressed.labels(reason).inc()
 
-    def watch_event(self, kind: str = c.KIND) -> None:
+    def watch_event(self, kind: str = contract.KIND) -> None:
         self.watch_last_event.labels(kind).set(self._clock())
 
 

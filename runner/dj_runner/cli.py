@@ -1,10 +1,7 @@
 """The ``dj-runner`` command line: run, status, events, report, validate, ops.
 
-Exit codes (errors.py, docs/runner.md): 0 succeeded; 1 failed; 2 invalid recipe, arguments or
-input; 3 partially succeeded; 4 resume refused; 5 work dir locked by another live runner;
-6 interrupted by SIGTERM/SIGINT after a clean stop; 7 Ray unavailable or lost; 8 no space left
-on a device the job writes to; 70 internal error; 128+N killed by signal N. Nothing a user does
-ends in a Python traceback.
+The exit codes and their meanings are the contract's (``contract.ExitCode``; docs/runner.md).
+Nothing a user does ends in a Python traceback.
 """
 
 from __future__ import annotations
@@ -14,20 +11,16 @@ import contextlib
 import json
 import math
 import os
+import signal
 import sys
 import traceback
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from dj_runner import contract
+from dj_runner.contract import ExitCode
 from dj_runner.errors import (
-    EXIT_INTERNAL,
-    EXIT_INTERRUPTED,
-    EXIT_LOCKED,
-    EXIT_NO_SPACE,
-    EXIT_RAY_UNAVAILABLE,
-    EXIT_REFUSED,
-    EXIT_USAGE,
     InputError,
     Interrupted,
     InvalidInput,
@@ -36,6 +29,7 @@ from dj_runner.errors import (
     ResumeRefused,
 )
 from dj_runner.observe.event_log import EVENT_TYPES, follow_events, read_events
+from dj_runner.store.workdir import WorkDir
 
 #: Event types the driver adds to the log's standard ones.
 RUNNER_EVENT_TYPES = frozenset({"job_interrupted"})
@@ -55,7 +49,7 @@ NO_SPACE_HINT = (
 def _no_space(exc: NoSpace, hint: str = NO_SPACE_HINT) -> int:
     _error(str(exc))
     print(hint, file=sys.stderr)
-    return EXIT_NO_SPACE
+    return ExitCode.NO_SPACE
 
 
 def load_checked_recipe(path: str, work_dir: str | None = None) -> Any:
@@ -67,7 +61,7 @@ def load_checked_recipe(path: str, work_dir: str | None = None) -> Any:
     from dj_runner.io.sources import list_sources
     from dj_runner.plan.preflight import preflight
     from dj_runner.recipe.parse import load_recipe
-    from dj_runner.store.manifest import default_work_dir
+    from dj_runner.store.manifest import resolve_work_dir
 
     try:
         recipe = load_recipe(path)
@@ -76,10 +70,9 @@ def load_checked_recipe(path: str, work_dir: str | None = None) -> Any:
             f"recipe file {path} is not UTF-8 text ({exc.reason} at byte {exc.start})"
         ) from None
     list_sources(recipe.dataset_path)  # no input is an error before any work
-    if not (work_dir or recipe.work_dir):
-        default_work_dir(recipe)  # checks project_name as a path component
-    # Paths, patterns, text keys and writability, checked against the filesystem as run needs it.
-    preflight(recipe, work_dir or recipe.work_dir or default_work_dir(recipe))
+    # Paths, patterns, text keys and writability, checked against the filesystem as run needs it
+    # (the default work dir checks project_name as a path component).
+    preflight(recipe, resolve_work_dir(recipe, work_dir))
     check_export_target(recipe.export_path)
     return recipe
 
@@ -125,16 +118,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 metrics.close()
     except (RecipeError, InvalidInput, InputError, RayAddressError) as exc:
         _error(str(exc))
-        return EXIT_USAGE
+        return ExitCode.USAGE
     except WorkDirLocked as exc:
         _error(str(exc))
-        return EXIT_LOCKED
+        return ExitCode.LOCKED
     except ResumeRefused as exc:
         _error(str(exc))
-        return EXIT_REFUSED
+        return ExitCode.REFUSED
     except Interrupted as exc:  # a signal before the run owned the work dir
         _error(str(exc))
-        return EXIT_INTERRUPTED
+        return ExitCode.INTERRUPTED
     except NoSpace as exc:  # before the run owned the work dir: the lock, claim, manifest
         return _no_space(exc)
     code = result.exit_code
@@ -146,19 +139,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
         )
     elif result.status == "failed":
         print(f"job {result.job_id} failed: {result.error}", file=sys.stderr)
-        if code == EXIT_REFUSED:
+        if code == ExitCode.REFUSED:
             pass  # the message says what to do; rerunning unchanged would be refused again
-        elif code == EXIT_USAGE:
+        elif code == ExitCode.USAGE:
             print("  fix the input and run again", file=sys.stderr)
-        elif code == EXIT_INTERNAL:
+        elif code == ExitCode.INTERNAL:
             print(
                 f"  this is a bug in dj-runner; the stack trace is in the event log "
                 f"(dj-runner events {result.work_dir} -t job_failed --json)",
                 file=sys.stderr,
             )
-        elif code == EXIT_RAY_UNAVAILABLE:
+        elif code == ExitCode.RAY_UNAVAILABLE:
             print("  Ray went away; resume with the same command once it is back", file=sys.stderr)
-        elif code == EXIT_NO_SPACE:
+        elif code == ExitCode.NO_SPACE:
             print(NO_SPACE_HINT, file=sys.stderr)
         else:
             print(
@@ -171,7 +164,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if result.failed_partitions:
             line += f"; failed partitions: {result.failed_partitions}"
         if result.rejected:
-            line += f"; {result.rejected} malformed records in {result.work_dir}/rejects/"
+            line += (
+                f"; {result.rejected} malformed records in {WorkDir(result.work_dir).rejects_dir}/"
+            )
         print(line, file=sys.stderr)
     return code
 
@@ -181,21 +176,18 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         recipe = load_checked_recipe(args.recipe, args.work_dir)
     except (RecipeError, InvalidInput, InputError) as exc:
         _error(str(exc))
-        return EXIT_USAGE
+        return ExitCode.USAGE
     except NoSpace as exc:
         return _no_space(exc, "  free space on that filesystem (or enlarge the volume)")
     print(f"ok: {len(recipe.process)} ops, fingerprint {recipe.fingerprint()}")
-    return 0
-
-
-def _is_work_dir(path: Path) -> bool:
-    return any((path / name).exists() for name in ("job.json", "status.json", "events"))
+    return ExitCode.OK
 
 
 def _require_work_dir(path: str) -> Path | None:
     root = Path(path)
-    if not root.is_dir() or not _is_work_dir(root):
-        _error(f"{path} is not a dj-runner work dir (no job.json, status.json or events/)")
+    if not root.is_dir() or not WorkDir(root).is_work_dir():
+        names = f"{contract.JOB_FILE}, {contract.STATUS_FILE} or {contract.EVENTS_DIR}/"
+        _error(f"{path} is not a dj-runner work dir (no {names})")
         return None
     return root
 
@@ -205,13 +197,13 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
     root = _require_work_dir(args.work_dir)
     if root is None:
-        return EXIT_USAGE
+        return ExitCode.USAGE
     st = status(root)
     if args.json:
         print(json.dumps(st, indent=2, default=str))
     else:
         print("\n".join(format_status(st)))
-    return 0
+    return ExitCode.OK
 
 
 def _format_event(ev_dict: dict) -> str:
@@ -224,17 +216,17 @@ def _format_event(ev_dict: dict) -> str:
 def _cmd_events(args: argparse.Namespace) -> int:
     root = _require_work_dir(args.work_dir)
     if root is None:
-        return EXIT_USAGE
+        return ExitCode.USAGE
     types = set(args.type or [])
     unknown = types - EVENT_TYPES - RUNNER_EVENT_TYPES
     if unknown:
         valid = ", ".join(sorted(EVENT_TYPES | RUNNER_EVENT_TYPES))
         _error(f"--type: unknown event type(s) {sorted(unknown)}; valid: {valid}")
-        return EXIT_USAGE
+        return ExitCode.USAGE
     if args.partition is not None and args.partition < 0:
         _error(f"--partition: got {args.partition}; expected a partition number >= 0")
-        return EXIT_USAGE
-    events_dir = root / "events"
+        return ExitCode.USAGE
+    events_dir = WorkDir(root).events_dir
 
     def show(ev) -> None:
         if types and ev.event_type not in types:
@@ -247,10 +239,10 @@ def _cmd_events(args: argparse.Namespace) -> int:
     if args.follow:
         for ev in follow_events(events_dir, until=JOB_END_EVENTS if args.until_done else ()):
             show(ev)
-        return 0
+        return ExitCode.OK
     for ev in read_events(events_dir, partition_id=args.partition):
         show(ev)
-    return 0
+    return ExitCode.OK
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -258,12 +250,12 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
     root = _require_work_dir(args.work_dir)
     if root is None:
-        return EXIT_USAGE
+        return ExitCode.USAGE
     if args.json:
-        print(json.dumps(performance_summary(read_events(root / "events")), indent=2))
+        print(json.dumps(performance_summary(read_events(WorkDir(root).events_dir)), indent=2))
     else:
         print(status_report(root))
-    return 0
+    return ExitCode.OK
 
 
 def _cmd_ops(args: argparse.Namespace) -> int:
@@ -274,7 +266,7 @@ def _cmd_ops(args: argparse.Namespace) -> int:
     for name, cls in sorted(all_ops().items()):
         params = ", ".join(f"{f.name}={f.default!r}" for f in dataclasses.fields(cls))
         print(f"{name}({params})")
-    return 0
+    return ExitCode.OK
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -360,11 +352,11 @@ def main(argv: list[str] | None = None) -> int:
             code = int(args.func(args))
         except KeyboardInterrupt:  # Ctrl-C outside a run's own handler (e.g. events --follow)
             print("", file=sys.stderr)
-            code = 130
+            code = contract.SIGNAL_EXIT_BASE + signal.SIGINT
         except BrokenPipeError:  # piped into `head`: the reader is gone, nothing to say
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
-            code = 141
+            code = contract.SIGNAL_EXIT_BASE + signal.SIGPIPE
         except NoSpace as exc:
             code = _no_space(exc)
         except Exception as exc:
@@ -378,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
                     traceback.print_exc()
                 else:
                     print("  set DJ_RUNNER_DEBUG=1 for the stack trace", file=sys.stderr)
-                code = EXIT_INTERNAL
+                code = ExitCode.INTERNAL
     if args.command == "run" and _embedded_ray_running():
         # An embedded Ray's processes share this process's fate and exit with it; Ray's own
         # graceful shutdown would add seconds to every run for nothing. The checkpoints,

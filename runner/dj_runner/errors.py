@@ -1,10 +1,7 @@
-"""Error types shared by the runner, and the exit codes they end in.
+"""Error types shared by the runner, and how an error is named in one line.
 
-Exit codes (the contract with the operator; docs/runner.md): 0 succeeded; 1 failed; 2 invalid
-recipe, arguments or input; 3 partially succeeded; 4 resume refused; 5 work dir locked by
-another live runner; 6 interrupted by SIGTERM/SIGINT after a clean stop; 7 Ray unavailable or
-lost; 8 no space left on a device the job writes to (resumable once space is freed); 70 internal
-error; 128+N killed by signal N.
+Which exit code each error ends in is decided by the driver (``engine/executor.py``) and the
+command line (``cli.py``); the codes themselves are ``contract.ExitCode``.
 """
 
 from __future__ import annotations
@@ -12,16 +9,11 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_PARTIAL = 3
-EXIT_REFUSED = 4
-EXIT_LOCKED = 5
-EXIT_INTERRUPTED = 6
-EXIT_RAY_UNAVAILABLE = 7
-EXIT_NO_SPACE = 8
-EXIT_INTERNAL = 70
+
+def short_error(exc: BaseException) -> str:
+    """``Type: last line of the message``: an error in one line."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[-1] if text else ''}"
 
 
 def closest(name: str, valid: Iterable[str]) -> str | None:
@@ -112,7 +104,7 @@ class InputError(RunnerError):
 
 
 class RayUnavailable(RunnerError):
-    """The connection to Ray broke while the job ran (retryable: exit 7)."""
+    """The connection to Ray broke while the job ran (``ExitCode.RAY_UNAVAILABLE``, retried)."""
 
 
 class Interrupted(RunnerError):
@@ -124,11 +116,11 @@ class PlanRefused(ResumeRefused):
 
 
 class InvalidInput(RunnerError):
-    """Bad input outside the recipe: arguments, paths, an unreachable Ray address (exit 2)."""
+    """Bad input outside the recipe: arguments, paths, an unreachable Ray address (``ExitCode.USAGE``)."""
 
 
 class NoSpace(RunnerError):
-    """A write failed because its device is full or its quota used up (exit 8, resumable).
+    """A write failed because its device is full or its quota used up (``ExitCode.NO_SPACE``, resumable).
 
     Names the path that could not be written and, where ``statvfs`` could tell, the space left
     on its filesystem. Built by ``nospace.no_space``; picklable across Ray processes.

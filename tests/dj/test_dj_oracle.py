@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from dj_runner.engine.executor import EXIT_OK, Executor
+from dj_runner.contract import ExitCode
+from dj_runner.engine.executor import Executor
 from dj_runner.recipe.parse import parse_recipe
 from tests.dj.conftest import (
     CORPUS,
@@ -105,7 +106,7 @@ def run_runner(tmp: Path, dataset: Path, process: list[dict[str, Any]]) -> list[
         }
     )
     result = Executor(recipe, work_dir=tmp / "work").run()
-    assert result.exit_code == EXIT_OK, result.error
+    assert result.exit_code == ExitCode.OK, result.error
     return read_jsonl(tmp / "out.jsonl")
 
 

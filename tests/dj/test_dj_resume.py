@@ -17,6 +17,7 @@ import yaml
 
 from dj_runner.observe.event_log import read_events
 from dj_runner.store.atomic import read_records
+from dj_runner.store.workdir import WorkDir
 from tests.dj.conftest import CORPUS, EDGE_CASES, NEEDS_DJ, read_jsonl
 
 pytest.importorskip("data_juicer", reason=NEEDS_DJ)
@@ -42,7 +43,7 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):
 
 
 def commit_count(work: Path) -> int:
-    return sum(len(read_records(p)) for p in (work / "checkpoints").glob("p*/commits.jsonl"))
+    return sum(len(read_records(p)) for p in WorkDir(work).checkpoints_dir.glob("p*/commits.jsonl"))
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -137,7 +138,7 @@ def test_sigkill_mixed_builtin_and_dj_ops_then_resume_is_identical(
     final = run_cli("run", str(path), "--work-dir", str(work))
     assert final.returncode == 0, final.stderr[-3000:]
     assert (tmp_path / "out.jsonl").read_bytes() == clean_output
-    events = work / "events"
+    events = WorkDir(work).events_dir
     assert read_events(events, event_type="checkpoint_load")
     decided = {
         e.get("operation_name") for e in read_events(events, event_type="global_op_complete")

@@ -9,6 +9,7 @@ from typing import Any
 
 from kubernetes import client
 
+from dj_runner import contract
 from tests.harness.ports import RayPorts
 from tests.harness.waiting import wait_for
 from tests.k8s.podutil import python_pod, wait_phase
@@ -170,7 +171,8 @@ DRIVER = textwrap.dedent(
 
 def client_address(cluster: str, namespace: str, ports: RayPorts) -> str:
     """What a pod in the cluster would use: the head Service's cluster DNS name."""
-    return f"ray://{cluster}-head-svc.{namespace}.svc.cluster.local:{ports.client}"
+    head = f"{cluster}{contract.RAY_HEAD_SERVICE_SUFFIX}"
+    return f"ray://{head}.{namespace}.svc.cluster.local:{ports.client}"
 
 
 def run_driver(

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from dj_runner import contract
 from tests.k8s.chartutil import (
     CHART,
     CHART_CRD,
@@ -121,7 +122,7 @@ def test_default_rbac_is_least_privilege(tmp_path: Path) -> None:
     }
     # The runner's Role (get/patch of its job's status) can be granted only by one who holds it.
     assert {"get", "patch"} <= granted[("datajuicer.io", "datajuicerjobs/status")]
-    assert granted[("datajuicer.io", "datajuicerjobs")] == {
+    assert granted[(contract.GROUP, contract.PLURAL)] == {
         "get",
         "list",
         "watch",
@@ -178,8 +179,13 @@ def test_monitoring_parts_render_behind_values(tmp_path: Path) -> None:
     runner = children.runner_pod(job, parse_spec(job["spec"]), 1, "/data/w")
     selector = pod_monitor["spec"]["selector"]["matchLabels"]
     assert selector.items() <= runner["metadata"]["labels"].items(), (selector, runner)
+    assert selector == {
+        contract.LABEL_COMPONENT: contract.COMPONENT_RUNNER,
+        contract.LABEL_MANAGED_BY: contract.OPERATOR_NAME,
+    }
     (endpoint,) = pod_monitor["spec"]["podMetricsEndpoints"]
     assert endpoint["honorLabels"] is True
+    assert endpoint["port"] == contract.METRICS_PORT_NAME
     assert endpoint["port"] in {p["name"] for p in runner["spec"]["containers"][0]["ports"]}
     rule = only(objects, "PrometheusRule")
     alerts = CHART / "rules" / "alerts.yaml"

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from dj_runner.store.workdir import WorkDir
 from tests.harness.cluster import Cluster
 from tests.harness.waiting import wait_for
 from tests.k8s.operator_support import (
@@ -141,7 +142,7 @@ def test_describe_and_dj_runner_status_agree_while_running_after_a_restart_and_a
     work = k8s_cluster.node.pvc_dir(namespace, "demo-data") / ".datajuicer" / namespace / "demo"
 
     def held(run_id: str | None = None) -> bool:
-        st = runner_status(work) if (work / "status.json").exists() else {}
+        st = runner_status(work) if WorkDir(work).status_path.exists() else {}
         parts = st.get("partitions") or {}
         return (
             st.get("state") == "running"

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from dj_runner.store.workdir import WorkDir
 from tests.harness.cluster import Cluster
 from tests.harness.waiting import wait_for
 from tests.k8s.operator_support import (
@@ -94,7 +95,7 @@ def test_a_resume_refused_after_a_recipe_change_is_terminal(
     job["spec"]["recipe"]["process"].insert(0, {"slow_mapper": {"seconds": 0.5}})
     apply(k8s_cluster, namespace, with_test_ops(job))
     work = k8s_cluster.node.pvc_dir(namespace, "demo-data") / ".datajuicer" / namespace / "demo"
-    wait_for(lambda: (work / "job.json").exists(), 120, "the runner claimed its work dir")
+    wait_for(lambda: WorkDir(work).manifest_path.exists(), 120, "the runner claimed its work dir")
     k8s_cluster.kubectl(
         "patch", "djjob", "demo", "-n", namespace, "--type=merge", "-p", '{"spec":{"suspend":true}}'
     )

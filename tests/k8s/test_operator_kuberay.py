@@ -8,6 +8,7 @@ import json
 import pytest
 import yaml
 
+from dj_runner import contract
 from tests.harness.cluster import Cluster
 from tests.harness.waiting import wait_for
 from tests.k8s.operator_support import (
@@ -81,7 +82,7 @@ def test_kuberay_cluster_is_accepted_and_the_runner_waits_for_it(
     pods = wait_for(lambda: runner_pods(k8s_cluster, namespace, "demo-kuberay"), 60, "runner")
     args = pods[0]["spec"]["containers"][0]["args"]
     assert args[args.index("--ray-address") + 1] == (
-        f"ray://demo-kuberay-ray-head-svc.{namespace}.svc:10001"
+        f"ray://demo-kuberay-ray{contract.RAY_HEAD_SERVICE_SUFFIX}.{namespace}.svc:10001"
     )
     reasons = [
         e["reason"]

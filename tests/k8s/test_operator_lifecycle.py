@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
+from dj_runner.store.workdir import WorkDir
 from tests.harness.cluster import Cluster
 from tests.harness.waiting import wait_for
 from tests.k8s.operator_support import (
@@ -147,7 +148,9 @@ def test_runner_killed_twice_and_pod_deleted_resumes_to_identical_output(
     for attempt in (1, 2):
         pod = f"demo-runner-{attempt}"
         wait_for(lambda pod=pod: pod_running(k8s_cluster, namespace, pod), 120, f"{pod} running")
-        wait_for(lambda: (work_dir(k8s_cluster, namespace) / "plan.json").exists(), 120, "the plan")
+        wait_for(
+            lambda: WorkDir(work_dir(k8s_cluster, namespace)).plan_path.exists(), 120, "the plan"
+        )
         # A random kill instant while this attempt works (Ray start-up, partitions,
         # checkpoints): a deliberate delay, not a synchronisation.
         time.sleep(rng.uniform(0.5, 4.0))
@@ -229,7 +232,7 @@ def test_suspend_then_resume_gives_identical_output(
     demo_data(k8s_cluster, namespace)
     apply(k8s_cluster, namespace, example_job())
     wait_for(lambda: pod_running(k8s_cluster, namespace, "demo-runner-1"), 120, "runner running")
-    wait_for(lambda: (work_dir(k8s_cluster, namespace) / "plan.json").exists(), 120, "the plan")
+    wait_for(lambda: WorkDir(work_dir(k8s_cluster, namespace)).plan_path.exists(), 120, "the plan")
     k8s_cluster.kubectl(
         "patch", "djjob", "demo", "-n", namespace, "--type=merge", "-p", '{"spec":{"suspend":true}}'
     )

@@ -8,6 +8,7 @@ import json
 import pytest
 
 from dj_operator.build import children
+from dj_runner import contract
 from tests.harness.cluster import Cluster
 from tests.k8s.operator_support import apply, crd, example_job, job_obj
 from tests.k8s.podutil import python_pod
@@ -78,8 +79,8 @@ def test_reporter_writes_only_its_own_jobs_progress(
         CODE,
         serviceAccountName="demo-runner",
         env=[
-            {"name": "DJ_JOB_NAME", "value": "demo"},
-            {"name": "DJ_JOB_NAMESPACE", "value": namespace},
+            {"name": contract.ENV_JOB_NAME, "value": "demo"},
+            {"name": contract.ENV_JOB_NAMESPACE, "value": namespace},
             {"name": "STATUS", "value": json.dumps(STATUS)},
         ],
     )

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from dj_runner import contract
+
 
 def rfc3339(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
@@ -31,7 +33,7 @@ def djjob(
 ) -> dict[str, Any]:
     """A djjob with the status the operator and the runner's progress reporter write."""
     body: dict[str, Any] = {
-        "apiVersion": "datajuicer.io/v1alpha1",
+        "apiVersion": contract.API_VERSION,
         "kind": "DataJuicerJob",
         "metadata": {
             "name": name,

@@ -18,11 +18,12 @@ from dj_operator.events_catalog import (
     ObjectRef,
     Suppressed,
 )
+from dj_runner import contract
 
 
 def job(name: str = "demo", uid: str = "u-1") -> dict[str, Any]:
     return {
-        "apiVersion": "datajuicer.io/v1alpha1",
+        "apiVersion": contract.API_VERSION,
         "kind": "DataJuicerJob",
         "metadata": {"namespace": "team-a", "name": name, "uid": uid},
     }
@@ -95,7 +96,7 @@ def test_same_reason_and_message_raise_a_count_instead_of_a_new_event():
     body = first.body
     assert body["type"] == "Warning" and body["reason"] == "Retrying" and body["count"] == 1
     assert body["involvedObject"] == {
-        "apiVersion": "datajuicer.io/v1alpha1",
+        "apiVersion": contract.API_VERSION,
         "kind": "DataJuicerJob",
         "namespace": "team-a",
         "name": "demo",

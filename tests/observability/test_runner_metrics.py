@@ -8,6 +8,7 @@ import pytest
 
 from dj_runner.observe.event_log import Event, read_events
 from dj_runner.observe.metrics import RunnerFigures, serve_metrics
+from dj_runner.store.workdir import WorkDir
 from tests.harness.waiting import wait_for
 
 from .conftest import promtool_check_metrics
@@ -20,7 +21,7 @@ pytestmark = pytest.mark.usefixtures("ray_session")
 def _commit_bytes(work_dir) -> int:
     """Bytes of every checkpoint committed, from the partitions' commit records."""
     total = 0
-    for commits in (work_dir / "checkpoints").glob("p*/commits.jsonl"):
+    for commits in WorkDir(work_dir).checkpoints_dir.glob("p*/commits.jsonl"):
         for line in commits.read_text().splitlines():
             total += json.loads(line)["bytes"]
     return total
@@ -28,7 +29,7 @@ def _commit_bytes(work_dir) -> int:
 
 def _drained(handle, work_dir):
     """The scrape once the follower has read every event this run logged."""
-    n_events = len(read_events(work_dir / "events", since=handle.figures.since))
+    n_events = len(read_events(WorkDir(work_dir).events_dir, since=handle.figures.since))
 
     def caught_up():
         s = scrape(handle.url)
@@ -72,7 +73,9 @@ def test_runner_metrics_on_a_real_job(tmp_path, promtool):
     assert 0 < s.value("datajuicer_runner_op_duration_seconds_sum", op=OPS[0]) < 60
     # Checkpoints: the bytes the commit records hold, each write timed.
     written = s.value("datajuicer_runner_checkpoints_written_total")
-    assert written == len(read_events(job.work_dir / "events", event_type="checkpoint_save"))
+    assert written == len(
+        read_events(WorkDir(job.work_dir).events_dir, event_type="checkpoint_save")
+    )
     assert s.value("datajuicer_runner_checkpoint_written_bytes_total") == _commit_bytes(
         job.work_dir
     )

@@ -8,7 +8,7 @@ import pty
 import subprocess
 import sys
 
-from dj_runner.engine.executor import EXIT_OK, EXIT_USAGE
+from dj_runner.contract import ExitCode
 
 from conftest import DEMO, STANDARD_OPS, run_cli, write_recipe
 
@@ -24,7 +24,7 @@ def test_run_then_status_events_report(tmp_path):
     )
     work = tmp_path / "work"
     proc = run_cli("run", str(recipe), "--work-dir", str(work), "--job-id", "cli-job")
-    assert proc.returncode == EXIT_OK, proc.stderr
+    assert proc.returncode == ExitCode.OK, proc.stderr
     assert "job cli-job succeeded: 201 ->" in proc.stderr
     # not a terminal: plain progress lines
     assert "partition 0 done" in proc.stderr and "[5/5]" in proc.stderr
@@ -51,7 +51,7 @@ def test_run_then_status_events_report(tmp_path):
 
     # a second run of a finished job recomputes nothing
     again = run_cli("run", str(recipe), "--work-dir", str(work))
-    assert again.returncode == EXIT_OK
+    assert again.returncode == ExitCode.OK
     assert "5 already done" in again.stderr
 
 
@@ -63,7 +63,7 @@ def test_bad_recipe_fails_before_any_work(tmp_path):
         process=[{"text_length_filter": {"min_len": -1}}],
     )
     proc = run_cli("run", str(recipe), "--work-dir", str(tmp_path / "w"))
-    assert proc.returncode == EXIT_USAGE
+    assert proc.returncode == ExitCode.USAGE
     assert "text_length_filter" in proc.stderr and "min_len" in proc.stderr
     assert not (tmp_path / "w").exists()
     missing = write_recipe(
@@ -73,7 +73,7 @@ def test_bad_recipe_fails_before_any_work(tmp_path):
         process=STANDARD_OPS,
     )
     proc = run_cli("run", str(missing))
-    assert proc.returncode == EXIT_USAGE and "nope.jsonl" in proc.stderr
+    assert proc.returncode == ExitCode.USAGE and "nope.jsonl" in proc.stderr
 
 
 def test_validate_and_ops():
@@ -168,7 +168,7 @@ def test_validate_refuses_everything_run_refuses_before_any_work(tmp_path):
         recipe = write_recipe(tmp_path / f"{name}.yaml", **{**base, **keys})
         for command in ("validate", "run"):
             proc = run_cli(command, str(recipe), cwd=tmp_path)
-            assert proc.returncode == EXIT_USAGE, (name, command, proc.stderr)
+            assert proc.returncode == ExitCode.USAGE, (name, command, proc.stderr)
             assert expected in proc.stderr and "Traceback" not in proc.stderr, (name, proc.stderr)
     assert not (tmp_path / "out").exists()
 
@@ -178,7 +178,7 @@ def test_non_utf8_recipe_and_corrupt_input_are_one_line_errors(tmp_path):
     latin = tmp_path / "latin1.yaml"
     latin.write_bytes(b"# caf\xe9\nproject_name: x\n")
     proc = run_cli("validate", str(latin))
-    assert proc.returncode == EXIT_USAGE and "not UTF-8" in proc.stderr
+    assert proc.returncode == ExitCode.USAGE and "not UTF-8" in proc.stderr
     assert "Traceback" not in proc.stderr
     (tmp_path / "bad.jsonl.gz").write_bytes(b"not gzip\n")
     recipe = write_recipe(
@@ -189,5 +189,5 @@ def test_non_utf8_recipe_and_corrupt_input_are_one_line_errors(tmp_path):
     )
     for command in ("validate", "run"):
         proc = run_cli(command, str(recipe))
-        assert proc.returncode == EXIT_USAGE, proc.stderr
+        assert proc.returncode == ExitCode.USAGE, proc.stderr
         assert "bad.jsonl.gz" in proc.stderr and "Traceback" not in proc.stderr

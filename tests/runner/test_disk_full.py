@@ -22,8 +22,9 @@ from typing import Any
 
 import pytest
 
-from dj_runner.errors import EXIT_NO_SPACE, EXIT_OK
+from dj_runner.contract import ExitCode
 from dj_runner.store.checkpoint import CheckpointDir, CheckpointKey
+from dj_runner.store.workdir import WorkDir
 from tests.harness.mountns import MountNamespace, unavailable
 
 from conftest import run_cli, write_recipe
@@ -89,7 +90,7 @@ class CleanRun:
 
 def commits_by_partition(work: Path) -> dict[int, list[Any]]:
     out = {}
-    for d in sorted((work / "checkpoints").glob("p*")):
+    for d in sorted(WorkDir(work).checkpoints_dir.glob("p*")):
         out[int(d.name[1:])] = CheckpointDir(d, "parquet", "none").commits()
     return out
 
@@ -110,7 +111,7 @@ def clean(tmp_path_factory, corpus) -> CleanRun:
         "run", str(recipe(tmp / "r.yaml", corpus, tmp / "out.jsonl")), "--work-dir", str(tmp / "w")
     )
     seconds = time.monotonic() - t0
-    assert proc.returncode == EXIT_OK, proc.stderr
+    assert proc.returncode == ExitCode.OK, proc.stderr
     sizes = {
         pid: {c.key: c.bytes for c in commits}
         for pid, commits in commits_by_partition(tmp / "w").items()
@@ -146,7 +147,7 @@ def events_since_last_start(ns: MountNamespace, work: Path) -> list[dict[str, An
 
 def assert_full_disk_failure(proc: Any, path_prefix: Path) -> str:
     """Exit 8, one clear line naming a path under ``path_prefix``; returns that line."""
-    assert proc.returncode == EXIT_NO_SPACE, proc.stderr
+    assert proc.returncode == ExitCode.NO_SPACE, proc.stderr
     assert "Traceback" not in proc.stderr
     line = next(
         ln for ln in proc.stderr.splitlines() if ln.startswith("job ") and " failed: " in ln
@@ -170,7 +171,7 @@ def assert_commits_intact(work: Path) -> tuple[list[int], list[int]]:
     (A partition whose first write failed has a directory and no commit: it has none to load.)"""
     committed = {pid: cs for pid, cs in commits_by_partition(work).items() if cs}
     for pid, commits in committed.items():
-        store = CheckpointDir(work / "checkpoints" / f"p{pid:05d}", "parquet", "none")
+        store = CheckpointDir(WorkDir(work).checkpoint_dir(pid), "parquet", "none")
         newest = max(commits, key=lambda c: c.key)
         assert store.load(newest).num_rows == newest.rows
         assert not list(store.dir.glob(".*.tmp-*")), "a failed write left its temporary"
@@ -184,7 +185,7 @@ def resume_identically(
     """Run the same command again: exit 0 and the clean run's bytes (a directory export's
     shards, in order); returns the run's events."""
     resumed = dj(ns, "run", str(rec), "--work-dir", str(work))
-    assert resumed.returncode == EXIT_OK, resumed.stderr
+    assert resumed.returncode == ExitCode.OK, resumed.stderr
     copy = outside / "output.copy"
     files = f"{export}/part-*.jsonl" if export.suffix == "" else str(export)
     ns.check("sh", "-c", f"cat {files} > {copy}")
@@ -208,7 +209,7 @@ def test_a_disk_that_fills_mid_job_fails_with_exit_8_and_keeps_every_committed_c
     t0 = time.monotonic()
     failed = dj(ns, "run", str(rec), "--work-dir", str(work))
     fail_s = time.monotonic() - t0
-    line = assert_full_disk_failure(failed, work / "checkpoints")
+    line = assert_full_disk_failure(failed, WorkDir(work).checkpoints_dir)
     used, total = ns.usage(vol)
 
     # The job stopped at the first failed write: no retry, one partition failed, none after.
@@ -261,7 +262,7 @@ def test_an_export_that_fills_its_disk_fails_with_exit_8_and_leaves_no_partial_f
     assert ns.check("ls", "-A", str(vol)) == ""  # no partial export, no temporary
     # Every partition's final checkpoint was committed before the export began.
     for pid in range(PARTITIONS):
-        store = CheckpointDir(work / "checkpoints" / f"p{pid:05d}", "parquet", "none")
+        store = CheckpointDir(WorkDir(work).checkpoint_dir(pid), "parquet", "none")
         assert store.newest_key() == FINAL
         assert store.newest_valid() is not None
     status = json.loads(dj(ns, "status", str(work), "--json").stdout)
@@ -292,10 +293,10 @@ def test_a_disk_without_room_for_the_error_path_still_exits_8_and_resumes(
     ns.check("mount", "-t", "tmpfs", "-o", f"size={ROOMY},nr_inodes=24", "tmpfs", str(vol))
 
     failed = dj(ns, "run", str(rec), "--work-dir", str(work))
-    line = assert_full_disk_failure(failed, work / "checkpoints")
+    line = assert_full_disk_failure(failed, WorkDir(work).checkpoints_dir)
     assert "no free inodes" in line
     assert "warning: the run's end could not be recorded" in failed.stderr
-    assert ns.run("test", "-e", str(work / "result.json")).returncode == 1
+    assert ns.run("test", "-e", str(WorkDir(work).result_path)).returncode == 1
     status = dj(ns, "status", str(work), "--json")
     assert status.returncode == 0, status.stderr
     # status.json keeps the last state it could be given; its runner is gone
@@ -322,7 +323,7 @@ def test_a_disk_full_before_the_job_starts_is_exit_8_before_any_work(ns, tmp_pat
         t0 = time.monotonic()
         proc = dj(ns, command, str(rec), "--work-dir", str(work))
         seconds = time.monotonic() - t0
-        assert proc.returncode == EXIT_NO_SPACE, proc.stderr
+        assert proc.returncode == ExitCode.NO_SPACE, proc.stderr
         assert "Traceback" not in proc.stderr
         assert f"error: cannot write {vol}" in proc.stderr  # the export's or the work dir's
         assert "no space left on device" in proc.stderr and "0 bytes free" in proc.stderr

@@ -11,9 +11,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from dj_runner.engine.executor import EXIT_OK, Executor
+from dj_runner.contract import ExitCode
+from dj_runner.engine.executor import Executor
 from dj_runner.ops.common.base import STATS_COLUMN
 from dj_runner.recipe.parse import parse_recipe
+from dj_runner.store.workdir import WorkDir
 
 from conftest import read_jsonl
 
@@ -44,11 +46,11 @@ def test_surrogates_and_missing_text_are_rejects_not_a_crash(tmp_path):  # M2, M
         export_path=str(tmp_path / "out.jsonl"),
         process=[{"whitespace_normalization_mapper": {}}],
     )
-    assert result.exit_code == EXIT_OK, result.error
+    assert result.exit_code == ExitCode.OK, result.error
     assert [r["text"] for r in read_jsonl(tmp_path / "out.jsonl")] == ["good one", "good three"]
     rejects = [
         r
-        for p in sorted((tmp_path / "surr-work" / "rejects").glob("*.jsonl"))
+        for p in sorted(WorkDir(tmp_path / "surr-work").rejects_dir.glob("*.jsonl"))
         for r in read_jsonl(p)
     ]
     assert sorted(r["line"] for r in rejects) == [2, 3, 4, 5, 6]
@@ -82,7 +84,7 @@ def test_typed_columns_survive_jsonl_checkpoints(tmp_path):  # M16, m13
             storage_format=fmt,
             process=[{"whitespace_normalization_mapper": {}}],
         )
-        assert result.exit_code == EXIT_OK, result.error
+        assert result.exit_code == ExitCode.OK, result.error
         outs[fmt] = pq.read_table(tmp_path / f"out-{fmt}.parquet")
     assert outs["jsonl"].equals(outs["parquet"])
     assert outs["jsonl"].column("blob").to_pylist() == [b"\x00\x01\x02", b"\xff\xfe", None]
@@ -94,7 +96,7 @@ def test_typed_columns_survive_jsonl_checkpoints(tmp_path):  # M16, m13
         export_path=str(tmp_path / "out.jsonl"),
         process=[{"whitespace_normalization_mapper": {}}],
     )
-    assert result.exit_code == EXIT_OK, result.error
+    assert result.exit_code == ExitCode.OK, result.error
     first = read_jsonl(tmp_path / "out.jsonl")[0]
     assert first["blob"] == "AAEC" and first["price"] == "1.50"  # base64, exact decimal
 
@@ -114,7 +116,7 @@ def test_two_runs_chain_through_kept_stats(tmp_path, suffix):  # M4
         keep_stats_in_res_ds=True,
         process=[{"text_length_filter": {"min_len": 1}}],
     )
-    assert first.exit_code == EXIT_OK, first.error
+    assert first.exit_code == ExitCode.OK, first.error
     second = run(
         tmp_path,
         "s2",
@@ -123,7 +125,7 @@ def test_two_runs_chain_through_kept_stats(tmp_path, suffix):  # M4
         keep_stats_in_res_ds=True,
         process=[{"words_num_filter": {"min_num": 2}}],
     )
-    assert second.exit_code == EXIT_OK, second.error
+    assert second.exit_code == ExitCode.OK, second.error
     out = read_jsonl(tmp_path / "stage2.jsonl")
     assert [r["text"] for r in out] == ["a b c", "x y", "longer text here"]
     assert out[0][STATS_COLUMN] == {"text_len": 5, "num_words": 3}

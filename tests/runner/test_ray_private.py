@@ -17,8 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from dj_runner import contract
 from dj_runner.engine import ray_env
 from dj_runner.observe.event_log import read_events
+from dj_runner.store.workdir import WorkDir
 from tests.harness.proctree import listening
 from tests.harness.waiting import wait_for
 
@@ -67,7 +69,7 @@ def _recipe(tmp: Path, seconds: float = 0.0, partition_size: int = 40) -> Path:
 
 
 def _connected(work: Path):
-    found = read_events(work / "events", event_type="ray_connected")
+    found = read_events(WorkDir(work).events_dir, event_type="ray_connected")
     return found[0] if found else None
 
 
@@ -101,7 +103,7 @@ def test_embedded_ray_is_private_loopback_only_and_deaf_to_the_cwd(tmp_path, sho
         assert ev.get("ray_mode") == "embedded" and "embedded Ray" in ev.message
         assert temp_dir.startswith(str(short_tmp)) and Path(temp_dir).parent == short_tmp
         wait_for(
-            lambda: read_events(work / "events", event_type="partition_start"),
+            lambda: read_events(WorkDir(work).events_dir, event_type="partition_start"),
             timeout=120,
             what="a partition to start",
         )
@@ -286,7 +288,7 @@ def test_a_foreign_ray_head_is_not_joined_unless_auto_says_so(tmp_path, short_tm
 
 def test_bad_ray_addresses_exit_2_in_bounded_time_without_traceback(tmp_path, short_tmp):
     recipe = _recipe(tmp_path)
-    env = _env(short_tmp, **{ray_env.CONNECT_TIMEOUT_ENV: "2"})
+    env = _env(short_tmp, **{contract.ENV_RAY_CONNECT_TIMEOUT: "2"})
     cases = [
         (["--ray-address", f"127.0.0.1:{_free_port()}"], {}, "no Ray cluster answered"),
         (["--ray-address", f"ray://127.0.0.1:{_free_port()}"], {}, "no Ray cluster answered"),
@@ -324,7 +326,7 @@ def test_an_address_that_answers_but_is_no_ray_exits_2_in_bounded_time(tmp_path,
                 "--ray-address",
                 address,
             ],
-            env=_env(short_tmp, **{ray_env.CONNECT_TIMEOUT_ENV: "3"}),
+            env=_env(short_tmp, **{contract.ENV_RAY_CONNECT_TIMEOUT: "3"}),
             capture_output=True,
             text=True,
             timeout=120,

@@ -16,11 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from dj_runner.engine.executor import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, EXIT_REFUSED, Executor
-from dj_runner.errors import EXIT_INTERRUPTED, EXIT_LOCKED
+from dj_runner.contract import ExitCode
+from dj_runner.engine.executor import Executor
 from dj_runner.observe.event_log import read_events
 from dj_runner.recipe.parse import parse_recipe
 from dj_runner.store.atomic import read_records
+from dj_runner.store.checkpoint import COMMITS
+from dj_runner.store.workdir import WorkDir
 
 from conftest import DEMO, STANDARD_OPS, read_jsonl, reference_texts, run_cli, write_recipe
 
@@ -36,7 +38,7 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):
 
 
 def commit_count(work: Path) -> int:
-    return sum(len(read_records(p)) for p in (work / "checkpoints").glob("p*/commits.jsonl"))
+    return sum(len(read_records(p)) for p in WorkDir(work).checkpoints_dir.glob("p*/commits.jsonl"))
 
 
 def kill_recipe(tmp: Path, data: Path) -> Path:
@@ -68,7 +70,7 @@ def clean_output(tmp_path_factory, kill_data) -> bytes:
     tmp = tmp_path_factory.mktemp("clean")
     recipe = kill_recipe(tmp, kill_data)
     proc = run_cli("run", str(recipe), "--work-dir", str(tmp / "work"))
-    assert proc.returncode == EXIT_OK, proc.stderr
+    assert proc.returncode == ExitCode.OK, proc.stderr
     return (tmp / "out.jsonl").read_bytes()
 
 
@@ -115,17 +117,17 @@ def test_sigkill_at_random_moments_then_resume_is_identical(tmp_path, kill_data,
             break
     assert kills >= 3
     final = run_cli("run", str(recipe), "--work-dir", str(work))
-    assert final.returncode == EXIT_OK, final.stderr
+    assert final.returncode == ExitCode.OK, final.stderr
     assert (tmp_path / "out.jsonl").read_bytes() == clean_output
     # Later runs resumed from checkpoints rather than starting over.
-    assert read_events(work / "events", event_type="job_restart")
-    assert read_events(work / "events", event_type="checkpoint_load")
+    assert read_events(WorkDir(work).events_dir, event_type="job_restart")
+    assert read_events(WorkDir(work).events_dir, event_type="checkpoint_load")
 
 
 def test_corrupted_checkpoints_are_detected_and_recomputed(tmp_path, kill_data, clean_output):
     recipe = kill_recipe(tmp_path, kill_data)
     work = tmp_path / "work"
-    assert run_cli("run", str(recipe), "--work-dir", str(work)).returncode == EXIT_OK
+    assert run_cli("run", str(recipe), "--work-dir", str(work)).returncode == ExitCode.OK
     finals = sorted(work.glob("checkpoints/p*/op006.parquet"))
     assert len(finals) >= 3
     # truncate one, flip a byte in another, delete a third
@@ -136,9 +138,9 @@ def test_corrupted_checkpoints_are_detected_and_recomputed(tmp_path, kill_data, 
     finals[2].unlink()
     (tmp_path / "out.jsonl").unlink()
     proc = run_cli("run", str(recipe), "--work-dir", str(work))
-    assert proc.returncode == EXIT_OK, proc.stderr
+    assert proc.returncode == ExitCode.OK, proc.stderr
     assert (tmp_path / "out.jsonl").read_bytes() == clean_output
-    invalid = read_events(work / "events", event_type="checkpoint_invalid")
+    invalid = read_events(WorkDir(work).events_dir, event_type="checkpoint_invalid")
     assert {e.partition_id for e in invalid} >= {0, 1, 2}
 
 
@@ -151,15 +153,15 @@ def test_torn_checkpoint_without_commit_is_ignored(tmp_path):
         process=STANDARD_OPS,
     )
     work = tmp_path / "work"
-    assert run_cli("run", str(recipe), "--work-dir", str(work)).returncode == EXIT_OK
+    assert run_cli("run", str(recipe), "--work-dir", str(work)).returncode == ExitCode.OK
     expected = (tmp_path / "out.jsonl").read_bytes()
     # A crash mid-write leaves a temporary file and a half-written, uncommitted file.
-    pdir = work / "checkpoints" / "p00000"
+    pdir = WorkDir(work).checkpoint_dir(0)
     (pdir / ".op005.parquet.tmp-999").write_bytes(b"PAR1 torn")
-    commits = pdir / "commits.jsonl"
+    commits = pdir / COMMITS
     commits.write_bytes(commits.read_bytes() + b'{"step": 9, "hashed": false, "fi')
     (tmp_path / "out.jsonl").unlink()
-    assert run_cli("run", str(recipe), "--work-dir", str(work)).returncode == EXIT_OK
+    assert run_cli("run", str(recipe), "--work-dir", str(work)).returncode == ExitCode.OK
     assert (tmp_path / "out.jsonl").read_bytes() == expected
 
 
@@ -172,15 +174,15 @@ def test_changed_recipe_is_refused_and_restart_starts_over(tmp_path):
     )
     recipe = write_recipe(tmp_path / "r.yaml", **base)
     work = tmp_path / "work"
-    assert run_cli("run", str(recipe), "--work-dir", str(work)).returncode == EXIT_OK
+    assert run_cli("run", str(recipe), "--work-dir", str(work)).returncode == ExitCode.OK
     changed = dict(base, process=[*STANDARD_OPS[:3], {"text_length_filter": {"min_len": 50}}])
     write_recipe(recipe, **changed)
     proc = run_cli("run", str(recipe), "--work-dir", str(work))
-    assert proc.returncode == EXIT_REFUSED
+    assert proc.returncode == ExitCode.REFUSED
     assert "recipe changed" in proc.stderr and "--restart" in proc.stderr
     assert "min_len" in proc.stderr
     proc = run_cli("run", str(recipe), "--work-dir", str(work), "--restart")
-    assert proc.returncode == EXIT_OK, proc.stderr
+    assert proc.returncode == ExitCode.OK, proc.stderr
     texts = [r["text"] for r in read_jsonl(tmp_path / "out.jsonl")]
     assert texts == reference_texts(read_jsonl(DEMO), changed["process"])
 
@@ -197,7 +199,7 @@ def test_changed_input_is_refused(tmp_path):
     assert run_cli("run", str(recipe), "--work-dir", str(tmp_path / "w")).returncode == 0
     data.write_text(DEMO.read_text() + json.dumps({"text": "one more sample"}) + "\n")
     proc = run_cli("run", str(recipe), "--work-dir", str(tmp_path / "w"))
-    assert proc.returncode == EXIT_REFUSED
+    assert proc.returncode == ExitCode.REFUSED
     assert "changed" in proc.stderr and str(data) in proc.stderr
 
 
@@ -233,13 +235,13 @@ def flaky_recipe(tmp: Path, fail_times: int = 1_000_000, **extra):
 def test_retries_with_exponential_backoff_then_succeeds(tmp_path):
     recipe, _ = flaky_recipe(tmp_path, fail_times=2, max_retries=3)
     result = Executor(recipe, work_dir=tmp_path / "work").run()
-    assert result.exit_code == EXIT_OK, result.error
-    retries = read_events(tmp_path / "work" / "events", event_type="partition_retry")
+    assert result.exit_code == ExitCode.OK, result.error
+    retries = read_events(WorkDir(tmp_path / "work").events_dir, event_type="partition_retry")
     assert [e.partition_id for e in retries] == [4, 4]
     assert [e.get("retry_count") for e in retries] == [1, 2]
     assert [e.get("retry_delay_s") for e in retries] == [0.05, 0.1]  # doubling
     starts = read_events(
-        tmp_path / "work" / "events",
+        WorkDir(tmp_path / "work").events_dir,
         event_type=("partition_start", "partition_resume"),
         partition_id=4,
     )
@@ -253,24 +255,24 @@ def test_retries_with_exponential_backoff_then_succeeds(tmp_path):
 def test_exhausted_partition_fails_job_unless_allowed_and_resume_retries(tmp_path):
     recipe, state = flaky_recipe(tmp_path, max_retries=1)
     result = Executor(recipe, work_dir=tmp_path / "work").run()
-    assert result.exit_code == EXIT_FAILED
+    assert result.exit_code == ExitCode.FAILED
     assert "max_failed_partitions" in result.error
-    failed = read_events(tmp_path / "work" / "events", event_type="job_failed")
+    failed = read_events(WorkDir(tmp_path / "work").events_dir, event_type="job_failed")
     assert len(failed) == 1
-    op_failed = read_events(tmp_path / "work" / "events", event_type="op_failed")
+    op_failed = read_events(WorkDir(tmp_path / "work").events_dir, event_type="op_failed")
     msg = op_failed[0].message
     assert "flaky_mapper" in msg and "partition 4" in msg and "sample 5" in msg
     assert "FAIL-ME" in msg
 
     recipe2, _ = flaky_recipe(tmp_path, max_retries=1, max_failed_partitions=1)
     result = Executor(recipe2, work_dir=tmp_path / "work2").run()
-    assert result.exit_code == EXIT_PARTIAL
+    assert result.exit_code == ExitCode.PARTIAL
     assert result.failed_partitions == [4]
     assert result.rows_out == 50  # every other partition was exported
 
     (state / "healed").touch()
     result = Executor(recipe2, work_dir=tmp_path / "work2").run()
-    assert result.exit_code == EXIT_OK
+    assert result.exit_code == ExitCode.OK
     assert result.rows_out == 60
     texts = [r["text"] for r in read_jsonl(tmp_path / "out.jsonl")]
     assert texts[45] == "sample 45 will FAIL-ME when processed"
@@ -296,9 +298,11 @@ def test_malformed_records_are_rejected_or_fatal(tmp_path):
         "process": [{"text_length_filter": {"min_len": 1}}],
     }
     result = Executor(parse_recipe(raw), work_dir=tmp_path / "w").run()
-    assert result.exit_code == EXIT_OK and result.rejected == 3 and result.rows_out == 2
+    assert result.exit_code == ExitCode.OK and result.rejected == 3 and result.rows_out == 2
     rejects = [
-        r for f in sorted((tmp_path / "w" / "rejects").glob("p*.jsonl")) for r in read_jsonl(f)
+        r
+        for f in sorted(WorkDir(tmp_path / "w").rejects_dir.glob("p*.jsonl"))
+        for r in read_jsonl(f)
     ]
     assert [(r["source"], r["line"]) for r in rejects] == [
         (str(data), 2),
@@ -309,7 +313,7 @@ def test_malformed_records_are_rejected_or_fatal(tmp_path):
 
     raw["malformed_records"] = "fail"
     result = Executor(parse_recipe(raw), work_dir=tmp_path / "w2").run()
-    assert result.exit_code == EXIT_FAILED
+    assert result.exit_code == ExitCode.FAILED
     # partitions run in parallel: whichever malformed record is met first stops the job
     assert re.search(rf"{re.escape(str(data))} line [234]: ", result.error)
 
@@ -339,15 +343,17 @@ def test_monitor_events_follows_a_running_job_from_another_process(tmp_path, kil
     try:
         watcher.start()
         seen = []
-        for ev in follow_events(work / "events", until=("job_complete", "job_failed"), stop=stop):
+        for ev in follow_events(
+            WorkDir(work).events_dir, until=("job_complete", "job_failed"), stop=stop
+        ):
             seen.append(ev)
         followed.set()
-        assert proc.wait(timeout=120) == EXIT_OK
+        assert proc.wait(timeout=120) == ExitCode.OK
     finally:
         if proc.poll() is None:
             proc.kill()
     types = [e.event_type for e in seen]
-    plan = json.loads((work / "plan.json").read_text())
+    plan = json.loads(WorkDir(work).plan_path.read_text())
     assert types[0] == "job_start" and types[-1] == "job_complete"
     assert types.count("partition_complete") == len(plan["partitions"]) > 20
     assert {"op_start", "op_complete", "checkpoint_save", "partition_start"} <= set(types)
@@ -373,12 +379,12 @@ def test_two_runners_started_together_one_is_refused_the_other_is_clean(
             if p.poll() is None:
                 p.kill()
     codes = sorted(p.returncode for p in procs)
-    assert codes == [EXIT_OK, EXIT_LOCKED], outs
-    refused = outs[[p.returncode for p in procs].index(EXIT_LOCKED)][1]
+    assert codes == [ExitCode.OK, ExitCode.LOCKED], outs
+    refused = outs[[p.returncode for p in procs].index(ExitCode.LOCKED)][1]
     assert "is in use by run" in refused and "pid" in refused and "Traceback" not in refused
     assert (tmp_path / "out.jsonl").read_bytes() == clean_output
-    assert not read_events(work / "events", event_type="checkpoint_invalid")
-    assert not read_events(work / "events", event_type="partition_retry")
+    assert not read_events(WorkDir(work).events_dir, event_type="checkpoint_invalid")
+    assert not read_events(WorkDir(work).events_dir, event_type="partition_retry")
 
 
 def test_sigterm_at_random_moments_then_resume_is_identical(tmp_path, kill_data, clean_output):
@@ -413,23 +419,23 @@ def test_sigterm_at_random_moments_then_resume_is_identical(tmp_path, kill_data,
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)  # the driver only, as Kubernetes does
             code = proc.wait(timeout=60)
-            stops += code == EXIT_INTERRUPTED
-            assert code in (EXIT_OK, EXIT_INTERRUPTED), err.read_text()
+            stops += code == ExitCode.INTERRUPTED
+            assert code in (ExitCode.OK, ExitCode.INTERRUPTED), err.read_text()
             text = err.read_text()
             assert "Traceback" not in text and "SIGTERM received" not in text, text
-            if code == EXIT_INTERRUPTED:
-                st = json.loads((work / "status.json").read_text())
+            if code == ExitCode.INTERRUPTED:
+                st = json.loads(WorkDir(work).status_path.read_text())
                 assert st["state"] == "interrupted" and st["finished_at"]
                 assert "interrupted" in text and "resume with the same command" in text
         else:
             code = proc.returncode
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)  # nothing of this run may linger
-        if code == EXIT_OK:
+        if code == ExitCode.OK:
             break
     assert stops >= 2
-    assert read_events(work / "events", event_type="job_interrupted")
+    assert read_events(WorkDir(work).events_dir, event_type="job_interrupted")
     final = run_cli("run", str(recipe), "--work-dir", str(work))
-    assert final.returncode == EXIT_OK, final.stderr
+    assert final.returncode == ExitCode.OK, final.stderr
     assert (tmp_path / "out.jsonl").read_bytes() == clean_output
-    assert not read_events(work / "events", event_type="checkpoint_invalid")
+    assert not read_events(WorkDir(work).events_dir, event_type="checkpoint_invalid")

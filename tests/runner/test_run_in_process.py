@@ -13,8 +13,11 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 
-from dj_runner.engine.executor import EXIT_OK, Executor
+from dj_runner.contract import ExitCode
+from dj_runner.engine.executor import Executor
 from dj_runner.recipe.parse import parse_recipe
+from dj_runner.store.checkpoint import COMMITS
+from dj_runner.store.workdir import WorkDir
 
 from conftest import DEMO, STANDARD_OPS, read_jsonl, reference_texts
 
@@ -38,7 +41,7 @@ def run(tmp: Path, **overrides):
 
 def test_output_equals_single_table_reference(tmp_path):
     _, result = run(tmp_path)
-    assert result.exit_code == EXIT_OK, result.error
+    assert result.exit_code == ExitCode.OK, result.error
     out = read_jsonl(tmp_path / "out.jsonl")
     expected = reference_texts(read_jsonl(DEMO), STANDARD_OPS)
     assert [r["text"] for r in out] == expected
@@ -50,17 +53,17 @@ def test_partition_size_does_not_change_output(tmp_path):
     outs = []
     for size in (1000, 37, 5):
         _, result = run(tmp_path / str(size), partition_size=size)
-        assert result.exit_code == EXIT_OK
+        assert result.exit_code == ExitCode.OK
         outs.append((tmp_path / str(size) / "out.jsonl").read_bytes())
     assert outs[0] == outs[1] == outs[2]
-    plan = json.loads((tmp_path / "5" / "work" / "plan.json").read_text())
+    plan = json.loads(WorkDir(tmp_path / "5" / "work").plan_path.read_text())
     assert len(plan["partitions"]) == 41  # ceil(201 / 5)
 
 
 def test_partitions_bounded_by_megabytes(tmp_path):
     _, result = run(tmp_path, partition_size=10_000, max_partition_size_mb=0.05)
-    assert result.exit_code == EXIT_OK
-    plan = json.loads((tmp_path / "work" / "plan.json").read_text())
+    assert result.exit_code == ExitCode.OK
+    plan = json.loads(WorkDir(tmp_path / "work").plan_path.read_text())
     limit = 0.05 * 1024 * 1024
     assert len(plan["partitions"]) > 5
     # A partition only goes over the bound when one sample alone is bigger.
@@ -93,7 +96,7 @@ def test_heterogeneous_fields_are_kept_and_missing_ones_null(tmp_path, corpora):
         + "\n"
     )
     _, result = run(tmp_path, dataset_path=str(src), process=[{"text_length_filter": {}}])
-    assert result.exit_code == EXIT_OK
+    assert result.exit_code == ExitCode.OK
     out = read_jsonl(tmp_path / "out.jsonl")
     assert out[0]["meta"] == {"a": 1} and out[0]["lang"] is None
     assert out[1]["lang"] == "en" and out[1]["meta"] is None
@@ -107,7 +110,7 @@ def test_corpora_with_differing_fields(tmp_path, corpora):
         partition_size=500,
         process=[{"text_length_filter": {"min_len": 1}}],
     )
-    assert result.exit_code == EXIT_OK, result.error
+    assert result.exit_code == ExitCode.OK, result.error
     total = sum(1 for f in corpora.glob("*.jsonl") for line in open(f) if line.strip())
     assert result.rows_in == total
 
@@ -133,7 +136,7 @@ def test_input_formats_give_the_same_output(tmp_path, fmt):
     else:
         path.write_text(json.dumps(records))
     _, result = run(tmp_path, dataset_path=str(path))
-    assert result.exit_code == EXIT_OK, result.error
+    assert result.exit_code == ExitCode.OK, result.error
     out = [r["text"] for r in read_jsonl(tmp_path / "out.jsonl")]
     assert out == reference_texts(records, STANDARD_OPS)
 
@@ -152,8 +155,8 @@ def test_directory_input_reads_files_in_sorted_order(tmp_path):
 @pytest.mark.parametrize("storage", ["parquet", "arrow", "jsonl"])
 def test_checkpoint_formats_give_the_same_output(tmp_path, storage):
     _, result = run(tmp_path, storage_format=storage, preserve_intermediate_data=True)
-    assert result.exit_code == EXIT_OK
-    files = list((tmp_path / "work" / "checkpoints").rglob(f"op*.{storage}"))
+    assert result.exit_code == ExitCode.OK
+    files = list(WorkDir(tmp_path / "work").checkpoints_dir.rglob(f"op*.{storage}"))
     assert len(files) == 6 * len(STANDARD_OPS) + 6  # every op, plus the dedup hash step
     ref = reference_texts(read_jsonl(DEMO), STANDARD_OPS)
     assert [r["text"] for r in read_jsonl(tmp_path / "out.jsonl")] == ref
@@ -163,7 +166,7 @@ def test_only_newest_checkpoint_kept_unless_preserved(tmp_path):
     run(tmp_path)
     per_partition = [
         sorted(p.name for p in d.iterdir() if p.suffix == ".parquet")
-        for d in (tmp_path / "work" / "checkpoints").iterdir()
+        for d in WorkDir(tmp_path / "work").checkpoints_dir.iterdir()
     ]
     assert per_partition and all(files == ["op005.parquet"] for files in per_partition)
 
@@ -182,7 +185,7 @@ def test_checkpoint_strategies(tmp_path, strategy, extra, expected_steps):
         checkpoint={"strategy": strategy, **extra},
         preserve_intermediate_data=True,
     )
-    commits = (tmp_path / "work" / "checkpoints" / "p00000" / "commits.jsonl").read_text()
+    commits = (WorkDir(tmp_path / "work").checkpoint_dir(0) / COMMITS).read_text()
     steps = {
         json.loads(line)["step"] for line in commits.splitlines() if not json.loads(line)["hashed"]
     }
@@ -213,7 +216,7 @@ def test_auto_partitioning_uses_cluster_cpus(tmp_path):
     big = tmp_path / "big.jsonl"
     shutil.copy(DEMO, big)
     run(tmp_path, dataset_path=str(big), partition_size=None)
-    plan = json.loads((tmp_path / "work" / "plan.json").read_text())
+    plan = json.loads(WorkDir(tmp_path / "work").plan_path.read_text())
     assert plan["mode"] == "auto"
     # 2 CPUs in the test cluster: two partitions per CPU.
     assert len(plan["partitions"]) == 4
@@ -230,7 +233,7 @@ def test_python_event_api(tmp_path):
     )
     ex = Executor(recipe, work_dir=tmp_path / "work", job_id="api")
     result = ex.run()
-    assert result.exit_code == EXIT_OK
+    assert result.exit_code == ExitCode.OK
     events = ex.get_events()
     assert events[0].event_type == "job_start" and events[-1].event_type == "job_complete"
     assert all(e.job_id == "api" for e in events)

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from dj_runner.engine.executor import EXIT_OK
-from dj_runner.errors import EXIT_PARTIAL, EXIT_REFUSED, EXIT_USAGE
+from dj_runner.contract import ExitCode
 from dj_runner.io.sources import list_sources
 from dj_runner.plan.partitioner import build_plan
 from dj_runner.recipe.parse import PartitionConfig
+from dj_runner.store.workdir import WorkDir
 
 from conftest import DEMO, STANDARD_OPS, read_jsonl, reference_texts, run_cli, write_recipe
 
@@ -45,7 +45,7 @@ def test_export_into_a_users_directory_is_refused_and_nothing_is_deleted(tmp_pat
     recipe = demo_recipe(tmp_path, export_path=str(results))
     for cmd in ("validate", "run"):
         proc = run_cli(cmd, str(recipe))
-        assert proc.returncode == EXIT_USAGE, proc.stderr
+        assert proc.returncode == ExitCode.USAGE, proc.stderr
         assert "export_path" in proc.stderr and "holds other files" in proc.stderr
         no_traceback(proc)
     assert sorted(p.name for p in results.iterdir()) == ["notes.txt"]
@@ -55,29 +55,29 @@ def test_export_into_a_users_directory_is_refused_and_nothing_is_deleted(tmp_pat
 def test_restart_without_a_manifest_starts_over_never_reusing_stale_checkpoints(tmp_path):
     recipe = demo_recipe(tmp_path)
     work = tmp_path / "work"
-    assert run_cli("run", str(recipe), "--work-dir", str(work)).returncode == EXIT_OK
-    (work / "job.json").unlink()
+    assert run_cli("run", str(recipe), "--work-dir", str(work)).returncode == ExitCode.OK
+    WorkDir(work).manifest_path.unlink()
     changed = [*STANDARD_OPS[:3], {"text_length_filter": {"min_len": 300}}]
     recipe = demo_recipe(tmp_path, process=changed)
     for extra in ((), ("--restart",)):
         proc = run_cli("run", str(recipe), "--work-dir", str(work), *extra)
-        assert proc.returncode == EXIT_OK, proc.stderr
+        assert proc.returncode == ExitCode.OK, proc.stderr
         texts = [r["text"] for r in read_jsonl(tmp_path / "out.jsonl")]
         assert texts == reference_texts(read_jsonl(DEMO), changed)
-        (work / "job.json").write_text('{"job_id": "x", "finger')  # damaged, next round
+        WorkDir(work).manifest_path.write_text('{"job_id": "x", "finger')  # damaged, next round
 
 
 def test_a_replaced_plan_never_reuses_checkpoints_of_the_old_one(tmp_path):
     recipe = demo_recipe(tmp_path)
     work = tmp_path / "work"
-    assert run_cli("run", str(recipe), "--work-dir", str(work)).returncode == EXIT_OK
+    assert run_cli("run", str(recipe), "--work-dir", str(work)).returncode == ExitCode.OK
     expected = (tmp_path / "out.jsonl").read_bytes()
     # plan.json lost, and planned again differently (another CPU count in auto mode)
     other = build_plan(list_sources(str(DEMO)), PartitionConfig("size", 120, 256.0, None), 1)
-    other.save(work / "plan.json")
+    other.save(WorkDir(work).plan_path)
     (tmp_path / "out.jsonl").unlink()
     proc = run_cli("run", str(recipe), "--work-dir", str(work))
-    assert proc.returncode == EXIT_OK, proc.stderr
+    assert proc.returncode == ExitCode.OK, proc.stderr
     assert (tmp_path / "out.jsonl").read_bytes() == expected
     assert "200 partitions" not in proc.stderr and "0 already done" in proc.stderr
 
@@ -85,11 +85,11 @@ def test_a_replaced_plan_never_reuses_checkpoints_of_the_old_one(tmp_path):
 def test_a_plan_of_another_version_is_a_clear_refusal(tmp_path):
     recipe = demo_recipe(tmp_path)
     work = tmp_path / "work"
-    assert run_cli("run", str(recipe), "--work-dir", str(work)).returncode == EXIT_OK
-    plan = json.loads((work / "plan.json").read_text())
-    (work / "plan.json").write_text(json.dumps({**plan, "version": 99}))
+    assert run_cli("run", str(recipe), "--work-dir", str(work)).returncode == ExitCode.OK
+    plan = json.loads(WorkDir(work).plan_path.read_text())
+    WorkDir(work).plan_path.write_text(json.dumps({**plan, "version": 99}))
     proc = run_cli("run", str(recipe), "--work-dir", str(work))
-    assert proc.returncode == EXIT_REFUSED, proc.stderr
+    assert proc.returncode == ExitCode.REFUSED, proc.stderr
     assert "plan version 99" in proc.stderr and "--restart" in proc.stderr
     assert "resume with the same command" not in proc.stderr
     no_traceback(proc)
@@ -101,10 +101,10 @@ def test_files_added_to_a_directory_dataset_are_refused(tmp_path):
     (data / "a.jsonl").write_text(DEMO.read_text())
     recipe = demo_recipe(tmp_path, dataset_path=str(data))
     work = tmp_path / "work"
-    assert run_cli("run", str(recipe), "--work-dir", str(work)).returncode == EXIT_OK
+    assert run_cli("run", str(recipe), "--work-dir", str(work)).returncode == ExitCode.OK
     (data / "b.jsonl").write_text(json.dumps({"text": "a sample added later on"}) + "\n")
     proc = run_cli("run", str(recipe), "--work-dir", str(work))
-    assert proc.returncode == EXIT_REFUSED, proc.stderr
+    assert proc.returncode == ExitCode.REFUSED, proc.stderr
     assert "added" in proc.stderr and str(data / "b.jsonl") in proc.stderr
     no_traceback(proc)
 
@@ -126,17 +126,17 @@ def test_changed_content_with_the_same_size_and_mtime_exits_4_naming_the_file(tm
     )
     work = tmp_path / "work"
     proc = run_cli("run", str(recipe), "--work-dir", str(work))
-    assert proc.returncode == EXIT_PARTIAL, proc.stderr
+    assert proc.returncode == ExitCode.PARTIAL, proc.stderr
     st = os.stat(data)
     text = data.read_text()
     data.write_text(text.replace("sample 44 has", "sample 44 HAS"))  # same size
     os.utime(data, ns=(st.st_atime_ns, st.st_mtime_ns))
     (state / "healed").touch()
     proc = run_cli("run", str(recipe), "--work-dir", str(work))
-    assert proc.returncode == EXIT_REFUSED, proc.stderr
+    assert proc.returncode == ExitCode.REFUSED, proc.stderr
     assert f"input file {data} changed" in proc.stderr
     assert "resume with the same command" not in proc.stderr
-    assert json.loads((work / "status.json").read_text())["state"] == "failed"
+    assert json.loads(WorkDir(work).status_path.read_text())["state"] == "failed"
 
 
 def test_rejects_are_counted_with_a_global_op_and_on_reruns(tmp_path):
@@ -152,10 +152,10 @@ def test_rejects_are_counted_with_a_global_op_and_on_reruns(tmp_path):
     work = tmp_path / "work"
     for _ in range(2):  # the first run, then a rerun that only exports
         proc = run_cli("run", str(recipe), "--work-dir", str(work))
-        assert proc.returncode == EXIT_OK, proc.stderr
+        assert proc.returncode == ExitCode.OK, proc.stderr
         assert "2 malformed records" in proc.stderr
-        assert json.loads((work / "result.json").read_text())["rejected"] == 2
-        assert json.loads((work / "status.json").read_text())["samples"]["rejected"] == 2
+        assert json.loads(WorkDir(work).result_path.read_text())["rejected"] == 2
+        assert json.loads(WorkDir(work).status_path.read_text())["samples"]["rejected"] == 2
 
 
 def test_inspection_commands_on_a_non_work_dir_exit_2(tmp_path):
@@ -171,7 +171,7 @@ def test_inspection_commands_on_a_non_work_dir_exit_2(tmp_path):
             ("events", "--follow"),
         ):
             proc = run_cli(*args, str(path), timeout=30)
-            assert proc.returncode == EXIT_USAGE, (args, proc.stdout, proc.stderr)
+            assert proc.returncode == ExitCode.USAGE, (args, proc.stdout, proc.stderr)
             assert "not a dj-runner work dir" in proc.stderr
             no_traceback(proc)
 
@@ -179,13 +179,13 @@ def test_inspection_commands_on_a_non_work_dir_exit_2(tmp_path):
 def test_follow_honours_the_partition_filter_and_a_pipe_closed_early_is_quiet(tmp_path):
     recipe = demo_recipe(tmp_path)
     work = tmp_path / "work"
-    assert run_cli("run", str(recipe), "--work-dir", str(work)).returncode == EXIT_OK
+    assert run_cli("run", str(recipe), "--work-dir", str(work)).returncode == ExitCode.OK
     proc = run_cli("events", str(work), "--follow", "--until-done", "-p", "2", "--json", timeout=60)
     assert proc.returncode == 0
     lines = proc.stdout.splitlines()
     assert lines and all(json.loads(line)["partition_id"] == 2 for line in lines)
     bad = run_cli("events", str(work), "--type", "no_such_type")
-    assert bad.returncode == EXIT_USAGE and "no_such_type" in bad.stderr
+    assert bad.returncode == ExitCode.USAGE and "no_such_type" in bad.stderr
     piped = subprocess.run(
         f"{sys.executable} -m dj_runner.cli events {work} --json | head -1",
         shell=True,
@@ -213,7 +213,7 @@ def test_status_shows_the_current_run_not_the_previous_outcome(tmp_path):
         process=[{"flaky_mapper": {"state_dir": str(state)}}, {"slow_mapper": {"seconds": 3}}],
     )
     work = tmp_path / "work"
-    assert run_cli("run", str(recipe), "--work-dir", str(work)).returncode == EXIT_PARTIAL
+    assert run_cli("run", str(recipe), "--work-dir", str(work)).returncode == ExitCode.PARTIAL
     first = json.loads(run_cli("status", str(work), "--json").stdout)
     assert first["state"] == "partially_succeeded" and first["partitions"]["failed"] == 1
     (state / "healed").touch()
@@ -233,7 +233,7 @@ def test_status_shows_the_current_run_not_the_previous_outcome(tmp_path):
         assert seen is not None, "never saw the resumed run as running past its plan"
         assert seen["runner_alive"] is True and seen["resumed"]["partitions_done"] == 2
         assert seen["finished_at"] is None and seen["error"] is None
-        assert proc.wait(timeout=120) == EXIT_OK
+        assert proc.wait(timeout=120) == ExitCode.OK
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -247,7 +247,7 @@ def test_bad_lock_and_grace_arguments_exit_2(tmp_path, value):
     recipe = demo_recipe(tmp_path)
     for flag in ("--wait-for-lock", "--grace-period"):
         proc = run_cli("run", str(recipe), flag, value)
-        assert proc.returncode == EXIT_USAGE and flag in proc.stderr
+        assert proc.returncode == ExitCode.USAGE and flag in proc.stderr
 
 
 def _start_slow_run(tmp_path: Path, work: Path, *extra: str) -> subprocess.Popen[str]:
@@ -276,7 +276,7 @@ def _start_slow_run(tmp_path: Path, work: Path, *extra: str) -> subprocess.Popen
     while time.monotonic() < deadline:  # until its tasks run (the op_start events)
         if proc.poll() is not None:
             break
-        events = work / "events" / "events.jsonl"
+        events = WorkDir(work).events_dir / "events.jsonl"
         if events.exists() and '"op_start"' in events.read_text():
             break
         time.sleep(0.05)
@@ -294,7 +294,7 @@ def test_grace_period_running_out_and_a_second_signal_exit_at_once(tmp_path):
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
         assert proc.returncode == 6 and time.monotonic() - start < 30, err
-        st = json.loads((work / "status.json").read_text())
+        st = json.loads(WorkDir(work).status_path.read_text())
         assert st["state"] == "interrupted" and "grace period" in st["error"]["message"]
         assert "Traceback" not in err
     finally:

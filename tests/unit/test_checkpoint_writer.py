@@ -10,6 +10,7 @@ import pytest
 from dj_runner.engine.partition_task import CheckpointWriter
 from dj_runner.observe.event_log import EventLogger, read_events
 from dj_runner.store.checkpoint import CheckpointDir, CheckpointKey
+from dj_runner.store.workdir import WorkDir
 
 
 def table(n: int) -> pa.Table:
@@ -18,7 +19,7 @@ def table(n: int) -> pa.Table:
 
 def test_saves_commit_in_order_and_the_last_before_exit(tmp_path) -> None:
     store = CheckpointDir(tmp_path / "p0", "parquet", "snappy", preserve=True)
-    events = EventLogger(tmp_path / "events", "job")
+    events = EventLogger(WorkDir(tmp_path).events_dir, "job")
     with CheckpointWriter(store, events, pid=0) as saver:
         for step in range(1, 6):
             saver.save(CheckpointKey(step), table(step), f"op{step}")
@@ -27,7 +28,9 @@ def test_saves_commit_in_order_and_the_last_before_exit(tmp_path) -> None:
     assert [c.key.step for c in commits] == [1, 2, 3, 4, 5]
     assert [store.load(c).num_rows for c in commits] == [1, 2, 3, 4, 5]
     events.close()
-    saved = [e for e in read_events(tmp_path / "events") if e.event_type == "checkpoint_save"]
+    saved = [
+        e for e in read_events(WorkDir(tmp_path).events_dir) if e.event_type == "checkpoint_save"
+    ]
     assert [e.fields["operation_idx"] for e in saved] == [1, 2, 3, 4, 5]
 
 
@@ -47,7 +50,7 @@ def test_the_next_save_waits_for_the_previous_one(tmp_path) -> None:
         return commit
 
     store.save = gated_save  # type: ignore[method-assign]
-    saver = CheckpointWriter(store, EventLogger(tmp_path / "events", "job"), pid=0)
+    saver = CheckpointWriter(store, EventLogger(WorkDir(tmp_path).events_dir, "job"), pid=0)
     saver.save(CheckpointKey(1), table(1), "a")
 
     def second() -> None:
@@ -75,7 +78,7 @@ def test_a_failed_save_surfaces_at_the_next_save(tmp_path) -> None:
         raise OSError("disk full")
 
     store.save = broken  # type: ignore[method-assign]
-    saver = CheckpointWriter(store, EventLogger(tmp_path / "events", "job"), pid=0)
+    saver = CheckpointWriter(store, EventLogger(WorkDir(tmp_path).events_dir, "job"), pid=0)
     saver.save(CheckpointKey(1), table(1), "a")
     with pytest.raises(OSError, match="disk full"):
         saver.save(CheckpointKey(2), table(1), "b")
@@ -91,7 +94,7 @@ def test_a_failed_save_surfaces_on_exit(tmp_path) -> None:
     store.save = broken  # type: ignore[method-assign]
     with (
         pytest.raises(OSError, match="disk full"),
-        CheckpointWriter(store, EventLogger(tmp_path / "events", "job"), pid=0) as saver,
+        CheckpointWriter(store, EventLogger(WorkDir(tmp_path).events_dir, "job"), pid=0) as saver,
     ):
         saver.save(CheckpointKey(1), table(1), "a")
 
@@ -100,7 +103,7 @@ def test_an_op_error_still_lets_the_pending_save_commit(tmp_path) -> None:
     store = CheckpointDir(tmp_path / "p0", "parquet", "snappy")
     with (
         pytest.raises(ValueError, match="op failed"),
-        CheckpointWriter(store, EventLogger(tmp_path / "events", "job"), pid=0) as saver,
+        CheckpointWriter(store, EventLogger(WorkDir(tmp_path).events_dir, "job"), pid=0) as saver,
     ):
         saver.save(CheckpointKey(3), table(4), "a")
         raise ValueError("op failed")

@@ -7,16 +7,10 @@ from pathlib import Path
 import pytest
 
 from dj_runner.cli import main
+from dj_runner.contract import ExitCode
 from dj_runner.engine.executor import JobResult, _exit_code_for
 from dj_runner.engine.partition_task import SourceChanged
 from dj_runner.errors import (
-    EXIT_FAILED,
-    EXIT_INTERNAL,
-    EXIT_LOCKED,
-    EXIT_NO_SPACE,
-    EXIT_RAY_UNAVAILABLE,
-    EXIT_REFUSED,
-    EXIT_USAGE,
     InvalidInput,
     NoSpace,
     PlanRefused,
@@ -30,18 +24,18 @@ from dj_runner.store.fencing import Superseded
 @pytest.mark.parametrize(
     ("error", "code"),
     [
-        (SourceChanged("x"), EXIT_REFUSED),
-        (PlanRefused("x"), EXIT_REFUSED),
-        (RecipeError("k", 1, "2"), EXIT_USAGE),
-        (InvalidInput("x"), EXIT_USAGE),
-        (Superseded("x"), EXIT_LOCKED),
-        (RayUnavailable("x"), EXIT_RAY_UNAVAILABLE),
-        (RunnerError("x"), EXIT_FAILED),
-        (NoSpace("/w/p.parquet", "no space left on device", 0, 4096), EXIT_NO_SPACE),
-        (OSError(28, "No space left on device"), EXIT_NO_SPACE),
-        (OSError(122, "Disk quota exceeded"), EXIT_NO_SPACE),
-        (OSError(30, "Read-only file system"), EXIT_FAILED),
-        (KeyError("bug"), EXIT_INTERNAL),
+        (SourceChanged("x"), ExitCode.REFUSED),
+        (PlanRefused("x"), ExitCode.REFUSED),
+        (RecipeError("k", 1, "2"), ExitCode.USAGE),
+        (InvalidInput("x"), ExitCode.USAGE),
+        (Superseded("x"), ExitCode.LOCKED),
+        (RayUnavailable("x"), ExitCode.RAY_UNAVAILABLE),
+        (RunnerError("x"), ExitCode.FAILED),
+        (NoSpace("/w/p.parquet", "no space left on device", 0, 4096), ExitCode.NO_SPACE),
+        (OSError(28, "No space left on device"), ExitCode.NO_SPACE),
+        (OSError(122, "Disk quota exceeded"), ExitCode.NO_SPACE),
+        (OSError(30, "Read-only file system"), ExitCode.FAILED),
+        (KeyError("bug"), ExitCode.INTERNAL),
     ],
 )
 def test_errors_map_to_the_contracts_exit_codes(error: BaseException, code: int) -> None:
@@ -58,5 +52,5 @@ def test_job_result_codes() -> None:
 def test_a_recipe_that_is_not_utf8_is_a_clear_error(tmp_path: Path, capsys) -> None:
     recipe = tmp_path / "latin1.yaml"
     recipe.write_bytes(b"# caf\xe9\nproject_name: x\n")
-    assert main(["validate", str(recipe)]) == EXIT_USAGE
+    assert main(["validate", str(recipe)]) == ExitCode.USAGE
     assert "not UTF-8" in capsys.readouterr().err

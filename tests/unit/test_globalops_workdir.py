@@ -1,4 +1,5 @@
-"""Global-op decisions (keep-first across partitions) and the work dir's small state."""
+"""Global-op decisions (keep-first across partitions, committed in the work dir), rejects, and
+the work dir's paths."""
 
 from __future__ import annotations
 
@@ -6,8 +7,17 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from dj_runner.engine.global_decisions import first_occurrence, removed
-from dj_runner.store.workdir import GlobalDecision, WorkDir
+from dj_runner import contract
+from dj_runner.engine.global_decisions import (
+    GlobalDecision,
+    first_occurrence,
+    read_decision,
+    removed,
+    save_decision,
+)
+from dj_runner.engine.partition_task import count_rejects, write_rejects
+from dj_runner.io.sources import Malformed
+from dj_runner.store.workdir import WorkDir
 
 
 def _first(hashes):
@@ -29,19 +39,38 @@ def test_keep_first_occurrence_across_partitions_in_plan_order() -> None:
 def test_global_decision_round_trips(tmp_path: Path) -> None:
     work = WorkDir(tmp_path)
     decision = GlobalDecision(_first([(0, ["a", "a"]), (1, ["b"])]))
-    work.save_global_decision(3, "document_deduplicator", decision)
-    back = work.global_decision(3)
+    save_decision(work, 3, "document_deduplicator", decision, None)
+    assert work.global_dir(3).is_dir()
+    back = read_decision(work, 3, None)
     assert back is not None
     assert back.mask_for(0).to_pylist() == [True, False] and back.mask_for(1).to_pylist() == [True]
-    assert work.global_decision(4) is None
+    assert read_decision(work, 4, None) is None
 
 
 def test_count_rejects_and_progress(tmp_path: Path) -> None:
     work = WorkDir(tmp_path)
-    assert work.count_rejects(0) == 0 and not work.has_progress()
-    work.rejects_path(0).write_text('{"line": 2}\n{"line": 3}\n')
-    assert work.count_rejects(0) == 2
+    assert count_rejects(work, 0) == 0 and not work.has_progress()
+    bad = [Malformed("in.jsonl", n, "not JSON", "{") for n in (2, 3)]
+    write_rejects(work.rejects_path(0), bad)
+    assert count_rejects(work, 0) == 2
     work.plan_path.write_text("{}")
     assert work.has_progress()
     work.wipe(keep_events=True)
-    assert not work.has_progress() and work.count_rejects(0) == 0
+    assert not work.has_progress() and count_rejects(work, 0) == 0
+
+
+def test_every_path_is_a_contract_name_under_the_root(tmp_path: Path) -> None:
+    work = WorkDir(tmp_path)
+    assert work.status_path == tmp_path.resolve() / contract.STATUS_FILE
+    assert work.manifest_path.name == contract.JOB_FILE
+    assert work.plan_path.name == contract.PLAN_FILE
+    assert work.claim_path.name == contract.CLAIM_FILE
+    assert work.lock_path.name == contract.LOCK_FILE
+    assert work.events_dir.name == contract.EVENTS_DIR
+    assert work.checkpoint_dir(7).relative_to(work.root).as_posix() == "checkpoints/p00007"
+    assert work.global_dir(2).relative_to(work.root).as_posix() == "global/op002"
+    assert work.rejects_path(3).relative_to(work.root).as_posix() == "rejects/p00003.jsonl"
+    assert work.stop_path("r1").name == contract.STOP_FILE_PREFIX + "r1"
+    assert not work.is_work_dir()
+    work.status_path.write_text("{}")
+    assert work.is_work_dir()

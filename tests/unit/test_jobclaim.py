@@ -10,6 +10,7 @@ import pytest
 import dj_runner
 from dj_runner.errors import RecipeError, ResumeRefused
 from dj_runner.recipe.parse import parse_recipe
+from dj_runner.store.checkpoint import COMMITS
 from dj_runner.store.manifest import check_project_name, claim_work_dir, default_work_dir
 from dj_runner.store.workdir import WorkDir
 
@@ -60,8 +61,8 @@ def test_a_recipe_change_is_refused_with_a_diff(tmp_path: Path) -> None:
 
 
 def stale_progress(work: WorkDir) -> None:
-    (work.root / "checkpoints" / "p00000").mkdir(parents=True)
-    (work.root / "checkpoints" / "p00000" / "commits.jsonl").write_text("{}\n")
+    work.checkpoint_dir(0).mkdir(parents=True)
+    (work.checkpoint_dir(0) / COMMITS).write_text("{}\n")
     work.plan_path.write_text("{}")
 
 
@@ -70,7 +71,7 @@ def test_progress_without_a_manifest_is_recomputed_not_reused(tmp_path: Path) ->
     stale_progress(work)
     claim = claim_work_dir(work, recipe(tmp_path), None, restart=False)
     assert not claim.resuming and "missing" in claim.recovered
-    assert not (work.root / "checkpoints").exists() and not work.plan_path.exists()
+    assert not work.checkpoints_dir.exists() and not work.plan_path.exists()
 
 
 @pytest.mark.parametrize("damage", ['{"job_id": "x", "fingerpr', "[]", '{"a": 1}'])
@@ -81,11 +82,11 @@ def test_a_damaged_manifest_never_mixes_and_restart_always_works(
     stale_progress(work)
     work.manifest_path.write_text(damage)
     claim = claim_work_dir(work, recipe(tmp_path), None, restart=False)
-    assert "damaged" in claim.recovered and not (work.root / "checkpoints").exists()
+    assert "damaged" in claim.recovered and not work.checkpoints_dir.exists()
     stale_progress(work)
     work.manifest_path.write_text(damage)
     claim = claim_work_dir(work, recipe(tmp_path), None, restart=True)
-    assert not claim.resuming and not (work.root / "checkpoints").exists()
+    assert not claim.resuming and not work.checkpoints_dir.exists()
     assert json.loads(work.manifest_path.read_text())["job_id"] == claim.job_id
 
 

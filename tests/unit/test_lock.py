@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from dj_runner.store.lock import WorkDirLock, WorkDirLocked, is_locked, read_holder
+from dj_runner.store.workdir import WorkDir
 
 HOLDER = textwrap.dedent(
     """
@@ -88,7 +89,7 @@ def test_the_lock_of_a_sigkilled_runner_does_not_block(tmp_path: Path) -> None:
     proc = hold_in_child(tmp_path)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert (tmp_path / ".lock").exists() and not is_locked(tmp_path)
+    assert WorkDir(tmp_path).lock_path.exists() and not is_locked(tmp_path)
     lock = lock_for(tmp_path)
     lock.acquire(wait_s=0)
     assert is_locked(tmp_path)

@@ -8,6 +8,7 @@ from pathlib import Path
 from dj_runner.io.sources import list_sources
 from dj_runner.plan.partitioner import Plan, build_plan
 from dj_runner.recipe.parse import PartitionConfig
+from dj_runner.store.workdir import WorkDir
 
 
 def write_lines(path: Path, n: int) -> Path:
@@ -37,6 +38,6 @@ def test_megabyte_bound_cuts_smaller_partitions(tmp_path: Path) -> None:
 def test_plan_round_trips_through_json(tmp_path: Path) -> None:
     write_lines(tmp_path / "a.jsonl", 12)
     plan = build_plan(list_sources(str(tmp_path)), PartitionConfig("size", 5, 256.0, None), 1)
-    plan.save(tmp_path / "plan.json")
-    back = Plan.from_dict(json.loads((tmp_path / "plan.json").read_text()))
+    plan.save(WorkDir(tmp_path).plan_path)
+    back = Plan.from_dict(json.loads(WorkDir(tmp_path).plan_path.read_text()))
     assert back == plan

@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from dj_runner import contract
 from dj_runner.engine import ray_env
 from dj_runner.engine.ray_env import RayAddressError, parse_address, preflight, resolve_target
 
@@ -57,7 +58,7 @@ def _closed_port() -> int:
 
 
 def test_an_unreachable_address_fails_within_the_connect_timeout(monkeypatch):
-    monkeypatch.setenv(ray_env.CONNECT_TIMEOUT_ENV, "1.5")
+    monkeypatch.setenv(contract.ENV_RAY_CONNECT_TIMEOUT, "1.5")
     for address in (f"127.0.0.1:{_closed_port()}", f"ray://127.0.0.1:{_closed_port()}"):
         t0 = time.monotonic()
         with pytest.raises(RayAddressError, match=r"no Ray cluster answered there within 1\.5 s"):
@@ -67,15 +68,15 @@ def test_an_unreachable_address_fails_within_the_connect_timeout(monkeypatch):
 
 
 def test_a_bad_connect_timeout_is_refused(monkeypatch):
-    monkeypatch.setenv(ray_env.CONNECT_TIMEOUT_ENV, "soon")
-    with pytest.raises(RayAddressError, match="DJ_RUNNER_RAY_CONNECT_TIMEOUT_S='soon'"):
+    monkeypatch.setenv(contract.ENV_RAY_CONNECT_TIMEOUT, "soon")
+    with pytest.raises(RayAddressError, match=f"{contract.ENV_RAY_CONNECT_TIMEOUT}='soon'"):
         preflight("127.0.0.1:6379")
 
 
 @pytest.mark.parametrize("value", ["two", "0", "-1"])
 def test_a_bad_min_nodes_is_refused_before_any_work(monkeypatch, value):
-    monkeypatch.setenv(ray_env.MIN_NODES_ENV, value)
-    with pytest.raises(RayAddressError, match=f"DJ_RUNNER_RAY_MIN_NODES='{value}'"):
+    monkeypatch.setenv(contract.ENV_RAY_MIN_NODES, value)
+    with pytest.raises(RayAddressError, match=f"{contract.ENV_RAY_MIN_NODES}='{value}'"):
         preflight("ray://127.0.0.1:10001")
 
 
@@ -86,14 +87,14 @@ def test_the_wait_for_nodes_counts_alive_ones_and_is_bounded(monkeypatch):
 
     nodes = [{"Alive": True}, {"Alive": False}]
     monkeypatch.setattr(ray, "nodes", lambda: list(nodes))
-    monkeypatch.setenv(ray_env.MIN_NODES_ENV, "2")
+    monkeypatch.setenv(contract.ENV_RAY_MIN_NODES, "2")
     t0 = time.monotonic()
     with pytest.raises(RayUnavailable, match="1 of the 2 Ray nodes"):
         ray_env._wait_for_nodes("the cluster", time.monotonic() + 1.0)
     assert 0.9 <= time.monotonic() - t0 < 5
     nodes.append({"Alive": True})
     ray_env._wait_for_nodes("the cluster", time.monotonic() + 1.0)  # 2 alive: returns
-    monkeypatch.delenv(ray_env.MIN_NODES_ENV)
+    monkeypatch.delenv(contract.ENV_RAY_MIN_NODES)
     nodes.clear()
     ray_env._wait_for_nodes("the cluster", time.monotonic())  # no minimum: no wait
 

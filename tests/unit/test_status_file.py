@@ -6,9 +6,11 @@ import json
 import re
 from pathlib import Path
 
+from dj_runner.contract import STATUS_SCHEMA_VERSION
 from dj_runner.observe.report import format_status, status
-from dj_runner.observe.status_file import SCHEMA_VERSION, StatusWriter, read_status
+from dj_runner.observe.status_file import StatusWriter, read_status
 from dj_runner.store.lock import WorkDirLock
+from dj_runner.store.workdir import WorkDir
 
 STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
@@ -17,7 +19,7 @@ def test_written_at_start_with_the_contracts_keys(tmp_path: Path) -> None:
     w = StatusWriter(tmp_path, "demo", "run-1", "/out/r.jsonl")
     w.write()
     st = read_status(tmp_path)
-    assert st["schema_version"] == SCHEMA_VERSION and st["state"] == "running"
+    assert st["schema_version"] == STATUS_SCHEMA_VERSION and st["state"] == "running"
     assert st["job_id"] == "demo" and st["run_id"] == "run-1"
     assert STAMP.match(st["started_at"]) and STAMP.match(st["updated_at"])
     assert st["finished_at"] is None and st["stage"] is None and st["resumed"] is None
@@ -41,14 +43,14 @@ def test_updates_merge_and_finish(tmp_path: Path) -> None:
 
 def test_reader_accepts_unknown_keys_and_a_missing_or_torn_file(tmp_path: Path) -> None:
     assert read_status(tmp_path) is None
-    (tmp_path / "status.json").write_text('{"state": "running", "future_key": 1')
+    WorkDir(tmp_path).status_path.write_text('{"state": "running", "future_key": 1')
     assert read_status(tmp_path) is None
-    (tmp_path / "status.json").write_text(json.dumps({"state": "running", "future_key": 1}))
+    WorkDir(tmp_path).status_path.write_text(json.dumps({"state": "running", "future_key": 1}))
     assert read_status(tmp_path)["future_key"] == 1
 
 
 def test_status_reports_a_dead_running_run_as_interrupted(tmp_path: Path) -> None:
-    (tmp_path / "job.json").write_text("{}")
+    WorkDir(tmp_path).manifest_path.write_text("{}")
     w = StatusWriter(tmp_path, "demo", "run-1", None)
     w.update(partitions={"total": 3, "done": 1})
     lock = WorkDirLock(tmp_path, WorkDirLock.holder_for("run-1", "t"))
@@ -76,7 +78,7 @@ def test_status_reads_no_event_log(tmp_path: Path, monkeypatch) -> None:
 
     monkeypatch.setattr(dj_runner.observe.report, "read_events", no_log)
     monkeypatch.setattr(dj_runner.observe.event_log, "read_events", no_log)
-    (tmp_path / "job.json").write_text("{}")
+    WorkDir(tmp_path).manifest_path.write_text("{}")
     StatusWriter(tmp_path, "demo", "run-1", None).finish("succeeded")
     assert status(tmp_path)["state"] == "succeeded"
 
@@ -109,7 +111,7 @@ def test_estimated_completion_is_this_runs_pace_over_what_is_left() -> None:
 
 
 def test_the_writer_records_the_estimate_and_status_prints_it(tmp_path: Path) -> None:
-    (tmp_path / "job.json").write_text("{}")
+    WorkDir(tmp_path).manifest_path.write_text("{}")
     w = StatusWriter(tmp_path, "demo", "run-1", None)
     w.update(partitions={"total": 4})
     assert read_status(tmp_path)["estimated_completion_at"] is None
@@ -129,7 +131,7 @@ def test_the_writer_records_the_estimate_and_status_prints_it(tmp_path: Path) ->
 def test_status_counts_the_runs_that_claimed_the_work_dir(tmp_path: Path) -> None:
     from dj_runner.store.fencing import take_claim
 
-    (tmp_path / "job.json").write_text("{}")
+    WorkDir(tmp_path).manifest_path.write_text("{}")
     StatusWriter(tmp_path, "demo", "run-1", None).write()
     assert status(tmp_path)["runs"] == 0 and status(tmp_path)["restarts"] == 0
     take_claim(tmp_path, "run-1")

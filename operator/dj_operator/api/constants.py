@@ -1,29 +1,25 @@
-"""Names fixed by the API: group, version, labels, annotations, paths, phases, reasons, exit codes."""
+"""Names only the operator uses: the CRD's other names, labels, the pods' layout, phases, reasons.
+
+What the runner, the chart or the docs rely on too (the CRD's group, version, kind and plural, the
+labels the chart's PodMonitor selects, the runner's environment, its exit codes) is
+``dj_runner.contract``'s.
+"""
 
 from __future__ import annotations
 
-GROUP = "datajuicer.io"
-VERSION = "v1alpha1"
-API_VERSION = f"{GROUP}/{VERSION}"
-KIND = "DataJuicerJob"
-PLURAL = "datajuicerjobs"
+from dj_runner import contract
+
 SINGULAR = "datajuicerjob"
 SHORT_NAMES = ("djjob",)
-CRD_NAME = f"{PLURAL}.{GROUP}"
+CRD_NAME = f"{contract.PLURAL}.{contract.GROUP}"
 
-OPERATOR_NAME = "datajuicer-operator"
-FINALIZER = f"{GROUP}/finalizer"
-ANNOTATION_PREFIX = GROUP
+FINALIZER = f"{contract.GROUP}/finalizer"
+ANNOTATION_PREFIX = contract.GROUP
 
-# Labels on every child.
-LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+# Labels on every child (with the contract's managed-by, component and job labels).
 LABEL_NAME = "app.kubernetes.io/name"
-LABEL_COMPONENT = "app.kubernetes.io/component"
-LABEL_JOB = f"{GROUP}/job"
-LABEL_ATTEMPT = f"{GROUP}/attempt"
 APP_NAME = "datajuicer"
 
-COMPONENT_RUNNER = "runner"
 COMPONENT_RECIPE = "recipe"
 COMPONENT_STORAGE = "storage"
 COMPONENT_RAY = "ray-cluster"
@@ -40,12 +36,6 @@ TMP_VOLUME = "datajuicer-tmp"
 DEFAULT_MOUNT_PATH = "/data"
 DEFAULT_RUNNER_IMAGE = "datajuicer/dj-runner:0.1.0"
 DEFAULT_RUNNER_COMMAND = ("dj-runner",)
-ENV_JOB_NAME = "DJ_JOB_NAME"
-ENV_JOB_NAMESPACE = "DJ_JOB_NAMESPACE"
-#: kuberay mode: the runner waits for this many alive Ray nodes (the head and every worker).
-ENV_RAY_MIN_NODES = "DJ_RUNNER_RAY_MIN_NODES"
-#: kuberay mode: how long the runner waits for the cluster (spec.ray.readyTimeoutSeconds).
-ENV_RAY_CONNECT_TIMEOUT = "DJ_RUNNER_RAY_CONNECT_TIMEOUT_S"
 
 # Ray (KubeRay's own defaults for the head's ports).
 RAY_API_VERSION = "ray.io/v1"
@@ -126,16 +116,4 @@ FAILURE_REASONS = (
 )
 FAILURE_COMPONENTS = ("validation", "runner", "ray", "operator")
 
-# Runner exit codes (the runner/operator contract).
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_PARTIAL = 3
-EXIT_REFUSED = 4
-EXIT_LOCKED = 5
-EXIT_INTERRUPTED = 6
-EXIT_RAY_LOST = 7
-EXIT_NO_SPACE = 8  # retryable: space may be freed, and a retry resumes the committed work
-EXIT_INTERNAL = 70
-
-FIELD_MANAGER = OPERATOR_NAME
+FIELD_MANAGER = contract.OPERATOR_NAME

@@ -22,6 +22,7 @@ from dj_operator.api import constants as c
 from dj_operator.api import fields
 from dj_operator.api.openapi import Schema, boolean, integer, integer64, obj, string, timestamp
 from dj_operator.api.types import JobSpec
+from dj_runner import contract
 
 
 def spec_schema() -> Schema:
@@ -180,19 +181,19 @@ def crd() -> Schema:
         "kind": "CustomResourceDefinition",
         "metadata": {"name": c.CRD_NAME},
         "spec": {
-            "group": c.GROUP,
+            "group": contract.GROUP,
             "scope": "Namespaced",
             "names": {
-                "kind": c.KIND,
-                "listKind": f"{c.KIND}List",
-                "plural": c.PLURAL,
+                "kind": contract.KIND,
+                "listKind": f"{contract.KIND}List",
+                "plural": contract.PLURAL,
                 "singular": c.SINGULAR,
                 "shortNames": list(c.SHORT_NAMES),
                 "categories": ["all", "datajuicer"],
             },
             "versions": [
                 {
-                    "name": c.VERSION,
+                    "name": contract.VERSION,
                     "served": True,
                     "storage": True,
                     "subresources": {"status": {}},

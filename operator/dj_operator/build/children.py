@@ -10,6 +10,7 @@ import yaml
 from dj_operator.api import constants as c
 from dj_operator.api.types import JobSpec
 from dj_operator.build import names
+from dj_runner import contract
 
 Obj = dict[str, Any]
 
@@ -73,8 +74,8 @@ def runner_rbac(job: Obj) -> list[Obj]:
             "metadata": names.metadata(job, sa, c.COMPONENT_RBAC),
             "rules": [
                 {
-                    "apiGroups": [c.GROUP],
-                    "resources": [f"{c.PLURAL}/status"],
+                    "apiGroups": [contract.GROUP],
+                    "resources": [f"{contract.PLURAL}/status"],
                     "resourceNames": [name],
                     "verbs": ["get", "patch"],
                 }
@@ -96,7 +97,8 @@ def ray_address(job: Obj, spec: JobSpec) -> str | None:
     if spec.ray.mode == c.MODE_KUBERAY:
         cluster = names.ray_cluster(job["metadata"]["name"])
         ns = job["metadata"]["namespace"]
-        return f"ray://{cluster}-head-svc.{ns}.svc:{spec.ray.head_group.ports.client}"
+        head = f"{cluster}{contract.RAY_HEAD_SERVICE_SUFFIX}"
+        return f"ray://{head}.{ns}.svc:{spec.ray.head_group.ports.client}"
     return None
 
 
@@ -131,8 +133,8 @@ def runner_pod(job: Obj, spec: JobSpec, attempt: int, work_dir: str) -> Obj:
     meta = job["metadata"]
     runner = spec.runner
     env = [
-        {"name": c.ENV_JOB_NAME, "value": meta["name"]},
-        {"name": c.ENV_JOB_NAMESPACE, "value": meta["namespace"]},
+        {"name": contract.ENV_JOB_NAME, "value": meta["name"]},
+        {"name": contract.ENV_JOB_NAMESPACE, "value": meta["namespace"]},
     ]
     if spec.ray.mode == c.MODE_KUBERAY:
         # The runner waits for the head and every worker to join Ray, as long as the operator
@@ -140,8 +142,11 @@ def runner_pod(job: Obj, spec: JobSpec, attempt: int, work_dir: str) -> Obj:
         # raylets have given up on the old GCS (about a minute), while KubeRay says `ready`.
         nodes = 1 + sum(group.replicas for group in spec.ray.worker_groups)
         env += [
-            {"name": c.ENV_RAY_MIN_NODES, "value": str(nodes)},
-            {"name": c.ENV_RAY_CONNECT_TIMEOUT, "value": str(spec.ray.ready_timeout_seconds)},
+            {"name": contract.ENV_RAY_MIN_NODES, "value": str(nodes)},
+            {
+                "name": contract.ENV_RAY_CONNECT_TIMEOUT,
+                "value": str(spec.ray.ready_timeout_seconds),
+            },
         ]
     env += copy.deepcopy(list(runner.env))
     container: Obj = {
@@ -160,7 +165,11 @@ def runner_pod(job: Obj, spec: JobSpec, attempt: int, work_dir: str) -> Obj:
     }
     if runner.metrics_port:
         container["ports"] = [
-            {"name": "metrics", "containerPort": runner.metrics_port, "protocol": "TCP"}
+            {
+                "name": contract.METRICS_PORT_NAME,
+                "containerPort": runner.metrics_port,
+                "protocol": "TCP",
+            }
         ]
     # A writable /tmp (Ray's sockets and spill, HOME and TMPDIR of the image) that works with a
     # read-only root filesystem, unless the job mounts its own.
@@ -210,8 +219,8 @@ def runner_pod(job: Obj, spec: JobSpec, attempt: int, work_dir: str) -> Obj:
     pod_meta = names.metadata(
         job,
         names.runner_pod(meta["name"], attempt),
-        c.COMPONENT_RUNNER,
-        **{c.LABEL_ATTEMPT: str(attempt)},
+        contract.COMPONENT_RUNNER,
+        **{contract.LABEL_ATTEMPT: str(attempt)},
     )
     return {"apiVersion": "v1", "kind": "Pod", "metadata": pod_meta, "spec": pod_spec}
 

@@ -6,6 +6,7 @@ import hashlib
 from typing import Any
 
 from dj_operator.api import constants as c
+from dj_runner import contract
 
 Obj = dict[str, Any]
 MAX_NAME = 63  # a DNS label: pods, services, label values
@@ -37,7 +38,7 @@ def service_account(job: str) -> str:
 
 
 def ray_cluster(job: str) -> str:
-    # KubeRay derives Service names from it (<cluster>-head-svc): keep room for the suffix.
+    # KubeRay derives Service names from it (contract.RAY_HEAD_SERVICE_SUFFIX): keep room for it.
     return fit(f"{job}-ray", 47)
 
 
@@ -48,18 +49,18 @@ def job_id(namespace: str, job: str, uid: str) -> str:
 
 def labels(job: str, component: str) -> dict[str, str]:
     return {
-        c.LABEL_MANAGED_BY: c.OPERATOR_NAME,
+        contract.LABEL_MANAGED_BY: contract.OPERATOR_NAME,
         c.LABEL_NAME: c.APP_NAME,
-        c.LABEL_COMPONENT: component,
-        c.LABEL_JOB: fit(job),
+        contract.LABEL_COMPONENT: component,
+        contract.LABEL_JOB: fit(job),
     }
 
 
 def owner_reference(job: Obj, controller: bool = True) -> Obj:
     meta = job["metadata"]
     return {
-        "apiVersion": c.API_VERSION,
-        "kind": c.KIND,
+        "apiVersion": contract.API_VERSION,
+        "kind": contract.KIND,
         "name": meta["name"],
         "uid": meta["uid"],
         "controller": controller,

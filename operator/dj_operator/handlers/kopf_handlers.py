@@ -21,6 +21,7 @@ from dj_operator.handlers import reconcile as rec
 from dj_operator.handlers.resync import Resync
 from dj_operator.kube import Kube
 from dj_operator.metrics import default_metrics, instrument_api_client
+from dj_runner import contract
 
 log = logging.getLogger(__name__)
 
@@ -89,10 +90,10 @@ def _reconcile(namespace: str, name: str) -> None:
         log.exception("reconcile of %s/%s failed; the resync loop retries it", namespace, name)
 
 
-@kopf.on.event(c.GROUP, c.VERSION, c.PLURAL)
+@kopf.on.event(contract.GROUP, contract.VERSION, contract.PLURAL)
 def job_event(type: str | None, body: Any, name: str, namespace: str, **_: Any) -> None:
     metrics = default_metrics()
-    metrics.watch_event(c.KIND)
+    metrics.watch_event(contract.KIND)
     if type == "DELETED":
         metrics.index.remove(namespace, name)
         rec.forget(namespace, name)
@@ -103,19 +104,23 @@ def job_event(type: str | None, body: Any, name: str, namespace: str, **_: Any) 
 
 def _owner_job(body: Any) -> str | None:
     for ref in body.get("metadata", {}).get("ownerReferences") or []:
-        if ref.get("kind") == c.KIND and ref.get("apiVersion", "").startswith(c.GROUP + "/"):
+        if ref.get("kind") == contract.KIND and ref.get("apiVersion", "").startswith(
+            contract.GROUP + "/"
+        ):
             return ref.get("name")
     return None
 
 
-@kopf.on.event("v1", "pods", labels={c.LABEL_MANAGED_BY: c.OPERATOR_NAME})
+@kopf.on.event("v1", "pods", labels={contract.LABEL_MANAGED_BY: contract.OPERATOR_NAME})
 def pod_event(body: Any, namespace: str, **_: Any) -> None:
     job = _owner_job(body)
     if job:
         _reconcile(namespace, job)
 
 
-@kopf.on.event("ray.io", "v1", "rayclusters", labels={c.LABEL_MANAGED_BY: c.OPERATOR_NAME})
+@kopf.on.event(
+    "ray.io", "v1", "rayclusters", labels={contract.LABEL_MANAGED_BY: contract.OPERATOR_NAME}
+)
 def ray_event(body: Any, namespace: str, **_: Any) -> None:
     job = _owner_job(body)
     if job:

@@ -30,6 +30,7 @@ from dj_operator.status import attempts as att
 from dj_operator.status import times
 from dj_operator.status.decide import EventDraft, Observed
 from dj_operator.status.derive import Outcome, derive
+from dj_runner.contract import ExitCode
 
 Obj = dict[str, Any]
 log = logging.getLogger(__name__)
@@ -95,7 +96,7 @@ def observe(
         name = pod["metadata"]["name"]
         if att.pod_terminal(pod) and name not in done_before:
             code = att.finish_record(pod, now).get("exitCode")
-            if code not in (c.EXIT_OK, None):
+            if code not in (ExitCode.OK, None):
                 tails[name] = kube.log_tail(meta["namespace"], name)
     observed = Observed(
         job=job,

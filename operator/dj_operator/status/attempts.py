@@ -13,6 +13,8 @@ from typing import Any
 
 from dj_operator.api import constants as c
 from dj_operator.status import times
+from dj_runner import contract
+from dj_runner.contract import ExitCode
 
 Obj = dict[str, Any]
 
@@ -33,7 +35,7 @@ class Classified:
 
 
 def attempt_of(pod: Obj) -> int | None:
-    value = (pod.get("metadata", {}).get("labels") or {}).get(c.LABEL_ATTEMPT)
+    value = (pod.get("metadata", {}).get("labels") or {}).get(contract.LABEL_ATTEMPT)
     try:
         return int(value) if value is not None else None
     except ValueError:
@@ -103,19 +105,19 @@ def merge(recorded: list[Obj], pods: list[Obj], now: datetime) -> list[Obj]:
 def classify(rec: Obj) -> Classified:
     """What a finished attempt means (the contract's exit codes)."""
     code = rec.get("exitCode")
-    if rec.get("stopReason") and code not in (c.EXIT_OK, c.EXIT_PARTIAL):
+    if rec.get("stopReason") and code not in (ExitCode.OK, ExitCode.PARTIAL):
         return Classified(STOPPED)
-    if code == c.EXIT_OK:
+    if code == ExitCode.OK:
         return Classified(SUCCEEDED)
-    if code == c.EXIT_PARTIAL:
+    if code == ExitCode.PARTIAL:
         return Classified(PARTIAL)
-    if code == c.EXIT_FAILED:
+    if code == ExitCode.FAILED:
         return Classified(TERMINAL, c.R_RUNNER_FAILED)
-    if code == c.EXIT_USAGE:
+    if code == ExitCode.USAGE:
         return Classified(TERMINAL, c.R_INVALID_INPUT)
-    if code == c.EXIT_REFUSED:
+    if code == ExitCode.REFUSED:
         return Classified(TERMINAL, c.R_RESUME_REFUSED)
-    # 5, 6, 7, 8 (no space), 70, 128+N, a deleted pod, an eviction, anything unexpected:
+    # contract.RETRIED_EXIT_CODES, 128+N, a deleted pod, an eviction, anything unexpected:
     # retried, bounded.
     return Classified(RETRYABLE)
 
@@ -126,8 +128,8 @@ def describe_end(rec: Obj) -> str:
         return "its pod was deleted"
     code = rec.get("exitCode")
     text = f"exit code {code}" if code is not None else "no exit code"
-    if code is not None and code > 128:
-        text += f" (killed by signal {code - 128})"
+    if code is not None and code > contract.SIGNAL_EXIT_BASE:
+        text += f" (killed by signal {code - contract.SIGNAL_EXIT_BASE})"
     if rec.get("reason"):
         text += f", {rec['reason']}"
     return text

@@ -2,10 +2,12 @@
 
 ``Executor(recipe).run()`` is the whole job; it is resumable: running it again on the same
 work dir continues from each partition's newest valid checkpoint and never recomputes a
-finished partition. The pieces live in their own modules: the lock (``lock.py``), the claim
-and fencing token (``fencing.py``), the manifest and fingerprint (``jobclaim.py``), the
-scheduling loop (``scheduler.py``, here given a Ray backend), global-op decisions
-(``global_decisions.py``, the op's own ``decide``), the export (``export.py``) and the live status (``status_file.py``).
+finished partition. The pieces live in their own modules: the work dir's paths
+(``store/workdir.py``), the lock (``store/lock.py``), the claim and fencing token
+(``store/fencing.py``), the manifest, the fingerprint and which work dir a run uses
+(``store/manifest.py``), the scheduling loop (``scheduler.py``, here given a Ray backend),
+global-op decisions (``global_decisions.py``, the op's own ``decide``), the export
+(``io/export.py``) and the live status (``observe/status_file.py``).
 This module orchestrates them and owns the Ray task body's entry point.
 """
 
@@ -24,9 +26,10 @@ from typing import Any
 
 import pyarrow as pa
 
+from dj_runner.contract import SIGNAL_EXIT_BASE, ExitCode
 from dj_runner.engine.finalize import broken_finals, export_finals
-from dj_runner.engine.global_decisions import removed
-from dj_runner.engine.partition_task import PartitionResult, SourceChanged
+from dj_runner.engine.global_decisions import GlobalDecision, read_decision, removed, save_decision
+from dj_runner.engine.partition_task import PartitionResult, SourceChanged, count_rejects
 from dj_runner.engine.ray_backend import RayTaskBackend, event_logger
 from dj_runner.engine.ray_env import RayAddressError
 from dj_runner.engine.scheduler import (
@@ -34,20 +37,9 @@ from dj_runner.engine.scheduler import (
     RetryPolicy,
     StageOutcome,
     StopToken,
-    short_error,
     wait_timeout,
 )
 from dj_runner.errors import (
-    EXIT_FAILED,
-    EXIT_INTERNAL,
-    EXIT_INTERRUPTED,
-    EXIT_LOCKED,
-    EXIT_NO_SPACE,
-    EXIT_OK,
-    EXIT_PARTIAL,
-    EXIT_RAY_UNAVAILABLE,
-    EXIT_REFUSED,
-    EXIT_USAGE,
     InputError,
     Interrupted,
     InvalidInput,
@@ -58,6 +50,7 @@ from dj_runner.errors import (
     RecipeError,
     ResumeRefused,
     RunnerError,
+    short_error,
 )
 from dj_runner.io.export import check_export_target, remove_export
 from dj_runner.observe.console import NoProgress, Progress
@@ -68,19 +61,19 @@ from dj_runner.plan.partitioner import Plan
 from dj_runner.plan.saved_plan import load_or_build_plan
 from dj_runner.recipe.parse import Recipe
 from dj_runner.store.atomic import write_json_atomic
-from dj_runner.store.checkpoint import CheckpointKey, InvalidCheckpoint
+from dj_runner.store.checkpoint import (
+    CheckpointDir,
+    CheckpointKey,
+    InvalidCheckpoint,
+    partition_store,
+)
 from dj_runner.store.fencing import Fence, Superseded, new_run_id, take_claim
 from dj_runner.store.lock import WorkDirLock
-from dj_runner.store.manifest import claim_work_dir, default_work_dir
+from dj_runner.store.manifest import claim_work_dir, default_work_dir, resolve_work_dir
 from dj_runner.store.nospace import is_no_space
-from dj_runner.store.workdir import GlobalDecision, WorkDir
+from dj_runner.store.workdir import WorkDir
 
 __all__ = [
-    "EXIT_FAILED",
-    "EXIT_OK",
-    "EXIT_PARTIAL",
-    "EXIT_REFUSED",
-    "EXIT_USAGE",
     "Executor",
     "JobResult",
     "best_effort",
@@ -116,10 +109,10 @@ class JobResult:
         if self.code is not None:
             return self.code
         return {
-            "succeeded": EXIT_OK,
-            "partially_succeeded": EXIT_PARTIAL,
-            "interrupted": EXIT_INTERRUPTED,
-        }.get(self.status, EXIT_FAILED)
+            "succeeded": ExitCode.OK,
+            "partially_succeeded": ExitCode.PARTIAL,
+            "interrupted": ExitCode.INTERRUPTED,
+        }.get(self.status, ExitCode.FAILED)
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.__dict__, "exit_code": self.exit_code}
@@ -209,7 +202,7 @@ class Executor:
         handle_signals: bool = False,
     ):
         self.recipe = recipe
-        self.work = WorkDir(work_dir or recipe.work_dir or default_work_dir(recipe))
+        self.work = WorkDir(resolve_work_dir(recipe, work_dir))
         self.requested_job_id = job_id or recipe.job_id
         self.restart = restart
         self.progress = progress or NoProgress()
@@ -251,7 +244,7 @@ class Executor:
                     {"op": None, "partition": None, "message": "grace period ran out"},
                 )
         finally:
-            os._exit(EXIT_INTERRUPTED)
+            os._exit(ExitCode.INTERRUPTED)
 
     def _install_signal_handlers(self) -> None:
         if not self.handle_signals or threading.current_thread() is not threading.main_thread():
@@ -259,7 +252,7 @@ class Executor:
 
         def handler(signum: int, _frame: Any) -> None:
             if self.stop.requested:
-                os._exit(128 + signum)  # a second signal: exit at once
+                os._exit(SIGNAL_EXIT_BASE + signum)  # a second signal: exit at once
             self.request_stop(signum)
 
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -287,8 +280,8 @@ class Executor:
 
     def _run_locked(self) -> JobResult:
         t0 = time.time()
-        for stale in self.work.root.glob(".stop-*"):  # left by a run the grace period cut short
-            if stale.name != self.work.stop_path(self.run_id).name:
+        for stale in self.work.stop_paths():  # left by a run the grace period cut short
+            if stale != self.work.stop_path(self.run_id):
                 stale.unlink(missing_ok=True)
         self.fence = take_claim(self.work.root, self.run_id)
         check_export_target(self.recipe.export_path)
@@ -409,13 +402,12 @@ class Executor:
         )
         assert self.fence is not None
         self.fence = self.fence.with_plan(plan_id)
-        self.work = WorkDir(self.work.root, self.fence)
         n_ops = len(self.recipe.process)
         final = CheckpointKey(n_ops)
         result.total_partitions = len(plan.partitions)
         result.rows_in = plan.total_rows
         self._parts = {p.pid: p for p in plan.partitions}
-        stores = {p.pid: self.work.partition_store(p.pid, self.recipe) for p in plan.partitions}
+        stores = {p.pid: self._store(p.pid) for p in plan.partitions}
         newest = {pid: s.newest_key() for pid, s in stores.items()}
         self._done = {pid for pid, k in newest.items() if k is not None and k >= final}
         rows_out = 0
@@ -433,7 +425,7 @@ class Executor:
             samples={
                 "in": sum(self._parts[p].rows for p in self._done),
                 "out": rows_out,
-                "rejected": sum(self.work.count_rejects(p) for p in self._done),
+                "rejected": sum(count_rejects(self.work, p) for p in self._done),
             },
             resumed=resumed,
         )
@@ -452,10 +444,9 @@ class Executor:
             pending = [
                 p
                 for p in plan.partitions
-                if (self.work.partition_store(p.pid, self.recipe).newest_key() or CheckpointKey(-1))
-                < target
+                if (self._store(p.pid).newest_key() or CheckpointKey(-1)) < target
             ]
-            if target.hashed and self.work.global_decision(target.step) is not None:
+            if target.hashed and read_decision(self.work, target.step, self.fence) is not None:
                 pending = []  # decided in an earlier run; later stages apply it
             label = f"ops up to #{target.step}" + (" (hashing)" if target.hashed else "")
             self.progress.stage(label)
@@ -528,7 +519,7 @@ class Executor:
             samples={
                 "in": st["samples"]["in"] + part.rows,
                 "out": st["samples"]["out"] + rows_out,
-                "rejected": st["samples"]["rejected"] + self.work.count_rejects(part.pid),
+                "rejected": st["samples"]["rejected"] + count_rejects(self.work, part.pid),
             },
             last_checkpoint_at=now_rfc3339(),
         )
@@ -549,7 +540,11 @@ class Executor:
 
     def _count_rejects(self) -> int:
         parts = getattr(self, "_parts", {})
-        return sum(self.work.count_rejects(pid) for pid in parts)
+        return sum(count_rejects(self.work, pid) for pid in parts)
+
+    def _store(self, pid: int) -> CheckpointDir:
+        """Partition ``pid``'s checkpoints, written under this run's claim."""
+        return partition_store(self.work, pid, self.recipe.checkpoint, self.fence)
 
     # ------------------------------------------------------------------ scheduling
     def _run_stage(self, plan: Plan, parts: list[Any], target: CheckpointKey) -> StageOutcome:
@@ -578,7 +573,7 @@ class Executor:
 
     # ------------------------------------------------------------------ global ops
     def _decide_global(self, plan: Plan, op_idx: int) -> None:
-        if self.work.global_decision(op_idx) is not None:
+        if read_decision(self.work, op_idx, self.fence) is not None:
             return
         name = self.recipe.process[op_idx].name
         self._log(
@@ -597,7 +592,7 @@ class Executor:
             def signatures(broken: list[Any] = broken) -> Iterator[tuple[int, pa.Table]]:
                 # One partition's signature columns at a time, in plan order.
                 for part in plan.partitions:
-                    store = self.work.partition_store(part.pid, self.recipe)
+                    store = self._store(part.pid)
                     commit = store.latest_commit(key)
                     try:
                         if commit is None:
@@ -619,7 +614,7 @@ class Executor:
                 )
         else:
             raise RunnerError(f"{name}: hashed checkpoints keep failing verification")
-        self.work.save_global_decision(op_idx, name, GlobalDecision(masks))
+        save_decision(self.work, op_idx, name, GlobalDecision(masks), self.fence)
         n_removed = removed(masks)
         self._log(
             "global_op_complete",
@@ -642,7 +637,7 @@ class Executor:
                 error_message=why,
             )
 
-        broken = broken_finals(self.work, self.recipe, plan, exclude, invalid)
+        broken = broken_finals(self.work, self.recipe, plan, exclude, invalid, self.fence)
         if broken:
             self.progress.stage(f"recomputing {len(broken)} partitions")
             failed.update(
@@ -652,7 +647,7 @@ class Executor:
     def _export(self, plan: Plan, exclude: set[int]) -> int:
         self.progress.stage("exporting")
         t0 = time.perf_counter()
-        rows = export_finals(self.work, self.recipe, plan, exclude)
+        rows = export_finals(self.work, self.recipe, plan, exclude, self.fence)
         self._log(
             "export_complete",
             f"wrote {rows} samples to {self.recipe.export_path}",
@@ -696,15 +691,15 @@ def best_effort(write: Callable[[], None]) -> NoSpace | None:
 
 def _exit_code_for(exc: BaseException) -> int:
     if is_no_space(exc):  # NoSpace, or an ENOSPC/EDQUOT OSError no write path named
-        return EXIT_NO_SPACE
+        return ExitCode.NO_SPACE
     if isinstance(exc, ResumeRefused):
-        return EXIT_REFUSED
+        return ExitCode.REFUSED
     if isinstance(exc, (RecipeError, InvalidInput, InputError, RayAddressError)):
-        return EXIT_USAGE
+        return ExitCode.USAGE
     if isinstance(exc, Superseded):
-        return EXIT_LOCKED
+        return ExitCode.LOCKED
     if isinstance(exc, RayUnavailable):
-        return EXIT_RAY_UNAVAILABLE
+        return ExitCode.RAY_UNAVAILABLE
     if isinstance(exc, (RunnerError, OSError)):
-        return EXIT_FAILED  # OSError: the disk, not the runner (a full or read-only volume)
-    return EXIT_INTERNAL
+        return ExitCode.FAILED  # OSError: the disk, not the runner (a full or read-only volume)
+    return ExitCode.INTERNAL

@@ -14,7 +14,8 @@ from dj_runner.errors import RunnerError
 from dj_runner.io.export import write_export
 from dj_runner.plan.partitioner import Plan
 from dj_runner.recipe.parse import Recipe
-from dj_runner.store.checkpoint import CheckpointKey, InvalidCheckpoint
+from dj_runner.store.checkpoint import CheckpointKey, InvalidCheckpoint, partition_store
+from dj_runner.store.fencing import Fence
 from dj_runner.store.workdir import WorkDir
 
 
@@ -24,6 +25,7 @@ def broken_finals(
     plan: Plan,
     exclude: set[int],
     on_invalid: Callable[[int, str], None],
+    fence: Fence | None = None,
 ) -> list[Any]:
     """The partitions (not in ``exclude``) whose final checkpoint is missing or fails."""
     final = CheckpointKey(len(recipe.process))
@@ -31,7 +33,7 @@ def broken_finals(
     for part in plan.partitions:
         if part.pid in exclude:
             continue
-        store = work.partition_store(part.pid, recipe)
+        store = partition_store(work, part.pid, recipe.checkpoint, fence)
         commit = store.latest_commit(final)
         try:
             if commit is None:
@@ -45,10 +47,16 @@ def broken_finals(
     return broken
 
 
-def export_finals(work: WorkDir, recipe: Recipe, plan: Plan, exclude: set[int]) -> int:
+def export_finals(
+    work: WorkDir, recipe: Recipe, plan: Plan, exclude: set[int], fence: Fence | None = None
+) -> int:
     """Write the export from the final checkpoints (just verified); returns the rows written."""
     final = CheckpointKey(len(recipe.process))
-    stores = [work.partition_store(p.pid, recipe) for p in plan.partitions if p.pid not in exclude]
+    stores = [
+        partition_store(work, p.pid, recipe.checkpoint, fence)
+        for p in plan.partitions
+        if p.pid not in exclude
+    ]
     commits = []
     for store in stores:
         commit = store.latest_commit(final)

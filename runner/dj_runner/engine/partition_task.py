@@ -5,6 +5,8 @@ It resumes from the partition's newest valid checkpoint at or before the target,
 the source otherwise (verifying the content hash the plan recorded), applies ops in
 order, applies committed global-op decisions, and checkpoints by the recipe's strategy
 (committed on a background thread, ``CheckpointWriter``, while the next op runs).
+Malformed records go to the partition's rejects file (``write_rejects``, read back by
+``count_rejects``); a run's stop file (``stop_requested``) ends the task after its checkpoint.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 import pyarrow as pa
 
 from dj_runner.engine.apply import SampleError, add_hashes, apply_keep_mask, apply_local
+from dj_runner.engine.global_decisions import read_decision
 from dj_runner.errors import MalformedRecordError, OpError, ResumeRefused
 from dj_runner.io.sources import (
     LINE_FORMATS,
@@ -39,7 +42,8 @@ from dj_runner.observe.event_log import EventLogger
 from dj_runner.plan.partitioner import PartitionPlan, columnar_hash, combine_digests
 from dj_runner.recipe.parse import Recipe
 from dj_runner.store.atomic import write_atomic
-from dj_runner.store.checkpoint import CheckpointDir, CheckpointKey
+from dj_runner.store.checkpoint import CheckpointDir, CheckpointKey, partition_store
+from dj_runner.store.fencing import Fence
 from dj_runner.store.workdir import WorkDir
 
 
@@ -139,6 +143,7 @@ def read_source(
 
 
 def write_rejects(path: Path, bad: list[Malformed]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     if not bad:
         path.unlink(missing_ok=True)
         return
@@ -151,6 +156,20 @@ def write_rejects(path: Path, bad: list[Malformed]) -> None:
     write_atomic(path, write)
 
 
+def count_rejects(work: WorkDir, pid: int) -> int:
+    """The malformed records set aside for partition ``pid`` (lines of its rejects file)."""
+    try:
+        with open(work.rejects_path(pid), "rb") as fh:
+            return sum(1 for _ in fh)
+    except FileNotFoundError:
+        return 0
+
+
+def stop_requested(work: WorkDir, fence: Fence | None) -> bool:
+    """Whether this run's driver asked its partition tasks to stop (SIGTERM)."""
+    return fence is not None and work.stop_path(fence.run_id).exists()
+
+
 def run_partition(
     work: WorkDir,
     recipe: Recipe,
@@ -159,10 +178,12 @@ def run_partition(
     target: CheckpointKey,
     attempt: int,
     events: EventLogger,
+    fence: Fence | None = None,
 ) -> PartitionResult:
-    """Bring partition ``part`` to ``target`` and return what happened."""
+    """Bring partition ``part`` to ``target`` and return what happened (under the run's
+    ``fence``: its checkpoints are written only while the run's claim is the newest)."""
     pid = part.pid
-    store = work.partition_store(pid, recipe)
+    store = partition_store(work, pid, recipe.checkpoint, fence)
     store.clean_temporaries()
 
     def on_invalid(commit: Any, reason: str) -> None:
@@ -224,7 +245,9 @@ def run_partition(
         pid, key, part.rows, table.num_rows, rejected, None if resumed is None else key.label
     )
     with CheckpointWriter(store, events, pid) as saver:
-        key, table = _run_ops(work, recipe, pid, key, target, table, attempt, events, saver, result)
+        key, table = _run_ops(
+            work, fence, recipe, pid, key, target, table, attempt, events, saver, result
+        )
     # Leaving the block waited for the last checkpoint: it is committed before the task reports.
     result.final_key = key
     result.rows_out = table.num_rows
@@ -233,6 +256,7 @@ def run_partition(
 
 def _run_ops(
     work: WorkDir,
+    fence: Fence | None,
     recipe: Recipe,
     pid: int,
     key: CheckpointKey,
@@ -247,7 +271,7 @@ def _run_ops(
     ops = recipe.process
     text_key = recipe.text_key
     while key < target:
-        if work.stop_requested():
+        if stop_requested(work, fence):
             break  # the driver is stopping (SIGTERM): end after the last committed checkpoint
         step = key.step
         op = ops[step].op
@@ -266,7 +290,7 @@ def _run_ops(
             if op.is_global:
                 if not key.hashed:
                     table = add_hashes(op, table, text_key)  # type: ignore[arg-type]
-                decision = work.global_decision(step)
+                decision = read_decision(work, step, fence)
                 if decision is None:
                     key = CheckpointKey(step, hashed=True)
                     saver.save(key, table, name)

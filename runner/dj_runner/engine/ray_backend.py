@@ -3,7 +3,7 @@
 ``RayTaskBackend`` submits one Ray task per partition attempt, waits with a timeout, unwraps a
 task's error to the op's own exception (an ``ENOSPC`` one to ``NoSpace``), and turns a broken
 connection to Ray into ``RayUnavailable`` (exit 7). ``_partition_task`` is the task body: it
-opens the work dir with the run's fencing token and runs ``partition_task.run_partition``.
+opens the work dir and runs, under the run's fencing token, ``partition_task.run_partition``.
 """
 
 from __future__ import annotations
@@ -13,8 +13,7 @@ from collections.abc import Hashable
 from typing import Any
 
 from dj_runner.engine.partition_task import PartitionResult, run_partition
-from dj_runner.engine.scheduler import short_error
-from dj_runner.errors import RayUnavailable
+from dj_runner.errors import RayUnavailable, short_error
 from dj_runner.io.sources import SourceFile
 from dj_runner.observe.event_log import EventLogger
 from dj_runner.recipe.parse import Recipe
@@ -40,10 +39,10 @@ def _partition_task(
     job_id: str,
     fence: Fence | None = None,
 ) -> PartitionResult:
-    work = WorkDir(work_root, fence)
+    work = WorkDir(work_root)
     ev = recipe.event_logging
     with event_logger(work, job_id, ev) as log:
-        return run_partition(work, recipe, part, sources, target, attempt, log)
+        return run_partition(work, recipe, part, sources, target, attempt, log, fence)
 
 
 class RayTaskBackend:

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dj_runner import contract
 from dj_runner.errors import RayUnavailable, RunnerError
 
 log = logging.getLogger(__name__)
@@ -44,10 +45,9 @@ log = logging.getLogger(__name__)
 #: Set in every process the embedded Ray starts, to the session's temp dir: how the runner
 #: finds (and stops) exactly the processes it started.
 SESSION_ENV = "DJ_RUNNER_RAY_SESSION"
-CONNECT_TIMEOUT_ENV = "DJ_RUNNER_RAY_CONNECT_TIMEOUT_S"
-#: How many Ray nodes (the head included) a joined cluster must have alive before the job is
-#: planned: a cluster manager reports pods ready a few seconds before their nodes join Ray.
-MIN_NODES_ENV = "DJ_RUNNER_RAY_MIN_NODES"
+# How many Ray nodes (the head included) a joined cluster must have alive before the job is
+# planned is contract.ENV_RAY_MIN_NODES: a cluster manager reports pods ready a few seconds
+# before their nodes join Ray. How long to wait for them: contract.ENV_RAY_CONNECT_TIMEOUT.
 _SESSION_PREFIX = "djr-"
 _OWNER_LOCK = "owner.lock"
 #: Unix socket paths (``<root>/djr-<pid>-<8>/session_<date>_<time>_<pid>/sockets/plasma_store``)
@@ -126,13 +126,15 @@ def resolve_target(address: str | None) -> RayTarget:
 
 
 def connect_timeout() -> float:
-    raw = os.environ.get(CONNECT_TIMEOUT_ENV, "30")
+    raw = os.environ.get(contract.ENV_RAY_CONNECT_TIMEOUT, "30")
     try:
         value = float(raw)
     except ValueError:
         value = -1.0
     if not value > 0:
-        raise RayAddressError(f"{CONNECT_TIMEOUT_ENV}={raw!r}: expected a number of seconds > 0")
+        raise RayAddressError(
+            f"{contract.ENV_RAY_CONNECT_TIMEOUT}={raw!r}: expected a number of seconds > 0"
+        )
     return value
 
 
@@ -172,7 +174,7 @@ def _require_answer(target: RayTarget, timeout: float) -> None:
         raise RayAddressError(
             f"{target.source} {target.address!r}: no Ray cluster answered there within "
             f"{timeout:g} s ({error}); check the address and that the cluster runs "
-            f"(the wait is {CONNECT_TIMEOUT_ENV})"
+            f"(the wait is {contract.ENV_RAY_CONNECT_TIMEOUT})"
         )
 
 
@@ -413,7 +415,7 @@ def _signal_handlers_kept() -> Iterator[None]:
 
 
 def min_nodes() -> int:
-    raw = os.environ.get(MIN_NODES_ENV, "")
+    raw = os.environ.get(contract.ENV_RAY_MIN_NODES, "")
     if not raw:
         return 0
     try:
@@ -421,7 +423,9 @@ def min_nodes() -> int:
     except ValueError:
         value = -1
     if value < 1:
-        raise RayAddressError(f"{MIN_NODES_ENV}={raw!r}: expected a number of Ray nodes >= 1")
+        raise RayAddressError(
+            f"{contract.ENV_RAY_MIN_NODES}={raw!r}: expected a number of Ray nodes >= 1"
+        )
     return value
 
 
@@ -437,8 +441,8 @@ def _wait_for_nodes(what: str, deadline: float) -> None:
             return
         if time.monotonic() >= deadline:
             raise RayUnavailable(
-                f"{what}: {alive} of the {wanted} Ray nodes ({MIN_NODES_ENV}) alive after "
-                f"{connect_timeout():g} s ({CONNECT_TIMEOUT_ENV})"
+                f"{what}: {alive} of the {wanted} Ray nodes ({contract.ENV_RAY_MIN_NODES}) alive after "
+                f"{connect_timeout():g} s ({contract.ENV_RAY_CONNECT_TIMEOUT})"
             )
         time.sleep(0.5)
 

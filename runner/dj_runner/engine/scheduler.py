@@ -23,6 +23,8 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from dj_runner.errors import short_error
+
 #: The longest the scheduler blocks without looking at its stop token.
 POLL_S = 0.5
 
@@ -95,11 +97,6 @@ def wait_timeout(next_due: float | None, now: float, inflight: int, capacity: in
     if next_due is None or inflight >= capacity:
         return None
     return max(0.0, next_due - now)
-
-
-def short_error(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[-1] if text else ''}"
 
 
 class PartitionScheduler:

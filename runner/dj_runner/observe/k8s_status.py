@@ -11,7 +11,6 @@ next change is tried again.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import threading
@@ -20,35 +19,19 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from dj_runner import contract
+from dj_runner.observe.status_file import read_status
+
 log = logging.getLogger(__name__)
-
-ENV_NAME = "DJ_JOB_NAME"
-ENV_NAMESPACE = "DJ_JOB_NAMESPACE"
-GROUP, VERSION, PLURAL = "datajuicer.io", "v1alpha1", "datajuicerjobs"
-STATUS_FILE = "status.json"
-
-
-def read_status(work_dir: str | Path) -> dict[str, Any] | None:
-    """The runner's status.json, or None when absent or unreadable (not started)."""
-    try:
-        from dj_runner.observe.status_file import read_status as runner_read_status  # type: ignore
-    except ImportError:
-        runner_read_status = None
-    if runner_read_status is not None:
-        return runner_read_status(work_dir)
-    try:
-        value = json.loads((Path(work_dir) / STATUS_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    return value if isinstance(value, dict) else None
 
 
 def _int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def to_progress(status: dict[str, Any], pod_name: str | None = None) -> dict[str, Any]:
-    """Map the runner's status.json (contract schema 1) to the job's `status.progress`."""
+def to_progress(status: dict[str, Any], pod_name: str | None = None) -> contract.Progress:
+    """Map the runner's status.json (``contract.Status``) to the job's `status.progress`
+    (``contract.Progress``)."""
     parts = status.get("partitions") or {}
     samples = status.get("samples") or {}
     stage = status.get("stage") or {}
@@ -56,7 +39,7 @@ def to_progress(status: dict[str, Any], pod_name: str | None = None) -> dict[str
     error = status.get("error")
     total = _int(parts.get("total")) or 0
     done = _int(parts.get("done")) or 0
-    progress: dict[str, Any] = {
+    progress: contract.Progress = {
         "state": status.get("state"),
         "runId": status.get("run_id"),
         "podName": pod_name,
@@ -104,12 +87,12 @@ class _StatusApi:
         self.namespace = namespace
         self.name = name
 
-    def patch(self, progress: dict[str, Any]) -> None:
+    def patch(self, progress: contract.Progress) -> None:
         self.api.patch_namespaced_custom_object_status(
-            GROUP,
-            VERSION,
+            contract.GROUP,
+            contract.VERSION,
             self.namespace,
-            PLURAL,
+            contract.PLURAL,
             self.name,
             {"status": {"progress": progress}},
             _content_type="application/merge-patch+json",
@@ -138,7 +121,7 @@ class ProgressReporter:
         self._api = api
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="dj-k8s-progress", daemon=True)
-        self._last_sent: dict[str, Any] | None = None
+        self._last_sent: contract.Progress | None = None
         self._last_time: float | None = None
         self.patches = 0
 
@@ -195,8 +178,8 @@ class ProgressReporter:
 @contextlib.contextmanager
 def reporter_from_env(args: Any) -> Iterator[ProgressReporter | None]:
     """Around `dj-runner run`: report progress while it runs when the job's env is set."""
-    name = os.environ.get(ENV_NAME)
-    namespace = os.environ.get(ENV_NAMESPACE)
+    name = os.environ.get(contract.ENV_JOB_NAME)
+    namespace = os.environ.get(contract.ENV_JOB_NAMESPACE)
     work_dir = getattr(args, "work_dir", None)
     if getattr(args, "command", None) != "run" or not name or not namespace or not work_dir:
         yield None

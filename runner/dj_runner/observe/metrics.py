@@ -38,10 +38,11 @@ from prometheus_client.core import (
 from prometheus_client.exposition import start_http_server
 from prometheus_client.registry import Collector
 
-from dj_runner import __version__
+from dj_runner import __version__, contract
 from dj_runner.observe.event_log import EVENT_TYPES, Event, follow_events
 from dj_runner.store.atomic import read_records
 from dj_runner.store.checkpoint import COMMITS
+from dj_runner.store.workdir import WorkDir
 
 log = logging.getLogger(__name__)
 
@@ -273,7 +274,7 @@ def checkpoint_size(path: Any) -> int | None:
 def plan_partition_bytes(work_dir: Path) -> dict[int, int]:
     """Each partition's input bytes, from ``<work_dir>/plan.json`` ({} until it exists)."""
     try:
-        raw = json.loads((Path(work_dir) / "plan.json").read_text())
+        raw = json.loads(WorkDir(work_dir).plan_path.read_text())
         return {int(p["pid"]): int(p.get("bytes", 0)) for p in raw.get("partitions", [])}
     except (OSError, ValueError, KeyError, TypeError):
         return {}
@@ -534,15 +535,17 @@ def serve_metrics(
         RunnerCollector(
             figures,
             lock,
-            namespace if namespace is not None else os.environ.get("DJ_JOB_NAMESPACE", ""),
-            job_name if job_name is not None else os.environ.get("DJ_JOB_NAME") or None,
+            namespace if namespace is not None else os.environ.get(contract.ENV_JOB_NAMESPACE, ""),
+            job_name if job_name is not None else os.environ.get(contract.ENV_JOB_NAME) or None,
         )
     )
     server, server_thread = start_http_server(int(port), addr=host, registry=registry)
     stop = threading.Event()
 
     def follow() -> None:
-        for ev in follow_events(work_dir / "events", poll_interval=poll_interval, stop=stop):
+        for ev in follow_events(
+            WorkDir(work_dir).events_dir, poll_interval=poll_interval, stop=stop
+        ):
             if ev.event_type in ("partition_plan_saved", "partition_plan_loaded"):
                 sizes = plan_partition_bytes(work_dir)
                 with lock:

@@ -18,6 +18,7 @@ from dj_runner.observe.event_log import Event, read_events
 from dj_runner.observe.status_file import read_status
 from dj_runner.store.fencing import read_claim
 from dj_runner.store.lock import is_locked, read_holder
+from dj_runner.store.workdir import WorkDir
 
 
 def status(work_root: str | Path) -> dict[str, Any]:
@@ -27,9 +28,10 @@ def status(work_root: str | Path) -> dict[str, Any]:
     longer holds the work dir's lock is reported ``interrupted`` (it was killed).
     """
     root = Path(work_root)
+    work = WorkDir(root)
     st = read_status(root)
     if st is None:
-        if not (root / "job.json").exists():
+        if not work.manifest_path.exists():
             return {"work_dir": str(root), "state": "empty", "resumable": False}
         st = {"state": "not_started", "partitions": None, "samples": None}
     alive = is_locked(root)
@@ -37,12 +39,9 @@ def status(work_root: str | Path) -> dict[str, Any]:
     if state == "running" and not alive:
         state = "interrupted"
     parts = st.get("partitions") or {"total": 0, "done": 0, "failed": 0, "running": 0}
-    if not parts.get("total") and (root / "plan.json").exists():
+    if not parts.get("total") and work.plan_path.exists():
         with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-            parts = {
-                **parts,
-                "total": len(json.loads((root / "plan.json").read_text())["partitions"]),
-            }
+            parts = {**parts, "total": len(json.loads(work.plan_path.read_text())["partitions"])}
     claim = read_claim(root)
     runs = int(claim["epoch"]) if claim and isinstance(claim.get("epoch"), int) else 0
     return {
@@ -153,7 +152,7 @@ def status_report(work_root: str | Path) -> str:
     st = status(root)
     if st["state"] == "empty":
         return f"{root}: no job here"
-    events = read_events(root / "events")
+    events = read_events(WorkDir(root).events_dir)
     perf = performance_summary(events)
     lines = [f"Job {st.get('job_id')}  [{st['state']}]", f"  work dir:   {root}"]
     lines += ["  " + line for line in format_status(st)[1:]]

@@ -4,8 +4,8 @@ The driver alone writes it (``StatusWriter``), atomically (temporary file, fsync
 start, after each partition completes or fails, on each op-stage change and at the end.
 ``read_status`` is the reader for everybody else (``dj-runner status``, the operator): it
 reads one small file, whatever the size of the event log, and works with the log disabled.
-Schema (version 1): see docs/runner.md. Readers accept unknown keys; a missing file means
-"not started".
+Its shape is the contract's (``contract.Status``, schema ``contract.STATUS_SCHEMA_VERSION``;
+docs/runner.md). Readers accept unknown keys; a missing file means "not started".
 """
 
 from __future__ import annotations
@@ -15,12 +15,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from dj_runner import __version__
+from dj_runner import __version__, contract
 from dj_runner.store.atomic import write_atomic
-
-SCHEMA_VERSION = 1
-STATUS_FILE = "status.json"
-STATES = ("running", "succeeded", "partially_succeeded", "failed", "interrupted")
+from dj_runner.store.workdir import WorkDir
 
 
 def now_rfc3339() -> str:
@@ -63,7 +60,7 @@ def estimated_completion(data: dict[str, Any], now: datetime) -> str | None:
 def read_status(work_dir: str | Path) -> dict[str, Any] | None:
     """The work dir's status, or None when there is none yet (or it cannot be read)."""
     try:
-        data = json.loads((Path(work_dir) / STATUS_FILE).read_text())
+        data = json.loads(WorkDir(work_dir).status_path.read_text())
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
@@ -73,10 +70,10 @@ class StatusWriter:
     """Keeps the current run's status and writes it out on every change."""
 
     def __init__(self, work_dir: str | Path, job_id: str, run_id: str, export_path: str | None):
-        self.path = Path(work_dir) / STATUS_FILE
+        self.path = WorkDir(work_dir).status_path
         now = now_rfc3339()
         self.data: dict[str, Any] = {
-            "schema_version": SCHEMA_VERSION,
+            "schema_version": contract.STATUS_SCHEMA_VERSION,
             "job_id": job_id,
             "run_id": run_id,
             "state": "running",
@@ -105,7 +102,7 @@ class StatusWriter:
         self.write()
 
     def finish(self, state: str, error: dict[str, Any] | None = None) -> None:
-        assert state in STATES, state
+        assert state in contract.RUN_STATES, state
         self.update(state=state, finished_at=now_rfc3339(), error=error)
 
     def write(self) -> None:

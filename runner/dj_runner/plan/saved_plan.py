@@ -14,8 +14,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from dj_runner.engine.scheduler import short_error
-from dj_runner.errors import PlanRefused, ResumeRefused
+from dj_runner.errors import PlanRefused, ResumeRefused, short_error
 from dj_runner.io.sources import list_sources
 from dj_runner.plan.partitioner import PLAN_VERSION, Plan, build_plan
 from dj_runner.recipe.parse import Recipe

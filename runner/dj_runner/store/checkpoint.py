@@ -5,7 +5,8 @@ only then is a commit record (row count, byte size, SHA-256) appended and fsynce
 directory's ``commits.jsonl``. A file without a commit record does not exist as far as the runner is
 concerned, and a file whose size, checksum or row count disagrees with its record is
 discarded and recomputed. Unless ``preserve_intermediate_data`` is set, committing a
-checkpoint removes the older ones of the same partition.
+checkpoint removes the older ones of the same partition. ``partition_store`` opens a
+partition's checkpoint directory of the work dir with the recipe's checkpoint settings.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 import pyarrow as pa
 import pyarrow.ipc as ipc
@@ -27,6 +28,7 @@ import pyarrow.parquet as pq
 from dj_runner.io.arrow_json import decode_table, encode_table, json_schema
 from dj_runner.store.atomic import append_record, read_records, write_atomic
 from dj_runner.store.fencing import Fence, fenced
+from dj_runner.store.workdir import WorkDir
 
 COMMITS = "commits.jsonl"
 ROW_GROUP_ROWS = 2048
@@ -385,3 +387,27 @@ class CheckpointDir:
             if c.key == key:
                 found = c
         return found
+
+
+class CheckpointSettings(Protocol):
+    """The recipe's checkpoint settings a partition's store needs (``recipe.checkpoint``)."""
+
+    @property
+    def storage_format(self) -> str: ...
+    @property
+    def compression(self) -> str: ...
+    @property
+    def preserve_intermediate_data(self) -> bool: ...
+
+
+def partition_store(
+    work: WorkDir, pid: int, settings: CheckpointSettings, fence: Fence | None = None
+) -> CheckpointDir:
+    """Partition ``pid``'s checkpoints in ``work``; with ``fence``, writes carry the run's claim."""
+    return CheckpointDir(
+        work.checkpoint_dir(pid),
+        settings.storage_format,
+        settings.compression,
+        settings.preserve_intermediate_data,
+        fence,
+    )

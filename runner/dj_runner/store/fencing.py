@@ -28,8 +28,7 @@ from typing import Any
 
 from dj_runner.errors import RunnerError
 from dj_runner.store.atomic import write_json_atomic
-
-CLAIM_FILE = "claim.json"
+from dj_runner.store.workdir import WorkDir
 
 
 @dataclass(frozen=True)
@@ -70,7 +69,7 @@ def new_run_id() -> str:
 
 def read_claim(root: str | Path) -> dict[str, Any] | None:
     try:
-        data = json.loads((Path(root) / CLAIM_FILE).read_text())
+        data = json.loads(WorkDir(root).claim_path.read_text())
         return {"epoch": int(data["epoch"]), "run_id": str(data["run_id"])}
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -78,14 +77,14 @@ def read_claim(root: str | Path) -> dict[str, Any] | None:
 
 def take_claim(root: str | Path, run_id: str) -> Fence:
     """Claim the work dir for ``run_id``: one epoch above the previous claim."""
-    root = Path(root)
+    path = WorkDir(root).claim_path
     previous = read_claim(root)
     epoch = (previous["epoch"] if previous else 0) + 1
     write_json_atomic(
-        root / CLAIM_FILE,
+        path,
         {"epoch": epoch, "run_id": run_id, "claimed_at": datetime.now(UTC).isoformat()},
     )
-    return Fence(run_id, epoch, None, str(root / CLAIM_FILE))
+    return Fence(run_id, epoch, None, str(path))
 
 
 def fenced(records: list[dict[str, Any]], plan_id: str | None) -> list[dict[str, Any]]:

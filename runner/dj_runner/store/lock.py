@@ -24,8 +24,7 @@ from pathlib import Path
 
 from dj_runner.errors import Interrupted, RunnerError
 from dj_runner.store.nospace import raising_no_space
-
-LOCK_FILE = ".lock"
+from dj_runner.store.workdir import WorkDir
 
 
 @dataclass(frozen=True)
@@ -55,7 +54,7 @@ class WorkDirLocked(RunnerError):
 def read_holder(root: str | Path) -> LockHolder | None:
     """Who holds (or last held) the lock, from the lock file; None if unknown."""
     try:
-        data = json.loads((Path(root) / LOCK_FILE).read_text())
+        data = json.loads(WorkDir(root).lock_path.read_text())
         return LockHolder(
             str(data["host"]), int(data["pid"]), str(data["started_at"]), str(data["run_id"])
         )
@@ -66,7 +65,7 @@ def read_holder(root: str | Path) -> LockHolder | None:
 def is_locked(root: str | Path) -> bool:
     """Whether a live runner holds the work dir's lock (works on a read-only work dir)."""
     try:
-        fd = os.open(Path(root) / LOCK_FILE, os.O_RDONLY)
+        fd = os.open(WorkDir(root).lock_path, os.O_RDONLY)
     except OSError:
         return False
     try:
@@ -101,7 +100,7 @@ class WorkDirLock:
         self.root.mkdir(parents=True, exist_ok=True)
         # os.open's descriptors are not inherited by child processes (PEP 446): a Ray
         # process started by this driver cannot keep the lock alive after the driver dies.
-        fd = os.open(self.root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(WorkDir(self.root).lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         start = time.monotonic()
         while True:
             try:
@@ -122,7 +121,7 @@ class WorkDirLock:
         self._fd = fd
         data = (json.dumps(asdict(self.holder), sort_keys=True) + "\n").encode()
         try:
-            with raising_no_space(self.root / LOCK_FILE):
+            with raising_no_space(WorkDir(self.root).lock_path):
                 os.ftruncate(fd, 0)
                 os.pwrite(fd, data, 0)
                 os.fsync(fd)

@@ -6,6 +6,7 @@ implementation version (an op class's ``version`` attribute, 1 when unset): a re
 runner whose op semantics changed is refused, never mixed. ``--restart`` wipes the earlier
 results even when the manifest is missing or damaged; a missing or damaged manifest beside
 earlier progress is never trusted: that progress is discarded and recomputed.
+``resolve_work_dir`` is the one place the work dir of a run is decided.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from typing import Any
 from dj_runner import __version__
 from dj_runner.errors import RecipeError, ResumeRefused
 from dj_runner.recipe.parse import Recipe
-from dj_runner.store.workdir import DamagedState, WorkDir
+from dj_runner.store.atomic import write_json_atomic
+from dj_runner.store.workdir import WorkDir
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -66,6 +68,37 @@ def default_work_dir(recipe: Recipe) -> Path:
     return export.parent / f"{name}-{tag}-work"
 
 
+def resolve_work_dir(recipe: Recipe, work_dir: str | Path | None = None) -> Path:
+    """The run's work dir: ``--work-dir``, else the recipe's ``work_dir``, else the default."""
+    return Path(work_dir or recipe.work_dir or default_work_dir(recipe))
+
+
+class DamagedState(Exception):
+    """A state file of the work dir cannot be read."""
+
+    def __init__(self, path: Path, why: str) -> None:
+        self.path = path
+        super().__init__(f"{path} is damaged ({why})")
+
+
+def read_manifest(work: WorkDir) -> dict[str, Any] | None:
+    """The manifest, or None when there is none; DamagedState when it is unreadable."""
+    try:
+        data = json.loads(work.manifest_path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise DamagedState(work.manifest_path, str(exc)) from None
+    if not isinstance(data, dict) or not {"job_id", "fingerprint"} <= set(data):
+        raise DamagedState(work.manifest_path, "not a job manifest")
+    return data
+
+
+def write_manifest(work: WorkDir, data: dict[str, Any]) -> None:
+    work.root.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(work.manifest_path, data)
+
+
 @dataclass(frozen=True)
 class Claim:
     job_id: str
@@ -79,7 +112,7 @@ def claim_work_dir(
     """Write or check the manifest; the caller holds the work dir's lock."""
     recovered = None
     try:
-        manifest = work.read_manifest()
+        manifest = read_manifest(work)
     except DamagedState as exc:
         manifest = None
         if not restart:
@@ -118,14 +151,15 @@ def claim_work_dir(
         return Claim(manifest["job_id"], True, None)
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     job_id = requested_job_id or f"{recipe.project_name}-{stamp}"
-    work.write_manifest(
+    write_manifest(
+        work,
         {
             "job_id": job_id,
             "fingerprint": fp,
             "result_defining": result_defining(recipe),
             "created_at": time.time(),
             "runner_version": __version__,
-        }
+        },
     )
     return Claim(job_id, False, recovered)
 

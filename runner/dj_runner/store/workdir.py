@@ -1,174 +1,128 @@
-"""The work directory's layout and its job manifest.
+"""Where each thing of a job's work directory lives: its paths, and nothing else.
 
-<work_dir>/job.json              job id, recipe fingerprint, what decides the output
-<work_dir>/plan.json             the partition plan, written once
-<work_dir>/checkpoints/pNNNNN/   a partition's checkpoints and commits.jsonl
-<work_dir>/global/opNNN/         a global op's committed decision
+<work_dir>/job.json              job id, recipe fingerprint, what decides the output (manifest.py)
+<work_dir>/plan.json             the partition plan, written once (plan/saved_plan.py)
+<work_dir>/checkpoints/pNNNNN/   a partition's checkpoints and commits.jsonl (checkpoint.py)
+<work_dir>/global/opNNN/         a global op's committed decision (engine/global_decisions.py)
 <work_dir>/rejects/pNNNNN.jsonl  malformed input records, with source file and line
-<work_dir>/events/               the event log
+<work_dir>/events/               the event log (observe/event_log.py)
 <work_dir>/result.json           the last run's outcome
-<work_dir>/status.json           the current run's live status (status_file.py)
+<work_dir>/status.json           the current run's live status (observe/status_file.py)
 <work_dir>/claim.json            the newest run's claim (fencing.py)
 <work_dir>/.lock                 the live runner's lock and who it is (lock.py)
 <work_dir>/.stop-<run id>        asks the run's partition tasks to stop after their checkpoint
+
+The names are the contract's (``dj_runner.contract``); this module joins them to a root. Every
+reader and writer of the work dir gets its paths here, and the modules that own each file read
+and write it. Every path is built by ``_path`` from relative POSIX parts, so the work dir is one
+place to teach another filesystem; today it is the local one.
 """
 
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import pyarrow as pa
+from dj_runner import contract
 
-from dj_runner.recipe.parse import Recipe
-from dj_runner.store.atomic import write_json_atomic
-from dj_runner.store.checkpoint import CheckpointDir, CheckpointKey
-from dj_runner.store.fencing import Fence
-
-
-@dataclass(frozen=True)
-class GlobalDecision:
-    """Which rows of each partition a global op keeps."""
-
-    masks: dict[int, pa.Array]
-
-    def mask_for(self, pid: int) -> pa.Array:
-        return self.masks[pid]
-
-    def to_table(self) -> pa.Table:
-        pids = sorted(self.masks)
-        return pa.table(
-            {
-                "pid": pa.array(pids, pa.int32()),
-                "keep": pa.array([self.masks[p] for p in pids], pa.list_(pa.bool_())),
-            }
-        )
-
-    @classmethod
-    def from_table(cls, table: pa.Table) -> GlobalDecision:
-        keep = table.column("keep").combine_chunks()
-        return cls(
-            {int(pid): keep[i].values for i, pid in enumerate(table.column("pid").to_pylist())}
-        )
+#: The entries earlier runs' results live in; ``--restart`` removes them. The lock and the
+#: claim are not among them: they order a run after the earlier ones.
+_RESULT_FILES = (contract.JOB_FILE, contract.PLAN_FILE, contract.RESULT_FILE, contract.STATUS_FILE)
+#: The entries that belong to one plan: checkpoints, global decisions, rejects.
+_PLAN_DIRS = (contract.CHECKPOINTS_DIR, contract.GLOBAL_DIR, contract.REJECTS_DIR)
 
 
 class WorkDir:
-    """Paths and small state files of one job's work directory."""
+    """The paths of one job's work directory."""
 
-    def __init__(self, root: str | Path, fence: Fence | None = None):
+    def __init__(self, root: str | Path):
         self.root = Path(root).resolve()
-        self.fence = fence
 
-    # -- paths
+    def _path(self, *parts: str) -> Path:
+        return self.root.joinpath(*parts)
+
+    # -- files
     @property
     def manifest_path(self) -> Path:
-        return self.root / "job.json"
+        return self._path(contract.JOB_FILE)
 
     @property
     def plan_path(self) -> Path:
-        return self.root / "plan.json"
-
-    @property
-    def events_dir(self) -> Path:
-        return self.root / "events"
+        return self._path(contract.PLAN_FILE)
 
     @property
     def result_path(self) -> Path:
-        return self.root / "result.json"
+        return self._path(contract.RESULT_FILE)
 
     @property
     def status_path(self) -> Path:
-        return self.root / "status.json"
+        return self._path(contract.STATUS_FILE)
+
+    @property
+    def claim_path(self) -> Path:
+        return self._path(contract.CLAIM_FILE)
+
+    @property
+    def lock_path(self) -> Path:
+        return self._path(contract.LOCK_FILE)
 
     def stop_path(self, run_id: str) -> Path:
-        return self.root / f".stop-{run_id}"
+        return self._path(contract.STOP_FILE_PREFIX + run_id)
 
-    def stop_requested(self) -> bool:
-        """Whether this run's driver asked its partition tasks to stop (SIGTERM)."""
-        return self.fence is not None and self.stop_path(self.fence.run_id).exists()
+    def stop_paths(self) -> list[Path]:
+        """Every run's stop file present (a run the grace period cut short leaves its own)."""
+        return sorted(self.root.glob(contract.STOP_FILE_PREFIX + "*"))
+
+    # -- directories
+    @property
+    def events_dir(self) -> Path:
+        return self._path(contract.EVENTS_DIR)
+
+    @property
+    def rejects_dir(self) -> Path:
+        return self._path(contract.REJECTS_DIR)
 
     def rejects_path(self, pid: int) -> Path:
-        path = self.root / "rejects" / f"p{pid:05d}.jsonl"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return path
+        return self._path(contract.REJECTS_DIR, f"p{pid:05d}.jsonl")
 
-    def count_rejects(self, pid: int) -> int:
-        """The malformed records set aside for partition ``pid`` (lines of its rejects file)."""
-        try:
-            with open(self.root / "rejects" / f"p{pid:05d}.jsonl", "rb") as fh:
-                return sum(1 for _ in fh)
-        except FileNotFoundError:
-            return 0
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self._path(contract.CHECKPOINTS_DIR)
+
+    def checkpoint_dir(self, pid: int) -> Path:
+        """Partition ``pid``'s checkpoints."""
+        return self._path(contract.CHECKPOINTS_DIR, f"p{pid:05d}")
+
+    def global_dir(self, op_idx: int) -> Path:
+        """The committed decision of the global op at ``op_idx``."""
+        return self._path(contract.GLOBAL_DIR, f"op{op_idx:03d}")
+
+    # -- what is there
+    def is_work_dir(self) -> bool:
+        """Whether a runner has used this directory (a manifest, a status or an event log)."""
+        return any(
+            self._path(name).exists()
+            for name in (contract.JOB_FILE, contract.STATUS_FILE, contract.EVENTS_DIR)
+        )
 
     def has_progress(self) -> bool:
         """Whether earlier runs left a plan or checkpoints here."""
         return self.plan_path.exists() or any(
-            (self.root / name).exists() for name in ("checkpoints", "global")
+            self._path(name).exists() for name in (contract.CHECKPOINTS_DIR, contract.GLOBAL_DIR)
         )
 
-    def partition_store(self, pid: int, recipe: Recipe) -> CheckpointDir:
-        ck = recipe.checkpoint
-        return CheckpointDir(
-            self.root / "checkpoints" / f"p{pid:05d}",
-            ck.storage_format,
-            ck.compression,
-            ck.preserve_intermediate_data,
-            self.fence,
-        )
-
-    def _global_store(self, op_idx: int) -> CheckpointDir:
-        return CheckpointDir(
-            self.root / "global" / f"op{op_idx:03d}", "arrow", "lz4", fence=self.fence
-        )
-
-    # -- global op decisions
-    def global_decision(self, op_idx: int) -> GlobalDecision | None:
-        found = self._global_store(op_idx).newest_valid()
-        return None if found is None else GlobalDecision.from_table(found[1])
-
-    def save_global_decision(self, op_idx: int, op_name: str, decision: GlobalDecision) -> None:
-        self._global_store(op_idx).save(CheckpointKey(0), decision.to_table(), op_name)
-
-    # -- manifest
-    def read_manifest(self) -> dict[str, Any] | None:
-        """The manifest, or None when there is none; DamagedState when it is unreadable."""
-        import json
-
-        try:
-            data = json.loads(self.manifest_path.read_text())
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError) as exc:
-            raise DamagedState(self.manifest_path, str(exc)) from None
-        if not isinstance(data, dict) or not {"job_id", "fingerprint"} <= set(data):
-            raise DamagedState(self.manifest_path, "not a job manifest")
-        return data
-
-    def write_manifest(self, data: dict[str, Any]) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(self.manifest_path, data)
-
+    # -- starting over
     def wipe(self, keep_events: bool = False) -> None:
         """Remove every trace of earlier runs' results (``--restart``).
 
         The lock and the claim stay: they order this run after the earlier ones.
         """
-        for name in ("job.json", "plan.json", "result.json", "status.json"):
-            (self.root / name).unlink(missing_ok=True)
-        for name in ("checkpoints", "global", "rejects", *(() if keep_events else ("events",))):
-            shutil.rmtree(self.root / name, ignore_errors=True)
+        for name in _RESULT_FILES:
+            self._path(name).unlink(missing_ok=True)
+        for name in (*_PLAN_DIRS, *(() if keep_events else (contract.EVENTS_DIR,))):
+            shutil.rmtree(self._path(name), ignore_errors=True)
 
     def wipe_checkpoints(self) -> None:
         """Drop checkpoints, global decisions and rejects (they belong to a lost plan)."""
-        for name in ("checkpoints", "global", "rejects"):
-            shutil.rmtree(self.root / name, ignore_errors=True)
-
-
-class DamagedState(Exception):
-    """A state file of the work dir cannot be read."""
-
-    def __init__(self, path: Path, why: str) -> None:
-        self.path = path
-        super().__init__(f"{path} is damaged ({why})")
+        for name in _PLAN_DIRS:
+            shutil.rmtree(self._path(name), ignore_errors=True)

@@ -8,6 +8,7 @@ from operator_fixtures import make_job
 from dj_operator.api import constants as c
 from dj_operator.api.types import parse_spec
 from dj_operator.build import children, names
+from dj_runner import contract
 
 
 @pytest.mark.parametrize(
@@ -41,13 +42,13 @@ def test_runner_pod() -> None:
     pod = children.runner_pod(job, spec, 2, "/data/.datajuicer/ns1/demo")
     meta = pod["metadata"]
     assert meta["name"] == "demo-runner-2"
-    assert meta["labels"][c.LABEL_ATTEMPT] == "2"
-    assert meta["labels"][c.LABEL_MANAGED_BY] == c.OPERATOR_NAME
-    assert meta["labels"][c.LABEL_JOB] == "demo"
+    assert meta["labels"][contract.LABEL_ATTEMPT] == "2"
+    assert meta["labels"][contract.LABEL_MANAGED_BY] == contract.OPERATOR_NAME
+    assert meta["labels"][contract.LABEL_JOB] == "demo"
     assert meta["ownerReferences"] == [
         {
-            "apiVersion": "datajuicer.io/v1alpha1",
-            "kind": "DataJuicerJob",
+            "apiVersion": contract.API_VERSION,
+            "kind": contract.KIND,
             "name": "demo",
             "uid": "0123456789abcdef",
             "controller": True,
@@ -75,8 +76,8 @@ def test_runner_pod() -> None:
     assert container["workingDir"] == "/data"
     assert "ports" not in container  # no metricsPort: no endpoint
     assert container["env"][:2] == [
-        {"name": "DJ_JOB_NAME", "value": "demo"},
-        {"name": "DJ_JOB_NAMESPACE", "value": "ns1"},
+        {"name": contract.ENV_JOB_NAME, "value": "demo"},
+        {"name": contract.ENV_JOB_NAMESPACE, "value": "ns1"},
     ]
     volumes = {v["name"]: v for v in ps["volumes"]}
     assert volumes["data"]["persistentVolumeClaim"] == {"claimName": "demo-data"}
@@ -94,10 +95,10 @@ def test_runner_pod() -> None:
     [
         ({"mode": "local"}, None),
         ({"mode": "external", "address": "ray://head:10001"}, "ray://head:10001"),
-        ({"mode": "kuberay"}, "ray://demo-ray-head-svc.ns1.svc:10001"),
+        ({"mode": "kuberay"}, f"ray://demo-ray{contract.RAY_HEAD_SERVICE_SUFFIX}.ns1.svc:10001"),
         (
             {"mode": "kuberay", "headGroup": {"ports": {"client": 20001}}},
-            "ray://demo-ray-head-svc.ns1.svc:20001",
+            f"ray://demo-ray{contract.RAY_HEAD_SERVICE_SUFFIX}.ns1.svc:20001",
         ),
     ],
 )
@@ -191,11 +192,11 @@ def test_the_kuberay_runner_waits_for_the_head_and_every_worker() -> None:
         "workerGroups": [{"name": "a", "replicas": 2, "maxReplicas": 2}, {"name": "b"}],
     }
     env = children.runner_pod(job, parse_spec(job["spec"]), 1, "/w")["spec"]["containers"][0]
-    assert {"name": "DJ_RUNNER_RAY_MIN_NODES", "value": "4"} in env["env"]
-    assert {"name": "DJ_RUNNER_RAY_CONNECT_TIMEOUT_S", "value": "600"} in env["env"]
+    assert {"name": contract.ENV_RAY_MIN_NODES, "value": "4"} in env["env"]
+    assert {"name": contract.ENV_RAY_CONNECT_TIMEOUT, "value": "600"} in env["env"]
     job["spec"]["ray"] = {"mode": "local"}
     env = children.runner_pod(job, parse_spec(job["spec"]), 1, "/w")["spec"]["containers"][0]
-    assert all(e["name"] != "DJ_RUNNER_RAY_MIN_NODES" for e in env["env"])
+    assert all(e["name"] != contract.ENV_RAY_MIN_NODES for e in env["env"])
 
 
 HEAD_READY = {"type": "HeadPodReady", "status": "True"}
@@ -257,4 +258,6 @@ def test_a_metrics_port_is_served_on_all_addresses_and_declared() -> None:
     pod = children.runner_pod(job, spec, 1, "/data/.datajuicer/ns1/demo")
     (container,) = pod["spec"]["containers"]
     assert container["args"][-4:] == ["--metrics-port", "9090", "--metrics-host", "0.0.0.0"]
-    assert container["ports"] == [{"name": "metrics", "containerPort": 9090, "protocol": "TCP"}]
+    assert container["ports"] == [
+        {"name": contract.METRICS_PORT_NAME, "containerPort": 9090, "protocol": "TCP"}
+    ]

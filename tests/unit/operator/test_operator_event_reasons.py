@@ -18,6 +18,7 @@ from dj_operator.events_catalog import CATALOG, EventCorrelator, EventReason, Ob
 from dj_operator.status import decide
 from dj_operator.status.decide import EventDraft, Observed
 from dj_operator.status.derive import derive
+from dj_runner.contract import ExitCode
 
 
 def test_an_event_draft_takes_only_a_catalog_reason() -> None:
@@ -56,7 +57,7 @@ def test_a_failed_job_posts_its_failure_reason_as_a_warning() -> None:
     now = datetime(2026, 11, 30, 5, 30, tzinfo=UTC)
     job = make_job()
     job["status"] = {"phase": c.RUNNING}
-    ended = pod(1, phase="Failed", exit_code=c.EXIT_REFUSED)
+    ended = pod(1, phase="Failed", exit_code=ExitCode.REFUSED)
     out = derive(
         Observed(job=job, spec=parse_spec(job["spec"]), spec_error=None, pods=[ended], now=now)
     )

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from dj_runner.observe.k8s_status import ProgressReporter, to_progress
+from dj_runner.store.workdir import WorkDir
 
 STATUS = {
     "schema_version": 1,
@@ -82,11 +83,11 @@ def test_reporter_patches_changes_only_and_throttles(tmp_path: Path) -> None:
     api = RecordingApi()
     reporter = ProgressReporter(tmp_path, "ns", "demo", min_interval=3600, api=api)
     assert reporter.report_once() is False  # no status.json yet: not started
-    (tmp_path / "status.json").write_text(json.dumps(STATUS))
+    WorkDir(tmp_path).status_path.write_text(json.dumps(STATUS))
     assert reporter.report_once() is True
     assert reporter.report_once() is False  # unchanged
     changed = {**STATUS, "partitions": {"total": 10, "done": 4}}
-    (tmp_path / "status.json").write_text(json.dumps(changed))
+    WorkDir(tmp_path).status_path.write_text(json.dumps(changed))
     assert reporter.report_once() is False  # throttled
     reporter.stop()  # the final report is never throttled
     assert [p["partitionsCompleted"] for p in api.sent] == [3, 4]
@@ -97,7 +98,7 @@ def test_reporter_survives_api_errors(tmp_path: Path) -> None:
         def patch(self, progress: dict[str, Any]) -> None:
             raise RuntimeError("apiserver down")
 
-    (tmp_path / "status.json").write_text(json.dumps(STATUS))
+    WorkDir(tmp_path).status_path.write_text(json.dumps(STATUS))
     reporter = ProgressReporter(tmp_path, "ns", "demo", min_interval=0, api=Failing())
     assert reporter.report_once() is False
     assert reporter.patches == 0

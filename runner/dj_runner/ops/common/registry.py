@@ -10,6 +10,7 @@ import importlib
 import os
 import pkgutil
 from collections.abc import Callable
+from pathlib import Path
 
 from dj_runner.ops.common.base import Op
 
@@ -34,9 +35,9 @@ def register(name: str) -> Callable[[type[Op]], type[Op]]:
 def _load_all() -> None:
     global _LOADED
     if not _LOADED:
-        import dj_runner.ops as pkg
-
-        for mod in pkgutil.iter_modules(pkg.__path__):
+        # The ops package is this subpackage's parent (read from the file system rather than
+        # imported, so the registry does not import the package that exports it).
+        for mod in pkgutil.iter_modules([str(Path(__file__).resolve().parents[1])]):
             # Every module of the package is an op; what ops share is the subpackage
             # ``common`` (a package, so skipped) and private modules (the C kernels).
             if not mod.ispkg and not mod.name.startswith("_"):

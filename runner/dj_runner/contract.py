@@ -1,0 +1,218 @@
+"""The contract between the runner and the operator: every fact both sides rely on, written once.
+
+The runner (``dj_runner``), the operator (``dj_operator``), the Helm chart, the CRD and the docs
+all speak of the same things: the runner's exit codes and what each means, the environment the
+operator gives a runner pod, the coordinates of the ``DataJuicerJob`` resource the runner
+reports its progress to, the labels the chart's PodMonitor selects runner pods by, the name of
+the runner's metrics port, the names in a work dir, and the shapes of ``status.json`` and of
+``status.progress``. They are written here and nowhere else; ``tests/unit/test_contract.py``
+checks that the chart, the CRD and the docs' tables agree with this module.
+
+This module is a leaf: it imports only the standard library, so that any part of either side
+(a reader of the work dir, the operator's status derivation) may import it.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import Final, Literal, TypedDict
+
+# --------------------------------------------------------------------------- exit codes
+
+
+class ExitCode(IntEnum):
+    """How ``dj-runner`` ends. The operator classifies a finished runner pod by it."""
+
+    OK = 0
+    FAILED = 1
+    USAGE = 2
+    PARTIAL = 3
+    REFUSED = 4
+    LOCKED = 5
+    INTERRUPTED = 6
+    RAY_UNAVAILABLE = 7
+    NO_SPACE = 8
+    INTERNAL = 70
+
+    @property
+    def meaning(self) -> str:
+        """What the code means, as the docs' exit-code tables begin to say it."""
+        return EXIT_MEANINGS[self]
+
+    @property
+    def retried(self) -> bool:
+        """Whether the operator runs the job again (a new attempt resumes the committed work)."""
+        return self in RETRIED_EXIT_CODES
+
+
+#: The meaning of each exit code: each row of the docs' tables begins with it.
+EXIT_MEANINGS: Final[dict[ExitCode, str]] = {
+    ExitCode.OK: "succeeded",
+    ExitCode.FAILED: "failed",
+    ExitCode.USAGE: "invalid recipe, arguments or input",
+    ExitCode.PARTIAL: "partially succeeded",
+    ExitCode.REFUSED: "resume refused",
+    ExitCode.LOCKED: "the work dir is locked by another live runner",
+    ExitCode.INTERRUPTED: "interrupted by SIGTERM/SIGINT after a clean stop; resumable",
+    ExitCode.RAY_UNAVAILABLE: "Ray unavailable or lost mid-job",
+    ExitCode.NO_SPACE: "no space left",
+    ExitCode.INTERNAL: "internal error",
+}
+
+#: A runner killed by signal N exits with SIGNAL_EXIT_BASE + N (so does a second SIGTERM/SIGINT).
+SIGNAL_EXIT_BASE: Final = 128
+SIGNAL_EXIT_LABEL: Final = "128+N"
+SIGNAL_EXIT_MEANING: Final = "killed by signal N"
+
+#: The codes after which the operator starts another attempt (up to ``backoffLimit``): the
+#: cause may pass (a lock, a signal, Ray, a full volume, a bug hit by chance) and the next
+#: attempt resumes from the committed checkpoints. So does any 128+N and any unknown code; every
+#: other code of ``ExitCode`` ends the job.
+RETRIED_EXIT_CODES: Final = frozenset(
+    {
+        ExitCode.LOCKED,
+        ExitCode.INTERRUPTED,
+        ExitCode.RAY_UNAVAILABLE,
+        ExitCode.NO_SPACE,
+        ExitCode.INTERNAL,
+    }
+)
+
+# --------------------------------------------------------------------------- the runner pod
+
+#: The job's name and namespace: the runner reports ``status.progress`` to that job.
+ENV_JOB_NAME: Final = "DJ_JOB_NAME"
+ENV_JOB_NAMESPACE: Final = "DJ_JOB_NAMESPACE"
+#: kuberay mode: the runner waits for this many alive Ray nodes (the head and every worker).
+ENV_RAY_MIN_NODES: Final = "DJ_RUNNER_RAY_MIN_NODES"
+#: kuberay mode: how long the runner waits for them, in seconds (spec.ray.readyTimeoutSeconds).
+ENV_RAY_CONNECT_TIMEOUT: Final = "DJ_RUNNER_RAY_CONNECT_TIMEOUT_S"
+
+#: The runner container's port that serves ``/metrics`` (the chart's PodMonitor scrapes it).
+METRICS_PORT_NAME: Final = "metrics"
+
+#: KubeRay names a RayCluster's head Service ``<cluster><suffix>``; the runner's Ray address.
+RAY_HEAD_SERVICE_SUFFIX: Final = "-head-svc"
+
+# --------------------------------------------------------------------------- the custom resource
+
+GROUP: Final = "datajuicer.io"
+VERSION: Final = "v1alpha1"
+API_VERSION: Final = f"{GROUP}/{VERSION}"
+KIND: Final = "DataJuicerJob"
+PLURAL: Final = "datajuicerjobs"
+
+# --------------------------------------------------------------------------- labels
+
+#: Labels on the pods the operator creates; the chart's PodMonitor selects runner pods by
+#: ``LABEL_COMPONENT: COMPONENT_RUNNER`` and ``LABEL_MANAGED_BY: OPERATOR_NAME``.
+LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
+LABEL_COMPONENT: Final = "app.kubernetes.io/component"
+LABEL_JOB: Final = f"{GROUP}/job"
+LABEL_ATTEMPT: Final = f"{GROUP}/attempt"
+OPERATOR_NAME: Final = "datajuicer-operator"
+COMPONENT_RUNNER: Final = "runner"
+
+# --------------------------------------------------------------------------- the work dir
+
+#: Names in a work dir (``dj_runner.store.workdir.WorkDir`` turns them into paths).
+JOB_FILE: Final = "job.json"  # job id, recipe fingerprint, what decides the output
+PLAN_FILE: Final = "plan.json"  # the partition plan, written once
+STATUS_FILE: Final = "status.json"  # the current run's live status (the shape below)
+RESULT_FILE: Final = "result.json"  # the last run's outcome
+CLAIM_FILE: Final = "claim.json"  # the newest run's claim: epoch and run id (fencing)
+LOCK_FILE: Final = ".lock"  # the live runner's lock and who holds it
+STOP_FILE_PREFIX: Final = ".stop-"  # + run id: asks that run's partition tasks to stop
+EVENTS_DIR: Final = "events"  # the event log's segment files
+CHECKPOINTS_DIR: Final = "checkpoints"  # one directory per partition
+GLOBAL_DIR: Final = "global"  # one directory per global op: its committed decision
+REJECTS_DIR: Final = "rejects"  # one file of malformed input records per partition
+
+# --------------------------------------------------------------------------- status.json
+
+STATUS_SCHEMA_VERSION: Final = 1
+RunState = Literal["running", "succeeded", "partially_succeeded", "failed", "interrupted"]
+RUN_STATES: Final[tuple[RunState, ...]] = (
+    "running",
+    "succeeded",
+    "partially_succeeded",
+    "failed",
+    "interrupted",
+)
+
+
+class PartitionCounts(TypedDict):
+    total: int
+    done: int
+    failed: int
+    running: int
+
+
+SampleCounts = TypedDict("SampleCounts", {"in": int, "out": int, "rejected": int})
+Stage = TypedDict("Stage", {"index": int, "op": str, "global": bool})
+
+
+class Resumed(TypedDict):
+    partitions_done: int
+    checkpoints: int
+
+
+class RunError(TypedDict):
+    op: str | None
+    partition: int | None
+    message: str
+
+
+class Status(TypedDict):
+    """``<work_dir>/status.json`` (schema 1). Readers accept unknown keys; no file: not started."""
+
+    schema_version: int
+    job_id: str
+    run_id: str
+    state: RunState
+    started_at: str  # RFC 3339, UTC, milliseconds
+    updated_at: str
+    finished_at: str | None
+    runner_version: str
+    partitions: PartitionCounts
+    samples: SampleCounts
+    stage: Stage | None
+    last_checkpoint_at: str | None
+    estimated_completion_at: str | None
+    resumed: Resumed | None
+    export_path: str | None
+    error: RunError | None
+
+
+# --------------------------------------------------------------------------- status.progress
+
+
+class ProgressError(TypedDict):
+    op: str | None
+    partition: int | None
+    message: str
+
+
+class Progress(TypedDict):
+    """The job's ``status.progress``: ``status.json`` as the runner copies it onto its job."""
+
+    state: RunState | None
+    runId: str | None
+    podName: str | None
+    partitionsTotal: int
+    partitionsCompleted: int
+    partitionsFailed: int
+    partitionsRunning: int
+    completion: str
+    percent: int
+    samplesIn: int
+    samplesOut: int
+    samplesRejected: int
+    currentOp: str | None
+    opIndex: int | None
+    lastCheckpointTime: str | None
+    estimatedCompletionTime: str | None
+    updateTime: str | None
+    resumedPartitions: int | None
+    resumedCheckpoints: int | None
+    error: ProgressError | None
