@@ -62,6 +62,7 @@ def _recipe(tmp: Path, seconds: float = 0.0, partition_size: int = 40) -> Path:
         export_path=str(tmp / "out.jsonl"),
         partition_size=partition_size,
         np=2,
+        engine="ray",  # these tests are about Ray; a small input would run without it
         process=[*ops, {"whitespace_normalization_mapper": {}}],
     )
 

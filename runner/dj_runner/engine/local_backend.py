@@ -31,6 +31,7 @@ import signal
 import threading
 import time
 from collections.abc import Hashable
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any
 
@@ -187,7 +188,7 @@ class LocalTaskBackend:
         if executor is not None:
             try:
                 return executor.submit(partition_task_entry, *self._call_args(part, attempt))
-            except cf.process.BrokenProcessPool:
+            except BrokenProcessPool:
                 self._pool.replace_broken()
                 executor = self._pool.executor()
                 assert executor is not None
@@ -208,7 +209,7 @@ class LocalTaskBackend:
         future: cf.Future[Any] = handle  # type: ignore[assignment]
         try:
             return future.result()
-        except cf.process.BrokenProcessPool:
+        except BrokenProcessPool:
             self._pool.replace_broken()
             raise WorkerDied(
                 "a local worker process ended while running this partition "
