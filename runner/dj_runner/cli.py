@@ -102,6 +102,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             restart=args.restart,
             progress=make_progress(sys.stderr),
             ray_address=args.ray_address,
+            engine=args.engine,
             wait_for_lock_s=wait_s,
             grace_period_s=grace_s,
             handle_signals=True,
@@ -286,6 +287,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="discard the work dir's earlier progress and start over",
     )
     run.add_argument("--ray-address", help="auto, ray://host:port or host:port (default: embedded)")
+    run.add_argument(
+        "--engine",
+        choices=("auto", "ray", "local"),
+        help="where tasks run: ray, local processes (no Ray), or auto (the recipe's engine "
+        "key; default auto: local for small inputs when no Ray cluster is named)",
+    )
     run.add_argument(
         "--wait-for-lock",
         type=float,

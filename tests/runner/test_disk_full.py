@@ -75,6 +75,7 @@ def recipe(path: Path, corpus: Path, export: Path) -> Path:
         dataset_path=str(corpus),
         export_path=str(export),
         np=1,  # one task at a time, in partition order: the disk fills at a known partition
+        engine="ray",  # tasks write from their own processes, as on a cluster
         partition_size=ROWS // PARTITIONS,
         process=PROCESS,
     )

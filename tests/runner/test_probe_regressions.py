@@ -690,7 +690,11 @@ def interrupted() -> Iterator[InterruptedRun]:
 
         def tasks_running() -> dict[int, list[str]]:
             pids = [proc.pid, *descendants(proc.pid)]
-            busy = [p for p in pids if cmdline(p).startswith("ray::_partition_task")]
+            busy = [
+                p
+                for p in pids
+                if cmdline(p).startswith(("ray::partition_task_entry", "ray::_partition_task"))
+            ]
             socks = listening(pids)
             return socks if busy and sum(map(len, socks.values())) >= 5 else {}
 

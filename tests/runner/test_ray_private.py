@@ -64,6 +64,7 @@ def _recipe(tmp: Path, seconds: float = 0.0, partition_size: int = 40) -> Path:
         export_path=str(tmp / "out.jsonl"),
         partition_size=partition_size,
         np=2,
+        engine="ray",  # these tests are about Ray; a small input would run without it
         process=[*ops, {"whitespace_normalization_mapper": {}}],
     )
 
@@ -110,7 +111,7 @@ def test_embedded_ray_is_private_loopback_only_and_deaf_to_the_cwd(tmp_path, sho
 
         def sockets_of_a_running_job() -> dict[int, list[str]]:
             socks = listening([proc.pid, *ray_env.session_processes(temp_dir)])
-            workers = [p for p in socks if _cmdline(p).startswith("ray::_partition_task")]
+            workers = [p for p in socks if _cmdline(p).startswith("ray::partition_task_entry")]
             return socks if workers and sum(map(len, socks.values())) >= 5 else {}
 
         socks = wait_for(sockets_of_a_running_job, timeout=60, what="the job's Ray processes")
@@ -152,7 +153,7 @@ def test_killed_runner_leaves_no_writer_and_the_next_start_sweeps_the_rest(
 
         def running_tasks() -> list[int]:
             pids = ray_env.session_processes(temp_dir)
-            return [p for p in pids if _cmdline(p).startswith("ray::_partition_task")]
+            return [p for p in pids if _cmdline(p).startswith("ray::partition_task_entry")]
 
         tasks = wait_for(running_tasks, timeout=120, what="partition tasks running")
         session = ray_env.session_processes(temp_dir)

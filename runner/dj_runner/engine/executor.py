@@ -29,8 +29,15 @@ import pyarrow as pa
 from dj_runner.contract import SIGNAL_EXIT_BASE, ExitCode
 from dj_runner.engine.finalize import broken_finals, export_finals
 from dj_runner.engine.global_decisions import GlobalDecision, read_decision, removed, save_decision
+from dj_runner.engine.local_backend import (
+    LocalEngine,
+    LocalPool,
+    LocalTaskBackend,
+    choose_engine,
+    machine_cpus,
+)
 from dj_runner.engine.partition_task import PartitionResult, SourceChanged, count_rejects
-from dj_runner.engine.ray_backend import RayTaskBackend, event_logger
+from dj_runner.engine.ray_backend import RayTaskBackend
 from dj_runner.engine.ray_env import RayAddressError
 from dj_runner.engine.scheduler import (
     PartitionScheduler,
@@ -39,6 +46,7 @@ from dj_runner.engine.scheduler import (
     StopToken,
     wait_timeout,
 )
+from dj_runner.engine.task_body import event_logger
 from dj_runner.errors import (
     InputError,
     Interrupted,
@@ -197,6 +205,7 @@ class Executor:
         restart: bool = False,
         progress: Progress | None = None,
         ray_address: str | None = None,
+        engine: str | None = None,
         wait_for_lock_s: float = 0.0,
         grace_period_s: float = 20.0,
         handle_signals: bool = False,
@@ -207,6 +216,8 @@ class Executor:
         self.restart = restart
         self.progress = progress or NoProgress()
         self.ray_address = ray_address or recipe.ray_address
+        self.engine = engine or recipe.engine
+        self._pool: LocalPool | None = None
         self.wait_for_lock_s = wait_for_lock_s
         self.grace_period_s = grace_period_s
         self.handle_signals = handle_signals
@@ -217,6 +228,7 @@ class Executor:
         self.fence: Fence | None = None
         self.status: StatusWriter = StatusWriter(self.work.root, "", self.run_id, None)
         self._cpus = 1
+        self._local: LocalEngine | None = None
         self._first_error: dict[str, Any] | None = None
         self._done: set[int] = set()
 
@@ -275,6 +287,9 @@ class Executor:
         try:
             return self._run_locked()
         finally:
+            if self._pool is not None:
+                self._pool.close()
+                self._pool = None
             self.work.stop_path(self.run_id).unlink(missing_ok=True)
             lock.release()
 
@@ -380,6 +395,21 @@ class Executor:
 
     def _connect(self) -> Any:
         from dj_runner.engine.ray_env import connect
+        from dj_runner.io.sources import list_sources
+
+        ray_named = bool(self.ray_address or os.environ.get("RAY_ADDRESS"))
+        if self.engine != "ray" and not (self.engine == "auto" and ray_named):
+            size = sum(s.size for s in list_sources(self.recipe.dataset_path))
+            if choose_engine(self.engine, ray_named, size) == "local":
+                local = LocalEngine(self.recipe.np or machine_cpus(), size)
+                self._log(
+                    "engine_selected",
+                    f"runs on {local.cpus} local worker processes, no Ray "
+                    f"(engine {self.engine}, input {size:,} bytes)",
+                    engine="local",
+                    cpus=local.cpus,
+                )
+                return local
 
         try:
             conn = connect(self.ray_address, self.recipe.np, events=self.events)
@@ -396,6 +426,7 @@ class Executor:
     def _run(self, result: JobResult) -> None:
         conn = self._connect()
         self._cpus = conn.cpus
+        self._local = conn if isinstance(conn, LocalEngine) else None
         self._check_stop()
         plan, plan_id = load_or_build_plan(
             self.work, self.recipe, conn.cpus, self._log, self.progress.note
@@ -550,9 +581,23 @@ class Executor:
     def _run_stage(self, plan: Plan, parts: list[Any], target: CheckpointKey) -> StageOutcome:
         if not parts:
             return StageOutcome()
-        backend = RayTaskBackend(
-            str(self.work.root), self.recipe, plan.sources, target, self.job_id, self.fence
-        )
+        backend: Any
+        if self._local is not None:
+            if self._pool is None:
+                self._pool = LocalPool(self._local.workers(len(plan.partitions)))
+            backend = LocalTaskBackend(
+                self._pool,
+                str(self.work.root),
+                self.recipe,
+                plan.sources,
+                target,
+                self.job_id,
+                self.fence,
+            )
+        else:
+            backend = RayTaskBackend(
+                str(self.work.root), self.recipe, plan.sources, target, self.job_id, self.fence
+            )
         capacity = max(2, 2 * self._cpus)
         final = target == CheckpointKey(len(self.recipe.process))
         scheduler = PartitionScheduler(

@@ -2,8 +2,8 @@
 
 ``RayTaskBackend`` submits one Ray task per partition attempt, waits with a timeout, unwraps a
 task's error to the op's own exception (an ``ENOSPC`` one to ``NoSpace``), and turns a broken
-connection to Ray into ``RayUnavailable`` (exit 7). ``_partition_task`` is the task body: it
-opens the work dir and runs, under the run's fencing token, ``partition_task.run_partition``.
+connection to Ray into ``RayUnavailable`` (exit 7). The task body is
+``task_body.partition_task_entry``, the same for every backend.
 """
 
 from __future__ import annotations
@@ -12,37 +12,12 @@ import contextlib
 from collections.abc import Hashable
 from typing import Any
 
-from dj_runner.engine.partition_task import PartitionResult, run_partition
+from dj_runner.engine.task_body import partition_task_entry, raise_task_error
 from dj_runner.errors import RayUnavailable, short_error
 from dj_runner.io.sources import SourceFile
-from dj_runner.observe.event_log import EventLogger
 from dj_runner.recipe.parse import Recipe
 from dj_runner.store.checkpoint import CheckpointKey
 from dj_runner.store.fencing import Fence
-from dj_runner.store.nospace import NO_SPACE_ERRNOS, no_space
-from dj_runner.store.workdir import WorkDir
-
-
-def event_logger(work: WorkDir, job_id: str, ev: Any) -> EventLogger:
-    return EventLogger(
-        work.events_dir, job_id, ev.max_log_size_mb, ev.backup_count, ev.enabled, ev.log_level
-    )
-
-
-def _partition_task(
-    work_root: str,
-    recipe: Recipe,
-    part: Any,
-    sources: tuple[SourceFile, ...],
-    target: CheckpointKey,
-    attempt: int,
-    job_id: str,
-    fence: Fence | None = None,
-) -> PartitionResult:
-    work = WorkDir(work_root)
-    ev = recipe.event_logging
-    with event_logger(work, job_id, ev) as log:
-        return run_partition(work, recipe, part, sources, target, attempt, log, fence)
 
 
 class RayTaskBackend:
@@ -60,7 +35,7 @@ class RayTaskBackend:
         import ray
 
         self._ray = ray
-        self._task = ray.remote(num_cpus=1, max_retries=0)(_partition_task)
+        self._task = ray.remote(num_cpus=1, max_retries=0)(partition_task_entry)
         self._args = (work_root, ray.put(recipe))
         self._sources = ray.put(sources)
         self._target, self._job_id, self._fence = target, job_id, fence
@@ -85,10 +60,7 @@ class RayTaskBackend:
             return self._ray.get(handle)
         except RayTaskError as exc:
             cause = getattr(exc, "cause", None)
-            if isinstance(cause, OSError) and cause.errno in NO_SPACE_ERRNOS:
-                # a full disk the task's own writes did not name: still fatal, never retried
-                raise no_space(cause.filename or self._args[0], cause) from None
-            raise (cause if isinstance(cause, BaseException) else exc) from None
+            raise_task_error(cause if isinstance(cause, BaseException) else exc, self._args[0])
         except ConnectionError as exc:
             raise RayUnavailable(f"lost the connection to Ray: {short_error(exc)}") from None
 

@@ -67,6 +67,7 @@ EVENT_TYPES: frozenset[str] = frozenset(
         "records_rejected",
         "export_complete",
         "ray_connected",
+        "engine_selected",
     }
 )
 

@@ -223,7 +223,18 @@ TOP_LEVEL = _keys(
         pattern=RAY_ADDRESS_PATTERN,
         expected="'auto', 'local', 'ray://host:port' or 'host:port'",
     ),
-    Key("np", (int,), None, "CPUs of the embedded Ray", minimum=1, nullable=True),
+    Key(
+        "engine",
+        (str,),
+        "auto",
+        "where partition tasks run: ray (an embedded Ray or the cluster named), local (worker "
+        "processes of this machine, no Ray) or auto (local for inputs up to 64 MiB when no Ray "
+        "cluster is named, else ray)",
+        choices=("auto", "ray", "local"),
+    ),
+    Key(
+        "np", (int,), None, "CPUs of the embedded Ray or the local engine", minimum=1, nullable=True
+    ),
     Key(
         "text_keys",
         (str, list),

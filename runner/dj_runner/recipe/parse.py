@@ -103,6 +103,7 @@ class Recipe:
     process: tuple[OpSpec, ...]
     keep_stats_in_res_ds: bool
     ray_address: str | None
+    engine: str
     np: int | None
     job_id: str | None
     work_dir: str | None
@@ -303,6 +304,7 @@ def parse_recipe(raw: Any, base_dir: Path | None = None) -> Recipe:
         process=process,
         keep_stats_in_res_ds=top["keep_stats_in_res_ds"],
         ray_address=top["ray_address"],
+        engine=top["engine"],
         np=top["np"],
         job_id=top["job_id"],
         work_dir=_resolve(base_dir, work_dir) if work_dir else None,

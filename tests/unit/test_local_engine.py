@@ -1,0 +1,44 @@
+"""The local engine's choices (pure): which engine a job gets, how many workers, the CPU count."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from dj_runner.engine.local_backend import (
+    AUTO_LOCAL_MAX_BYTES,
+    INLINE_MAX_BYTES,
+    LocalEngine,
+    choose_engine,
+    machine_cpus,
+)
+
+MB = 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    ("engine", "ray_named", "size", "expected"),
+    [
+        ("auto", False, 0, "local"),
+        ("auto", False, AUTO_LOCAL_MAX_BYTES, "local"),
+        ("auto", False, AUTO_LOCAL_MAX_BYTES + 1, "ray"),
+        ("auto", True, 10, "ray"),  # a named cluster is always used
+        ("local", True, 10 * AUTO_LOCAL_MAX_BYTES, "local"),  # what the job names wins
+        ("ray", False, 10, "ray"),
+    ],
+)
+def test_choose_engine(engine: str, ray_named: bool, size: int, expected: str) -> None:
+    assert choose_engine(engine, ray_named, size) == expected
+
+
+def test_small_inputs_run_in_the_driver_and_larger_ones_on_at_most_one_worker_per_cpu() -> None:
+    assert LocalEngine(cpus=8, input_bytes=INLINE_MAX_BYTES).workers(100) == 1
+    assert LocalEngine(cpus=8, input_bytes=INLINE_MAX_BYTES + 1).workers(100) == 8
+    assert LocalEngine(cpus=8, input_bytes=50 * MB).workers(3) == 3
+    assert LocalEngine(cpus=1, input_bytes=50 * MB).workers(3) == 1
+
+
+def test_machine_cpus_counts_this_process_s_cpus() -> None:
+    cpus = machine_cpus()
+    assert 1 <= cpus <= len(os.sched_getaffinity(0))
