@@ -67,6 +67,7 @@ def load_checked_recipe(path: str, work_dir: str | None = None) -> Any:
     from dj_runner.io.sources import list_sources
     from dj_runner.plan.preflight import preflight
     from dj_runner.recipe.parse import load_recipe
+    from dj_runner.store.location import configure_s3, is_s3
     from dj_runner.store.manifest import default_work_dir
 
     try:
@@ -75,8 +76,16 @@ def load_checked_recipe(path: str, work_dir: str | None = None) -> Any:
         raise InvalidInput(
             f"recipe file {path} is not UTF-8 text ({exc.reason} at byte {exc.start})"
         ) from None
+    configure_s3(recipe.s3)
     list_sources(recipe.dataset_path)  # no input is an error before any work
     if not (work_dir or recipe.work_dir):
+        if is_s3(recipe.export_path):
+            raise RecipeError(
+                "work_dir",
+                None,
+                "a local directory: with an s3:// export_path the work dir is not derived "
+                "from it; set work_dir or --work-dir",
+            )
         default_work_dir(recipe)  # checks project_name as a path component
     # Paths, patterns, text keys and writability, checked against the filesystem as run needs it.
     preflight(recipe, work_dir or recipe.work_dir or default_work_dir(recipe))

@@ -81,7 +81,9 @@ class S3Server:
     reader: Credentials = READER
     _buckets: set[str] = field(default_factory=set)
 
-    def filesystem(self, creds: Credentials = ADMIN, endpoint: str | None = None) -> pafs.S3FileSystem:
+    def filesystem(
+        self, creds: Credentials = ADMIN, endpoint: str | None = None
+    ) -> pafs.S3FileSystem:
         """A pyarrow client of this server (or of ``endpoint``, a proxy in front of it)."""
         return pafs.S3FileSystem(
             access_key=creds.access_key,
@@ -113,9 +115,7 @@ class S3Server:
         body: bytes = b"",
     ) -> Response:
         """One raw signed request (``path`` is ``/bucket/key``)."""
-        return signed_request(
-            self.endpoint, creds, self.region, method, path, query, headers, body
-        )
+        return signed_request(self.endpoint, creds, self.region, method, path, query, headers, body)
 
     def create_bucket(self, name: str) -> str:
         """Create a bucket (once) and return its name."""
@@ -152,7 +152,7 @@ def _identities() -> dict[str, object]:
 def _answers(endpoint: str) -> bool:
     """The S3 port answers HTTP (an anonymous request is refused: that is an answer)."""
     try:
-        urllib.request.urlopen(endpoint + "/", timeout=2)  # noqa: S310 - loopback, http
+        urllib.request.urlopen(endpoint + "/", timeout=2)
     except urllib.error.HTTPError:
         return True
     except OSError:

@@ -110,8 +110,10 @@ def split_s3(uri: str, key: str = "dataset_path") -> tuple[str, str]:
 
 
 def _endpoint(options: S3Config) -> str | None:
-    return options.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get(
-        "AWS_ENDPOINT_URL"
+    return (
+        options.endpoint_url
+        or os.environ.get("AWS_ENDPOINT_URL_S3")
+        or os.environ.get("AWS_ENDPOINT_URL")
     )
 
 
@@ -176,7 +178,11 @@ def s3_error(key: str, loc: Location, operation: str, exc: BaseException) -> Inv
     """A preflight failure as a clear error: the key, the bucket, the operation, the reason."""
     reason = scrub(str(exc))
     hint = ""
-    if "ACCESS_DENIED" in reason or "InvalidAccessKeyId" in reason or "SignatureDoesNotMatch" in reason:
+    if (
+        "ACCESS_DENIED" in reason
+        or "InvalidAccessKeyId" in reason
+        or "SignatureDoesNotMatch" in reason
+    ):
         hint = (
             " (check the credentials: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or "
             "the role, and that they may " + operation + " in this bucket)"
