@@ -136,7 +136,9 @@ class S3Server:
     def upload_tree(self, local: Path, bucket: str, prefix: str) -> None:
         """Copy every file under ``local`` to ``s3://bucket/prefix/<relative path>``."""
         for path in sorted(p for p in local.rglob("*") if p.is_file()):
-            self.put_object(bucket, f"{prefix}/{path.relative_to(local).as_posix()}", path.read_bytes())
+            self.put_object(
+                bucket, f"{prefix}/{path.relative_to(local).as_posix()}", path.read_bytes()
+            )
 
     def create_bucket(self, name: str) -> str:
         """Create a bucket (once) and return its name."""

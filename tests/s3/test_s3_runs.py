@@ -21,13 +21,14 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 import zstandard
+from pyarrow.fs import FileSelector
 
 from dj_runner.errors import EXIT_OK, EXIT_USAGE
 from tests.harness.s3faults import FaultProxy
 from tests.harness.s3server import ADMIN, READER, S3Server
 from tests.harness.sigv4 import Credentials
 
-REPO = Path(__file__).resolve().parents[2]
+CLI = (sys.executable, "-m", "dj_runner.cli")
 OPS = [
     {"whitespace_normalization_mapper": {}},
     {"text_length_filter": {"min_len": 5, "max_len": 20000}},
@@ -35,11 +36,12 @@ OPS = [
 ]
 
 
-def rows(n: int, tag: str) -> list[dict[str, object]]:
-    return [
+def rows(n: int, tag: str, ids: bool = True) -> list[dict[str, object]]:
+    out: list[dict[str, object]] = [
         {"text": f"{tag}  sample {i}  with   some words " + "x" * (i % 7), "id": i}
         for i in range(n)
     ] + [{"text": f"{tag}  sample 3  with   some words xxx", "id": n}]  # a duplicate
+    return out if ids else [{"text": r["text"]} for r in out]
 
 
 def write_inputs(directory: Path) -> None:
@@ -57,7 +59,7 @@ def write_inputs(directory: Path) -> None:
     with ipc.new_file(directory / "f.arrow", table.schema) as writer:
         writer.write_table(table, max_chunksize=9)
     buf = io.BytesIO()
-    pacsv.write_csv(pa.Table.from_pylist(rows(30, "csv")), buf)
+    pacsv.write_csv(pa.Table.from_pylist(rows(30, "csv", ids=False)), buf)  # CSV: all strings
     (directory / "g.csv").write_bytes(buf.getvalue())
 
 
@@ -66,6 +68,7 @@ def run(
     name: str,
     env: dict[str, str] | None = None,
     timeout: float = 300,
+    work_dir: str | None = None,
     **recipe: object,
 ) -> subprocess.CompletedProcess[str]:
     path = tmp / f"{name}.yaml"
@@ -75,7 +78,7 @@ def run(
         )
     )
     return subprocess.run(
-        [sys.executable, "-m", "dj_runner.cli", "run", str(path), "--work-dir", str(tmp / name)],
+        [*CLI, "run", str(path), "--work-dir", work_dir or str(tmp / name)],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -146,11 +149,7 @@ def test_export_to_s3_in_each_kind(
     assert proc.returncode == EXIT_OK, proc.stderr
     fs = s3_server.filesystem()
     keys = sorted(
-        i.path
-        for i in fs.get_file_info(
-            __import__("pyarrow.fs").fs.FileSelector(f"{s3_bucket}", recursive=True)
-        )
-        if i.is_file
+        i.path for i in fs.get_file_info(FileSelector(s3_bucket, recursive=True)) if i.is_file
     )
     assert f"{s3_bucket}/exports-neighbour" in keys
     assert not [k for k in keys if ".dj-runner-tmp-" in k or "probe" in k], keys
@@ -164,7 +163,10 @@ def test_export_to_s3_in_each_kind(
     else:
         marker = json.loads(s3_server.get_object(s3_bucket, f"exports/{kind}/.dj-runner-export"))
         shards = sorted(marker["shards"])
-        assert shards and all(k.startswith(f"{s3_bucket}/exports/{kind}/") for k in keys[:-1])
+        exported = [k for k in keys if k.startswith(f"{s3_bucket}/exports/")]
+        assert shards and exported == [
+            f"{s3_bucket}/exports/{kind}/{name}" for name in [".dj-runner-export", *shards]
+        ]
         got: list[dict[str, object]] = []
         for name in shards:
             data = s3_server.get_object(s3_bucket, f"exports/{kind}/{name}")
@@ -260,7 +262,9 @@ def test_wrong_credentials_missing_bucket_and_no_permission_exit_2(
         export_path=f"s3://{s3_bucket}/out/o.jsonl",
     )
     _refused(proc, s3_bucket, "write (PutObject)")
-    assert not (tmp_path / "readonly").exists() or not (tmp_path / "readonly" / "plan.json").exists()
+    assert (
+        not (tmp_path / "readonly").exists() or not (tmp_path / "readonly" / "plan.json").exists()
+    )
 
 
 def test_export_inside_the_input_prefix_and_s3_work_dir_are_refused(
