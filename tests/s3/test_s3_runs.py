@@ -135,6 +135,18 @@ def test_every_input_format_from_s3_matches_the_local_run(
         ("csv", "none"),
     }
     assert all(s["path"].startswith(f"s3://{s3_bucket}/in/data/") for s in plan["sources"])
+    # run again: the plan's objects (size, last-modified) still match, nothing is redone
+    out.unlink()
+    again = run(
+        tmp_path,
+        "s3in",
+        env=s3_server.env(),
+        dataset_path=f"s3://{s3_bucket}/in/data",
+        export_path=str(out),
+    )
+    assert again.returncode == EXIT_OK, again.stderr
+    assert f"{len(plan['partitions'])} already done" in again.stderr
+    assert out.read_bytes() == expected
 
 
 @pytest.mark.parametrize("kind", ["out.jsonl", "out.parquet", "shards", "shards-parquet"])
@@ -185,14 +197,17 @@ def test_a_prefix_of_more_than_1000_objects_is_listed_whole(
     for i in range(n):
         s3_server.put_object(s3_bucket, f"many/{i:05d}.jsonl", b'{"text": "object %d"}\n' % i)
     out = tmp_path / "out.jsonl"
-    proc = run(
+    env = {k: v for k, v in s3_server.env().items() if k not in ("AWS_ENDPOINT_URL", "AWS_REGION")}
+    assert "AWS_ENDPOINT_URL" not in os.environ
+    proc = run(  # the endpoint from the recipe this time, which the Ray workers must use too
         tmp_path,
         "many",
-        env=s3_server.env(),
+        env=env,
         dataset_path=f"s3://{s3_bucket}/many",
         export_path=str(out),
         partition_size=200,
         process=[{"whitespace_normalization_mapper": {}}],
+        s3={"endpoint_url": s3_server.endpoint, "region": s3_server.region},
     )
     assert proc.returncode == EXIT_OK, proc.stderr
     texts = [json.loads(line)["text"] for line in out.read_text().splitlines()]

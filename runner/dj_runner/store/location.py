@@ -223,7 +223,9 @@ def check_writable_prefix(key: str, loc: Location) -> None:
     if not loc.is_s3:
         return
     _check_bucket(key, loc)
-    probe = f"{loc.path.rstrip('/')}.dj-runner-probe-{uuid.uuid4().hex}"
+    name = f".dj-runner-probe-{uuid.uuid4().hex}"
+    key = loc.path.rstrip("/")
+    probe = f"{key}{name}" if "/" in key else f"{key}/{name}"  # beside the target, in its bucket
     try:
         with loc.fs.open_output_stream(probe) as fh:
             fh.write(b"probe")
