@@ -9,7 +9,8 @@ from a test it answers the next N requests (optionally only those of one method)
 - ``reset_next(n)``: closes the client's connection with a TCP reset instead of answering.
 
 ``faults_injected`` and ``requests_seen`` count, so a test can assert that its faults were hit
-and then retried. A request the proxy answers itself is never forwarded.
+and then retried; ``log`` keeps each request's method, path and ``Range`` header, so a test can
+see how a client read an object. A request the proxy answers itself is never forwarded.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ class FaultProxy:
         self.requests_seen = 0
         self.faults_injected = 0
         self.methods_failed: list[str] = []
+        self.log: list[tuple[str, str, str | None]] = []  # (method, path, Range header)
         proxy = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -76,6 +78,8 @@ class FaultProxy:
 
             def _handle(self) -> None:
                 body = self._body()
+                with proxy._lock:
+                    proxy.log.append((self.command, self.path, self.headers.get("Range")))
                 rule = proxy._take(self.command)
                 if rule is not None and rule.kind == "reset":
                     # SO_LINGER 0: close() sends RST, not FIN

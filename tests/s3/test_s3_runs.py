@@ -235,6 +235,18 @@ def test_injected_503s_and_resets_are_retried_with_identical_output(
     assert s3_proxy.pending() == 0 and s3_proxy.faults_injected == 11
     _, expected = local_reference
     assert s3_server.get_object(s3_bucket, "faulty/out.jsonl") == expected
+    # partitions were read back from their recorded byte offsets, with ranged GETs
+    plan = json.loads((tmp_path / "faults" / "plan.json").read_text())
+    plain = next(i for i, s in enumerate(plan["sources"]) if s["path"].endswith("/a.jsonl"))
+    starts = {r["start"] for p in plan["partitions"] for r in p["ranges"] if r["file"] == plain}
+    ranged = {
+        int(rng.removeprefix("bytes=").split("-")[0])
+        for method, path, rng in s3_proxy.log
+        if method == "GET" and path.endswith("/in/data/a.jsonl") and rng
+    }
+    assert len(starts) > 1 and starts <= ranged, (starts, ranged)
+    whole = [r for m, p, r in s3_proxy.log if m == "GET" and "/in/data/" in p and r is None]
+    assert whole == []  # no object was fetched without a range
 
 
 def _refused(proc: subprocess.CompletedProcess[str], bucket: str, operation: str) -> None:
