@@ -40,6 +40,7 @@ from typing import IO, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pyarrow.fs import FileSelector, FileType
 
 from dj_runner.errors import RecipeError
 from dj_runner.io.arrow_json import export_default
@@ -264,8 +265,6 @@ class _S3Export:
 
     def _entries(self) -> dict[str, int]:
         """Object names (relative to the prefix) and sizes under the export prefix."""
-        from pyarrow.fs import FileSelector, FileType
-
         infos = self.fs.get_file_info(
             FileSelector(self.prefix, allow_not_found=True, recursive=True)
         )
@@ -280,8 +279,6 @@ class _S3Export:
         )
 
     def check_target(self) -> None:
-        from pyarrow.fs import FileType
-
         if is_sharded(self.export_path):
             if self.fs.get_file_info(self.prefix).type == FileType.File:
                 raise RecipeError(

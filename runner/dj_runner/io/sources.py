@@ -3,10 +3,11 @@
 A dataset is a file, a directory (searched recursively) or a glob of ``.jsonl``,
 ``.jsonl.gz``, ``.jsonl.zst``, ``.json``, ``.parquet``, ``.arrow`` or ``.csv`` files, taken in
 sorted order, on the local filesystem or in object storage (``s3://bucket/prefix``: an object,
-every object under a prefix, or a glob whose ``*`` stays within one path segment). Bytes come
-from ``dj_runner.store.location``: S3 objects are streamed with ranged reads (a partition is
-read back from its recorded offset, never by downloading the whole object). Line formats are addressed by byte ranges of the (decompressed) stream;
-columnar formats by row ranges. Records whose fields differ are fine: a missing field is
+every object under a prefix, or a glob whose ``*`` stays within one path segment). Where the
+bytes come from is ``dj_runner.store.location``'s: S3 objects are streamed with ranged reads,
+and a partition is read back from its recorded offset, never by downloading a whole object.
+Line formats are addressed by byte ranges of the (decompressed) stream; columnar formats by
+row ranges. Records whose fields differ are fine: a missing field is
 null.
 
 Malformed records are returned separately, with file and line, so the caller can reject
@@ -47,7 +48,7 @@ from dj_runner.io.table_schema import (  # JSON text is a schema concept
     json_text_field,
 )
 from dj_runner.recipe.keys import INPUT_SUFFIXES
-from dj_runner.store.location import check_readable, is_s3, resolve
+from dj_runner.store.location import check_readable, is_s3, resolve, scrub
 
 LINE_FORMATS = ("jsonl", "json")
 
@@ -160,7 +161,7 @@ def _list_s3(dataset_path: str) -> list[SourceFile]:
     else:
         root, pattern = loc, None
     check_readable("dataset_path", root)
-    with reading_s3(dataset_path):
+    with _listing(dataset_path):
         info = root.fs.get_file_info(root.path) if not magic else None
         if info is not None and info.type == FileType.File:
             infos = [info]
@@ -186,13 +187,11 @@ def _list_s3(dataset_path: str) -> list[SourceFile]:
 
 
 @contextlib.contextmanager
-def reading_s3(uri: str) -> Iterator[None]:
+def _listing(uri: str) -> Iterator[None]:
     """Turn a failed S3 listing into an ``InputError`` naming the URI."""
     try:
         yield
     except OSError as exc:
-        from dj_runner.store.location import scrub
-
         raise InputError(f"cannot list {uri}: {scrub(str(exc))}") from exc
 
 
