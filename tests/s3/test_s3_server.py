@@ -4,6 +4,7 @@ known defect, and the fault-injecting proxy in front of it."""
 from __future__ import annotations
 
 import gzip
+import time
 
 import pytest
 
@@ -60,13 +61,21 @@ def test_known_defect_multipart_upload_of_gzip_bytes_is_altered(s3_server: S3Ser
     assert s3_server.get_object(s3_bucket, "multipart.gz") != data
 
 
-@pytest.mark.parametrize("fault", ["fail", "reset"])
+@pytest.mark.parametrize("fault", ["fail", "reset", "delay"])
 def test_proxy_injects_faults_and_forwards_the_rest(s3_server, s3_bucket, s3_proxy, fault):
     payload = bytes(range(256)) * 16  # larger than an error body (see docs/object-storage.md)
     s3_server.put_object(s3_bucket, "obj", payload)
     fs = s3_server.filesystem(endpoint=s3_proxy.endpoint)
-    getattr(s3_proxy, f"{fault}_next")(2, method="GET")
+    if fault == "delay":
+        s3_proxy.delay_next(2, 0.3, method="GET")
+    else:
+        getattr(s3_proxy, f"{fault}_next")(2, method="GET")
+    began = time.monotonic()
     with fs.open_input_file(f"{s3_bucket}/obj") as fh:  # pyarrow retries past both faults
         assert fh.read() == payload
+        assert fh.read_at(16, 256) == payload[256:272]
     assert s3_proxy.faults_injected == 2 and s3_proxy.pending() == 0
     assert s3_proxy.requests_seen > 2
+    if fault == "delay":  # two answers held back, nothing retried
+        assert time.monotonic() - began >= 0.6
+        assert s3_proxy.methods_failed == ["GET", "GET"]
