@@ -70,6 +70,7 @@ from dj_runner.recipe.parse import Recipe
 from dj_runner.store.atomic import write_json_atomic
 from dj_runner.store.checkpoint import CheckpointKey, InvalidCheckpoint
 from dj_runner.store.fencing import Fence, Superseded, new_run_id, take_claim
+from dj_runner.store.location import configure_s3
 from dj_runner.store.lock import WorkDirLock
 from dj_runner.store.manifest import claim_work_dir, default_work_dir
 from dj_runner.store.nospace import is_no_space
@@ -209,6 +210,7 @@ class Executor:
         handle_signals: bool = False,
     ):
         self.recipe = recipe
+        configure_s3(recipe.s3)  # this process reads and exports s3:// paths as the recipe says
         self.work = WorkDir(work_dir or recipe.work_dir or default_work_dir(recipe))
         self.requested_job_id = job_id or recipe.job_id
         self.restart = restart

@@ -35,7 +35,7 @@ from dj_runner.io.sources import (
     list_sources,
 )
 from dj_runner.recipe.parse import Recipe
-from dj_runner.store.location import check_writable_prefix, configure_s3, is_s3, resolve
+from dj_runner.store.location import check_writable_prefix, is_s3, resolve
 from dj_runner.store.nospace import is_no_space, no_space
 
 #: Records of the input looked at for the text keys (from the first files, in order).
@@ -53,7 +53,6 @@ class Preflight:
 def preflight(recipe: Recipe, work_dir: str | Path) -> Preflight:
     """Run every check; raise ``RecipeError`` (or ``InputError`` for an unreadable input file)
     for the first that fails."""
-    configure_s3(recipe.s3)
     check_work_dir_local(str(work_dir))
     work = Path(os.path.abspath(work_dir))
     sources = tuple(list_sources(recipe.dataset_path))

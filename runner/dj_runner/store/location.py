@@ -20,8 +20,9 @@ credential or a missing permission is an ``InvalidInput`` (exit 2) naming the bu
 S3 operation, before any work. No message carries a secret: the reason pyarrow gives is
 scrubbed of every credential value the process's environment holds.
 
-``configure_s3`` sets the recipe's ``s3`` block for this process (the driver, and each Ray
-worker before it reads a partition): S3 clients are built from it and cached per setting.
+``configure_s3`` sets the recipe's ``s3`` block for this process: the CLI and the ``Executor``
+in the driver, and each Ray worker before it reads a partition. S3 clients are built from it
+and cached per setting.
 """
 
 from __future__ import annotations
