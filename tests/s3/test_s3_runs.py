@@ -25,7 +25,7 @@ from pyarrow.fs import FileSelector
 
 from dj_runner.errors import EXIT_OK, EXIT_USAGE
 from tests.harness.s3faults import FaultProxy
-from tests.harness.s3server import ADMIN, READER, S3Server
+from tests.harness.s3server import ADMIN, OUTSIDER, READER, S3Server
 from tests.harness.sigv4 import Credentials
 
 CLI = (sys.executable, "-m", "dj_runner.cli")
@@ -289,6 +289,16 @@ def test_wrong_credentials_missing_bucket_and_no_permission_exit_2(
         export_path=f"s3://{s3_bucket}/out/o.jsonl",
     )
     _refused(proc, s3_bucket, "write (PutObject)")
+
+    proc = run(
+        tmp_path,
+        "outsider",
+        env=s3_server.env(OUTSIDER),
+        dataset_path=f"s3://{s3_bucket}/in/data",
+        export_path=str(tmp_path / "o.jsonl"),
+    )
+    _refused(proc, s3_bucket, "HeadBucket")
+    assert OUTSIDER.secret_key not in proc.stderr
     assert (
         not (tmp_path / "readonly").exists() or not (tmp_path / "readonly" / "plan.json").exists()
     )
