@@ -67,13 +67,6 @@ class Location:
     def is_s3(self) -> bool:
         return self.bucket is not None
 
-    def child(self, name: str) -> Location:
-        """The location ``name`` inside this one."""
-        sep = "" if self.path.endswith("/") else "/"
-        return Location(
-            self.uri.rstrip("/") + "/" + name, self.fs, self.path + sep + name, self.bucket
-        )
-
 
 _options = S3Config()
 _options_lock = threading.Lock()
@@ -125,11 +118,15 @@ def _region(options: S3Config) -> str | None:
 def s3_filesystem(options: S3Config | None = None) -> pafs.S3FileSystem:
     """The S3 client for ``options`` (default: this process's, see ``configure_s3``)."""
     opts = options if options is not None else _options
-    return _s3_filesystem(_endpoint(opts), _region(opts))
+    # which identity the SDK's chain starts from (names, never secrets) is part of the cache key
+    identity = (os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_PROFILE"))
+    return _s3_filesystem(_endpoint(opts), _region(opts), identity)
 
 
 @functools.lru_cache(maxsize=8)
-def _s3_filesystem(endpoint: str | None, region: str | None) -> pafs.S3FileSystem:
+def _s3_filesystem(
+    endpoint: str | None, region: str | None, identity: tuple[str | None, str | None]
+) -> pafs.S3FileSystem:
     kwargs: dict[str, object] = {}
     if endpoint:
         url = urllib.parse.urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}")
@@ -158,12 +155,6 @@ def resolve(uri: str, key: str = "dataset_path") -> Location:
         return Location(uri, s3_filesystem(), f"{bucket}/{obj}".rstrip("/"), bucket)
     path = os.path.abspath(os.path.expanduser(uri))
     return Location(path, pafs.LocalFileSystem(), path)
-
-
-def file_system_and_path(uri: str) -> tuple[pafs.FileSystem, str]:
-    """``resolve`` as the pair pyarrow readers take."""
-    loc = resolve(uri)
-    return loc.fs, loc.path
 
 
 def scrub(text: str) -> str:
