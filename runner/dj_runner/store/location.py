@@ -127,6 +127,7 @@ def s3_filesystem(options: S3Config | None = None) -> pafs.S3FileSystem:
 def _s3_filesystem(
     endpoint: str | None, region: str | None, identity: tuple[str | None, str | None]
 ) -> pafs.S3FileSystem:
+    """One client per setting; ``identity`` only keys the cache (the SDK reads the chain)."""
     kwargs: dict[str, object] = {}
     if endpoint:
         url = urllib.parse.urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}")
