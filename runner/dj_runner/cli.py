@@ -61,6 +61,7 @@ def load_checked_recipe(path: str, work_dir: str | None = None) -> Any:
     from dj_runner.io.sources import list_sources
     from dj_runner.plan.preflight import preflight
     from dj_runner.recipe.parse import load_recipe
+    from dj_runner.store.location import configure_s3
     from dj_runner.store.manifest import resolve_work_dir
 
     try:
@@ -69,6 +70,7 @@ def load_checked_recipe(path: str, work_dir: str | None = None) -> Any:
         raise InvalidInput(
             f"recipe file {path} is not UTF-8 text ({exc.reason} at byte {exc.start})"
         ) from None
+    configure_s3(recipe.s3)
     list_sources(recipe.dataset_path)  # no input is an error before any work
     # Paths, patterns, text keys and writability, checked against the filesystem as run needs it
     # (the default work dir checks project_name as a path component).

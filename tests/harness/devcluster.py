@@ -5,8 +5,10 @@
     python -m tests.harness.devcluster down    stop it; nothing is left running
 
 `up` starts `serve` as a daemon (its own session, pid in .dev-cluster/devcluster.pid, output in
-.dev-cluster/devcluster.log). `serve` runs the control plane, the process node, the KubeRay CRDs
-and the KubeRay operator until SIGTERM, and keeps the process ids (with their start times) of
+.dev-cluster/devcluster.log). `serve` runs the control plane, the process node, the KubeRay CRDs,
+the KubeRay operator and an S3 server (tests/harness/s3server.py; its address and test
+credentials in .dev-cluster/s3.env, to `source` before running `dj-runner` on s3:// paths) until
+SIGTERM, and keeps the process ids (with their start times) of
 everything it started in .dev-cluster/pids, so that `down` can make sure none is left even if
 `serve` was killed.
 
@@ -33,12 +35,15 @@ from pathlib import Path
 from tests.harness import proctree
 from tests.harness.binaries import REPO_ROOT
 from tests.harness.processes import tail
+from tests.harness.s3server import start_s3_server
 
 DEFAULT_DIR = REPO_ROOT / ".dev-cluster"
 START_TIMEOUT = 300.0
 
 
 LOCK_FILE = "devcluster.lock"
+S3_ENV = "s3.env"
+S3_BUCKET = "dev"
 
 
 def _lock(directory: Path) -> int | None:
@@ -83,6 +88,7 @@ def _usage(directory: Path) -> str:
         f"  export KUBECONFIG={kubeconfig}\n"
         f"  export PATH={_bin_dir()}:$PATH   # kubectl and helm of the pinned version\n"
         "  kubectl get nodes\n"
+        f"  source {directory / S3_ENV}   # an S3 server for s3:// paths (bucket: {S3_BUCKET})\n"
         f"logs and state in {directory} (component logs in state/control-plane/logs/, pods in "
         "state/node/); stop it with `make dev-cluster-down`"
     )
@@ -146,16 +152,29 @@ def serve(directory: Path) -> int:
     shutil.rmtree(state, ignore_errors=True)
     cluster = Cluster(state)
     cluster.start()
+    s3 = None
     try:
+        s3 = start_s3_server(state / "s3")
+        s3.create_bucket(S3_BUCKET)
+        env = "".join(f"export {k}={v}\n" for k, v in s3.env().items())
+        (directory / S3_ENV).write_text(env)
+        (directory / S3_ENV).chmod(0o600)
         shutil.copyfile(cluster.kubeconfig, directory / "kubeconfig")
         (directory / "kubeconfig").chmod(0o600)
-        _write_pids(directory, cluster.pids())
+        s3_pid = s3.component.pid
+
+        def pids() -> list[int]:
+            return [*cluster.pids(), *([s3_pid] if s3_pid is not None else [])]
+
+        _write_pids(directory, pids())
         (directory / "ready").write_text(f"{cluster.server}\n")
         print(f"dev cluster ready at {cluster.server}", flush=True)
         while not stop.wait(2.0):
-            _write_pids(directory, cluster.pids())
+            _write_pids(directory, pids())
     finally:
         print("stopping the dev cluster", flush=True)
+        if s3 is not None:
+            s3.stop()
         cluster.stop()
         with contextlib.suppress(FileNotFoundError):
             (directory / "ready").unlink()
@@ -185,7 +204,7 @@ def recorded_pids(directory: Path) -> list[tuple[int, int]]:
 
 
 def _cleanup(directory: Path) -> None:
-    for name in ("ready", "kubeconfig", "pids", "devcluster.pid"):
+    for name in ("ready", "kubeconfig", "pids", "devcluster.pid", S3_ENV):
         with contextlib.suppress(FileNotFoundError):
             (directory / name).unlink()
 

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from pyarrow.fs import S3FileSystem
 
 from tests.harness import binaries
 from tests.harness.devcluster import recorded_pids
@@ -56,11 +57,27 @@ def test_dev_cluster_up_serves_kubectl_and_down_leaves_nothing(tmp_path: Path) -
         server_pid = int((directory / "devcluster.pid").read_text())
         pids += [pid for pid, _ in recorded_pids(directory)] + [server_pid]
         assert len(pids) >= 5 and all(_alive(p) for p in pids)  # etcd, apiserver, kcm, kuberay
+        # the S3 server: its environment file works with a real client, on the dev bucket
+        env = dict(
+            line.removeprefix("export ").split("=", 1)
+            for line in (directory / "s3.env").read_text().splitlines()
+        )
+        s3 = S3FileSystem(
+            access_key=env["AWS_ACCESS_KEY_ID"],
+            secret_key=env["AWS_SECRET_ACCESS_KEY"],
+            endpoint_override=env["AWS_ENDPOINT_URL"].removeprefix("http://"),
+            scheme="http",
+            region=env["AWS_REGION"],
+        )
+        with s3.open_output_stream("dev/hello.txt") as sink:
+            sink.write(b"hello")
+        assert s3.get_file_info("dev/hello.txt").size == 5
+        assert f"source {directory / 's3.env'}" in up.stdout
         assert _devcluster(directory, "status").returncode == 0
     finally:
         down = _devcluster(directory, "down")
     assert down.returncode == 0, down.stdout + down.stderr
     assert "dev cluster stopped" in down.stdout
     assert [p for p in pids if _alive(p)] == []
-    assert not kubeconfig.exists()
+    assert not kubeconfig.exists() and not (directory / "s3.env").exists()
     assert _devcluster(directory, "status").returncode == 1

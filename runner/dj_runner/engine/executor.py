@@ -76,6 +76,7 @@ from dj_runner.store.checkpoint import (
     partition_store,
 )
 from dj_runner.store.fencing import Fence, Superseded, new_run_id, take_claim
+from dj_runner.store.location import configure_s3
 from dj_runner.store.lock import WorkDirLock
 from dj_runner.store.manifest import claim_work_dir, default_work_dir, resolve_work_dir
 from dj_runner.store.nospace import is_no_space
@@ -211,6 +212,7 @@ class Executor:
         handle_signals: bool = False,
     ):
         self.recipe = recipe
+        configure_s3(recipe.s3)  # this process reads and exports s3:// paths as the recipe says
         self.work = WorkDir(resolve_work_dir(recipe, work_dir))
         self.requested_job_id = job_id or recipe.job_id
         self.restart = restart

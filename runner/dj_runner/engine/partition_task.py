@@ -44,6 +44,7 @@ from dj_runner.recipe.parse import Recipe
 from dj_runner.store.atomic import write_atomic
 from dj_runner.store.checkpoint import CheckpointDir, CheckpointKey, partition_store
 from dj_runner.store.fencing import Fence
+from dj_runner.store.location import configure_s3
 from dj_runner.store.workdir import WorkDir
 
 
@@ -93,6 +94,7 @@ def read_source(
     part: PartitionPlan, sources: tuple[SourceFile, ...], recipe: Recipe
 ) -> tuple[pa.Table, list[Malformed]]:
     """Read a partition from its source ranges, streaming; verify its content hash."""
+    configure_s3(recipe.s3)  # this process (a Ray worker) reads s3:// sources as the recipe says
     tables: list[pa.Table] = []
     bad: list[Malformed] = []
     digests = []

@@ -12,10 +12,23 @@ The runner only ever deletes what it wrote. A directory export carries a marker 
 (``.dj-runner-export``); an existing directory without it that holds anything is refused
 (``check_export_target``) before any work, and an owned directory is replaced only while it
 holds nothing but the runner's shards.
+
+An ``s3://`` export keeps the same rules without rename (``_S3Export``). An object that an
+interrupted upload leaves is never at a final key: every object is first written under a
+temporary key (``.dj-runner-tmp-<tag>``), then copied server-side (CopyObject, atomic) to its
+final key, and the temporary object is deleted. A killed process leaves at most an incomplete
+multipart upload (never visible as an object) or a temporary object. A directory export
+(a key prefix) is owned when it holds ``.dj-runner-export`` or ``.dj-runner-export.writing``
+and otherwise only shards and temporary objects: the writing marker goes first, the old
+marker is removed, the shards are copied in, shards the new export does not have are deleted,
+and the marker, naming every shard and its size, is written last. An export reads as complete
+exactly when its marker exists. The single-file form is bounded by CopyObject's 5 GiB limit;
+larger exports use a directory of shards.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -27,12 +40,14 @@ from typing import IO, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pyarrow.fs import FileSelector, FileType
 
 from dj_runner.errors import RecipeError
 from dj_runner.io.arrow_json import export_default
 from dj_runner.io.table_schema import conform, is_json_text, typed_nested, unify
 from dj_runner.ops.common.base import HASH_COLUMN, STATS_COLUMN
 from dj_runner.store.atomic import fsync_dir, write_atomic
+from dj_runner.store.location import Location, is_s3, resolve
 from dj_runner.store.nospace import is_no_space, no_space
 
 
@@ -56,6 +71,9 @@ def _owned_entries(directory: Path) -> list[Path] | None:
 
 def check_export_target(export_path: str) -> None:
     """Refuse an export that would destroy what the runner did not write (before any work)."""
+    if is_s3(export_path):
+        _S3Export(export_path).check_target()
+        return
     target = Path(export_path).expanduser()
     if is_sharded(export_path):
         if target.exists() and not target.is_dir():
@@ -74,6 +92,9 @@ def check_export_target(export_path: str) -> None:
 
 def remove_export(export_path: str) -> None:
     """Remove an earlier export (``--restart``): the file, or an owned directory's shards."""
+    if is_s3(export_path):
+        _S3Export(export_path).remove()
+        return
     target = Path(export_path).expanduser()
     if not is_sharded(export_path):
         if target.is_file():
@@ -173,15 +194,26 @@ def write_export(
             rows += t.num_rows
             yield t
 
-    def write_file(path: Path, slices: Iterator[pa.Table]) -> None:
+    def write_file(path: Path | Any, slices: Iterator[pa.Table]) -> None:
+        """Write to a local path, or to an open binary sink (an S3 output stream)."""
         if fmt == "jsonl":
-            with open(path, "wb") as fh:
+            with open(path, "wb") if isinstance(path, Path) else contextlib.nullcontext(path) as fh:
                 for t in conformed(slices):
                     write_jsonl(t, fh)
             return
         with pq.ParquetWriter(path, unified) as writer:
             for t in conformed(slices):
                 writer.write_table(t)
+
+    if is_s3(export_path):
+        s3 = _S3Export(export_path)
+        if not sharded:
+            s3.write_object(lambda sink: write_file(sink, (t for p in partitions() for t in p)))
+        else:
+            s3.write_shards(
+                (lambda sink, part=part: write_file(sink, part) for part in partitions()), fmt
+            )
+        return rows
 
     if not sharded:
         write_atomic(
@@ -216,3 +248,100 @@ def write_export(
         shutil.rmtree(old)
     fsync_dir(target.parent)
     return rows
+
+
+WRITING_MARKER = EXPORT_MARKER + ".writing"
+_TMP = ".dj-runner-tmp-"
+
+
+class _S3Export:
+    """An export in object storage: ownership, atomic objects, markers (see the module doc)."""
+
+    def __init__(self, export_path: str) -> None:
+        self.export_path = export_path
+        self.loc: Location = resolve(export_path, "export_path")
+        self.fs = self.loc.fs
+        self.prefix = self.loc.path.rstrip("/")
+
+    def _entries(self) -> dict[str, int]:
+        """Object names (relative to the prefix) and sizes under the export prefix."""
+        infos = self.fs.get_file_info(
+            FileSelector(self.prefix, allow_not_found=True, recursive=True)
+        )
+        return {i.path[len(self.prefix) + 1 :]: i.size for i in infos if i.type == FileType.File}
+
+    def _owned(self, entries: dict[str, int]) -> bool:
+        if EXPORT_MARKER not in entries and WRITING_MARKER not in entries:
+            return False
+        return all(
+            n in (EXPORT_MARKER, WRITING_MARKER) or _SHARD.match(n) or n.startswith(_TMP)
+            for n in entries
+        )
+
+    def check_target(self) -> None:
+        if is_sharded(self.export_path):
+            if self.fs.get_file_info(self.prefix).type == FileType.File:
+                raise RecipeError(
+                    "export_path", self.export_path, "a key prefix (directory); this is an object"
+                )
+            entries = self._entries()
+            if entries and not self._owned(entries):
+                raise RecipeError(
+                    "export_path",
+                    self.export_path,
+                    "an empty key prefix, or one this runner exported to before (it holds "
+                    f"{EXPORT_MARKER} and only part-NNNNN objects); this prefix holds other "
+                    "objects and the export would replace them",
+                )
+        elif self._entries():
+            raise RecipeError(
+                "export_path", self.export_path, "an object key; this is a prefix holding objects"
+            )
+
+    def remove(self) -> None:
+        if not is_sharded(self.export_path):
+            with contextlib.suppress(FileNotFoundError):
+                self.fs.delete_file(self.prefix)
+            return
+        entries = self._entries()
+        if entries and self._owned(entries):
+            for name in entries:
+                self.fs.delete_file(f"{self.prefix}/{name}")
+
+    def _put_atomic(self, final: str, write: Callable[[Any], None], tmp: str) -> int:
+        """Write under ``tmp``, copy to ``final`` (atomic), delete ``tmp``; return the size."""
+        try:
+            with self.fs.open_output_stream(tmp) as sink:
+                write(sink)
+            self.fs.copy_file(tmp, final)
+        finally:
+            with contextlib.suppress(OSError):
+                self.fs.delete_file(tmp)
+        return self.fs.get_file_info(final).size
+
+    def write_object(self, write: Callable[[Any], None]) -> None:
+        tmp = f"{self.prefix}{_TMP}{uuid.uuid4().hex}"
+        self._put_atomic(self.prefix, write, tmp)
+
+    def _put_small(self, name: str, data: bytes) -> None:
+        with self.fs.open_output_stream(f"{self.prefix}/{name}") as sink:
+            sink.write(data)
+
+    def write_shards(self, writers: Iterator[Callable[[Any], None]], fmt: str) -> None:
+        self.check_target()
+        before = self._entries()
+        self._put_small(WRITING_MARKER, b"an export by dj-runner is being written\n")
+        if EXPORT_MARKER in before:
+            self.fs.delete_file(f"{self.prefix}/{EXPORT_MARKER}")
+        tag = uuid.uuid4().hex
+        shards: dict[str, int] = {}
+        for i, write in enumerate(writers):
+            name = f"part-{i:05d}.{fmt}"
+            tmp = f"{self.prefix}/{_TMP}{tag}-{name}"
+            shards[name] = self._put_atomic(f"{self.prefix}/{name}", write, tmp)
+        for name in before:
+            if _SHARD.match(name) and name not in shards:
+                self.fs.delete_file(f"{self.prefix}/{name}")
+        record = {"written_by": "dj-runner", "shards": shards}
+        self._put_small(EXPORT_MARKER, (json.dumps(record, sort_keys=True) + "\n").encode())
+        self.fs.delete_file(f"{self.prefix}/{WRITING_MARKER}")

@@ -2,8 +2,12 @@
 
 A dataset is a file, a directory (searched recursively) or a glob of ``.jsonl``,
 ``.jsonl.gz``, ``.jsonl.zst``, ``.json``, ``.parquet``, ``.arrow`` or ``.csv`` files, taken in
-sorted order. Line formats are addressed by byte ranges of the (decompressed) stream;
-columnar formats by row ranges. Records whose fields differ are fine: a missing field is
+sorted order, on the local filesystem or in object storage (``s3://bucket/prefix``: an object,
+every object under a prefix, or a glob whose ``*`` stays within one path segment). Where the
+bytes come from is ``dj_runner.store.location``'s: S3 objects are streamed with ranged reads,
+and a partition is read back from its recorded offset, never by downloading a whole object.
+Line formats are addressed by byte ranges of the (decompressed) stream; columnar formats by
+row ranges. Records whose fields differ are fine: a missing field is
 null.
 
 Malformed records are returned separately, with file and line, so the caller can reject
@@ -44,6 +48,7 @@ from dj_runner.io.table_schema import (  # JSON text is a schema concept
     json_text_field,
 )
 from dj_runner.recipe.keys import INPUT_SUFFIXES
+from dj_runner.store.location import check_readable, is_s3, resolve, scrub
 
 LINE_FORMATS = ("jsonl", "json")
 
@@ -89,6 +94,8 @@ def _classify(path: str) -> tuple[str, str]:
 
 def list_sources(dataset_path: str) -> list[SourceFile]:
     """The dataset's files in a stable, sorted order. Raises RecipeError when there are none."""
+    if is_s3(dataset_path):
+        return _list_s3(dataset_path)
     if any(ch in dataset_path for ch in "*?["):
         candidates = sorted(glob.glob(dataset_path, recursive=True))
         if not candidates:
@@ -111,6 +118,99 @@ def list_sources(dataset_path: str) -> list[SourceFile]:
             "dataset_path", dataset_path, "files ending in " + ", ".join(INPUT_SUFFIXES)
         )
     return files
+
+
+def _glob_regex(pattern: str) -> re.Pattern[str]:
+    """A glob as a regex over object keys: ``*``/``?`` stay within a segment, ``**`` spans them."""
+    out, i = [], 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+        elif pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif pattern[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif pattern[i] == "?":
+            out.append("[^/]")
+            i += 1
+        elif pattern[i] == "[" and "]" in pattern[i + 1 :]:
+            end = pattern.index("]", i + 1)
+            body = pattern[i + 1 : end]
+            out.append("[" + ("^" + body[1:] if body.startswith("!") else body) + "]")
+            i = end + 1
+        else:
+            out.append(re.escape(pattern[i]))
+            i += 1
+    return re.compile("".join(out) + r"\Z")
+
+
+def _list_s3(dataset_path: str) -> list[SourceFile]:
+    """The objects an ``s3://`` dataset names (every page of the listing), sorted by key."""
+    from pyarrow.fs import FileSelector, FileType
+
+    loc = resolve(dataset_path)
+    magic = any(ch in dataset_path for ch in "*?[")
+    if magic:
+        fixed = loc.path[: min(loc.path.index(ch) for ch in "*?[" if ch in loc.path)]
+        base = fixed[: fixed.rfind("/") + 1] if "/" in fixed else fixed
+        root = resolve("s3://" + base)
+        pattern = _glob_regex(loc.path)
+    else:
+        root, pattern = loc, None
+    check_readable("dataset_path", root)
+    with _listing(dataset_path):
+        info = root.fs.get_file_info(root.path) if not magic else None
+        if info is not None and info.type == FileType.File:
+            infos = [info]
+        else:
+            infos = root.fs.get_file_info(
+                FileSelector(root.path.rstrip("/"), allow_not_found=True, recursive=True)
+            )
+    files = []
+    for fi in sorted(infos, key=lambda f: f.path):
+        if fi.type != FileType.File or not any(fi.path.endswith(s) for s in INPUT_SUFFIXES):
+            continue
+        if pattern is not None and not pattern.match(fi.path):
+            continue
+        fmt, comp = _classify(fi.path)
+        files.append(SourceFile("s3://" + fi.path, fmt, comp, fi.size, fi.mtime_ns or 0))
+    if not files:
+        raise RecipeError(
+            "dataset_path",
+            dataset_path,
+            "an s3:// object, prefix or glob holding files ending in " + ", ".join(INPUT_SUFFIXES),
+        )
+    return files
+
+
+@contextlib.contextmanager
+def _listing(uri: str) -> Iterator[None]:
+    """Turn a failed S3 listing into an ``InputError`` naming the URI."""
+    try:
+        yield
+    except OSError as exc:
+        raise InputError(f"cannot list {uri}: {scrub(str(exc))}") from exc
+
+
+def _open_raw(src: SourceFile) -> IO[bytes]:
+    """The file's bytes as a seekable binary stream: a local file, or an S3 object read with
+    ranged GETs (1 MiB at a time)."""
+    if not is_s3(src.path):
+        return open(src.path, "rb")
+    loc = resolve(src.path)
+    native = loc.fs.open_input_file(loc.path)
+    return io.BufferedReader(native, buffer_size=1 << 20)  # type: ignore[arg-type]
+
+
+def _open_columnar(src: SourceFile) -> Any:
+    """A columnar file for pyarrow's readers: the path (local) or a random-access S3 object."""
+    if not is_s3(src.path):
+        return src.path
+    loc = resolve(src.path)
+    return loc.fs.open_input_file(loc.path)
 
 
 #: What a broken compressed stream or file raises while it is read.
@@ -141,10 +241,13 @@ def reading(src: SourceFile, where: str = "") -> Iterator[None]:
 def open_binary(src: SourceFile) -> IO[bytes]:
     """Open a line-format file as a decompressed binary stream."""
     if src.compression == "gzip":
-        return gzip.open(src.path, "rb")  # type: ignore[return-value]
+        raw = _open_raw(src)
+        stream = gzip.GzipFile(fileobj=raw, mode="rb")
+        stream.myfileobj = raw  # closed with the stream, as gzip.open arranges for its own file
+        return stream  # type: ignore[return-value]
     if src.compression == "zstd":
-        return io.BufferedReader(_ZstdReader(src.path), buffer_size=1 << 20)
-    return open(src.path, "rb")
+        return io.BufferedReader(_ZstdReader(_open_raw(src)), buffer_size=1 << 20)
+    return _open_raw(src)
 
 
 class _ZstdReader(io.RawIOBase):
@@ -154,10 +257,10 @@ class _ZstdReader(io.RawIOBase):
     records after the cut without a word.)
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, fh: IO[bytes]) -> None:
         import zstandard
 
-        self._fh = open(path, "rb")
+        self._fh = fh
         self._new = zstandard.ZstdDecompressor().decompressobj
         self._dobj = self._new()
         self._in_frame = False
@@ -266,9 +369,10 @@ def iter_columnar_batches(src: SourceFile, batch_rows: int = 8192) -> Iterator[p
 
 def _columnar_batches(src: SourceFile, batch_rows: int) -> Iterator[pa.RecordBatch]:
     if src.fmt == "parquet":
-        yield from pq.ParquetFile(src.path).iter_batches(batch_size=batch_rows)
+        yield from pq.ParquetFile(_open_columnar(src)).iter_batches(batch_size=batch_rows)
     elif src.fmt == "arrow":
-        with pa.memory_map(src.path) as source:
+        opened = _open_columnar(src)
+        with pa.memory_map(opened) if isinstance(opened, str) else opened as source:
             try:
                 reader = ipc.open_file(source)
                 for i in range(reader.num_record_batches):
@@ -279,12 +383,12 @@ def _columnar_batches(src: SourceFile, batch_rows: int) -> Iterator[pa.RecordBat
     elif src.fmt == "csv":
         # Every CSV column is read as a string: types inferred per block would differ
         # between partitions and make the output depend on the split.
-        with open(src.path, "rb") as fh:
+        with _open_raw(src) as fh:
             header = pacsv.read_csv(
                 io.BytesIO(fh.readline()), read_options=pacsv.ReadOptions(block_size=1 << 20)
             ).column_names
         opts = pacsv.ConvertOptions(column_types=dict.fromkeys(header, pa.string()))
-        yield from pacsv.open_csv(src.path, convert_options=opts)
+        yield from pacsv.open_csv(_open_columnar(src), convert_options=opts)
     else:
         raise ValueError(f"not a columnar format: {src.fmt}")
 
@@ -339,7 +443,7 @@ def read_rows(src: SourceFile, start: int, stop: int) -> pa.Table:
 
 def _read_rows(src: SourceFile, start: int, stop: int) -> pa.Table:
     if src.fmt == "parquet":
-        pf = pq.ParquetFile(src.path)
+        pf = pq.ParquetFile(_open_columnar(src))
         groups, first, pos = [], None, 0
         for i in range(pf.num_row_groups):
             n = pf.metadata.row_group(i).num_rows

@@ -9,6 +9,11 @@ dir are directories the runner can write (checked by creating and removing a pro
 full device there is ``NoSpace``, not a recipe error);
 each text key names a field that the first records of the input carry; and JSONL
 checkpoints are not asked to keep a column type they cannot restore.
+
+In object storage (``s3://``) the same rules hold by key prefix: the export is not the input
+nor inside its prefix, the bucket exists, and the export location takes a probe object
+(``store/location.py``: a missing bucket, refused credentials or a missing permission is an
+``InvalidInput`` naming the bucket and the operation). The work dir must be local for now.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from dj_runner.io.sources import (
     list_sources,
 )
 from dj_runner.recipe.parse import Recipe
+from dj_runner.store.location import check_writable_prefix, is_s3, resolve
 from dj_runner.store.nospace import is_no_space, no_space
 
 #: Records of the input looked at for the text keys (from the first files, in order).
@@ -47,10 +53,17 @@ class Preflight:
 def preflight(recipe: Recipe, work_dir: str | Path) -> Preflight:
     """Run every check; raise ``RecipeError`` (or ``InputError`` for an unreadable input file)
     for the first that fails."""
+    check_work_dir_local(str(work_dir))
     work = Path(os.path.abspath(work_dir))
     sources = tuple(list_sources(recipe.dataset_path))
-    check_locations(recipe, work)
-    check_writable("export_path", Path(recipe.export_path).parent)
+    if is_s3(recipe.dataset_path) or is_s3(recipe.export_path):
+        check_s3_locations(recipe)
+    else:
+        check_locations(recipe, work)
+    if is_s3(recipe.export_path):
+        check_writable_prefix("export_path", resolve(recipe.export_path, "export_path"))
+    else:
+        check_writable("export_path", Path(recipe.export_path).parent)
     check_writable("work_dir", work)
     check_text_keys(recipe, sources)
     check_checkpoint_types(recipe, sources)
@@ -108,6 +121,45 @@ def check_locations(recipe: Recipe, work: Path) -> None:
                 f"a path that does not contain the {name} {path} (exporting there would "
                 "replace it)",
             )
+
+
+def check_work_dir_local(work_dir: str) -> None:
+    """A work dir in object storage is not supported yet: refuse it, naming the key."""
+    if is_s3(work_dir):
+        raise RecipeError(
+            "work_dir",
+            work_dir,
+            "a local directory (or a mounted volume); a work dir in object storage is not "
+            "supported yet (input and export may be s3://)",
+        )
+
+
+def _s3_root(dataset_path: str) -> str:
+    """The key prefix an ``s3://`` dataset is read from (a glob's fixed part)."""
+    magic = [dataset_path.index(ch) for ch in "*?[" if ch in dataset_path]
+    return dataset_path[: min(magic)] if magic else dataset_path
+
+
+def check_s3_locations(recipe: Recipe) -> None:
+    """Refuse an export that is the input or lies inside the input's prefix (object storage)."""
+    export = recipe.export_path.rstrip("/")
+    dataset = recipe.dataset_path.rstrip("/")
+    if not (is_s3(export) and is_s3(dataset)):
+        return  # one local, one in a bucket: they cannot overlap
+    root = _s3_root(dataset).rstrip("/")
+    if export in (dataset, root) or export.startswith(root + "/"):
+        raise RecipeError(
+            "export_path",
+            recipe.export_path,
+            f"a location outside the input prefix {root}/ (it would be read back as input)",
+        )
+    if dataset.startswith(export + "/"):
+        raise RecipeError(
+            "export_path",
+            recipe.export_path,
+            f"a location that does not contain dataset_path {recipe.dataset_path} (exporting "
+            "there would replace it)",
+        )
 
 
 def check_writable(key: str, directory: Path) -> None:

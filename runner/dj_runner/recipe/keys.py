@@ -175,6 +175,41 @@ EVENT_BLOCK = _keys(
     Key("backup_count", (int,), 5, "rotated files kept", minimum=0),
 )
 
+S3_BLOCK = _keys(
+    Key(
+        "endpoint_url",
+        (str,),
+        None,
+        "an S3-compatible store's endpoint (http:// or https:// URL)",
+        nullable=True,
+        pattern=r"^https?://[^/\s]+/?$",
+        expected="an http:// or https:// URL of a host (and port)",
+        default_doc="AWS_ENDPOINT_URL, else AWS S3",
+    ),
+    Key(
+        "region",
+        (str,),
+        None,
+        "the bucket's region",
+        nullable=True,
+        default_doc="AWS_REGION",
+    ),
+)
+#: Keys that would put a credential into a recipe: refused wherever they appear (top level,
+#: ``s3``), without echoing their value. Credentials come from the environment's AWS chain.
+CREDENTIAL_KEYS = frozenset(
+    {
+        "access_key",
+        "access_key_id",
+        "aws_access_key_id",
+        "secret_key",
+        "secret_access_key",
+        "aws_secret_access_key",
+        "session_token",
+        "aws_session_token",
+    }
+)
+
 TOP_LEVEL = _keys(
     Key(
         "dataset_path",
@@ -305,6 +340,14 @@ TOP_LEVEL = _keys(
         block=STORAGE_BLOCK,
     ),
     Key("event_logging", (dict,), None, "the event log", nullable=True, block=EVENT_BLOCK),
+    Key(
+        "s3",
+        (dict,),
+        None,
+        "where s3:// paths are served (endpoint, region); never credentials",
+        nullable=True,
+        block=S3_BLOCK,
+    ),
 )
 
 

@@ -25,6 +25,7 @@ from dj_runner.errors import RecipeError, closest
 from dj_runner.ops.common.params import param_meta
 from dj_runner.recipe.keys import (
     COMPRESSIONS,
+    CREDENTIAL_KEYS,
     DEFAULT_COMPRESSION,
     EXPORT_SUFFIXES,
     IGNORED_DJ_KEYS,
@@ -38,6 +39,7 @@ from dj_runner.recipe.keys import (
     given,
     read_block,
 )
+from dj_runner.store.location import S3Config
 
 if typing.TYPE_CHECKING:
     from dj_runner.ops.common.base import Op
@@ -114,6 +116,7 @@ class Recipe:
     retry_base_delay_s: float
     max_failed_partitions: int
     malformed_records: str  # "reject" | "fail"
+    s3: S3Config = field(default_factory=S3Config)
     source: dict[str, Any] = field(repr=False, default_factory=dict)
 
     @property
@@ -212,6 +215,8 @@ def _check_path_suffix(key: str, path: str, suffixes: tuple[str, ...], allow_dir
 
 
 def _resolve(base: Path, value: str) -> str:
+    if value.startswith("s3://"):
+        return value
     p = Path(os.path.expanduser(value))
     return str(p if p.is_absolute() else (base / p))
 
@@ -277,11 +282,38 @@ def _event_logging(top: dict[str, Any]) -> EventLogConfig:
     )
 
 
+def refuse_inline_credentials(raw: dict[str, Any]) -> None:
+    """Refuse a recipe that carries an access key or secret (never echoing the value)."""
+    for key in ("dataset_path", "export_path", "work_dir"):
+        value = raw.get(key)
+        if isinstance(value, str) and value.startswith("s3://") and "@" in value.split("/")[2]:
+            raise RecipeError(
+                key,
+                "s3://<hidden>@...",
+                "an s3:// URI without credentials in it; the runner takes them from the "
+                "environment (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, web identity)",
+            )
+    blocks: list[tuple[str, Any]] = [("", raw), ("s3.", raw.get("s3"))]
+    for prefix, block in blocks:
+        if not isinstance(block, dict):
+            continue
+        for name in block:
+            if str(name).lower() in CREDENTIAL_KEYS:
+                raise RecipeError(
+                    f"{prefix}{name}",
+                    "<hidden>",
+                    "no credentials in a recipe: the runner takes them from the environment "
+                    "(AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, web identity or "
+                    "instance metadata); remove this key",
+                )
+
+
 def parse_recipe(raw: Any, base_dir: Path | None = None) -> Recipe:
     """Validate a recipe mapping against the schema and return the normalised Recipe."""
     if not isinstance(raw, dict):
         raise RecipeError("<recipe>", raw, "a YAML mapping of keys")
     base_dir = base_dir or Path.cwd()
+    refuse_inline_credentials(raw)
     top = read_block("", raw, TOP_LEVEL, ignored=IGNORED_DJ_KEYS)
     for required in ("dataset_path", "export_path"):
         if top[required] == "":
@@ -315,6 +347,7 @@ def parse_recipe(raw: Any, base_dir: Path | None = None) -> Recipe:
         retry_base_delay_s=float(top["retry_base_delay_s"]),
         max_failed_partitions=top["max_failed_partitions"],
         malformed_records=top["malformed_records"],
+        s3=S3Config(**top["s3"]),
         source=raw,
     )
 

@@ -24,6 +24,7 @@ from dj_runner import __version__
 from dj_runner.errors import RecipeError, ResumeRefused
 from dj_runner.recipe.parse import Recipe
 from dj_runner.store.atomic import write_json_atomic
+from dj_runner.store.location import is_s3
 from dj_runner.store.workdir import WorkDir
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -61,8 +62,16 @@ def check_project_name(name: str) -> str:
 
 def default_work_dir(recipe: Recipe) -> Path:
     """``<export dir>/<project>-<hash>-work``: the hash of the absolute export path and the
-    project name keeps two recipes that export into one directory apart."""
+    project name keeps two recipes that export into one directory apart. An ``s3://`` export
+    has no local directory to put it beside: such a recipe must name its work dir."""
     name = check_project_name(recipe.project_name)
+    if is_s3(recipe.export_path):
+        raise RecipeError(
+            "work_dir",
+            None,
+            "a local directory: with an s3:// export_path the work dir is not derived from it; "
+            "set work_dir or --work-dir",
+        )
     export = Path(recipe.export_path).expanduser().absolute()
     tag = hashlib.sha256(f"{export}\0{name}".encode()).hexdigest()[:8]
     return export.parent / f"{name}-{tag}-work"

@@ -1,0 +1,247 @@
+"""Where a dataset, an export or a work dir lives: a local path or an ``s3://bucket/key`` URI.
+
+``resolve`` turns either into a ``Location``: a pyarrow ``FileSystem`` and the path inside it.
+Local paths use ``LocalFileSystem``; ``s3://`` URIs use pyarrow's ``S3FileSystem`` with:
+
+- credentials from the standard AWS chain, which the AWS SDK inside pyarrow walks:
+  ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``/``AWS_SESSION_TOKEN``, ``AWS_PROFILE`` and the
+  shared config and credentials files, web identity (``AWS_WEB_IDENTITY_TOKEN_FILE`` with
+  ``AWS_ROLE_ARN``), and instance metadata. The runner never reads or stores a secret itself;
+- the endpoint from the recipe's ``s3.endpoint_url``, else ``AWS_ENDPOINT_URL``, else AWS;
+  the region from ``s3.region``, else ``AWS_REGION``/``AWS_DEFAULT_REGION``, else the SDK's;
+- transient errors (503 SlowDown, throttling, resets, 5xx) retried by the SDK's standard retry
+  strategy: at most ``S3_MAX_ATTEMPTS`` attempts per request, exponential backoff with jitter,
+  bounded by the SDK (20 s a wait). pyarrow does not report the retries it made, so the runner
+  cannot count them (the tests count them at a fault-injecting proxy);
+- buckets are never created or deleted by the runner.
+
+``check_readable`` and ``check_writable_prefix`` are the preflight: a missing bucket, a refused
+credential or a missing permission is an ``InvalidInput`` (exit 2) naming the bucket and the
+S3 operation, before any work. No message carries a secret: the reason pyarrow gives is
+scrubbed of every credential value the process's environment holds.
+
+``configure_s3`` sets the recipe's ``s3`` block for this process: the CLI and the ``Executor``
+in the driver, and each Ray worker before it reads a partition. S3 clients are built from it
+and cached per setting.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import threading
+import urllib.parse
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pyarrow.fs as pafs
+
+from dj_runner.errors import InvalidInput, RecipeError
+
+S3_SCHEME = "s3://"
+#: Attempts per S3 request (the first and its retries) under the SDK's standard strategy.
+S3_MAX_ATTEMPTS = 10
+S3_CONNECT_TIMEOUT_S = 10.0
+S3_REQUEST_TIMEOUT_S = 60.0
+#: Environment variables whose values are secrets: scrubbed from every message.
+_SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
+#: S3's bucket naming rules (the common subset: 3-63 lower-case letters, digits, dots, dashes).
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+@dataclass(frozen=True)
+class Location:
+    """A place the runner reads or writes: ``path`` inside ``fs``.
+
+    ``uri`` is what the user wrote (normalised); for S3, ``path`` is ``bucket/key``.
+    """
+
+    uri: str
+    fs: pafs.FileSystem
+    path: str
+    bucket: str | None = None
+
+    @property
+    def is_s3(self) -> bool:
+        return self.bucket is not None
+
+
+@dataclass(frozen=True)
+class S3Config:
+    """The recipe's ``s3`` block: where ``s3://`` paths are served. Never a credential."""
+
+    endpoint_url: str | None = None
+    region: str | None = None
+
+
+_options = S3Config()
+_options_lock = threading.Lock()
+
+
+def configure_s3(options: S3Config) -> None:
+    """Use ``options`` (the recipe's ``s3`` block) for this process's S3 clients."""
+    global _options
+    with _options_lock:
+        _options = options
+
+
+def is_s3(uri: str) -> bool:
+    return uri.startswith(S3_SCHEME)
+
+
+def split_s3(uri: str, key: str = "dataset_path") -> tuple[str, str]:
+    """``s3://bucket/a/b`` -> ``("bucket", "a/b")``; ``key`` names the recipe key in errors."""
+    rest = uri[len(S3_SCHEME) :]
+    bucket, _, obj = rest.partition("/")
+    if "@" in bucket:  # s3://KEY:SECRET@bucket: never echoed
+        raise RecipeError(
+            key,
+            "s3://<hidden>@...",
+            "an s3:// URI without credentials in it; the runner takes them from the environment",
+        )
+    if not _BUCKET.match(bucket):
+        raise RecipeError(
+            key,
+            uri,
+            "s3://BUCKET/PREFIX with a bucket name of 3-63 lower-case letters, digits, dots "
+            "and dashes",
+        )
+    return bucket, obj
+
+
+def _endpoint(options: S3Config) -> str | None:
+    return (
+        options.endpoint_url
+        or os.environ.get("AWS_ENDPOINT_URL_S3")
+        or os.environ.get("AWS_ENDPOINT_URL")
+    )
+
+
+def _region(options: S3Config) -> str | None:
+    return options.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+
+
+def s3_filesystem(options: S3Config | None = None) -> pafs.S3FileSystem:
+    """The S3 client for ``options`` (default: this process's, see ``configure_s3``)."""
+    opts = options if options is not None else _options
+    # which identity the SDK's chain starts from (names, never secrets) is part of the cache key
+    identity = (os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_PROFILE"))
+    return _s3_filesystem(_endpoint(opts), _region(opts), identity)
+
+
+@functools.lru_cache(maxsize=8)
+def _s3_filesystem(
+    endpoint: str | None, region: str | None, identity: tuple[str | None, str | None]
+) -> pafs.S3FileSystem:
+    """One client per setting; ``identity`` only keys the cache (the SDK reads the chain)."""
+    import pyarrow.fs as pafs
+
+    kwargs: dict[str, object] = {}
+    if endpoint:
+        url = urllib.parse.urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}")
+        if url.scheme not in ("http", "https") or not url.netloc:
+            raise RecipeError(
+                "s3.endpoint_url", endpoint, "an http:// or https:// URL (host and port)"
+            )
+        kwargs["endpoint_override"] = url.netloc + url.path.rstrip("/")
+        kwargs["scheme"] = url.scheme
+    if region:
+        kwargs["region"] = region
+    return pafs.S3FileSystem(
+        retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=S3_MAX_ATTEMPTS),
+        connect_timeout=S3_CONNECT_TIMEOUT_S,
+        request_timeout=S3_REQUEST_TIMEOUT_S,
+        allow_bucket_creation=False,
+        allow_bucket_deletion=False,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def resolve(uri: str, key: str = "dataset_path") -> Location:
+    """The filesystem and path of a local path or an ``s3://`` URI."""
+    import pyarrow.fs as pafs
+
+    if is_s3(uri):
+        bucket, obj = split_s3(uri, key)
+        return Location(uri, s3_filesystem(), f"{bucket}/{obj}".rstrip("/"), bucket)
+    path = os.path.abspath(os.path.expanduser(uri))
+    return Location(path, pafs.LocalFileSystem(), path)
+
+
+def scrub(text: str) -> str:
+    """``text`` without any secret the environment holds (replaced by ``<redacted>``)."""
+    for name in _SECRET_ENV:
+        value = os.environ.get(name)
+        if value and len(value) >= 4:
+            text = text.replace(value, "<redacted>")
+    return text
+
+
+def s3_error(key: str, loc: Location, operation: str, exc: BaseException) -> InvalidInput:
+    """A preflight failure as a clear error: the key, the bucket, the operation, the reason."""
+    reason = scrub(str(exc))
+    hint = ""
+    if (
+        "ACCESS_DENIED" in reason
+        or "InvalidAccessKeyId" in reason
+        or "SignatureDoesNotMatch" in reason
+    ):
+        hint = (
+            " (check the credentials: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or "
+            "the role, and that they may " + operation + " in this bucket)"
+        )
+    return InvalidInput(
+        f"{key} {loc.uri}: cannot {operation} in bucket '{loc.bucket}': {reason}{hint}"
+    )
+
+
+def _check_bucket(key: str, loc: Location) -> None:
+    import pyarrow.fs as pafs
+
+    try:
+        info = loc.fs.get_file_info(loc.bucket)
+    except OSError as exc:
+        raise s3_error(key, loc, "read (HeadBucket)", exc) from None
+    if info.type == pafs.FileType.NotFound:
+        raise InvalidInput(
+            f"{key} {loc.uri}: bucket '{loc.bucket}' does not exist (HeadBucket); the runner "
+            "never creates buckets"
+        )
+
+
+def check_readable(key: str, loc: Location) -> None:
+    """Preflight of an input: the bucket exists and its prefix can be listed."""
+    import pyarrow.fs as pafs
+
+    if not loc.is_s3:
+        return
+    _check_bucket(key, loc)
+    try:
+        loc.fs.get_file_info(pafs.FileSelector(loc.path, allow_not_found=True, recursive=False))
+    except OSError as exc:
+        raise s3_error(key, loc, "list objects (ListObjectsV2)", exc) from None
+
+
+def check_writable_prefix(key: str, loc: Location) -> None:
+    """Preflight of an output: the bucket exists and an object can be written under ``loc``.
+
+    Writes a small probe object beside the target and deletes it (the runner's own object).
+    """
+    if not loc.is_s3:
+        return
+    _check_bucket(key, loc)
+    name = f".dj-runner-probe-{uuid.uuid4().hex}"
+    key = loc.path.rstrip("/")
+    probe = f"{key}{name}" if "/" in key else f"{key}/{name}"  # beside the target, in its bucket
+    try:
+        with loc.fs.open_output_stream(probe) as fh:
+            fh.write(b"probe")
+    except OSError as exc:
+        raise s3_error(key, loc, "write (PutObject)", exc) from None
+    try:
+        loc.fs.delete_file(probe)
+    except OSError as exc:
+        raise s3_error(key, loc, "delete its own probe object (DeleteObject)", exc) from None
