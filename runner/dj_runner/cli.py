@@ -59,10 +59,10 @@ def load_checked_recipe(path: str, work_dir: str | None = None) -> Any:
     """
     from dj_runner.io.export import check_export_target
     from dj_runner.io.sources import list_sources
+    from dj_runner.plan.manifest import resolve_work_dir
     from dj_runner.plan.preflight import preflight
     from dj_runner.recipe.parse import load_recipe
     from dj_runner.store.location import configure_s3
-    from dj_runner.store.manifest import resolve_work_dir
 
     try:
         recipe = load_recipe(path)

@@ -165,7 +165,7 @@ def test_model_in_the_cache_is_used_offline(tmp_path, monkeypatch, corpus):
 
 
 def test_error_in_a_data_juicer_op_names_the_sample(corpus):
-    from dj_runner.engine.apply import SampleError
+    from dj_runner.ops.common.base import SampleError
 
     op = build_op("remove_long_words_mapper", {}, "p").op
     bad = pa.table({"text": pa.array(["fine text", None, "more"], pa.string())})

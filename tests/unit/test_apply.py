@@ -8,9 +8,9 @@ import pyarrow as pa
 import pytest
 
 from dj_runner.engine import apply
-from dj_runner.engine.apply import SampleError, apply_local
+from dj_runner.engine.apply import apply_local
 from dj_runner.ops import get_op
-from dj_runner.ops.common.base import STATS_COLUMN
+from dj_runner.ops.common.base import STATS_COLUMN, SampleError
 
 
 def table(n: int) -> pa.Table:

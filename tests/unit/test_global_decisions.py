@@ -7,7 +7,7 @@ import random
 import pyarrow as pa
 
 from dj_runner.dj_ops.dedup import MINHASH, _minhash_decision
-from dj_runner.engine.global_decisions import UnionFind, first_occurrence, split_masks
+from dj_runner.ops.common.keep_first import UnionFind, first_occurrence, split_masks
 from dj_runner.recipe.parse import build_op
 
 

@@ -10,13 +10,13 @@ import pyarrow as pa
 from dj_runner import contract
 from dj_runner.engine.global_decisions import (
     GlobalDecision,
-    first_occurrence,
     read_decision,
     removed,
     save_decision,
 )
 from dj_runner.engine.partition_task import count_rejects, write_rejects
 from dj_runner.io.sources import Malformed
+from dj_runner.ops.common.keep_first import first_occurrence
 from dj_runner.store.workdir import WorkDir
 
 

@@ -9,9 +9,9 @@ import pytest
 
 import dj_runner
 from dj_runner.errors import RecipeError, ResumeRefused
+from dj_runner.plan.manifest import check_project_name, claim_work_dir, default_work_dir
 from dj_runner.recipe.parse import parse_recipe
 from dj_runner.store.checkpoint import COMMITS
-from dj_runner.store.manifest import check_project_name, claim_work_dir, default_work_dir
 from dj_runner.store.workdir import WorkDir
 
 
@@ -38,7 +38,7 @@ def test_a_runner_version_change_is_refused(tmp_path: Path, monkeypatch) -> None
     work = WorkDir(tmp_path / "w")
     claim_work_dir(work, recipe(tmp_path), None, restart=False)
     monkeypatch.setattr(dj_runner, "__version__", "9.9.9")
-    monkeypatch.setattr("dj_runner.store.manifest.__version__", "9.9.9")
+    monkeypatch.setattr("dj_runner.plan.manifest.__version__", "9.9.9")
     with pytest.raises(ResumeRefused, match=r"runner .*runner_version.*9\.9\.9"):
         claim_work_dir(work, recipe(tmp_path), None, restart=False)
 

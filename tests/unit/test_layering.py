@@ -33,31 +33,7 @@ RUNNER_LAYERS: list[tuple[str, ...]] = [
 ]
 
 #: Imports that run up a layer, each with the reason it is allowed.
-ALLOWED_UPWARD: dict[tuple[str, str], str] = {
-    ("dj_runner.store.checkpoint", "dj_runner.io.arrow_json"): (
-        "jsonl checkpoints use the same Arrow<->JSON codec as the jsonl reader and the export, "
-        "so a value round-trips through a checkpoint exactly as through the export"
-    ),
-    ("dj_runner.store.manifest", "dj_runner.recipe.parse"): (
-        "the job manifest is the recipe's fingerprint, and the default work dir is named after "
-        "the recipe's project and export path"
-    ),
-    ("dj_runner.ops.common.base", "dj_runner.engine.global_decisions"): (
-        "the deduplicator base class decides with the shared keep-first helpers (imported in "
-        "the method that uses them)"
-    ),
-    ("dj_runner.dj_ops.bridge", "dj_runner.engine.apply"): (
-        "Data-Juicer's mappers and filters run through the same per-sample error capture as the "
-        "built-in ops"
-    ),
-    ("dj_runner.dj_ops.dedup", "dj_runner.engine.apply"): (
-        "Data-Juicer's deduplicators hash through the same per-sample error capture as the "
-        "built-in ops"
-    ),
-    ("dj_runner.dj_ops.dedup", "dj_runner.engine.global_decisions"): (
-        "Data-Juicer's deduplicators decide with the shared keep-first and union-find helpers"
-    ),
-}
+ALLOWED_UPWARD: dict[tuple[str, str], str] = {}
 
 #: Modules that import nothing from the project but what is listed.
 LEAVES: dict[str, set[str]] = {

@@ -25,9 +25,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dj_runner.io.arrow_json import export_default, jsonl_unsupported
 from dj_runner.io.export import write_export
 from dj_runner.recipe.keys import COMPRESSIONS
+from dj_runner.store.arrow_json import export_default, jsonl_unsupported
 from dj_runner.store.checkpoint import CheckpointDir, CheckpointKey
 
 UTC = dt.UTC

@@ -18,9 +18,8 @@ from typing import Any
 import pyarrow as pa
 
 from dj_runner.dj_ops.convert import Batch, from_dj_batch, to_dj_batch
-from dj_runner.engine.apply import SampleError
 from dj_runner.io.table_schema import concat_unified
-from dj_runner.ops.common.base import STATS_COLUMN, TableOp
+from dj_runner.ops.common.base import STATS_COLUMN, SampleError, TableOp
 
 #: Samples converted between Arrow and Python at a time for ops that are not batched.
 CONVERT_ROWS = 2048

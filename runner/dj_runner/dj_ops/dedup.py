@@ -27,9 +27,8 @@ from typing import Any
 import pyarrow as pa
 
 from dj_runner.dj_ops.bridge import dj_instance
-from dj_runner.engine.apply import SampleError
-from dj_runner.engine.global_decisions import UnionFind, first_occurrence, split_masks
-from dj_runner.ops.common.base import Deduplicator
+from dj_runner.ops.common.base import Deduplicator, SampleError
+from dj_runner.ops.common.keep_first import UnionFind, first_occurrence, split_masks
 
 HASH = "__dj__hash"
 MINHASH = "__dj__minhash"

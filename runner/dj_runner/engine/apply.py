@@ -18,18 +18,9 @@ from dj_runner.ops.common.base import (
     Filter,
     Mapper,
     Op,
+    SampleError,
     TableOp,
 )
-
-
-class SampleError(Exception):
-    """An op failed; ``index`` is the first failing sample within the table, if found."""
-
-    def __init__(self, index: int | None, preview: str | None, cause: BaseException):
-        super().__init__(str(cause))
-        self.index = index
-        self.preview = preview
-        self.cause = cause
 
 
 def _text(table: pa.Table, text_key: str) -> pa.Array:

@@ -65,6 +65,7 @@ from dj_runner.observe.console import NoProgress, Progress
 from dj_runner.observe.event_log import Event, EventLogger, follow_events, read_events
 from dj_runner.observe.report import performance_summary, status, status_report
 from dj_runner.observe.status_file import StatusWriter, now_rfc3339
+from dj_runner.plan.manifest import claim_work_dir, default_work_dir, resolve_work_dir
 from dj_runner.plan.partitioner import Plan
 from dj_runner.plan.saved_plan import load_or_build_plan
 from dj_runner.recipe.parse import Recipe
@@ -78,7 +79,6 @@ from dj_runner.store.checkpoint import (
 from dj_runner.store.fencing import Fence, Superseded, new_run_id, take_claim
 from dj_runner.store.location import configure_s3
 from dj_runner.store.lock import WorkDirLock
-from dj_runner.store.manifest import claim_work_dir, default_work_dir, resolve_work_dir
 from dj_runner.store.nospace import is_no_space
 from dj_runner.store.workdir import WorkDir
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from dj_runner.engine.apply import SampleError, add_hashes, apply_keep_mask, apply_local
+from dj_runner.engine.apply import add_hashes, apply_keep_mask, apply_local
 from dj_runner.engine.global_decisions import read_decision
 from dj_runner.errors import MalformedRecordError, OpError, ResumeRefused
 from dj_runner.io.sources import (
@@ -39,6 +39,7 @@ from dj_runner.io.sources import (
 )
 from dj_runner.io.table_schema import concat_unified
 from dj_runner.observe.event_log import EventLogger
+from dj_runner.ops.common.base import SampleError
 from dj_runner.plan.partitioner import PartitionPlan, columnar_hash, combine_digests
 from dj_runner.recipe.parse import Recipe
 from dj_runner.store.atomic import write_atomic

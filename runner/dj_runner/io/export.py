@@ -43,9 +43,9 @@ import pyarrow.parquet as pq
 from pyarrow.fs import FileSelector, FileType
 
 from dj_runner.errors import RecipeError
-from dj_runner.io.arrow_json import export_default
 from dj_runner.io.table_schema import conform, is_json_text, typed_nested, unify
 from dj_runner.ops.common.base import HASH_COLUMN, STATS_COLUMN
+from dj_runner.store.arrow_json import export_default
 from dj_runner.store.atomic import fsync_dir, write_atomic
 from dj_runner.store.location import Location, is_s3, resolve
 from dj_runner.store.nospace import is_no_space, no_space

@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dj_runner.errors import RecipeError, closest
-from dj_runner.io.arrow_json import jsonl_unsupported
 from dj_runner.io.sources import (
     LINE_FORMATS,
     SourceFile,
@@ -35,6 +34,7 @@ from dj_runner.io.sources import (
     list_sources,
 )
 from dj_runner.recipe.parse import Recipe
+from dj_runner.store.arrow_json import jsonl_unsupported
 from dj_runner.store.location import check_writable_prefix, is_s3, resolve
 from dj_runner.store.nospace import is_no_space, no_space
 

@@ -16,9 +16,9 @@ from typing import Any
 
 from dj_runner.errors import PlanRefused, ResumeRefused, short_error
 from dj_runner.io.sources import list_sources
+from dj_runner.plan.manifest import fingerprint
 from dj_runner.plan.partitioner import PLAN_VERSION, Plan, build_plan
 from dj_runner.recipe.parse import Recipe
-from dj_runner.store.manifest import fingerprint
 from dj_runner.store.workdir import WorkDir
 
 Log = Callable[..., None]

@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
-from dj_runner.io.arrow_json import decode_table, encode_table, json_schema
+from dj_runner.store.arrow_json import decode_table, encode_table, json_schema
 from dj_runner.store.atomic import append_record, read_records, write_atomic
 from dj_runner.store.fencing import Fence, fenced
 from dj_runner.store.workdir import WorkDir

@@ -22,6 +22,16 @@ STATS_COLUMN = "__dj__stats__"
 HASH_COLUMN = "__dj__hash"
 
 
+class SampleError(Exception):
+    """An op failed on a sample (raised by table ops, and by ``engine.apply`` for the others); ``index`` is the first failing sample within the table, if found."""
+
+    def __init__(self, index: int | None, preview: str | None, cause: BaseException):
+        super().__init__(str(cause))
+        self.index = index
+        self.preview = preview
+        self.cause = cause
+
+
 @dataclass(frozen=True, kw_only=True)
 class Op:
     """Base of every op. ``name`` is the registry name used in recipes."""
@@ -95,7 +105,7 @@ class TableOp(Op):
     For ops that need every column of a sample, not just the text (the Data-Juicer bridge is
     one): ``engine.apply.apply_local`` hands it the partition's table and takes back the new
     one; checkpoints, events and resume treat it like any other op. It reports a failing
-    sample by raising ``engine.apply.SampleError`` with the sample's index in the table.
+    sample by raising ``SampleError`` with the sample's index in the table.
     """
 
     def apply_table(self, table: pa.Table, text_key: str) -> pa.Table:
@@ -133,7 +143,7 @@ class Deduplicator(Op):
 
     def decide(self, partitions: Iterable[tuple[int, pa.Table]]) -> dict[int, pa.Array]:
         """Keep masks by partition id from ``(pid, signature table)`` pairs in plan order."""
-        from dj_runner.engine.global_decisions import first_occurrence
+        from dj_runner.ops.common.keep_first import first_occurrence
 
         return first_occurrence(partitions, HASH_COLUMN)
 
