@@ -54,6 +54,11 @@ IGNORED_DJ_KEYS = frozenset(
         "export_in_parallel",
     }
 )
+#: What the MB bound of a partition measures (docs/runner.md, "Partitioning").
+MB_BOUND_DOC = (
+    "max MB per partition, as read and uncompressed: the JSON text of JSON and JSON Lines "
+    "records, the in-memory Arrow size of Parquet, Arrow and CSV rows"
+)
 RAY_ADDRESS_PATTERN = r"^(auto|local|ray://.+|.+:[0-9]+)$"
 
 
@@ -112,7 +117,7 @@ PARTITION_BLOCK = _keys(
         "target_size_mb",
         (float,),
         None,
-        "max MB per partition",
+        MB_BOUND_DOC,
         minimum=0,
         exclusive_minimum=True,
         default_doc="max_partition_size_mb",
@@ -246,7 +251,7 @@ TOP_LEVEL = _keys(
         "max_partition_size_mb",
         (float,),
         128.0,
-        "max MB per partition",
+        MB_BOUND_DOC,
         minimum=0,
         exclusive_minimum=True,
     ),

@@ -70,7 +70,7 @@ class OpSpec:
 class PartitionConfig:
     mode: str  # "auto" | "manual" | "size"
     partition_size: int  # max samples per partition (size mode; upper bound in auto mode)
-    max_size_mb: float  # max MB per partition
+    max_size_mb: float  # max MB per partition (keys.MB_BOUND_DOC says what it measures)
     num_partitions: int | None  # manual mode
 
 
