@@ -117,7 +117,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if args.metrics_port is not None:
             from dj_runner.observe.metrics import serve_metrics
 
-            metrics = serve_metrics(executor.work.root, args.metrics_port, host=args.metrics_host)
+            metrics = serve_metrics(
+                executor.work.root,
+                args.metrics_port,
+                host=args.metrics_host,
+                run_id=executor.run_id,
+            )
         try:
             result = executor.run()
         finally:
