@@ -65,7 +65,7 @@ from dj_runner.observe.event_log import Event, EventLogger, follow_events, read_
 from dj_runner.observe.report import performance_summary, status, status_report
 from dj_runner.observe.status_file import StatusWriter, now_rfc3339
 from dj_runner.plan.partitioner import Plan
-from dj_runner.plan.saved_plan import load_or_build_plan
+from dj_runner.plan.saved_plan import load_or_build_plan, verify_content
 from dj_runner.recipe.parse import Recipe
 from dj_runner.store.atomic import write_json_atomic
 from dj_runner.store.checkpoint import CheckpointKey, InvalidCheckpoint
@@ -418,6 +418,11 @@ class Executor:
         stores = {p.pid: self.work.partition_store(p.pid, self.recipe) for p in plan.partitions}
         newest = {pid: s.newest_key() for pid, s in stores.items()}
         self._done = {pid for pid, k in newest.items() if k is not None and k >= final}
+        # Partitions with a checkpoint are not read from the source again: check their input.
+        checked = sorted(pid for pid, k in newest.items() if k is not None)
+        if checked:
+            self.progress.note(f"verifying the input of {len(checked)} checkpointed partitions")
+            verify_content(plan, checked)
         rows_out = 0
         for pid in self._done:
             commit = stores[pid].latest_commit(final)
@@ -438,10 +443,17 @@ class Executor:
             resumed=resumed,
         )
         self.progress.start(len(plan.partitions), plan.total_rows, len(self._done))
+        verified = (
+            f"; the input of {len(checked)} checkpointed partitions matches the plan's "
+            "content hashes"
+            if checked
+            else ""
+        )
         self._log(
             "processing_start",
-            f"{len(plan.partitions)} partitions on {conn.address} ({conn.cpus} CPUs)",
+            f"{len(plan.partitions)} partitions on {conn.address} ({conn.cpus} CPUs){verified}",
             total_partitions=len(plan.partitions),
+            metadata={"input_verified_partitions": len(checked)},
         )
 
         barriers = [i for i, s in enumerate(self.recipe.process) if s.op.is_global]
