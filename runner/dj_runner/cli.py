@@ -189,6 +189,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     except NoSpace as exc:
         return _no_space(exc, "  free space on that filesystem (or enlarge the volume)")
+    for notice in recipe.notices:
+        print(f"note: {notice}", file=sys.stderr)
     print(f"ok: {len(recipe.process)} ops, fingerprint {recipe.fingerprint()}")
     return 0
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 from dj_runner.engine.executor import EXIT_OK, EXIT_USAGE
+from dj_runner.observe.event_log import read_events
 
 from conftest import DEMO, STANDARD_OPS, run_cli, write_recipe
 
@@ -81,6 +82,25 @@ def test_validate_and_ops():
     assert "text_length_filter(" in proc.stdout and "min_len=10" in proc.stdout
     proc = run_cli("validate", str(DEMO.parent.parent / "recipe.yaml"))
     assert proc.returncode == 0 and proc.stdout.startswith("ok: 5 ops")
+
+
+def test_executor_type_is_said_by_validate_and_in_the_event_log(tmp_path):
+    recipe = write_recipe(
+        tmp_path / "r.yaml",
+        dataset_path=str(DEMO),
+        export_path=str(tmp_path / "o.jsonl"),
+        executor_type="ray",
+        process=STANDARD_OPS[:1],
+    )
+    proc = run_cli("validate", str(recipe))
+    assert proc.returncode == 0 and proc.stdout.startswith("ok: 1 ops")
+    assert "note: executor_type: 'ray' runs as 'ray_partitioned'" in proc.stderr
+    proc = run_cli("run", str(recipe), "--work-dir", str(tmp_path / "w"))
+    assert proc.returncode == EXIT_OK, proc.stderr
+    assert "note: executor_type: 'ray' runs as 'ray_partitioned'" in proc.stderr
+    (start,) = read_events(tmp_path / "w" / "events", event_type="job_start")
+    assert start.get("executor_type") == "ray"
+    assert start.get("notices")[0].startswith("executor_type: 'ray' runs as 'ray_partitioned'")
 
 
 def test_progress_bar_on_a_terminal(tmp_path):

@@ -128,3 +128,21 @@ def test_fingerprint_tracks_what_decides_the_output():
     assert a.fingerprint() == parse(event_logging={"enabled": False}, max_retries=9).fingerprint()
     assert a.fingerprint() != parse(process=[{"text_length_filter": {"min_len": 11}}]).fingerprint()
     assert a.fingerprint() != parse(partition_size=7).fingerprint()
+
+
+@pytest.mark.parametrize("executor_type", ["default", "ray"])
+def test_executor_type_is_honoured_as_partitioned_and_said(executor_type):
+    r = parse(executor_type=executor_type)
+    assert r.executor_type == executor_type
+    (notice,) = r.notices
+    assert notice.startswith(f"executor_type: {executor_type!r} runs as 'ray_partitioned'")
+    assert parse(executor_type="ray_partitioned").notices == ()
+    assert parse().notices == ()
+    msg = error(executor_type="ray_partition")
+    assert "'executor_type'" in msg and "did you mean 'ray_partitioned'" in msg
+
+
+def test_data_juicer_keys_without_effect_are_named_in_notices():
+    r = parse(use_cache=True, op_fusion=False, turbo=True)
+    assert [n.split(":", 1)[0] for n in r.notices] == ["use_cache", "op_fusion", "turbo"]
+    assert all(n.endswith("accepted and ignored") for n in r.notices)

@@ -309,11 +309,15 @@ class Executor:
             if claim.recovered:
                 self.progress.note(claim.recovered)
                 self._log("checkpoint_invalid", claim.recovered, error_message=claim.recovered)
+            for notice in self.recipe.notices:
+                self.progress.note(f"note: {notice}")
             self._log(
                 "job_restart" if claim.resuming else "job_start",
                 f"job {self.job_id} {'resumes' if claim.resuming else 'starts'} (run {self.run_id})",
                 config=self.recipe.result_defining(),
                 run_id=self.run_id,
+                executor_type=self.recipe.executor_type,
+                notices=list(self.recipe.notices),
             )
             self._run(result)
         except Interrupted as exc:

@@ -18,6 +18,7 @@ import math
 import re
 import types
 import typing
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,25 +36,28 @@ STRATEGIES = ("every_op", "every_n_ops", "manual", "disabled")
 INPUT_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".json", ".parquet", ".arrow", ".csv")
 EXPORT_SUFFIXES = (".jsonl", ".parquet")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
-#: Data-Juicer keys that change nothing here; accepted so existing recipes run unchanged.
-IGNORED_DJ_KEYS = frozenset(
-    {
-        "use_cache",
-        "ds_cache_dir",
-        "cache_compress",
-        "open_tracer",
-        "trace_num",
-        "op_fusion",
-        "temp_dir",
-        "open_monitor",
-        "use_checkpoint",
-        "suffixes",
-        "skip_op_error",
-        "turbo",
-        "export_shard_size",
-        "export_in_parallel",
-    }
-)
+#: Data-Juicer keys that change nothing here, each with why: accepted, so existing recipes
+#: run unchanged, and named in a notice (``validate``, ``run`` and the ``job_start`` event).
+IGNORED_DJ_KEYS: dict[str, str] = {
+    "use_cache": "Data-Juicer's dataset cache; the runner's checkpoints take its place",
+    "ds_cache_dir": "Data-Juicer's dataset cache directory; the runner keeps no such cache",
+    "cache_compress": "Data-Juicer's cache compression; the runner keeps no such cache",
+    "open_tracer": "Data-Juicer's tracer of changed samples is not part of the runner",
+    "trace_num": "Data-Juicer's tracer of changed samples is not part of the runner",
+    "op_fusion": "the runner applies ops one after the other to Arrow batches, unfused",
+    "temp_dir": "the runner writes its temporary files in the work dir",
+    "open_monitor": "Data-Juicer's resource monitor; the runner reports through its event log "
+    "and /metrics",
+    "use_checkpoint": "Data-Juicer's old checkpoint switch; the runner always checkpoints "
+    "(see checkpoint)",
+    "suffixes": "the runner reads every input file of a known suffix",
+    "skip_op_error": "an op error on a sample fails its partition, which is retried "
+    "(max_retries; max_failed_partitions allows a partial success)",
+    "turbo": "a Data-Juicer speed switch for its own executors",
+    "export_shard_size": "the export's shards follow export_path (a directory: one shard per "
+    "partition)",
+    "export_in_parallel": "the export is written by the driver in partition order",
+}
 #: What the MB bound of a partition measures (docs/runner.md, "Partitioning").
 MB_BOUND_DOC = (
     "max MB per partition, as read and uncompressed: the JSON text of JSON and JSON Lines "
@@ -208,7 +212,8 @@ TOP_LEVEL = _keys(
         "executor_type",
         (str,),
         "ray_partitioned",
-        "accepted for compatibility; the runner is always partitioned",
+        "which Data-Juicer executor the recipe was written for; every one runs as "
+        "ray_partitioned, and validate, run and the job_start event say so",
         choices=("default", "ray", "ray_partitioned"),
     ),
     Key(
@@ -379,7 +384,7 @@ def _check_key(where: str, spec: Key, value: Any) -> Any:
 
 
 def read_block(
-    where: str, raw: dict[str, Any], keys: tuple[Key, ...], ignored: frozenset[str] = frozenset()
+    where: str, raw: dict[str, Any], keys: tuple[Key, ...], ignored: Collection[str] = ()
 ) -> dict[str, Any]:
     """Validate a mapping against ``keys``; return every key's value, defaults filled in.
 
@@ -611,7 +616,8 @@ def openapi(ops: bool = True) -> dict[str, Any]:
     process["minItems"] = 1
     for name in sorted(IGNORED_DJ_KEYS):
         schema["properties"][name] = {
-            "description": "a Data-Juicer key accepted for compatibility; no effect",
+            "description": f"a Data-Juicer key accepted for compatibility; no effect here: "
+            f"{IGNORED_DJ_KEYS[name]}",
             "x-kubernetes-preserve-unknown-fields": True,
         }
     return schema

@@ -114,6 +114,12 @@ class Recipe:
     max_failed_partitions: int
     malformed_records: str  # "reject" | "fail"
     source: dict[str, Any] = field(repr=False, default_factory=dict)
+    #: The executor the recipe asked for (``executor_type``); the runner's is the partitioned one.
+    executor_type: str = "ray_partitioned"
+    #: What the recipe sets that is accepted but read differently from Data-Juicer or not at
+    #: all, one sentence each naming the key: ``validate`` prints them, ``run`` prints them and
+    #: records them in the ``job_start`` event.
+    notices: tuple[str, ...] = ()
 
     @property
     def text_key(self) -> str:
@@ -293,6 +299,7 @@ def parse_recipe(raw: Any, base_dir: Path | None = None) -> Recipe:
         raise RecipeError("text_keys", raw.get("text_keys"), "a field name or a list of them")
 
     process = _parse_process(raw.get("process"), top["op_implementation"])
+    notices = [*executor_notices(top["executor_type"]), *ignored_key_notices(raw)]
     max_retries = top["max_retries"] if top["enable_fault_tolerance"] else 0
     work_dir = top["work_dir"]
     return Recipe(
@@ -314,7 +321,35 @@ def parse_recipe(raw: Any, base_dir: Path | None = None) -> Recipe:
         max_failed_partitions=top["max_failed_partitions"],
         malformed_records=top["malformed_records"],
         source=raw,
+        executor_type=top["executor_type"],
+        notices=tuple(notices),
     )
+
+
+def executor_notices(executor_type: str) -> list[str]:
+    """How the runner honours ``executor_type``: it has one executor, the partitioned one."""
+    if executor_type == "ray_partitioned":
+        return []
+    how = {
+        "default": "Data-Juicer's default executor runs the dataset in one local process; "
+        "here it runs on the runner's embedded Ray on this machine, unless a Ray address is "
+        "given (ray_address, --ray-address or RAY_ADDRESS)",
+        "ray": "Data-Juicer's ray executor runs the dataset whole on Ray; here it runs on "
+        "the same Ray",
+    }[executor_type]
+    return [
+        f"executor_type: {executor_type!r} runs as 'ray_partitioned': {how}, cut into "
+        "partitions with checkpoints and resume; the ops and the output are the same"
+    ]
+
+
+def ignored_key_notices(raw: dict[str, Any]) -> list[str]:
+    """One notice per Data-Juicer key the recipe sets that has no effect here."""
+    return [
+        f"{key}: {IGNORED_DJ_KEYS[key]}; accepted and ignored"
+        for key in raw
+        if key in IGNORED_DJ_KEYS
+    ]
 
 
 def load_recipe(path: str | Path) -> Recipe:
