@@ -35,10 +35,14 @@ from dj_runner.errors import (
     RecipeError,
     ResumeRefused,
 )
-from dj_runner.observe.event_log import EVENT_TYPES, follow_events, read_events
+from dj_runner.observe.event_log import (
+    EVENT_TYPES,
+    RUNNER_EVENT_TYPES,
+    follow_events,
+    read_events,
+)
 
 #: Event types the driver adds to the log's standard ones.
-RUNNER_EVENT_TYPES = frozenset({"job_interrupted"})
 JOB_END_EVENTS = ("job_complete", "job_failed", "job_interrupted")
 
 
