@@ -62,7 +62,7 @@ def _no_space(exc: NoSpace, hint: str = NO_SPACE_HINT) -> int:
     return EXIT_NO_SPACE
 
 
-def load_checked_recipe(path: str, work_dir: str | None = None) -> Any:
+def load_checked_recipe(path: str, work_dir: str | None = None, job_id: str | None = None) -> Any:
     """Load the recipe and run every check ``run`` would, before any work.
 
     The one place ``validate`` and ``run`` load and check a recipe. Raises RecipeError or InvalidInput.
@@ -74,7 +74,7 @@ def load_checked_recipe(path: str, work_dir: str | None = None) -> Any:
     from dj_runner.store.manifest import default_work_dir
 
     try:
-        recipe = load_recipe(path)
+        recipe = load_recipe(path, job_id=job_id, work_dir=work_dir)
     except UnicodeDecodeError as exc:
         raise InvalidInput(
             f"recipe file {path} is not UTF-8 text ({exc.reason} at byte {exc.start})"
@@ -104,7 +104,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     try:
         wait_s = _seconds("--wait-for-lock", args.wait_for_lock)
         grace_s = _seconds("--grace-period", args.grace_period)
-        recipe = load_checked_recipe(args.recipe, args.work_dir)
+        recipe = load_checked_recipe(args.recipe, args.work_dir, args.job_id)
         ray_preflight(args.ray_address or recipe.ray_address)  # before --restart deletes anything
         executor = Executor(
             recipe,
