@@ -11,7 +11,7 @@ import sys
 from dj_runner.engine.executor import EXIT_OK, EXIT_USAGE
 from dj_runner.observe.event_log import read_events
 
-from conftest import DEMO, STANDARD_OPS, run_cli, write_recipe
+from conftest import DEMO, STANDARD_OPS, read_jsonl, run_cli, write_recipe
 
 
 def test_run_then_status_events_report(tmp_path):
@@ -101,6 +101,30 @@ def test_executor_type_is_said_by_validate_and_in_the_event_log(tmp_path):
     (start,) = read_events(tmp_path / "w" / "events", event_type="job_start")
     assert start.get("executor_type") == "ray"
     assert start.get("notices")[0].startswith("executor_type: 'ray' runs as 'ray_partitioned'")
+
+
+def test_data_juicer_placeholders_in_work_dir_and_export_path(tmp_path):
+    """Data-Juicer's own demo form: relative paths with {job_id} and {work_dir}."""
+    recipe = write_recipe(
+        tmp_path / "r.yaml",
+        project_name="my_project",
+        dataset_path=str(DEMO),
+        work_dir="./outputs/my_project/{job_id}",
+        export_path="{work_dir}/processed.jsonl",
+        partition_dir="{work_dir}/partitions",
+        process=[{"clean_links_mapper": {"text_key": "text", "batch_size": 64}}],
+    )
+    proc = run_cli("run", str(recipe), cwd=tmp_path)
+    assert proc.returncode == EXIT_OK, proc.stderr
+    assert "note: partition_dir:" in proc.stderr and "batch_size" in proc.stderr
+    (work,) = (tmp_path / "outputs" / "my_project").iterdir()
+    assert work.name.startswith("my_project-") and "{" not in work.name
+    assert len(read_jsonl(work / "processed.jsonl")) == 201
+    assert not list(tmp_path.rglob("*{*"))  # no directory named after a placeholder
+    again = run_cli("run", str(recipe), cwd=tmp_path)  # the same job id: it resumes
+    assert again.returncode == EXIT_OK, again.stderr
+    assert len(read_events(work / "events", event_type="job_restart")) == 1
+    assert [p.name for p in (tmp_path / "outputs" / "my_project").iterdir()] == [work.name]
 
 
 def test_progress_bar_on_a_terminal(tmp_path):
