@@ -104,22 +104,43 @@ def test_executor_type_is_said_by_validate_and_in_the_event_log(tmp_path):
 
 
 def test_data_juicer_placeholders_in_work_dir_and_export_path(tmp_path):
-    """Data-Juicer's own demo form: relative paths with {job_id} and {work_dir}."""
+    """The form of Data-Juicer's partitioning/checkpointing/event-logging demo config:
+    relative paths with {job_id} and {work_dir}, its separate storage places, the common op
+    parameters."""
+    ignored = ("partition_dir", "event_log_dir", "checkpoint_dir", "export_in_parallel")
     recipe = write_recipe(
         tmp_path / "r.yaml",
         project_name="my_project",
         dataset_path=str(DEMO),
         work_dir="./outputs/my_project/{job_id}",
         export_path="{work_dir}/processed.jsonl",
+        executor_type="ray_partitioned",
         partition_dir="{work_dir}/partitions",
-        process=[{"clean_links_mapper": {"text_key": "text", "batch_size": 64}}],
+        event_log_dir="{work_dir}/event_logs",
+        checkpoint_dir="{work_dir}/checkpoints",
+        partition={"mode": "manual", "num_of_partitions": 4},
+        checkpoint={"enabled": True, "strategy": "every_n_ops", "n_ops": 3},
+        intermediate_storage={"format": "parquet", "write_partitions": False},
+        event_logging={"enabled": True},
+        process=[
+            {"clean_links_mapper": {"text_key": "text", "batch_size": 64}},
+            {"whitespace_normalization_mapper": {"text_key": "text"}},
+            {"text_length_filter": {"text_key": "text", "min_len": 5, "max_len": 10000}},
+        ],
+        export_in_parallel=True,
+        keep_stats_in_res_ds=True,
+        keep_hashes_in_res_ds=True,
     )
     proc = run_cli("run", str(recipe), cwd=tmp_path)
     assert proc.returncode == EXIT_OK, proc.stderr
-    assert "note: partition_dir:" in proc.stderr and "batch_size" in proc.stderr
+    for key in (*ignored, "keep_hashes_in_res_ds", "intermediate_storage.write_partitions"):
+        assert f"note: {key}: " in proc.stderr, key
+    assert "clean_links_mapper.batch_size" in proc.stderr
     (work,) = (tmp_path / "outputs" / "my_project").iterdir()
     assert work.name.startswith("my_project-") and "{" not in work.name
-    assert len(read_jsonl(work / "processed.jsonl")) == 201
+    out = read_jsonl(work / "processed.jsonl")
+    assert 0 < len(out) <= 201 and "text_len" in out[0]["__dj__stats__"]
+    assert len(json.loads((work / "plan.json").read_text())["partitions"]) == 4
     assert not list(tmp_path.rglob("*{*"))  # no directory named after a placeholder
     again = run_cli("run", str(recipe), cwd=tmp_path)  # the same job id: it resumes
     assert again.returncode == EXIT_OK, again.stderr
