@@ -687,4 +687,11 @@ def openapi(ops: bool = True) -> dict[str, Any]:
             f"{IGNORED_DJ_KEYS[name]}",
             "x-kubernetes-preserve-unknown-fields": True,
         }
+    for block, ignored in IGNORED_DJ_BLOCK_KEYS.items():
+        for name, why in sorted(ignored.items()):
+            schema["properties"][block]["properties"][name] = {
+                "description": f"a Data-Juicer key accepted for compatibility; no effect here: "
+                f"{why}",
+                "x-kubernetes-preserve-unknown-fields": True,
+            }
     return schema
