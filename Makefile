@@ -14,11 +14,13 @@ $(BIN)/dj-runner: pyproject.toml
 install: $(BIN)/dj-runner
 
 # The optional dj extra (every Data-Juicer op) in its own environment, so .venv stays lean.
+# Only the test runner (testtools) joins it: not the operator, whose dependencies (kopf pulls
+# in aiohttp) would hide a package the dj extra forgets; tests/dj/test_dj_extra_alone.py checks.
 DJ_VENV ?= .venv-dj
 $(DJ_VENV)/bin/dj-runner: pyproject.toml
-	$(PY) -m venv $(DJ_VENV)
+	$(PY) -m venv --clear $(DJ_VENV)
 	$(DJ_VENV)/bin/pip install -q --upgrade pip
-	$(DJ_VENV)/bin/pip install -q -e '.[test,dj]'
+	$(DJ_VENV)/bin/pip install -q -e '.[testtools,dj]'
 	touch $@
 
 install-dj: $(DJ_VENV)/bin/dj-runner

@@ -28,11 +28,15 @@ from dj_runner.errors import (
     RecipeError,
     ResumeRefused,
 )
-from dj_runner.observe.event_log import EVENT_TYPES, follow_events, read_events
+from dj_runner.observe.event_log import (
+    EVENT_TYPES,
+    RUNNER_EVENT_TYPES,
+    follow_events,
+    read_events,
+)
 from dj_runner.store.workdir import WorkDir
 
 #: Event types the driver adds to the log's standard ones.
-RUNNER_EVENT_TYPES = frozenset({"job_interrupted"})
 JOB_END_EVENTS = ("job_complete", "job_failed", "job_interrupted")
 
 
@@ -52,7 +56,7 @@ def _no_space(exc: NoSpace, hint: str = NO_SPACE_HINT) -> int:
     return ExitCode.NO_SPACE
 
 
-def load_checked_recipe(path: str, work_dir: str | None = None) -> Any:
+def load_checked_recipe(path: str, work_dir: str | None = None, job_id: str | None = None) -> Any:
     """Load the recipe and run every check ``run`` would, before any work.
 
     The one place ``validate`` and ``run`` load and check a recipe. Raises RecipeError or InvalidInput.
@@ -65,7 +69,7 @@ def load_checked_recipe(path: str, work_dir: str | None = None) -> Any:
     from dj_runner.store.location import configure_s3
 
     try:
-        recipe = load_recipe(path)
+        recipe = load_recipe(path, job_id=job_id, work_dir=work_dir)
     except UnicodeDecodeError as exc:
         raise InvalidInput(
             f"recipe file {path} is not UTF-8 text ({exc.reason} at byte {exc.start})"
@@ -95,7 +99,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     try:
         wait_s = _seconds("--wait-for-lock", args.wait_for_lock)
         grace_s = _seconds("--grace-period", args.grace_period)
-        recipe = load_checked_recipe(args.recipe, args.work_dir)
+        recipe = load_checked_recipe(args.recipe, args.work_dir, args.job_id)
         ray_preflight(args.ray_address or recipe.ray_address)  # before --restart deletes anything
         executor = Executor(
             recipe,
@@ -113,7 +117,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if args.metrics_port is not None:
             from dj_runner.observe.metrics import serve_metrics
 
-            metrics = serve_metrics(executor.work.root, args.metrics_port, host=args.metrics_host)
+            metrics = serve_metrics(
+                executor.work.root,
+                args.metrics_port,
+                host=args.metrics_host,
+                run_id=executor.run_id,
+            )
         try:
             result = executor.run()
         finally:
@@ -182,6 +191,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         return ExitCode.USAGE
     except NoSpace as exc:
         return _no_space(exc, "  free space on that filesystem (or enlarge the volume)")
+    for notice in recipe.notices:
+        print(f"note: {notice}", file=sys.stderr)
     print(f"ok: {len(recipe.process)} ops, fingerprint {recipe.fingerprint()}")
     return ExitCode.OK
 

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 HERE = Path(__file__).resolve().parent
-NEEDS_DJ = "needs the dj extra: pip install -e '.[test,dj]' (make test-dj)"
+NEEDS_DJ = "needs the dj extra: pip install -e '.[testtools,dj]' (make install-dj)"
 CORPUS = HERE.parent / "data" / "dj" / "corpus.jsonl"
 EDGE_CASES = HERE.parent / "data" / "dj" / "edge-cases.jsonl"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from dj_runner.engine.executor import Executor, JobResult
 from dj_runner.recipe.parse import Recipe, parse_recipe
@@ -27,11 +28,17 @@ class SmallJob:
     work_dir: Path
 
 
-def small_job(tmp: Path, partition_size: int = 37, slow_seconds: float = 0.0) -> SmallJob:
+def small_job(
+    tmp: Path,
+    partition_size: int = 37,
+    slow_seconds: float = 0.0,
+    event_logging: dict[str, Any] | None = None,
+) -> SmallJob:
     """The demo corpus with one sample that fails ``flaky_mapper`` once, as a recipe.
 
     ``slow_seconds`` > 0 adds a ``slow_mapper`` first, so partitions finish over several
-    seconds (a scraper then sees the counters move between its scrapes).
+    seconds (a scraper then sees the counters move between its scrapes). ``event_logging``
+    is the recipe's block of that name.
     """
     rows = [json.loads(line) for line in DEMO.read_text().splitlines() if line.strip()]
     rows[50]["text"] = "this sample will FAIL-ME once, then pass on the retry " * 2
@@ -47,6 +54,7 @@ def small_job(tmp: Path, partition_size: int = 37, slow_seconds: float = 0.0) ->
             "partition_size": partition_size,
             "retry_base_delay_s": 0.05,
             "max_retries": 2,
+            "event_logging": event_logging,
             "process": [
                 *([{"slow_mapper": {"seconds": slow_seconds}}] if slow_seconds > 0 else []),
                 {"whitespace_normalization_mapper": {}},

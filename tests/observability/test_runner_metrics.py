@@ -6,8 +6,11 @@ import json
 
 import pytest
 
+from dj_runner.engine.executor import Executor
 from dj_runner.observe.event_log import Event, read_events
+from dj_runner.observe.k8s_status import to_progress
 from dj_runner.observe.metrics import RunnerFigures, serve_metrics
+from dj_runner.observe.report import status
 from dj_runner.store.workdir import WorkDir
 from tests.harness.waiting import wait_for
 
@@ -100,6 +103,59 @@ def test_a_resumed_run_counts_only_its_own_events(tmp_path):
     assert s.value("datajuicer_runner_partitions_started_total", job_name="metrics-demo") == 0
     assert s.value("datajuicer_runner_checkpoints_written_total") == 0
     assert s.value("datajuicer_runner_phase", phase="succeeded") == 1
+
+
+@pytest.mark.parametrize(
+    "event_logging",
+    [{"log_level": "WARNING"}, {"enabled": False}],
+    ids=["log-level-warning", "event-log-off"],
+)
+def test_progress_figures_do_not_depend_on_the_event_log(tmp_path, event_logging):
+    """Phase, job name and partitions come from status.json, which is always written."""
+    job = small_job(tmp_path, event_logging=event_logging)
+    executor = Executor(job.recipe, work_dir=job.work_dir, job_id="quiet-job")
+    with serve_metrics(job.work_dir, 0, host="127.0.0.1", run_id=executor.run_id) as handle:
+        result = executor.run()
+        assert result.exit_code == 0, result.error
+
+        def settled():
+            s = scrape(handle.url)
+            return s if s.value("datajuicer_runner_phase", phase="succeeded") == 1 else None
+
+        s = wait_for(settled, timeout=30, what="the metrics to show the job succeeded")
+    labels = {"job_name": "quiet-job"}
+    assert s.value("datajuicer_runner_phase", phase="starting", **labels) == 0
+    assert s.value("datajuicer_runner_partitions_planned", **labels) == 6
+    assert s.value("datajuicer_runner_partitions_completed_total", **labels) == 6
+    assert s.value("datajuicer_runner_partitions_failed_total", **labels) == 0
+    assert s.value("datajuicer_runner_start_timestamp_seconds", **labels) > 0
+    assert s.value("datajuicer_runner_last_checkpoint_timestamp_seconds", **labels) > 0
+    # `dj-runner status` and the DataJuicerJob's status.progress read the same file.
+    st = status(job.work_dir)
+    assert st["state"] == "succeeded" and st["partitions"]["done"] == 6
+    progress = to_progress(st)
+    assert progress["partitionsCompleted"] == 6 and progress["samplesOut"] == result.rows_out
+    if event_logging.get("enabled") is False:
+        assert read_events(job.work_dir / "events") == []
+
+
+def test_status_figures_only_move_the_phase_forward():
+    figures = RunnerFigures(since=0.0)
+    running = {
+        "job_id": "j",
+        "state": "running",
+        "started_at": "2026-01-01T00:00:00.000Z",
+        "partitions": {"total": 4, "done": 3, "failed": 0},
+        "resumed": {"partitions_done": 1},
+    }
+    figures.apply_status(running)
+    assert (figures.phase, figures.job_id, figures.partitions_planned) == ("running", "j", 4)
+    assert figures.partition_count("completed") == 2  # one was finished by an earlier run
+    figures.partitions["completed"] = 3  # the events counted more: the counter keeps them
+    figures.apply_status({**running, "state": "succeeded"})
+    assert figures.phase == "succeeded" and figures.partition_count("completed") == 3
+    figures.apply_status(running)  # an older write read late
+    assert figures.phase == "succeeded"
 
 
 def test_figures_skip_events_before_the_run_and_keep_labels_bounded():

@@ -9,8 +9,9 @@ import subprocess
 import sys
 
 from dj_runner.contract import ExitCode
+from dj_runner.observe.event_log import read_events
 
-from conftest import DEMO, STANDARD_OPS, run_cli, write_recipe
+from conftest import DEMO, STANDARD_OPS, read_jsonl, run_cli, write_recipe
 
 
 def test_run_then_status_events_report(tmp_path):
@@ -81,6 +82,70 @@ def test_validate_and_ops():
     assert "text_length_filter(" in proc.stdout and "min_len=10" in proc.stdout
     proc = run_cli("validate", str(DEMO.parent.parent / "recipe.yaml"))
     assert proc.returncode == 0 and proc.stdout.startswith("ok: 5 ops")
+
+
+def test_executor_type_is_said_by_validate_and_in_the_event_log(tmp_path):
+    recipe = write_recipe(
+        tmp_path / "r.yaml",
+        dataset_path=str(DEMO),
+        export_path=str(tmp_path / "o.jsonl"),
+        executor_type="ray",
+        process=STANDARD_OPS[:1],
+    )
+    proc = run_cli("validate", str(recipe))
+    assert proc.returncode == 0 and proc.stdout.startswith("ok: 1 ops")
+    assert "note: executor_type: 'ray' runs as 'ray_partitioned'" in proc.stderr
+    proc = run_cli("run", str(recipe), "--work-dir", str(tmp_path / "w"))
+    assert proc.returncode == ExitCode.OK, proc.stderr
+    assert "note: executor_type: 'ray' runs as 'ray_partitioned'" in proc.stderr
+    (start,) = read_events(tmp_path / "w" / "events", event_type="job_start")
+    assert start.get("executor_type") == "ray"
+    assert start.get("notices")[0].startswith("executor_type: 'ray' runs as 'ray_partitioned'")
+
+
+def test_data_juicer_placeholders_in_work_dir_and_export_path(tmp_path):
+    """The form of Data-Juicer's partitioning/checkpointing/event-logging demo config:
+    relative paths with {job_id} and {work_dir}, its separate storage places, the common op
+    parameters."""
+    ignored = ("partition_dir", "event_log_dir", "checkpoint_dir", "export_in_parallel")
+    recipe = write_recipe(
+        tmp_path / "r.yaml",
+        project_name="my_project",
+        dataset_path=str(DEMO),
+        work_dir="./outputs/my_project/{job_id}",
+        export_path="{work_dir}/processed.jsonl",
+        executor_type="ray_partitioned",
+        partition_dir="{work_dir}/partitions",
+        event_log_dir="{work_dir}/event_logs",
+        checkpoint_dir="{work_dir}/checkpoints",
+        partition={"mode": "manual", "num_of_partitions": 4},
+        checkpoint={"enabled": True, "strategy": "every_n_ops", "n_ops": 3},
+        intermediate_storage={"format": "parquet", "write_partitions": False},
+        event_logging={"enabled": True},
+        process=[
+            {"clean_links_mapper": {"text_key": "text", "batch_size": 64}},
+            {"whitespace_normalization_mapper": {"text_key": "text"}},
+            {"text_length_filter": {"text_key": "text", "min_len": 5, "max_len": 10000}},
+        ],
+        export_in_parallel=True,
+        keep_stats_in_res_ds=True,
+        keep_hashes_in_res_ds=True,
+    )
+    proc = run_cli("run", str(recipe), cwd=tmp_path)
+    assert proc.returncode == ExitCode.OK, proc.stderr
+    for key in (*ignored, "keep_hashes_in_res_ds", "intermediate_storage.write_partitions"):
+        assert f"note: {key}: " in proc.stderr, key
+    assert "clean_links_mapper.batch_size" in proc.stderr
+    (work,) = (tmp_path / "outputs" / "my_project").iterdir()
+    assert work.name.startswith("my_project-") and "{" not in work.name
+    out = read_jsonl(work / "processed.jsonl")
+    assert 0 < len(out) <= 201 and "text_len" in out[0]["__dj__stats__"]
+    assert len(json.loads((work / "plan.json").read_text())["partitions"]) == 4
+    assert not list(tmp_path.rglob("*{*"))  # no directory named after a placeholder
+    again = run_cli("run", str(recipe), cwd=tmp_path)  # the same job id: it resumes
+    assert again.returncode == ExitCode.OK, again.stderr
+    assert len(read_events(work / "events", event_type="job_restart")) == 1
+    assert [p.name for p in (tmp_path / "outputs" / "my_project").iterdir()] == [work.name]
 
 
 def test_progress_bar_on_a_terminal(tmp_path):

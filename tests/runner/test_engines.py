@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from dj_runner.engine.executor import EXIT_INTERRUPTED, EXIT_OK
+from dj_runner.contract import ExitCode
 from dj_runner.engine.local_backend import INLINE_MAX_BYTES
 from tests.harness.proctree import alive, descendants
 
@@ -69,7 +69,7 @@ def test_every_builtin_op_gives_the_same_bytes_on_both_engines(tmp_path, export)
         )
         proc = run_cli("run", str(recipe), "--work-dir", str(tmp_path / engine / "work"),
                        "--engine", engine)  # fmt: skip
-        assert proc.returncode == EXIT_OK, proc.stderr
+        assert proc.returncode == ExitCode.OK, proc.stderr
         files = sorted(p for p in out.rglob("*") if p.is_file()) if out.is_dir() else [out]
         outputs[engine] = {str(p.relative_to(tmp_path / engine)): p.read_bytes() for p in files}
         selected = _events(tmp_path / engine / "work", "engine_selected")
@@ -88,7 +88,7 @@ def test_auto_runs_a_small_input_without_ray(tmp_path):
         process=[{"whitespace_normalization_mapper": {}}],
     )
     proc = run_cli("run", str(recipe), "--work-dir", str(tmp_path / "work"))
-    assert proc.returncode == EXIT_OK, proc.stderr
+    assert proc.returncode == ExitCode.OK, proc.stderr
     (selected,) = _events(tmp_path / "work", "engine_selected")
     assert selected["engine"] == "local" and "no Ray" in selected["message"]
     assert _events(tmp_path / "work", "ray_connected") == []
@@ -158,7 +158,7 @@ def test_a_stopped_local_pool_leaves_no_worker_and_resumes_to_the_same_bytes(tmp
         driver.send_signal(sig)
         if sig == signal.SIGTERM:
             (gate_dir / "open").touch()  # the held task finishes its op, then stops
-            assert driver.wait(120) == EXIT_INTERRUPTED
+            assert driver.wait(120) == ExitCode.INTERRUPTED
         else:
             driver.wait(30)
         _wait_for("the pool's worker processes to end", lambda: not any(map(alive, workers)), 30)
@@ -168,7 +168,7 @@ def test_a_stopped_local_pool_leaves_no_worker_and_resumes_to_the_same_bytes(tmp
             driver.wait()
     (gate_dir / "open").touch()
     resumed = run_cli("run", str(recipe), "--work-dir", str(work), "--engine", "local")
-    assert resumed.returncode == EXIT_OK, resumed.stderr
+    assert resumed.returncode == ExitCode.OK, resumed.stderr
     clean = write_recipe(
         tmp_path / "clean.yaml",
         project_name="pool-kill",
@@ -178,6 +178,6 @@ def test_a_stopped_local_pool_leaves_no_worker_and_resumes_to_the_same_bytes(tmp
         process=process,
     )
     ref = run_cli("run", str(clean), "--work-dir", str(tmp_path / "clean-work"), "--engine", "ray")
-    assert ref.returncode == EXIT_OK, ref.stderr
+    assert ref.returncode == ExitCode.OK, ref.stderr
     assert (tmp_path / "out.jsonl").read_bytes() == (tmp_path / "clean.jsonl").read_bytes()
     assert os.path.getsize(tmp_path / "out.jsonl") > INLINE_MAX_BYTES

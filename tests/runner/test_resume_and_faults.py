@@ -203,6 +203,38 @@ def test_changed_input_is_refused(tmp_path):
     assert "changed" in proc.stderr and str(data) in proc.stderr
 
 
+def test_a_finished_job_rerun_over_changed_content_is_refused(tmp_path):
+    """Same size, same modification time, other content: the rerun hashes the input."""
+    data = tmp_path / "d.jsonl"
+    data.write_text(DEMO.read_text())
+    recipe = write_recipe(
+        tmp_path / "r.yaml",
+        dataset_path=str(data),
+        export_path=str(tmp_path / "o.jsonl"),
+        partition_size=50,
+        process=STANDARD_OPS[:1],
+    )
+    work = tmp_path / "w"
+    assert run_cli("run", str(recipe), "--work-dir", str(work)).returncode == 0
+    first = (tmp_path / "o.jsonl").read_bytes()
+    again = run_cli("run", str(recipe), "--work-dir", str(work))
+    assert again.returncode == ExitCode.OK and (tmp_path / "o.jsonl").read_bytes() == first
+    starts = read_events(work / "events", event_type="processing_start")
+    assert starts[-1].get("metadata") == {"input_verified_partitions": 5}
+    st = data.stat()
+    text = data.read_text()
+    last = text.rstrip("\n").rsplit("\n", 1)[1]
+    changed = last.replace("a", "b", 1)
+    assert changed != last and len(changed) == len(last)
+    data.write_text(text[: len(text) - len(last) - 1] + changed + "\n")
+    os.utime(data, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert data.stat().st_size == st.st_size
+    proc = run_cli("run", str(recipe), "--work-dir", str(work))
+    assert proc.returncode == ExitCode.REFUSED, proc.stderr
+    assert f"input file {data} changed" in proc.stderr and "partition 4" in proc.stderr
+    assert (tmp_path / "o.jsonl").read_bytes() == first  # the output on record is left alone
+
+
 # ----------------------------------------------------------------------- in-process faults
 
 

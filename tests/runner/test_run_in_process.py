@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import shutil
+import threading
 from pathlib import Path
 
 import pyarrow as pa
@@ -249,3 +250,55 @@ def test_python_event_api(tmp_path):
     assert perf["rows_out"] == result.rows_out
     report = ex.generate_status_report()
     assert "Job api  [succeeded]" in report and "5 done, 0 failed, 0 running, 0 remaining" in report
+
+
+def _monitor_in_thread(ex: Executor) -> tuple[threading.Thread, list]:
+    seen: list = []
+    thread = threading.Thread(target=lambda: seen.extend(ex.monitor_events()), daemon=True)
+    thread.start()
+    return thread, seen
+
+
+@pytest.mark.parametrize("log_level", ["INFO", "WARNING"])
+def test_monitor_events_ends_when_the_job_ends(tmp_path, log_level):
+    recipe = parse_recipe(
+        {
+            "dataset_path": str(DEMO),
+            "export_path": str(tmp_path / "out.jsonl"),
+            "partition_size": 50,
+            "event_logging": {"log_level": log_level},
+            "process": STANDARD_OPS[:2],
+        }
+    )
+    # A monitor started before the job (as from another process: an executor that never runs)
+    watcher, seen = _monitor_in_thread(Executor(recipe, work_dir=tmp_path / "work"))
+    ex = Executor(recipe, work_dir=tmp_path / "work", job_id="m")
+    assert ex.run().exit_code == ExitCode.OK
+    watcher.join(timeout=60)
+    assert not watcher.is_alive(), "monitor_events() went on after the job ended"
+    events = ex.get_events()
+    assert [e.event_id for e in seen] == [e.event_id for e in events]
+    if log_level == "INFO":
+        assert seen[-1].event_type == "job_complete"
+    # After the end, from the same executor: replays the log and ends.
+    replay, seen_again = _monitor_in_thread(ex)
+    replay.join(timeout=60)
+    assert not replay.is_alive() and len(seen_again) == len(events)
+
+
+def test_an_unknown_event_type_is_refused_by_name(tmp_path):
+    recipe = parse_recipe(
+        {
+            "dataset_path": str(DEMO),
+            "export_path": str(tmp_path / "o.jsonl"),
+            "process": STANDARD_OPS[:1],
+        }
+    )
+    ex = Executor(recipe, work_dir=tmp_path / "work")
+    with pytest.raises(
+        ValueError, match=r"unknown event type\(s\) \['op_eror'\]; valid: .*op_failed"
+    ):
+        ex.get_events(event_type="op_eror")
+    with pytest.raises(ValueError, match=r"\['nope'\]"):
+        ex.monitor_events(event_type=["op_failed", "nope"])
+    assert ex.get_events(event_type="job_interrupted") == []  # known: none logged yet

@@ -23,7 +23,7 @@ import yaml
 import zstandard
 from pyarrow.fs import FileSelector
 
-from dj_runner.errors import EXIT_OK, EXIT_USAGE
+from dj_runner.contract import ExitCode
 from tests.harness.s3faults import FaultProxy
 from tests.harness.s3server import ADMIN, OUTSIDER, READER, S3Server
 from tests.harness.sigv4 import Credentials
@@ -103,7 +103,7 @@ def local_reference(local_inputs: Path, tmp_path_factory) -> tuple[Path, bytes]:
     """The same job with everything local: the output every S3 run must equal."""
     tmp = tmp_path_factory.mktemp("local")
     proc = run(tmp, "local", dataset_path=str(local_inputs), export_path=str(tmp / "out.jsonl"))
-    assert proc.returncode == EXIT_OK, proc.stderr
+    assert proc.returncode == ExitCode.OK, proc.stderr
     return tmp / "local", (tmp / "out.jsonl").read_bytes()
 
 
@@ -119,7 +119,7 @@ def test_every_input_format_from_s3_matches_the_local_run(
         dataset_path=f"s3://{s3_bucket}/in/data",
         export_path=str(out),
     )
-    assert proc.returncode == EXIT_OK, proc.stderr
+    assert proc.returncode == ExitCode.OK, proc.stderr
     local_work, expected = local_reference
     assert out.read_bytes() == expected
     assert partitions(tmp_path / "s3in") == partitions(local_work)
@@ -144,7 +144,7 @@ def test_every_input_format_from_s3_matches_the_local_run(
         dataset_path=f"s3://{s3_bucket}/in/data",
         export_path=str(out),
     )
-    assert again.returncode == EXIT_OK, again.stderr
+    assert again.returncode == ExitCode.OK, again.stderr
     assert f"{len(plan['partitions'])} already done" in again.stderr
     assert out.read_bytes() == expected
 
@@ -158,7 +158,7 @@ def test_export_to_s3_in_each_kind(
     proc = run(
         tmp_path, "s3out", env=s3_server.env(), dataset_path=str(local_inputs), export_path=target
     )
-    assert proc.returncode == EXIT_OK, proc.stderr
+    assert proc.returncode == ExitCode.OK, proc.stderr
     fs = s3_server.filesystem()
     keys = sorted(
         i.path for i in fs.get_file_info(FileSelector(s3_bucket, recursive=True)) if i.is_file
@@ -209,7 +209,7 @@ def test_a_prefix_of_more_than_1000_objects_is_listed_whole(
         process=[{"whitespace_normalization_mapper": {}}],
         s3={"endpoint_url": s3_server.endpoint, "region": s3_server.region},
     )
-    assert proc.returncode == EXIT_OK, proc.stderr
+    assert proc.returncode == ExitCode.OK, proc.stderr
     texts = [json.loads(line)["text"] for line in out.read_text().splitlines()]
     assert texts == [f"object {i}" for i in range(n)]
     listed = s3_server.request("GET", f"/{s3_bucket}", query={"list-type": "2", "prefix": "many/"})
@@ -231,7 +231,7 @@ def test_injected_503s_and_resets_are_retried_with_identical_output(
         dataset_path=f"s3://{s3_bucket}/in/data",
         export_path=target,
     )
-    assert proc.returncode == EXIT_OK, proc.stderr
+    assert proc.returncode == ExitCode.OK, proc.stderr
     assert s3_proxy.pending() == 0 and s3_proxy.faults_injected == 11
     _, expected = local_reference
     assert s3_server.get_object(s3_bucket, "faulty/out.jsonl") == expected
@@ -250,7 +250,7 @@ def test_injected_503s_and_resets_are_retried_with_identical_output(
 
 
 def _refused(proc: subprocess.CompletedProcess[str], bucket: str, operation: str) -> None:
-    assert proc.returncode == EXIT_USAGE, proc.stderr
+    assert proc.returncode == ExitCode.USAGE, proc.stderr
     assert f"'{bucket}'" in proc.stderr and operation in proc.stderr, proc.stderr
     for secret in (ADMIN.secret_key, READER.secret_key, "wrong-secret-value-0001"):
         assert secret not in proc.stderr + proc.stdout
@@ -315,7 +315,7 @@ def test_export_inside_the_input_prefix_and_s3_work_dir_are_refused(
         dataset_path=f"s3://{s3_bucket}/in/data",
         export_path=f"s3://{s3_bucket}/in/data/out",
     )
-    assert proc.returncode == EXIT_USAGE and "export_path" in proc.stderr, proc.stderr
+    assert proc.returncode == ExitCode.USAGE and "export_path" in proc.stderr, proc.stderr
     assert "outside the input prefix" in proc.stderr
     proc = run(
         tmp_path,
@@ -325,7 +325,7 @@ def test_export_inside_the_input_prefix_and_s3_work_dir_are_refused(
         export_path=f"s3://{s3_bucket}/o.jsonl",
         work_dir=f"s3://{s3_bucket}/work",
     )
-    assert proc.returncode == EXIT_USAGE and "work_dir" in proc.stderr, proc.stderr
+    assert proc.returncode == ExitCode.USAGE and "work_dir" in proc.stderr, proc.stderr
 
 
 def test_a_foreign_prefix_is_never_exported_over(
@@ -339,5 +339,5 @@ def test_a_foreign_prefix_is_never_exported_over(
         dataset_path=str(local_inputs),
         export_path=f"s3://{s3_bucket}/theirs",
     )
-    assert proc.returncode == EXIT_USAGE and "holds other objects" in proc.stderr, proc.stderr
+    assert proc.returncode == ExitCode.USAGE and "holds other objects" in proc.stderr, proc.stderr
     assert s3_server.get_object(s3_bucket, "theirs/keep.txt") == b"someone else's"

@@ -22,7 +22,19 @@ def test_the_runner_does_not_depend_on_the_operators_libraries() -> None:
     assert not base & {"kopf", "kubernetes"}
     assert "prometheus-client" in base  # the runner's own /metrics endpoint
     assert names(project()["optional-dependencies"]["operator"]) == {"kopf", "kubernetes"}
-    assert "datajuicer-operator[operator]" in project()["optional-dependencies"]["test"]
+    assert "datajuicer-operator[operator,testtools]" in project()["optional-dependencies"]["test"]
+
+
+def test_the_dj_extra_is_installed_and_tested_without_the_operator() -> None:
+    """tests/dj run in .venv-dj with the dj extra and the test runner only: nothing of the
+    operator's (kopf brings aiohttp, which Data-Juicer imports) may stand in for the extra."""
+    extras = project()["optional-dependencies"]
+    assert names(extras["testtools"]) == {"pytest", "pytest-timeout", "hypothesis"}
+    assert "aiohttp==3.14.5" in extras["dj"]  # Data-Juicer 1.6.1 imports it, undeclared
+    assert all("==" in r for r in extras["dj"] + extras["testtools"])
+    makefile = (PYPROJECT.parent / "Makefile").read_text()
+    assert "$(DJ_VENV)/bin/pip install -q -e '.[testtools,dj]'" in makefile
+    assert "$(PY) -m venv --clear $(DJ_VENV)" in makefile  # no leftovers of an older install
 
 
 def test_every_dependency_is_pinned_fasttext_included() -> None:

@@ -6,7 +6,10 @@ import json
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
+import pytest
 
 from dj_runner.io.sources import list_sources, read_line_range, read_rows
 from dj_runner.plan.partitioner import Plan, build_plan, columnar_hash
@@ -63,11 +66,64 @@ def test_columnar_ranges_and_hashes_match_what_is_read_back(tmp_path):
     table = pa.table({"text": [f"t{i}" for i in range(2500)], "n": list(range(2500))})
     pq.write_table(table, tmp_path / "a.parquet", row_group_size=300)
     plan = build_plan(list_sources(str(tmp_path)), size_mode(1000), cpus=1)
-    assert [p.rows for p in plan.partitions] == [1024, 1024, 452]
+    assert [p.rows for p in plan.partitions] == [1000, 1000, 500]
     for part in plan.partitions:
         (r,) = part.ranges
         back = read_rows(plan.sources[r.file], r.start, r.stop)
         assert back.num_rows == r.rows and columnar_hash(back) == r.digest
+
+
+def write_columnar(path: Path, fmt: str, table: pa.Table) -> None:
+    if fmt == "parquet":
+        pq.write_table(table, path / "a.parquet", row_group_size=2000)
+    elif fmt == "arrow":
+        with ipc.new_file(path / "a.arrow", table.schema) as writer:
+            writer.write_table(table, max_chunksize=700)
+    else:
+        pacsv.write_csv(table, path / "a.csv")
+
+
+def read_back(plan: Plan) -> list[pa.Table]:
+    return [
+        pa.concat_tables(read_rows(plan.sources[r.file], r.start, r.stop) for r in part.ranges)
+        for part in plan.partitions
+    ]
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "arrow", "csv"])
+def test_columnar_partitions_hold_the_row_bound_exactly(tmp_path, fmt):
+    texts = [f"text {i}" for i in range(5000)]
+    write_columnar(tmp_path, fmt, pa.table({"text": texts}))
+    for bound, want in ((30, [30] * 166 + [20]), (100, [100] * 50), (1000, [1000] * 5)):
+        plan = build_plan(list_sources(str(tmp_path)), size_mode(bound), cpus=1)
+        assert [p.rows for p in plan.partitions] == want, (fmt, bound)
+    back = read_back(plan)
+    assert [t for tb in back for t in tb.column("text").to_pylist()] == texts
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "arrow", "csv"])
+def test_columnar_partitions_hold_the_mb_bound_as_arrow_bytes(tmp_path, fmt):
+    """The MB bound measures a partition's rows in memory: their Arrow size as read."""
+    table = pa.table({"text": [f"{i:05d} " + "x" * (i % 97) for i in range(3000)]})
+    write_columnar(tmp_path, fmt, table)
+    bound = 5 * 1024
+    plan = build_plan(list_sources(str(tmp_path)), size_mode(10_000, bound / 1024 / 1024), cpus=1)
+    assert len(plan.partitions) > 10
+    back = read_back(plan)
+    for part, got in zip(plan.partitions, back, strict=True):
+        assert part.bytes <= bound and got.num_rows == part.rows
+        assert got.nbytes <= bound + 64  # as held in memory (64: one validity bitmap's slack)
+    # each partition is full: the next row would not have fitted
+    for part, nxt in zip(plan.partitions[:-1], back[1:], strict=True):
+        assert part.bytes + nxt.slice(0, 1).nbytes > bound
+    assert sum(p.rows for p in plan.partitions) == 3000
+
+
+def test_a_columnar_row_over_the_mb_bound_stands_alone(tmp_path):
+    texts = ["a", "b", "y" * 5000, "c", "d"]
+    pq.write_table(pa.table({"text": texts}), tmp_path / "a.parquet")
+    plan = build_plan(list_sources(str(tmp_path)), size_mode(100, 1000 / 1024 / 1024), cpus=1)
+    assert [p.rows for p in plan.partitions] == [2, 1, 2]
 
 
 def test_columnar_hash_ignores_chunking_and_sees_values():

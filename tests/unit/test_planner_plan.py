@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import gzip
 import json
+import os
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from dj_runner.errors import ResumeRefused
 from dj_runner.io.sources import list_sources
 from dj_runner.plan.partitioner import Plan, build_plan
+from dj_runner.plan.saved_plan import verify_content
 from dj_runner.recipe.parse import PartitionConfig
 from dj_runner.store.workdir import WorkDir
 
@@ -41,3 +49,46 @@ def test_plan_round_trips_through_json(tmp_path: Path) -> None:
     plan.save(WorkDir(tmp_path).plan_path)
     back = Plan.from_dict(json.loads(WorkDir(tmp_path).plan_path.read_text()))
     assert back == plan
+
+
+def _rewrite_same_size(path: Path, old: bytes, new: bytes) -> None:
+    """Change the content but keep the size and the modification time."""
+    st = path.stat()
+    data = path.read_bytes()
+    assert len(old) == len(new) and old in data
+    path.write_bytes(data.replace(old, new, 1))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "jsonl.gz", "json", "parquet"])
+def test_verify_content_finds_a_change_size_and_mtime_hide(tmp_path: Path, kind: str) -> None:
+    rows = [{"text": f"sample number {i:03d}"} for i in range(40)]
+    path = tmp_path / f"a.{kind}"
+    if kind == "parquet":
+        pq.write_table(pa.table({"text": [r["text"] for r in rows]}), path)
+    else:
+        body = (
+            json.dumps(rows)
+            if kind == "json"
+            else "".join(
+                json.dumps(r) + "\n" + ("\n" if i % 7 == 0 else "") for i, r in enumerate(rows)
+            )
+        ).encode()
+        path.write_bytes(gzip.compress(body, mtime=0) if kind.endswith(".gz") else body)
+    plan = build_plan(list_sources(str(path)), PartitionConfig("size", 9, 256.0, None), 1)
+    every = [p.pid for p in plan.partitions]
+    verify_content(plan, every)  # unchanged: passes
+    if kind == "jsonl.gz":
+        st = path.stat()
+        path.write_bytes(gzip.compress(gzip.decompress(path.read_bytes()).replace(b"031", b"XYZ")))
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    elif kind == "parquet":
+        st = path.stat()
+        texts = [r["text"].replace("031", "XYZ") for r in rows]
+        pq.write_table(pa.table({"text": texts}), path)
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    else:
+        _rewrite_same_size(path, b"031", b"XYZ")
+    verify_content(plan, [0, 1, 2])  # sample 31 is in partition 3: not asked about
+    with pytest.raises(ResumeRefused, match=rf"{path.name} changed .* partition 3"):
+        verify_content(plan, every)

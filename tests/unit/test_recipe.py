@@ -128,3 +128,100 @@ def test_fingerprint_tracks_what_decides_the_output():
     assert a.fingerprint() == parse(event_logging={"enabled": False}, max_retries=9).fingerprint()
     assert a.fingerprint() != parse(process=[{"text_length_filter": {"min_len": 11}}]).fingerprint()
     assert a.fingerprint() != parse(partition_size=7).fingerprint()
+
+
+@pytest.mark.parametrize("executor_type", ["default", "ray"])
+def test_executor_type_is_honoured_as_partitioned_and_said(executor_type):
+    r = parse(executor_type=executor_type)
+    assert r.executor_type == executor_type
+    (notice,) = r.notices
+    assert notice.startswith(f"executor_type: {executor_type!r} runs as 'ray_partitioned'")
+    assert parse(executor_type="ray_partitioned").notices == ()
+    assert parse().notices == ()
+    msg = error(executor_type="ray_partition")
+    assert "'executor_type'" in msg and "did you mean 'ray_partitioned'" in msg
+
+
+def test_data_juicer_keys_without_effect_are_named_in_notices():
+    r = parse(use_cache=True, op_fusion=False, turbo=True)
+    assert [n.split(":", 1)[0] for n in r.notices] == ["use_cache", "op_fusion", "turbo"]
+    assert all(n.endswith("accepted and ignored") for n in r.notices)
+
+
+# ------------------------------------------------------------ Data-Juicer's configs as written
+
+
+def test_job_id_and_work_dir_placeholders_are_substituted_as_data_juicer_does(tmp_path):
+    raw = {
+        **BASE,
+        "work_dir": str(tmp_path / "outputs" / "my_project" / "{job_id}"),
+        "export_path": "{work_dir}/processed.jsonl",
+    }
+    r = parse_recipe(raw)
+    assert r.job_id is not None and r.job_id.startswith("dj-job-")
+    assert r.work_dir == str(tmp_path / "outputs" / "my_project" / r.job_id)
+    assert r.export_path == f"{r.work_dir}/processed.jsonl"
+    assert parse_recipe(raw).job_id == r.job_id  # the same id on every run: a rerun resumes
+    named = parse_recipe({**raw, "job_id": "run-7"})
+    assert named.work_dir.endswith("/my_project/run-7")
+    cli = parse_recipe(raw, job_id="cli", work_dir=str(tmp_path / "w"))
+    assert cli.job_id == "cli" and cli.export_path == str(tmp_path / "w" / "processed.jsonl")
+    assert "{" not in "".join((r.work_dir, r.export_path, cli.work_dir or ""))
+
+
+def test_placeholder_misuse_is_refused_by_name():
+    msg = error(work_dir="./{job_id}/results")
+    assert "'work_dir'" in msg and "only as the last part of the path" in msg
+    msg = error(export_path="{work_dir}/processed.jsonl")
+    assert "'export_path'" in msg and "unless work_dir" in msg
+    msg = error(work_dir="./out/{job_id}", job_id="a/b")
+    assert "'job_id'" in msg and "letters, digits" in msg
+
+
+def test_data_juicer_storage_keys_are_accepted_with_notices():
+    r = parse(
+        partition_dir="{work_dir}/partitions",
+        event_log_dir="./logs",
+        checkpoint_dir="./ckpt",
+        keep_hashes_in_res_ds=True,
+        intermediate_storage={"format": "parquet", "write_partitions": False},
+    )
+    named = [n.split(":", 1)[0] for n in r.notices]
+    assert named == [
+        "partition_dir",
+        "event_log_dir",
+        "checkpoint_dir",
+        "keep_hashes_in_res_ds",
+        "intermediate_storage.write_partitions",
+    ]
+    msg = error(intermediate_storage={"write_partition": False})
+    assert "did you mean 'write_partitions'" in msg
+
+
+def test_the_parameters_every_data_juicer_op_takes_are_accepted_on_built_in_ops():
+    ops = [
+        {"clean_links_mapper": {"text_key": "text", "batch_size": 100, "num_proc": 4}},
+        {"text_length_filter": {"min_len": 10, "cpu_required": 1, "mem_required": "1GB"}},
+        {"text_length_filter": {"min_len": 10, "skip_op_error": True, "reversed_range": True}},
+    ]
+    r = parse(process=ops)
+    assert [n.split(":", 1)[0] for n in r.notices] == [
+        "process[0].clean_links_mapper.batch_size",
+        "process[0].clean_links_mapper.num_proc",
+        "process[1].text_length_filter.cpu_required",
+        "process[1].text_length_filter.mem_required",
+        "process[2].text_length_filter.skip_op_error",
+    ]
+    # ignored parameters change nothing, the fingerprint included; honoured ones are kept
+    assert r.process[0].params == {} and r.process[2].op.reversed_range is True
+    plain = parse(process=[{"clean_links_mapper": {}}, *ops[1:]])
+    assert plain.process[0].params == r.process[0].params
+    # text_key: honoured when it is the recipe's; another field is refused with the way out
+    msg = error(process=[{"clean_links_mapper": {"text_key": "content"}}])
+    assert "'process[0].clean_links_mapper.text_key'" in msg and "text_keys: content" in msg
+    assert parse(text_keys="content", process=[{"clean_links_mapper": {"text_key": "content"}}])
+    # a key neither side knows is still a typo
+    msg = error(process=[{"clean_links_mapper": {"batch_sise": 3}}])
+    assert (
+        "'process[0].clean_links_mapper.batch_sise'" in msg and "did you mean 'batch_size'" in msg
+    )

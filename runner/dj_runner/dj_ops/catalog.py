@@ -20,37 +20,12 @@ from typing import Any
 
 from dj_runner.dj_ops.guard import no_runtime_installs
 from dj_runner.errors import RecipeError, closest
+from dj_runner.recipe.keys import COMMON_FILTER_PARAMS, COMMON_OP_PARAMS
 
-#: Keyword arguments every Data-Juicer op takes through its base class (``OP.__init__``).
-BASE_KWARGS = frozenset(
-    {
-        "text_key",
-        "image_key",
-        "audio_key",
-        "video_key",
-        "image_bytes_key",
-        "system_key",
-        "instruction_key",
-        "prompt_key",
-        "query_key",
-        "response_key",
-        "history_key",
-        "index_key",
-        "batch_size",
-        "num_proc",
-        "cpu_required",
-        "gpu_required",
-        "mem_required",
-        "accelerator",
-        "turbo",
-        "skip_op_error",
-        "work_dir",
-    }
-)
-#: And every filter through ``Filter.__init__``.
-FILTER_KWARGS = frozenset(
-    {"min_closed_interval", "max_closed_interval", "reversed_range", "stats_export_path"}
-)
+#: Keyword arguments every Data-Juicer op takes through its base class (``OP.__init__``), and
+#: every filter through ``Filter.__init__``: described once, in the recipe schema.
+BASE_KWARGS = frozenset(COMMON_OP_PARAMS)
+FILTER_KWARGS = frozenset(COMMON_FILTER_PARAMS)
 #: Deduplicators that run as a global stage: signatures per partition, one decision.
 GLOBAL_DEDUPLICATORS = frozenset(
     {"document_deduplicator", "document_minhash_deduplicator", "document_simhash_deduplicator"}

@@ -62,12 +62,18 @@ from dj_runner.errors import (
 )
 from dj_runner.io.export import check_export_target, remove_export
 from dj_runner.observe.console import NoProgress, Progress
-from dj_runner.observe.event_log import Event, EventLogger, follow_events, read_events
+from dj_runner.observe.event_log import (
+    Event,
+    EventLogger,
+    check_event_types,
+    follow_events,
+    read_events,
+)
 from dj_runner.observe.report import performance_summary, status, status_report
-from dj_runner.observe.status_file import StatusWriter, now_rfc3339
+from dj_runner.observe.status_file import StatusWriter, now_rfc3339, read_status
 from dj_runner.plan.manifest import claim_work_dir, default_work_dir, resolve_work_dir
 from dj_runner.plan.partitioner import Plan
-from dj_runner.plan.saved_plan import load_or_build_plan
+from dj_runner.plan.saved_plan import load_or_build_plan, verify_content
 from dj_runner.recipe.parse import Recipe
 from dj_runner.store.atomic import write_json_atomic
 from dj_runner.store.checkpoint import (
@@ -78,7 +84,7 @@ from dj_runner.store.checkpoint import (
 )
 from dj_runner.store.fencing import Fence, Superseded, new_run_id, take_claim
 from dj_runner.store.location import configure_s3
-from dj_runner.store.lock import WorkDirLock
+from dj_runner.store.lock import WorkDirLock, is_locked
 from dj_runner.store.nospace import is_no_space
 from dj_runner.store.workdir import WorkDir
 
@@ -233,6 +239,7 @@ class Executor:
         self._local: LocalEngine | None = None
         self._first_error: dict[str, Any] | None = None
         self._done: set[int] = set()
+        self._run_begun = False
 
     # ------------------------------------------------------------------ signals
     def request_stop(self, signum: int | None = None) -> None:
@@ -283,9 +290,14 @@ class Executor:
         Raises before any work: WorkDirLocked, RecipeError (e.g. an export that would destroy
         files), ResumeRefused. Every later outcome is a JobResult (see ``exit_code``).
         """
+        self._run_begun = True
         self._install_signal_handlers()
         lock = WorkDirLock(self.work.root, WorkDirLock.holder_for(self.run_id, now_rfc3339()))
-        lock.acquire(self.wait_for_lock_s, cancelled=lambda: self.stop.requested)
+        try:
+            lock.acquire(self.wait_for_lock_s, cancelled=lambda: self.stop.requested)
+        except BaseException:
+            self._run_begun = False  # this run never began: the work dir's status is another's
+            raise
         try:
             return self._run_locked()
         finally:
@@ -319,11 +331,15 @@ class Executor:
             if claim.recovered:
                 self.progress.note(claim.recovered)
                 self._log("checkpoint_invalid", claim.recovered, error_message=claim.recovered)
+            for notice in self.recipe.notices:
+                self.progress.note(f"note: {notice}")
             self._log(
                 "job_restart" if claim.resuming else "job_start",
                 f"job {self.job_id} {'resumes' if claim.resuming else 'starts'} (run {self.run_id})",
                 config=self.recipe.result_defining(),
                 run_id=self.run_id,
+                executor_type=self.recipe.executor_type,
+                notices=list(self.recipe.notices),
             )
             self._run(result)
         except Interrupted as exc:
@@ -443,6 +459,11 @@ class Executor:
         stores = {p.pid: self._store(p.pid) for p in plan.partitions}
         newest = {pid: s.newest_key() for pid, s in stores.items()}
         self._done = {pid for pid, k in newest.items() if k is not None and k >= final}
+        # Partitions with a checkpoint are not read from the source again: check their input.
+        checked = sorted(pid for pid, k in newest.items() if k is not None)
+        if checked:
+            self.progress.note(f"verifying the input of {len(checked)} checkpointed partitions")
+            verify_content(plan, checked)
         rows_out = 0
         for pid in self._done:
             commit = stores[pid].latest_commit(final)
@@ -463,10 +484,17 @@ class Executor:
             resumed=resumed,
         )
         self.progress.start(len(plan.partitions), plan.total_rows, len(self._done))
+        verified = (
+            f"; the input of {len(checked)} checkpointed partitions matches the plan's "
+            "content hashes"
+            if checked
+            else ""
+        )
         self._log(
             "processing_start",
-            f"{len(plan.partitions)} partitions on {conn.address} ({conn.cpus} CPUs)",
+            f"{len(plan.partitions)} partitions on {conn.address} ({conn.cpus} CPUs){verified}",
             total_partitions=len(plan.partitions),
+            metadata={"input_verified_partitions": len(checked)},
         )
 
         barriers = [i for i, s in enumerate(self.recipe.process) if s.op.is_global]
@@ -706,12 +734,33 @@ class Executor:
 
     # ------------------------------------------------------------------ event API
     def get_events(self, **filters: Any) -> list[Event]:
-        """Events of this work dir; filters: event_type, partition_id, operation_name, since."""
+        """Events of this work dir; filters: event_type, partition_id, operation_name, since.
+
+        An ``event_type`` that is no event type raises ``ValueError`` naming the valid ones.
+        """
         return read_events(self.work.events_dir, **filters)
 
     def monitor_events(self, **kwargs: Any) -> Iterator[Event]:
-        """Follow the event log live (works from another process too)."""
+        """Follow the event log live (works from another process too).
+
+        Ends when the job ends, after yielding every event written: once no runner holds the
+        work dir and ``status.json`` records the end of the run (this executor's own run,
+        once ``run`` has begun). Also ends at ``until``, ``timeout`` or ``stop``, as
+        ``follow_events`` does; filters as ``get_events``.
+        """
+        check_event_types(kwargs.get("event_type"))  # at the call, not at the first next()
+        kwargs.setdefault("ended", self._job_ended)
         return follow_events(self.work.events_dir, **kwargs)
+
+    def _job_ended(self) -> bool:
+        """No runner holds the work dir and its status is the end of a run (of this run,
+        once this executor has begun one)."""
+        if is_locked(self.work.root):
+            return False
+        st = read_status(self.work.root)
+        if st is None:
+            return False  # no run has begun yet
+        return not self._run_begun or st.get("run_id") == self.run_id
 
     def get_performance_summary(self) -> dict[str, Any]:
         return performance_summary(self.get_events())

@@ -26,7 +26,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,6 +70,30 @@ EVENT_TYPES: frozenset[str] = frozenset(
         "engine_selected",
     }
 )
+#: The runner's own event types beyond ``EVENT_TYPES`` (not in Data-Juicer's set).
+RUNNER_EVENT_TYPES: frozenset[str] = frozenset({"job_interrupted"})
+#: Every event type the log may hold: what a filter by type may name.
+KNOWN_EVENT_TYPES: frozenset[str] = EVENT_TYPES | RUNNER_EVENT_TYPES
+
+
+def check_event_types(event_type: str | Iterable[str] | None) -> frozenset[str]:
+    """The event types a filter names, each a known one (an enum member's value is taken).
+
+    Raises ``ValueError`` naming the unknown types and the valid ones: a filter by a
+    misspelt type would otherwise find nothing, silently.
+    """
+    if event_type is None:
+        return frozenset()
+    one = isinstance(event_type, str) or hasattr(event_type, "value")
+    raw = [event_type] if one else list(event_type)
+    types = frozenset(str(getattr(t, "value", t)) for t in raw)
+    unknown = types - KNOWN_EVENT_TYPES
+    if unknown:
+        raise ValueError(
+            f"event_type: unknown event type(s) {sorted(unknown)}; valid: "
+            + ", ".join(sorted(KNOWN_EVENT_TYPES))
+        )
+    return types
 
 
 LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40}
@@ -425,8 +449,7 @@ class EventFilter:
         since: float | None = None,
         job_id: str | None = None,
     ) -> EventFilter:
-        types = {event_type} if isinstance(event_type, str) else set(event_type or ())
-        return cls(frozenset(types), partition_id, operation_name, since, job_id)
+        return cls(check_event_types(event_type), partition_id, operation_name, since, job_id)
 
     def __call__(self, ev: Event) -> bool:
         if self.types and ev.event_type not in self.types:
@@ -507,13 +530,16 @@ def follow_events(
     event_type: str | Iterable[str] | None = None,
     partition_id: int | None = None,
     operation_name: str | None = None,
+    ended: Callable[[], bool] | None = None,
 ) -> Iterator[Event]:
     """Yield events as they are written, by any process, across rotations.
 
     ``from_start=False`` skips what is in the log already. Stops when ``stop`` is set, when
-    ``timeout`` seconds have passed, or after an event whose type is in ``until`` (yielded
-    when it passes the filters: ``event_type``, ``partition_id``, ``operation_name``). Each
-    poll yields the new events of all writers merged by timestamp, each writer's in order.
+    ``timeout`` seconds have passed, after an event whose type is in ``until`` (yielded
+    when it passes the filters: ``event_type``, ``partition_id``, ``operation_name``), or
+    when ``ended()`` was true before a poll that found nothing new (so every event written
+    before the end is yielded first). Each poll yields the new events of all writers merged
+    by timestamp, each writer's in order.
     """
     log_dir = Path(log_dir)
     keep = EventFilter.of(event_type, partition_id, operation_name)
@@ -524,6 +550,7 @@ def follow_events(
     first = True
     try:
         while not (stop is not None and stop.is_set()):
+            was_ended = ended is not None and ended()
             segments = list_segments(log_dir)
             finished = set(_finished(segments))
             listed = {seg.path for seg in segments}
@@ -556,6 +583,8 @@ def follow_events(
                 if ev.event_type in stop_types:
                     return
             if deadline is not None and time.monotonic() >= deadline:
+                return
+            if not new and was_ended:
                 return
             if not new:
                 wait = poll_interval

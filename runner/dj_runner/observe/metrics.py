@@ -1,10 +1,15 @@
-"""The runner's Prometheus endpoint: figures aggregated from the job's event log.
+"""The runner's Prometheus endpoint: figures from the job's status file and its event log.
 
-``serve_metrics(work_dir, port)`` starts an HTTP server for ``/metrics`` and a thread that
-follows ``<work_dir>/events`` (``dj_runner.observe.event_log.follow_events``). Every process of the job
-appends to that one log: the driver and each Ray task, in-process or on other Ray nodes that
-mount the same volume. Following the log therefore aggregates what the tasks report without
-any channel between them and the driver.
+``serve_metrics(work_dir, port)`` starts an HTTP server for ``/metrics`` and two threads. One
+polls ``<work_dir>/status.json``, which the driver always writes whatever the event log's
+settings: the phase, the job id, the partitions planned, completed and failed and the last
+checkpoint come from it, so they hold with ``event_logging.log_level: WARNING`` or the log
+disabled. The other follows ``<work_dir>/events`` (``dj_runner.observe.event_log.follow_events``):
+every process of the job appends to that one log (the driver and each Ray task, in-process or
+on other Ray nodes that mount the same volume), so following it aggregates what the tasks
+report (per-op samples and durations, checkpoint sizes, retries) without any channel between
+them and the driver; those families need the events they count (the default level, INFO).
+When both sources report a figure, the larger count wins, so a counter never goes back.
 
 Counters cover this runner process only: events older than the call are skipped, so a
 restarted runner starts its counters at zero and Prometheus' reset handling (``rate``,
@@ -40,6 +45,7 @@ from prometheus_client.registry import Collector
 
 from dj_runner import __version__, contract
 from dj_runner.observe.event_log import EVENT_TYPES, Event, follow_events
+from dj_runner.observe.status_file import STATUS_FILE, parse_rfc3339, read_status
 from dj_runner.store.atomic import read_records
 from dj_runner.store.checkpoint import COMMITS
 from dj_runner.store.workdir import WorkDir
@@ -105,6 +111,8 @@ class RunnerFigures:
             ("started", "completed", "failed", "retried", "resumed"), 0
         )
     )
+    #: The same counts as ``partitions``, from the status file (completed, failed).
+    status_partitions: dict[str, int] = field(default_factory=dict)
     input_samples: int = 0
     input_bytes: int = 0
     rejected_samples: int = 0
@@ -121,6 +129,39 @@ class RunnerFigures:
     checkpoint_write: Histogram = field(default_factory=lambda: Histogram(DURATION_BUCKETS))
     checkpoint_size: Histogram = field(default_factory=lambda: Histogram(SIZE_BUCKETS))
     plan_bytes: dict[int, int] = field(default_factory=dict)
+
+    def apply_status(self, data: dict[str, Any]) -> None:
+        """Fold this run's ``status.json`` in: the figures that must not depend on the log.
+
+        The phase only moves forward (starting, running, then an end state): the status file
+        is written after the last event, so for a moment it may still say ``running``.
+        """
+        job_id = data.get("job_id")
+        if isinstance(job_id, str) and job_id:
+            self.job_id = job_id
+        state = data.get("state")
+        if state in RUNNER_PHASES and (state != "running" or self.phase == "starting"):
+            self.phase = state
+        started = _timestamp(data.get("started_at"))
+        if started is not None and self.started_at is None:
+            self.started_at = started
+        checkpoint = _timestamp(data.get("last_checkpoint_at"))
+        if checkpoint is not None:
+            self.last_checkpoint_at = max(self.last_checkpoint_at or 0.0, checkpoint)
+        parts = data.get("partitions")
+        if not isinstance(parts, dict):
+            return
+        if _int(parts.get("total")):
+            self.partitions_planned = _int(parts.get("total"))
+        resumed = data.get("resumed")
+        before = _int(resumed.get("partitions_done")) if isinstance(resumed, dict) else 0
+        done_here = _int(parts.get("done")) - before  # partitions earlier runs finished excluded
+        self.status_partitions["completed"] = done_here
+        self.status_partitions["failed"] = _int(parts.get("failed"))
+
+    def partition_count(self, state: str) -> int:
+        """Partitions in ``state`` this run: the larger of the events' and the status' count."""
+        return max(self.partitions[state], self.status_partitions.get(state, 0))
 
     def apply(self, ev: Event) -> None:
         """Fold one event into the figures; events from before ``since`` are skipped."""
@@ -250,6 +291,16 @@ def _int(value: Any) -> int:
     return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0
 
 
+def _timestamp(value: Any) -> float | None:
+    """Unix time of a status file's RFC 3339 time, or None."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return parse_rfc3339(value).timestamp()
+    except ValueError:
+        return None
+
+
 def checkpoint_size(path: Any) -> int | None:
     """The committed size of the checkpoint an event names, when the event does not carry it.
 
@@ -371,7 +422,7 @@ class RunnerCollector(Collector):
             ("resumed", "Partitions resumed from a checkpoint instead of their source."),
         ):
             families.append(
-                counter(f"datajuicer_runner_partitions_{state}", doc, f.partitions[state])
+                counter(f"datajuicer_runner_partitions_{state}", doc, f.partition_count(state))
             )
         families += [
             counter(
@@ -480,6 +531,7 @@ class MetricsHandle:
     _server: Any
     _server_thread: threading.Thread
     _follower: threading.Thread
+    _status_follower: threading.Thread
     _stop: threading.Event
 
     @property
@@ -502,6 +554,7 @@ class MetricsHandle:
         self._server.shutdown()
         self._server.server_close()
         self._follower.join(timeout)
+        self._status_follower.join(timeout)
         self._server_thread.join(timeout)
 
     def __enter__(self) -> MetricsHandle:
@@ -518,12 +571,15 @@ def serve_metrics(
     namespace: str | None = None,
     job_name: str | None = None,
     poll_interval: float = 0.2,
+    run_id: str | None = None,
 ) -> MetricsHandle:
     """Serve ``/metrics`` on ``host:port`` (0: any free port) for the job in ``work_dir``.
 
     ``namespace`` and ``job_name`` label every series; they default to the environment the
     operator sets (``DJ_JOB_NAMESPACE``, ``DJ_JOB_NAME``), else to "" and the job id the
-    log reports. Returns at once; the follower reads events as they are appended.
+    status file (or the log) reports. ``run_id`` is the run whose status file counts; without
+    it, any status file other than the one present at the call. Returns at once; the
+    followers read the status file and the events as they are written.
     """
     if not 0 <= int(port) <= 65535:
         raise ValueError(f"metrics port: {port!r} is not a TCP port; use 1-65535, or 0 for any")
@@ -556,8 +612,36 @@ def serve_metrics(
             except Exception:  # one odd event must not stop the figures for the rest of the run
                 log.exception("metrics: could not count event %s", ev.event_id)
 
+    stale = read_status(work_dir)  # a previous run's status file, until this run writes its own
+    stale_run = stale.get("run_id") if stale is not None and run_id is None else None
+
+    def follow_status() -> None:
+        seen: tuple[int, int] | None = None
+        while not stop.wait(poll_interval):
+            try:
+                st = (work_dir / STATUS_FILE).stat()
+            except OSError:
+                continue
+            if (st.st_mtime_ns, st.st_size) == seen:
+                continue
+            seen = (st.st_mtime_ns, st.st_size)
+            data = read_status(work_dir)
+            if data is None or (stale is not None and data.get("run_id") == stale_run):
+                continue
+            if run_id is not None and data.get("run_id") != run_id:
+                continue
+            try:
+                with lock:
+                    figures.apply_status(data)
+            except Exception:  # an odd file must not stop the figures for the rest of the run
+                log.exception("metrics: could not read %s", work_dir / STATUS_FILE)
+
     follower = threading.Thread(target=follow, name="dj-runner-metrics", daemon=True)
     follower.start()
+    status_follower = threading.Thread(
+        target=follow_status, name="dj-runner-metrics-status", daemon=True
+    )
+    status_follower.start()
     return MetricsHandle(
         host=host,
         port=int(server.server_port),
@@ -567,5 +651,6 @@ def serve_metrics(
         _server=server,
         _server_thread=server_thread,
         _follower=follower,
+        _status_follower=status_follower,
         _stop=stop,
     )

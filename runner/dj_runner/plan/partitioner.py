@@ -184,6 +184,16 @@ class _Cutter:
         self._start = self._stop = self._first_line = self._range_rows = 0
         self._range_hash = hashlib.blake2b(digest_size=16)
 
+    @property
+    def rows(self) -> int:
+        """Rows in the open partition."""
+        return self._rows
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes in the open partition, as the MB bound measures them."""
+        return self._bytes
+
     def full_for(self, nbytes: int) -> bool:
         return self._rows > 0 and (
             self._rows >= self.rows_bound or self._bytes + nbytes > self.max_bytes
@@ -277,21 +287,51 @@ def build_plan(sources: list[SourceFile], config: PartitionConfig, cpus: int) ->
                 cutter.hash_update(line)
         else:
             pos = 0
-            for batch in _split_batches(iter_columnar_batches(src), 1024):
-                nbytes = batch.nbytes
-                if cutter.full_for(nbytes):
-                    cutter.close()
-                cutter.add(idx, pos, pos + batch.num_rows, 0, batch.num_rows, nbytes)
-                pos += batch.num_rows
+            for batch in iter_columnar_batches(src):
+                for piece in _cut_batch(batch, cutter):
+                    cutter.add(idx, pos, pos + piece.num_rows, 0, piece.num_rows, piece.nbytes)
+                    pos += piece.num_rows
     cutter.close()
     partitions = [_finish_hashes(p, srcs) for p in cutter.partitions]
     return Plan(srcs, tuple(partitions), rows_bound, mb_bound, config.mode)
 
 
-def _split_batches(batches: Iterator[pa.RecordBatch], rows: int) -> Iterator[pa.RecordBatch]:
-    for batch in batches:
-        for off in range(0, batch.num_rows, rows):
-            yield batch.slice(off, rows)
+def _cut_batch(batch: pa.RecordBatch, cutter: _Cutter) -> Iterator[pa.RecordBatch]:
+    """Slices of ``batch`` that each fill the open partition up to its bounds, no further.
+
+    The rows of a slice are as many as the partition has room for, by count and by
+    in-memory Arrow bytes (``RecordBatch.nbytes`` of the slice); the partition is closed
+    before each slice that would not fit. A single row larger than the MB bound makes a
+    partition of its own.
+    """
+    off = 0
+    while off < batch.num_rows:
+        if cutter.full_for(0):
+            cutter.close()
+        rows = min(batch.num_rows - off, cutter.rows_bound - cutter.rows)
+        room = cutter.max_bytes - cutter.nbytes
+        if batch.slice(off, rows).nbytes > room:
+            rows = _rows_within(batch, off, rows, room)
+            if rows == 0:
+                if cutter.rows:
+                    cutter.close()
+                    continue
+                rows = 1  # one row over the bound: a partition of its own
+        piece = batch.slice(off, rows)
+        yield piece
+        off += rows
+
+
+def _rows_within(batch: pa.RecordBatch, off: int, most: int, room: int) -> int:
+    """The most rows from ``off`` (at most ``most``) whose Arrow size fits ``room`` bytes."""
+    lo, hi = 0, most  # batch.slice(off, lo) fits; batch.slice(off, hi) does not
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if batch.slice(off, mid).nbytes <= room:
+            lo = mid
+        else:
+            hi = mid
+    return lo
 
 
 def _finish_hashes(part: PartitionPlan, sources: tuple[SourceFile, ...]) -> PartitionPlan:

@@ -5,6 +5,11 @@ A saved plan is reused only if the input still matches it: a file whose size or 
 time changed, or that vanished, or a file added to a directory or glob dataset, is refused
 (``ResumeRefused``, exit 4). A plan of another plan version is refused (``PlanRefused``). A
 damaged ``plan.json`` is planned again; the old plan's checkpoints are dropped with it.
+
+``verify_content`` checks the content itself: the partitions a run will not read from the
+source again (those with a checkpoint, all of them once the job has finished) are hashed
+and compared with the plan's content hashes, so a file rewritten with the same size and
+modification time is refused too.
 """
 
 from __future__ import annotations
@@ -15,9 +20,15 @@ from collections.abc import Callable
 from typing import Any
 
 from dj_runner.errors import PlanRefused, ResumeRefused, short_error
-from dj_runner.io.sources import list_sources
+from dj_runner.io.sources import LINE_FORMATS, iter_lines, list_sources, read_rows
 from dj_runner.plan.manifest import fingerprint
-from dj_runner.plan.partitioner import PLAN_VERSION, Plan, build_plan
+from dj_runner.plan.partitioner import (
+    PLAN_VERSION,
+    Plan,
+    SourceRange,
+    build_plan,
+    columnar_hash,
+)
 from dj_runner.recipe.parse import Recipe
 from dj_runner.store.workdir import WorkDir
 
@@ -104,3 +115,56 @@ def check_input(plan: Plan, recipe: Recipe) -> None:
             f"plan was made ({shown}); this job would not process them. Use --restart to "
             "start over with them, or remove them"
         )
+
+
+def verify_content(plan: Plan, pids: list[int]) -> None:
+    """Hash the source ranges of partitions ``pids`` and compare them with the plan.
+
+    Each line file is read once, whatever the number of ranges; a columnar range is read as
+    a partition task reads it. Raises ``ResumeRefused`` naming the first file and partition
+    whose content differs.
+    """
+    owner: dict[int, dict[tuple[int, int], int]] = {}  # file -> (start, stop) -> pid
+    wanted: dict[int, list[SourceRange]] = {}
+    for pid in sorted(set(pids)):
+        for r in plan.partitions[pid].ranges:
+            wanted.setdefault(r.file, []).append(r)
+            owner.setdefault(r.file, {})[(r.start, r.stop)] = pid
+    for idx, ranges in sorted(wanted.items()):
+        src = plan.sources[idx]
+        ranges.sort(key=lambda r: r.start)
+        if src.fmt in LINE_FORMATS:
+            bad = _first_changed_line_range(src, ranges)
+        else:
+            bad = next(
+                (r for r in ranges if columnar_hash(read_rows(src, r.start, r.stop)) != r.digest),
+                None,
+            )
+        if bad is not None:
+            pid = owner[idx][(bad.start, bad.stop)]
+            raise ResumeRefused(
+                f"input file {src.path} changed since the plan was made: its content differs "
+                f"in partition {pid}, though its size and modification time did not change; "
+                "the output on record was made from other data. Restore the input, or use "
+                "--restart to process it anew"
+            )
+
+
+def _first_changed_line_range(src: Any, ranges: list[SourceRange]) -> SourceRange | None:
+    """The first of ``ranges`` (sorted, of one line file) whose lines hash differently."""
+    i = 0
+    h = hashlib.blake2b(digest_size=16)
+    for _, offset, line in iter_lines(src):
+        while i < len(ranges) and offset >= ranges[i].stop:
+            if h.hexdigest() != ranges[i].digest:
+                return ranges[i]
+            i, h = i + 1, hashlib.blake2b(digest_size=16)
+        if i == len(ranges):
+            return None
+        if offset >= ranges[i].start:
+            h.update(line)
+    while i < len(ranges):  # ranges past the end of the file
+        if h.hexdigest() != ranges[i].digest:
+            return ranges[i]
+        i, h = i + 1, hashlib.blake2b(digest_size=16)
+    return None

@@ -18,6 +18,7 @@ import math
 import re
 import types
 import typing
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,24 +36,99 @@ STRATEGIES = ("every_op", "every_n_ops", "manual", "disabled")
 INPUT_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".json", ".parquet", ".arrow", ".csv")
 EXPORT_SUFFIXES = (".jsonl", ".parquet")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
-#: Data-Juicer keys that change nothing here; accepted so existing recipes run unchanged.
-IGNORED_DJ_KEYS = frozenset(
-    {
-        "use_cache",
-        "ds_cache_dir",
-        "cache_compress",
-        "open_tracer",
-        "trace_num",
-        "op_fusion",
-        "temp_dir",
-        "open_monitor",
-        "use_checkpoint",
-        "suffixes",
-        "skip_op_error",
-        "turbo",
-        "export_shard_size",
-        "export_in_parallel",
-    }
+#: Data-Juicer keys that change nothing here, each with why: accepted, so existing recipes
+#: run unchanged, and named in a notice (``validate``, ``run`` and the ``job_start`` event).
+IGNORED_DJ_KEYS: dict[str, str] = {
+    "use_cache": "Data-Juicer's dataset cache; the runner's checkpoints take its place",
+    "ds_cache_dir": "Data-Juicer's dataset cache directory; the runner keeps no such cache",
+    "cache_compress": "Data-Juicer's cache compression; the runner keeps no such cache",
+    "open_tracer": "Data-Juicer's tracer of changed samples is not part of the runner",
+    "trace_num": "Data-Juicer's tracer of changed samples is not part of the runner",
+    "op_fusion": "the runner applies ops one after the other to Arrow batches, unfused",
+    "temp_dir": "the runner writes its temporary files in the work dir",
+    "open_monitor": "Data-Juicer's resource monitor; the runner reports through its event log "
+    "and /metrics",
+    "use_checkpoint": "Data-Juicer's old checkpoint switch; the runner always checkpoints "
+    "(see checkpoint)",
+    "suffixes": "the runner reads every input file of a known suffix",
+    "skip_op_error": "an op error on a sample fails its partition, which is retried "
+    "(max_retries; max_failed_partitions allows a partial success)",
+    "turbo": "a Data-Juicer speed switch for its own executors",
+    "export_shard_size": "the export's shards follow export_path (a directory: one shard per "
+    "partition)",
+    "export_in_parallel": "the export is written by the driver in partition order",
+    "partition_dir": "the runner writes no copies of the partitions: each is a range of the "
+    "input, read in place (plan.json)",
+    "event_log_dir": "the event log is always <work_dir>/events/, where dj-runner events, "
+    "/metrics and the operator read it",
+    "checkpoint_dir": "checkpoints are always <work_dir>/checkpoints/, beside the plan they "
+    "belong to",
+    "keep_hashes_in_res_ds": "the deduplicators' hashes are working columns, never exported",
+}
+#: The same for keys of nested blocks, by block.
+IGNORED_DJ_BLOCK_KEYS: dict[str, dict[str, str]] = {
+    "intermediate_storage": {
+        "write_partitions": "the runner writes no copies of the partitions: each is a range "
+        "of the input, read in place (plan.json)",
+    },
+}
+_SCHEDULING = (
+    "a scheduling hint of Data-Juicer's executors; the runner runs each partition as one Ray "
+    "task and applies built-in ops to its whole Arrow table"
+)
+_OTHER_FIELD = "a field a multimodal or chat op reads; built-in ops read only the text key"
+#: The parameters every Data-Juicer op takes through its base class (``OP.__init__``), and
+#: why a built-in op, which has no such field, ignores each (``text_key`` excepted: a built-in
+#: op works on the recipe's text key, so it must name that one). Data-Juicer's own ops (the
+#: ``dj`` extra) take them all, as Data-Juicer does.
+COMMON_OP_PARAMS: dict[str, str] = {
+    "text_key": "the field the op works on; a built-in op works on the recipe's text key",
+    "image_key": _OTHER_FIELD,
+    "audio_key": _OTHER_FIELD,
+    "video_key": _OTHER_FIELD,
+    "image_bytes_key": _OTHER_FIELD,
+    "system_key": _OTHER_FIELD,
+    "instruction_key": _OTHER_FIELD,
+    "prompt_key": _OTHER_FIELD,
+    "query_key": _OTHER_FIELD,
+    "response_key": _OTHER_FIELD,
+    "history_key": _OTHER_FIELD,
+    "index_key": _OTHER_FIELD,
+    "batch_size": _SCHEDULING,
+    "num_proc": _SCHEDULING,
+    "cpu_required": _SCHEDULING,
+    "gpu_required": _SCHEDULING,
+    "mem_required": _SCHEDULING,
+    "num_cpus": _SCHEDULING,
+    "num_gpus": _SCHEDULING,
+    "memory": _SCHEDULING,
+    "accelerator": _SCHEDULING,
+    "runtime_env": _SCHEDULING,
+    "ray_execution_mode": _SCHEDULING,
+    "auto_op_parallelism": _SCHEDULING,
+    "adaptive_batching": _SCHEDULING,
+    "batch_mode": _SCHEDULING,
+    "turbo": _SCHEDULING,
+    "skip_op_error": "an op error on a sample fails its partition, which is retried "
+    "(max_retries; max_failed_partitions allows a partial success)",
+    "work_dir": "the op keeps no files of its own",
+    "input_columns": "a built-in op reads the text key and writes the text key or its stats",
+    "output_columns": "a built-in op reads the text key and writes the text key or its stats",
+}
+#: And every filter through ``Filter.__init__`` (the interval options are fields of every
+#: built-in filter, honoured as Data-Juicer does).
+COMMON_FILTER_PARAMS: dict[str, str] = {
+    "min_closed_interval": "",
+    "max_closed_interval": "",
+    "reversed_range": "",
+    "stats_export_path": "stats are kept in __dj__stats__ of the export with "
+    "keep_stats_in_res_ds: true, not written to a file of their own",
+}
+
+#: What the MB bound of a partition measures (docs/runner.md, "Partitioning").
+MB_BOUND_DOC = (
+    "max MB per partition, as read and uncompressed: the JSON text of JSON and JSON Lines "
+    "records, the in-memory Arrow size of Parquet, Arrow and CSV rows"
 )
 RAY_ADDRESS_PATTERN = r"^(auto|local|ray://.+|.+:[0-9]+)$"
 
@@ -112,7 +188,7 @@ PARTITION_BLOCK = _keys(
         "target_size_mb",
         (float,),
         None,
-        "max MB per partition",
+        MB_BOUND_DOC,
         minimum=0,
         exclusive_minimum=True,
         default_doc="max_partition_size_mb",
@@ -238,7 +314,8 @@ TOP_LEVEL = _keys(
         "executor_type",
         (str,),
         "ray_partitioned",
-        "accepted for compatibility; the runner is always partitioned",
+        "which Data-Juicer executor the recipe was written for; every one runs as "
+        "ray_partitioned, and validate, run and the job_start event say so",
         choices=("default", "ray", "ray_partitioned"),
     ),
     Key(
@@ -292,7 +369,7 @@ TOP_LEVEL = _keys(
         "max_partition_size_mb",
         (float,),
         128.0,
-        "max MB per partition",
+        MB_BOUND_DOC,
         minimum=0,
         exclusive_minimum=True,
     ),
@@ -408,7 +485,7 @@ def _check_key(where: str, spec: Key, value: Any) -> Any:
     if spec.block is not None:
         if not isinstance(value, dict):
             raise RecipeError(where, value, "a mapping")
-        return read_block(where, value, spec.block)
+        return read_block(where, value, spec.block, ignored=IGNORED_DJ_BLOCK_KEYS.get(where, {}))
     if str in spec.types and spec.items is str and isinstance(value, str):
         value = [value]  # text_keys: one name or a list of them
     value = check_type(where, value, spec.types)
@@ -428,7 +505,7 @@ def _check_key(where: str, spec: Key, value: Any) -> Any:
 
 
 def read_block(
-    where: str, raw: dict[str, Any], keys: tuple[Key, ...], ignored: frozenset[str] = frozenset()
+    where: str, raw: dict[str, Any], keys: tuple[Key, ...], ignored: Collection[str] = ()
 ) -> dict[str, Any]:
     """Validate a mapping against ``keys``; return every key's value, defaults filled in.
 
@@ -441,7 +518,7 @@ def read_block(
         if name not in by_name:
             full = f"{where}.{name}" if where else str(name)
             what = "a known recipe key" if not where else f"a known key of {where}"
-            raise RecipeError(full, raw[name], what, closest(str(name), by_name))
+            raise RecipeError(full, raw[name], what, closest(str(name), [*by_name, *ignored]))
     out: dict[str, Any] = {}
     for spec in keys:
         full = f"{where}.{spec.name}" if where else spec.name
@@ -660,7 +737,15 @@ def openapi(ops: bool = True) -> dict[str, Any]:
     process["minItems"] = 1
     for name in sorted(IGNORED_DJ_KEYS):
         schema["properties"][name] = {
-            "description": "a Data-Juicer key accepted for compatibility; no effect",
+            "description": f"a Data-Juicer key accepted for compatibility; no effect here: "
+            f"{IGNORED_DJ_KEYS[name]}",
             "x-kubernetes-preserve-unknown-fields": True,
         }
+    for block, ignored in IGNORED_DJ_BLOCK_KEYS.items():
+        for name, why in sorted(ignored.items()):
+            schema["properties"][block]["properties"][name] = {
+                "description": f"a Data-Juicer key accepted for compatibility; no effect here: "
+                f"{why}",
+                "x-kubernetes-preserve-unknown-fields": True,
+            }
     return schema

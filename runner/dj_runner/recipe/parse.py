@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,10 +25,13 @@ import yaml
 from dj_runner.errors import RecipeError, closest
 from dj_runner.ops.common.params import param_meta
 from dj_runner.recipe.keys import (
+    COMMON_FILTER_PARAMS,
+    COMMON_OP_PARAMS,
     COMPRESSIONS,
     CREDENTIAL_KEYS,
     DEFAULT_COMPRESSION,
     EXPORT_SUFFIXES,
+    IGNORED_DJ_BLOCK_KEYS,
     IGNORED_DJ_KEYS,
     INPUT_SUFFIXES,
     STORAGE_FORMATS,
@@ -66,13 +70,15 @@ class OpSpec:
     name: str
     params: dict[str, Any]
     op: Op
+    #: Parameters accepted and ignored (Data-Juicer's common ones a built-in op has no use for).
+    notices: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class PartitionConfig:
     mode: str  # "auto" | "manual" | "size"
     partition_size: int  # max samples per partition (size mode; upper bound in auto mode)
-    max_size_mb: float  # max MB per partition
+    max_size_mb: float  # max MB per partition (keys.MB_BOUND_DOC says what it measures)
     num_partitions: int | None  # manual mode
 
 
@@ -118,6 +124,12 @@ class Recipe:
     malformed_records: str  # "reject" | "fail"
     s3: S3Config = field(default_factory=S3Config)
     source: dict[str, Any] = field(repr=False, default_factory=dict)
+    #: The executor the recipe asked for (``executor_type``); the runner's is the partitioned one.
+    executor_type: str = "ray_partitioned"
+    #: What the recipe sets that is accepted but read differently from Data-Juicer or not at
+    #: all, one sentence each naming the key: ``validate`` prints them, ``run`` prints them and
+    #: records them in the ``job_start`` event.
+    notices: tuple[str, ...] = ()
 
     @property
     def text_key(self) -> str:
@@ -143,9 +155,19 @@ class Recipe:
 
 
 def build_op(
-    name: str, params: dict[str, Any], where: str, implementation: str = "builtin"
+    name: str,
+    params: dict[str, Any],
+    where: str,
+    implementation: str = "builtin",
+    text_key: str | None = None,
 ) -> OpSpec:
-    """Validate one op's name and parameters and instantiate it."""
+    """Validate one op's name and parameters and instantiate it.
+
+    A built-in op also takes the parameters every Data-Juicer op takes
+    (``keys.COMMON_OP_PARAMS``): ``text_key`` must then be the recipe's ``text_key`` (when
+    given), the others are accepted, named in the spec's notices and left out of its
+    parameters (they change nothing here, so neither does the recipe's fingerprint).
+    """
     from dj_runner.ops import all_ops  # op implementations load only when a recipe has ops
 
     registry = all_ops()
@@ -162,14 +184,30 @@ def build_op(
     cls = registry[name]
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    common = _common_params(cls)
     checked: dict[str, Any] = {}
+    notices: list[str] = []
     for pname, pvalue in params.items():
+        if pname not in fields and pname in common:
+            key = f"{where}.{name}.{pname}"
+            if pname != "text_key":
+                notices.append(f"{key}: {common[pname]}; accepted and ignored")
+            elif text_key is not None and pvalue != text_key:
+                raise RecipeError(
+                    key,
+                    pvalue,
+                    f"the recipe's text key {text_key!r}: a built-in op works on the first of "
+                    f"text_keys (set text_keys: {pvalue}, or {name}.op_implementation: "
+                    "data_juicer to run Data-Juicer's op on that field)",
+                )
+            continue
         if pname not in fields:
             raise RecipeError(
                 f"{where}.{name}.{pname}",
                 pvalue,
-                f"a parameter of {name} ({', '.join(sorted(fields)) or 'none'})",
-                closest(str(pname), fields),
+                f"a parameter of {name} ({', '.join(sorted(fields)) or 'none'}) or one every "
+                "Data-Juicer op takes (text_key, batch_size, num_proc, ...)",
+                closest(str(pname), [*fields, *common]),
             )
         checked[pname] = check_param(
             f"{where}.{name}.{pname}", pvalue, hints[pname], param_meta(fields[pname])
@@ -179,10 +217,22 @@ def build_op(
         op = cls(**checked)
     except (ValueError, TypeError) as exc:
         raise RecipeError(f"{where}.{name}", params, str(exc)) from exc
-    return OpSpec(name=name, params=checked, op=op)
+    return OpSpec(name=name, params=checked, op=op, notices=tuple(notices))
 
 
-def _parse_process(raw: Any, implementation: str = "builtin") -> tuple[OpSpec, ...]:
+def _common_params(cls: type) -> dict[str, str]:
+    """The Data-Juicer parameters common to every op of ``cls``'s kind, with why each is
+    ignored by a built-in op."""
+    from dj_runner.ops.common.base import Filter
+
+    if issubclass(cls, Filter):
+        return {**COMMON_OP_PARAMS, **COMMON_FILTER_PARAMS}
+    return dict(COMMON_OP_PARAMS)
+
+
+def _parse_process(
+    raw: Any, implementation: str = "builtin", text_key: str | None = None
+) -> tuple[OpSpec, ...]:
     if not isinstance(raw, list) or not raw:
         raise RecipeError(
             "process", raw, "a non-empty list of ops, like [{text_length_filter: {}}]"
@@ -199,7 +249,7 @@ def _parse_process(raw: Any, implementation: str = "builtin") -> tuple[OpSpec, .
             params = {}
         if not isinstance(params, dict):
             raise RecipeError(f"{where}.{name}", params, "a mapping of parameters")
-        specs.append(build_op(str(name), params, where, implementation))
+        specs.append(build_op(str(name), params, where, implementation, text_key))
     return tuple(specs)
 
 
@@ -308,13 +358,23 @@ def refuse_inline_credentials(raw: dict[str, Any]) -> None:
                 )
 
 
-def parse_recipe(raw: Any, base_dir: Path | None = None) -> Recipe:
-    """Validate a recipe mapping against the schema and return the normalised Recipe."""
+def parse_recipe(
+    raw: Any,
+    base_dir: Path | None = None,
+    job_id: str | None = None,
+    work_dir: str | None = None,
+) -> Recipe:
+    """Validate a recipe mapping against the schema and return the normalised Recipe.
+
+    ``job_id`` and ``work_dir`` are the command line's (``--job-id``, ``--work-dir``): they
+    take the place of the recipe's in its ``{job_id}`` and ``{work_dir}`` placeholders.
+    """
     if not isinstance(raw, dict):
         raise RecipeError("<recipe>", raw, "a YAML mapping of keys")
     base_dir = base_dir or Path.cwd()
     refuse_inline_credentials(raw)
     top = read_block("", raw, TOP_LEVEL, ignored=IGNORED_DJ_KEYS)
+    substitute_placeholders(top, job_id, work_dir)
     for required in ("dataset_path", "export_path"):
         if top[required] == "":
             raise RecipeError(required, "", "a path")
@@ -325,7 +385,12 @@ def parse_recipe(raw: Any, base_dir: Path | None = None) -> Recipe:
     if not top["text_keys"]:
         raise RecipeError("text_keys", raw.get("text_keys"), "a field name or a list of them")
 
-    process = _parse_process(raw.get("process"), top["op_implementation"])
+    process = _parse_process(raw.get("process"), top["op_implementation"], top["text_keys"][0])
+    notices = [
+        *executor_notices(top["executor_type"]),
+        *ignored_key_notices(raw),
+        *(n for spec in process for n in spec.notices),
+    ]
     max_retries = top["max_retries"] if top["enable_fault_tolerance"] else 0
     work_dir = top["work_dir"]
     return Recipe(
@@ -349,11 +414,104 @@ def parse_recipe(raw: Any, base_dir: Path | None = None) -> Recipe:
         malformed_records=top["malformed_records"],
         s3=S3Config(**top["s3"]),
         source=raw,
+        executor_type=top["executor_type"],
+        notices=tuple(notices),
     )
 
 
-def load_recipe(path: str | Path) -> Recipe:
-    """Read and validate a recipe file.
+#: The keys whose values may hold Data-Juicer's ``{job_id}`` and ``{work_dir}`` placeholders.
+PLACEHOLDER_KEYS = ("work_dir", "export_path", "dataset_path")
+_JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def substitute_placeholders(top: dict[str, Any], job_id: str | None, work_dir: str | None) -> None:
+    """Replace ``{job_id}`` and ``{work_dir}`` in the path keys of ``top``, as Data-Juicer does.
+
+    As in Data-Juicer, ``{job_id}`` may only end ``work_dir``; ``{work_dir}`` is the work dir
+    after substitution (``--work-dir`` when given). The job id is ``--job-id``, else the
+    recipe's ``job_id``, else ``<project_name>-<8 hex digits>`` derived from the recipe's
+    paths: the same on every run, so a rerun finds its work dir and resumes (Data-Juicer
+    draws a new one per run). The id used is recorded as the recipe's ``job_id``.
+    """
+    used = [k for k in PLACEHOLDER_KEYS if isinstance(top[k], str) and "{" in top[k]]
+    if not any("{job_id}" in top[k] or "{work_dir}" in top[k] for k in used):
+        return
+    wd = top["work_dir"]
+    if wd is not None and "{work_dir}" in wd:
+        raise RecipeError("work_dir", wd, "a path that does not refer to {work_dir} itself")
+    last = wd is not None and os.path.basename(wd.rstrip("/")) == "{job_id}"
+    if wd is not None and "{job_id}" in wd and not (last and wd.count("{job_id}") == 1):
+        raise RecipeError(
+            "work_dir",
+            wd,
+            "'{job_id}' only as the last part of the path, like ./outputs/my_project/{job_id} "
+            "(as Data-Juicer requires)",
+        )
+    if any("{job_id}" in top[k] for k in used):
+        ident = job_id or top["job_id"] or _derived_job_id(top)
+        if not _JOB_ID.match(ident):
+            raise RecipeError(
+                "job_id",
+                ident,
+                "letters, digits, '.', '_' and '-', starting with a letter "
+                "or digit (it names a directory through {job_id})",
+            )
+        top["job_id"] = ident
+        for key in used:
+            top[key] = top[key].replace("{job_id}", ident)
+    actual = work_dir or top["work_dir"]
+    for key in ("export_path", "dataset_path"):
+        value = top[key]
+        if "{work_dir}" not in value:
+            continue
+        if actual is None:
+            raise RecipeError(
+                key, value, "a path without {work_dir} unless work_dir (or --work-dir) is set"
+            )
+        top[key] = value.replace("{work_dir}", actual.rstrip("/"))
+
+
+def _derived_job_id(top: dict[str, Any]) -> str:
+    """``<project_name>-<hash>``: the same recipe paths give the same id on every run."""
+    name = top["project_name"] or "dj-job"
+    blob = "\0".join(str(top[k]) for k in (*PLACEHOLDER_KEYS, "project_name"))
+    return f"{name}-{hashlib.sha256(blob.encode()).hexdigest()[:8]}"
+
+
+def executor_notices(executor_type: str) -> list[str]:
+    """How the runner honours ``executor_type``: it has one executor, the partitioned one."""
+    if executor_type == "ray_partitioned":
+        return []
+    how = {
+        "default": "Data-Juicer's default executor runs the dataset in one local process; "
+        "here it runs on the runner's embedded Ray on this machine, unless a Ray address is "
+        "given (ray_address, --ray-address or RAY_ADDRESS)",
+        "ray": "Data-Juicer's ray executor runs the dataset whole on Ray; here it runs on "
+        "the same Ray",
+    }[executor_type]
+    return [
+        f"executor_type: {executor_type!r} runs as 'ray_partitioned': {how}, cut into "
+        "partitions with checkpoints and resume; the ops and the output are the same"
+    ]
+
+
+def ignored_key_notices(raw: dict[str, Any]) -> list[str]:
+    """One notice per Data-Juicer key the recipe sets that has no effect here."""
+    notices = [
+        f"{key}: {IGNORED_DJ_KEYS[key]}; accepted and ignored"
+        for key in raw
+        if key in IGNORED_DJ_KEYS
+    ]
+    for block, keys in IGNORED_DJ_BLOCK_KEYS.items():
+        given_block = raw.get(block)
+        for key in given_block if isinstance(given_block, dict) else ():
+            if key in keys:
+                notices.append(f"{block}.{key}: {keys[key]}; accepted and ignored")
+    return notices
+
+
+def load_recipe(path: str | Path, job_id: str | None = None, work_dir: str | None = None) -> Recipe:
+    """Read and validate a recipe file (``job_id``, ``work_dir``: as ``parse_recipe``).
 
     Relative paths in it resolve against the current directory, as Data-Juicer resolves them.
     """
@@ -376,4 +534,4 @@ def load_recipe(path: str | Path) -> Recipe:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise RecipeError("<recipe file>", str(path), f"valid YAML ({exc})") from exc
-    return parse_recipe(raw, base_dir=Path.cwd())
+    return parse_recipe(raw, base_dir=Path.cwd(), job_id=job_id, work_dir=work_dir)
