@@ -45,7 +45,7 @@ from prometheus_client.registry import Collector
 
 from dj_runner import __version__, contract
 from dj_runner.observe.event_log import EVENT_TYPES, Event, follow_events
-from dj_runner.observe.status_file import STATUS_FILE, parse_rfc3339, read_status
+from dj_runner.observe.status_file import parse_rfc3339, read_status
 from dj_runner.store.atomic import read_records
 from dj_runner.store.checkpoint import COMMITS
 from dj_runner.store.workdir import WorkDir
@@ -619,7 +619,7 @@ def serve_metrics(
         seen: tuple[int, int] | None = None
         while not stop.wait(poll_interval):
             try:
-                st = (work_dir / STATUS_FILE).stat()
+                st = WorkDir(work_dir).status_path.stat()
             except OSError:
                 continue
             if (st.st_mtime_ns, st.st_size) == seen:
@@ -634,7 +634,7 @@ def serve_metrics(
                 with lock:
                     figures.apply_status(data)
             except Exception:  # an odd file must not stop the figures for the rest of the run
-                log.exception("metrics: could not read %s", work_dir / STATUS_FILE)
+                log.exception("metrics: could not read %s", WorkDir(work_dir).status_path)
 
     follower = threading.Thread(target=follow, name="dj-runner-metrics", daemon=True)
     follower.start()
