@@ -485,6 +485,8 @@ def status_schema() -> Schema:
             "claim": _s("The PersistentVolumeClaim mounted as storage."),
             "serviceAccount": _s("The runner's ServiceAccount."),
             "rayCluster": _s("The RayCluster (kuberay mode)."),
+            "rayServiceAccount": _s("The Ray pods' ServiceAccount (kuberay mode; no token)."),
+            "networkPolicy": _s("The NetworkPolicy admitting ingress to the job's pods."),
             "runnerPod": _s("The current (or last) runner pod."),
         },
     )

@@ -8,9 +8,13 @@ through to pods (resources, env, volumes, tolerations, ...) stay plain dicts.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dj_operator.api import constants as c
+from dj_operator.build.security import merge
+
+if TYPE_CHECKING:
+    from dj_operator.policy import Policy
 
 Obj = dict[str, Any]
 
@@ -32,7 +36,7 @@ class OperatorDefaults:
     """Defaults the operator's installation sets for the pods it creates (the chart passes them
     as DJ_RUNNER_IMAGE, DJ_RAY_IMAGE, DJ_RUNNER_POD_SECURITY_CONTEXT, DJ_RUNNER_SECURITY_CONTEXT,
     DJ_RUNNER_METRICS_PORT);
-    a job's own spec.runner / spec.ray values win."""
+    a job's own spec.runner / spec.ray values win (security contexts merge field by field)."""
 
     runner_image: str = c.DEFAULT_RUNNER_IMAGE
     ray_image: str | None = None
@@ -40,6 +44,8 @@ class OperatorDefaults:
     security_context: Obj | None = None
     #: The runner's metrics port (DJ_RUNNER_METRICS_PORT; the chart sets 9090). 0: none.
     runner_metrics_port: int = 0
+    #: What a job may ask of its pods (dj_operator.policy; None: the default policy).
+    policy: Policy | None = None
 
 
 BUILTIN_DEFAULTS = OperatorDefaults()
@@ -137,6 +143,10 @@ def _obj(raw: Any, path: str) -> Obj:
     if not isinstance(raw, dict):
         raise SpecError(path, raw, "an object")
     return raw
+
+
+def _obj_or_none(value: Obj, key: str) -> Obj | None:
+    return _obj(value.get(key), f"spec.runner.{key}") or None
 
 
 def _list(raw: Any, path: str) -> tuple[Obj, ...]:
@@ -318,8 +328,12 @@ def parse_runner(raw: Any, defaults: OperatorDefaults = BUILTIN_DEFAULTS) -> Run
         init_containers=_list(value.get("initContainers"), "spec.runner.initContainers"),
         node_selector=_str_map(value.get("nodeSelector"), "spec.runner.nodeSelector"),
         tolerations=_list(value.get("tolerations"), "spec.runner.tolerations"),
-        security_context=value.get("securityContext") or defaults.security_context,
-        pod_security_context=value.get("podSecurityContext") or defaults.pod_security_context,
+        security_context=merge(defaults.security_context, _obj_or_none(value, "securityContext"))
+        or None,
+        pod_security_context=merge(
+            defaults.pod_security_context, _obj_or_none(value, "podSecurityContext")
+        )
+        or None,
         wait_for_lock_seconds=lock,
         grace_period_seconds=grace,
         metrics_port=metrics_port,

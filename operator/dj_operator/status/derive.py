@@ -32,6 +32,7 @@ class Observed:
     ray_cluster: Obj | None = None
     recipe_source_missing: str | None = None  # why the recipe ConfigMap cannot be read
     log_tails: dict[str, str] = field(default_factory=dict)
+    network_policy: str | None = None  # the job's NetworkPolicy, unless the policy turns it off
 
 
 @dataclass(frozen=True)
@@ -213,6 +214,9 @@ def derive(obs: Observed) -> Outcome:
         kids["serviceAccount"] = names.service_account(meta["name"])
         if spec.ray.mode == c.MODE_KUBERAY:
             kids["rayCluster"] = names.ray_cluster(meta["name"])
+            kids["rayServiceAccount"] = names.ray_service_account(meta["name"])
+        if obs.network_policy:
+            kids["networkPolicy"] = obs.network_policy
     if records:
         kids["runnerPod"] = records[-1]["podName"]
     for action in draft.actions:
