@@ -97,9 +97,50 @@ def test_default_render_runs_one_restricted_operator(tmp_path: Path) -> None:
     assert runner_pod_sc["runAsNonRoot"] is True and runner_pod_sc["runAsUser"] == 10001
     assert json.loads(env["DJ_RUNNER_SECURITY_CONTEXT"])["readOnlyRootFilesystem"] is True
     assert env["DJ_RUNNER_METRICS_PORT"] == "9090"  # what the runners' PodMonitor scrapes
+    # The installation policy reaches the operator as its defaults: restricted, no Secret.
+    from dj_operator.main import defaults_from_env
+    from dj_operator.policy import DEFAULT_POLICY
+
+    assert defaults_from_env(env).policy == DEFAULT_POLICY
     service = only(objects, "Service")
     assert service["spec"]["ports"][0]["targetPort"] == "metrics"
     assert service["spec"]["selector"].items() <= spec["template"]["metadata"]["labels"].items()
+
+
+def test_policy_values_reach_the_operator(tmp_path: Path) -> None:
+    """Every policy value of the chart becomes the operator setting it documents."""
+    from dj_operator.main import defaults_from_env
+    from dj_operator.policy import Policy
+
+    peers = [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}]
+    values = {
+        "policy": {
+            "allowPrivileged": True,
+            "allowPrivilegeEscalation": True,
+            "allowHostPath": True,
+            "allowRoot": True,
+            "allowedCapabilities": ["NET_BIND_SERVICE", "SYS_TIME"],
+            "allowedSecrets": ["db-password", "tls"],
+            "allowedImagePrefixes": ["registry.example.org/dj/", "busybox:"],
+            "allowPathsOutsideMount": True,
+        },
+        "jobNetworkPolicy": {"enabled": False, "metricsFrom": peers},
+    }
+    _, objects = render(tmp_path, values)
+    container = only(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert defaults_from_env(env).policy == Policy(
+        allow_privileged=True,
+        allow_privilege_escalation=True,
+        allow_host_path=True,
+        allow_root=True,
+        allowed_capabilities=frozenset({"NET_BIND_SERVICE", "SYS_TIME"}),
+        allowed_secrets=frozenset({"db-password", "tls"}),
+        allowed_image_prefixes=("registry.example.org/dj/", "busybox:"),
+        allow_paths_outside_mount=True,
+        network_policy=False,
+        metrics_from=tuple(peers),
+    )
 
 
 def _assert_least_privilege(rules: list[dict[str, Any]]) -> None:
@@ -119,8 +160,8 @@ def test_default_rbac_is_least_privilege(tmp_path: Path) -> None:
         for group in rule["apiGroups"]
         for resource in rule["resources"]
     }
-    # The runner's Role (get/patch of its job's status) can be granted only by one who holds it.
-    assert {"get", "patch"} <= granted[("datajuicer.io", "datajuicerjobs/status")]
+    # The runner's Role (patch of its job's status) can be granted only by one who holds it.
+    assert {"patch"} <= granted[("datajuicer.io", "datajuicerjobs/status")]
     assert granted[("datajuicer.io", "datajuicerjobs")] == {
         "get",
         "list",
@@ -128,6 +169,14 @@ def test_default_rbac_is_least_privilege(tmp_path: Path) -> None:
         "patch",
         "delete",
     }
+    # Owner references with blockOwnerDeletion (OwnerReferencesPermissionEnforcement).
+    assert granted[("datajuicer.io", "datajuicerjobs/finalizers")] == {"update"}
+    # Read by name, never listed or watched; the recipe ConfigMap is patched after a change
+    # while suspended.
+    assert granted[("", "configmaps")] == {"get", "create", "patch"}
+    assert granted[("", "persistentvolumeclaims")] == {"get", "create"}
+    assert granted[("networking.k8s.io", "networkpolicies")] == {"get", "create"}
+    assert granted[("", "serviceaccounts")] == {"get", "create"}
     assert ("", "secrets") not in granted
     binding = only(objects, "ClusterRoleBinding")
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
@@ -239,6 +288,13 @@ BAD_VALUES = [
     ),
     ({"watch": {"allNamespaces": True, "namespaces": ["a"]}}, "watch.allNamespaces", "not both"),
     ({"watch": {"allNamespaces": False, "namespaces": []}}, "watch.namespaces", "at least one"),
+    ({"policy": {"allowRoot": "yes"}}, "/policy/allowRoot", "want boolean"),
+    (
+        {"policy": {"allowedSecrets": ["Bad_Name"]}},
+        "/policy/allowedSecrets/0",
+        "'Bad_Name' does not match pattern",
+    ),
+    ({"policy": {"allowAnything": True}}, "additional properties 'allowAnything'", "not allowed"),
 ]
 
 
