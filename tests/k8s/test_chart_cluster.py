@@ -279,3 +279,55 @@ def test_operator_can_grant_the_runner_role_but_nothing_more(
         assert not can_i(k8s_cluster, runner, "list", "pods", "-n", namespace)
     finally:
         _delete(k8s_cluster, objects)
+
+
+def test_the_status_guard_lets_a_runner_change_only_progress(
+    k8s_cluster: Cluster, namespace: str, tmp_path: Path
+) -> None:
+    """What RBAC cannot say: the runner's token may patch its job's status, but the chart's
+    admission policy refuses any change other than status.progress by a ServiceAccount other
+    than the operator's; people and the operator are not constrained."""
+    from dj_operator.build import children
+    from tests.harness.waiting import wait_for
+    from tests.k8s.operator_support import apply, ensure_crd, example_job, job_obj
+
+    ensure_crd(k8s_cluster)
+    release = f"guard-{namespace}"
+    _, objects = render(tmp_path, release=release, namespace=namespace)
+    guard = [o for o in objects if o["kind"].startswith("ValidatingAdmissionPolicy")]
+    assert len(guard) == 2
+    _apply_rbac(k8s_cluster, objects)
+    k8s_cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(guard))
+    try:
+        apply(k8s_cluster, namespace, example_job())  # no operator runs: the status is ours
+        for obj in children.runner_rbac(job_obj(k8s_cluster, namespace, "demo")):
+            k8s_cluster.kubectl("create", "-n", namespace, "-f", "-", input=json.dumps(obj))
+
+        def patch(status: dict[str, Any], who: str | None) -> subprocess.CompletedProcess[str]:
+            args = ["patch", "djjob", "demo", "-n", namespace, "--subresource=status"]
+            args += ["--type=merge", "-p", json.dumps({"status": status})]
+            if who:
+                args.append(f"--as=system:serviceaccount:{namespace}:{who}")
+            return k8s_cluster.kubectl(*args, check=False)
+
+        def runner_refused() -> bool:
+            assert patch({"phase": "Succeeded"}, None).returncode == 0  # a person may
+            out = patch({"phase": "Pending", "attempts": []}, "demo-runner")
+            return out.returncode != 0 and "is written by the operator only" in out.stderr
+
+        wait_for(runner_refused, 30, "the status guard in force")
+        out = patch({"progress": {"state": "running", "partitionsCompleted": 1}}, "demo-runner")
+        assert out.returncode == 0, out.stderr
+        status = job_obj(k8s_cluster, namespace, "demo")["status"]
+        assert status["phase"] == "Succeeded"
+        assert status["progress"]["partitionsCompleted"] == 1
+        operator = find(objects, "ServiceAccount")[0]["metadata"]["name"]
+        out = patch({"phase": "Running"}, operator)
+        assert out.returncode == 0, out.stderr
+        assert job_obj(k8s_cluster, namespace, "demo")["status"]["phase"] == "Running"
+    finally:
+        for obj in guard:
+            k8s_cluster.kubectl(
+                "delete", obj["kind"].lower(), obj["metadata"]["name"], "--ignore-not-found"
+            )
+        _delete(k8s_cluster, objects)

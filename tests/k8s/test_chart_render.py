@@ -59,6 +59,8 @@ def test_default_render_runs_one_restricted_operator(tmp_path: Path) -> None:
             "Deployment",
             "Service",
             "NetworkPolicy",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding",
         ]
     )
     deployment = only(objects, "Deployment")
@@ -141,6 +143,33 @@ def test_policy_values_reach_the_operator(tmp_path: Path) -> None:
         network_policy=False,
         metrics_from=tuple(peers),
     )
+
+
+def test_the_status_guard_covers_every_status_field_but_progress(tmp_path: Path) -> None:
+    """The admission policy lets a runner change status.progress only: one validation per
+    operator-owned status field of the CRD, and the operator's own ServiceAccount exempt."""
+    import re
+
+    from dj_operator.api.crd import status_schema
+
+    _, objects = render(tmp_path)
+    policy = only(objects, "ValidatingAdmissionPolicy")
+    guarded = {
+        re.search(r"has\(object\.status\.(\w+)\)", v["expression"]).group(1)  # type: ignore[union-attr]
+        for v in policy["spec"]["validations"]
+    }
+    assert guarded == set(status_schema()["properties"]) - {"progress"}
+    (condition,) = policy["spec"]["matchConditions"]
+    assert "system:serviceaccount:dj-system:dj-datajuicer-operator" in condition["expression"]
+    binding = only(objects, "ValidatingAdmissionPolicyBinding")
+    assert binding["spec"]["policyName"] == policy["metadata"]["name"]
+    assert binding["spec"]["validationActions"] == ["Deny"]
+    assert "matchResources" not in binding["spec"]  # every namespace, like the ClusterRole
+    _, scoped = render(tmp_path, NAMESPACED_FULL)
+    selector = only(scoped, "ValidatingAdmissionPolicyBinding")["spec"]["matchResources"]
+    assert selector["namespaceSelector"]["matchExpressions"][0]["values"] == ["team-a", "team-b"]
+    _, off = render(tmp_path, {"statusGuard": {"enabled": False}})
+    assert not find(off, "ValidatingAdmissionPolicy")
 
 
 def _assert_least_privilege(rules: list[dict[str, Any]]) -> None:
