@@ -48,6 +48,7 @@ class Kube:
         self.api = api
         self.core = client.CoreV1Api(api)
         self.rbac = client.RbacAuthorizationV1Api(api)
+        self.networking = client.NetworkingV1Api(api)
         self.custom = client.CustomObjectsApi(api)
         if events is None:
             metrics = default_metrics()
@@ -176,6 +177,12 @@ class Kube:
             return _json(
                 self.rbac.create_namespaced_role_binding(ns, obj, _preload_content=False, **kw)
             )
+        if kind == "NetworkPolicy":
+            return _json(
+                self.networking.create_namespaced_network_policy(
+                    ns, obj, _preload_content=False, **kw
+                )
+            )
         if kind == c.RAY_KIND:
             return self.custom.create_namespaced_custom_object(
                 "ray.io", "v1", ns, c.RAY_PLURAL, obj, field_validation="Strict", **kw
@@ -206,6 +213,12 @@ class Kube:
         if kind == "RoleBinding":
             return _json(
                 self.rbac.read_namespaced_role_binding(name, ns, _preload_content=False, **kw)
+            )
+        if kind == "NetworkPolicy":
+            return _json(
+                self.networking.read_namespaced_network_policy(
+                    name, ns, _preload_content=False, **kw
+                )
             )
         if kind == c.RAY_KIND:
             return self.custom.get_namespaced_custom_object(

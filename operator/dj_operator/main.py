@@ -15,6 +15,7 @@ from collections.abc import Mapping
 
 from dj_operator.api.constants import DEFAULT_RUNNER_IMAGE
 from dj_operator.api.types import OperatorDefaults
+from dj_operator.policy import policy_from_env
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,7 +89,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def defaults_from_env(env: Mapping[str, str]) -> OperatorDefaults:
-    """The installation's defaults for the pods the operator creates (see docs/operator.md)."""
+    """The installation's defaults for the pods the operator creates and its policy (the
+    DJ_POLICY_* variables of dj_operator.policy.SETTINGS); see docs/operator.md."""
 
     def context(name: str) -> dict | None:
         text = env.get(name, "").strip()
@@ -113,6 +115,7 @@ def defaults_from_env(env: Mapping[str, str]) -> OperatorDefaults:
         ray_image=env.get("DJ_RAY_IMAGE") or None,
         pod_security_context=context("DJ_RUNNER_POD_SECURITY_CONTEXT"),
         security_context=context("DJ_RUNNER_SECURITY_CONTEXT"),
+        policy=policy_from_env(env),
     )
 
 

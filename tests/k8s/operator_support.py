@@ -224,7 +224,9 @@ def wait_phase(
 
 
 def runner_pods(cluster: Cluster, namespace: str, job: str) -> list[Obj]:
-    out = get_json(cluster, namespace, "pods", "-l", f"datajuicer.io/job={job}")
+    # The job's Ray pods carry its label too (its NetworkPolicy selects them): only the runner's.
+    selector = f"datajuicer.io/job={job},app.kubernetes.io/component=runner"
+    out = get_json(cluster, namespace, "pods", "-l", selector)
     return sorted(out["items"], key=lambda p: p["metadata"]["name"])
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
+from kubernetes import client
 
 from tests.harness.cluster import Cluster
 from tests.k8s.chartutil import NAMESPACED_FULL, TOP_LEVEL_CRD, find, render
@@ -182,6 +183,9 @@ def test_cluster_wide_operator_may_do_what_it_needs_and_nothing_else(
             ("create", "events", "-n", other),
             ("get", "pods", "--subresource=log", "-n", other),
             ("delete", "datajuicerjobs.datajuicer.io", "-n", other),
+            ("update", "datajuicerjobs.datajuicer.io", "--subresource=finalizers", "-n", other),
+            ("patch", "configmaps", "-n", other),
+            ("create", "networkpolicies.networking.k8s.io", "-n", other),
         ]
         denied = [
             ("get", "secrets", "-n", other),
@@ -196,6 +200,9 @@ def test_cluster_wide_operator_may_do_what_it_needs_and_nothing_else(
             ("impersonate", "serviceaccounts", "-n", other),
             ("create", "clusterrolebindings.rbac.authorization.k8s.io"),
             ("get", "nodes"),
+            ("list", "configmaps", "-n", other),
+            ("watch", "persistentvolumeclaims", "-n", other),
+            ("delete", "networkpolicies.networking.k8s.io", "-n", other),
         ]
         wrong = [a for a in allowed if not can_i(k8s_cluster, operator, *a)]
         wrong += [d for d in denied if can_i(k8s_cluster, operator, *d)]
@@ -241,37 +248,14 @@ def test_operator_can_grant_the_runner_role_but_nothing_more(
     try:
         sa = find(objects, "ServiceAccount")[0]["metadata"]["name"]
         operator = f"--as=system:serviceaccount:{namespace}:{sa}"
-        runner_role = {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "Role",
-            "metadata": {"name": "job-a-runner", "namespace": namespace},
-            "rules": [
-                {
-                    "apiGroups": ["datajuicer.io"],
-                    "resources": ["datajuicerjobs/status"],
-                    "resourceNames": ["job-a"],
-                    "verbs": ["get", "patch"],
-                }
-            ],
-        }
-        runner_sa = {
-            "apiVersion": "v1",
-            "kind": "ServiceAccount",
-            "metadata": {"name": "job-a-runner", "namespace": namespace},
-        }
-        binding = {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "RoleBinding",
-            "metadata": {"name": "job-a-runner", "namespace": namespace},
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "Role",
-                "name": "job-a-runner",
-            },
-            "subjects": [
-                {"kind": "ServiceAccount", "name": "job-a-runner", "namespace": namespace}
-            ],
-        }
+        # What the operator grants a job's runner: its own builder's objects (without owner
+        # references: job-a does not exist).
+        from dj_operator.build import children
+
+        job_a = {"metadata": {"name": "job-a", "namespace": namespace, "uid": "0" * 8}}
+        runner_sa, runner_role, binding = children.runner_rbac(job_a)
+        for obj in (runner_sa, runner_role, binding):
+            del obj["metadata"]["ownerReferences"]
         for obj in (runner_sa, runner_role, binding):
             k8s_cluster.kubectl("create", operator, "-f", "-", input=json.dumps(obj))
         greedy = {
@@ -288,10 +272,81 @@ def test_operator_can_grant_the_runner_role_but_nothing_more(
         runner = f"system:serviceaccount:{namespace}:job-a-runner"
         job = ("datajuicerjobs.datajuicer.io", "--subresource=status", "-n", namespace)
         assert can_i(k8s_cluster, runner, "patch", f"{job[0]}/job-a", *job[1:])
-        assert can_i(k8s_cluster, runner, "get", f"{job[0]}/job-a", *job[1:])
+        # Patch only: it never reads the job (RBAC cannot narrow the patch to status.progress).
+        assert not can_i(k8s_cluster, runner, "get", f"{job[0]}/job-a", *job[1:])
         assert not can_i(k8s_cluster, runner, "patch", f"{job[0]}/job-b", *job[1:])
         assert not can_i(k8s_cluster, runner, "patch", f"{job[0]}/job-a", "-n", namespace)
         assert not can_i(k8s_cluster, runner, "get", "secrets", "-n", namespace)
         assert not can_i(k8s_cluster, runner, "list", "pods", "-n", namespace)
     finally:
+        _delete(k8s_cluster, objects)
+
+
+def test_the_status_guard_lets_a_runner_change_only_progress(
+    k8s_cluster: Cluster, namespace: str, tmp_path: Path
+) -> None:
+    """What RBAC cannot say: the runner's token may patch its job's status, but the chart's
+    admission policy refuses any change other than status.progress by a ServiceAccount other
+    than the operator's; people and the operator are not constrained."""
+    from dj_operator.build import children
+    from tests.harness.waiting import wait_for
+    from tests.k8s.operator_support import apply, ensure_crd, example_job, job_obj
+
+    ensure_crd(k8s_cluster)
+    release = f"guard-{namespace}"
+    _, objects = render(tmp_path, release=release, namespace=namespace)
+    guard = [o for o in objects if o["kind"].startswith("ValidatingAdmissionPolicy")]
+    assert len(guard) == 2
+    _apply_rbac(k8s_cluster, objects)
+    k8s_cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(guard))
+    try:
+        apply(k8s_cluster, namespace, example_job())  # no operator runs: the status is ours
+        for obj in children.runner_rbac(job_obj(k8s_cluster, namespace, "demo")):
+            k8s_cluster.kubectl("create", "-n", namespace, "-f", "-", input=json.dumps(obj))
+
+        def patch(status: dict[str, Any], who: str | None) -> str | None:
+            """Merge-patch the status as `who` (a ServiceAccount; None: the admin), as the
+            runner's reporter does (a PATCH alone: `kubectl patch` would also need `get`);
+            the refusal's message, or None."""
+            api = k8s_cluster.api_client()
+            if who:
+                user = f"system:serviceaccount:{namespace}:{who}"
+                api.set_default_header("Impersonate-User", user)
+            try:
+                client.CustomObjectsApi(api).patch_namespaced_custom_object_status(
+                    "datajuicer.io",
+                    "v1alpha1",
+                    namespace,
+                    "datajuicerjobs",
+                    "demo",
+                    {"status": status},
+                    _content_type="application/merge-patch+json",
+                )
+            except client.ApiException as exc:
+                return f"{exc.status} {exc.body}"
+            finally:
+                api.close()
+            return None
+
+        def runner_refused() -> bool:
+            assert patch({"phase": "Succeeded"}, None) is None  # a person may
+            refused = patch({"phase": "Pending", "attempts": []}, "demo-runner")
+            return bool(refused) and "is written by the operator only" in refused
+
+        wait_for(runner_refused, 30, "the status guard in force")
+        assert (
+            patch({"progress": {"state": "running", "partitionsCompleted": 1}}, "demo-runner")
+            is None
+        )
+        status = job_obj(k8s_cluster, namespace, "demo")["status"]
+        assert status["phase"] == "Succeeded"
+        assert status["progress"]["partitionsCompleted"] == 1
+        operator = find(objects, "ServiceAccount")[0]["metadata"]["name"]
+        assert patch({"phase": "Running"}, operator) is None
+        assert job_obj(k8s_cluster, namespace, "demo")["status"]["phase"] == "Running"
+    finally:
+        for obj in guard:
+            k8s_cluster.kubectl(
+                "delete", obj["kind"].lower(), obj["metadata"]["name"], "--ignore-not-found"
+            )
         _delete(k8s_cluster, objects)

@@ -60,6 +60,8 @@ def test_default_render_runs_one_restricted_operator(tmp_path: Path) -> None:
             "Deployment",
             "Service",
             "NetworkPolicy",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding",
         ]
     )
     deployment = only(objects, "Deployment")
@@ -98,9 +100,77 @@ def test_default_render_runs_one_restricted_operator(tmp_path: Path) -> None:
     assert runner_pod_sc["runAsNonRoot"] is True and runner_pod_sc["runAsUser"] == 10001
     assert json.loads(env["DJ_RUNNER_SECURITY_CONTEXT"])["readOnlyRootFilesystem"] is True
     assert env["DJ_RUNNER_METRICS_PORT"] == "9090"  # what the runners' PodMonitor scrapes
+    # The installation policy reaches the operator as its defaults: restricted, no Secret.
+    from dj_operator.main import defaults_from_env
+    from dj_operator.policy import DEFAULT_POLICY
+
+    assert defaults_from_env(env).policy == DEFAULT_POLICY
     service = only(objects, "Service")
     assert service["spec"]["ports"][0]["targetPort"] == "metrics"
     assert service["spec"]["selector"].items() <= spec["template"]["metadata"]["labels"].items()
+
+
+def test_policy_values_reach_the_operator(tmp_path: Path) -> None:
+    """Every policy value of the chart becomes the operator setting it documents."""
+    from dj_operator.main import defaults_from_env
+    from dj_operator.policy import Policy
+
+    peers = [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}]
+    values = {
+        "policy": {
+            "allowPrivileged": True,
+            "allowPrivilegeEscalation": True,
+            "allowHostPath": True,
+            "allowRoot": True,
+            "allowedCapabilities": ["NET_BIND_SERVICE", "SYS_TIME"],
+            "allowedSecrets": ["db-password", "tls"],
+            "allowedImagePrefixes": ["registry.example.org/dj/", "busybox:"],
+            "allowPathsOutsideMount": True,
+        },
+        "jobNetworkPolicy": {"enabled": False, "metricsFrom": peers},
+    }
+    _, objects = render(tmp_path, values)
+    container = only(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert defaults_from_env(env).policy == Policy(
+        allow_privileged=True,
+        allow_privilege_escalation=True,
+        allow_host_path=True,
+        allow_root=True,
+        allowed_capabilities=frozenset({"NET_BIND_SERVICE", "SYS_TIME"}),
+        allowed_secrets=frozenset({"db-password", "tls"}),
+        allowed_image_prefixes=("registry.example.org/dj/", "busybox:"),
+        allow_paths_outside_mount=True,
+        network_policy=False,
+        metrics_from=tuple(peers),
+    )
+
+
+def test_the_status_guard_covers_every_status_field_but_progress(tmp_path: Path) -> None:
+    """The admission policy lets a runner change status.progress only: one validation per
+    operator-owned status field of the CRD, and the operator's own ServiceAccount exempt."""
+    import re
+
+    from dj_operator.api.crd import status_schema
+
+    _, objects = render(tmp_path)
+    policy = only(objects, "ValidatingAdmissionPolicy")
+    guarded = {
+        re.search(r"has\(object\.status\.(\w+)\)", v["expression"]).group(1)  # type: ignore[union-attr]
+        for v in policy["spec"]["validations"]
+    }
+    assert guarded == set(status_schema()["properties"]) - {"progress"}
+    (condition,) = policy["spec"]["matchConditions"]
+    assert "system:serviceaccount:dj-system:dj-datajuicer-operator" in condition["expression"]
+    binding = only(objects, "ValidatingAdmissionPolicyBinding")
+    assert binding["spec"]["policyName"] == policy["metadata"]["name"]
+    assert binding["spec"]["validationActions"] == ["Deny"]
+    assert "matchResources" not in binding["spec"]  # every namespace, like the ClusterRole
+    _, scoped = render(tmp_path, NAMESPACED_FULL)
+    selector = only(scoped, "ValidatingAdmissionPolicyBinding")["spec"]["matchResources"]
+    assert selector["namespaceSelector"]["matchExpressions"][0]["values"] == ["team-a", "team-b"]
+    _, off = render(tmp_path, {"statusGuard": {"enabled": False}})
+    assert not find(off, "ValidatingAdmissionPolicy")
 
 
 def _assert_least_privilege(rules: list[dict[str, Any]]) -> None:
@@ -120,8 +190,8 @@ def test_default_rbac_is_least_privilege(tmp_path: Path) -> None:
         for group in rule["apiGroups"]
         for resource in rule["resources"]
     }
-    # The runner's Role (get/patch of its job's status) can be granted only by one who holds it.
-    assert {"get", "patch"} <= granted[("datajuicer.io", "datajuicerjobs/status")]
+    # The runner's Role (patch of its job's status) can be granted only by one who holds it.
+    assert {"patch"} <= granted[(contract.GROUP, f"{contract.PLURAL}/status")]
     assert granted[(contract.GROUP, contract.PLURAL)] == {
         "get",
         "list",
@@ -129,6 +199,14 @@ def test_default_rbac_is_least_privilege(tmp_path: Path) -> None:
         "patch",
         "delete",
     }
+    # Owner references with blockOwnerDeletion (OwnerReferencesPermissionEnforcement).
+    assert granted[("datajuicer.io", "datajuicerjobs/finalizers")] == {"update"}
+    # Read by name, never listed or watched; the recipe ConfigMap is patched after a change
+    # while suspended.
+    assert granted[("", "configmaps")] == {"get", "create", "patch"}
+    assert granted[("", "persistentvolumeclaims")] == {"get", "create"}
+    assert granted[("networking.k8s.io", "networkpolicies")] == {"get", "create"}
+    assert granted[("", "serviceaccounts")] == {"get", "create"}
     assert ("", "secrets") not in granted
     binding = only(objects, "ClusterRoleBinding")
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
@@ -245,6 +323,13 @@ BAD_VALUES = [
     ),
     ({"watch": {"allNamespaces": True, "namespaces": ["a"]}}, "watch.allNamespaces", "not both"),
     ({"watch": {"allNamespaces": False, "namespaces": []}}, "watch.namespaces", "at least one"),
+    ({"policy": {"allowRoot": "yes"}}, "/policy/allowRoot", "want boolean"),
+    (
+        {"policy": {"allowedSecrets": ["Bad_Name"]}},
+        "/policy/allowedSecrets/0",
+        "'Bad_Name' does not match pattern",
+    ),
+    ({"policy": {"allowAnything": True}}, "additional properties 'allowAnything'", "not allowed"),
 ]
 
 

@@ -44,6 +44,16 @@ def test_kuberay_cluster_is_accepted_and_the_runner_waits_for_it(
     assert cluster["metadata"]["ownerReferences"][0]["uid"] == job["metadata"]["uid"]
     head = cluster["spec"]["headGroupSpec"]
     assert head["rayStartParams"]["ray-client-server-port"] == "10001"
+    assert head["rayStartParams"]["dashboard-host"] == "127.0.0.1"  # not beyond the pod
+    # The Ray pods' own identity, without an API token, created before the cluster.
+    for template in (head["template"], cluster["spec"]["workerGroupSpecs"][0]["template"]):
+        assert template["spec"]["serviceAccountName"] == "demo-kuberay-ray"
+        assert template["spec"]["automountServiceAccountToken"] is False
+    account = get_json(k8s_cluster, namespace, "serviceaccount", "demo-kuberay-ray")
+    assert account["automountServiceAccountToken"] is False
+    assert account["metadata"]["ownerReferences"][0]["uid"] == job["metadata"]["uid"]
+    policy = get_json(k8s_cluster, namespace, "networkpolicy", "demo-kuberay")
+    assert policy["spec"]["podSelector"] == {"matchLabels": {"datajuicer.io/job": "demo-kuberay"}}
     assert cluster["spec"]["workerGroupSpecs"][0]["replicas"] == 2
     job = wait_phase(k8s_cluster, namespace, "demo-kuberay", ("Starting",))
     assert condition(job, "ClusterReady")["status"] == "False"

@@ -126,6 +126,11 @@ def test_kuberay_job_runs_its_partitions_on_the_worker_pod(
     core: client.CoreV1Api,
     reference: bytes,
 ) -> None:
+    # The Ray pods KubeRay makes from the operator's templates (and the runner pod) must be
+    # admitted under Pod Security Admission `restricted`.
+    k8s_cluster.kubectl(
+        "label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted"
+    )
     demo_data(k8s_cluster, namespace)
     started = time.monotonic()
     apply(k8s_cluster, namespace, kuberay_job())

@@ -64,6 +64,10 @@ def pod_running(cluster: Cluster, namespace: str, name: str) -> bool:
 def test_example_job_succeeds_with_the_output_of_a_local_run(
     k8s_cluster: Cluster, namespace: str, operator: OperatorProcess, reference: bytes
 ) -> None:
+    # Every pod the operator makes must be admitted under Pod Security Admission `restricted`.
+    k8s_cluster.kubectl(
+        "label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted"
+    )
     demo_data(k8s_cluster, namespace)
     apply(k8s_cluster, namespace, example_job())  # examples/job.yaml (+ a short TMPDIR)
     waited = k8s_cluster.kubectl(
@@ -88,6 +92,7 @@ def test_example_job_succeeds_with_the_output_of_a_local_run(
         "configMap": "demo-recipe",
         "claim": "demo-data",
         "serviceAccount": "demo-runner",
+        "networkPolicy": "demo",
         "runnerPod": "demo-runner-1",
     }
     assert status["workDir"] == f"/data/.datajuicer/{namespace}/demo"
@@ -108,6 +113,7 @@ def test_example_job_succeeds_with_the_output_of_a_local_run(
         ("serviceaccount", "demo-runner"),
         ("role", "demo-runner"),
         ("rolebinding", "demo-runner"),
+        ("networkpolicy", "demo"),
         ("pod", "demo-runner-1"),
     ):
         obj = get_json(k8s_cluster, namespace, kind, name)
@@ -220,7 +226,7 @@ def test_operator_killed_between_creating_children_and_writing_status(
     assert [p["metadata"]["name"] for p in runner_pods(k8s_cluster, namespace, "demo")] == [
         "demo-runner-1"
     ]
-    for kind in ("configmaps", "serviceaccounts", "roles", "rolebindings", "pvc"):
+    for kind in ("configmaps", "serviceaccounts", "roles", "rolebindings", "pvc", "netpol"):
         items = get_json(k8s_cluster, namespace, kind, "-l", "datajuicer.io/job=demo")["items"]
         assert len(items) == 1, kind
     assert output_of(k8s_cluster, namespace) == reference
@@ -283,7 +289,8 @@ def test_deleting_a_running_job_removes_what_it_owns(
 
     def gone() -> bool:
         left = []
-        for kind in ("pods", "configmaps", "serviceaccounts", "roles", "rolebindings"):
+        kinds = ("pods", "configmaps", "serviceaccounts", "roles", "rolebindings", "netpol")
+        for kind in kinds:
             for job in ("demo", "owned"):
                 left += get_json(k8s_cluster, namespace, kind, "-l", f"datajuicer.io/job={job}")[
                     "items"

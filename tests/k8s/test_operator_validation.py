@@ -1,5 +1,6 @@
 """Invalid manifests: refused by `kubectl apply` with the field named (schema and CEL rules), or
-failed at once by the operator with the runner's own message; never a pod."""
+failed at once by the operator with the runner's own message or the installation policy's rule;
+never a pod."""
 
 from __future__ import annotations
 
@@ -247,3 +248,57 @@ def test_a_recipe_from_a_config_map_is_validated_too(
     assert "did you mean 'clean_email_mapper'" in failed["status"]["failure"]["message"]
     assert failed["status"]["failure"]["reason"] == "InvalidSpec"
     assert runner_pods(k8s_cluster, namespace, "demo") == []
+
+
+POLICY_REFUSED = [
+    # (case, spec.runner fields, the field and the rule the failure names)
+    (
+        "privileged",
+        {"securityContext": {"privileged": True}},
+        "spec.runner.securityContext.privileged",
+        "(rule privileged)",
+    ),
+    (
+        "host-path",
+        {"volumes": [{"name": "root", "hostPath": {"path": "/"}}]},
+        "spec.runner.volumes[0].hostPath",
+        "(rule hostPath)",
+    ),
+    (
+        "secret",
+        {"volumes": [{"name": "s", "secret": {"secretName": "db-password"}}]},
+        "spec.runner.volumes[0].secret.secretName",
+        "(rule secrets)",
+    ),
+    (
+        "root",
+        {"podSecurityContext": {"runAsUser": 0}},
+        "spec.runner.podSecurityContext.runAsUser",
+        "(rule root)",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "runner", "field", "rule"), POLICY_REFUSED, ids=[r[0] for r in POLICY_REFUSED]
+)
+def test_the_installation_policy_refuses_before_any_pod(
+    k8s_cluster: Cluster,
+    namespace: str,
+    operator: OperatorProcess,
+    case: str,
+    runner: Obj,
+    field: str,
+    rule: str,
+) -> None:
+    job = example_job()
+    job["spec"]["runner"].update(runner)
+    apply(k8s_cluster, namespace, job)
+    failed = wait_phase(k8s_cluster, namespace, "demo", ("Failed",), timeout=60)
+    failure = failed["status"]["failure"]
+    assert failure["reason"] == "InvalidSpec"
+    assert failure["message"].startswith(f"{field}: got ")
+    assert rule in failure["message"]
+    assert condition(failed, "SpecValid")["status"] == "False"
+    assert runner_pods(k8s_cluster, namespace, "demo") == []
+    assert "children" not in failed["status"] or "runnerPod" not in failed["status"]["children"]

@@ -24,6 +24,8 @@ COMPONENT_RECIPE = "recipe"
 COMPONENT_STORAGE = "storage"
 COMPONENT_RAY = "ray-cluster"
 COMPONENT_RBAC = "runner-rbac"
+COMPONENT_RAY_NODE = "ray-node"  # the Ray head and worker pods (and their ServiceAccount)
+COMPONENT_NETWORK = "network-policy"
 
 # The runner pod.
 RUNNER_CONTAINER = "runner"
@@ -45,6 +47,11 @@ DEFAULT_RAY_VERSION = "2.60.0"
 DEFAULT_GCS_PORT = 6379
 DEFAULT_CLIENT_PORT = 10001
 DEFAULT_DASHBOARD_PORT = 8265
+# KubeRay's default `metrics-export-port` of every Ray node (container port "metrics").
+DEFAULT_RAY_METRICS_PORT = 8080
+# Where the head's dashboard listens unless spec.ray.headGroup.rayStartParams names a host: the
+# pod itself (KubeRay's probes ask localhost), never beyond the job.
+DEFAULT_DASHBOARD_HOST = "127.0.0.1"
 # Ray picks its worker ports from 10002-19999 by default: the head's service ports must not collide.
 RAY_WORKER_PORT_RANGE = (10002, 19999)
 # Termination of the Ray pods. On SIGTERM `ray start --block` asks the GCS to drain its node and

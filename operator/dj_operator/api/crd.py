@@ -122,6 +122,8 @@ def status_schema() -> Schema:
             "claim": string("The PersistentVolumeClaim mounted as storage."),
             "serviceAccount": string("The runner's ServiceAccount."),
             "rayCluster": string("The RayCluster (kuberay mode)."),
+            "rayServiceAccount": string("The Ray pods' ServiceAccount (kuberay mode; no token)."),
+            "networkPolicy": string("The NetworkPolicy admitting ingress to the job's pods."),
             "runnerPod": string("The current (or last) runner pod."),
         },
     )

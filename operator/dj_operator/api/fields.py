@@ -92,6 +92,9 @@ class Meta:
     crd_default: bool = True
     #: The ``OperatorDefaults`` attribute that supplies the value when the field is absent.
     operator_default: str | None = None
+    #: How a value the job sets combines with that default (``combine(default, value)``);
+    #: without it the job's value replaces the default.
+    combine: Callable[[Any, Any], Any] | None = None
     #: Required by the CRD. Parsing an absent required block reads it as ``{}`` (so that its
     #: own checks name what is missing); an absent required value fails with ``expected``.
     required: bool = False
@@ -356,8 +359,12 @@ def _value(info: FieldInfo, raw: Any, path: str, defaults: Any) -> Any:
         value = raw
     elif kind == "obj":
         value = as_object(raw, path)
-        if not value and meta.operator_default is not None:
-            value = getattr(defaults, meta.operator_default)
+        if meta.operator_default is not None:
+            default = getattr(defaults, meta.operator_default)
+            if meta.combine is not None:
+                value = meta.combine(default, value) or None
+            elif not value:
+                value = default
     elif kind == "str_map":
         value = _str_map(raw, path)
     elif kind == "obj_list":

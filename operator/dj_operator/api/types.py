@@ -11,11 +11,15 @@ the spec passes through to pods (resources, env, volumes, tolerations, ...) stay
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from dj_operator.api import constants as c
 from dj_operator.api import openapi as oa
 from dj_operator.api.fields import Block, Obj, Rule, SpecError, parse, spec_field
+from dj_operator.build.security import merge
+
+if TYPE_CHECKING:
+    from dj_operator.policy import Policy
 
 __all__ = [
     "BUILTIN_DEFAULTS",
@@ -39,7 +43,7 @@ class OperatorDefaults:
     """Defaults the operator's installation sets for the pods it creates (the chart passes them
     as DJ_RUNNER_IMAGE, DJ_RAY_IMAGE, DJ_RUNNER_POD_SECURITY_CONTEXT, DJ_RUNNER_SECURITY_CONTEXT,
     DJ_RUNNER_METRICS_PORT);
-    a job's own spec.runner / spec.ray values win."""
+    a job's own spec.runner / spec.ray values win (security contexts merge field by field)."""
 
     runner_image: str = c.DEFAULT_RUNNER_IMAGE
     ray_image: str | None = None
@@ -47,6 +51,8 @@ class OperatorDefaults:
     security_context: Obj | None = None
     #: The runner's metrics port (DJ_RUNNER_METRICS_PORT; the chart sets 9090). 0: none.
     runner_metrics_port: int = 0
+    #: What a job may ask of its pods (dj_operator.policy; None: the default policy).
+    policy: Policy | None = None
 
 
 BUILTIN_DEFAULTS = OperatorDefaults()
@@ -356,10 +362,14 @@ class RunnerSpec:
     node_selector: dict[str, str] = spec_field("Node labels the runner pod must match.")
     tolerations: tuple[Obj, ...] = spec_field("Tolerations of the runner pod.", max_items=32)
     security_context: Obj | None = spec_field(
-        "The runner container's SecurityContext.", operator_default="security_context"
+        "The runner container's SecurityContext.",
+        operator_default="security_context",
+        combine=merge,
     )
     pod_security_context: Obj | None = spec_field(
-        "The runner pod's PodSecurityContext.", operator_default="pod_security_context"
+        "The runner pod's PodSecurityContext.",
+        operator_default="pod_security_context",
+        combine=merge,
     )
     wait_for_lock_seconds: int = spec_field(
         "`--wait-for-lock`: how long a new attempt waits for a previous runner to release"

@@ -1,4 +1,6 @@
-"""Builders of the job's children: recipe ConfigMap, claim, runner RBAC, runner pod, RayCluster."""
+"""Builders of the job's children: recipe ConfigMap, claim, runner RBAC, runner pod, RayCluster,
+the Ray pods' ServiceAccount and the job's NetworkPolicy. Every pod gets the restricted security
+context (build/security.py) merged with the installation's and the job's own."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import yaml
 
 from dj_operator.api import constants as c
 from dj_operator.api.types import JobSpec
-from dj_operator.build import names
+from dj_operator.build import names, security
 from dj_runner import contract
 
 Obj = dict[str, Any]
@@ -56,8 +58,9 @@ def claim_name(job: Obj, spec: JobSpec) -> str:
 
 
 def runner_rbac(job: Obj) -> list[Obj]:
-    """ServiceAccount, Role and RoleBinding: the runner may only get and patch its own job's
-    status (it writes status.progress), nothing else."""
+    """ServiceAccount, Role and RoleBinding: the runner may only patch its own job's status (it
+    writes status.progress), nothing else. RBAC cannot narrow a patch to one field of the
+    status: see docs/operator.md."""
     name = job["metadata"]["name"]
     sa = names.service_account(name)
     ns = job["metadata"]["namespace"]
@@ -77,7 +80,7 @@ def runner_rbac(job: Obj) -> list[Obj]:
                     "apiGroups": [contract.GROUP],
                     "resources": [f"{contract.PLURAL}/status"],
                     "resourceNames": [name],
-                    "verbs": ["get", "patch"],
+                    "verbs": ["patch"],
                 }
             ],
         },
@@ -180,14 +183,17 @@ def runner_pod(job: Obj, spec: JobSpec, attempt: int, work_dir: str) -> Obj:
         container["imagePullPolicy"] = runner.image_pull_policy
     if runner.resources:
         container["resources"] = copy.deepcopy(runner.resources)
-    if runner.security_context:
-        container["securityContext"] = copy.deepcopy(runner.security_context)
+    container["securityContext"] = security.container_context(runner.security_context)
     inits = []
     for init in runner.init_containers:
         init = copy.deepcopy(init)
         mounts = init.setdefault("volumeMounts", [])
         if not any(m.get("name") == c.DATA_VOLUME for m in mounts):
             mounts.insert(0, _storage_mount(spec))
+        # The runner's context (the installation's and the job's), then the init container's.
+        init["securityContext"] = security.container_context(
+            runner.security_context, init.get("securityContext")
+        )
         inits.append(init)
     pod_spec: Obj = {
         "restartPolicy": "Never",
@@ -214,8 +220,7 @@ def runner_pod(job: Obj, spec: JobSpec, attempt: int, work_dir: str) -> Obj:
         pod_spec["nodeSelector"] = dict(runner.node_selector)
     if runner.tolerations:
         pod_spec["tolerations"] = copy.deepcopy(list(runner.tolerations))
-    if runner.pod_security_context:
-        pod_spec["securityContext"] = copy.deepcopy(runner.pod_security_context)
+    pod_spec["securityContext"] = security.pod_context(runner.pod_security_context)
     pod_meta = names.metadata(
         job,
         names.runner_pod(meta["name"], attempt),
@@ -230,13 +235,87 @@ def _ray_container(name: str, image: str, resources: Obj, ports: list[Obj], spec
         "name": name,
         "image": image,
         "env": [{"name": c.RAY_DRAIN_TIMEOUT_ENV, "value": str(c.RAY_DRAIN_TIMEOUT_SECONDS)}],
-        "volumeMounts": [_storage_mount(spec)],
+        # Ray's sessions, sockets and spill under /tmp (RAY_TMPDIR), writable under a read-only
+        # root filesystem.
+        "volumeMounts": [_storage_mount(spec), {"name": c.TMP_VOLUME, "mountPath": "/tmp"}],
+        # KubeRay copies it onto the wait-gcs-ready init container it adds to workers.
+        "securityContext": security.container_context(spec.runner.security_context),
     }
     if resources:
         container["resources"] = copy.deepcopy(resources)
     if ports:
         container["ports"] = ports
     return container
+
+
+def _ray_pod_template(job: Obj, spec: JobSpec, container: Obj, volumes: list[Obj]) -> Obj:
+    """A Ray pod: the job's label (what its NetworkPolicy selects), the Ray ServiceAccount
+    without an API token, the restricted pod security context."""
+    name = job["metadata"]["name"]
+    return {
+        "metadata": {
+            "labels": {
+                c.LABEL_NAME: c.APP_NAME,
+                contract.LABEL_COMPONENT: c.COMPONENT_RAY_NODE,
+                contract.LABEL_JOB: names.fit(name),
+            }
+        },
+        "spec": {
+            "serviceAccountName": names.ray_service_account(name),
+            "automountServiceAccountToken": False,
+            "securityContext": security.pod_context(spec.runner.pod_security_context),
+            "containers": [container],
+            "volumes": copy.deepcopy(volumes),
+            "terminationGracePeriodSeconds": c.RAY_POD_GRACE_SECONDS,
+        },
+    }
+
+
+def ray_service_account(job: Obj) -> Obj:
+    """The Ray pods' identity: no Role is bound to it and no token is mounted."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": names.metadata(
+            job, names.ray_service_account(job["metadata"]["name"]), c.COMPONENT_RAY_NODE
+        ),
+        "automountServiceAccountToken": False,
+    }
+
+
+def _metrics_ports(spec: JobSpec) -> list[int]:
+    """The ports a scraper reads: the runner's and, in kuberay mode, every Ray node's."""
+    ports = {spec.runner.metrics_port} if spec.runner.metrics_port else set()
+    if spec.ray.mode == c.MODE_KUBERAY:
+        groups = [spec.ray.head_group.ray_start_params]
+        groups += [group.ray_start_params for group in spec.ray.worker_groups]
+        for params in groups:
+            text = params.get("metrics-export-port", str(c.DEFAULT_RAY_METRICS_PORT))
+            if text.isdigit() and 0 < int(text) <= 65535:
+                ports.add(int(text))
+    return sorted(ports)
+
+
+def network_policy(job: Obj, spec: JobSpec, metrics_from: tuple[Obj, ...] = ()) -> Obj:
+    """Ingress to the job's pods (the runner and the Ray nodes) only from the job's own pods,
+    on any port (Ray's nodes talk on many); the metrics ports also from `metrics_from`
+    (NetworkPolicyPeers; empty: from anywhere). Egress is not restricted."""
+    selector = {"matchLabels": {contract.LABEL_JOB: names.fit(job["metadata"]["name"])}}
+    ingress: list[Obj] = [{"from": [{"podSelector": copy.deepcopy(selector)}]}]
+    ports = _metrics_ports(spec)
+    if ports:
+        rule: Obj = {"ports": [{"port": port, "protocol": "TCP"} for port in ports]}
+        if metrics_from:
+            rule["from"] = copy.deepcopy(list(metrics_from))
+        ingress.append(rule)
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": names.metadata(
+            job, names.network_policy(job["metadata"]["name"]), c.COMPONENT_NETWORK
+        ),
+        "spec": {"podSelector": selector, "policyTypes": ["Ingress"], "ingress": ingress},
+    }
 
 
 def ray_cluster(job: Obj, spec: JobSpec) -> Obj:
@@ -247,11 +326,12 @@ def ray_cluster(job: Obj, spec: JobSpec) -> Obj:
     ray = spec.ray
     image = ray.image or spec.runner.image
     volumes = [
-        {"name": c.DATA_VOLUME, "persistentVolumeClaim": {"claimName": claim_name(job, spec)}}
+        {"name": c.DATA_VOLUME, "persistentVolumeClaim": {"claimName": claim_name(job, spec)}},
+        {"name": c.TMP_VOLUME, "emptyDir": {}},
     ]
     ports = ray.head_group.ports
     head_params = {
-        "dashboard-host": "0.0.0.0",
+        "dashboard-host": c.DEFAULT_DASHBOARD_HOST,
         "port": str(ports.gcs),
         "ray-client-server-port": str(ports.client),
         "dashboard-port": str(ports.dashboard),
@@ -269,13 +349,9 @@ def ray_cluster(job: Obj, spec: JobSpec) -> Obj:
             "minReplicas": group.min_replicas,
             "maxReplicas": group.max_replicas,
             "rayStartParams": dict(group.ray_start_params),
-            "template": {
-                "spec": {
-                    "containers": [_ray_container("ray-worker", image, group.resources, [], spec)],
-                    "volumes": copy.deepcopy(volumes),
-                    "terminationGracePeriodSeconds": c.RAY_POD_GRACE_SECONDS,
-                }
-            },
+            "template": _ray_pod_template(
+                job, spec, _ray_container("ray-worker", image, group.resources, [], spec), volumes
+            ),
         }
         for group in ray.worker_groups
     ]
@@ -283,17 +359,12 @@ def ray_cluster(job: Obj, spec: JobSpec) -> Obj:
         "rayVersion": ray.ray_version,
         "headGroupSpec": {
             "rayStartParams": head_params,
-            "template": {
-                "spec": {
-                    "containers": [
-                        _ray_container(
-                            "ray-head", image, ray.head_group.resources, head_ports, spec
-                        )
-                    ],
-                    "volumes": volumes,
-                    "terminationGracePeriodSeconds": c.RAY_POD_GRACE_SECONDS,
-                }
-            },
+            "template": _ray_pod_template(
+                job,
+                spec,
+                _ray_container("ray-head", image, ray.head_group.resources, head_ports, spec),
+                volumes,
+            ),
         },
     }
     if workers:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from typing import Any
 
 from dj_operator.api import constants as c
@@ -10,6 +11,7 @@ from dj_runner import contract
 
 Obj = dict[str, Any]
 MAX_NAME = 63  # a DNS label: pods, services, label values
+_DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 
 
 def fit(name: str, limit: int = MAX_NAME) -> str:
@@ -18,6 +20,21 @@ def fit(name: str, limit: int = MAX_NAME) -> str:
         return name
     digest = hashlib.sha256(name.encode()).hexdigest()[:8]
     return f"{name[: limit - 9].rstrip('-.')}-{digest}"
+
+
+def dns1035(name: str, limit: int = MAX_NAME) -> str:
+    """`name` as a DNS-1035 label (a lower-case letter first, then letters, digits and '-') of at
+    most `limit` characters: `name` itself when it is one, else a cleaned prefix (dots and other
+    characters as '-', "dj-" before a leading digit) plus a short hash of the whole name, so that
+    names differing only in what was cleaned stay distinct. A job's name is a DNS-1123 subdomain
+    (it may hold dots and start with a digit); RayCluster names must be DNS-1035 labels."""
+    if len(name) <= limit and _DNS1035.match(name):
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    clean = re.sub(r"[^a-z0-9-]", "-", name.lower())
+    if not clean[:1].isalpha():
+        clean = f"dj-{clean}"
+    return f"{clean[: limit - 9].rstrip('-')}-{digest}"
 
 
 def runner_pod(job: str, attempt: int) -> str:
@@ -38,8 +55,18 @@ def service_account(job: str) -> str:
 
 
 def ray_cluster(job: str) -> str:
-    # KubeRay derives Service names from it (contract.RAY_HEAD_SERVICE_SUFFIX): keep room for it.
-    return fit(f"{job}-ray", 47)
+    # A DNS-1035 label (KubeRay refuses other names); KubeRay derives Service names from it
+    # (contract.RAY_HEAD_SERVICE_SUFFIX): keep room for it.
+    return dns1035(f"{job}-ray", 47)
+
+
+def ray_service_account(job: str) -> str:
+    """The identity of the Ray head and workers: no API token, no Role."""
+    return fit(f"{job}-ray", 253)
+
+
+def network_policy(job: str) -> str:
+    return fit(job, 253)
 
 
 def job_id(namespace: str, job: str, uid: str) -> str:

@@ -66,6 +66,11 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.batching.error_delays = [1, 2, 5, 10, 30]
     settings.peering.standalone = True
     settings.peering.clusterwide = False
+    # Watching named namespaces (the chart's namespaced Roles): nothing cluster-wide is granted,
+    # so kopf must not watch CRDs and namespaces (it would retry 403s); it discovers the
+    # resources once at startup. Namespace globs still need the namespaces watched.
+    if State.namespaces and not any(ch in ns for ns in State.namespaces for ch in "*?[!"):
+        settings.scanning.disabled = True
     try:
         config.load_incluster_config()
     except config.ConfigException:

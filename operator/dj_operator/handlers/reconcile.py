@@ -22,10 +22,16 @@ from dj_operator.api.types import (
     SpecError,
     parse_spec,
 )
-from dj_operator.api.validation import load_recipe_text, validate_recipe, work_dir_for
+from dj_operator.api.validation import (
+    load_recipe_text,
+    validate_recipe,
+    validate_spec,
+    work_dir_for,
+)
 from dj_operator.build import children, names
 from dj_operator.events_catalog import EventReason
 from dj_operator.kube import ChildConflict, Kube
+from dj_operator.policy import DEFAULT_POLICY, Policy, check_job, check_paths
 from dj_operator.status import attempts as att
 from dj_operator.status import times
 from dj_operator.status.decide import EventDraft, Observed
@@ -73,12 +79,16 @@ def observe(
     error: SpecError | None = None
     missing = None
     paths: dict[str, str] = {}
+    policy = defaults.policy or DEFAULT_POLICY
     try:
         spec = parse_spec(job.get("spec"), defaults)
+        validate_spec(job.get("spec"), spec, meta["name"], meta["namespace"])
+        check_job(job.get("spec"), policy)
         recipe, missing = _recipe(kube, job, spec)
         if recipe is not None:
             field = "spec.recipe" if spec.recipe is not None else "spec.recipeFrom"
             paths = validate_recipe(recipe, spec.storage.mount_path, field)
+            check_paths(paths, spec.storage.mount_path, job.get("spec"), field, policy)
     except SpecError as exc:
         error = exc
     pods = kube.runner_pods(job)
@@ -109,16 +119,25 @@ def observe(
         ray_cluster=cluster,
         recipe_source_missing=missing,
         log_tails=tails,
+        network_policy=names.network_policy(meta["name"]) if policy.network_policy else None,
     )
     return observed, recipe
 
 
-def _ensure_children(kube: Kube, job: Obj, spec: JobSpec, recipe: Obj) -> list[str]:
-    """Create or adopt the recipe ConfigMap, the claim (if templated) and the runner RBAC."""
+def _ensure_children(
+    kube: Kube, job: Obj, spec: JobSpec, recipe: Obj, policy: Policy = DEFAULT_POLICY
+) -> list[str]:
+    """Create or adopt the recipe ConfigMap, the claim (if templated), the runner RBAC, the
+    job's NetworkPolicy (unless the policy turns it off) and, in kuberay mode, the Ray pods'
+    ServiceAccount (before the RayCluster, whose pods name it)."""
     wanted = [children.recipe_config_map(job, recipe)]
     if spec.storage.volume_claim_template is not None:
         wanted.append(children.claim(job, spec))
     wanted.extend(children.runner_rbac(job))
+    if policy.network_policy:
+        wanted.append(children.network_policy(job, spec, policy.metrics_from))
+    if spec.ray.mode == c.MODE_KUBERAY:
+        wanted.append(children.ray_service_account(job))
     created = []
     for obj in wanted:
         result = kube.create_or_adopt(obj, job)
@@ -127,7 +146,13 @@ def _ensure_children(kube: Kube, job: Obj, spec: JobSpec, recipe: Obj) -> list[s
     return created
 
 
-def act(kube: Kube, obs: Observed, outcome: Outcome, recipe: Obj | None) -> list[EventDraft]:
+def act(
+    kube: Kube,
+    obs: Observed,
+    outcome: Outcome,
+    recipe: Obj | None,
+    policy: Policy = DEFAULT_POLICY,
+) -> list[EventDraft]:
     """Carry out the outcome's actions; return the Events they call for."""
     job = obs.job
     meta = job["metadata"]
@@ -137,7 +162,7 @@ def act(kube: Kube, obs: Observed, outcome: Outcome, recipe: Obj | None) -> list
     for action in outcome.actions:
         if action.kind == "ensure-children":
             assert spec is not None and recipe is not None
-            created = _ensure_children(kube, job, spec, recipe)
+            created = _ensure_children(kube, job, spec, recipe, policy)
             if created:
                 extra.append(EventDraft(EventReason.Created, "created " + ", ".join(created)))
         elif action.kind == "create-pod":
@@ -185,7 +210,7 @@ def reconcile(
         obs, recipe = observe(kube, job, defaults)
         outcome = derive(obs)
         try:
-            extra = act(kube, obs, outcome, recipe)
+            extra = act(kube, obs, outcome, recipe, defaults.policy or DEFAULT_POLICY)
         except ChildConflict as exc:
             log.warning("%s/%s: %s", namespace, name, exc)
             kube.emit_event(job, EventReason.ChildConflict, str(exc))

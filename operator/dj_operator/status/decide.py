@@ -37,6 +37,7 @@ class Observed:
     ray_cluster: Obj | None = None
     recipe_source_missing: str | None = None  # why the recipe ConfigMap cannot be read
     log_tails: dict[str, str] = field(default_factory=dict)
+    network_policy: str | None = None  # the job's NetworkPolicy, unless the policy turns it off
 
 
 @dataclass(frozen=True)

@@ -127,6 +127,9 @@ def derive(obs: Observed) -> Outcome:
         kids["serviceAccount"] = names.service_account(meta["name"])
         if spec.ray.mode == c.MODE_KUBERAY:
             kids["rayCluster"] = names.ray_cluster(meta["name"])
+            kids["rayServiceAccount"] = names.ray_service_account(meta["name"])
+        if obs.network_policy:
+            kids["networkPolicy"] = obs.network_policy
     if records:
         kids["runnerPod"] = records[-1]["podName"]
     for action in draft.actions:

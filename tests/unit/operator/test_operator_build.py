@@ -131,7 +131,7 @@ def test_runner_rbac_grants_only_its_own_status() -> None:
             "apiGroups": ["datajuicer.io"],
             "resources": ["datajuicerjobs/status"],
             "resourceNames": ["demo"],
-            "verbs": ["get", "patch"],
+            "verbs": ["patch"],
         }
     ]
     assert binding["subjects"] == [
