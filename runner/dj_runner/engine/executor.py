@@ -46,7 +46,7 @@ from dj_runner.engine.scheduler import (
     StopToken,
     wait_timeout,
 )
-from dj_runner.engine.task_body import event_logger
+from dj_runner.engine.task_body import StageTask, event_logger
 from dj_runner.errors import (
     InputError,
     Interrupted,
@@ -611,23 +611,16 @@ class Executor:
     def _run_stage(self, plan: Plan, parts: list[Any], target: CheckpointKey) -> StageOutcome:
         if not parts:
             return StageOutcome()
+        stage = StageTask(
+            str(self.work.root), self.recipe, plan.sources, target, self.job_id, self.fence
+        )
         backend: Any
         if self._local is not None:
             if self._pool is None:
                 self._pool = LocalPool(self._local.workers(len(plan.partitions)))
-            backend = LocalTaskBackend(
-                self._pool,
-                str(self.work.root),
-                self.recipe,
-                plan.sources,
-                target,
-                self.job_id,
-                self.fence,
-            )
+            backend = LocalTaskBackend(self._pool, stage)
         else:
-            backend = RayTaskBackend(
-                str(self.work.root), self.recipe, plan.sources, target, self.job_id, self.fence
-            )
+            backend = RayTaskBackend(stage)
         capacity = max(2, 2 * self._cpus)
         final = target == CheckpointKey(len(self.recipe.process))
         scheduler = PartitionScheduler(

@@ -35,11 +35,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any
 
-from dj_runner.engine.task_body import partition_task_entry, raise_task_error
-from dj_runner.io.sources import SourceFile
-from dj_runner.recipe.parse import Recipe
-from dj_runner.store.checkpoint import CheckpointKey
-from dj_runner.store.fencing import Fence
+from dj_runner.engine.task_body import StageTask, partition_task_entry, raise_task_error
 
 #: The engines a job may name; ``auto`` picks ``local`` for small inputs, else ``ray``.
 ENGINES = ("auto", "ray", "local")
@@ -164,24 +160,13 @@ class LocalPool:
 class LocalTaskBackend:
     """The scheduler's backend on local processes (``TaskBackend``)."""
 
-    def __init__(
-        self,
-        pool: LocalPool,
-        work_root: str,
-        recipe: Recipe,
-        sources: tuple[SourceFile, ...],
-        target: CheckpointKey,
-        job_id: str,
-        fence: Fence | None,
-    ) -> None:
+    def __init__(self, pool: LocalPool, stage: StageTask) -> None:
         self._pool = pool
-        self._work_root = work_root
-        self._args = (work_root, recipe)
-        self._sources, self._target, self._job_id, self._fence = sources, target, job_id, fence
+        self._stage = stage
+        self._work_root = stage.work_root
 
     def _call_args(self, part: Any, attempt: int) -> tuple[Any, ...]:
-        root, recipe = self._args
-        return (root, recipe, part, self._sources, self._target, attempt, self._job_id, self._fence)
+        return self._stage.args(part, attempt)
 
     def submit(self, part: Any, attempt: int) -> Hashable:
         executor = self._pool.executor()

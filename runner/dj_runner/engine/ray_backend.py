@@ -9,42 +9,29 @@ connection to Ray into ``RayUnavailable`` (exit 7). The task body is
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Hashable
 from typing import Any
 
-from dj_runner.engine.task_body import partition_task_entry, raise_task_error
+from dj_runner.engine.task_body import StageTask, partition_task_entry, raise_task_error
 from dj_runner.errors import RayUnavailable, short_error
-from dj_runner.io.sources import SourceFile
-from dj_runner.recipe.parse import Recipe
-from dj_runner.store.checkpoint import CheckpointKey
-from dj_runner.store.fencing import Fence
 
 
 class RayTaskBackend:
     """The scheduler's backend on Ray: one Ray task per partition attempt."""
 
-    def __init__(
-        self,
-        work_root: str,
-        recipe: Recipe,
-        sources: tuple[SourceFile, ...],
-        target: CheckpointKey,
-        job_id: str,
-        fence: Fence | None,
-    ) -> None:
+    def __init__(self, stage: StageTask) -> None:
         import ray
 
         self._ray = ray
         self._task = ray.remote(num_cpus=1, max_retries=0)(partition_task_entry)
-        self._args = (work_root, ray.put(recipe))
-        self._sources = ray.put(sources)
-        self._target, self._job_id, self._fence = target, job_id, fence
+        # The recipe and the input files go to the object store once, not with every task.
+        self._stage = dataclasses.replace(
+            stage, recipe=ray.put(stage.recipe), sources=ray.put(stage.sources)
+        )
 
     def submit(self, part: Any, attempt: int) -> Hashable:
-        root, recipe_ref = self._args
-        return self._task.remote(
-            root, recipe_ref, part, self._sources, self._target, attempt, self._job_id, self._fence
-        )
+        return self._task.remote(*self._stage.args(part, attempt))
 
     def wait(self, handles: list[Hashable], timeout: float | None) -> list[Hashable]:
         try:
@@ -60,7 +47,9 @@ class RayTaskBackend:
             return self._ray.get(handle)
         except RayTaskError as exc:
             cause = getattr(exc, "cause", None)
-            raise_task_error(cause if isinstance(cause, BaseException) else exc, self._args[0])
+            raise_task_error(
+                cause if isinstance(cause, BaseException) else exc, self._stage.work_root
+            )
         except ConnectionError as exc:
             raise RayUnavailable(f"lost the connection to Ray: {short_error(exc)}") from None
 

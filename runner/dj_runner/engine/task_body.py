@@ -9,6 +9,7 @@ task's error into what the scheduler expects (an ``ENOSPC`` into ``NoSpace``).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from dj_runner.engine.partition_task import PartitionResult, run_partition
@@ -19,6 +20,32 @@ from dj_runner.store.checkpoint import CheckpointKey
 from dj_runner.store.fencing import Fence
 from dj_runner.store.nospace import NO_SPACE_ERRNOS, no_space
 from dj_runner.store.workdir import WorkDir
+
+
+@dataclass(frozen=True)
+class StageTask:
+    """What every partition task of one stage is given, whichever backend runs it: the work
+    dir, the recipe, the input files, the checkpoint to reach, the job and the run's fence."""
+
+    work_root: str
+    recipe: Recipe
+    sources: tuple[SourceFile, ...]
+    target: CheckpointKey
+    job_id: str
+    fence: Fence | None
+
+    def args(self, part: Any, attempt: int) -> tuple[Any, ...]:
+        """``partition_task_entry``'s arguments for ``part``'s attempt ``attempt``."""
+        return (
+            self.work_root,
+            self.recipe,
+            part,
+            self.sources,
+            self.target,
+            attempt,
+            self.job_id,
+            self.fence,
+        )
 
 
 def event_logger(work: WorkDir, job_id: str, ev: Any) -> EventLogger:
