@@ -37,11 +37,23 @@ def _under(mount: str, path: str) -> str:
 
 
 def validate_recipe(
-    recipe: dict[str, Any], mount_path: str, field: str = "spec.recipe"
+    recipe: dict[str, Any],
+    mount_path: str,
+    field: str = "spec.recipe",
+    work_dir: str | None = None,
+    job_id: str | None = None,
 ) -> dict[str, str]:
-    """Validate `recipe`; return its resolved dataset and export paths as the pod sees them."""
+    """Validate `recipe`; return its resolved dataset and export paths as the pod sees them.
+
+    ``work_dir`` and ``job_id`` are what the runner pod is given (``--work-dir``, ``--job-id``):
+    they fill the recipe's ``{work_dir}`` and ``{job_id}`` placeholders as the runner will."""
     try:
-        parsed = parse_recipe(dict(recipe), base_dir=PurePosixPath(mount_path))  # type: ignore[arg-type]
+        parsed = parse_recipe(
+            dict(recipe),
+            base_dir=PurePosixPath(mount_path),  # type: ignore[arg-type]
+            job_id=job_id,
+            work_dir=work_dir,
+        )
     except RecipeError as exc:
         # The runner's own message (with its "did you mean"), located in the job's spec.
         raise SpecError(
@@ -52,8 +64,7 @@ def validate_recipe(
         raw = str(recipe[key])
         if not raw.startswith("/") and ".." in PurePosixPath(raw).parts:
             raise SpecError(f"{field}.{key}", raw, f"a path that stays under {mount_path}")
-        out[key] = _under(mount_path, raw)
-    del parsed
+        out[key] = _under(mount_path, str(getattr(parsed, key)))
     return out
 
 

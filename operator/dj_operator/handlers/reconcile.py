@@ -87,7 +87,13 @@ def observe(
         recipe, missing = _recipe(kube, job, spec)
         if recipe is not None:
             field = "spec.recipe" if spec.recipe is not None else "spec.recipeFrom"
-            paths = validate_recipe(recipe, spec.storage.mount_path, field)
+            paths = validate_recipe(
+                recipe,
+                spec.storage.mount_path,
+                field,
+                work_dir=work_dir_for(spec, meta["namespace"], meta["name"]),
+                job_id=names.job_id(meta["namespace"], meta["name"], meta["uid"]),
+            )
             check_paths(paths, spec.storage.mount_path, job.get("spec"), field, policy)
     except SpecError as exc:
         error = exc

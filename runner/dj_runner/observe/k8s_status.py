@@ -3,7 +3,7 @@
 Started by `dj-runner run` when DJ_JOB_NAME and DJ_JOB_NAMESPACE are set (the operator sets them
 on the runner pod). A daemon thread reads `<work_dir>/status.json` every second and, when it
 changed, merge-patches the job's status subresource with it, at most once every
-`min_interval` seconds, plus a final patch when the run ends. It needs only `get`/`patch` on its
+`min_interval` seconds, plus a final patch when the run ends. It needs only `patch` on its
 own job's `datajuicerjobs/status`. Reporting never fails the run: API errors are logged and the
 next change is tried again.
 """
