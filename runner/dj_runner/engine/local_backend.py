@@ -8,13 +8,13 @@ differs.
 
 - One partition, one CPU, or an input of at most ``INLINE_MAX_BYTES``: the tasks run in the
   driver's own process, one at a time (no process to start at all).
-- Otherwise a pool of ``min(cpus, partitions)`` worker processes, started from a fork server
-  that has imported the task's modules once. A worker ignores Ctrl-C (the driver stops the
+- Otherwise at most ``min(cpus, partitions)`` tasks at once, each in a worker process of its
+  own, forked from a fork server that has imported the task's modules once. A worker ignores Ctrl-C (the driver stops the
   job: tasks end after their checkpoint, as on Ray) and ends when the driver ends, however it
   ends, so a killed driver leaves no worker writing behind it (and fencing refuses the commits
   of any that did).
-- A worker that dies mid-task (killed, out of memory) fails that task, which the scheduler
-  retries like any failed task; the pool is replaced.
+- A worker that dies mid-task (killed, out of memory) fails that task alone, which the scheduler
+  retries like any failed task; the others run on.
 
 ``LocalEngine`` is what the executor gets instead of a Ray connection: ``cpus`` plans the
 partitions exactly as Ray's CPU count would, so the plan does not depend on the engine.
@@ -30,9 +30,11 @@ import select
 import signal
 import threading
 import time
-from collections.abc import Hashable
-from concurrent.futures.process import BrokenProcessPool
+from collections import deque
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from multiprocessing.connection import wait as mp_wait
 from typing import Any
 
 from dj_runner.engine.task_body import StageTask, partition_task_entry, raise_task_error
@@ -118,43 +120,168 @@ def _worker_init(driver_pid: int) -> None:
     threading.Thread(target=watch, name="driver-watch", daemon=True).start()
 
 
+@dataclass
+class _Task:
+    future: cf.Future[Any]
+    args: tuple[Any, ...]
+    proc: Any = None  # multiprocessing.Process
+    conn: Connection | None = None
+
+
+def _child(
+    conn: Connection, driver_pid: int, fn: Callable[..., Any], args: tuple[Any, ...]
+) -> None:
+    """A worker process: run one task and send back its result or its error."""
+    _worker_init(driver_pid)
+    outcome: tuple[bool, Any]
+    try:
+        outcome = (True, fn(*args))
+    except BaseException as exc:
+        outcome = (False, exc)
+    try:
+        conn.send(outcome)
+    except Exception:  # an error that cannot be pickled: its type and message still go back
+        error = outcome[1]
+        conn.send((False, RuntimeError(f"{type(error).__name__}: {error}")))
+    conn.close()
+
+
 class LocalPool:
-    """The run's worker processes, shared by its stages; ``close`` ends them."""
+    """The run's local workers: at most ``workers`` partition tasks at once, each in a process
+    of its own, so a worker that dies (killed, out of memory) fails its own task and no other.
 
-    def __init__(self, workers: int) -> None:
+    A dispatcher thread starts queued tasks as slots free up and completes their futures;
+    ``close`` ends the workers still running and drops the queued tasks. With one worker the
+    tasks run in the driver's own process instead, one at a time.
+    """
+
+    def __init__(self, workers: int, fn: Callable[..., Any] = partition_task_entry) -> None:
         self.workers = max(1, workers)
-        self._pool: cf.ProcessPoolExecutor | None = None
+        self._fn = fn  # a module-level function (it is sent to the workers by name)
+        self._lock = threading.Lock()
+        self._queue: deque[_Task] = deque()
+        self._running: list[_Task] = []
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self._wake_r, self._wake_w = multiprocessing.Pipe(duplex=False)
+        self._ctx: Any = None
 
-    def executor(self) -> cf.ProcessPoolExecutor | None:
-        """The process pool, started on first use; None when tasks run in the driver."""
+    def submit(self, args: tuple[Any, ...]) -> cf.Future[Any]:
+        future: cf.Future[Any] = cf.Future()
         if self.workers == 1:
-            return None
-        if self._pool is None:
-            ctx = multiprocessing.get_context("forkserver")
-            ctx.set_forkserver_preload(["dj_runner.engine.task_body"])
-            self._pool = cf.ProcessPoolExecutor(
-                self.workers, mp_context=ctx, initializer=_worker_init, initargs=(os.getpid(),)
-            )
-        return self._pool
+            future.set_running_or_notify_cancel()
+            try:
+                future.set_result(self._fn(*args))
+            except Exception as exc:
+                future.set_exception(exc)
+            return future
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the local workers were closed")
+            self._queue.append(_Task(future, args))
+            if self._thread is None:
+                self._ctx = multiprocessing.get_context("forkserver")
+                self._ctx.set_forkserver_preload(["dj_runner.engine.task_body"])
+                self._thread = threading.Thread(
+                    target=self._dispatch, name="dj-runner-local-workers", daemon=True
+                )
+                self._thread.start()
+        self._wake()
+        return future
 
-    def replace_broken(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+    def _wake(self) -> None:
+        with contextlib.suppress(OSError):
+            self._wake_w.send_bytes(b"x")
+
+    def _start(self, task: _Task) -> None:
+        parent, child = multiprocessing.Pipe(duplex=False)
+        proc = self._ctx.Process(
+            target=_child, args=(child, os.getpid(), self._fn, task.args), name="dj-runner-worker"
+        )
+        proc.start()
+        child.close()
+        task.proc, task.conn = proc, parent
+        self._running.append(task)
+
+    def _dispatch(self) -> None:
+        while True:
+            with self._lock:
+                if self._closed:
+                    return
+                while self._queue and len(self._running) < self.workers:
+                    task = self._queue.popleft()
+                    if not task.future.set_running_or_notify_cancel():
+                        continue  # cancelled while queued
+                    try:
+                        self._start(task)
+                    except Exception as exc:
+                        task.future.set_exception(exc)
+                running = list(self._running)
+            waitables: list[Any] = [self._wake_r]
+            for task in running:
+                waitables += [task.conn, task.proc.sentinel]
+            ready = mp_wait(waitables)
+            if self._wake_r in ready:
+                with contextlib.suppress(OSError, EOFError):
+                    while self._wake_r.poll():
+                        self._wake_r.recv_bytes()
+            for task in running:
+                assert task.conn is not None
+                if task.conn in ready or task.proc.sentinel in ready:
+                    self._finish(task)
+
+    def _finish(self, task: _Task) -> None:
+        assert task.conn is not None
+        outcome: tuple[bool, Any] | None = None
+        try:
+            if task.conn.poll():
+                outcome = task.conn.recv()
+        except (EOFError, OSError):
+            outcome = None
+        if outcome is None and task.proc.is_alive():
+            return  # the sentinel fired first; the result follows
+        task.proc.join()
+        task.conn.close()
+        with self._lock:
+            self._running.remove(task)
+        if outcome is None:
+            task.future.set_exception(
+                WorkerDied(
+                    "the local worker process running this partition ended without a result "
+                    f"(exit code {task.proc.exitcode}: killed, or out of memory)"
+                )
+            )
+        elif outcome[0]:
+            task.future.set_result(outcome[1])
+        else:
+            task.future.set_exception(outcome[1])
+
+    def pids(self) -> list[int]:
+        """The worker processes running tasks now."""
+        with self._lock:
+            return [task.proc.pid for task in self._running]
 
     def close(self) -> None:
         """Stop the workers: queued tasks are dropped, running ones end with their process."""
-        pool, self._pool = self._pool, None
-        if pool is None:
-            return
-        processes = list(getattr(pool, "_processes", {}).values())
-        pool.shutdown(wait=False, cancel_futures=True)
-        for proc in processes:
+        with self._lock:
+            self._closed = True
+            queued, running = list(self._queue), list(self._running)
+            self._queue.clear()
+        self._wake()
+        if self._thread is not None:
+            self._thread.join(10)
+        for task in queued:
+            task.future.cancel()
+        for task in running:
             with contextlib.suppress(Exception):
-                proc.terminate()
-        for proc in processes:
+                task.proc.terminate()
+        for task in running:
             with contextlib.suppress(Exception):
-                proc.join(10)
+                task.proc.join(10)
+            if not task.future.done():
+                task.future.set_exception(WorkerDied("the local workers were closed"))
+        self._wake_r.close()
+        self._wake_w.close()
 
 
 class LocalTaskBackend:
@@ -163,30 +290,14 @@ class LocalTaskBackend:
     def __init__(self, pool: LocalPool, stage: StageTask) -> None:
         self._pool = pool
         self._stage = stage
-        self._work_root = stage.work_root
-
-    def _call_args(self, part: Any, attempt: int) -> tuple[Any, ...]:
-        return self._stage.args(part, attempt)
 
     def submit(self, part: Any, attempt: int) -> Hashable:
-        executor = self._pool.executor()
-        if executor is not None:
-            try:
-                return executor.submit(partition_task_entry, *self._call_args(part, attempt))
-            except BrokenProcessPool:
-                self._pool.replace_broken()
-                executor = self._pool.executor()
-                assert executor is not None
-                return executor.submit(partition_task_entry, *self._call_args(part, attempt))
-        done: cf.Future[Any] = cf.Future()
-        try:
-            done.set_result(partition_task_entry(*self._call_args(part, attempt)))
-        except Exception as exc:
-            done.set_exception(exc)
-        return done
+        return self._pool.submit(self._stage.args(part, attempt))
 
     def wait(self, handles: list[Hashable], timeout: float | None) -> list[Hashable]:
         futures: list[cf.Future[Any]] = handles  # type: ignore[assignment]
+        if any(f.cancelled() for f in futures):
+            return [h for h in handles if h.cancelled()]  # type: ignore[attr-defined]
         done, _ = cf.wait(futures, timeout=timeout, return_when=cf.FIRST_COMPLETED)
         return [h for h in handles if h in done]
 
@@ -194,15 +305,11 @@ class LocalTaskBackend:
         future: cf.Future[Any] = handle  # type: ignore[assignment]
         try:
             return future.result()
-        except BrokenProcessPool:
-            self._pool.replace_broken()
-            raise WorkerDied(
-                "a local worker process ended while running this partition "
-                "(killed, or out of memory)"
-            ) from None
+        except (WorkerDied, cf.CancelledError):
+            raise
         except Exception as exc:
-            raise_task_error(exc, self._work_root)
+            raise_task_error(exc, self._stage.work_root)
 
     def cancel(self, handle: Hashable) -> None:
         future: cf.Future[Any] = handle  # type: ignore[assignment]
-        future.cancel()  # a running task ends after its checkpoint, or with the pool
+        future.cancel()  # a running task ends after its checkpoint, or with the workers

@@ -1,0 +1,60 @@
+"""The local engine's workers: each task in a process of its own, so a worker that dies fails
+its own task and no other; closing ends every worker."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+
+import pytest
+
+from dj_runner.engine.local_backend import LocalPool, WorkerDied
+from tests.harness.localwork import task
+from tests.harness.proctree import alive
+from tests.harness.waiting import wait_for
+
+
+def test_a_dead_worker_fails_its_own_task_and_no_other() -> None:
+    pool = LocalPool(2, fn=task)
+    try:
+        futures = [
+            pool.submit(("sleep", "0.2")),
+            pool.submit(("die", "")),
+            pool.submit(("ok", "second")),
+            pool.submit(("raise", "bad value")),
+            pool.submit(("ok", "last")),
+        ]
+        _, pending = cf.wait(futures, timeout=120)
+        assert not pending, "the workers did not finish within 120 s"
+        assert futures[0].result() == "0.2"
+        with pytest.raises(WorkerDied, match="ended without a result"):
+            futures[1].result()
+        assert futures[2].result() == "second"
+        with pytest.raises(ValueError, match="bad value"):
+            futures[3].result()
+        assert futures[4].result() == "last"
+    finally:
+        pool.close()
+
+
+def test_close_ends_the_running_workers_and_drops_the_queued_tasks() -> None:
+    pool = LocalPool(2, fn=task)
+    running = [pool.submit(("sleep", "300")) for _ in range(2)]
+    queued = pool.submit(("ok", "never"))
+    wait_for(lambda: len(pool.pids()) == 2, 60, "two workers running")
+    workers = pool.pids()
+    assert all(f.running() for f in running) and not queued.done()
+    pool.close()
+    assert queued.cancelled()
+    for f in running:
+        with pytest.raises(WorkerDied):
+            f.result(timeout=30)
+    wait_for(lambda: not any(map(alive, workers)), 30, "the workers to end")
+
+
+def test_one_worker_runs_tasks_in_the_driver() -> None:
+    pool = LocalPool(1, fn=task)
+    f = pool.submit(("ok", "inline"))
+    assert f.done() and f.result() == "inline"
+    with pytest.raises(ValueError):
+        pool.submit(("raise", "x")).result()
+    pool.close()
