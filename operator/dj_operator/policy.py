@@ -275,10 +275,19 @@ def _check_pod_context(sc: Any, path: str, policy: Policy) -> None:
             raise PolicyViolation(f"{path}.sysctls[{index}].name", name, "sysctls")
 
 
+def image_allowed(image: str, prefix: str) -> bool:
+    """Whether ``image`` is under ``prefix``, matched at a boundary: ``registry.example.org``
+    admits ``registry.example.org/dj:1`` but not ``registry.example.org.evil.io/dj:1``; a prefix
+    ending in ``/``, ``:`` or ``@`` (or naming the whole image) matches as it is."""
+    if not image.startswith(prefix):
+        return False
+    return prefix.endswith(("/", ":", "@")) or image[len(prefix) :][:1] in ("", "/", ":", "@")
+
+
 def _check_image(image: Any, path: str, policy: Policy) -> None:
     if image is None or not policy.allowed_image_prefixes:
         return
-    if not any(str(image).startswith(prefix) for prefix in policy.allowed_image_prefixes):
+    if not any(image_allowed(str(image), prefix) for prefix in policy.allowed_image_prefixes):
         raise PolicyViolation(path, image, "images")
 
 
@@ -365,10 +374,13 @@ def check_paths(
     policy: Policy = DEFAULT_POLICY,
 ) -> None:
     """Refuse a recipe path (as the pod resolves it) outside the storage mount and the job's
-    own volume mounts: an absolute dataset_path such as /etc/passwd reads the image's files."""
+    own volume mounts: an absolute dataset_path such as /etc/passwd reads the image's files.
+    An ``s3://`` URI names no file of the pod's and is not checked here."""
     if policy.allow_paths_outside_mount:
         return
     roots = list(_mount_roots(job_spec, mount_path))
     for key, path in paths.items():
+        if path.startswith("s3://"):
+            continue  # object storage: no file of the pod's
         if not any(path == root or path.startswith(root.rstrip("/") + "/") for root in roots):
             raise PolicyViolation(f"{field}.{key}", path, "pathsOutsideMount")

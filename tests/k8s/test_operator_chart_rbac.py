@@ -95,7 +95,7 @@ def test_a_job_runs_and_takes_a_recipe_changed_while_suspended_under_the_charts_
         ("serviceaccount", "demo-runner"),
         ("role", "demo-runner"),
         ("rolebinding", "demo-runner"),
-        ("networkpolicy", "demo"),
+        ("networkpolicy", "demo-ingress"),
         ("pvc", "demo-data"),
     ):
         get_json(k8s_cluster, namespace, kind, name)
@@ -115,7 +115,7 @@ def test_a_job_runs_and_takes_a_recipe_changed_while_suspended_under_the_charts_
     status = job["status"]
     assert status["phase"] == "Succeeded", status.get("failure")
     assert [a["podName"] for a in status["attempts"]] == ["demo-runner-1", "demo-runner-2"]
-    assert status["children"]["networkPolicy"] == "demo"
+    assert status["children"]["networkPolicy"] == "demo-ingress"
     if runner_writes_status():  # the runner's reporter, under its patch-only Role
         assert status["progress"]["podName"] == "demo-runner-2"
         assert status["progress"]["partitionsCompleted"] == status["progress"]["partitionsTotal"]

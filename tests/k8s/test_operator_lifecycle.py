@@ -92,7 +92,7 @@ def test_example_job_succeeds_with_the_output_of_a_local_run(
         "configMap": "demo-recipe",
         "claim": "demo-data",
         "serviceAccount": "demo-runner",
-        "networkPolicy": "demo",
+        "networkPolicy": "demo-ingress",
         "runnerPod": "demo-runner-1",
     }
     assert status["workDir"] == f"/data/.datajuicer/{namespace}/demo"
@@ -113,7 +113,7 @@ def test_example_job_succeeds_with_the_output_of_a_local_run(
         ("serviceaccount", "demo-runner"),
         ("role", "demo-runner"),
         ("rolebinding", "demo-runner"),
-        ("networkpolicy", "demo"),
+        ("networkpolicy", "demo-ingress"),
         ("pod", "demo-runner-1"),
     ):
         obj = get_json(k8s_cluster, namespace, kind, name)

@@ -33,6 +33,9 @@ def load_recipe_text(text: str, source: str) -> dict[str, Any]:
 
 
 def _under(mount: str, path: str) -> str:
+    """Where the pod sees ``path``: under the mount unless absolute; an ``s3://`` URI as it is."""
+    if path.startswith("s3://"):
+        return path
     return posixpath.normpath(path if path.startswith("/") else posixpath.join(mount, path))
 
 

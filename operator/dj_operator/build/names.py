@@ -66,7 +66,9 @@ def ray_service_account(job: str) -> str:
 
 
 def network_policy(job: str) -> str:
-    return fit(job, 253)
+    """The job's NetworkPolicy: suffixed like every other child, so that a policy of the user's
+    named after the job is never taken for it."""
+    return fit(f"{job}-ingress", 253)
 
 
 def job_id(namespace: str, job: str, uid: str) -> str:

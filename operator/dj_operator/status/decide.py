@@ -190,13 +190,18 @@ def _failed(
     )
 
 
-def _keep_terminal(f: _Facts) -> Draft | None:
-    """A finished job stays finished (and goes when its TTL has passed)."""
-    if f.prev_phase not in c.TERMINAL_PHASES:
+def _keep_terminal(
+    obs: Observed, spec: JobSpec | None, prev_phase: str | None, previous: Obj
+) -> Draft | None:
+    """A finished job stays finished (and goes when its TTL has passed), whatever happened to
+    its spec since: an edit, a tighter installation policy or an operator upgrade that would
+    now refuse it changes nothing that is done."""
+    if prev_phase not in c.TERMINAL_PHASES:
         return None
-    assert f.prev_phase is not None
-    draft = Draft(f.prev_phase, reason=_prev_reason(f.previous), message=_prev_message(f.previous))
-    _ttl(f.obs, f.spec, f.previous, draft)
+    assert prev_phase is not None
+    draft = Draft(prev_phase, reason=_prev_reason(previous), message=_prev_message(previous))
+    if spec is not None:
+        _ttl(obs, spec, previous, draft)
     return draft
 
 
@@ -369,7 +374,6 @@ def _attempt_event(f: _Facts, next_attempt: int) -> EventDraft:
 
 #: The rules, in order: the first that decides wins; `_run` always decides.
 RULES: tuple[_Rule, ...] = (
-    _keep_terminal,
     _recipe_source_missing,
     _last_attempt_verdict,
     _backoff_exceeded,
@@ -382,7 +386,11 @@ RULES: tuple[_Rule, ...] = (
 
 
 def decide(obs: Observed, records: list[Obj], prev_phase: str | None, previous: Obj) -> Draft:
-    """The first decision of `RULES` (an invalid spec fails before any rule)."""
+    """A finished job's phase; else the first decision of `RULES` (an invalid spec fails
+    before any rule)."""
+    terminal = _keep_terminal(obs, obs.spec, prev_phase, previous)
+    if terminal is not None:
+        return terminal
     if obs.spec_error is not None or obs.spec is None:
         message = str(obs.spec_error) if obs.spec_error else "the spec could not be read"
         return _failed(c.R_INVALID_SPEC, "validation", message)

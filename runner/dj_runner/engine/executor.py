@@ -38,7 +38,7 @@ from dj_runner.engine.local_backend import (
 )
 from dj_runner.engine.partition_task import PartitionResult, SourceChanged, count_rejects
 from dj_runner.engine.ray_backend import RayTaskBackend
-from dj_runner.engine.ray_env import RayAddressError
+from dj_runner.engine.ray_env import RayAddressError, resolve_target
 from dj_runner.engine.scheduler import (
     PartitionScheduler,
     RetryPolicy,
@@ -415,7 +415,9 @@ class Executor:
         from dj_runner.engine.ray_env import connect
         from dj_runner.io.sources import list_sources
 
-        ray_named = bool(self.ray_address or os.environ.get("RAY_ADDRESS"))
+        # A cluster is named by an address (host:port, ray://host:port) or by auto (Ray's
+        # address file decides); none, "" and local name an embedded Ray only.
+        ray_named = resolve_target(self.ray_address).mode != "embedded"
         if self.engine != "ray" and not (self.engine == "auto" and ray_named):
             size = sum(s.size for s in list_sources(self.recipe.dataset_path))
             if choose_engine(self.engine, ray_named, size) == "local":

@@ -234,8 +234,9 @@ def check_writable_prefix(key: str, loc: Location) -> None:
         return
     _check_bucket(key, loc)
     name = f".dj-runner-probe-{uuid.uuid4().hex}"
-    key = loc.path.rstrip("/")
-    probe = f"{key}{name}" if "/" in key else f"{key}/{name}"  # beside the target, in its bucket
+    target = loc.path.rstrip("/")
+    # beside the target, in its bucket
+    probe = f"{target}{name}" if "/" in target else f"{target}/{name}"
     try:
         with loc.fs.open_output_stream(probe) as fh:
             fh.write(b"probe")

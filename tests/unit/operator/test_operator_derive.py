@@ -449,3 +449,18 @@ def test_local_jobs_have_no_ray_cluster_status() -> None:
     out = run([pod(1)])
     assert out.status["rayCluster"] is None
     assert "rayCluster" not in out.status["children"]
+
+
+def test_a_finished_job_stays_finished_when_its_spec_would_now_be_refused() -> None:
+    """An edit, a tighter installation policy or an operator upgrade that refuses the spec of a
+    job that has already Succeeded changes nothing that is done (review finding 4)."""
+    done = run([pod(1, "Succeeded", 0)])
+    assert done.phase == c.SUCCEEDED
+    refused = after(
+        done,
+        [pod(1, "Succeeded", 0)],
+        spec_error=SpecError("spec.runner.volumes[0].hostPath", "/", "no hostPath volume"),
+    )
+    assert refused.phase == c.SUCCEEDED
+    assert refused.actions == ()
+    assert "InvalidSpec" not in reasons(refused)

@@ -22,6 +22,7 @@ from dj_operator.policy import (
     PolicyViolation,
     check_job,
     check_paths,
+    image_allowed,
     policy_from_env,
 )
 from dj_operator.status import times
@@ -238,6 +239,7 @@ def test_recipe_paths_outside_the_mount_are_refused() -> None:
     spec = _runner(volumeMounts=[{"name": "ds", "mountPath": "/datasets/"}])
     check_paths({"dataset_path": "/data/in.jsonl"}, "/data", spec, "spec.recipe")
     check_paths({"dataset_path": "/datasets/a/in.jsonl"}, "/data", spec, "spec.recipe")
+    check_paths({"dataset_path": "s3://corpus/in/"}, "/data", spec, "spec.recipe")  # no file
     with pytest.raises(PolicyViolation) as info:
         check_paths({"dataset_path": "/etc/passwd"}, "/data", spec, "spec.recipe")
     assert (info.value.field_path, info.value.rule) == (
@@ -400,3 +402,11 @@ def test_a_refused_job_fails_invalid_spec_with_no_action() -> None:
     assert failure["reason"] == c.R_INVALID_SPEC
     assert "spec.runner.volumes[0].hostPath" in failure["message"]
     assert "(rule hostPath)" in failure["message"]
+
+
+def test_image_prefixes_match_at_a_boundary() -> None:
+    assert image_allowed("registry.example.org/dj/runner:1", "registry.example.org")
+    assert image_allowed("registry.example.org/dj/runner:1", "registry.example.org/dj/")
+    assert image_allowed("registry.example.org:5000/dj:1", "registry.example.org")
+    assert not image_allowed("registry.example.org.evil.io/dj:1", "registry.example.org")
+    assert not image_allowed("registry.example.orgx/dj:1", "registry.example.org")

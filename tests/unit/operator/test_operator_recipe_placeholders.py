@@ -29,3 +29,17 @@ def test_a_recipe_without_placeholders_resolves_under_the_mount_as_before() -> N
     }
     paths = validate_recipe(recipe, "/data", work_dir="/data/w", job_id="j")
     assert paths == {"dataset_path": "/data/in.jsonl", "export_path": "/data/out/result.jsonl"}
+
+
+def test_an_s3_export_is_reported_as_its_uri() -> None:
+    recipe = {
+        "dataset_path": "s3://corpus/in/",
+        "export_path": "s3://corpus/out/result.jsonl",
+        "work_dir": "/data/w",
+        "process": [{"whitespace_normalization_mapper": {}}],
+    }
+    paths = validate_recipe(recipe, "/data", work_dir="/data/w", job_id="j")
+    assert paths == {
+        "dataset_path": "s3://corpus/in/",
+        "export_path": "s3://corpus/out/result.jsonl",
+    }
