@@ -51,10 +51,13 @@ def test_close_ends_the_running_workers_and_drops_the_queued_tasks() -> None:
     wait_for(lambda: not any(map(alive, workers)), 30, "the workers to end")
 
 
-def test_one_worker_runs_tasks_in_the_driver() -> None:
+def test_one_worker_runs_tasks_in_the_driver_one_at_a_time_while_submit_returns() -> None:
     pool = LocalPool(1, fn=task)
-    f = pool.submit(("ok", "inline"))
-    assert f.done() and f.result() == "inline"
+    slow = pool.submit(("sleep", "0.5"))
+    queued = pool.submit(("ok", "inline"))
+    assert not queued.done()  # submit did not run it: the scheduler sees both in flight
+    assert queued.result(timeout=30) == "inline" and slow.result() == "0.5"
+    assert pool.pids() == []  # no process was started
     with pytest.raises(ValueError):
-        pool.submit(("raise", "x")).result()
+        pool.submit(("raise", "x")).result(timeout=30)
     pool.close()

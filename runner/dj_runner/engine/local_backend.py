@@ -7,7 +7,7 @@ its checkpoints, its event log and its output are the same as on Ray: only where
 differs.
 
 - One partition, one CPU, or an input of at most ``INLINE_MAX_BYTES``: the tasks run in the
-  driver's own process, one at a time (no process to start at all).
+  driver's own process, one at a time on a thread of their own (no process to start at all).
 - Otherwise at most ``min(cpus, partitions)`` tasks at once, each in a worker process of its
   own, forked from a fork server that has imported the task's modules once. A worker ignores Ctrl-C (the driver stops the
   job: tasks end after their checkpoint, as on Ray) and ends when the driver ends, however it
@@ -152,7 +152,8 @@ class LocalPool:
 
     A dispatcher thread starts queued tasks as slots free up and completes their futures;
     ``close`` ends the workers still running and drops the queued tasks. With one worker the
-    tasks run in the driver's own process instead, one at a time.
+    tasks run in the driver's own process instead, one at a time, on a thread of their own (the
+    scheduler goes on seeing them in flight, as on Ray).
     """
 
     def __init__(self, workers: int, fn: Callable[..., Any] = partition_task_entry) -> None:
@@ -165,16 +166,17 @@ class LocalPool:
         self._thread: threading.Thread | None = None
         self._wake_r, self._wake_w = multiprocessing.Pipe(duplex=False)
         self._ctx: Any = None
+        self._inline: cf.ThreadPoolExecutor | None = None
 
     def submit(self, args: tuple[Any, ...]) -> cf.Future[Any]:
-        future: cf.Future[Any] = cf.Future()
         if self.workers == 1:
-            future.set_running_or_notify_cancel()
-            try:
-                future.set_result(self._fn(*args))
-            except Exception as exc:
-                future.set_exception(exc)
-            return future
+            with self._lock:
+                if self._closed:
+                    raise RuntimeError("the local workers were closed")
+                if self._inline is None:
+                    self._inline = cf.ThreadPoolExecutor(1, thread_name_prefix="dj-runner-task")
+                return self._inline.submit(self._fn, *args)
+        future: cf.Future[Any] = cf.Future()
         with self._lock:
             if self._closed:
                 raise RuntimeError("the local workers were closed")
@@ -263,6 +265,8 @@ class LocalPool:
 
     def close(self) -> None:
         """Stop the workers: queued tasks are dropped, running ones end with their process."""
+        if self._inline is not None:
+            self._inline.shutdown(wait=False, cancel_futures=True)
         with self._lock:
             self._closed = True
             queued, running = list(self._queue), list(self._running)
