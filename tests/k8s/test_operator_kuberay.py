@@ -52,7 +52,7 @@ def test_kuberay_cluster_is_accepted_and_the_runner_waits_for_it(
     account = get_json(k8s_cluster, namespace, "serviceaccount", "demo-kuberay-ray")
     assert account["automountServiceAccountToken"] is False
     assert account["metadata"]["ownerReferences"][0]["uid"] == job["metadata"]["uid"]
-    policy = get_json(k8s_cluster, namespace, "networkpolicy", "demo-kuberay")
+    policy = get_json(k8s_cluster, namespace, "networkpolicy", "demo-kuberay-ingress")
     assert policy["spec"]["podSelector"] == {"matchLabels": {"datajuicer.io/job": "demo-kuberay"}}
     assert cluster["spec"]["workerGroupSpecs"][0]["replicas"] == 2
     job = wait_phase(k8s_cluster, namespace, "demo-kuberay", ("Starting",))
