@@ -11,8 +11,10 @@ from dj_runner.engine.local_backend import (
     INLINE_MAX_BYTES,
     LocalEngine,
     choose_engine,
+    default_engine,
     machine_cpus,
 )
+from dj_runner.errors import InvalidInput
 
 MB = 1024 * 1024
 
@@ -42,3 +44,11 @@ def test_small_inputs_run_in_the_driver_and_larger_ones_on_at_most_one_worker_pe
 def test_machine_cpus_counts_this_process_s_cpus() -> None:
     cpus = machine_cpus()
     assert 1 <= cpus <= len(os.sched_getaffinity(0))
+
+
+def test_the_default_engine_comes_from_the_environment_and_a_bad_value_is_named() -> None:
+    assert default_engine({}) == "auto"
+    assert default_engine({"DJ_RUNNER_ENGINE": "ray"}) == "ray"
+    assert default_engine({"DJ_RUNNER_ENGINE": " local "}) == "local"
+    with pytest.raises(InvalidInput, match=r"DJ_RUNNER_ENGINE: got 'fast'; expected one of auto"):
+        default_engine({"DJ_RUNNER_ENGINE": "fast"})

@@ -34,6 +34,7 @@ from dj_runner.engine.local_backend import (
     LocalPool,
     LocalTaskBackend,
     choose_engine,
+    default_engine,
     machine_cpus,
 )
 from dj_runner.engine.partition_task import PartitionResult, SourceChanged, count_rejects
@@ -224,7 +225,7 @@ class Executor:
         self.restart = restart
         self.progress = progress or NoProgress()
         self.ray_address = ray_address or recipe.ray_address
-        self.engine = engine or recipe.engine
+        self.engine = engine or recipe.engine or default_engine()
         self._pool: LocalPool | None = None
         self.wait_for_lock_s = wait_for_lock_s
         self.grace_period_s = grace_period_s

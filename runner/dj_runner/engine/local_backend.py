@@ -31,16 +31,19 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.connection import wait as mp_wait
 from typing import Any
 
 from dj_runner.engine.task_body import StageTask, partition_task_entry, raise_task_error
+from dj_runner.errors import InvalidInput
 
 #: The engines a job may name; ``auto`` picks ``local`` for small inputs, else ``ray``.
 ENGINES = ("auto", "ray", "local")
+#: The engine of a job that names none (``--engine``, the recipe's ``engine``); else ``auto``.
+ENGINE_ENV = "DJ_RUNNER_ENGINE"
 #: ``auto`` runs inputs up to this many bytes (summed file sizes) on the local engine, when no
 #: Ray cluster is named. Below it the local engine finishes before an embedded Ray has started
 #: (docs/benchmarks.md, "Engines: where the line is").
@@ -80,6 +83,19 @@ def machine_cpus() -> int:
         if quota != "max":
             cpus = min(cpus, max(1, int(int(quota) / int(period))))
     return max(1, cpus)
+
+
+def default_engine(environ: Mapping[str, str] = os.environ) -> str:
+    """The engine of a job that names none: ``DJ_RUNNER_ENGINE``, else ``auto``."""
+    value = environ.get(ENGINE_ENV, "").strip()
+    if not value:
+        return "auto"
+    if value not in ENGINES:
+        raise InvalidInput(
+            f"environment variable {ENGINE_ENV}: got {value!r}; expected one of "
+            f"{', '.join(ENGINES)}"
+        )
+    return value
 
 
 def choose_engine(engine: str, ray_named: bool, input_bytes: int) -> str:

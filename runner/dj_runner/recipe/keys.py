@@ -338,11 +338,13 @@ TOP_LEVEL = _keys(
     Key(
         "engine",
         (str,),
-        "auto",
+        None,
         "where partition tasks run: ray (an embedded Ray or the cluster named), local (worker "
         "processes of this machine, no Ray) or auto (local for inputs up to 64 MiB when no Ray "
         "cluster is named, else ray)",
         choices=("auto", "ray", "local"),
+        nullable=True,
+        default_doc="$DJ_RUNNER_ENGINE, else auto",
     ),
     Key(
         "np", (int,), None, "CPUs of the embedded Ray or the local engine", minimum=1, nullable=True

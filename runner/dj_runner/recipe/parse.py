@@ -111,7 +111,7 @@ class Recipe:
     process: tuple[OpSpec, ...]
     keep_stats_in_res_ds: bool
     ray_address: str | None
-    engine: str
+    engine: str | None
     np: int | None
     job_id: str | None
     work_dir: str | None
