@@ -276,8 +276,9 @@ def _start_slow_run(tmp_path: Path, work: Path, *extra: str) -> subprocess.Popen
     while time.monotonic() < deadline:  # until its tasks run (the op_start events)
         if proc.poll() is not None:
             break
-        events = WorkDir(work).events_dir / "events.jsonl"
-        if events.exists() and '"op_start"' in events.read_text():
+        # The event log is one segment file per writing process.
+        segments = WorkDir(work).events_dir.glob("*.jsonl")
+        if any('"op_start"' in segment.read_text() for segment in segments):
             break
         time.sleep(0.05)
     assert proc.poll() is None, proc.communicate()[1]

@@ -77,9 +77,25 @@ def default_work_dir(recipe: Recipe) -> Path:
     return export.parent / f"{name}-{tag}-work"
 
 
+def check_work_dir_local(work_dir: str) -> None:
+    """A work dir in object storage is not supported yet: refuse it, naming the key."""
+    if is_s3(work_dir):
+        raise RecipeError(
+            "work_dir",
+            work_dir,
+            "a local directory (or a mounted volume); a work dir in object storage is not "
+            "supported yet (input and export may be s3://)",
+        )
+
+
 def resolve_work_dir(recipe: Recipe, work_dir: str | Path | None = None) -> Path:
-    """The run's work dir: ``--work-dir``, else the recipe's ``work_dir``, else the default."""
-    return Path(work_dir or recipe.work_dir or default_work_dir(recipe))
+    """The run's work dir: ``--work-dir``, else the recipe's ``work_dir``, else the default.
+
+    Checked as written, before it becomes a path (a path would fold ``s3://`` into ``s3:/``)."""
+    chosen = work_dir or recipe.work_dir
+    if chosen:
+        check_work_dir_local(str(chosen))
+    return Path(chosen or default_work_dir(recipe))
 
 
 class DamagedState(Exception):

@@ -53,7 +53,6 @@ class Preflight:
 def preflight(recipe: Recipe, work_dir: str | Path) -> Preflight:
     """Run every check; raise ``RecipeError`` (or ``InputError`` for an unreadable input file)
     for the first that fails."""
-    check_work_dir_local(str(work_dir))
     work = Path(os.path.abspath(work_dir))
     sources = tuple(list_sources(recipe.dataset_path))
     if is_s3(recipe.dataset_path) or is_s3(recipe.export_path):
@@ -121,17 +120,6 @@ def check_locations(recipe: Recipe, work: Path) -> None:
                 f"a path that does not contain the {name} {path} (exporting there would "
                 "replace it)",
             )
-
-
-def check_work_dir_local(work_dir: str) -> None:
-    """A work dir in object storage is not supported yet: refuse it, naming the key."""
-    if is_s3(work_dir):
-        raise RecipeError(
-            "work_dir",
-            work_dir,
-            "a local directory (or a mounted volume); a work dir in object storage is not "
-            "supported yet (input and export may be s3://)",
-        )
 
 
 def _s3_root(dataset_path: str) -> str:
