@@ -43,7 +43,12 @@ def _job(name: str, metrics_port: int | None = None, **recipe: Any) -> dict[str,
     job["spec"]["recipe"].update(recipe)
     if metrics_port is not None:
         job["spec"]["runner"]["metricsPort"] = metrics_port
-    return with_test_ops(job)
+    # On Ray, as the dashboards are drawn for: a job of 100 samples would otherwise run on the
+    # local engine, whose partitions can all finish between two scrapes (no rate to show).
+    job = with_test_ops(job)
+    runner = job["spec"]["runner"]
+    runner["env"] = [*(runner.get("env") or []), {"name": "DJ_RUNNER_ENGINE", "value": "ray"}]
+    return job
 
 
 @pytest.fixture
