@@ -34,6 +34,7 @@ from dj_runner.observe.event_log import (
     follow_events,
     read_events,
 )
+from dj_runner.recipe.keys import ENGINES
 from dj_runner.store.workdir import WorkDir
 
 #: Event types the driver adds to the log's standard ones.
@@ -302,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--ray-address", help="auto, ray://host:port or host:port (default: embedded)")
     run.add_argument(
         "--engine",
-        choices=("auto", "ray", "local"),
+        choices=ENGINES,
         help="where tasks run: ray, local processes (no Ray), or auto (the recipe's engine "
         "key; default auto: local for small inputs when no Ray cluster is named)",
     )

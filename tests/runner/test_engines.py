@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ import pytest
 from dj_runner.contract import ExitCode
 from dj_runner.engine.local_backend import INLINE_MAX_BYTES
 from tests.harness.proctree import alive, descendants
+from tests.harness.waiting import wait_for
 
 from conftest import CORPORA, read_jsonl, run_cli, write_recipe
 
@@ -97,7 +97,7 @@ def test_auto_runs_a_small_input_without_ray(tmp_path):
     )
 
 
-def _big_input(path: Path, marker_row: int | None) -> int:
+def _big_input(path: Path, marker_row: int) -> int:
     """A JSONL input above the in-driver bound (so a worker pool runs it), built from the
     committed corpus; the record at ``marker_row`` carries the gate's marker."""
     texts = [r["text"] for r in read_jsonl(CORPORA / "python-docs-excerpt.jsonl")]
@@ -113,19 +113,10 @@ def _big_input(path: Path, marker_row: int | None) -> int:
     return rows
 
 
-def _wait_for(what: str, cond, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
-
-
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
 def test_a_stopped_local_pool_leaves_no_worker_and_resumes_to_the_same_bytes(tmp_path, sig):
     data = tmp_path / "in.jsonl"
-    rows = _big_input(data, marker_row=None)
-    _big_input(data, marker_row=rows - 1)  # the last partition waits at the gate
+    rows = _big_input(data, marker_row=0)  # the first partition waits at the gate
     gate_dir = tmp_path / "gate"
     gate_dir.mkdir()
     process = [
@@ -133,14 +124,18 @@ def test_a_stopped_local_pool_leaves_no_worker_and_resumes_to_the_same_bytes(tmp
         {"gate_mapper": {"marker": "HOLD", "state_dir": str(gate_dir), "timeout_s": 300.0}},
         {"text_length_filter": {"min_len": 10}},
     ]
-    recipe = write_recipe(
-        tmp_path / "r.yaml",
-        project_name="pool-kill",
-        dataset_path=str(data),
-        export_path=str(tmp_path / "out.jsonl"),
-        partition_size=max(1, rows // 6),
-        process=process,
-    )
+
+    def pool_recipe(name: str) -> Path:
+        return write_recipe(
+            tmp_path / f"{name}.yaml",
+            project_name="pool-kill",
+            dataset_path=str(data),
+            export_path=str(tmp_path / f"{name}.jsonl"),
+            partition_size=max(1, rows // 6),
+            process=process,
+        )
+
+    recipe = pool_recipe("out")
     work = tmp_path / "work"
     cmd = [sys.executable, "-m", "dj_runner.cli", "run", str(recipe), "--work-dir", str(work),
            "--engine", "local"]  # fmt: skip
@@ -152,7 +147,7 @@ def test_a_stopped_local_pool_leaves_no_worker_and_resumes_to_the_same_bytes(tmp
             parts = st.get("partitions") or {}
             return bool(parts.get("total")) and parts.get("done") == parts["total"] - 1
 
-        _wait_for("every partition but the gated one to finish", held)
+        wait_for(held, 120, "every partition but the gated one to finish")
         workers = descendants(driver.pid)
         assert len(workers) >= 2, "the job did not run in a pool of worker processes"
         driver.send_signal(sig)
@@ -161,7 +156,7 @@ def test_a_stopped_local_pool_leaves_no_worker_and_resumes_to_the_same_bytes(tmp
             assert driver.wait(120) == ExitCode.INTERRUPTED
         else:
             driver.wait(30)
-        _wait_for("the pool's worker processes to end", lambda: not any(map(alive, workers)), 30)
+        wait_for(lambda: not any(map(alive, workers)), 30, "the pool's worker processes to end")
     finally:
         if driver.poll() is None:
             driver.kill()
@@ -169,14 +164,7 @@ def test_a_stopped_local_pool_leaves_no_worker_and_resumes_to_the_same_bytes(tmp
     (gate_dir / "open").touch()
     resumed = run_cli("run", str(recipe), "--work-dir", str(work), "--engine", "local")
     assert resumed.returncode == ExitCode.OK, resumed.stderr
-    clean = write_recipe(
-        tmp_path / "clean.yaml",
-        project_name="pool-kill",
-        dataset_path=str(data),
-        export_path=str(tmp_path / "clean.jsonl"),
-        partition_size=max(1, rows // 6),
-        process=process,
-    )
+    clean = pool_recipe("clean")
     ref = run_cli("run", str(clean), "--work-dir", str(tmp_path / "clean-work"), "--engine", "ray")
     assert ref.returncode == ExitCode.OK, ref.stderr
     assert (tmp_path / "out.jsonl").read_bytes() == (tmp_path / "clean.jsonl").read_bytes()

@@ -419,7 +419,7 @@ class Executor:
         # A cluster is named by an address (host:port, ray://host:port) or by auto (Ray's
         # address file decides); none, "" and local name an embedded Ray only.
         ray_named = resolve_target(self.ray_address).mode != "embedded"
-        if self.engine != "ray" and not (self.engine == "auto" and ray_named):
+        if choose_engine(self.engine, ray_named, 0) == "local":  # the input's size may decide
             size = sum(s.size for s in list_sources(self.recipe.dataset_path))
             if choose_engine(self.engine, ray_named, size) == "local":
                 local = LocalEngine(self.recipe.np or machine_cpus(), size)

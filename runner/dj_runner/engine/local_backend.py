@@ -39,9 +39,8 @@ from typing import Any
 
 from dj_runner.engine.task_body import StageTask, partition_task_entry, raise_task_error
 from dj_runner.errors import InvalidInput
+from dj_runner.recipe.keys import ENGINES
 
-#: The engines a job may name; ``auto`` picks ``local`` for small inputs, else ``ray``.
-ENGINES = ("auto", "ray", "local")
 #: The engine of a job that names none (``--engine``, the recipe's ``engine``); else ``auto``.
 ENGINE_ENV = "DJ_RUNNER_ENGINE"
 #: ``auto`` runs inputs up to this many bytes (summed file sizes) on the local engine, when no

@@ -10,7 +10,7 @@ task's error into what the scheduler expects (an ``ENOSPC`` into ``NoSpace``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from dj_runner.engine.partition_task import PartitionResult, run_partition
 from dj_runner.io.sources import SourceFile
@@ -70,7 +70,7 @@ def partition_task_entry(
         return run_partition(work, recipe, part, sources, target, attempt, log, fence)
 
 
-def raise_task_error(cause: BaseException, work_root: str) -> None:
+def raise_task_error(cause: BaseException, work_root: str) -> NoReturn:
     """Raise a task's error as the scheduler sees it: a full disk the task's own writes did not
     name is still fatal (``NoSpace``), never retried; anything else as it is."""
     if isinstance(cause, OSError) and cause.errno in NO_SPACE_ERRNOS:

@@ -140,6 +140,9 @@ class _Required:
 
 REQUIRED: Any = _Required()
 
+#: Where a job's partition tasks may run (the ``engine`` key, ``--engine``, ``DJ_RUNNER_ENGINE``).
+ENGINES = ("auto", "ray", "local")
+
 
 @dataclass(frozen=True)
 class Key:
@@ -342,7 +345,7 @@ TOP_LEVEL = _keys(
         "where partition tasks run: ray (an embedded Ray or the cluster named), local (worker "
         "processes of this machine, no Ray) or auto (local for inputs up to 64 MiB when no Ray "
         "cluster is named, else ray)",
-        choices=("auto", "ray", "local"),
+        choices=ENGINES,
         nullable=True,
         default_doc="$DJ_RUNNER_ENGINE, else auto",
     ),
