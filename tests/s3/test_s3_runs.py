@@ -304,7 +304,7 @@ def test_wrong_credentials_missing_bucket_and_no_permission_exit_2(
     )
 
 
-def test_export_inside_the_input_prefix_and_s3_work_dir_are_refused(
+def test_export_or_work_dir_inside_the_input_prefix_is_refused(
     tmp_path, s3_server: S3Server, s3_bucket, local_inputs
 ):
     s3_server.upload_tree(local_inputs, s3_bucket, "in/data")
@@ -319,13 +319,14 @@ def test_export_inside_the_input_prefix_and_s3_work_dir_are_refused(
     assert "outside the input prefix" in proc.stderr
     proc = run(
         tmp_path,
-        "nowork",
+        "workinside",
         env=s3_server.env(),
-        dataset_path=str(local_inputs),
+        dataset_path=f"s3://{s3_bucket}/in/data",
         export_path=f"s3://{s3_bucket}/o.jsonl",
-        work_dir=f"s3://{s3_bucket}/work",
+        work_dir=f"s3://{s3_bucket}/in/data/work",
     )
     assert proc.returncode == ExitCode.USAGE and "work_dir" in proc.stderr, proc.stderr
+    assert "outside the input prefix" in proc.stderr
 
 
 def test_a_foreign_prefix_is_never_exported_over(
