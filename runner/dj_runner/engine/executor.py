@@ -76,6 +76,7 @@ from dj_runner.plan.manifest import claim_work_dir, default_work_dir, resolve_wo
 from dj_runner.plan.partitioner import Plan
 from dj_runner.plan.saved_plan import load_or_build_plan, verify_content
 from dj_runner.recipe.parse import Recipe
+from dj_runner.store.blobs import s3_retries
 from dj_runner.store.checkpoint import (
     CheckpointDir,
     CheckpointKey,
@@ -562,6 +563,9 @@ class Executor:
             output_rows=result.rows_out,
             completion_time=time.time(),
             output_path=self.recipe.export_path,
+            # The work dir's S3 requests this driver retried after transient errors (each
+            # Ray worker or local task process counts its own; see docs/object-storage.md).
+            s3_request_retries=None if self.work.is_local else s3_retries(),
         )
 
     def _log(self, event_type: str, message: str = "", **fields: Any) -> None:
