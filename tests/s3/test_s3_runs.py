@@ -342,3 +342,33 @@ def test_a_foreign_prefix_is_never_exported_over(
     )
     assert proc.returncode == ExitCode.USAGE and "holds other objects" in proc.stderr, proc.stderr
     assert s3_server.get_object(s3_bucket, "theirs/keep.txt") == b"someone else's"
+
+
+def test_data_juicers_s3_dataset_config_runs_as_written(
+    tmp_path, s3_server: S3Server, s3_bucket, local_inputs, local_reference
+):
+    """Data-Juicer's ``dataset: {configs: [{type: remote, source: s3, ...}]}`` form: its
+    endpoint and region are used (the environment names neither), the output is the same."""
+    s3_server.upload_tree(local_inputs, s3_bucket, "dj/data")
+    env = {k: v for k, v in s3_server.env().items() if k not in ("AWS_ENDPOINT_URL", "AWS_REGION")}
+    out = tmp_path / "out.jsonl"
+    proc = run(
+        tmp_path,
+        "djform",
+        env={**env, "AWS_ENDPOINT_URL": "", "AWS_REGION": ""},
+        dataset={
+            "configs": [
+                {
+                    "type": "remote",
+                    "source": "s3",
+                    "path": f"s3://{s3_bucket}/dj/data",
+                    "aws_region": s3_server.region,
+                    "endpoint_url": s3_server.endpoint,
+                }
+            ]
+        },
+        export_path=str(out),
+    )
+    assert proc.returncode == ExitCode.OK, proc.stderr
+    assert "dataset: read as dataset_path" in proc.stderr
+    assert out.read_bytes() == local_reference[1]
