@@ -384,3 +384,48 @@ def test_a_missing_bucket_or_no_permission_on_the_work_dir_is_exit_2(
     proc = cli("run", str(path), env=s3_server.env(READER))
     assert proc.returncode == ExitCode.USAGE, proc.stderr
     assert "PutObject" in proc.stderr and READER.secret_key not in proc.stderr
+
+
+def test_the_server_restarted_mid_job_is_retried_with_identical_output(
+    tmp_path, s3_server: S3Server, s3_bucket, corpus
+):
+    work = f"s3://{s3_bucket}/work/restart"
+    ops = [{"slow_mapper": {"seconds": 0.01}}, *OPS]
+    out = tmp_path / "out.jsonl"
+    path = recipe(
+        tmp_path,
+        "restart",
+        dataset_path=str(corpus),
+        export_path=str(out),
+        work_dir=work,
+        process=ops,
+    )
+    env = {**s3_server.env(), **TEST_OPS_ENV}
+    ref = recipe(
+        tmp_path,
+        "restartref",
+        dataset_path=str(corpus),
+        export_path=str(tmp_path / "ref.jsonl"),
+        process=ops,
+    )
+    proc = cli("run", str(ref), "--work-dir", str(tmp_path / "refwork"), env=env)
+    assert proc.returncode == ExitCode.OK, proc.stderr
+    runner = subprocess.Popen(
+        [*CLI, "run", str(path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **env},
+    )
+    wait_for(
+        lambda: commits(s3_server, s3_bucket, "work/restart") >= 5 or runner.poll() is not None,
+        180,
+        "the first commits in the bucket",
+        interval=0.1,
+    )
+    assert runner.poll() is None, "the job ended before the server could be restarted"
+    s3_server.restart(down_s=2.0)
+    assert runner.wait(timeout=300) == ExitCode.OK, runner.stderr.read() if runner.stderr else ""
+    assert out.read_bytes() == (tmp_path / "ref.jsonl").read_bytes()
+    done = json.loads(s3_server.get_object(s3_bucket, "work/restart/status.json"))
+    assert done["state"] == "succeeded"
