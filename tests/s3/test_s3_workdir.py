@@ -429,3 +429,44 @@ def test_the_server_restarted_mid_job_is_retried_with_identical_output(
     assert out.read_bytes() == (tmp_path / "ref.jsonl").read_bytes()
     done = json.loads(s3_server.get_object(s3_bucket, "work/restart/status.json"))
     assert done["state"] == "succeeded"
+
+
+def test_on_ray_the_workers_commit_to_the_bucket(
+    tmp_path, s3_server: S3Server, s3_bucket, corpus, reference
+):
+    """The Ray engine: every partition task opens the bucket itself (no shared filesystem)."""
+    s3_server.put_object(s3_bucket, "in/ray.jsonl", corpus.read_bytes())
+    work = f"s3://{s3_bucket}/work/ray"
+    path = recipe(
+        tmp_path,
+        "ray",
+        dataset_path=f"s3://{s3_bucket}/in/ray.jsonl",
+        export_path=f"s3://{s3_bucket}/out/ray.jsonl",
+        work_dir=work,
+        engine="ray",
+    )
+    proc = cli("run", str(path), env=s3_server.env(), timeout=600)
+    assert proc.returncode == ExitCode.OK, proc.stderr
+    assert s3_server.get_object(s3_bucket, "out/ray.jsonl") == reference
+    events = cli("events", work, "--json", env=s3_server.env())
+    writers = {
+        json.loads(line).get("process_id")
+        for line in events.stdout.splitlines()
+        if json.loads(line)["event_type"] == "checkpoint_save"
+    }
+    driver = {
+        json.loads(line).get("process_id")
+        for line in events.stdout.splitlines()
+        if json.loads(line)["event_type"] == "job_start"
+    }
+    assert writers and not writers & driver, "checkpoints were not written by Ray workers"
+
+
+def test_a_work_dir_listing_of_more_than_1000_objects_is_read_whole(s3_server: S3Server, s3_bucket):
+    configure_s3(S3Config(endpoint_url=s3_server.endpoint, region=s3_server.region))
+    os.environ.update(s3_server.env())
+    blobs = S3Blobs(f"s3://{s3_bucket}/work/many")
+    for i in range(1100):
+        s3_server.put_object(s3_bucket, f"work/many/events/e-{i:05d}", b"x")
+    keys = [e.key for e in blobs.list("events")]
+    assert len(keys) == 1100 and keys[0] == "events/e-00000" and keys[-1] == "events/e-01099"
