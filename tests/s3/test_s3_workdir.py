@@ -167,7 +167,14 @@ def test_input_work_dir_and_export_all_in_s3_match_the_local_run(
     assert not any(tmp_path.glob("**/checkpoints")), "a local work dir was made"
     stored = objects(s3_server, s3_bucket, "work/all")
     keys = {k.split("/work/all/", 1)[1] for k in stored}
-    assert {"job.json", "plan.json", "status.json", "result.json", "claim.json", ".lock"} <= keys
+    assert {
+        "job.json",
+        "plan.json",
+        "status.json",
+        "result.json",
+        "claims/000000000001.json",
+        ".lock",
+    } <= keys
     assert any(k.startswith("checkpoints/p00000/commits.jsonl/") for k in keys)
     assert any(k.startswith("events/events-") for k in keys)
     # no secret in any object of the work dir

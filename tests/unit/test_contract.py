@@ -164,7 +164,7 @@ def test_the_runner_docs_list_the_work_dir_layout() -> None:
         contract.PLAN_FILE,
         contract.STATUS_FILE,
         contract.RESULT_FILE,
-        contract.CLAIM_FILE,
+        contract.CLAIMS_DIR + "/",
         contract.LOCK_FILE,
         contract.EVENTS_DIR + "/",
         contract.CHECKPOINTS_DIR + "/",

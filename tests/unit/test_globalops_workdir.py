@@ -64,7 +64,7 @@ def test_every_path_is_a_contract_name_under_the_root(tmp_path: Path) -> None:
     assert work.status_path == tmp_path.resolve() / contract.STATUS_FILE
     assert work.manifest_path.name == contract.JOB_FILE
     assert work.plan_path.name == contract.PLAN_FILE
-    assert work.claim_path.name == contract.CLAIM_FILE
+    assert work.claims_dir.name == contract.CLAIMS_DIR
     assert work.lock_path.name == contract.LOCK_FILE
     assert work.events_dir.name == contract.EVENTS_DIR
     assert work.checkpoint_dir(7).relative_to(work.root).as_posix() == "checkpoints/p00007"

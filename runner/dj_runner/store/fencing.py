@@ -1,9 +1,12 @@
 """Fencing across hosts: run claims, and commit records that carry who wrote them.
 
 On a volume shared by several hosts the ``flock`` of ``lock.py`` may not exclude a second
-writer (a replacement pod on another node while the old one is still terminating). So each
-run also takes a *claim*: ``<work_dir>/claim.json`` holds a number, the epoch, that every new
-run increments, and its run id. Every commit record carries the writer's ``run_id``,
+writer (a replacement pod on another node while the old one is still terminating), and a bucket
+has no ``flock`` at all. So each run also takes a *claim*: the next number, the epoch, as the
+object ``<work_dir>/claims/<epoch>.json`` (with its run id), created only if it does not exist
+(``Blobs.create``: a hard link on a volume, ``If-None-Match: *`` in a bucket). Of two runs
+claiming at once one gets the epoch and the other takes the next: claims are atomic on every
+store. The newest claim is the one with the highest epoch. Every commit record carries the writer's ``run_id``,
 ``epoch`` and ``plan_id`` (a ``Fence``), and:
 
 - a writer re-reads the claim just before each commit and stops (``Superseded``) once a newer
@@ -14,11 +17,8 @@ run increments, and its run id. Every commit record carries the writer's ``run_i
 Limits: the writer's check and its append are two steps, so a superseded writer can still
 append one record in between; such a record belongs to the same recipe and plan (a changed
 recipe or plan changes ``plan_id``), its file is checksummed, and a newer run's records that
-precede it in the log outrank it. A claim is taken with a conditional write (``Blobs.create``
-or ``Blobs.replace`` on the version read): of two runs claiming at once, one gets the next
-epoch and the other reads again and takes the one after. In object storage that is
-``If-None-Match``/``If-Match``; locally a hard link or a compare-then-rename under the work
-dir's ``flock``.
+precede it in the log outrank it. A writer's check is one look at whether the claim of the
+epoch after its own exists (epochs are taken one after the other).
 """
 
 from __future__ import annotations
@@ -53,11 +53,12 @@ class Fence:
         """Raise Superseded if a newer run has claimed the work dir since this one did."""
         if self.claim_root is None:
             return
-        claim = read_claim(self.claim_root)
-        if claim is not None and claim["epoch"] > self.epoch:
+        work = WorkDir(self.claim_root)
+        newer = _parse_claim(work.blobs.read(WorkDir.claim_key(self.epoch + 1)))
+        if newer is not None:
             raise Superseded(
-                f"run {self.run_id} was superseded by run {claim['run_id']} "
-                f"(claim {claim['epoch']} > {self.epoch}); this run stops writing"
+                f"run {self.run_id} was superseded by run {newer['run_id']} "
+                f"(claim {newer['epoch']} > {self.epoch}); this run stops writing"
             )
 
 
@@ -78,32 +79,40 @@ def _parse_claim(data: bytes | None) -> dict[str, Any] | None:
         return None
 
 
+def _epochs(work: WorkDir) -> list[int]:
+    out = []
+    for entry in work.blobs.list(WorkDir.CLAIMS):
+        name = entry.key.rsplit("/", 1)[-1]
+        if name.endswith(".json") and name[:-5].isdigit():
+            out.append(int(name[:-5]))
+    return sorted(out)
+
+
 def read_claim(root: str | Path) -> dict[str, Any] | None:
+    """The newest claim: its epoch and run id (None before the first run)."""
+    work = WorkDir(root)
     try:
-        return _parse_claim(WorkDir(root).blobs.read(WorkDir.CLAIM))
-    except OSError:
+        epochs = _epochs(work)
+        return _parse_claim(work.blobs.read(WorkDir.claim_key(epochs[-1]))) if epochs else None
+    except (OSError, RunnerError):
         return None
 
 
 def take_claim(root: str | Path, run_id: str) -> Fence:
-    """Claim the work dir for ``run_id``: one epoch above the previous claim."""
+    """Claim the work dir for ``run_id``: the first epoch above every claim there."""
     work = WorkDir(root)
-    for _ in range(100):
-        got = work.blobs.read_versioned(WorkDir.CLAIM)
-        previous = _parse_claim(got[0]) if got is not None else None
-        epoch = (previous["epoch"] if previous else 0) + 1
+    epochs = _epochs(work)
+    epoch = (epochs[-1] if epochs else 0) + 1
+    for _ in range(1000):
         data = json.dumps(
             {"epoch": epoch, "run_id": run_id, "claimed_at": datetime.now(UTC).isoformat()},
             indent=1,
             sort_keys=True,
         ).encode()
-        if got is None:
-            won = work.blobs.create(WorkDir.CLAIM, data)
-        else:
-            won = work.blobs.replace(WorkDir.CLAIM, data, got[1])
-        if won is not None:
+        if work.blobs.create(WorkDir.claim_key(epoch), data) is not None:
             return Fence(run_id, epoch, None, work.uri)
-    raise RunnerError(f"{work.show(WorkDir.CLAIM)}: could not claim the work dir (100 tries)")
+        epoch += 1  # another run took it: the next one
+    raise RunnerError(f"{work.show(WorkDir.CLAIMS)}: could not claim the work dir (1000 tries)")
 
 
 def fenced(records: list[dict[str, Any]], plan_id: str | None) -> list[dict[str, Any]]:

@@ -8,7 +8,7 @@
 <work_dir>/events/               the event log (observe/event_log.py)
 <work_dir>/result.json           the last run's outcome
 <work_dir>/status.json           the current run's live status (observe/status_file.py)
-<work_dir>/claim.json            the newest run's claim (fencing.py)
+<work_dir>/claims/             each run's claim, one per epoch (fencing.py)
 <work_dir>/.lock                 the live runner's lock and who it is (lock.py)
 <work_dir>/.stop-<run id>        asks the run's partition tasks to stop after their checkpoint
 
@@ -67,7 +67,7 @@ class WorkDir:
     PLAN = contract.PLAN_FILE
     RESULT = contract.RESULT_FILE
     STATUS = contract.STATUS_FILE
-    CLAIM = contract.CLAIM_FILE
+    CLAIMS = contract.CLAIMS_DIR
     LOCK = contract.LOCK_FILE
     EVENTS = contract.EVENTS_DIR
     REJECTS = contract.REJECTS_DIR
@@ -116,9 +116,14 @@ class WorkDir:
     def status_path(self) -> Path:
         return self.path(self.STATUS)
 
+    @staticmethod
+    def claim_key(epoch: int) -> str:
+        """The claim of the run with ``epoch``."""
+        return f"{contract.CLAIMS_DIR}/{epoch:012d}.json"
+
     @property
-    def claim_path(self) -> Path:
-        return self.path(self.CLAIM)
+    def claims_dir(self) -> Path:
+        return self.path(self.CLAIMS)
 
     @property
     def lock_path(self) -> Path:

@@ -1,0 +1,61 @@
+"""The local store of a work dir: atomic writes, conditional create/replace, logs, listing."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from dj_runner.store.blobs import LocalBlobs, S3Blobs, open_blobs
+from dj_runner.store.fencing import take_claim
+
+
+def test_open_blobs_picks_the_store_by_the_uri(tmp_path: Path) -> None:
+    assert isinstance(open_blobs(tmp_path), LocalBlobs)
+    s3 = open_blobs("s3://bucket-a/some/prefix/")
+    assert isinstance(s3, S3Blobs) and s3.uri == "s3://bucket-a/some/prefix"
+    assert s3.join("job.json") == "s3://bucket-a/some/prefix/job.json"
+
+
+def test_create_only_once_and_replace_only_the_version_read(tmp_path: Path) -> None:
+    blobs = LocalBlobs(tmp_path)
+    first = blobs.create("a/claim.json", b"1")
+    assert first is not None and blobs.create("a/claim.json", b"2") is None
+    assert blobs.read("a/claim.json") == b"1"
+    data, version = blobs.read_versioned("a/claim.json") or (b"", "")
+    assert data == b"1" and version == first
+    second = blobs.replace("a/claim.json", b"3", version)
+    assert second is not None and second != version
+    assert blobs.replace("a/claim.json", b"4", version) is None  # a stale version loses
+    assert blobs.read("a/claim.json") == b"3"
+    assert blobs.replace("missing", b"x", version) is None
+    assert not list(tmp_path.glob("a/.*tmp*")), "a temporary was left behind"
+
+
+def test_records_list_delete(tmp_path: Path) -> None:
+    blobs = LocalBlobs(tmp_path)
+    for i in range(3):
+        blobs.append("p/commits.jsonl", {"i": i})
+    assert [r["i"] for r in blobs.records("p/commits.jsonl")] == [0, 1, 2]
+    blobs.write("p/x.bin", b"12345")
+    assert [(e.key, e.size) for e in blobs.list("p") if e.key.endswith(".bin")] == [("p/x.bin", 5)]
+    assert blobs.size("p/x.bin") == 5 and blobs.size("p") is None and blobs.size("nope") is None
+    blobs.delete_tree("p")
+    assert blobs.list("") == [] and blobs.read("p/x.bin") is None
+
+
+def test_racing_claims_get_distinct_epochs(tmp_path: Path) -> None:
+    """Conditional writes order concurrent claims: every run gets an epoch of its own."""
+    epochs: list[int] = []
+    lock = threading.Lock()
+
+    def claim(i: int) -> None:
+        fence = take_claim(tmp_path, f"run-{i}")
+        with lock:
+            epochs.append(fence.epoch)
+
+    threads = [threading.Thread(target=claim, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert sorted(epochs) == list(range(1, 9))
