@@ -76,7 +76,7 @@ from dj_runner.plan.manifest import claim_work_dir, default_work_dir, resolve_wo
 from dj_runner.plan.partitioner import Plan
 from dj_runner.plan.saved_plan import load_or_build_plan, verify_content
 from dj_runner.recipe.parse import Recipe
-from dj_runner.store.blobs import s3_retries
+from dj_runner.store.blobs import s3_retries, warm_env
 from dj_runner.store.checkpoint import (
     CheckpointDir,
     CheckpointKey,
@@ -619,7 +619,10 @@ class Executor:
         backend: Any
         if self._local is not None:
             if self._pool is None:
-                self._pool = LocalPool(self._local.workers(len(plan.partitions)))
+                self._pool = LocalPool(
+                    self._local.workers(len(plan.partitions)),
+                    server_env=None if self.work.is_local else warm_env(),
+                )
             backend = LocalTaskBackend(self._pool, stage)
         else:
             backend = RayTaskBackend(stage)

@@ -171,9 +171,17 @@ class LocalPool:
     scheduler goes on seeing them in flight, as on Ray).
     """
 
-    def __init__(self, workers: int, fn: Callable[..., Any] = partition_task_entry) -> None:
+    def __init__(
+        self,
+        workers: int,
+        fn: Callable[..., Any] = partition_task_entry,
+        server_env: Mapping[str, str] | None = None,
+    ) -> None:
         self.workers = max(1, workers)
         self._fn = fn  # a module-level function (it is sent to the workers by name)
+        #: Set in the environment the fork server starts with (what its preloaded modules
+        #: prepare once for every worker: an S3 client, see ``store.blobs.WARM_ENV``).
+        self._server_env = dict(server_env or {})
         self._lock = threading.Lock()
         self._queue: deque[_Task] = deque()
         self._running: list[_Task] = []
@@ -215,7 +223,17 @@ class LocalPool:
         proc = self._ctx.Process(
             target=_child, args=(child, os.getpid(), self._fn, task.args), name="dj-runner-worker"
         )
-        proc.start()
+        saved = {k: os.environ.get(k) for k in self._server_env}
+        os.environ.update(self._server_env)  # the fork server, started by the first start
+        try:
+            proc.start()
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+            self._server_env = {}
         child.close()
         task.proc, task.conn = proc, parent
         self._running.append(task)

@@ -43,6 +43,8 @@ from dj_runner.store.location import (
     S3_CONNECT_TIMEOUT_S,
     S3_MAX_ATTEMPTS,
     S3_REQUEST_TIMEOUT_S,
+    S3Config,
+    configure_s3,
     current_s3_config,
     endpoint_of,
     is_s3,
@@ -63,6 +65,7 @@ class Entry:
     key: str
     size: int
     mtime: float
+    version: str = ""  # the ETag, in a bucket
 
 
 class Conflict(RunnerError):
@@ -137,6 +140,11 @@ class Blobs(ABC):
     @abstractmethod
     def records(self, log: str) -> list[dict[str, Any]]:
         """The log's records in the order they were appended (torn ones skipped)."""
+
+    def known_records(self, log: str) -> list[dict[str, Any]]:
+        """The log's records as this process last saw them (with its own appends since): no
+        request in a bucket. What prunes old files may use; what decides must use ``records``."""
+        return self.records(log)
 
 
 # ------------------------------------------------------------------------------------ local
@@ -294,6 +302,29 @@ def _client(endpoint: str | None, region: str | None, identity: tuple[str | None
     )
 
 
+#: A process started with this set (a JSON ``S3Config``) makes its S3 client when this module
+#: is imported: the local engine's fork server does, so its workers inherit a ready client
+#: (making one costs about a second of CPU: botocore loads the S3 API's model).
+WARM_ENV = "DJ_RUNNER_S3_WARM"
+
+
+def warm_env() -> dict[str, str]:
+    """The environment that makes a process started with it prepare this process's client."""
+    options = current_s3_config()
+    return {WARM_ENV: json.dumps({"endpoint_url": options.endpoint_url, "region": options.region})}
+
+
+def _warm_from_env() -> None:
+    raw = os.environ.get(WARM_ENV)
+    if not raw:
+        return
+    try:
+        configure_s3(S3Config(**json.loads(raw)))
+        s3_client()
+    except Exception:
+        pass
+
+
 def s3_client() -> Any:
     """The S3 client for this process's ``s3`` settings (``location.configure_s3``)."""
     options = current_s3_config()
@@ -325,8 +356,6 @@ class S3Blobs(Blobs):
         self.bucket, prefix = split_s3(uri, "work_dir")
         self.prefix = prefix.strip("/")
         self.uri = f"s3://{self.bucket}/{self.prefix}".rstrip("/")
-        self._cache: dict[str, dict[str, dict[str, Any]]] = {}  # log -> name -> record
-        self._cache_lock = threading.Lock()
 
     def __reduce__(self) -> tuple[Any, ...]:  # sent to Ray workers by its URI
         return (S3Blobs, (self.uri,))
@@ -425,7 +454,12 @@ class S3Blobs(Blobs):
                 raise self._fail("ListObjectsV2", prefix, exc) from None
             for obj in resp.get("Contents", []):
                 out.append(
-                    Entry(obj["Key"][strip:], int(obj["Size"]), obj["LastModified"].timestamp())
+                    Entry(
+                        obj["Key"][strip:],
+                        int(obj["Size"]),
+                        obj["LastModified"].timestamp(),
+                        str(obj.get("ETag", "")),
+                    )
                 )
             if not resp.get("IsTruncated"):
                 break
@@ -442,23 +476,34 @@ class S3Blobs(Blobs):
             if not self._missing(exc):
                 raise self._fail("DeleteObject", key, exc) from None
 
+    def _log_id(self, log: str) -> tuple[str, str]:
+        return (self.bucket, self._key(log))
+
     def append(self, log: str, record: dict[str, Any]) -> None:
         data = json.dumps(record, sort_keys=True).encode()
-        seq = len(self.records(log))
+        log_id = self._log_id(log)
+        with _logs_lock:
+            known = _logs.get(log_id)
+        seq = len(known) if known is not None else len(self.records(log))
         for _ in range(1000):
-            if self.create(f"{log}/{seq:0{_SEQ_WIDTH}d}.json", data):
+            name = f"{seq:0{_SEQ_WIDTH}d}.json"
+            if self.create(f"{log}/{name}", data) is not None:
+                with _logs_lock:
+                    mine = list(_logs.get(log_id, []))
+                    _logs[log_id] = [*mine[:seq], (name, record)]
                 return
             seq = max(seq + 1, len(self.records(log)))  # another writer took it
         raise S3Error(f"{self.join(log)}: could not append a record (1000 sequence numbers taken)")
 
     def records(self, log: str) -> list[dict[str, Any]]:
-        """The log's records; each is read once and kept (records never change)."""
-        with self._cache_lock:
-            cache = self._cache.setdefault(log, {})
-        out: list[dict[str, Any]] = []
+        """The log's records: one listing, and a read of each record not seen before (a
+        record never changes once written; its ETag tells a rewritten name apart)."""
+        out: list[tuple[str, dict[str, Any]]] = []
         for entry in self.list(log):
             name = entry.key.rsplit("/", 1)[-1]
-            record = cache.get(name)
+            cache_key = (self.bucket, self._key(entry.key), entry.version)
+            with _logs_lock:
+                record = _record_cache.get(cache_key)
             if record is None:
                 data = self.read(entry.key)
                 try:
@@ -467,9 +512,25 @@ class S3Blobs(Blobs):
                     parsed = None
                 if not isinstance(parsed, dict):
                     continue
-                record = cache[name] = parsed
-            out.append(record)
-        return out
+                record = parsed
+                with _logs_lock:
+                    _record_cache[cache_key] = record
+            out.append((name, record))
+        with _logs_lock:
+            _logs[self._log_id(log)] = out
+        return [r for _, r in out]
+
+    def known_records(self, log: str) -> list[dict[str, Any]]:
+        with _logs_lock:
+            known = _logs.get(self._log_id(log))
+        return [r for _, r in known] if known is not None else self.records(log)
+
+
+#: What this process knows of each log in a bucket: its records in order, and every record it
+#: has read, by key and ETag.
+_logs: dict[tuple[str, str], list[tuple[str, dict[str, Any]]]] = {}
+_record_cache: dict[tuple[str, str, str], dict[str, Any]] = {}
+_logs_lock = threading.Lock()
 
 
 # ------------------------------------------------------------------------------------ opening

@@ -93,6 +93,10 @@ class Commit:
         )
 
 
+#: Checkpoint files in a bucket this process has deleted (so that none is deleted twice).
+_pruned: set[str] = set()
+
+
 class InvalidCheckpoint(Exception):
     """A committed checkpoint failed verification (missing, torn, truncated or altered)."""
 
@@ -289,8 +293,8 @@ class CheckpointDir:
 
     def save(self, key: CheckpointKey, table: pa.Table, op_name: str | None) -> Commit:
         """Write the file whole, then commit it; finally prune older checkpoints."""
-        if self.fence is not None:
-            self.fence.check_current()
+        if self.fence is not None and self.blobs.is_local:
+            self.fence.check_current()  # (in a bucket each check is a request: once, below)
         name = self._file_name(key)
         # The checksum is taken from the bytes as they are written, not from a re-read.
         if self.blobs.is_local:
@@ -330,10 +334,21 @@ class CheckpointDir:
         return commit
 
     def prune(self, keep: CheckpointKey) -> None:
-        """Delete the files of every checkpoint older than ``keep``."""
-        for c in self.commits():
-            if c.key < keep:
+        """Delete the files of every checkpoint older than ``keep`` (each once: in a bucket the
+        commits as last seen, without a listing, and no file deleted twice)."""
+        records = self.blobs.known_records(COMMITS)
+        if self.fence is not None:
+            records = fenced(records, self.fence.plan_id)
+        for r in records:
+            try:
+                c = Commit.from_record(r)
+            except (KeyError, ValueError, TypeError):
+                continue
+            where = self.show(c.file)
+            if c.key < keep and where not in _pruned:
                 self.blobs.delete(c.file)
+                if not self.blobs.is_local:
+                    _pruned.add(where)
 
     def delete(self, commit: Commit) -> None:
         """Delete a checkpoint's file (its record stays; it no longer verifies)."""
