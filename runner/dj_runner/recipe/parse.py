@@ -264,7 +264,8 @@ def _check_path_suffix(key: str, path: str, suffixes: tuple[str, ...], allow_dir
     raise RecipeError(key, path, what)
 
 
-def _resolve(base: Path, value: str) -> str:
+def resolve_path(base: Path, value: str) -> str:
+    """``value`` as an absolute path against ``base`` (an ``s3://`` URL unchanged)."""
     if value.startswith("s3://"):
         return value
     p = Path(os.path.expanduser(value))
@@ -395,8 +396,8 @@ def parse_recipe(
     work_dir = top["work_dir"]
     return Recipe(
         project_name=top["project_name"] or "dj-job",
-        dataset_path=_resolve(base_dir, dataset_path),
-        export_path=_resolve(base_dir, export_path),
+        dataset_path=resolve_path(base_dir, dataset_path),
+        export_path=resolve_path(base_dir, export_path),
         text_keys=tuple(top["text_keys"]),
         process=process,
         keep_stats_in_res_ds=top["keep_stats_in_res_ds"],
@@ -404,7 +405,7 @@ def parse_recipe(
         engine=top["engine"],
         np=top["np"],
         job_id=top["job_id"],
-        work_dir=_resolve(base_dir, work_dir) if work_dir else None,
+        work_dir=resolve_path(base_dir, work_dir) if work_dir else None,
         partition=_partition(top, raw),
         checkpoint=_checkpoint(top, [s.name for s in process]),
         event_logging=_event_logging(top),
