@@ -40,6 +40,7 @@ from dj_runner.engine.local_backend import (
 from dj_runner.engine.partition_task import PartitionResult, SourceChanged, count_rejects
 from dj_runner.engine.ray_backend import RayTaskBackend
 from dj_runner.engine.ray_env import RayAddressError, resolve_target
+from dj_runner.engine.retention import unneeded
 from dj_runner.engine.scheduler import (
     PartitionScheduler,
     RetryPolicy,
@@ -241,6 +242,7 @@ class Executor:
         self._first_error: dict[str, Any] | None = None
         self._done: set[int] = set()
         self._run_begun = False
+        self._started: float | None = None
 
     # ------------------------------------------------------------------ signals
     def request_stop(self, signum: int | None = None) -> None:
@@ -309,7 +311,7 @@ class Executor:
             lock.release()
 
     def _run_locked(self) -> JobResult:
-        t0 = time.time()
+        t0 = self._started = time.time()
         for stale in self.work.stop_paths():  # left by a run the grace period cut short
             if stale != self.work.stop_path(self.run_id):
                 stale.unlink(missing_ok=True)
@@ -554,6 +556,7 @@ class Executor:
         result.rows_out = self._export(plan, exclude=set(failed))
         self.status.update(samples={"out": result.rows_out})
         result.status = "partially_succeeded" if failed else "succeeded"
+        self._retain(succeeded=not failed)
         self._log(
             "job_complete",
             f"job {self.job_id} {result.status}: {result.rows_in} -> {result.rows_out} samples",
@@ -566,6 +569,22 @@ class Executor:
             completion_time=time.time(),
             output_path=self.recipe.export_path,
         )
+
+    def _retain(self, succeeded: bool) -> None:
+        """Remove what the recipe's ``retention`` does not keep (``retention.py``): the
+        export is written, so a succeeded job's checkpoints may go."""
+        entries = unneeded(
+            self.work, self.recipe.retention, succeeded, self._started, leftovers=False
+        )
+        if entries:
+            freed = self.work.remove(e.path for e in entries)
+            self._log(
+                "cleanup",
+                f"retention removed {len(entries)} entries: {freed:,} bytes freed",
+                entries_removed=len(entries),
+                bytes_freed=freed,
+                removed=[e.path for e in entries[:100]],
+            )
 
     def _log(self, event_type: str, message: str = "", **fields: Any) -> None:
         if self.events is not None:

@@ -254,6 +254,43 @@ EVENT_BLOCK = _keys(
     Key("backup_count", (int,), 5, "rotated files kept", minimum=0),
 )
 
+#: What a finished job keeps (``retention``); applied at a run's end and by ``dj-runner clean``.
+RETENTION_CHECKPOINTS = ("final", "all", "none")
+RETENTION_BLOCK = _keys(
+    Key(
+        "checkpoints",
+        (str,),
+        None,
+        "what a succeeded job keeps of its checkpoints once the export is written: final (each "
+        "partition's last, so a rerun re-exports without recomputing), all, or none (a rerun "
+        "recomputes); a job that did not succeed keeps them all, for its resume",
+        choices=RETENTION_CHECKPOINTS,
+        nullable=True,
+        default_doc="all with preserve_intermediate_data, else final",
+    ),
+    Key(
+        "event_log_max_age_days",
+        (float,),
+        None,
+        "remove event-log segments of earlier runs older than this many days (the last run's "
+        "log is always kept)",
+        minimum=0,
+        exclusive_minimum=True,
+        nullable=True,
+        default_doc="no limit",
+    ),
+    Key(
+        "event_log_max_segments",
+        (int,),
+        None,
+        "keep at most this many event-log segments of earlier runs, the newest (the last "
+        "run's log is always kept)",
+        minimum=0,
+        nullable=True,
+        default_doc="no limit",
+    ),
+)
+
 S3_BLOCK = _keys(
     Key(
         "endpoint_url",
@@ -422,6 +459,14 @@ TOP_LEVEL = _keys(
         block=STORAGE_BLOCK,
     ),
     Key("event_logging", (dict,), None, "the event log", nullable=True, block=EVENT_BLOCK),
+    Key(
+        "retention",
+        (dict,),
+        None,
+        "what a finished job keeps in its work dir",
+        nullable=True,
+        block=RETENTION_BLOCK,
+    ),
     Key(
         "s3",
         (dict,),

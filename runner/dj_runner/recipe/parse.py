@@ -34,6 +34,7 @@ from dj_runner.recipe.keys import (
     IGNORED_DJ_BLOCK_KEYS,
     IGNORED_DJ_KEYS,
     INPUT_SUFFIXES,
+    RETENTION_BLOCK,
     STORAGE_FORMATS,
     STRATEGIES,
     TOP_LEVEL,
@@ -58,6 +59,7 @@ __all__ = [
     "OpSpec",
     "PartitionConfig",
     "Recipe",
+    "RetentionConfig",
     "load_recipe",
     "parse_recipe",
 ]
@@ -101,6 +103,15 @@ class EventLogConfig:
 
 
 @dataclass(frozen=True)
+class RetentionConfig:
+    """What a finished job keeps (``retention``); ``engine/retention.py`` applies it."""
+
+    checkpoints: str = "final"  # final | all | none
+    event_log_max_age_days: float | None = None
+    event_log_max_segments: int | None = None
+
+
+@dataclass(frozen=True)
 class Recipe:
     """A validated recipe. Paths are absolute."""
 
@@ -123,6 +134,7 @@ class Recipe:
     max_failed_partitions: int
     malformed_records: str  # "reject" | "fail"
     s3: S3Config = field(default_factory=S3Config)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
     source: dict[str, Any] = field(repr=False, default_factory=dict)
     #: The executor the recipe asked for (``executor_type``); the runner's is the partitioned one.
     executor_type: str = "ray_partitioned"
@@ -333,6 +345,17 @@ def _event_logging(top: dict[str, Any]) -> EventLogConfig:
     )
 
 
+def retention_config(raw: dict[str, Any], preserve: bool = False) -> RetentionConfig:
+    """The ``retention`` block ``raw`` (as a recipe or ``dj-runner clean`` gives it), checked;
+    ``preserve``: the recipe's ``preserve_intermediate_data`` (its checkpoints default)."""
+    b = read_block("retention", raw, RETENTION_BLOCK)
+    keep = b["checkpoints"] or ("all" if preserve else "final")
+    age = b["event_log_max_age_days"]
+    return RetentionConfig(
+        keep, float(age) if age is not None else None, b["event_log_max_segments"]
+    )
+
+
 def refuse_inline_credentials(raw: dict[str, Any]) -> None:
     """Refuse a recipe that carries an access key or secret (never echoing the value)."""
     for key in ("dataset_path", "export_path", "work_dir"):
@@ -414,6 +437,7 @@ def parse_recipe(
         max_failed_partitions=top["max_failed_partitions"],
         malformed_records=top["malformed_records"],
         s3=S3Config(**top["s3"]),
+        retention=retention_config(raw.get("retention") or {}, top["preserve_intermediate_data"]),
         source=raw,
         executor_type=top["executor_type"],
         notices=tuple(notices),

@@ -20,7 +20,9 @@ place to teach another filesystem; today it is the local one.
 
 from __future__ import annotations
 
+import os
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
 
 from dj_runner import contract
@@ -93,6 +95,11 @@ class WorkDir:
         """Partition ``pid``'s checkpoints."""
         return self._path(contract.CHECKPOINTS_DIR, f"p{pid:05d}")
 
+    @property
+    def globals_dir(self) -> Path:
+        """Every global op's decision."""
+        return self._path(contract.GLOBAL_DIR)
+
     def global_dir(self, op_idx: int) -> Path:
         """The committed decision of the global op at ``op_idx``."""
         return self._path(contract.GLOBAL_DIR, f"op{op_idx:03d}")
@@ -110,6 +117,46 @@ class WorkDir:
         return self.plan_path.exists() or any(
             self._path(name).exists() for name in (contract.CHECKPOINTS_DIR, contract.GLOBAL_DIR)
         )
+
+    # -- sizes and removal (retention, ``dj-runner clean``)
+    def relative(self, path: Path) -> str:
+        """``path`` (under the root) as the relative POSIX entry ``remove`` takes."""
+        return Path(path).resolve().relative_to(self.root).as_posix()
+
+    def size(self, entry: str = "") -> int:
+        """Bytes held by a relative entry (a file, or a directory's files); 0 when absent.
+        The empty entry is the whole work dir."""
+        path = self._path(*entry.split("/")) if entry else self.root
+        if path.is_file():
+            return path.stat().st_size
+        total = 0
+        for base, _dirs, files in os.walk(path):
+            for name in files:
+                try:
+                    total += os.stat(os.path.join(base, name), follow_symlinks=False).st_size
+                except FileNotFoundError:
+                    continue  # removed meanwhile
+        return total
+
+    def remove(self, entries: Iterable[str]) -> int:
+        """Delete relative entries (files or directories); returns the bytes freed.
+
+        The one place that deletes for retention: every entry is relative to the root and
+        stays inside it (an entry with ``..`` or an absolute one is refused).
+        """
+        freed = 0
+        for entry in entries:
+            parts = entry.split("/")
+            if not entry or entry.startswith("/") or ".." in parts:
+                raise ValueError(f"retention entry {entry!r}: expected a path inside the work dir")
+            path = self._path(*parts)
+            size = self.size(entry)
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+            freed += size
+        return freed
 
     # -- starting over
     def wipe(self, keep_events: bool = False) -> None:
