@@ -72,6 +72,7 @@ from dj_runner.observe.event_log import (
     read_events,
 )
 from dj_runner.observe.report import performance_summary, status, status_report
+from dj_runner.observe.resources import add as add_resources
 from dj_runner.observe.status_file import StatusWriter, now_rfc3339, read_status
 from dj_runner.plan.manifest import claim_work_dir, default_work_dir, resolve_work_dir
 from dj_runner.plan.partitioner import Plan
@@ -174,6 +175,9 @@ class _StageListener:
         self.ex._note_failure(part.pid, error, self._settled())
 
     def on_done(self, part: Any, result: PartitionResult, attempt: int) -> None:
+        spent = self.ex._spent[part.pid] = add_resources(
+            self.ex._spent.get(part.pid, {}), result.resources()
+        )
         if self.final:
             self.ex._log(
                 "partition_complete",
@@ -182,6 +186,7 @@ class _StageListener:
                 input_rows=result.rows_in,
                 output_rows=result.rows_out,
                 retry_count=attempt,
+                **spent,
             )
             self.ex.progress.partition_done(part.pid, result.rows_out)
             self.ex._partition_finished(part, result.rows_out, self._settled())
@@ -243,6 +248,8 @@ class Executor:
         self._done: set[int] = set()
         self._run_begun = False
         self._started: float | None = None
+        #: Each partition's resource fields in this run, over its stages.
+        self._spent: dict[int, dict[str, float]] = {}
 
     # ------------------------------------------------------------------ signals
     def request_stop(self, signum: int | None = None) -> None:
@@ -557,6 +564,9 @@ class Executor:
         self.status.update(samples={"out": result.rows_out})
         result.status = "partially_succeeded" if failed else "succeeded"
         self._retain(succeeded=not failed)
+        spent: dict[str, float] = {}
+        for one in self._spent.values():
+            spent = add_resources(spent, one)
         self._log(
             "job_complete",
             f"job {self.job_id} {result.status}: {result.rows_in} -> {result.rows_out} samples",
@@ -568,6 +578,8 @@ class Executor:
             output_rows=result.rows_out,
             completion_time=time.time(),
             output_path=self.recipe.export_path,
+            work_dir_bytes=self.work.size(),
+            **spent,
         )
 
     def _retain(self, succeeded: bool) -> None:
