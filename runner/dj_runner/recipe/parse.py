@@ -30,6 +30,7 @@ from dj_runner.recipe.keys import (
     COMPRESSIONS,
     CREDENTIAL_KEYS,
     DEFAULT_COMPRESSION,
+    DJ_KEYS_AT_DEFAULT,
     EXPORT_SUFFIXES,
     IGNORED_DJ_BLOCK_KEYS,
     IGNORED_DJ_KEYS,
@@ -397,6 +398,10 @@ def parse_recipe(
         raise RecipeError("<recipe>", raw, "a YAML mapping of keys")
     base_dir = base_dir or Path.cwd()
     refuse_inline_credentials(raw)
+    for key, (default, why) in DJ_KEYS_AT_DEFAULT.items():
+        if key in raw and raw[key] not in (default, None):
+            shown = "<hidden>" if key == "export_aws_credentials" else raw[key]
+            raise RecipeError(key, shown, f"{default!r} (Data-Juicer's default): {why}")
     top = read_block("", raw, TOP_LEVEL, ignored=IGNORED_DJ_KEYS)
     substitute_placeholders(top, job_id, work_dir)
     for required in ("dataset_path", "export_path"):
