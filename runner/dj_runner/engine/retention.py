@@ -98,11 +98,14 @@ def _segment_entries(
             earlier.append((mtime, seg.path))
     earlier.sort(reverse=True)  # newest first
     found = []
-    for i, (mtime, path) in enumerate(earlier):
+    kept = 0
+    for mtime, path in earlier:
         if age is not None and now - mtime > age * _DAY_S:
             found.append((path, f"an earlier run's event log older than {age:g} days"))
-        elif count is not None and i >= count:
+        elif count is not None and kept >= count:
             found.append((path, f"an earlier run's event log beyond the newest {count}"))
+        else:
+            kept += 1
     return found
 
 
