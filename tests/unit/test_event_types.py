@@ -39,5 +39,7 @@ def test_members_are_their_strings_and_events_read_back_as_members():
     assert ev.event_type is EventType.OP_FAILED and ev.event_type.value == "op_failed"
     assert ev.error_message == "x" and ev.operation_name is None
     assert ev.to_dict()["event_type"] == "op_failed" and type(ev.to_dict()["event_type"]) is str
+    built = Event("job_start", 1.0, "", "", "j")
+    assert built.event_type is EventType.JOB_START
     unknown = Event.from_dict({"event_type": "from_a_newer_runner", "timestamp": 1.0})
     assert unknown.event_type == "from_a_newer_runner"

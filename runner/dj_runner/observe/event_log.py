@@ -136,6 +136,11 @@ class Event:
     job_id: str
     fields: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        kind = self.event_type
+        if not isinstance(kind, EventType) and kind in KNOWN_EVENT_TYPES:
+            object.__setattr__(self, "event_type", EventType(kind))
+
     def get(self, key: str, default: Any = None) -> Any:
         return self.fields.get(key, default)
 
@@ -169,9 +174,8 @@ class Event:
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Event:
         raw = dict(raw)
-        kind = raw.pop("event_type")
         return cls(
-            event_type=EventType(kind) if kind in KNOWN_EVENT_TYPES else kind,
+            event_type=raw.pop("event_type"),
             timestamp=raw.pop("timestamp"),
             message=raw.pop("message", ""),
             event_id=raw.pop("event_id", ""),
