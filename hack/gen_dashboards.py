@@ -419,6 +419,60 @@ def job() -> gd.Dashboard:
                 unit="bytes",
             )
         )
+        .with_row(gd.Row("Resources"))
+        .with_panel(
+            series(
+                "CPU by op",
+                "CPU seconds per second the worker processes spent in each op (about the "
+                "cores it keeps busy).",
+                [
+                    Query(
+                        f"sum by (op) (rate(datajuicer_runner_op_cpu_seconds_total{{{JOB}}}[{W}]))",
+                        "{{op}}",
+                    )
+                ],
+                unit="short",
+                stacked=True,
+            )
+        )
+        .with_panel(
+            series(
+                "Peak memory",
+                "The highest peak RSS of a worker process, overall and while each op ran.",
+                [
+                    Query(f"max(datajuicer_runner_worker_peak_rss_bytes{{{JOB}}})", "worker peak"),
+                    Query(f"max by (op) (datajuicer_runner_op_peak_rss_bytes{{{JOB}}})", "{{op}}"),
+                ],
+                unit="bytes",
+            )
+        )
+        .with_panel(
+            series(
+                "Disk I/O",
+                "Bytes per second read (input, checkpoints resumed from) and written "
+                "(checkpoints, rejects).",
+                [
+                    Query(
+                        f"sum(rate(datajuicer_runner_input_bytes_total{{{JOB}}}[{W}])) + "
+                        f"sum(rate(datajuicer_runner_checkpoint_read_bytes_total{{{JOB}}}[{W}]))",
+                        "read",
+                    ),
+                    Query(
+                        f"sum(rate(datajuicer_runner_written_bytes_total{{{JOB}}}[{W}]))",
+                        "written",
+                    ),
+                ],
+                unit="Bps",
+            )
+        )
+        .with_panel(
+            series(
+                "Work dir size",
+                "Disk space the job's work dir uses: checkpoints, event log and state files.",
+                [Query(f"max(datajuicer_runner_work_dir_bytes{{{JOB}}})", "work dir")],
+                unit="bytes",
+            )
+        )
         .with_row(gd.Row("Retries and failures"))
         .with_panel(
             series(

@@ -1,4 +1,4 @@
-"""The ``dj-runner`` command line: run, status, events, report, validate, ops.
+"""The ``dj-runner`` command line: run, status, events, report, clean, validate, ops.
 
 The exit codes and their meanings are the contract's (``contract.ExitCode``; docs/runner.md).
 Nothing a user does ends in a Python traceback.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -33,7 +34,7 @@ from dj_runner.observe.event_log import (
     follow_events,
     read_events,
 )
-from dj_runner.recipe.keys import ENGINES
+from dj_runner.recipe.keys import ENGINES, RETENTION_CHECKPOINTS
 from dj_runner.store.workdir import WorkDir
 
 #: Event types the driver adds to the log's standard ones.
@@ -118,7 +119,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             from dj_runner.observe.metrics import serve_metrics
 
             metrics = serve_metrics(
-                executor.work.root,
+                executor.work.uri,
                 args.metrics_port,
                 host=args.metrics_host,
                 run_id=executor.run_id,
@@ -278,9 +279,50 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
-def _cmd_ops(args: argparse.Namespace) -> int:
-    import dataclasses
+def _cmd_clean(args: argparse.Namespace) -> int:
+    from dj_runner.engine.retention import clean
+    from dj_runner.recipe.parse import load_recipe, retention_config
+    from dj_runner.store.lock import WorkDirLocked
 
+    root = _require_work_dir(args.work_dir)
+    if root is None:
+        return ExitCode.USAGE
+    flags = {
+        "checkpoints": args.checkpoints,
+        "event_log_max_age_days": args.event_log_max_age_days,
+        "event_log_max_segments": args.event_log_max_segments,
+    }
+    try:
+        policy = load_recipe(args.recipe).retention if args.recipe else retention_config({})
+        given = {k: v for k, v in flags.items() if v is not None}
+        policy = retention_config({**dataclasses.asdict(policy), **given})
+    except RecipeError as exc:
+        _error(f"{exc} (the --recipe's retention block, or the option of that name)")
+        return ExitCode.USAGE
+    try:
+        wait = _seconds("--wait-for-lock", args.wait_for_lock)
+        done = clean(WorkDir(root), policy, dry_run=args.dry_run, wait_for_lock_s=wait)
+    except InvalidInput as exc:
+        _error(str(exc))
+        return ExitCode.USAGE
+    except WorkDirLocked as exc:
+        _error(str(exc))
+        return ExitCode.LOCKED
+    verb = "would remove" if args.dry_run else "removed"
+    for e in done.entries:
+        print(f"{verb} {e.path} ({e.bytes:,} bytes): {e.why}")
+    if args.dry_run:
+        total = sum(e.bytes for e in done.entries)
+        print(f"would free {total:,} bytes ({len(done.entries)} entries); job {done.state}")
+    else:
+        print(
+            f"freed {done.bytes_freed:,} bytes ({len(done.entries)} entries); job {done.state}; "
+            f"the work dir now holds {done.bytes_left:,} bytes"
+        )
+    return ExitCode.OK
+
+
+def _cmd_ops(args: argparse.Namespace) -> int:
     from dj_runner.ops import all_ops
 
     for name, cls in sorted(all_ops().items()):
@@ -363,6 +405,28 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("work_dir")
     rep.add_argument("--json", action="store_true", help="the performance summary as JSON")
     rep.set_defaults(func=_cmd_report)
+
+    cl = sub.add_parser(
+        "clean", help="remove what a finished job no longer needs (its retention policy)"
+    )
+    cl.add_argument("work_dir")
+    cl.add_argument("--recipe", help="take the policy from this recipe's retention block")
+    cl.add_argument(
+        "--checkpoints",
+        choices=RETENTION_CHECKPOINTS,
+        help="what a succeeded job keeps of its checkpoints (default: final)",
+    )
+    cl.add_argument("--event-log-max-age-days", type=float, help="older earlier-run segments go")
+    cl.add_argument("--event-log-max-segments", type=int, help="earlier-run segments kept")
+    cl.add_argument("--dry-run", action="store_true", help="list what would go; remove nothing")
+    cl.add_argument(
+        "--wait-for-lock",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="wait this long for a runner holding the work dir to finish",
+    )
+    cl.set_defaults(func=_cmd_clean)
 
     ops = sub.add_parser("ops", help="list the built-in ops and their parameters")
     ops.set_defaults(func=_cmd_ops)

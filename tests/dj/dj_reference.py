@@ -2,8 +2,10 @@
 
 Usage: ``python dj_reference.py CASES.json`` where the file holds
 ``{"dataset": path, "out_dir": dir, "cases": {case_id: [process entries]}}``; each case's
-output is written to ``out_dir/<case_id>.jsonl`` by Data-Juicer's exporter. Run by the tests
-in a subprocess of the environment that has the ``dj`` extra.
+output is written to ``out_dir/<case_id>.jsonl`` by Data-Juicer's exporter. Or
+``python dj_reference.py --config CONFIG.yaml``: one config file, run as written (relative
+paths against the current directory). Run by the tests in a subprocess of the environment
+that has the ``dj`` extra.
 
 Data-Juicer frees GPU memory after every op with ``torch.cuda.empty_cache()``; torch is not
 part of the extra (no op here uses it), so that one call is a no-op here.
@@ -19,18 +21,25 @@ from pathlib import Path
 import yaml
 
 
-def main() -> None:
-    spec = json.loads(Path(sys.argv[1]).read_text())
-    out_dir = Path(spec["out_dir"])
-    out_dir.mkdir(parents=True, exist_ok=True)
-
+def _without_torch() -> None:
     from data_juicer.utils import model_utils
 
     model_utils.torch = types.SimpleNamespace(
         cuda=types.SimpleNamespace(empty_cache=lambda: None, is_available=lambda: False)
     )
+
+
+def main() -> None:
+    _without_torch()
     from data_juicer.config import init_configs
     from data_juicer.core import DefaultExecutor
+
+    if sys.argv[1] == "--config":
+        DefaultExecutor(init_configs(args=["--config", sys.argv[2]])).run()
+        return
+    spec = json.loads(Path(sys.argv[1]).read_text())
+    out_dir = Path(spec["out_dir"])
+    out_dir.mkdir(parents=True, exist_ok=True)
 
     for case, process in spec["cases"].items():
         recipe = {

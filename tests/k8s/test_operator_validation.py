@@ -44,13 +44,15 @@ def _set(path: str, value: Any) -> Callable[[Obj], None]:
     return edit
 
 
+ONE_RECIPE = "exactly one of spec.recipe, spec.recipeYAML and spec.recipeFrom"
 REFUSED = [
     (
         "recipe-and-recipeFrom",
         _set("recipeFrom", {"configMapKeyRef": {"name": "r"}}),
-        "exactly one of spec.recipe and spec.recipeFrom",
+        ONE_RECIPE,
     ),
-    ("no-recipe", _set("recipe", None), "exactly one of spec.recipe and spec.recipeFrom"),
+    ("recipe-and-recipeYAML", _set("recipeYAML", "process: []\n"), ONE_RECIPE),
+    ("no-recipe", _set("recipe", None), ONE_RECIPE),
     (
         "claim-and-template",
         _set("storage.claimName", "x"),
@@ -246,6 +248,27 @@ def test_a_recipe_from_a_config_map_is_validated_too(
     apply(k8s_cluster, namespace, cm)
     failed = wait_phase(k8s_cluster, namespace, "demo", ("Failed",), timeout=60)
     assert "did you mean 'clean_email_mapper'" in failed["status"]["failure"]["message"]
+    assert failed["status"]["failure"]["reason"] == "InvalidSpec"
+    assert runner_pods(k8s_cluster, namespace, "demo") == []
+
+
+def test_a_recipe_as_yaml_text_keeps_its_bare_items_through_kubectl_apply(
+    k8s_cluster: Cluster, namespace: str, operator: OperatorProcess
+) -> None:
+    """Client-side `kubectl apply` of spec.recipeYAML with bare `- op_name:` items: the API
+    server accepts it and the operator reads every item (here a misspelt one, named)."""
+    import yaml
+
+    job = example_job()
+    recipe = dict(job["spec"].pop("recipe"))
+    recipe["process"] = [{"whitespace_normalization_mapper": None}, {"clean_emial_mapper": None}]
+    text = yaml.safe_dump(recipe, sort_keys=False)
+    assert "- clean_emial_mapper: null\n" in text
+    job["spec"]["recipeYAML"] = text.replace(": null\n", ":\n")
+    apply(k8s_cluster, namespace, job)
+    failed = wait_phase(k8s_cluster, namespace, "demo", ("Failed",), timeout=60)
+    message = failed["status"]["failure"]["message"]
+    assert "spec.recipeYAML" in message and "did you mean 'clean_email_mapper'" in message
     assert failed["status"]["failure"]["reason"] == "InvalidSpec"
     assert runner_pods(k8s_cluster, namespace, "demo") == []
 

@@ -29,6 +29,7 @@ RUNNER_LAYERS: list[tuple[str, ...]] = [
     ("dj_runner.io", "dj_runner.recipe", "dj_runner.ops", "dj_runner.dj_ops"),
     ("dj_runner.plan",),
     ("dj_runner.engine",),
+    ("dj_runner.api",),  # the Python API in Data-Juicer's shape
     ("dj_runner.cli",),
 ]
 

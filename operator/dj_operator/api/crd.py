@@ -244,6 +244,9 @@ def crd() -> Schema:
                                     " || (has(self.spec.recipe) == has(oldSelf.spec.recipe)"
                                     " && (!has(self.spec.recipe)"
                                     " || self.spec.recipe == oldSelf.spec.recipe))"
+                                    " && (has(self.spec.recipeYAML) == has(oldSelf.spec.recipeYAML)"
+                                    " && (!has(self.spec.recipeYAML)"
+                                    " || self.spec.recipeYAML == oldSelf.spec.recipeYAML))"
                                     " && (has(self.spec.recipeFrom) == has(oldSelf.spec.recipeFrom)"
                                     " && (!has(self.spec.recipeFrom)"
                                     " || self.spec.recipeFrom == oldSelf.spec.recipeFrom))",

@@ -116,6 +116,8 @@ class Meta:
     check: Callable[[Any, str], None] | None = None
     #: The schema as written, for a free-form part with its own structure (the recipe).
     schema: Schema | None = None
+    #: The spec key when it is not the attribute's name in camelCase (``recipeYAML``).
+    key: str | None = None
 
 
 def spec_field(description: str = "", **meta: Any) -> Any:
@@ -193,7 +195,7 @@ def fields(cls: type) -> tuple[FieldInfo, ...]:
             rest = [a for a in typing.get_args(tp) if a is not type(None)]
             tp, nullable = rest[0], True
         kind, block = _kind(tp)
-        out.append(FieldInfo(f.name, camel(f.name), kind, nullable, block, meta))
+        out.append(FieldInfo(f.name, meta.key or camel(f.name), kind, nullable, block, meta))
     _FIELDS[cls] = tuple(out)
     return _FIELDS[cls]
 

@@ -421,9 +421,13 @@ class RecipeFrom:
 
 
 def _check_spec(values: dict[str, Any], raw: Obj, path: str) -> None:
-    recipe = values["recipe"]
-    if (recipe is None) == (values["recipe_from"] is None):
-        raise SpecError(f"{path}.recipe", recipe, "exactly one of spec.recipe and spec.recipeFrom")
+    given = [v for v in ("recipe", "recipe_yaml", "recipe_from") if values[v] is not None]
+    if len(given) != 1:
+        raise SpecError(
+            f"{path}.recipe",
+            values["recipe"],
+            "exactly one of spec.recipe, spec.recipeYAML and spec.recipeFrom",
+        )
 
 
 @dataclass(frozen=True)
@@ -432,14 +436,22 @@ class JobSpec:
         "What to run and how.",
         rules=(
             Rule(
-                "has(self.recipe) != has(self.recipeFrom)",
-                "set exactly one of spec.recipe and spec.recipeFrom",
+                "[has(self.recipe), has(self.recipeYAML), has(self.recipeFrom)]"
+                ".filter(x, x).size() == 1",
+                "set exactly one of spec.recipe, spec.recipeYAML and spec.recipeFrom",
             ),
         ),
         check=_check_spec,
     )
 
     recipe: Obj | None = spec_field(schema=RECIPE_SCHEMA)
+    recipe_yaml: str | None = spec_field(
+        "The recipe as YAML text, exactly as Data-Juicer's docs write it (`recipeYAML: |`):"
+        " items such as `- whitespace_normalization_mapper:` keep their nulls, which"
+        " client-side `kubectl apply` drops from spec.recipe. Validated like spec.recipe.",
+        key="recipeYAML",
+        max_length=262144,
+    )
     recipe_from: RecipeFrom | None = spec_field()
     storage: StorageSpec = spec_field(required=True)
     ray: RaySpec = spec_field(default={})

@@ -56,11 +56,20 @@ def forget(namespace: str, name: str) -> None:
         _locks.pop((namespace, name), None)
 
 
-def _recipe(kube: Kube, job: Obj, spec: JobSpec) -> tuple[Obj | None, str | None]:
+def recipe_field(spec: JobSpec) -> str:
+    """The spec field the job's recipe comes from, as errors name it."""
+    if spec.recipe is not None:
+        return "spec.recipe"
+    return "spec.recipeYAML" if spec.recipe_yaml is not None else "spec.recipeFrom"
+
+
+def read_recipe(kube: Kube | None, job: Obj, spec: JobSpec) -> tuple[Obj | None, str | None]:
     """The recipe mapping, or why it cannot be read yet (a missing ConfigMap or key)."""
     if spec.recipe is not None:
         return spec.recipe, None
-    assert spec.recipe_from is not None
+    if spec.recipe_yaml is not None:
+        return load_recipe_text(spec.recipe_yaml, "spec.recipeYAML"), None
+    assert spec.recipe_from is not None and kube is not None
     ref = spec.recipe_from.config_map_key_ref
     text = kube.config_map_key(job["metadata"]["namespace"], ref.name, ref.key)
     if text is None:
@@ -84,9 +93,9 @@ def observe(
         spec = parse_spec(job.get("spec"), defaults)
         validate_spec(job.get("spec"), spec, meta["name"], meta["namespace"])
         check_job(job.get("spec"), policy)
-        recipe, missing = _recipe(kube, job, spec)
+        recipe, missing = read_recipe(kube, job, spec)
         if recipe is not None:
-            field = "spec.recipe" if spec.recipe is not None else "spec.recipeFrom"
+            field = recipe_field(spec)
             paths = validate_recipe(
                 recipe,
                 spec.storage.mount_path,

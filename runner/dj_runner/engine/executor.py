@@ -40,6 +40,7 @@ from dj_runner.engine.local_backend import (
 from dj_runner.engine.partition_task import PartitionResult, SourceChanged, count_rejects
 from dj_runner.engine.ray_backend import RayTaskBackend
 from dj_runner.engine.ray_env import RayAddressError, resolve_target
+from dj_runner.engine.retention import unneeded
 from dj_runner.engine.scheduler import (
     PartitionScheduler,
     RetryPolicy,
@@ -71,6 +72,7 @@ from dj_runner.observe.event_log import (
     read_events,
 )
 from dj_runner.observe.report import performance_summary, status, status_report
+from dj_runner.observe.resources import add as add_resources
 from dj_runner.observe.status_file import StatusWriter, now_rfc3339, read_status
 from dj_runner.plan.manifest import claim_work_dir, default_work_dir, resolve_work_dir
 from dj_runner.plan.partitioner import Plan
@@ -173,6 +175,9 @@ class _StageListener:
         self.ex._note_failure(part.pid, error, self._settled())
 
     def on_done(self, part: Any, result: PartitionResult, attempt: int) -> None:
+        spent = self.ex._spent[part.pid] = add_resources(
+            self.ex._spent.get(part.pid, {}), result.resources()
+        )
         if self.final:
             self.ex._log(
                 "partition_complete",
@@ -181,6 +186,7 @@ class _StageListener:
                 input_rows=result.rows_in,
                 output_rows=result.rows_out,
                 retry_count=attempt,
+                **spent,
             )
             self.ex.progress.partition_done(part.pid, result.rows_out)
             self.ex._partition_finished(part, result.rows_out, self._settled())
@@ -241,6 +247,9 @@ class Executor:
         self._first_error: dict[str, Any] | None = None
         self._done: set[int] = set()
         self._run_begun = False
+        self._started: float | None = None
+        #: Each partition's resource fields in this run, over its stages.
+        self._spent: dict[int, dict[str, float]] = {}
 
     # ------------------------------------------------------------------ signals
     def request_stop(self, signum: int | None = None) -> None:
@@ -309,7 +318,7 @@ class Executor:
             lock.release()
 
     def _run_locked(self) -> JobResult:
-        t0 = time.time()
+        t0 = self._started = time.time()
         for stale in self.work.stop_keys():  # left by a run the grace period cut short
             if stale != self.work.stop_key(self.run_id):
                 self.work.blobs.delete(stale)
@@ -552,6 +561,10 @@ class Executor:
         result.rows_out = self._export(plan, exclude=set(failed))
         self.status.update(samples={"out": result.rows_out})
         result.status = "partially_succeeded" if failed else "succeeded"
+        self._retain(succeeded=not failed)
+        spent: dict[str, float] = {}
+        for one in self._spent.values():
+            spent = add_resources(spent, one)
         self._log(
             "job_complete",
             f"job {self.job_id} {result.status}: {result.rows_in} -> {result.rows_out} samples",
@@ -566,7 +579,25 @@ class Executor:
             # The work dir's S3 requests this driver retried after transient errors (each
             # Ray worker or local task process counts its own; see docs/object-storage.md).
             s3_request_retries=None if self.work.is_local else s3_retries(),
+            work_dir_bytes=self.work.size(),
+            **spent,
         )
+
+    def _retain(self, succeeded: bool) -> None:
+        """Remove what the recipe's ``retention`` does not keep (``retention.py``): the
+        export is written, so a succeeded job's checkpoints may go."""
+        entries = unneeded(
+            self.work, self.recipe.retention, succeeded, self._started, leftovers=False
+        )
+        if entries:
+            freed = self.work.remove(e.path for e in entries)
+            self._log(
+                "cleanup",
+                f"retention removed {len(entries)} entries: {freed:,} bytes freed",
+                entries_removed=len(entries),
+                bytes_freed=freed,
+                removed=[e.path for e in entries[:100]],
+            )
 
     def _log(self, event_type: str, message: str = "", **fields: Any) -> None:
         if self.events is not None:

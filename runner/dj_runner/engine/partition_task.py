@@ -38,6 +38,7 @@ from dj_runner.io.sources import (
 )
 from dj_runner.io.table_schema import concat_unified
 from dj_runner.observe.event_log import EventLogger
+from dj_runner.observe.resources import Span, Usage
 from dj_runner.ops.common.base import SampleError
 from dj_runner.plan.partitioner import PartitionPlan, columnar_hash, combine_digests
 from dj_runner.recipe.parse import Recipe
@@ -58,6 +59,7 @@ class OpStat:
     rows_in: int
     rows_out: int
     duration: float
+    usage: Usage = field(default_factory=Usage)
 
 
 @dataclass
@@ -69,6 +71,23 @@ class PartitionResult:
     rejected: int
     resumed_from: str | None
     op_stats: list[OpStat] = field(default_factory=list)
+    #: The task's CPU time and its worker's peak RSS (``observe/resources.py``).
+    usage: Usage = field(default_factory=Usage)
+    #: Bytes read: the partition's input (from its source), or the checkpoint it resumed from.
+    bytes_read: int = 0
+    #: Bytes written: checkpoints and the rejects file.
+    bytes_written: int = 0
+    checkpoint_bytes: int = 0
+
+    def resources(self) -> dict[str, float]:
+        """The task's resource fields (``observe.resources.RESOURCE_FIELDS``)."""
+        return {
+            "cpu_time_s": self.usage.cpu_time_s,
+            "peak_rss_bytes": self.usage.peak_rss_bytes,
+            "bytes_read": self.bytes_read,
+            "bytes_written": self.bytes_written,
+            "checkpoint_bytes": self.checkpoint_bytes,
+        }
 
 
 def checkpoint_wanted(recipe: Recipe, step: int) -> bool:
@@ -143,13 +162,15 @@ def read_source(
     return concat_unified(tables), bad
 
 
-def write_rejects(work: WorkDir, pid: int, bad: list[Malformed]) -> None:
+def write_rejects(work: WorkDir, pid: int, bad: list[Malformed]) -> int:
+    """Set partition ``pid``'s malformed records aside; returns the bytes written."""
     key = work.rejects_key(pid)
     if not bad:
         work.blobs.delete(key)
-        return
-    data = "".join(json.dumps(m.__dict__, ensure_ascii=False) + "\n" for m in bad)
-    work.blobs.write(key, data.encode())
+        return 0
+    data = "".join(json.dumps(m.__dict__, ensure_ascii=False) + "\n" for m in bad).encode()
+    work.blobs.write(key, data)
+    return len(data)
 
 
 def count_rejects(work: WorkDir, pid: int) -> int:
@@ -176,6 +197,7 @@ def run_partition(
     """Bring partition ``part`` to ``target`` and return what happened (under the run's
     ``fence``: its checkpoints are written only while the run's claim is the newest)."""
     pid = part.pid
+    span = Span()
     store = partition_store(work, pid, recipe.checkpoint, fence)
     store.clean_temporaries()
 
@@ -189,10 +211,11 @@ def run_partition(
         )
 
     resumed = store.newest_valid(at_most=target, on_invalid=on_invalid)
-    rejected = 0
+    rejected = rejects_bytes = 0
     if resumed is not None:
         commit, table = resumed
         key = commit.key
+        read = commit.bytes
         events.log(
             "checkpoint_load",
             f"partition {pid} loaded {commit.file}",
@@ -200,6 +223,7 @@ def run_partition(
             checkpoint_path=store.show(commit.file),
             operation_idx=key.step,
             input_rows=table.num_rows,
+            checkpoint_bytes=commit.bytes,
         )
         events.log(
             "partition_resume",
@@ -215,10 +239,12 @@ def run_partition(
             partition_id=pid,
             retry_count=attempt,
             input_rows=part.rows,
+            input_bytes=part.bytes,
         )
         table, bad = read_source(part, sources, recipe)
+        read = part.bytes
         rejected = len(bad)
-        write_rejects(work, pid, bad)
+        rejects_bytes = write_rejects(work, pid, bad)
         if bad:
             events.log(
                 "records_rejected",
@@ -237,6 +263,8 @@ def run_partition(
     result = PartitionResult(
         pid, key, part.rows, table.num_rows, rejected, None if resumed is None else key.label
     )
+    result.bytes_read = read
+    reading = span.end()
     with CheckpointWriter(store, events, pid) as saver:
         key, table = _run_ops(
             work, fence, recipe, pid, key, target, table, attempt, events, saver, result
@@ -244,6 +272,10 @@ def run_partition(
     # Leaving the block waited for the last checkpoint: it is committed before the task reports.
     result.final_key = key
     result.rows_out = table.num_rows
+    result.checkpoint_bytes = saver.bytes
+    result.bytes_written = saver.bytes + rejects_bytes
+    peaks = [reading, *(s.usage for s in result.op_stats)]
+    result.usage = Usage(span.end().cpu_time_s, max(u.peak_rss_bytes for u in peaks))
     return result
 
 
@@ -270,7 +302,9 @@ def _run_ops(
         op = ops[step].op
         name = ops[step].name
         start = time.perf_counter()
+        span = Span()
         n_in = table.num_rows
+        bytes_in = table.nbytes
         events.log(
             "op_start",
             f"{name} on partition {pid}",
@@ -306,8 +340,9 @@ def _run_ops(
             )
             raise err from exc.cause
         duration = time.perf_counter() - start
+        usage = span.end()
         key = CheckpointKey(step + 1)
-        result.op_stats.append(OpStat(step, name, n_in, table.num_rows, duration))
+        result.op_stats.append(OpStat(step, name, n_in, table.num_rows, duration, usage))
         events.log(
             "op_complete",
             f"{name} on partition {pid}: {n_in} -> {table.num_rows} rows",
@@ -317,6 +352,10 @@ def _run_ops(
             input_rows=n_in,
             output_rows=table.num_rows,
             duration=duration,
+            cpu_time_s=usage.cpu_time_s,
+            peak_rss_bytes=usage.peak_rss_bytes,
+            input_bytes=bytes_in,
+            output_bytes=table.nbytes,
         )
         if checkpoint_wanted(recipe, key.step):
             saver.save(key, table, name)
@@ -339,6 +378,8 @@ class CheckpointWriter:
         self.pid = pid
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"checkpoint-p{pid}")
         self._pending: Future[None] | None = None
+        #: Bytes of the checkpoints committed so far.
+        self.bytes = 0
 
     def __enter__(self) -> CheckpointWriter:
         return self
@@ -365,6 +406,7 @@ class CheckpointWriter:
     def _save(self, key: CheckpointKey, table: pa.Table, op_name: str) -> None:
         start = time.perf_counter()
         commit = self.store.save(key, table, op_name)
+        self.bytes += commit.bytes
         self.events.log(
             "checkpoint_save",
             f"partition {self.pid} checkpoint {commit.file} ({commit.rows} rows)",
@@ -373,5 +415,6 @@ class CheckpointWriter:
             operation_idx=key.step,
             checkpoint_path=self.store.show(commit.file),
             output_rows=commit.rows,
+            checkpoint_bytes=commit.bytes,
             duration=time.perf_counter() - start,
         )

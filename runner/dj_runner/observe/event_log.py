@@ -36,6 +36,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -53,41 +54,51 @@ OBJECT_FLUSH_S = 0.5
 #: In object storage: a follower's shortest poll interval (each poll is one LIST request).
 OBJECT_POLL_S = 1.0
 
-#: Data-Juicer's event types, plus this runner's retry, integrity and Ray events.
-EVENT_TYPES: frozenset[str] = frozenset(
-    {
-        "job_start",
-        "job_complete",
-        "job_failed",
-        "job_restart",
-        "partition_start",
-        "partition_complete",
-        "partition_failed",
-        "partition_resume",
-        "partition_retry",
-        "op_start",
-        "op_complete",
-        "op_failed",
-        "checkpoint_save",
-        "checkpoint_load",
-        "checkpoint_invalid",
-        "processing_start",
-        "processing_complete",
-        "processing_error",
-        "partition_plan_saved",
-        "partition_plan_loaded",
-        "global_op_start",
-        "global_op_complete",
-        "records_rejected",
-        "export_complete",
-        "ray_connected",
-        "engine_selected",
-    }
-)
-#: The runner's own event types beyond ``EVENT_TYPES`` (not in Data-Juicer's set).
-RUNNER_EVENT_TYPES: frozenset[str] = frozenset({"job_interrupted"})
+
+class EventType(StrEnum):
+    """Every event type the log writes, in one place: Data-Juicer's, plus this runner's retry,
+    integrity, Ray and interruption events. A member is its JSONL string (``StrEnum``), so
+    ``ev.event_type == "op_failed"`` and ``ev.event_type == EventType.OP_FAILED`` both hold."""
+
+    JOB_START = "job_start"
+    JOB_COMPLETE = "job_complete"
+    JOB_FAILED = "job_failed"
+    JOB_RESTART = "job_restart"
+    JOB_INTERRUPTED = "job_interrupted"
+    PARTITION_START = "partition_start"
+    PARTITION_COMPLETE = "partition_complete"
+    PARTITION_FAILED = "partition_failed"
+    PARTITION_RESUME = "partition_resume"
+    PARTITION_RETRY = "partition_retry"
+    OP_START = "op_start"
+    OP_COMPLETE = "op_complete"
+    OP_FAILED = "op_failed"
+    #: The seed's name for an op's error: the same member as ``OP_FAILED``.
+    OPERATION_ERROR = "op_failed"
+    CHECKPOINT_SAVE = "checkpoint_save"
+    CHECKPOINT_LOAD = "checkpoint_load"
+    CHECKPOINT_INVALID = "checkpoint_invalid"
+    PROCESSING_START = "processing_start"
+    PROCESSING_COMPLETE = "processing_complete"
+    PROCESSING_ERROR = "processing_error"
+    PARTITION_PLAN_SAVED = "partition_plan_saved"
+    PARTITION_PLAN_LOADED = "partition_plan_loaded"
+    GLOBAL_OP_START = "global_op_start"
+    GLOBAL_OP_COMPLETE = "global_op_complete"
+    RECORDS_REJECTED = "records_rejected"
+    EXPORT_COMPLETE = "export_complete"
+    RAY_CONNECTED = "ray_connected"
+    ENGINE_SELECTED = "engine_selected"
+    CLEANUP = "cleanup"
+
+
+#: The runner's own event types that older readers (and the metrics' ``type`` label) do not
+#: count among the regular ones.
+RUNNER_EVENT_TYPES: frozenset[str] = frozenset({EventType.JOB_INTERRUPTED.value})
 #: Every event type the log may hold: what a filter by type may name.
-KNOWN_EVENT_TYPES: frozenset[str] = EVENT_TYPES | RUNNER_EVENT_TYPES
+KNOWN_EVENT_TYPES: frozenset[str] = frozenset(t.value for t in EventType)
+#: The regular event types (each a ``type`` label value of the event counter).
+EVENT_TYPES: frozenset[str] = KNOWN_EVENT_TYPES - RUNNER_EVENT_TYPES
 
 
 def check_event_types(event_type: str | Iterable[str] | None) -> frozenset[str]:
@@ -119,27 +130,54 @@ EVENT_LEVELS: dict[str, str] = {
 }
 
 
+def _field(name: str) -> Any:
+    """A read-only attribute for one of Data-Juicer's event fields: its value, or None."""
+    return property(lambda self: self.fields.get(name), doc=f"The event's ``{name}`` (or None).")
+
+
 @dataclass(frozen=True)
 class Event:
-    """One event as read back from the log."""
+    """One event as read back from the log.
 
-    event_type: str
+    ``event_type`` is an ``EventType`` (a plain string for a type this version does not
+    know); Data-Juicer's event fields read as attributes, None when the event has none.
+    """
+
+    event_type: EventType | str
     timestamp: float
     message: str
     event_id: str
     job_id: str
     fields: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        kind = self.event_type
+        if not isinstance(kind, EventType) and kind in KNOWN_EVENT_TYPES:
+            object.__setattr__(self, "event_type", EventType(kind))
+
     def get(self, key: str, default: Any = None) -> Any:
         return self.fields.get(key, default)
 
-    @property
-    def partition_id(self) -> int | None:
-        return self.fields.get("partition_id")
+    partition_id = _field("partition_id")
+    operation_name = _field("operation_name")
+    operation_idx = _field("operation_idx")
+    status = _field("status")
+    duration = _field("duration")
+    error_message = _field("error_message")
+    error_type = _field("error_type")
+    stack_trace = _field("stack_trace")
+    retry_count = _field("retry_count")
+    checkpoint_path = _field("checkpoint_path")
+    input_rows = _field("input_rows")
+    output_rows = _field("output_rows")
+    output_path = _field("output_path")
+    total_partitions = _field("total_partitions")
+    process_id = _field("process_id")
+    thread_id = _field("thread_id")
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "event_type": self.event_type,
+            "event_type": str(self.event_type),
             "timestamp": self.timestamp,
             "message": self.message,
             "event_id": self.event_id,

@@ -57,6 +57,8 @@ RUNNER_PHASES = ("starting", "running", "succeeded", "partially_succeeded", "fai
 
 #: Op and checkpoint write durations, seconds: 1 ms to about 17 minutes.
 DURATION_BUCKETS = (0.001, 0.005, 0.025, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 1000)
+#: How often the status follower measures the work dir's size on disk (a directory walk).
+WORK_DIR_SIZE_INTERVAL_S = 15.0
 #: Checkpoint sizes, bytes: 1 KiB to 16 GiB, by factors of 4.
 SIZE_BUCKETS = tuple(float(1024 * 4**i) for i in range(13))
 
@@ -129,6 +131,15 @@ class RunnerFigures:
     checkpoint_write: Histogram = field(default_factory=lambda: Histogram(DURATION_BUCKETS))
     checkpoint_size: Histogram = field(default_factory=lambda: Histogram(SIZE_BUCKETS))
     plan_bytes: dict[int, int] = field(default_factory=dict)
+    #: Resource usage (``observe/resources.py``): CPU seconds and peak RSS per op, the
+    #: partitions' CPU seconds and bytes written, checkpoint bytes read back, the work dir's size.
+    op_cpu: dict[str, float] = field(default_factory=dict)
+    op_peak_rss: dict[str, int] = field(default_factory=dict)
+    cpu_seconds: float = 0.0
+    peak_rss_bytes: int | None = None
+    written_bytes: int = 0
+    checkpoint_read_bytes: int = 0
+    work_dir_bytes: int | None = None
 
     def apply_status(self, data: dict[str, Any]) -> None:
         """Fold this run's ``status.json`` in: the figures that must not depend on the log.
@@ -191,10 +202,17 @@ class RunnerFigures:
                 self.op_output.setdefault(op, 0)
                 self.op_failures.setdefault(op, 0)
                 self.op_duration.setdefault(op, Histogram(DURATION_BUCKETS))
+                self.op_cpu.setdefault(op, 0.0)
 
     def _job_complete(self, ev: Event) -> None:
         status = ev.get("status")
         self.phase = status if status in RUNNER_PHASES else "succeeded"
+        if isinstance(ev.get("work_dir_bytes"), int):
+            self.work_dir_bytes = ev.get("work_dir_bytes")
+
+    def _peak(self, value: Any) -> None:
+        if isinstance(value, int) and not isinstance(value, bool):
+            self.peak_rss_bytes = max(self.peak_rss_bytes or 0, value)
 
     def _job_failed(self, ev: Event) -> None:
         self.phase = "failed"
@@ -215,6 +233,10 @@ class RunnerFigures:
     def _partition_complete(self, ev: Event) -> None:
         self.partitions["completed"] += 1
         self.output_samples += _int(ev.get("output_rows"))
+        cpu = ev.get("cpu_time_s")
+        self.cpu_seconds += float(cpu) if isinstance(cpu, int | float) else 0.0
+        self.written_bytes += _int(ev.get("bytes_written"))
+        self._peak(ev.get("peak_rss_bytes"))
 
     def _partition_failed(self, ev: Event) -> None:
         self.partitions["failed"] += 1
@@ -236,6 +258,13 @@ class RunnerFigures:
         duration = ev.get("duration")
         if isinstance(duration, int | float):
             self.op_duration.setdefault(op, Histogram(DURATION_BUCKETS)).observe(float(duration))
+        cpu = ev.get("cpu_time_s")
+        if isinstance(cpu, int | float):
+            self.op_cpu[op] = self.op_cpu.get(op, 0.0) + float(cpu)
+        peak = ev.get("peak_rss_bytes")
+        if isinstance(peak, int) and not isinstance(peak, bool):
+            self.op_peak_rss[op] = max(self.op_peak_rss.get(op, 0), peak)
+            self._peak(peak)
 
     def _op_failed(self, ev: Event) -> None:
         op = str(ev.get("operation_name") or "unknown")
@@ -256,6 +285,7 @@ class RunnerFigures:
 
     def _checkpoint_load(self, ev: Event) -> None:
         self.checkpoints_loaded += 1
+        self.checkpoint_read_bytes += _int(ev.get("checkpoint_bytes"))
 
     def _checkpoint_invalid(self, ev: Event) -> None:
         self.checkpoints_invalid += 1
@@ -360,11 +390,19 @@ class RunnerCollector(Collector):
             c.add_metric(base, value)
             return c
 
-        def per(name: str, doc: str, label: str, values: dict[str, int]) -> Metric:
+        def per(
+            name: str, doc: str, label: str, values: dict[str, int] | dict[str, float]
+        ) -> Metric:
             c = CounterMetricFamily(name, doc, labels=[*keys, label])
             for key in sorted(values):
                 c.add_metric([*base, key], values[key])
             return c
+
+        def gauge_per(name: str, doc: str, values: dict[str, int]) -> Metric:
+            g = GaugeMetricFamily(name, doc, labels=[*keys, "op"])
+            for key in sorted(values):
+                g.add_metric([*base, key], values[key])
+            return g
 
         def histogram(name: str, doc: str, h: Histogram, label: str = "", key: str = "") -> Metric:
             fam = HistogramMetricFamily(name, doc, labels=[*keys, label] if label else keys)
@@ -513,6 +551,42 @@ class RunnerCollector(Collector):
                 "Size of one committed checkpoint.",
                 f.checkpoint_size,
             ),
+            counter(
+                "datajuicer_runner_checkpoint_read_bytes",
+                "Bytes of checkpoints read back to resume partitions.",
+                f.checkpoint_read_bytes,
+            ),
+            counter(
+                "datajuicer_runner_written_bytes",
+                "Bytes completed partitions wrote to the work dir (checkpoints, rejects).",
+                f.written_bytes,
+            ),
+            counter(
+                "datajuicer_runner_cpu_seconds",
+                "CPU seconds of the completed partitions' tasks (their worker processes).",
+                f.cpu_seconds,
+            ),
+            per(
+                "datajuicer_runner_op_cpu_seconds",
+                "CPU seconds of the worker process while an op ran, by op.",
+                "op",
+                f.op_cpu,
+            ),
+            gauge_per(
+                "datajuicer_runner_op_peak_rss_bytes",
+                "The highest peak RSS of a worker process while an op ran, by op.",
+                f.op_peak_rss,
+            ),
+            gauge(
+                "datajuicer_runner_worker_peak_rss_bytes",
+                "The highest peak RSS of a worker process running a partition.",
+                f.peak_rss_bytes,
+            ),
+            gauge(
+                "datajuicer_runner_work_dir_bytes",
+                "Disk space the work dir uses (checkpoints, event log, state files).",
+                f.work_dir_bytes,
+            ),
         ]
         return [m for m in families if m is not None]
 
@@ -617,9 +691,21 @@ def serve_metrics(
 
     def follow_status() -> None:
         seen: object = None
-        # In object storage each look is a request: once a second at most.
+        sized_at = 0.0
+        # In object storage each look is a request: once a second at most, and the work dir's
+        # size (a listing of all of it) once a minute.
         interval = poll_interval if work.is_local else max(poll_interval, 1.0)
+        size_every = WORK_DIR_SIZE_INTERVAL_S if work.is_local else 4 * WORK_DIR_SIZE_INTERVAL_S
         while not stop.wait(interval):
+            if time.monotonic() - sized_at >= size_every:
+                sized_at = time.monotonic()
+                try:
+                    size = work.size()
+                except (OSError, RunnerError):
+                    size = None
+                if size is not None:
+                    with lock:
+                        figures.work_dir_bytes = size
             if work.is_local:
                 try:
                     st = work.status_path.stat()

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from dj_runner.observe.event_log import Event, read_events
+from dj_runner.observe.resources import RESOURCE_FIELDS
 from dj_runner.observe.status_file import read_status
 from dj_runner.store.fencing import read_claim
 from dj_runner.store.lock import is_locked, read_holder
@@ -60,18 +61,32 @@ def status(work_root: str | Path) -> dict[str, Any]:
 
 
 def performance_summary(events: list[Event]) -> dict[str, Any]:
-    """Time per op, rows in and out, and throughput, from op_complete events.
+    """Time, rows, throughput and resources per op; resources per partition and for the job.
 
     Each partition counts once per op, with its latest computation (the one its output comes
-    from): a partition recomputed by a rerun, a resume or a retry is not added up twice.
+    from): a partition recomputed by a rerun, a resume or a retry is not added up twice. Per
+    op: CPU seconds, the worker's peak RSS, the Arrow bytes in and out (``op_complete``) and
+    the checkpoint bytes written after it (``checkpoint_save``). Per partition: the latest
+    ``partition_complete``'s resource fields; for the job, the last ``job_complete``'s, with the
+    work dir's size on disk.
     """
     latest: dict[tuple[int, str, Any], Event] = {}
+    saved: dict[tuple[str, Any, Any], int] = {}
+    parts: dict[Any, dict[str, Any]] = {}
     for ev in events:
         if ev.event_type == "op_complete":
             key = (ev.get("operation_idx", -1), ev.get("operation_name", "?"), ev.partition_id)
             latest[key] = ev
+        elif ev.event_type == "checkpoint_save":
+            where = (ev.get("operation_name", "?"), ev.get("operation_idx"), ev.partition_id)
+            saved[where] = int(ev.get("checkpoint_bytes") or 0)
+        elif ev.event_type == "partition_complete" and ev.partition_id is not None:
+            parts[ev.partition_id] = {k: ev.get(k) for k in RESOURCE_FIELDS if k in ev.fields}
     per_op: dict[tuple[int, str], dict[str, float]] = defaultdict(
-        lambda: {"duration": 0.0, "rows_in": 0, "rows_out": 0, "runs": 0}
+        lambda: dict.fromkeys(
+            ("duration", "rows_in", "rows_out", "runs", "cpu", "peak", "bytes_in", "bytes_out"),
+            0,
+        )
     )
     for (idx, name, _), ev in latest.items():
         agg = per_op[(idx, name)]
@@ -79,6 +94,13 @@ def performance_summary(events: list[Event]) -> dict[str, Any]:
         agg["rows_in"] += ev.get("input_rows", 0)
         agg["rows_out"] += ev.get("output_rows", 0)
         agg["runs"] += 1
+        agg["cpu"] += ev.get("cpu_time_s", 0.0)
+        agg["peak"] = max(agg["peak"], ev.get("peak_rss_bytes", 0))
+        agg["bytes_in"] += ev.get("input_bytes", 0)
+        agg["bytes_out"] += ev.get("output_bytes", 0)
+    ckpt: dict[str, int] = defaultdict(int)
+    for (name, _, _), size in saved.items():
+        ckpt[name] += size
     ops = []
     for (idx, name), agg in sorted(per_op.items()):
         d = agg["duration"]
@@ -91,6 +113,11 @@ def performance_summary(events: list[Event]) -> dict[str, Any]:
                 "rows_in": int(agg["rows_in"]),
                 "rows_out": int(agg["rows_out"]),
                 "rows_per_second": round(agg["rows_in"] / d, 1) if d > 0 else None,
+                "cpu_time_s": round(agg["cpu"], 6),
+                "peak_rss_bytes": int(agg["peak"]),
+                "input_bytes": int(agg["bytes_in"]),
+                "output_bytes": int(agg["bytes_out"]),
+                "checkpoint_bytes": ckpt.get(name, 0),
             }
         )
     starts = [e.timestamp for e in events if e.event_type in ("job_start", "job_restart")]
@@ -107,6 +134,12 @@ def performance_summary(events: list[Event]) -> dict[str, Any]:
         "events": len(events),
         "retries": sum(1 for e in events if e.event_type == "partition_retry"),
         "invalid_checkpoints": sum(1 for e in events if e.event_type == "checkpoint_invalid"),
+        "partitions": [{"partition_id": pid, **parts[pid]} for pid in sorted(parts)],
+        "resources": (
+            {k: complete[-1].get(k) for k in (*RESOURCE_FIELDS, "work_dir_bytes")}
+            if complete
+            else None
+        ),
     }
 
 
@@ -145,6 +178,11 @@ def format_status(st: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _mib(value: Any) -> str:
+    """Bytes as MiB for a person ("-" when unknown)."""
+    return f"{value / 2**20:.1f} MiB" if isinstance(value, int | float) else "-"
+
+
 def status_report(work_root: str | Path) -> str:
     """A human-readable report of the job: status, per-op figures, failures."""
     root = WorkDir(work_root).uri
@@ -157,16 +195,26 @@ def status_report(work_root: str | Path) -> str:
     lines += ["  " + line for line in format_status(st)[1:]]
     if perf["job_seconds"]:
         lines.append(f"  last run:   {perf['job_seconds']:.2f}s")
+    res = perf["resources"]
+    if res:
+        lines.append(
+            f"  resources:  {res['cpu_time_s'] or 0:.2f} CPU s, peak RSS "
+            f"{_mib(res['peak_rss_bytes'])}, read {_mib(res['bytes_read'])}, written "
+            f"{_mib(res['bytes_written'])} (checkpoints {_mib(res['checkpoint_bytes'])}); "
+            f"work dir {_mib(res['work_dir_bytes'])}"
+        )
     if perf["ops"]:
         lines.append("")
         lines.append(
             f"  {'#':>3} {'op':<36} {'seconds':>9} {'rows in':>10} {'rows out':>10} {'rows/s':>11}"
+            f" {'CPU s':>9} {'peak RSS':>10} {'ckpt':>10}"
         )
         for op in perf["ops"]:
             rps = f"{op['rows_per_second']:.0f}" if op["rows_per_second"] else "-"
             lines.append(
                 f"  {op['op_idx']:>3} {op['op_name']:<36} {op['seconds']:>9.3f} "
-                f"{op['rows_in']:>10} {op['rows_out']:>10} {rps:>11}"
+                f"{op['rows_in']:>10} {op['rows_out']:>10} {rps:>11} {op['cpu_time_s']:>9.3f} "
+                f"{_mib(op['peak_rss_bytes']):>10} {_mib(op['checkpoint_bytes']):>10}"
             )
     fails = [e for e in events if e.event_type in ("partition_failed", "op_failed", "job_failed")]
     if fails:

@@ -36,6 +36,27 @@ STRATEGIES = ("every_op", "every_n_ops", "manual", "disabled")
 INPUT_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".json", ".parquet", ".arrow", ".csv")
 EXPORT_SUFFIXES = (".jsonl", ".parquet")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+#: Data-Juicer keys accepted only at the value that changes nothing (Data-Juicer's default),
+#: each with that value and why another is refused: ignoring it would change the output or
+#: what the runner reads, silently.
+DJ_KEYS_AT_DEFAULT: dict[str, tuple[Any, str]] = {
+    "encrypt_before_export": (False, "the runner does not encrypt exports"),
+    "decrypt_after_reading": (False, "the runner does not decrypt its input"),
+    "encryption_key_path": (None, "the runner does not encrypt or decrypt"),
+    "export_original_dataset": (False, "the runner exports the processed samples"),
+    "hpo_config": (None, "hyper-parameter search is a Data-Juicer tool, not the runner's"),
+    "generated_dataset_config": (None, "the runner reads dataset_path only"),
+    "validators": ([], "the runner checks the text key itself (malformed_records)"),
+    "custom_operator_paths": (
+        [],
+        "custom ops load through DJ_RUNNER_OP_MODULES (docs/runner.md, Custom ops)",
+    ),
+    "open_insight_mining": (False, "Data-Juicer's insight miner is not part of the runner"),
+    "export_aws_credentials": (
+        None,
+        "no credentials in a recipe: the runner takes them from the environment's AWS chain",
+    ),
+}
 #: Data-Juicer keys that change nothing here, each with why: accepted, so existing recipes
 #: run unchanged, and named in a notice (``validate``, ``run`` and the ``job_start`` event).
 IGNORED_DJ_KEYS: dict[str, str] = {
@@ -64,6 +85,56 @@ IGNORED_DJ_KEYS: dict[str, str] = {
     "checkpoint_dir": "checkpoints are always <work_dir>/checkpoints/, beside the plan they "
     "belong to",
     "keep_hashes_in_res_ds": "the deduplicators' hashes are working columns, never exported",
+    **dict.fromkeys(
+        (
+            "image_key",
+            "image_bytes_key",
+            "image_special_token",
+            "audio_key",
+            "audio_special_token",
+            "video_key",
+            "video_special_token",
+            "eoc_special_token",
+        ),
+        "a field or token of Data-Juicer's multimodal ops; the runner's ops read text only",
+    ),
+    **dict.fromkeys(
+        (
+            "auto_op_parallelism",
+            "adaptive_batch_size",
+            "elastic_juicer_adaptive_batching",
+            "elastic_juicer_profile_seed",
+            "override_num_blocks",
+            "read_options",
+            "use_dag",
+            "fusion_strategy",
+            "mapper_fusion",
+            "mapper_fusion_vram_limit",
+            "min_common_dep_num_to_combine",
+            "conflict_resolve_strategy",
+        ),
+        "a scheduling or fusion setting of Data-Juicer's executors; the runner plans its own "
+        "partitions and applies ops one after the other",
+    ),
+    **dict.fromkeys(
+        ("op_list_to_trace", "trace_keys", "op_list_to_mine", "auto_num", "percentiles"),
+        "a setting of Data-Juicer's tracer, analyser or insight miner, not part of the runner",
+    ),
+    **dict.fromkeys(
+        ("data_probe_algo", "data_probe_ratio", "save_stats_in_one_file"),
+        "a setting of Data-Juicer's analyser, not part of the runner",
+    ),
+    "load_dataset_kwargs": "the runner reads its input formats itself (docs/runner.md)",
+    "load_jsonl_lenient": "malformed JSON Lines records go to rejects/ (malformed_records)",
+    "export_extra_args": "the export's format follows export_path",
+    "export_type": "the export's format follows export_path's suffix (.jsonl or .parquet)",
+    "strict_preflight": "the runner always checks the recipe, the input and the paths first",
+    "resume": "the runner always resumes from its work dir (--restart starts over)",
+    "debug": "the runner's stack traces: DJ_RUNNER_DEBUG=1",
+    **{
+        key: f"{why} (accepted at Data-Juicer's default, {default!r}; another value is refused)"
+        for key, (default, why) in DJ_KEYS_AT_DEFAULT.items()
+    },
 }
 #: The same for keys of nested blocks, by block.
 IGNORED_DJ_BLOCK_KEYS: dict[str, dict[str, str]] = {
@@ -254,6 +325,43 @@ EVENT_BLOCK = _keys(
     Key("backup_count", (int,), 5, "rotated files kept", minimum=0),
 )
 
+#: What a finished job keeps (``retention``); applied at a run's end and by ``dj-runner clean``.
+RETENTION_CHECKPOINTS = ("final", "all", "none")
+RETENTION_BLOCK = _keys(
+    Key(
+        "checkpoints",
+        (str,),
+        None,
+        "what a succeeded job keeps of its checkpoints once the export is written: final (each "
+        "partition's last, so a rerun re-exports without recomputing), all, or none (a rerun "
+        "recomputes); a job that did not succeed keeps them all, for its resume",
+        choices=RETENTION_CHECKPOINTS,
+        nullable=True,
+        default_doc="all with preserve_intermediate_data, else final",
+    ),
+    Key(
+        "event_log_max_age_days",
+        (float,),
+        None,
+        "remove event-log segments of earlier runs older than this many days (the last run's "
+        "log is always kept)",
+        minimum=0,
+        exclusive_minimum=True,
+        nullable=True,
+        default_doc="no limit",
+    ),
+    Key(
+        "event_log_max_segments",
+        (int,),
+        None,
+        "keep at most this many event-log segments of earlier runs, the newest (the last "
+        "run's log is always kept)",
+        minimum=0,
+        nullable=True,
+        default_doc="no limit",
+    ),
+)
+
 S3_BLOCK = _keys(
     Key(
         "endpoint_url",
@@ -423,6 +531,14 @@ TOP_LEVEL = _keys(
     ),
     Key("event_logging", (dict,), None, "the event log", nullable=True, block=EVENT_BLOCK),
     Key(
+        "retention",
+        (dict,),
+        None,
+        "what a finished job keeps in its work dir",
+        nullable=True,
+        block=RETENTION_BLOCK,
+    ),
+    Key(
         "s3",
         (dict,),
         None,
@@ -448,16 +564,35 @@ def _type_name(t: Any) -> str:
     }.get(t, getattr(t, "__name__", str(t)))
 
 
+#: A number in exponent form without a dot (``2e5``): YAML 1.1 (PyYAML) reads it as a string,
+#: where Data-Juicer's config parser reads a number.
+_EXPONENT_NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
+
+
 def check_type(key: str, value: Any, expected: type | tuple[type, ...]) -> Any:
     """``value`` if it has one of the ``expected`` types; an int is taken for a float.
 
-    Booleans are not integers here, and a float must be finite (``.inf`` and ``.nan`` are
-    refused: nothing in a recipe is unbounded or undefined).
+    As in Data-Juicer's configs, a number written ``2e5`` (a string to YAML 1.1) is a number
+    where a number is expected, and a float that is a whole number (``2.0e+5``, ``10.0``) is
+    an integer where an integer is expected. Booleans are not integers here, and a float must
+    be finite (``.inf`` and ``.nan`` are refused: nothing in a recipe is unbounded or
+    undefined).
     """
     allowed = expected if isinstance(expected, tuple) else (expected,)
     what = " or ".join(_type_name(t) for t in allowed)
     if isinstance(value, bool) and bool not in allowed:
         raise RecipeError(key, value, what)
+    numeric = int in allowed or float in allowed
+    if numeric and str not in allowed and isinstance(value, str) and _EXPONENT_NUMBER.match(value):
+        value = float(value)
+    if (
+        int in allowed
+        and float not in allowed
+        and isinstance(value, float)
+        and math.isfinite(value)
+        and value.is_integer()
+    ):
+        return int(value)
     if float in allowed and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if not isinstance(value, allowed):

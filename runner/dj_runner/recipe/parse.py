@@ -31,10 +31,12 @@ from dj_runner.recipe.keys import (
     COMPRESSIONS,
     CREDENTIAL_KEYS,
     DEFAULT_COMPRESSION,
+    DJ_KEYS_AT_DEFAULT,
     EXPORT_SUFFIXES,
     IGNORED_DJ_BLOCK_KEYS,
     IGNORED_DJ_KEYS,
     INPUT_SUFFIXES,
+    RETENTION_BLOCK,
     STORAGE_FORMATS,
     STRATEGIES,
     TOP_LEVEL,
@@ -59,6 +61,7 @@ __all__ = [
     "OpSpec",
     "PartitionConfig",
     "Recipe",
+    "RetentionConfig",
     "load_recipe",
     "parse_recipe",
 ]
@@ -102,6 +105,15 @@ class EventLogConfig:
 
 
 @dataclass(frozen=True)
+class RetentionConfig:
+    """What a finished job keeps (``retention``); ``engine/retention.py`` applies it."""
+
+    checkpoints: str = "final"  # final | all | none
+    event_log_max_age_days: float | None = None
+    event_log_max_segments: int | None = None
+
+
+@dataclass(frozen=True)
 class Recipe:
     """A validated recipe. Paths are absolute."""
 
@@ -124,6 +136,7 @@ class Recipe:
     max_failed_partitions: int
     malformed_records: str  # "reject" | "fail"
     s3: S3Config = field(default_factory=S3Config)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
     source: dict[str, Any] = field(repr=False, default_factory=dict)
     #: The executor the recipe asked for (``executor_type``); the runner's is the partitioned one.
     executor_type: str = "ray_partitioned"
@@ -265,7 +278,8 @@ def _check_path_suffix(key: str, path: str, suffixes: tuple[str, ...], allow_dir
     raise RecipeError(key, path, what)
 
 
-def _resolve(base: Path, value: str) -> str:
+def resolve_path(base: Path, value: str) -> str:
+    """``value`` as an absolute path against ``base`` (an ``s3://`` URL unchanged)."""
     if value.startswith("s3://"):
         return value
     p = Path(os.path.expanduser(value))
@@ -333,6 +347,17 @@ def _event_logging(top: dict[str, Any]) -> EventLogConfig:
     )
 
 
+def retention_config(raw: dict[str, Any], preserve: bool = False) -> RetentionConfig:
+    """The ``retention`` block ``raw`` (as a recipe or ``dj-runner clean`` gives it), checked;
+    ``preserve``: the recipe's ``preserve_intermediate_data`` (its checkpoints default)."""
+    b = read_block("retention", raw, RETENTION_BLOCK)
+    keep = b["checkpoints"] or ("all" if preserve else "final")
+    age = b["event_log_max_age_days"]
+    return RetentionConfig(
+        keep, float(age) if age is not None else None, b["event_log_max_segments"]
+    )
+
+
 def refuse_inline_credentials(raw: dict[str, Any]) -> None:
     """Refuse a recipe that carries an access key or secret (never echoing the value)."""
     for key in ("dataset_path", "export_path", "work_dir"):
@@ -375,6 +400,10 @@ def parse_recipe(
     base_dir = base_dir or Path.cwd()
     raw, dataset_notices = translate_dataset_block(raw)
     refuse_inline_credentials(raw)
+    for key, (default, why) in DJ_KEYS_AT_DEFAULT.items():
+        if key in raw and raw[key] not in (default, None):
+            shown = "<hidden>" if key == "export_aws_credentials" else raw[key]
+            raise RecipeError(key, shown, f"{default!r} (Data-Juicer's default): {why}")
     top = read_block("", raw, TOP_LEVEL, ignored=IGNORED_DJ_KEYS)
     substitute_placeholders(top, job_id, work_dir)
     for required in ("dataset_path", "export_path"):
@@ -398,8 +427,8 @@ def parse_recipe(
     work_dir = top["work_dir"]
     return Recipe(
         project_name=top["project_name"] or "dj-job",
-        dataset_path=_resolve(base_dir, dataset_path),
-        export_path=_resolve(base_dir, export_path),
+        dataset_path=resolve_path(base_dir, dataset_path),
+        export_path=resolve_path(base_dir, export_path),
         text_keys=tuple(top["text_keys"]),
         process=process,
         keep_stats_in_res_ds=top["keep_stats_in_res_ds"],
@@ -407,7 +436,7 @@ def parse_recipe(
         engine=top["engine"],
         np=top["np"],
         job_id=top["job_id"],
-        work_dir=_resolve(base_dir, work_dir) if work_dir else None,
+        work_dir=resolve_path(base_dir, work_dir) if work_dir else None,
         partition=_partition(top, raw),
         checkpoint=_checkpoint(top, [s.name for s in process]),
         event_logging=_event_logging(top),
@@ -416,6 +445,7 @@ def parse_recipe(
         max_failed_partitions=top["max_failed_partitions"],
         malformed_records=top["malformed_records"],
         s3=S3Config(**top["s3"]),
+        retention=retention_config(raw.get("retention") or {}, top["preserve_intermediate_data"]),
         source=raw,
         executor_type=top["executor_type"],
         notices=tuple(notices),

@@ -25,6 +25,10 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+#: The names ``tmp_name`` gives, as a glob: what a crash may leave half-written.
+TMP_GLOB = ".*.tmp-*"
+
+
 def tmp_name(path: Path) -> Path:
     """A temporary name beside ``path``, unique across processes, containers and hosts."""
     return path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")

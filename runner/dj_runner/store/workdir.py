@@ -21,6 +21,7 @@ record, and ``.lock`` is a lease object (``store/lease.py``) instead of a ``floc
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 from dj_runner import contract
@@ -150,6 +151,11 @@ class WorkDir:
     def checkpoint_dir(self, pid: int) -> Path:
         return self.path(self.checkpoint_key(pid))
 
+    @property
+    def globals_dir(self) -> Path:
+        """Every global op's decision."""
+        return self.path(contract.GLOBAL_DIR)
+
     def global_dir(self, op_idx: int) -> Path:
         return self.path(self.global_key(op_idx))
 
@@ -169,6 +175,39 @@ class WorkDir:
     def has_progress(self) -> bool:
         """Whether earlier runs left a plan or checkpoints here."""
         return self._any(contract.PLAN_FILE, contract.CHECKPOINTS_DIR, contract.GLOBAL_DIR)
+
+    # -- sizes and removal (retention, ``dj-runner clean``)
+    def relative(self, path: Path) -> str:
+        """``path`` (under a local root) as the relative POSIX entry ``remove`` takes."""
+        return Path(path).resolve().relative_to(self.root).as_posix()
+
+    def size(self, entry: str = "") -> int:
+        """Bytes held by a relative entry (a file, or a directory's files); 0 when absent.
+        The empty entry is the whole work dir."""
+        if entry:
+            one = self.blobs.size(entry)
+            if one is not None:
+                return one
+        return sum(e.size for e in self.blobs.list(entry))
+
+    def remove(self, entries: Iterable[str]) -> int:
+        """Delete relative entries (files or directories); returns the bytes freed.
+
+        The one place that deletes for retention: every entry is relative to the root and
+        stays inside it (an entry with ``..`` or an absolute one is refused).
+        """
+        freed = 0
+        for entry in entries:
+            parts = entry.split("/")
+            if not entry or entry.startswith("/") or ".." in parts:
+                raise ValueError(f"retention entry {entry!r}: expected a path inside the work dir")
+            size = self.size(entry)
+            if self.blobs.exists(entry):
+                self.blobs.delete(entry)
+            else:
+                self.blobs.delete_tree(entry)
+            freed += size
+        return freed
 
     # -- starting over
     def wipe(self, keep_events: bool = False) -> None:
