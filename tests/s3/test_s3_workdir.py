@@ -128,7 +128,8 @@ def objects(server: S3Server, bucket: str, prefix: str) -> dict[str, bytes]:
 
     fs = server.filesystem()
     out = {}
-    for info in fs.get_file_info(FileSelector(f"{bucket}/{prefix}", recursive=True)):
+    selector = FileSelector(f"{bucket}/{prefix}", recursive=True, allow_not_found=True)
+    for info in fs.get_file_info(selector):
         if info.type == FileType.File:
             with fs.open_input_stream(info.path) as fh:
                 out[info.path] = fh.read()
@@ -198,6 +199,15 @@ def test_input_work_dir_and_export_all_in_s3_match_the_local_run(
     again = cli("run", str(path), env=env)
     assert again.returncode == ExitCode.OK, again.stderr
     assert s3_server.get_object(s3_bucket, "out/all.jsonl") == reference
+    # retention works on the bucket: the final checkpoints only, then none
+    final = cli("clean", work, "--checkpoints", "final", env=env)
+    assert final.returncode == 0, final.stderr
+    left = objects(s3_server, s3_bucket, "work/all/checkpoints")
+    data = [k for k in left if "/commits.jsonl/" not in k]
+    assert len(data) == 20, data  # one final checkpoint per partition
+    gone = cli("clean", work, "--checkpoints", "none", env=env)
+    assert gone.returncode == 0 and "bytes" in gone.stdout, gone.stderr
+    assert not objects(s3_server, s3_bucket, "work/all/checkpoints")
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
