@@ -179,9 +179,22 @@ def count_rejects(work: WorkDir, pid: int) -> int:
     return 0 if data is None else data.count(b"\n")
 
 
+#: In a bucket: the least seconds between two looks for the stop file by one process (each look
+#: is a request; the grace period, 20 s by default, leaves room for it).
+REMOTE_STOP_CHECK_S = 2.0
+_stop_checked: dict[tuple[str, str], float] = {}
+
+
 def stop_requested(work: WorkDir, fence: Fence | None) -> bool:
     """Whether this run's driver asked its partition tasks to stop (SIGTERM)."""
-    return fence is not None and work.blobs.exists(work.stop_key(fence.run_id))
+    if fence is None:
+        return False
+    if not work.is_local:
+        now = time.monotonic()
+        if now - _stop_checked.get((work.uri, fence.run_id), -1e9) < REMOTE_STOP_CHECK_S:
+            return False
+        _stop_checked[(work.uri, fence.run_id)] = now
+    return work.blobs.exists(work.stop_key(fence.run_id))
 
 
 def run_partition(

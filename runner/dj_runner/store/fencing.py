@@ -24,6 +24,7 @@ epoch after its own exists (epochs are taken one after the other).
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -54,12 +55,25 @@ class Fence:
         if self.claim_root is None:
             return
         work = WorkDir(self.claim_root)
+        if not work.is_local:
+            # In a bucket each look is a request: at most one per REMOTE_CHECK_S per process.
+            # A commit made between two looks by a run just superseded is a late commit that
+            # readers order after the newer run's (``fenced``), as on a volume.
+            now = time.monotonic()
+            if now - _last_checked.get((self.claim_root, self.epoch), -1e9) < REMOTE_CHECK_S:
+                return
+            _last_checked[(self.claim_root, self.epoch)] = now
         newer = _parse_claim(work.blobs.read(WorkDir.claim_key(self.epoch + 1)))
         if newer is not None:
             raise Superseded(
                 f"run {self.run_id} was superseded by run {newer['run_id']} "
                 f"(claim {newer['epoch']} > {self.epoch}); this run stops writing"
             )
+
+
+#: In a bucket: the least seconds between two looks for a newer claim by one process.
+REMOTE_CHECK_S = 2.0
+_last_checked: dict[tuple[str, int], float] = {}
 
 
 class Superseded(RunnerError):
