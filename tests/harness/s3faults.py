@@ -33,6 +33,12 @@ _SLOW_DOWN = (
     b"<Message>Please reduce your request rate.</Message></Error>"
 )
 
+_NOT_IMPLEMENTED = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>NotImplemented</Code>'
+    b"<Message>A header you provided implies functionality that is not implemented."
+    b"</Message></Error>"
+)
+
 
 @dataclass
 class _Rule:
@@ -54,6 +60,9 @@ class FaultProxy:
         self.faults_injected = 0
         self.methods_failed: list[str] = []
         self.log: list[tuple[str, str, str | None]] = []  # (method, path, Range header)
+        #: Answer every conditional request (If-None-Match, If-Match) with 501 NotImplemented,
+        #: as a store without conditional writes does.
+        self.refuse_conditional = False
         proxy = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -80,6 +89,14 @@ class FaultProxy:
                 body = self._body()
                 with proxy._lock:
                     proxy.log.append((self.command, self.path, self.headers.get("Range")))
+                conditional = any(h.lower() in ("if-none-match", "if-match") for h in self.headers)
+                if proxy.refuse_conditional and conditional:
+                    self.send_response(501, "Not Implemented")
+                    self.send_header("Content-Type", "application/xml")
+                    self.send_header("Content-Length", str(len(_NOT_IMPLEMENTED)))
+                    self.end_headers()
+                    self.wfile.write(_NOT_IMPLEMENTED)
+                    return
                 rule = proxy._take(self.command)
                 if rule is not None and rule.kind == "reset":
                     # SO_LINGER 0: close() sends RST, not FIN

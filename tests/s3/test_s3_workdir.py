@@ -487,3 +487,21 @@ def test_a_work_dir_listing_of_more_than_1000_objects_is_read_whole(s3_server: S
         s3_server.put_object(s3_bucket, f"work/many/events/e-{i:05d}", b"x")
     keys = [e.key for e in blobs.list("events")]
     assert len(keys) == 1100 and keys[0] == "events/e-00000" and keys[-1] == "events/e-01099"
+
+
+def test_a_store_without_conditional_writes_is_refused_as_a_work_dir(
+    tmp_path, s3_server: S3Server, s3_bucket, corpus, s3_proxy: FaultProxy
+):
+    s3_proxy.refuse_conditional = True
+    path = recipe(
+        tmp_path,
+        "nocond",
+        dataset_path=str(corpus),
+        export_path=str(tmp_path / "o.jsonl"),
+        work_dir=f"s3://{s3_bucket}/work/nocond",
+    )
+    proc = cli("run", str(path), env=s3_server.env(endpoint=s3_proxy.endpoint))
+    assert proc.returncode == ExitCode.USAGE, proc.stderr
+    assert "does not support conditional writes" in proc.stderr
+    assert "If-None-Match" in proc.stderr and "local work dir" in proc.stderr
+    assert not (tmp_path / "o.jsonl").exists()

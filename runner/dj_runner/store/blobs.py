@@ -349,6 +349,10 @@ class S3Error(RunnerError):
     """An S3 request of the work dir failed after its retries (the reason has no secret)."""
 
 
+#: botocore's names of the conditions, as the HTTP headers they are sent as.
+_HEADERS = {"IfNoneMatch": "If-None-Match: *", "IfMatch": "If-Match"}
+
+
 class S3Blobs(Blobs):
     """The objects under ``s3://bucket/prefix``."""
 
@@ -412,7 +416,7 @@ class S3Blobs(Blobs):
             if conditions and (code == "NotImplemented" or status == 501):
                 raise InvalidInput(
                     f"work_dir {self.uri}: this store does not support conditional writes "
-                    f"({', '.join(conditions)} on PutObject), which a work dir in object storage "
+                    f"({', '.join(_HEADERS[c] for c in conditions)} on PutObject), which a work dir in object storage "
                     "needs for its lease and commit logs; use a store that does (AWS S3, MinIO, "
                     "SeaweedFS, Ceph RGW) or a local work dir"
                 ) from None
