@@ -544,3 +544,6 @@ def open_blobs(root: str | Path) -> Blobs:
     """The store of a work dir: ``S3Blobs`` for an ``s3://`` URI, else ``LocalBlobs``."""
     text = str(root)
     return S3Blobs(text) if is_s3(text) else LocalBlobs(text)
+
+
+_warm_from_env()  # in a local engine's fork server: its workers inherit the client
