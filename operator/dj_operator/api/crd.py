@@ -151,7 +151,8 @@ def status_schema() -> Schema:
             "conditions": {
                 "type": "array",
                 "description": "Standard conditions: SpecValid, ClusterReady, Running, Suspended,"
-                " Succeeded, Failed.",
+                " Succeeded, Failed, Finished, Blocked (True while something keeps the job's pods"
+                " from starting; its reason says what).",
                 "maxItems": 16,
                 "items": condition,
                 "x-kubernetes-list-type": "map",
@@ -170,6 +171,17 @@ def status_schema() -> Schema:
             "rayCluster": ray_cluster,
             "workDir": string("The runner's work dir, as the pod sees it."),
             "outputPath": string("The export path, as the pod sees it."),
+            "recipeHash": string(
+                "sha256:<hex> of the recipe the job's pods read (recipeFrom is read once per run).",
+                maxLength=80,
+            ),
+            "createBackoff": obj(
+                "After a create the API server forbade (403: quota, admission): the wait.",
+                {
+                    "refusals": integer("Forbidden creates in a row."),
+                    "retryTime": timestamp("No create is tried before this time."),
+                },
+            ),
             "startTime": timestamp("When the first runner attempt was created."),
             "completionTime": timestamp("When the job reached a terminal phase."),
         },

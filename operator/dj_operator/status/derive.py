@@ -120,6 +120,10 @@ def derive(obs: Observed) -> Outcome:
         status["workDir"] = obs.work_dir
     if obs.output_path:
         status["outputPath"] = obs.output_path
+    if obs.recipe_hash and draft.phase not in c.TERMINAL_PHASES:
+        status["recipeHash"] = obs.recipe_hash
+    elif previous.get("recipeHash"):
+        status["recipeHash"] = previous["recipeHash"]
     kids: Obj = {}
     if spec is not None:
         kids["configMap"] = names.config_map(meta["name"])
@@ -137,9 +141,11 @@ def derive(obs: Observed) -> Outcome:
             kids["runnerPod"] = names.runner_pod(meta["name"], action.attempt)
     status["children"] = kids
     status["rayCluster"] = ray_cluster_status(obs.ray_cluster)
+    status["createBackoff"] = draft.create_backoff
     status["conditions"] = _conditions(obs, draft, previous)
 
     events = list(draft.events)
+    events.extend(_blocked_events(draft, previous))
     if prev_phase != draft.phase:
         events.extend(_phase_events(draft, records))
     events.extend(_resume_events(obs, previous))
@@ -250,7 +256,27 @@ def _conditions(obs: Observed, draft: Draft, previous: Obj) -> list[Obj]:
         phase if phase in c.TERMINAL_PHASES else "NotFinished",
         draft.message if phase in c.TERMINAL_PHASES else "the job has not finished",
     )
+    blocked = draft.blocked
+    add(
+        c.COND_BLOCKED,
+        blocked is not None,
+        blocked.reason if blocked else "NotBlocked",
+        blocked.message if blocked else "nothing is known to keep the job's pods from starting",
+    )
     return out
+
+
+def _blocked_events(draft: Draft, previous: Obj) -> list[EventDraft]:
+    """`PodBlocked` when a pod becomes blocked or is blocked for another reason (not on every
+    reconcile: the Blocked condition remembers what was posted). A forbidden create posts its
+    own `CreateForbidden` with each refusal."""
+    blocked = draft.blocked
+    if blocked is None or blocked.reason == c.B_CREATE_FORBIDDEN:
+        return []
+    old = next((x for x in previous.get("conditions") or [] if x.get("type") == c.COND_BLOCKED), {})
+    if old.get("status") == "True" and old.get("reason") == blocked.reason:
+        return []
+    return [EventDraft(EventReason.PodBlocked, blocked.message)]
 
 
 def _phase_events(draft: Draft, records: list[Obj]) -> list[EventDraft]:
