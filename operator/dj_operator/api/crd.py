@@ -182,6 +182,11 @@ def status_schema() -> Schema:
                     "retryTime": timestamp("No create is tried before this time."),
                 },
             ),
+            "suspendedSince": timestamp("When the current suspension began (while suspended)."),
+            "suspendedSeconds": integer(
+                "Seconds the job spent suspended after it started (not counted by"
+                " activeDeadlineSeconds)."
+            ),
             "startTime": timestamp("When the first runner attempt was created."),
             "completionTime": timestamp("When the job reached a terminal phase."),
         },

@@ -357,9 +357,11 @@ def _active_deadline(f: _Facts) -> Draft | None:
     )
     if not deadline or not started or f.spec.suspend:
         return None
-    if f.obs.now - started <= timedelta(seconds=deadline):
+    if f.obs.now - started - suspended_time(f.previous, f.obs.now) <= timedelta(seconds=deadline):
         return None
-    message = f"the job ran longer than activeDeadlineSeconds ({deadline} s)"
+    message = (
+        f"the job ran longer than activeDeadlineSeconds ({deadline} s, suspended time not counted)"
+    )
     return _failed(c.R_DEADLINE, "operator", message)
 
 
@@ -525,6 +527,14 @@ def decide(obs: Observed, records: list[Obj], prev_phase: str | None, previous: 
                 draft.blocked = facts.blocker
             return draft
     raise AssertionError("_run always decides")
+
+
+def suspended_time(previous: Obj, now: datetime) -> timedelta:
+    """How long the job has been suspended since it started: `status.suspendedSeconds`, plus
+    the suspension still open (`status.suspendedSince`) until the reconcile that ends it."""
+    total = timedelta(seconds=int(previous.get("suspendedSeconds") or 0))
+    since = times.parse(previous.get("suspendedSince"))
+    return total + (now - since if since is not None else timedelta(0))
 
 
 def _stalled_since(obs: Observed, records: list[Obj]) -> datetime | None:

@@ -26,6 +26,7 @@ from dj_operator.status.decide import (
     decide,
     runner_progress,
     stop_active,
+    suspended_time,
 )
 
 Obj = dict[str, Any]
@@ -142,6 +143,7 @@ def derive(obs: Observed) -> Outcome:
     status["children"] = kids
     status["rayCluster"] = ray_cluster_status(obs.ray_cluster)
     status["createBackoff"] = draft.create_backoff
+    _suspension(status, obs, previous)
     status["conditions"] = _conditions(obs, draft, previous)
 
     events = list(draft.events)
@@ -151,6 +153,24 @@ def derive(obs: Observed) -> Outcome:
     events.extend(_resume_events(obs, previous))
     record_resumed(status, job)
     return Outcome(status=status, actions=tuple(draft.actions), events=tuple(events))
+
+
+def _suspension(status: Obj, obs: Observed, previous: Obj) -> None:
+    """`status.suspendedSince` while spec.suspend holds after the job started; its time is
+    added to `status.suspendedSeconds` when the job resumes (activeDeadlineSeconds does not
+    count it)."""
+    suspended = (
+        obs.spec is not None and obs.spec.suspend and status["phase"] not in c.TERMINAL_PHASES
+    )
+    if suspended and status.get("startTime"):
+        status["suspendedSince"] = previous.get("suspendedSince") or times.fmt(obs.now)
+        if previous.get("suspendedSeconds"):
+            status["suspendedSeconds"] = previous["suspendedSeconds"]
+        return
+    status["suspendedSince"] = None
+    paused = int(suspended_time(previous, obs.now).total_seconds())
+    if paused:
+        status["suspendedSeconds"] = paused
 
 
 def ray_cluster_status(cluster: Obj | None) -> Obj | None:

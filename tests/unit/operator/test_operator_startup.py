@@ -255,3 +255,40 @@ def test_the_recipe_hash_is_in_status_and_kept_once_finished() -> None:
         recipe_hash="sha256:edited",
     )
     assert done.status["recipeHash"] == "sha256:abc"
+
+
+def test_active_deadline_does_not_count_suspended_time() -> None:
+    spec = {"activeDeadlineSeconds": 600}
+    started = {"phase": c.RUNNING, "startTime": "2026-11-30T05:01:00Z"}
+    t0 = POD1_CREATED
+    suspending = observe(
+        [pod(1, phase="Running")],
+        status=started,
+        now=t0 + timedelta(seconds=60),
+        spec_patch={**spec, "suspend": True},
+    )
+    assert suspending.status["suspendedSince"] == "2026-11-30T05:02:00Z"
+    suspended = observe(
+        [],
+        status=suspending.status,
+        now=t0 + timedelta(seconds=70),
+        spec_patch={**spec, "suspend": True},
+    )
+    assert suspended.phase == c.SUSPENDED
+    assert suspended.status["suspendedSince"] == "2026-11-30T05:02:00Z"
+    # Resumed an hour later: 3600 s suspended, 60 s run; the deadline (600 s) is not passed.
+    resumed = observe(
+        [], status=suspended.status, now=t0 + timedelta(seconds=3660), spec_patch=spec
+    )
+    assert resumed.phase != c.FAILED
+    assert resumed.status["suspendedSince"] is None
+    assert resumed.status["suspendedSeconds"] == 3600
+    # 541 s of running after the resume: 601 s in all.
+    late = observe(
+        [pod(2, phase="Running")],
+        status={**resumed.status, "phase": c.RUNNING},
+        now=t0 + timedelta(seconds=3660 + 541),
+        spec_patch=spec,
+    )
+    assert late.phase == c.FAILED
+    assert late.status["failure"]["reason"] == c.R_DEADLINE
