@@ -91,6 +91,18 @@ def status_schema() -> Schema:
                 "When the partition tasks should be done, at this run's pace (while running)."
             ),
             "updateTime": timestamp("When the runner last updated its record."),
+            "checkpoint": obj(
+                "Where a resume starts: the newest stage with committed checkpoints (what a"
+                " restart keeps).",
+                {
+                    "partitionsCommitted": integer("Partitions with its checkpoint committed."),
+                    "partitionsTotal": integer("Partitions planned."),
+                    "opsDone": integer("Ops of the recipe applied in those checkpoints."),
+                    "op": string("The last op applied in them (absent: none yet)."),
+                    "time": timestamp("When the newest of them was committed."),
+                    "summary": string("<committed>/<total> partitions after op <n> <name>."),
+                },
+            ),
             "error": obj(
                 "The runner's last error.",
                 {
@@ -229,6 +241,20 @@ def crd() -> Schema:
                             "jsonPath": ".status.progress.samplesOut",
                         },
                         {"name": "Restarts", "type": "integer", "jsonPath": ".status.restarts"},
+                        {
+                            "name": "Checkpoint",
+                            "type": "string",
+                            "description": "Where a resume starts (the newest committed stage).",
+                            "jsonPath": ".status.progress.checkpoint.summary",
+                            "priority": 1,
+                        },
+                        {
+                            "name": "Last-Checkpoint",
+                            "type": "date",
+                            "description": "The age of the newest committed checkpoint.",
+                            "jsonPath": ".status.progress.lastCheckpointTime",
+                            "priority": 1,
+                        },
                         {
                             "name": "Workers",
                             "type": "string",
