@@ -169,6 +169,14 @@ class Checkpoint(TypedDict):
     at: str | None  # when the newest of them was committed (None: before this run)
 
 
+class Retries(TypedDict):
+    """Partition retries of this run: how many, and the newest (its partition and error)."""
+
+    count: int
+    partition: int | None
+    message: str
+
+
 class RunError(TypedDict):
     op: str | None
     partition: int | None
@@ -193,6 +201,7 @@ class Status(TypedDict):
     estimated_completion_at: str | None
     resumed: Resumed | None
     checkpoint: Checkpoint | None
+    retries: Retries | None
     export_path: str | None
     error: RunError | None
 
@@ -241,4 +250,5 @@ class Progress(TypedDict):
     resumedPartitions: int | None
     resumedCheckpoints: int | None
     checkpoint: ProgressCheckpoint | None
+    retries: Retries | None
     error: ProgressError | None

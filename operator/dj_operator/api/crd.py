@@ -65,6 +65,14 @@ def status_schema() -> Schema:
                 "Set when the operator stopped the pod (Suspended, DeadlineExceeded, Stalled)."
             ),
             "resumedFrom": resumed,
+            "reported": obj(
+                "What of the runner's report was posted as Events (so none is posted twice).",
+                {
+                    "partitionsFailed": integer("Failed partitions last reported."),
+                    "retries": integer("Partition retries last reported."),
+                    "staleSince": timestamp("The stale checkpoint last reported."),
+                },
+            ),
         },
     )
     progress = obj(
@@ -91,6 +99,14 @@ def status_schema() -> Schema:
                 "When the partition tasks should be done, at this run's pace (while running)."
             ),
             "updateTime": timestamp("When the runner last updated its record."),
+            "retries": obj(
+                "Partition retries of this run: how many, and the newest.",
+                {
+                    "count": integer("Retries so far."),
+                    "partition": integer("The partition of the newest."),
+                    "message": string("Its error.", maxLength=1000),
+                },
+            ),
             "checkpoint": obj(
                 "Where a resume starts: the newest stage with committed checkpoints (what a"
                 " restart keeps).",
@@ -242,6 +258,14 @@ def crd() -> Schema:
                         },
                         {"name": "Restarts", "type": "integer", "jsonPath": ".status.restarts"},
                         {
+                            "name": "Workers",
+                            "type": "string",
+                            "description": "kuberay mode: Ray worker pods ready/desired.",
+                            "jsonPath": ".status.rayCluster.workers",
+                            # `kubectl get -o wide` only: most jobs run in local mode.
+                            "priority": 1,
+                        },
+                        {
                             "name": "Checkpoint",
                             "type": "string",
                             "description": "Where a resume starts (the newest committed stage).",
@@ -253,14 +277,6 @@ def crd() -> Schema:
                             "type": "date",
                             "description": "The age of the newest committed checkpoint.",
                             "jsonPath": ".status.progress.lastCheckpointTime",
-                            "priority": 1,
-                        },
-                        {
-                            "name": "Workers",
-                            "type": "string",
-                            "description": "kuberay mode: Ray worker pods ready/desired.",
-                            "jsonPath": ".status.rayCluster.workers",
-                            # `kubectl get -o wide` only: most jobs run in local mode.
                             "priority": 1,
                         },
                         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},

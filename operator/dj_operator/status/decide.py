@@ -369,7 +369,7 @@ def _progress_deadline(f: _Facts) -> Draft | None:
     deadline = f.spec.progress_deadline_seconds
     if not deadline or not f.active_pods or f.spec.suspend:
         return None
-    stalled = _stalled_since(f.obs, f.records)
+    stalled = stalled_since(f.obs, f.records)
     if not stalled or f.obs.now - stalled <= timedelta(seconds=deadline):
         return None
     message = (
@@ -537,7 +537,7 @@ def suspended_time(previous: Obj, now: datetime) -> timedelta:
     return total + (now - since if since is not None else timedelta(0))
 
 
-def _stalled_since(obs: Observed, records: list[Obj]) -> datetime | None:
+def stalled_since(obs: Observed, records: list[Obj]) -> datetime | None:
     """The last sign of progress: the last checkpoint, or the current attempt's start."""
     current = records[-1] if records else None
     marks = [times.parse(current["startTime"])] if current else []

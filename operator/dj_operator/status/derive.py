@@ -28,6 +28,7 @@ from dj_operator.status.decide import (
     stop_active,
     suspended_time,
 )
+from dj_operator.status.runner_events import runner_events
 
 Obj = dict[str, Any]
 
@@ -152,6 +153,7 @@ def derive(obs: Observed) -> Outcome:
         events.extend(_phase_events(draft, records))
     events.extend(_resume_events(obs, previous))
     record_resumed(status, job)
+    events.extend(runner_events(obs, records))
     return Outcome(status=status, actions=tuple(draft.actions), events=tuple(events))
 
 
@@ -327,11 +329,13 @@ def _resume_events(obs: Observed, previous: Obj) -> list[EventDraft]:
     recorded = {r.get("podName"): r for r in previous.get("attempts") or [] if r.get("resumedFrom")}
     if not pod or pod in recorded:
         return []
+    point = (progress.get("checkpoint") or {}).get("summary")
+    where = f"; it starts from {point}" if point else ""
     return [
         EventDraft(
             EventReason.Resumed,
             f"runner pod {pod} resumed from the work dir: {restored or 0} partitions done,"
-            f" {checkpoints or 0} checkpoints restored",
+            f" {checkpoints or 0} checkpoints restored{where}",
         )
     ]
 

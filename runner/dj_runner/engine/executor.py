@@ -164,6 +164,8 @@ class _StageListener:
             retry_delay_s=delay,
             error_message=msg,
         )
+        count = (self.ex.status.data.get("retries") or {}).get("count") or 0
+        self.ex.status.update(retries={"count": count + 1, "partition": part.pid, "message": msg})
 
     def on_failed(self, part: Any, attempt: int, error: BaseException) -> None:
         msg = short_error(error)

@@ -60,6 +60,7 @@ def to_progress(status: dict[str, Any], pod_name: str | None = None) -> contract
         "resumedPartitions": _int(resumed.get("partitions_done")) if resumed else None,
         "resumedCheckpoints": _int(resumed.get("checkpoints")) if resumed else None,
         "checkpoint": progress_checkpoint(status.get("checkpoint")),
+        "retries": _retries(status.get("retries")),
         "error": (
             {
                 "op": error.get("op"),
@@ -72,6 +73,16 @@ def to_progress(status: dict[str, Any], pod_name: str | None = None) -> contract
     }
     # Merge-patch semantics: None removes a key, which is what a cleared field means.
     return progress
+
+
+def _retries(value: Any) -> contract.Retries | None:
+    if not isinstance(value, dict):
+        return None
+    return {
+        "count": _int(value.get("count")) or 0,
+        "partition": _int(value.get("partition")),
+        "message": str(value.get("message") or "")[:1000],
+    }
 
 
 def progress_checkpoint(point: Any) -> contract.ProgressCheckpoint | None:

@@ -88,6 +88,7 @@ class StatusWriter:
             "estimated_completion_at": None,
             "resumed": None,
             "checkpoint": None,
+            "retries": None,
             "export_path": export_path,
             "error": None,
         }

@@ -292,3 +292,100 @@ def test_active_deadline_does_not_count_suspended_time() -> None:
     )
     assert late.phase == c.FAILED
     assert late.status["failure"]["reason"] == c.R_DEADLINE
+
+
+# -- the runner's events ---------------------------------------------------------------------
+
+
+def progress_of(pod_name: str = "demo-runner-1", **fields: Any) -> dict:
+    return {"podName": pod_name, "partitionsTotal": 100, **fields}
+
+
+def runner_event_reasons(out: Outcome) -> list[str]:
+    return [
+        e.reason.name
+        for e in out.events
+        if e.reason.name in ("PartitionsFailed", "PartitionRetrying", "CheckpointStale")
+    ]
+
+
+def test_partition_failures_post_events_at_powers_of_two_not_per_partition() -> None:
+    status: dict = {"phase": c.RUNNING, "startTime": "2026-11-30T05:01:00Z"}
+    posted = []
+    error = {"op": "flaky_mapper", "partition": 3, "message": "boom"}
+    for failed in range(1, 101):
+        status["progress"] = progress_of(partitionsFailed=failed, error=error)
+        out = observe([pod(1, phase="Running")], status=status)
+        posted += [e for e in out.events if e.reason.name == "PartitionsFailed"]
+        status = {**out.status, "progress": status["progress"]}
+    assert [e.message.split(": ", 1)[1].split(" of")[0] for e in posted] == [
+        "1",
+        "2",
+        "4",
+        "8",
+        "16",
+        "32",
+        "64",
+    ]
+    assert "the first: partition 3, op flaky_mapper: boom" in posted[0].message
+    assert status["attempts"][0]["reported"]["partitionsFailed"] == 100
+
+
+def test_retries_post_aggregated_events_and_a_restart_does_not_post_again() -> None:
+    status: dict = {
+        "phase": c.RUNNING,
+        "progress": progress_of(retries={"count": 3, "partition": 7, "message": "worker died"}),
+    }
+    out = observe([pod(1, phase="Running")], status=status)
+    assert runner_event_reasons(out) == ["PartitionRetrying"]
+    assert "3 partition retries so far; the newest: partition 7: worker died" in next(
+        e.message for e in out.events if e.reason.name == "PartitionRetrying"
+    )
+    # The next reconcile (or a restarted operator) reads what was reported from the status.
+    again = observe(
+        [pod(1, phase="Running")], status={**out.status, "progress": status["progress"]}
+    )
+    assert runner_event_reasons(again) == []
+
+
+def test_a_previous_attempts_report_posts_nothing_for_the_next() -> None:
+    status = {"phase": c.RUNNING, "progress": progress_of("demo-runner-1", partitionsFailed=5)}
+    out = observe([pod(1, phase="Failed", exit_code=137), pod(2, phase="Running")], status=status)
+    # The report is attempt 1's: posted once, on attempt 1, not again for attempt 2.
+    assert [r.get("reported") for r in out.status["attempts"]] == [{"partitionsFailed": 5}, None]
+
+
+def test_a_stale_checkpoint_warns_once_before_the_progress_deadline() -> None:
+    spec = {"progressDeadlineSeconds": 600}
+    status = {
+        "phase": c.RUNNING,
+        "progress": progress_of(lastCheckpointTime="2026-11-30T05:02:00Z"),
+    }
+    at = datetime(2026, 11, 30, 5, 2, tzinfo=UTC)
+    early = observe([pod(1)], status=status, now=at + timedelta(seconds=299), spec_patch=spec)
+    assert runner_event_reasons(early) == []
+    late = observe([pod(1)], status=status, now=at + timedelta(seconds=301), spec_patch=spec)
+    assert runner_event_reasons(late) == ["CheckpointStale"]
+    message = next(e.message for e in late.events if e.reason.name == "CheckpointStale")
+    assert "no checkpoint committed for 301 s" in message and "05:12:00Z" in message
+    later = observe(
+        [pod(1)],
+        status={**late.status, "progress": status["progress"]},
+        now=at + timedelta(seconds=400),
+        spec_patch=spec,
+    )
+    assert runner_event_reasons(later) == []
+
+
+def test_resumed_says_where_it_starts() -> None:
+    progress = progress_of(
+        resumedPartitions=20,
+        resumedCheckpoints=60,
+        checkpoint={"summary": "20/40 partitions after op 3 clean_links_mapper"},
+    )
+    out = observe(
+        [pod(2, phase="Running")],
+        status={"phase": c.RUNNING, "progress": {**progress, "podName": "demo-runner-2"}},
+    )
+    resumed = [e.message for e in out.events if e.reason.name == "Resumed"]
+    assert resumed and "it starts from 20/40 partitions after op 3 clean_links_mapper" in resumed[0]

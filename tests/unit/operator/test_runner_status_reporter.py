@@ -34,6 +34,7 @@ STATUS = {
         "op": "text_length_filter",
         "at": "2026-11-30T05:12:09.001Z",
     },
+    "retries": {"count": 2, "partition": 5, "message": "worker died"},
     "export_path": "/data/out/result.jsonl",
     "error": {"op": "x", "partition": 4, "message": "boom"},
     "a_future_key": [1, 2],
@@ -69,6 +70,7 @@ def test_to_progress() -> None:
             "time": "2026-11-30T05:12:09.001Z",
             "summary": "4/10 partitions after op 3 text_length_filter",
         },
+        "retries": {"count": 2, "partition": 5, "message": "worker died"},
         "error": {"op": "x", "partition": 4, "message": "boom"},
     }
 
