@@ -87,6 +87,8 @@ class Draft:
     blocked: Blocker | None = None
     #: `status.createBackoff` after a forbidden create: refusals so far, the next try.
     create_backoff: Obj | None = None
+    #: Why the spec is invalid while an attempt that started with a valid one still runs.
+    spec_invalid: str | None = None
 
 
 def runner_progress(job: Obj) -> Obj:
@@ -504,11 +506,11 @@ def decide(obs: Observed, records: list[Obj], prev_phase: str | None, previous: 
     terminal = _keep_terminal(obs, obs.spec, prev_phase, previous)
     if terminal is not None:
         return terminal
-    if obs.spec_error is not None or obs.spec is None:
-        message = str(obs.spec_error) if obs.spec_error else "the spec could not be read"
-        return _failed(c.R_INVALID_SPEC, "validation", message)
     finished = [r for r in records if "finishTime" in r]
     active = [p for p in obs.pods if att.pod_active(p)]
+    if obs.spec_error is not None or obs.spec is None:
+        message = str(obs.spec_error) if obs.spec_error else "the spec could not be read"
+        return _invalid_spec(obs, records, finished, active, prev_phase, message)
     facts = _Facts(
         obs=obs,
         spec=obs.spec,
@@ -535,6 +537,37 @@ def suspended_time(previous: Obj, now: datetime) -> timedelta:
     total = timedelta(seconds=int(previous.get("suspendedSeconds") or 0))
     since = times.parse(previous.get("suspendedSince"))
     return total + (now - since if since is not None else timedelta(0))
+
+
+def _invalid_spec(
+    obs: Observed,
+    records: list[Obj],
+    finished: list[Obj],
+    active: list[Obj],
+    prev_phase: str | None,
+    message: str,
+) -> Draft:
+    """An invalid spec fails a job that has not started. One that started with a valid spec
+    (an edit the schema allows but the operator refuses, a tighter installation policy) keeps
+    its running attempt and the verdict of its last one: nothing starts until the spec is valid
+    again, and a runner that then exits 0 still makes the job Succeeded."""
+    if finished and not active and finished[-1] is records[-1]:
+        verdict = att.classify(finished[-1])
+        if verdict.outcome in (att.SUCCEEDED, att.PARTIAL, att.TERMINAL):
+            facts = _Facts(obs, None, records, finished, active, [], prev_phase, {}, None)  # type: ignore[arg-type]
+            draft = _last_attempt_verdict(facts)
+            assert draft is not None
+            return draft
+    if active and prev_phase in (c.STARTING, c.RUNNING):
+        running = any((p.get("status") or {}).get("phase") == "Running" for p in active)
+        draft = Draft(c.RUNNING if running else c.STARTING, reason="SpecInvalid")
+        draft.message = (
+            "the running attempt goes on with the spec it started with; no new attempt starts"
+            f" until the spec is valid again: {message}"
+        )
+        draft.spec_invalid = message
+        return draft
+    return _failed(c.R_INVALID_SPEC, "validation", message)
 
 
 def stalled_since(obs: Observed, records: list[Obj]) -> datetime | None:

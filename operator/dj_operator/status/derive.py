@@ -149,6 +149,8 @@ def derive(obs: Observed) -> Outcome:
 
     events = list(draft.events)
     events.extend(_blocked_events(draft, previous))
+    if draft.spec_invalid and _prev_status(previous, c.COND_VALID) != "False":
+        events.append(EventDraft(EventReason.InvalidSpec, draft.message))
     if prev_phase != draft.phase:
         events.extend(_phase_events(draft, records))
     events.extend(_resume_events(obs, previous))
@@ -238,12 +240,14 @@ def _conditions(obs: Observed, draft: Draft, previous: Obj) -> list[Obj]:
     def add(ctype: str, ok: bool, reason: str, message: str) -> None:
         out.append(_condition(old, ctype, "True" if ok else "False", reason, message, obs))
 
-    invalid = failure.get("reason") == c.R_INVALID_SPEC
+    invalid = failure.get("reason") == c.R_INVALID_SPEC or draft.spec_invalid is not None
     add(
         c.COND_VALID,
         not invalid,
         c.R_INVALID_SPEC if invalid else "Valid",
-        failure.get("message", "") if invalid else "the spec and the recipe are valid",
+        (draft.spec_invalid or failure.get("message", ""))
+        if invalid
+        else "the spec and the recipe are valid",
     )
     if obs.spec is not None and obs.spec.ray.mode == c.MODE_KUBERAY:
         if draft.cluster_ready is not None:
@@ -286,6 +290,13 @@ def _conditions(obs: Observed, draft: Draft, previous: Obj) -> list[Obj]:
         blocked.message if blocked else "nothing is known to keep the job's pods from starting",
     )
     return out
+
+
+def _prev_status(previous: Obj, ctype: str) -> str | None:
+    for cond in previous.get("conditions") or []:
+        if cond.get("type") == ctype:
+            return cond.get("status")
+    return None
 
 
 def _blocked_events(draft: Draft, previous: Obj) -> list[EventDraft]:

@@ -10,7 +10,7 @@ import pytest
 from operator_fixtures import make_job, pod
 
 from dj_operator.api import constants as c
-from dj_operator.api.types import parse_spec
+from dj_operator.api.types import SpecError, parse_spec
 from dj_operator.main import defaults_from_env
 from dj_operator.status.decide import Observed
 from dj_operator.status.derive import Outcome, derive
@@ -389,3 +389,43 @@ def test_resumed_says_where_it_starts() -> None:
     )
     resumed = [e.message for e in out.events if e.reason.name == "Resumed"]
     assert resumed and "it starts from 20/40 partitions after op 3 clean_links_mapper" in resumed[0]
+
+
+# -- finding 4: an edit the operator refuses mid-run ------------------------------------------
+
+
+def observe_invalid(pods: list[dict], status: dict) -> Outcome:
+    job = make_job(status=status)
+    return derive(
+        Observed(
+            job=job,
+            spec=None,
+            spec_error=SpecError("spec.runner.image", "", "a non-empty image"),
+            pods=pods,
+            now=SOON,
+        )
+    )
+
+
+def test_an_invalid_edit_mid_run_keeps_the_running_attempt_and_says_so() -> None:
+    status = {"phase": c.RUNNING, "startTime": "2026-11-30T05:01:00Z"}
+    out = observe_invalid([pod(1, phase="Running")], status)
+    assert out.phase == c.RUNNING
+    assert not [a for a in out.actions if a.kind == "delete-pods"]
+    valid = cond(out, c.COND_VALID)
+    assert valid["status"] == "False" and "spec.runner.image" in valid["message"]
+    assert [e.reason.name for e in out.events] == ["InvalidSpec"]
+    # Said once.
+    again = observe_invalid([pod(1, phase="Running")], {**out.status})
+    assert again.events == ()
+
+
+def test_a_runner_that_exits_0_after_an_invalid_edit_succeeds() -> None:
+    status = {"phase": c.RUNNING, "startTime": "2026-11-30T05:01:00Z"}
+    out = observe_invalid([pod(1, phase="Succeeded", exit_code=0)], status)
+    assert out.phase == c.SUCCEEDED
+
+
+def test_an_invalid_spec_before_any_attempt_still_fails() -> None:
+    out = observe_invalid([], {})
+    assert out.phase == c.FAILED and out.status["failure"]["reason"] == c.R_INVALID_SPEC
