@@ -1,9 +1,12 @@
 """The runner's own events as Kubernetes Events on its job, aggregated: posted by the operator
 from what the runner reports in ``status.progress`` (its counts), never one per partition.
 
-- ``PartitionsFailed``: partitions failed after their retries, posted when the attempt's count
-  reaches 1, 2, 4, 8, ... (a power of two), so a run with N failures posts about log2(N).
-- ``PartitionRetrying``: partition retries, likewise at 1, 2, 4, 8, ... retries.
+- ``PartitionsFailed``: partitions failed after their retries. One Event object per attempt
+  (its message names the attempt and the first failure, so it stays the same), posted when the
+  attempt's count reaches 1, 2, 4, 8, ... (a power of two): the recorder raises its ``count``,
+  so N failures make one object with a count of about log2(N).
+- ``PartitionRetrying``: partition retries, likewise: one object per attempt, raised at 1, 2, 4,
+  8, ... retries (``status.progress.retries`` has the count and the newest).
 - ``CheckpointStale``: with ``progressDeadlineSeconds``, no checkpoint was committed for half of
   it (a warning before ``Stalled`` fails the job); once per stale checkpoint.
 
@@ -54,12 +57,11 @@ def runner_events(obs: Observed, records: list[Obj]) -> list[EventDraft]:
                 f", op {error['op']}" if error.get("op") else ""
             )
             first = f"; the first: {where}: {error['message']}"
-        total = _int(progress.get("partitionsTotal"))
         out.append(
             EventDraft(
                 EventReason.PartitionsFailed,
-                f"runner attempt {index}: {failed} of {total} partitions failed after their"
-                f" retries{first}",
+                f"runner attempt {index}: partitions failed after their retries{first}"
+                " (status.progress.partitionsFailed counts them)",
             )
         )
     if failed:
@@ -68,15 +70,11 @@ def runner_events(obs: Observed, records: list[Obj]) -> list[EventDraft]:
     retries = progress.get("retries") or {}
     count = _int(retries.get("count"))
     if crossed(_int(reported.get("retries")), count):
-        newest = (
-            f"; the newest: partition {retries.get('partition')}: {retries.get('message')}"
-            if retries.get("message")
-            else ""
-        )
         out.append(
             EventDraft(
                 EventReason.PartitionRetrying,
-                f"runner attempt {index}: {count} partition retries so far{newest}",
+                f"runner attempt {index} retries partitions after errors"
+                " (status.progress.retries counts them and names the newest)",
             )
         )
     if count:
