@@ -116,8 +116,8 @@ def observe(
     ray_pods: list[Obj] = []
     if spec is not None and spec.ray.mode == c.MODE_KUBERAY:
         cluster = kube.get_ray_cluster(job)
-        if cluster is not None:
-            ray_pods = kube.ray_pods(job)
+        if cluster is not None and not children.ray_cluster_ready(cluster):
+            ray_pods = kube.ray_pods(job)  # why it is not ready (one LIST, only then)
     # The log tail of each newly failed pod (read once: when its attempt is first seen ending).
     done_before = {
         r.get("podName")
