@@ -1,7 +1,8 @@
 """No failure is silent, on the real control plane: a create the API server refuses (422: an
 invalid pod; 403: a quota) and runner pods that cannot start (a missing Secret key, no node that
 fits) show in the job's status and Events within 30 s, and the startup deadline ends a job whose
-runner never starts.
+runner never starts. And recipeFrom is read once: an edit or a deletion of its ConfigMap mid-run
+changes nothing of the running job nor of its next attempt.
 
 Not reproduced here: ImagePullBackOff (the process node runs no images; the reading of it is
 unit-tested with the pod status the kubelet writes) and blocked Ray pods (unit-tested with the
@@ -9,9 +10,11 @@ same pod statuses)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client
 
 from dj_operator.handlers.reconcile import reconcile
@@ -24,13 +27,17 @@ from tests.k8s.operator_support import (
     apply,
     condition,
     crd,
+    data_config_map,
     demo_data,
     events,
     example_job,
     job_obj,
+    numbered_rows,
     operator,
     runner_pods,
     wait_condition,
+    wait_phase,
+    with_test_ops,
 )
 
 pytestmark = pytest.mark.k8s
@@ -173,3 +180,56 @@ def test_an_unschedulable_runner_says_why_then_fails_at_the_startup_deadline(
         timeout=60,
         what="the stuck runner pod deleted",
     )
+
+
+def test_recipe_from_is_read_once_an_edit_mid_run_reaches_no_attempt(
+    k8s_cluster: Cluster, namespace: str, operator: OperatorProcess, tmp_path: Path
+) -> None:
+    apply(
+        k8s_cluster,
+        namespace,
+        data_config_map("demo-data", {"demo.jsonl": numbered_rows(20, "HOLD", at=[19])}),
+    )
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    job = with_test_ops(example_job())
+    recipe = job["spec"].pop("recipe")
+    recipe["partition_size"] = 10
+    recipe["process"] = [{"gate_mapper": {"marker": "HOLD", "state_dir": str(gate)}}]
+
+    def source(of: Obj) -> Obj:
+        return {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "my-recipe"},
+            "data": {"recipe.yaml": yaml.safe_dump(of)},
+        }
+
+    job["spec"]["recipeFrom"] = {"configMapKeyRef": {"name": "my-recipe"}}
+    apply(k8s_cluster, namespace, source(recipe), job)
+    running = wait_phase(k8s_cluster, namespace, "demo", ("Running",), timeout=120)
+    started_with = running["status"]["recipeHash"]
+    assert started_with.startswith("sha256:")
+    # Edited mid-run (another partitioning: the work dir would refuse it), then the runner lost.
+    apply(k8s_cluster, namespace, source({**recipe, "partition_size": 5}))
+    k8s_cluster.kubectl("delete", "pod", "demo-runner-1", "-n", namespace, "--wait=false")
+    wait_for(
+        lambda: any(
+            p["metadata"]["name"] == "demo-runner-2" and p["status"].get("phase") == "Running"
+            for p in runner_pods(k8s_cluster, namespace, "demo")
+        ),
+        timeout=120,
+        what="attempt 2 running",
+    )
+    # Its source deleted: the job neither goes back to Pending nor reads anything new.
+    k8s_cluster.kubectl("delete", "configmap", "my-recipe", "-n", namespace)
+    copy = k8s_cluster.kubectl(
+        "get", "configmap", "demo-recipe", "-n", namespace, "-o", "jsonpath={.data.recipe\\.yaml}"
+    ).stdout
+    assert yaml.safe_load(copy)["partition_size"] == 10
+    (gate / "open").touch()
+    done = wait_condition(k8s_cluster, namespace, "demo", "Succeeded", timeout=180)
+    assert done["status"]["recipeHash"] == started_with
+    # Attempt 2 ran the recipe it started with (an edited one would be ResumeRefused), and the
+    # deleted source did not hold its success back (a Pending job would never be Succeeded).
+    assert [a["index"] for a in done["status"]["attempts"]] == [1, 2]
