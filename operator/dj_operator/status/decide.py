@@ -314,28 +314,34 @@ def _startup_deadline(f: _Facts) -> Draft | None:
 
 
 def _last_attempt_verdict(f: _Facts) -> Draft | None:
+    return _verdict(f.obs, f.records, f.finished, f.active_pods)
+
+
+def _verdict(
+    obs: Observed, records: list[Obj], finished: list[Obj], active: list[Obj]
+) -> Draft | None:
     """What the last finished attempt says, when nothing runs after it."""
-    if not f.finished or f.active_pods or f.finished[-1] is not f.records[-1]:
+    if not finished or active or finished[-1] is not records[-1]:
         return None
-    last = f.finished[-1]
+    last = finished[-1]
     verdict = att.classify(last)
     if verdict.outcome == att.SUCCEEDED:
         return Draft(c.SUCCEEDED, reason="RunnerSucceeded", message="the runner succeeded")
     if verdict.outcome == att.PARTIAL:
-        message = _runner_message(f.obs, last)
+        message = _runner_message(obs, last)
         return _failed(
             c.R_RUNNER_FAILED,
             "runner",
             message,
-            f.obs,
+            obs,
             last,
             phase=c.PARTIALLY_SUCCEEDED,
             condition_reason="PartitionsFailed",
         )
     if verdict.outcome == att.TERMINAL:
         assert verdict.reason is not None
-        message = f"{TERMINAL_MESSAGES[verdict.reason]}: {_runner_message(f.obs, last)}"
-        return _failed(verdict.reason, "runner", message, f.obs, last)
+        message = f"{TERMINAL_MESSAGES[verdict.reason]}: {_runner_message(obs, last)}"
+        return _failed(verdict.reason, "runner", message, obs, last)
     return None
 
 
@@ -551,13 +557,9 @@ def _invalid_spec(
     (an edit the schema allows but the operator refuses, a tighter installation policy) keeps
     its running attempt and the verdict of its last one: nothing starts until the spec is valid
     again, and a runner that then exits 0 still makes the job Succeeded."""
-    if finished and not active and finished[-1] is records[-1]:
-        verdict = att.classify(finished[-1])
-        if verdict.outcome in (att.SUCCEEDED, att.PARTIAL, att.TERMINAL):
-            facts = _Facts(obs, None, records, finished, active, [], prev_phase, {}, None)  # type: ignore[arg-type]
-            draft = _last_attempt_verdict(facts)
-            assert draft is not None
-            return draft
+    verdict = _verdict(obs, records, finished, active)
+    if verdict is not None:
+        return verdict
     if active and prev_phase in (c.STARTING, c.RUNNING):
         running = any((p.get("status") or {}).get("phase") == "Running" for p in active)
         draft = Draft(c.RUNNING if running else c.STARTING, reason="SpecInvalid")

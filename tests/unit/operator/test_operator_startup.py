@@ -424,3 +424,35 @@ def test_a_runner_that_exits_0_after_an_invalid_edit_succeeds() -> None:
 def test_an_invalid_spec_before_any_attempt_still_fails() -> None:
     out = observe_invalid([], {})
     assert out.phase == c.FAILED and out.status["failure"]["reason"] == c.R_INVALID_SPEC
+
+
+def test_the_api_servers_message_is_read_from_its_status_body() -> None:
+    from kubernetes.client.rest import ApiException
+
+    from dj_operator.kube import api_message
+
+    exc = ApiException(status=422, reason="Unprocessable Entity")
+    exc.body = (
+        '{"kind":"Status","message":"Pod \\"x\\" is invalid: spec.volumes[0].name: Required value"}'
+    )
+    assert api_message(exc) == 'Pod "x" is invalid: spec.volumes[0].name: Required value'
+    exc.body = "not json"
+    assert api_message(exc) == "Unprocessable Entity"
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "posted"),
+    [
+        (0, 1, True),
+        (1, 1, False),
+        (1, 2, True),
+        (2, 3, False),
+        (3, 4, True),
+        (4, 7, False),
+        (5, 9, True),
+    ],
+)
+def test_runner_events_step_at_powers_of_two(old: int, new: int, posted: bool) -> None:
+    from dj_operator.status.runner_events import crossed
+
+    assert crossed(old, new) is posted
