@@ -7,13 +7,16 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from kubernetes.client.rest import ApiException
 from operator_fixtures import make_job, pod
 
 from dj_operator.api import constants as c
 from dj_operator.api.types import SpecError, parse_spec
+from dj_operator.kube import api_message
 from dj_operator.main import defaults_from_env
 from dj_operator.status.decide import Observed
 from dj_operator.status.derive import Outcome, derive
+from dj_operator.status.runner_events import crossed
 from dj_operator.status.startup import Refusal, pod_blocker
 
 POD1_CREATED = datetime(2026, 11, 30, 5, 1, tzinfo=UTC)
@@ -427,10 +430,6 @@ def test_an_invalid_spec_before_any_attempt_still_fails() -> None:
 
 
 def test_the_api_servers_message_is_read_from_its_status_body() -> None:
-    from kubernetes.client.rest import ApiException
-
-    from dj_operator.kube import api_message
-
     exc = ApiException(status=422, reason="Unprocessable Entity")
     exc.body = (
         '{"kind":"Status","message":"Pod \\"x\\" is invalid: spec.volumes[0].name: Required value"}'
@@ -453,6 +452,4 @@ def test_the_api_servers_message_is_read_from_its_status_body() -> None:
     ],
 )
 def test_runner_events_step_at_powers_of_two(old: int, new: int, posted: bool) -> None:
-    from dj_operator.status.runner_events import crossed
-
     assert crossed(old, new) is posted
