@@ -78,6 +78,16 @@ class EventReason(Enum):
     ClusterNotReady = ("Warning", "kuberay mode: the RayCluster never became ready")
     RecipeSourceMissing = ("Warning", "recipeFrom names a ConfigMap or key that is absent")
     ChildConflict = ("Warning", "a child's name is taken by an object the job does not own")
+    PodCreateFailed = ("Warning", "the API server refused a child as invalid (422); not retried")
+    StartupDeadlineExceeded = ("Warning", "a pod did not start within startupDeadlineSeconds")
+    CreateForbidden = ("Warning", "a create was forbidden (403: quota, admission); backing off")
+    PodBlocked = ("Warning", "a runner or Ray pod cannot start (image, config, scheduling)")
+    PartitionsFailed = (
+        "Warning",
+        "the runner's partitions failed after their retries (1, 2, 4, ...)",
+    )
+    PartitionRetrying = ("Warning", "the runner retries partitions (at 1, 2, 4, ... retries)")
+    CheckpointStale = ("Warning", "no checkpoint for half of progressDeadlineSeconds")
 
 
 #: The catalog by reason name (what users and alerting see).

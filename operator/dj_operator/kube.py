@@ -30,6 +30,32 @@ class ChildConflict(RuntimeError):
     """A child's name is taken by an object this job does not own."""
 
 
+#: Codes of a refused create that the job reports (the rest are raised: a retry may pass).
+REFUSED_CODES = (400, 403, 422)
+
+
+class CreateRefused(RuntimeError):
+    """The API server refused to create a child: 422/400 (invalid), 403 (quota, admission)."""
+
+    def __init__(self, code: int, kind: str, name: str, message: str) -> None:
+        super().__init__(f"{kind} {name}: {code} {message}")
+        self.code = code
+        self.kind = kind
+        self.name = name
+        self.message = message
+
+
+def api_message(exc: ApiException) -> str:
+    """The API server's own message of a refused request (its Status body), else the reason."""
+    try:
+        body = json.loads(exc.body or "")
+    except (TypeError, ValueError):
+        body = None
+    if isinstance(body, dict) and body.get("message"):
+        return str(body["message"])
+    return str(exc.reason or exc.status)
+
+
 @dataclass(frozen=True)
 class Created:
     kind: str
@@ -103,6 +129,20 @@ class Kube:
             )
         )["items"]
         return [p for p in items if names.is_owned_by(p, job)]
+
+    def ray_pods(self, job: Obj) -> list[Obj]:
+        """kuberay mode: the head and worker pods of the job's RayCluster (KubeRay labels them
+        with the cluster's name)."""
+        meta = job["metadata"]
+        selector = f"ray.io/cluster={names.ray_cluster(meta['name'])}"
+        return _json(
+            self.core.list_namespaced_pod(
+                meta["namespace"],
+                label_selector=selector,
+                _preload_content=False,
+                _request_timeout=REQUEST_TIMEOUT,
+            )
+        )["items"]
 
     def get_ray_cluster(self, job: Obj) -> Obj | None:
         meta = job["metadata"]
@@ -228,12 +268,15 @@ class Kube:
 
     def create_or_adopt(self, obj: Obj, job: Obj) -> Created:
         """Create `obj`; if it exists, adopt it when this job owns it (or labelled it, for a
-        claim the job does not own), else raise ChildConflict."""
+        claim the job does not own), else raise ChildConflict. A create refused with 400, 403
+        or 422 raises CreateRefused with the API server's message."""
         kind, name = obj["kind"], obj["metadata"]["name"]
         try:
             self._create(obj)
             return Created(kind, name, True)
         except ApiException as exc:
+            if exc.status in REFUSED_CODES:
+                raise CreateRefused(exc.status, kind, name, api_message(exc)) from exc
             if exc.status != 409:
                 raise
         existing = self._read(obj)

@@ -13,7 +13,11 @@ import os
 import sys
 from collections.abc import Mapping
 
-from dj_operator.api.constants import DEFAULT_RUNNER_IMAGE
+from dj_operator.api.constants import (
+    DEFAULT_RUNNER_IMAGE,
+    DEFAULT_STARTUP_DEADLINE_SECONDS,
+    STARTUP_DEADLINE_ENV,
+)
 from dj_operator.api.types import OperatorDefaults
 from dj_operator.policy import policy_from_env
 
@@ -109,7 +113,15 @@ def defaults_from_env(env: Mapping[str, str]) -> OperatorDefaults:
         raise ValueError(
             f"DJ_RUNNER_METRICS_PORT: got {port_text!r}; expected a port in 1-65535, or 0 for none"
         )
+    deadline_text = env.get(STARTUP_DEADLINE_ENV, "").strip() or str(
+        DEFAULT_STARTUP_DEADLINE_SECONDS
+    )
+    if not deadline_text.isdigit() or not 10 <= int(deadline_text) <= 86400:
+        raise ValueError(
+            f"{STARTUP_DEADLINE_ENV}: got {deadline_text!r}; expected seconds in 10-86400"
+        )
     return OperatorDefaults(
+        startup_deadline_seconds=int(deadline_text),
         runner_metrics_port=int(port_text),
         runner_image=env.get("DJ_RUNNER_IMAGE") or DEFAULT_RUNNER_IMAGE,
         ray_image=env.get("DJ_RAY_IMAGE") or None,

@@ -208,7 +208,7 @@ class OperatorMetrics:
         )
         self.reconcile_errors = Counter(
             "datajuicer_operator_reconcile_errors",
-            "Handler calls that raised, by handler.",
+            "Handler calls that raised, or whose create the API server refused, by handler.",
             ["handler"],
             registry=r,
         )
@@ -294,6 +294,10 @@ class OperatorMetrics:
             raise
         finally:
             self.reconcile_duration.labels(handler).observe(time.perf_counter() - start)
+
+    def reconcile_error(self, handler: str) -> None:
+        """Count an error a handler handled itself (a create the API server refused)."""
+        self.reconcile_errors.labels(handler).inc()
 
     def api_request(self, verb: str, code: int | str) -> None:
         self.api_requests.labels(verb, str(code)).inc()

@@ -105,6 +105,7 @@ def test_default_render_runs_one_restricted_operator(tmp_path: Path) -> None:
     from dj_operator.policy import DEFAULT_POLICY
 
     assert defaults_from_env(env).policy == DEFAULT_POLICY
+    assert defaults_from_env(env).startup_deadline_seconds == 600  # runner.startupDeadlineSeconds
     service = only(objects, "Service")
     assert service["spec"]["ports"][0]["targetPort"] == "metrics"
     assert service["spec"]["selector"].items() <= spec["template"]["metadata"]["labels"].items()

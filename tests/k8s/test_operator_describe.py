@@ -116,6 +116,14 @@ def assert_agree(cluster: Cluster, namespace: str, name: str, work_dir: Path) ->
     return st
 
 
+def assert_resume_point(cluster: Cluster, namespace: str, summary: str) -> None:
+    """`kubectl describe` and `kubectl get -o wide` say where a resume starts."""
+    shown = describe(cluster, namespace, "demo")
+    assert re.search(rf"Summary: +{re.escape(summary)}$", shown, re.MULTILINE), shown
+    wide = cluster.kubectl("get", "djjob", "demo", "-n", namespace, "-o", "wide").stdout
+    assert "CHECKPOINT" in wide.splitlines()[0] and summary in wide, wide
+
+
 def reporter_caught_up(cluster: Cluster, namespace: str, name: str, work_dir: Path) -> bool:
     """The job's status.progress is the runner's latest status.json."""
     st = runner_status(work_dir)
@@ -156,6 +164,7 @@ def test_describe_and_dj_runner_status_agree_while_running_after_a_restart_and_a
     wait_for(held, 240, "the job held at the gate, its progress reported", interval=0.5)
     first = assert_agree(k8s_cluster, namespace, "demo", work)
     assert first["estimated_completion_at"] and first["restarts"] == 0
+    assert_resume_point(k8s_cluster, namespace, "9/10 partitions after op 3 text_length_filter")
 
     # The runner killed: the next attempt resumes; both say one restart.
     k8s_cluster.node.kill_pod_process(namespace, "demo-runner-1", signal.SIGKILL)
@@ -165,6 +174,8 @@ def test_describe_and_dj_runner_status_agree_while_running_after_a_restart_and_a
     second = assert_agree(k8s_cluster, namespace, "demo", work)
     assert second["restarts"] == 1 and second["resumed"]["partitions_done"] == 9
     assert second["estimated_completion_at"] is None  # this run has finished nothing yet
+    # Where a resume starts, found by the new attempt in the work dir before it did anything.
+    assert_resume_point(k8s_cluster, namespace, "9/10 partitions after op 3 text_length_filter")
 
     (gate / "open").touch()
     wait_condition(k8s_cluster, namespace, "demo", "Succeeded", timeout=240)
@@ -203,6 +214,14 @@ def test_1000_partitions_with_50_failures_post_a_handful_of_events(
     st = assert_agree(k8s_cluster, namespace, "demo", work)
     assert st["partitions"] == {"total": 1000, "done": 950, "failed": 50, "running": 0}
     posted = events(k8s_cluster, namespace, "demo")
-    # The figure docs/metrics.md states: 3 Event objects, each posted once.
-    assert sorted(e["reason"] for e in posted) == ["Created", "PartiallySucceeded", "Started"]
-    assert sum(e.get("count") or 1 for e in posted) == 3
+    # The figure docs/metrics.md states: 4 Event objects; the 50 failed partitions are one
+    # PartitionsFailed, raised at 1, 2, 4, ... failures the reconciles saw (at most 6 for 50).
+    assert sorted(e["reason"] for e in posted) == [
+        "Created",
+        "PartiallySucceeded",
+        "PartitionsFailed",
+        "Started",
+    ]
+    failed = next(e for e in posted if e["reason"] == "PartitionsFailed")
+    assert 1 <= (failed.get("count") or 1) <= 6
+    assert sum(e.get("count") or 1 for e in posted if e is not failed) == 3

@@ -19,6 +19,7 @@ import pytest
 from dj_runner.contract import ExitCode
 from dj_runner.engine.executor import Executor
 from dj_runner.observe.event_log import read_events
+from dj_runner.observe.status_file import read_status
 from dj_runner.recipe.parse import parse_recipe
 from dj_runner.store.atomic import read_records
 from dj_runner.store.checkpoint import COMMITS
@@ -272,6 +273,10 @@ def test_retries_with_exponential_backoff_then_succeeds(tmp_path):
     assert [e.partition_id for e in retries] == [4, 4]
     assert [e.get("retry_count") for e in retries] == [1, 2]
     assert [e.get("retry_delay_s") for e in retries] == [0.05, 0.1]  # doubling
+    # status.json counts them and names the newest (the operator posts them as Events).
+    counted = read_status(tmp_path / "work")
+    assert counted is not None and counted["retries"]["count"] == 2
+    assert counted["retries"]["partition"] == 4
     starts = read_events(
         WorkDir(tmp_path / "work").events_dir,
         event_type=("partition_start", "partition_resume"),

@@ -119,6 +119,8 @@ def test_the_crds_status_progress_is_the_contracts_progress(path: Path) -> None:
     assert set(progress) == set(typing.get_type_hints(contract.Progress))
     error = progress["error"]["properties"]
     assert set(error) == set(typing.get_type_hints(contract.ProgressError))
+    checkpoint = progress["checkpoint"]["properties"]
+    assert set(checkpoint) == set(typing.get_type_hints(contract.ProgressCheckpoint))
 
 
 # --------------------------------------------------------------------------- the chart
@@ -199,6 +201,7 @@ def test_the_runner_docs_status_example_has_the_contracts_keys() -> None:
     assert set(example) == set(typing.get_type_hints(contract.Status))
     assert set(example["stage"]) == set(typing.get_type_hints(contract.Stage))
     assert set(example["resumed"]) == set(typing.get_type_hints(contract.Resumed))
+    assert set(example["checkpoint"]) == set(typing.get_type_hints(contract.Checkpoint))
 
 
 def test_progress_has_the_contracts_shape(tmp_path: Path) -> None:

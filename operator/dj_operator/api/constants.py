@@ -38,6 +38,9 @@ TMP_VOLUME = "datajuicer-tmp"
 DEFAULT_MOUNT_PATH = "/data"
 DEFAULT_RUNNER_IMAGE = "datajuicer/dj-runner:0.1.0"
 DEFAULT_RUNNER_COMMAND = ("dj-runner",)
+#: spec.startupDeadlineSeconds unless the installation (DJ_STARTUP_DEADLINE_SECONDS) sets one.
+DEFAULT_STARTUP_DEADLINE_SECONDS = 600
+STARTUP_DEADLINE_ENV = "DJ_STARTUP_DEADLINE_SECONDS"
 
 # Ray (KubeRay's own defaults for the head's ports).
 RAY_API_VERSION = "ray.io/v1"
@@ -90,6 +93,10 @@ COND_SUSPENDED = "Suspended"
 COND_SUCCEEDED = "Succeeded"
 COND_FAILED = "Failed"
 COND_FINISHED = "Finished"
+#: True while something keeps the job's pods from starting: a create the API server refused
+#: (403: quota, admission), or a runner or Ray pod that cannot start (image pull, config,
+#: scheduling); its reason names what (``BLOCKED_REASONS``).
+COND_BLOCKED = "Blocked"
 CONDITION_TYPES = (
     COND_VALID,
     COND_CLUSTER_READY,
@@ -98,7 +105,23 @@ CONDITION_TYPES = (
     COND_SUCCEEDED,
     COND_FAILED,
     COND_FINISHED,
+    COND_BLOCKED,
 )
+
+# Reasons of the Blocked condition (and of the PodBlocked and CreateForbidden Events).
+B_CREATE_FORBIDDEN = "CreateForbidden"  # 403 on a create: quota, admission (PSA), RBAC
+B_UNSCHEDULABLE = "Unschedulable"  # the pod's PodScheduled condition is False
+#: A container waiting for one of these reasons will not start by itself (the kubelet's words).
+WAITING_BLOCKED = (
+    "ImagePullBackOff",
+    "ErrImagePull",
+    "InvalidImageName",
+    "ErrImageNeverPull",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "RunContainerError",
+)
+BLOCKED_REASONS = (B_CREATE_FORBIDDEN, B_UNSCHEDULABLE, *WAITING_BLOCKED)
 
 # Failure reasons (status.failure.reason): the documented enum.
 R_INVALID_SPEC = "InvalidSpec"
@@ -110,6 +133,8 @@ R_DEADLINE = "DeadlineExceeded"
 R_STALLED = "Stalled"
 R_CLUSTER_NOT_READY = "ClusterNotReady"
 R_RECIPE_SOURCE = "RecipeSourceMissing"
+R_POD_CREATE_FAILED = "PodCreateFailed"  # 422/400: the API server refused a child as invalid
+R_STARTUP_DEADLINE = "StartupDeadlineExceeded"  # a pod did not start within the bound
 FAILURE_REASONS = (
     R_INVALID_SPEC,
     R_INVALID_INPUT,
@@ -120,6 +145,8 @@ FAILURE_REASONS = (
     R_STALLED,
     R_CLUSTER_NOT_READY,
     R_RECIPE_SOURCE,
+    R_POD_CREATE_FAILED,
+    R_STARTUP_DEADLINE,
 )
 FAILURE_COMPONENTS = ("validation", "runner", "ray", "operator")
 

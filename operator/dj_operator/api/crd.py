@@ -65,6 +65,14 @@ def status_schema() -> Schema:
                 "Set when the operator stopped the pod (Suspended, DeadlineExceeded, Stalled)."
             ),
             "resumedFrom": resumed,
+            "reported": obj(
+                "What of the runner's report was posted as Events (so none is posted twice).",
+                {
+                    "partitionsFailed": integer("Failed partitions last reported."),
+                    "retries": integer("Partition retries last reported."),
+                    "staleSince": timestamp("The stale checkpoint last reported."),
+                },
+            ),
         },
     )
     progress = obj(
@@ -91,6 +99,26 @@ def status_schema() -> Schema:
                 "When the partition tasks should be done, at this run's pace (while running)."
             ),
             "updateTime": timestamp("When the runner last updated its record."),
+            "retries": obj(
+                "Partition retries of this run: how many, and the newest.",
+                {
+                    "count": integer("Retries so far."),
+                    "partition": integer("The partition of the newest."),
+                    "message": string("Its error.", maxLength=1000),
+                },
+            ),
+            "checkpoint": obj(
+                "Where a resume starts: the newest stage with committed checkpoints (what a"
+                " restart keeps).",
+                {
+                    "partitionsCommitted": integer("Partitions with its checkpoint committed."),
+                    "partitionsTotal": integer("Partitions planned."),
+                    "opsDone": integer("Ops of the recipe applied in those checkpoints."),
+                    "op": string("The last op applied in them (absent: none yet)."),
+                    "time": timestamp("When the newest of them was committed."),
+                    "summary": string("<committed>/<total> partitions after op <n> <name>."),
+                },
+            ),
             "error": obj(
                 "The runner's last error.",
                 {
@@ -151,7 +179,8 @@ def status_schema() -> Schema:
             "conditions": {
                 "type": "array",
                 "description": "Standard conditions: SpecValid, ClusterReady, Running, Suspended,"
-                " Succeeded, Failed.",
+                " Succeeded, Failed, Finished, Blocked (True while something keeps the job's pods"
+                " from starting; its reason says what).",
                 "maxItems": 16,
                 "items": condition,
                 "x-kubernetes-list-type": "map",
@@ -170,6 +199,22 @@ def status_schema() -> Schema:
             "rayCluster": ray_cluster,
             "workDir": string("The runner's work dir, as the pod sees it."),
             "outputPath": string("The export path, as the pod sees it."),
+            "recipeHash": string(
+                "sha256:<hex> of the recipe the job's pods read (recipeFrom is read once per run).",
+                maxLength=80,
+            ),
+            "createBackoff": obj(
+                "After a create the API server forbade (403: quota, admission): the wait.",
+                {
+                    "refusals": integer("Forbidden creates in a row."),
+                    "retryTime": timestamp("No create is tried before this time."),
+                },
+            ),
+            "suspendedSince": timestamp("When the current suspension began (while suspended)."),
+            "suspendedSeconds": integer(
+                "Seconds the job spent suspended after it started (not counted by"
+                " activeDeadlineSeconds)."
+            ),
             "startTime": timestamp("When the first runner attempt was created."),
             "completionTime": timestamp("When the job reached a terminal phase."),
         },
@@ -218,6 +263,20 @@ def crd() -> Schema:
                             "description": "kuberay mode: Ray worker pods ready/desired.",
                             "jsonPath": ".status.rayCluster.workers",
                             # `kubectl get -o wide` only: most jobs run in local mode.
+                            "priority": 1,
+                        },
+                        {
+                            "name": "Checkpoint",
+                            "type": "string",
+                            "description": "Where a resume starts (the newest committed stage).",
+                            "jsonPath": ".status.progress.checkpoint.summary",
+                            "priority": 1,
+                        },
+                        {
+                            "name": "Last-Checkpoint",
+                            "type": "date",
+                            "description": "The age of the newest committed checkpoint.",
+                            "jsonPath": ".status.progress.lastCheckpointTime",
                             "priority": 1,
                         },
                         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},

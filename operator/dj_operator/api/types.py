@@ -53,6 +53,8 @@ class OperatorDefaults:
     runner_metrics_port: int = 0
     #: What a job may ask of its pods (dj_operator.policy; None: the default policy).
     policy: Policy | None = None
+    #: spec.startupDeadlineSeconds of a job that sets none (DJ_STARTUP_DEADLINE_SECONDS).
+    startup_deadline_seconds: int = c.DEFAULT_STARTUP_DEADLINE_SECONDS
 
 
 BUILTIN_DEFAULTS = OperatorDefaults()
@@ -471,6 +473,15 @@ class JobSpec:
         "Fail the job (Stalled) and stop its pods when no checkpoint or partition"
         " completed in this long.",
         minimum=10,
+    )
+    startup_deadline_seconds: int = spec_field(
+        "Fail the job (StartupDeadlineExceeded) when a runner pod is not running this long"
+        " after it was created, or something has kept its pods from starting (Blocked) this"
+        " long. Default: the operator's DJ_STARTUP_DEADLINE_SECONDS"
+        f" ({c.DEFAULT_STARTUP_DEADLINE_SECONDS} s unless the installation sets one).",
+        minimum=10,
+        maximum=86400,
+        operator_default="startup_deadline_seconds",
     )
     suspend: bool = spec_field(
         "true: let the in-flight checkpoint commit, remove the runner (and the Ray"

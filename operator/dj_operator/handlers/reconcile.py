@@ -6,10 +6,12 @@ an operator restart. One job is reconciled by one thread at a time (a lock per j
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import signal
 import threading
+from dataclasses import replace
 from typing import Any
 
 from kubernetes.client.rest import ApiException
@@ -30,12 +32,14 @@ from dj_operator.api.validation import (
 )
 from dj_operator.build import children, names
 from dj_operator.events_catalog import EventReason
-from dj_operator.kube import ChildConflict, Kube
+from dj_operator.kube import ChildConflict, CreateRefused, Kube
+from dj_operator.metrics import default_metrics
 from dj_operator.policy import DEFAULT_POLICY, Policy, check_job, check_paths
 from dj_operator.status import attempts as att
 from dj_operator.status import times
 from dj_operator.status.decide import EventDraft, Observed
 from dj_operator.status.derive import Outcome, derive
+from dj_operator.status.startup import Refusal
 from dj_runner.contract import ExitCode
 
 Obj = dict[str, Any]
@@ -64,12 +68,22 @@ def recipe_field(spec: JobSpec) -> str:
 
 
 def read_recipe(kube: Kube | None, job: Obj, spec: JobSpec) -> tuple[Obj | None, str | None]:
-    """The recipe mapping, or why it cannot be read yet (a missing ConfigMap or key)."""
+    """The recipe mapping, or why it cannot be read yet (a missing ConfigMap or key).
+
+    recipeFrom is read once per run: once the job has started, its recipe is the job's own
+    copy (the recipe ConfigMap it made), so an edit or a deletion of the source changes nothing
+    of a running job nor of its next attempt. The source is read again only when the job
+    resumes from Suspended (the explicit restart at which a recipe may change)."""
     if spec.recipe is not None:
         return spec.recipe, None
     if spec.recipe_yaml is not None:
         return load_recipe_text(spec.recipe_yaml, "spec.recipeYAML"), None
     assert spec.recipe_from is not None and kube is not None
+    meta, status = job["metadata"], job.get("status") or {}
+    if status.get("startTime") and status.get("phase") != c.SUSPENDED and not spec.suspend:
+        copy = kube.config_map_key(meta["namespace"], names.config_map(meta["name"]), c.RECIPE_KEY)
+        if copy is not None:
+            return load_recipe_text(copy, "the job's recipe ConfigMap"), None
     ref = spec.recipe_from.config_map_key_ref
     text = kube.config_map_key(job["metadata"]["namespace"], ref.name, ref.key)
     if text is None:
@@ -108,8 +122,11 @@ def observe(
         error = exc
     pods = kube.runner_pods(job)
     cluster = None
+    ray_pods: list[Obj] = []
     if spec is not None and spec.ray.mode == c.MODE_KUBERAY:
         cluster = kube.get_ray_cluster(job)
+        if cluster is not None and not children.ray_cluster_ready(cluster):
+            ray_pods = kube.ray_pods(job)  # why it is not ready (one LIST, only then)
     # The log tail of each newly failed pod (read once: when its attempt is first seen ending).
     done_before = {
         r.get("podName")
@@ -135,8 +152,17 @@ def observe(
         recipe_source_missing=missing,
         log_tails=tails,
         network_policy=names.network_policy(meta["name"]) if policy.network_policy else None,
+        ray_pods=ray_pods,
+        recipe_hash=recipe_hash(job, recipe) if recipe is not None and error is None else None,
     )
     return observed, recipe
+
+
+def recipe_hash(job: Obj, recipe: Obj) -> str:
+    """`status.recipeHash`: the SHA-256 of the recipe the job's pods read (its ConfigMap's
+    text), so a user can tell which recipe a run used."""
+    text = children.recipe_config_map(job, recipe)["data"][c.RECIPE_KEY]
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
 
 def _ensure_children(
@@ -224,12 +250,20 @@ def reconcile(
             return (job.get("status") or {}).get("phase")
         obs, recipe = observe(kube, job, defaults)
         outcome = derive(obs)
+        policy = defaults.policy or DEFAULT_POLICY
         try:
-            extra = act(kube, obs, outcome, recipe, defaults.policy or DEFAULT_POLICY)
+            extra = act(kube, obs, outcome, recipe, policy)
         except ChildConflict as exc:
             log.warning("%s/%s: %s", namespace, name, exc)
             kube.emit_event(job, EventReason.ChildConflict, str(exc))
             return (job.get("status") or {}).get("phase")
+        except CreateRefused as exc:
+            # Decided again with the refusal: 422 fails the job, 403 blocks it and backs off.
+            log.warning("%s/%s: create refused: %s", namespace, name, exc)
+            default_metrics().reconcile_error("reconcile")
+            obs = replace(obs, refusal=Refusal(exc.code, exc.kind, exc.name, exc.message))
+            outcome = derive(obs)
+            extra = act(kube, obs, outcome, recipe, policy)
         _fault_point(outcome)
         for event in [*extra, *outcome.events]:
             kube.emit_event(job, event.reason, event.message)

@@ -12,6 +12,7 @@ from dj_operator.api import constants as c
 from dj_operator.api.types import BUILTIN_DEFAULTS, OperatorDefaults
 from dj_operator.handlers import reconcile as rec
 from dj_operator.kube import Kube
+from dj_operator.metrics import default_metrics
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,8 @@ class Resync(threading.Thread):
                 if meta.get("deletionTimestamp"):
                     continue
                 try:
-                    rec.reconcile(self.kube, meta["namespace"], meta["name"], self.defaults)
+                    with default_metrics().reconcile("resync"):
+                        rec.reconcile(self.kube, meta["namespace"], meta["name"], self.defaults)
                 except Exception:
                     log.exception("resync of %s/%s failed", meta["namespace"], meta["name"])
                 if self._stop.is_set():

@@ -18,6 +18,7 @@ from dj_operator.build import children
 from dj_operator.events_catalog import EventReason, EventType
 from dj_operator.status import attempts as att
 from dj_operator.status import times
+from dj_operator.status.startup import Blocker, Refusal, first_blocker, pending_reason
 
 Obj = dict[str, Any]
 
@@ -25,7 +26,8 @@ Obj = dict[str, Any]
 @dataclass(frozen=True)
 class Observed:
     """What the handler read for one reconcile: the job, its parsed spec (or why it is
-    invalid), its runner pods, its RayCluster and the log tails of newly failed pods."""
+    invalid), its runner pods, its RayCluster (and its pods) and the log tails of newly failed
+    pods; ``refusal`` when this reconcile's create was refused by the API server."""
 
     job: Obj
     spec: JobSpec | None
@@ -38,6 +40,9 @@ class Observed:
     recipe_source_missing: str | None = None  # why the recipe ConfigMap cannot be read
     log_tails: dict[str, str] = field(default_factory=dict)
     network_policy: str | None = None  # the job's NetworkPolicy, unless the policy turns it off
+    ray_pods: list[Obj] = field(default_factory=list)  # kuberay mode: the head and worker pods
+    refusal: Refusal | None = None  # a create of this reconcile that the API server refused
+    recipe_hash: str | None = None  # the SHA-256 of the recipe the pods read
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,12 @@ class Draft:
     message: str = ""
     actions: list[Action] = field(default_factory=list)
     events: list[EventDraft] = field(default_factory=list)
+    #: What keeps the pods from starting (the Blocked condition); None: nothing known.
+    blocked: Blocker | None = None
+    #: `status.createBackoff` after a forbidden create: refusals so far, the next try.
+    create_backoff: Obj | None = None
+    #: Why the spec is invalid while an attempt that started with a valid one still runs.
+    spec_invalid: str | None = None
 
 
 def runner_progress(job: Obj) -> Obj:
@@ -126,6 +137,10 @@ TERMINAL_MESSAGES = {
     c.R_RESUME_REFUSED: "the runner refused to resume the work dir",
 }
 
+#: The wait after the first forbidden create; it doubles with each refusal, up to the maximum.
+CREATE_BACKOFF_FIRST_S = 10
+CREATE_BACKOFF_MAX_S = 300
+
 
 def stop_active(obs: Observed, records: list[Obj], reason: str) -> Action | None:
     """Mark the active attempts stopped by the operator and ask for their pods' deletion."""
@@ -157,6 +172,8 @@ class _Facts:
     failures: list[Obj]
     prev_phase: str | None
     previous: Obj
+    #: What keeps the current pods from starting, read from them (or None).
+    blocker: Blocker | None
 
 
 #: A rule: the draft it decides, or None to let the next rule decide.
@@ -206,33 +223,125 @@ def _keep_terminal(
 
 
 def _recipe_source_missing(f: _Facts) -> Draft | None:
+    """No recipe to start from: wait (only while nothing runs; a running job keeps its copy)."""
     missing = f.obs.recipe_source_missing
-    return Draft(c.PENDING, reason=c.R_RECIPE_SOURCE, message=missing) if missing else None
+    if not missing or f.active_pods:
+        return None
+    return Draft(c.PENDING, reason=c.R_RECIPE_SOURCE, message=missing)
+
+
+def _refused(f: _Facts) -> Draft | None:
+    """A create this reconcile made was refused: 422/400 fails the job (the object is invalid,
+    a retry is refused again); 403 (quota, admission) blocks it and backs off."""
+    refusal = f.obs.refusal
+    if refusal is None:
+        return None
+    if refusal.invalid:
+        return _failed(c.R_POD_CREATE_FAILED, "operator", refusal.describe())
+    count = int((f.previous.get("createBackoff") or {}).get("refusals") or 0) + 1
+    wait = min(CREATE_BACKOFF_MAX_S, CREATE_BACKOFF_FIRST_S * 2 ** (count - 1))
+    retry = f.obs.now + timedelta(seconds=wait)
+    message = f"{refusal.describe()}; retrying at {times.fmt(retry)}"
+    draft = Draft(
+        c.STARTING if f.records else c.PENDING, reason=c.B_CREATE_FORBIDDEN, message=message
+    )
+    draft.blocked = Blocker(c.B_CREATE_FORBIDDEN, message)
+    draft.create_backoff = {"refusals": count, "retryTime": times.fmt(retry)}
+    draft.events.append(EventDraft(EventReason.CreateForbidden, message))
+    return draft
+
+
+def _create_backoff(f: _Facts) -> Draft | None:
+    """After a forbidden create: no new create before `status.createBackoff.retryTime`."""
+    backoff = f.previous.get("createBackoff") or {}
+    retry = times.parse(backoff.get("retryTime"))
+    if retry is None or f.obs.now >= retry or f.active_pods:
+        return None
+    prev = _prev_condition(f.previous, c.COND_BLOCKED)
+    message = str(prev.get("message") or f"a create was forbidden; retrying at {times.fmt(retry)}")
+    draft = Draft(c.STARTING if f.records else c.PENDING, reason=c.B_CREATE_FORBIDDEN)
+    draft.message = message
+    draft.blocked = Blocker(c.B_CREATE_FORBIDDEN, message)
+    draft.create_backoff = dict(backoff)
+    return draft
+
+
+def _startup_deadline(f: _Facts) -> Draft | None:
+    """Fail when the current runner pod has not run within spec.startupDeadlineSeconds of its
+    creation, or the pods have been Blocked that long."""
+    deadline = f.spec.startup_deadline_seconds
+    if f.spec.suspend:
+        return None
+    bound = timedelta(seconds=deadline)
+    waiting = [
+        p
+        for p in f.active_pods
+        if (p.get("status") or {}).get("phase") != "Running"
+        and not p["metadata"].get("deletionTimestamp")
+    ]
+    for pod in waiting:
+        created = times.parse(pod["metadata"].get("creationTimestamp"))
+        if created is not None and f.obs.now - created > bound:
+            why = f.blocker.message if f.blocker else pending_reason(pod)
+            message = (
+                f"runner pod {pod['metadata']['name']} did not start within"
+                f" startupDeadlineSeconds ({deadline} s): {why}"
+            )
+            return _failed(c.R_STARTUP_DEADLINE, "runner", message)
+    prev = _prev_condition(f.previous, c.COND_BLOCKED)
+    since = times.parse(prev.get("lastTransitionTime"))
+    current = f.blocker or (
+        Blocker(c.B_CREATE_FORBIDDEN, str(prev.get("message") or ""))
+        if prev.get("reason") == c.B_CREATE_FORBIDDEN and f.previous.get("createBackoff")
+        else None
+    )
+    if (
+        prev.get("status") == "True"
+        and current is not None
+        and prev.get("reason") == current.reason
+        and since is not None
+        and f.obs.now - since > bound
+    ):
+        component = "operator" if current.reason == c.B_CREATE_FORBIDDEN else "runner"
+        if f.blocker is not None and first_blocker(f.active_pods) is None:
+            component = "ray"  # the blocked pod is a Ray head or worker
+        message = (
+            f"the job's pods could not start within startupDeadlineSeconds ({deadline} s):"
+            f" {current.message}"
+        )
+        return _failed(c.R_STARTUP_DEADLINE, component, message)
+    return None
 
 
 def _last_attempt_verdict(f: _Facts) -> Draft | None:
+    return _verdict(f.obs, f.records, f.finished, f.active_pods)
+
+
+def _verdict(
+    obs: Observed, records: list[Obj], finished: list[Obj], active: list[Obj]
+) -> Draft | None:
     """What the last finished attempt says, when nothing runs after it."""
-    if not f.finished or f.active_pods or f.finished[-1] is not f.records[-1]:
+    if not finished or active or finished[-1] is not records[-1]:
         return None
-    last = f.finished[-1]
+    last = finished[-1]
     verdict = att.classify(last)
     if verdict.outcome == att.SUCCEEDED:
         return Draft(c.SUCCEEDED, reason="RunnerSucceeded", message="the runner succeeded")
     if verdict.outcome == att.PARTIAL:
-        message = _runner_message(f.obs, last)
+        message = _runner_message(obs, last)
         return _failed(
             c.R_RUNNER_FAILED,
             "runner",
             message,
-            f.obs,
+            obs,
             last,
             phase=c.PARTIALLY_SUCCEEDED,
             condition_reason="PartitionsFailed",
         )
     if verdict.outcome == att.TERMINAL:
         assert verdict.reason is not None
-        message = f"{TERMINAL_MESSAGES[verdict.reason]}: {_runner_message(f.obs, last)}"
-        return _failed(verdict.reason, "runner", message, f.obs, last)
+        message = f"{TERMINAL_MESSAGES[verdict.reason]}: {_runner_message(obs, last)}"
+        return _failed(verdict.reason, "runner", message, obs, last)
     return None
 
 
@@ -256,9 +365,11 @@ def _active_deadline(f: _Facts) -> Draft | None:
     )
     if not deadline or not started or f.spec.suspend:
         return None
-    if f.obs.now - started <= timedelta(seconds=deadline):
+    if f.obs.now - started - suspended_time(f.previous, f.obs.now) <= timedelta(seconds=deadline):
         return None
-    message = f"the job ran longer than activeDeadlineSeconds ({deadline} s)"
+    message = (
+        f"the job ran longer than activeDeadlineSeconds ({deadline} s, suspended time not counted)"
+    )
     return _failed(c.R_DEADLINE, "operator", message)
 
 
@@ -266,7 +377,7 @@ def _progress_deadline(f: _Facts) -> Draft | None:
     deadline = f.spec.progress_deadline_seconds
     if not deadline or not f.active_pods or f.spec.suspend:
         return None
-    stalled = _stalled_since(f.obs, f.records)
+    stalled = stalled_since(f.obs, f.records)
     if not stalled or f.obs.now - stalled <= timedelta(seconds=deadline):
         return None
     message = (
@@ -323,6 +434,8 @@ def _cluster_not_ready(f: _Facts) -> Draft | None:
         draft.cluster_ready = ("False", c.R_CLUSTER_NOT_READY, message)
         return draft
     waiting = "waiting for the RayCluster to be ready"
+    if f.blocker is not None:
+        waiting += f": {f.blocker.message}"
     draft = Draft(c.STARTING, reason="ClusterNotReady", message=waiting)
     draft.cluster_ready = ("False", "NotReady", waiting)
     return draft
@@ -339,12 +452,17 @@ def _run(f: _Facts) -> Draft:
             draft.events.append(EventDraft(EventReason.ClusterReady, f"RayCluster {name} is ready"))
     if f.active_pods:
         pod = f.active_pods[-1]
-        running = (pod.get("status") or {}).get("phase") == "Running" and not pod["metadata"].get(
-            "deletionTimestamp"
-        )
+        name = pod["metadata"]["name"]
+        # A runner that is stopping still runs (its checkpoint commits): Running, not Starting.
+        running = (pod.get("status") or {}).get("phase") == "Running"
         draft.phase = c.RUNNING if running else c.STARTING
-        draft.reason = "RunnerRunning" if running else "RunnerStarting"
-        draft.message = f"runner pod {pod['metadata']['name']}"
+        if pod["metadata"].get("deletionTimestamp"):
+            draft.reason, draft.message = "RunnerStopping", f"runner pod {name} is stopping"
+        elif running:
+            draft.reason, draft.message = "RunnerRunning", f"runner pod {name}"
+        else:
+            draft.reason = "RunnerStarting"
+            draft.message = f"runner pod {name} is not running yet: {pending_reason(pod)}"
         return draft
     next_attempt = (f.records[-1]["index"] + 1) if f.records else 1
     draft.actions += [Action("ensure-children"), Action("create-pod", attempt=next_attempt)]
@@ -374,12 +492,15 @@ def _attempt_event(f: _Facts, next_attempt: int) -> EventDraft:
 
 #: The rules, in order: the first that decides wins; `_run` always decides.
 RULES: tuple[_Rule, ...] = (
-    _recipe_source_missing,
     _last_attempt_verdict,
     _backoff_exceeded,
     _active_deadline,
     _progress_deadline,
+    _startup_deadline,
+    _refused,
     _suspend,
+    _recipe_source_missing,
+    _create_backoff,
     _cluster_not_ready,
     _run,
 )
@@ -391,28 +512,67 @@ def decide(obs: Observed, records: list[Obj], prev_phase: str | None, previous: 
     terminal = _keep_terminal(obs, obs.spec, prev_phase, previous)
     if terminal is not None:
         return terminal
+    finished = [r for r in records if "finishTime" in r]
+    active = [p for p in obs.pods if att.pod_active(p)]
     if obs.spec_error is not None or obs.spec is None:
         message = str(obs.spec_error) if obs.spec_error else "the spec could not be read"
-        return _failed(c.R_INVALID_SPEC, "validation", message)
-    finished = [r for r in records if "finishTime" in r]
+        return _invalid_spec(obs, records, finished, active, prev_phase, message)
     facts = _Facts(
         obs=obs,
         spec=obs.spec,
         records=records,
         finished=finished,
-        active_pods=[p for p in obs.pods if att.pod_active(p)],
+        active_pods=active,
         failures=[r for r in finished if att.classify(r).outcome == att.RETRYABLE],
         prev_phase=prev_phase,
         previous=previous,
+        blocker=first_blocker(active) or first_blocker(obs.ray_pods),
     )
     for rule in RULES:
         draft = rule(facts)
         if draft is not None:
+            if draft.blocked is None and draft.phase not in c.TERMINAL_PHASES:
+                draft.blocked = facts.blocker
             return draft
     raise AssertionError("_run always decides")
 
 
-def _stalled_since(obs: Observed, records: list[Obj]) -> datetime | None:
+def suspended_time(previous: Obj, now: datetime) -> timedelta:
+    """How long the job has been suspended since it started: `status.suspendedSeconds`, plus
+    the suspension still open (`status.suspendedSince`) until the reconcile that ends it."""
+    total = timedelta(seconds=int(previous.get("suspendedSeconds") or 0))
+    since = times.parse(previous.get("suspendedSince"))
+    return total + (now - since if since is not None else timedelta(0))
+
+
+def _invalid_spec(
+    obs: Observed,
+    records: list[Obj],
+    finished: list[Obj],
+    active: list[Obj],
+    prev_phase: str | None,
+    message: str,
+) -> Draft:
+    """An invalid spec fails a job that has not started. One that started with a valid spec
+    (an edit the schema allows but the operator refuses, a tighter installation policy) keeps
+    its running attempt and the verdict of its last one: nothing starts until the spec is valid
+    again, and a runner that then exits 0 still makes the job Succeeded."""
+    verdict = _verdict(obs, records, finished, active)
+    if verdict is not None:
+        return verdict
+    if active and prev_phase in (c.STARTING, c.RUNNING):
+        running = any((p.get("status") or {}).get("phase") == "Running" for p in active)
+        draft = Draft(c.RUNNING if running else c.STARTING, reason="SpecInvalid")
+        draft.message = (
+            "the running attempt goes on with the spec it started with; no new attempt starts"
+            f" until the spec is valid again: {message}"
+        )
+        draft.spec_invalid = message
+        return draft
+    return _failed(c.R_INVALID_SPEC, "validation", message)
+
+
+def stalled_since(obs: Observed, records: list[Obj]) -> datetime | None:
     """The last sign of progress: the last checkpoint, or the current attempt's start."""
     current = records[-1] if records else None
     marks = [times.parse(current["startTime"])] if current else []

@@ -26,7 +26,9 @@ from dj_operator.status.decide import (
     decide,
     runner_progress,
     stop_active,
+    suspended_time,
 )
+from dj_operator.status.runner_events import runner_events
 
 Obj = dict[str, Any]
 
@@ -120,6 +122,10 @@ def derive(obs: Observed) -> Outcome:
         status["workDir"] = obs.work_dir
     if obs.output_path:
         status["outputPath"] = obs.output_path
+    if obs.recipe_hash and draft.phase not in c.TERMINAL_PHASES:
+        status["recipeHash"] = obs.recipe_hash
+    elif previous.get("recipeHash"):
+        status["recipeHash"] = previous["recipeHash"]
     kids: Obj = {}
     if spec is not None:
         kids["configMap"] = names.config_map(meta["name"])
@@ -137,14 +143,38 @@ def derive(obs: Observed) -> Outcome:
             kids["runnerPod"] = names.runner_pod(meta["name"], action.attempt)
     status["children"] = kids
     status["rayCluster"] = ray_cluster_status(obs.ray_cluster)
+    status["createBackoff"] = draft.create_backoff
+    _suspension(status, obs, previous)
     status["conditions"] = _conditions(obs, draft, previous)
 
     events = list(draft.events)
+    events.extend(_blocked_events(draft, previous))
+    if draft.spec_invalid and _prev_status(previous, c.COND_VALID) != "False":
+        events.append(EventDraft(EventReason.InvalidSpec, draft.message))
     if prev_phase != draft.phase:
         events.extend(_phase_events(draft, records))
     events.extend(_resume_events(obs, previous))
     record_resumed(status, job)
+    events.extend(runner_events(obs, records))
     return Outcome(status=status, actions=tuple(draft.actions), events=tuple(events))
+
+
+def _suspension(status: Obj, obs: Observed, previous: Obj) -> None:
+    """`status.suspendedSince` while spec.suspend holds after the job started; its time is
+    added to `status.suspendedSeconds` when the job resumes (activeDeadlineSeconds does not
+    count it)."""
+    suspended = (
+        obs.spec is not None and obs.spec.suspend and status["phase"] not in c.TERMINAL_PHASES
+    )
+    if suspended and status.get("startTime"):
+        status["suspendedSince"] = previous.get("suspendedSince") or times.fmt(obs.now)
+        if previous.get("suspendedSeconds"):
+            status["suspendedSeconds"] = previous["suspendedSeconds"]
+        return
+    status["suspendedSince"] = None
+    paused = int(suspended_time(previous, obs.now).total_seconds())
+    if paused:
+        status["suspendedSeconds"] = paused
 
 
 def ray_cluster_status(cluster: Obj | None) -> Obj | None:
@@ -210,12 +240,14 @@ def _conditions(obs: Observed, draft: Draft, previous: Obj) -> list[Obj]:
     def add(ctype: str, ok: bool, reason: str, message: str) -> None:
         out.append(_condition(old, ctype, "True" if ok else "False", reason, message, obs))
 
-    invalid = failure.get("reason") == c.R_INVALID_SPEC
+    invalid = failure.get("reason") == c.R_INVALID_SPEC or draft.spec_invalid is not None
     add(
         c.COND_VALID,
         not invalid,
         c.R_INVALID_SPEC if invalid else "Valid",
-        failure.get("message", "") if invalid else "the spec and the recipe are valid",
+        (draft.spec_invalid or failure.get("message", ""))
+        if invalid
+        else "the spec and the recipe are valid",
     )
     if obs.spec is not None and obs.spec.ray.mode == c.MODE_KUBERAY:
         if draft.cluster_ready is not None:
@@ -250,7 +282,34 @@ def _conditions(obs: Observed, draft: Draft, previous: Obj) -> list[Obj]:
         phase if phase in c.TERMINAL_PHASES else "NotFinished",
         draft.message if phase in c.TERMINAL_PHASES else "the job has not finished",
     )
+    blocked = draft.blocked
+    add(
+        c.COND_BLOCKED,
+        blocked is not None,
+        blocked.reason if blocked else "NotBlocked",
+        blocked.message if blocked else "nothing is known to keep the job's pods from starting",
+    )
     return out
+
+
+def _prev_status(previous: Obj, ctype: str) -> str | None:
+    for cond in previous.get("conditions") or []:
+        if cond.get("type") == ctype:
+            return cond.get("status")
+    return None
+
+
+def _blocked_events(draft: Draft, previous: Obj) -> list[EventDraft]:
+    """`PodBlocked` when a pod becomes blocked or is blocked for another reason (not on every
+    reconcile: the Blocked condition remembers what was posted). A forbidden create posts its
+    own `CreateForbidden` with each refusal."""
+    blocked = draft.blocked
+    if blocked is None or blocked.reason == c.B_CREATE_FORBIDDEN:
+        return []
+    old = next((x for x in previous.get("conditions") or [] if x.get("type") == c.COND_BLOCKED), {})
+    if old.get("status") == "True" and old.get("reason") == blocked.reason:
+        return []
+    return [EventDraft(EventReason.PodBlocked, blocked.message)]
 
 
 def _phase_events(draft: Draft, records: list[Obj]) -> list[EventDraft]:
@@ -281,11 +340,13 @@ def _resume_events(obs: Observed, previous: Obj) -> list[EventDraft]:
     recorded = {r.get("podName"): r for r in previous.get("attempts") or [] if r.get("resumedFrom")}
     if not pod or pod in recorded:
         return []
+    point = (progress.get("checkpoint") or {}).get("summary")
+    where = f"; it starts from {point}" if point else ""
     return [
         EventDraft(
             EventReason.Resumed,
             f"runner pod {pod} resumed from the work dir: {restored or 0} partitions done,"
-            f" {checkpoints or 0} checkpoints restored",
+            f" {checkpoints or 0} checkpoints restored{where}",
         )
     ]
 

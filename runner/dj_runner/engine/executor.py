@@ -26,6 +26,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from dj_runner import contract
 from dj_runner.contract import SIGNAL_EXIT_BASE, ExitCode
 from dj_runner.engine.finalize import broken_finals, export_finals
 from dj_runner.engine.global_decisions import GlobalDecision, read_decision, removed, save_decision
@@ -139,11 +140,16 @@ class JobResult:
 class _StageListener:
     """What the driver does when the scheduler reports: events, progress, status."""
 
-    def __init__(self, ex: Executor, final: bool, parts: int, capacity: int) -> None:
+    def __init__(
+        self, ex: Executor, target: CheckpointKey, final: bool, parts: int, capacity: int
+    ) -> None:
         self.ex = ex
+        self.target = target
         self.final = final
         self.remaining = parts
         self.capacity = capacity
+        #: Partitions with a committed checkpoint of this stage (those done before it too).
+        self.committed = len(ex._parts) - parts
 
     def _settled(self) -> dict[str, int]:
         """One partition finished or failed: the running count for status.json."""
@@ -160,6 +166,8 @@ class _StageListener:
             retry_delay_s=delay,
             error_message=msg,
         )
+        count = (self.ex.status.data.get("retries") or {}).get("count") or 0
+        self.ex.status.update(retries={"count": count + 1, "partition": part.pid, "message": msg})
 
     def on_failed(self, part: Any, attempt: int, error: BaseException) -> None:
         msg = short_error(error)
@@ -189,9 +197,18 @@ class _StageListener:
                 **spent,
             )
             self.ex.progress.partition_done(part.pid, result.rows_out)
-            self.ex._partition_finished(part, result.rows_out, self._settled())
+            self.committed += 1
+            self.ex._partition_finished(
+                part, result.rows_out, self._settled(), self.ex._point(self.target, self.committed)
+            )
         else:
-            self.ex.status.update(last_checkpoint_at=now_rfc3339(), partitions=self._settled())
+            self.committed += 1
+            now = now_rfc3339()
+            self.ex.status.update(
+                last_checkpoint_at=now,
+                partitions=self._settled(),
+                checkpoint=self.ex._point(self.target, self.committed, now),
+            )
 
     def on_fatal(self, part: Any, error: BaseException) -> None:
         # Best effort: on a full disk these writes fail too, and ``error`` must still end the job.
@@ -478,6 +495,11 @@ class Executor:
         for pid in self._done:
             commit = stores[pid].latest_commit(final)
             rows_out += commit.rows if commit else 0
+        reached = [k for k in newest.values() if k is not None]
+        point = None
+        if reached:
+            top = max(reached)
+            point = self._point(top, sum(1 for k in reached if k >= top))
         resumed = None
         if self.resuming:
             resumed = {
@@ -492,6 +514,7 @@ class Executor:
                 "rejected": sum(count_rejects(self.work, p) for p in self._done),
             },
             resumed=resumed,
+            checkpoint=point,
         )
         self.progress.start(len(plan.partitions), plan.total_rows, len(self._done))
         verified = (
@@ -604,12 +627,34 @@ class Executor:
             self.events.log(event_type, message, **fields)
 
     # ------------------------------------------------------------------ progress state
-    def _partition_finished(self, part: Any, rows_out: int, running: dict[str, int]) -> None:
+    def _point(
+        self, key: CheckpointKey, committed: int, at: str | None = None
+    ) -> contract.Checkpoint:
+        """status.json's ``checkpoint``: ``committed`` partitions hold ``key``'s checkpoint."""
+        ops = key.step
+        return {
+            "partitions_committed": committed,
+            "partitions_total": len(self._parts),
+            "ops_done": ops,
+            "op": self.recipe.process[ops - 1].name if ops else None,
+            "at": at,
+        }
+
+    def _partition_finished(
+        self,
+        part: Any,
+        rows_out: int,
+        running: dict[str, int],
+        point: contract.Checkpoint | None = None,
+    ) -> None:
         if part.pid in self._done:
             self.status.update(partitions=running)
             return
         self._done.add(part.pid)
         st = self.status.data
+        now = now_rfc3339()
+        if point is not None:
+            point = {**point, "at": now}
         self.status.update(
             partitions={**running, "done": st["partitions"]["done"] + 1},
             samples={
@@ -617,7 +662,8 @@ class Executor:
                 "out": st["samples"]["out"] + rows_out,
                 "rejected": st["samples"]["rejected"] + count_rejects(self.work, part.pid),
             },
-            last_checkpoint_at=now_rfc3339(),
+            last_checkpoint_at=now,
+            **({"checkpoint": point} if point is not None else {}),
         )
 
     def _note_failure(
@@ -664,7 +710,7 @@ class Executor:
             RetryPolicy(self.recipe.max_retries, self.recipe.retry_base_delay_s),
             capacity=capacity,
             fatal=FATAL_ERRORS,
-            listener=_StageListener(self, final, len(parts), capacity),
+            listener=_StageListener(self, target, final, len(parts), capacity),
             stop=self.stop,
             reached=lambda res: res.final_key == target,
         )

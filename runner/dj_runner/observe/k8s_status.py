@@ -59,6 +59,8 @@ def to_progress(status: dict[str, Any], pod_name: str | None = None) -> contract
         "updateTime": status.get("updated_at"),
         "resumedPartitions": _int(resumed.get("partitions_done")) if resumed else None,
         "resumedCheckpoints": _int(resumed.get("checkpoints")) if resumed else None,
+        "checkpoint": progress_checkpoint(status.get("checkpoint")),
+        "retries": _retries(status.get("retries")),
         "error": (
             {
                 "op": error.get("op"),
@@ -71,6 +73,35 @@ def to_progress(status: dict[str, Any], pod_name: str | None = None) -> contract
     }
     # Merge-patch semantics: None removes a key, which is what a cleared field means.
     return progress
+
+
+def _retries(value: Any) -> contract.Retries | None:
+    if not isinstance(value, dict):
+        return None
+    return {
+        "count": _int(value.get("count")) or 0,
+        "partition": _int(value.get("partition")),
+        "message": str(value.get("message") or "")[:1000],
+    }
+
+
+def progress_checkpoint(point: Any) -> contract.ProgressCheckpoint | None:
+    """status.json's ``checkpoint`` (``contract.Checkpoint``) as ``status.progress.checkpoint``."""
+    if not isinstance(point, dict):
+        return None
+    committed = _int(point.get("partitions_committed")) or 0
+    total = _int(point.get("partitions_total")) or 0
+    ops = _int(point.get("ops_done")) or 0
+    op = point.get("op") if isinstance(point.get("op"), str) else None
+    after = f"after op {ops} {op}" if op else "before the first op"
+    return {
+        "partitionsCommitted": committed,
+        "partitionsTotal": total,
+        "opsDone": ops,
+        "op": op,
+        "time": point.get("at") if isinstance(point.get("at"), str) else None,
+        "summary": f"{committed}/{total} partitions {after}",
+    }
 
 
 class _StatusApi:

@@ -87,6 +87,8 @@ class StatusWriter:
             "last_checkpoint_at": None,
             "estimated_completion_at": None,
             "resumed": None,
+            "checkpoint": None,
+            "retries": None,
             "export_path": export_path,
             "error": None,
         }

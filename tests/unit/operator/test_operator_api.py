@@ -59,10 +59,13 @@ def test_crd_names_and_columns() -> None:
         "Samples-Out",
         "Restarts",
         "Workers",
+        "Checkpoint",
+        "Last-Checkpoint",
         "Age",
     ]
     wide = [c["name"] for c in version["additionalPrinterColumns"] if c.get("priority")]
-    assert wide == ["Workers"]  # kuberay only: shown by `kubectl get -o wide`
+    # `kubectl get -o wide` only: kuberay's workers, where a resume starts and its age.
+    assert wide == ["Workers", "Checkpoint", "Last-Checkpoint"]
 
 
 def test_every_list_is_bounded() -> None:

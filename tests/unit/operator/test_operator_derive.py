@@ -83,7 +83,7 @@ def test_a_running_pod_is_running_and_nothing_is_created() -> None:
 
 def test_the_operator_killed_after_creating_the_pod_adopts_it() -> None:
     """No status written, pod 1 exists: attempt 1 is recorded, no second pod."""
-    out = run([pod(1, phase="Pending")])
+    out = run([pod(1, phase="Pending")], now=datetime(2026, 11, 30, 5, 2, tzinfo=UTC))
     assert out.actions == ()
     assert out.phase == c.STARTING
     assert [a["index"] for a in out.status["attempts"]] == [1]

@@ -27,6 +27,14 @@ STATUS = {
     "last_checkpoint_at": "2026-11-30T05:12:09.001Z",
     "estimated_completion_at": "2026-11-30T05:12:31.200Z",
     "resumed": {"partitions_done": 3, "checkpoints": 12},
+    "checkpoint": {
+        "partitions_committed": 4,
+        "partitions_total": 10,
+        "ops_done": 3,
+        "op": "text_length_filter",
+        "at": "2026-11-30T05:12:09.001Z",
+    },
+    "retries": {"count": 2, "partition": 5, "message": "worker died"},
     "export_path": "/data/out/result.jsonl",
     "error": {"op": "x", "partition": 4, "message": "boom"},
     "a_future_key": [1, 2],
@@ -54,6 +62,15 @@ def test_to_progress() -> None:
         "updateTime": "2026-11-30T05:12:09.456Z",
         "resumedPartitions": 3,
         "resumedCheckpoints": 12,
+        "checkpoint": {
+            "partitionsCommitted": 4,
+            "partitionsTotal": 10,
+            "opsDone": 3,
+            "op": "text_length_filter",
+            "time": "2026-11-30T05:12:09.001Z",
+            "summary": "4/10 partitions after op 3 text_length_filter",
+        },
+        "retries": {"count": 2, "partition": 5, "message": "worker died"},
         "error": {"op": "x", "partition": 4, "message": "boom"},
     }
 
