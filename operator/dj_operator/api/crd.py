@@ -160,10 +160,16 @@ def status_schema() -> Schema:
             "progress": progress,
             "attempts": {
                 "type": "array",
-                "description": "Every runner attempt, oldest first.",
-                "maxItems": 128,
+                "description": "The runner attempts, oldest first: the first, the last"
+                f" {c.ATTEMPTS_KEPT_LAST} and every retryable failure; the others are counted in"
+                " attemptsOmitted.",
+                "maxItems": c.ATTEMPTS_MAX_ITEMS,
                 "items": attempt,
             },
+            "attemptsOmitted": integer(
+                "Attempts left out of attempts to keep the status bounded (mostly attempts"
+                " stopped by a suspend)."
+            ),
             "restarts": integer("Attempts that ended in a retryable failure and were retried."),
             "failure": failure,
             "children": children,

@@ -7,6 +7,7 @@ operator killed between creating a pod and writing status neither duplicates nor
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -100,6 +101,27 @@ def merge(recorded: list[Obj], pods: list[Obj], now: datetime) -> list[Obj]:
         if index not in seen and "finishTime" not in rec:
             rec.update({"finishTime": times.fmt(now), "reason": "PodDeleted"})
     return [by_index[i] for i in sorted(by_index)]
+
+
+def compact(records: list[Obj], pods: Sequence[Obj] = ()) -> tuple[list[Obj], int]:
+    """The records to keep (oldest first) and how many were dropped: the first, the last
+    ATTEMPTS_KEPT_LAST, every unfinished one, every one whose pod still exists (`merge` would record it
+    again) and every retryable failure (the backoff limit counts those) stay."""
+    if len(records) <= c.ATTEMPTS_KEPT_LAST + 1:
+        return records, 0
+    present = {pod["metadata"]["name"] for pod in pods}
+    keep = {0, *range(len(records) - c.ATTEMPTS_KEPT_LAST, len(records))}
+    for i, rec in enumerate(records):
+        if (
+            "finishTime" not in rec
+            or rec.get("podName") in present
+            or classify(rec).outcome == RETRYABLE
+        ):
+            keep.add(i)
+    kept = [rec for i, rec in enumerate(records) if i in keep]
+    if len(kept) > c.ATTEMPTS_MAX_ITEMS:  # only with many leftover pods: the first and the newest
+        kept = [kept[0], *kept[-(c.ATTEMPTS_MAX_ITEMS - 1) :]]
+    return kept, len(records) - len(kept)
 
 
 def classify(rec: Obj) -> Classified:

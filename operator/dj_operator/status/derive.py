@@ -95,12 +95,16 @@ def derive(obs: Observed) -> Outcome:
         if obs.ray_cluster is not None:
             draft.actions.append(Action("delete-ray"))
 
+    kept, dropped = att.compact(records, obs.pods)
     status: Obj = {
         "phase": draft.phase,
         "observedGeneration": meta.get("generation", 0),
-        "attempts": records,
+        "attempts": kept,
         "restarts": restarts,
     }
+    omitted = int(previous.get("attemptsOmitted") or 0) + dropped
+    if omitted:
+        status["attemptsOmitted"] = omitted
     start = previous.get("startTime")
     if start is None and (
         records or any(a.kind in ("create-pod", "create-ray") for a in draft.actions)
@@ -256,7 +260,7 @@ def _conditions(obs: Observed, draft: Draft, previous: Obj) -> list[Obj]:
 def _phase_events(draft: Draft, records: list[Obj]) -> list[EventDraft]:
     phase = draft.phase
     if phase == c.SUCCEEDED:
-        message = f"the runner succeeded after {len(records)} attempt(s)"
+        message = f"the runner succeeded after {records[-1]['index'] if records else 0} attempt(s)"
         return [EventDraft(EventReason.Succeeded, message)]
     if phase == c.PARTIALLY_SUCCEEDED:
         return [EventDraft(EventReason.PartiallySucceeded, draft.message)]

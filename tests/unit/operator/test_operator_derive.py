@@ -464,3 +464,37 @@ def test_a_finished_job_stays_finished_when_its_spec_would_now_be_refused() -> N
     assert refused.phase == c.SUCCEEDED
     assert refused.actions == ()
     assert "InvalidSpec" not in reasons(refused)
+
+
+def test_130_suspend_cycles_keep_the_attempts_within_the_crds_max_items() -> None:
+    """Each suspend stops an attempt; the records stay bounded (the first, the last 16, every
+    retryable failure) and the rest are counted, so the status patch never exceeds maxItems."""
+    from dj_operator.api.crd import status_schema
+
+    max_items = status_schema()["properties"]["attempts"]["maxItems"]
+    out = run()
+    for attempt in range(1, 131):
+        out = after(out, [pod(attempt)])  # running
+        out = after(out, [pod(attempt)], spec_patch={"suspend": True})  # stopping
+        out = after(out, [], spec_patch={"suspend": True})  # suspended: the pod is gone
+        assert out.phase == c.SUSPENDED
+        out = after(out, [])  # resumed: the next attempt is created
+        assert ("create-pod", attempt + 1) in kinds(out)
+    records = out.status["attempts"]
+    assert len(records) <= max_items
+    assert len(records) == 1 + c.ATTEMPTS_KEPT_LAST
+    assert records[0]["index"] == 1 and records[-1]["index"] == 130
+    assert out.status["attemptsOmitted"] == 130 - len(records)
+    assert out.status["restarts"] == 0
+
+
+def test_compaction_keeps_every_retryable_failure_so_the_backoff_limit_still_counts() -> None:
+    """100 restarts allowed: the failures are never compacted away, or the limit would reset."""
+    out = run(spec_patch={"backoffLimit": 100})
+    for attempt in range(1, 102):
+        out = after(out, [pod(attempt, "Failed", exit_code=137)], spec_patch={"backoffLimit": 100})
+        out = after(out, [], spec_patch={"backoffLimit": 100})
+    assert out.phase == c.FAILED
+    assert out.status["failure"]["reason"] == c.R_BACKOFF_LIMIT
+    assert len(out.status["attempts"]) == 101
+    assert out.status["restarts"] == 100
