@@ -76,21 +76,6 @@ class Kube:
                 return None
             raise
 
-    def list_jobs(self, namespace: str | None) -> list[Obj]:
-        if namespace:
-            out = self.custom.list_namespaced_custom_object(
-                contract.GROUP,
-                contract.VERSION,
-                namespace,
-                contract.PLURAL,
-                _request_timeout=REQUEST_TIMEOUT,
-            )
-        else:
-            out = self.custom.list_cluster_custom_object(
-                contract.GROUP, contract.VERSION, contract.PLURAL, _request_timeout=REQUEST_TIMEOUT
-            )
-        return list(out.get("items") or [])
-
     def runner_pods(self, job: Obj) -> list[Obj]:
         meta = job["metadata"]
         selector = f"{contract.LABEL_JOB}={names.fit(meta['name'])},{contract.LABEL_COMPONENT}={contract.COMPONENT_RUNNER}"

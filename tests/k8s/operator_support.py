@@ -83,8 +83,6 @@ class OperatorProcess:
                 self.namespace,
                 "--liveness-port",
                 str(self.port),
-                "--resync-seconds",
-                "2",
             ],
             env=env,
             stdout=handle,

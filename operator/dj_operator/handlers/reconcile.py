@@ -1,7 +1,9 @@
 """One reconcile of one DataJuicerJob: observe, derive, act, then write the status.
 
 Level-triggered and idempotent: it can run at any moment, any number of times, concurrently with
-an operator restart. One job is reconciled by one thread at a time (a lock per job).
+an operator restart. One job is reconciled by one thread at a time (a lock per job). It says when
+the job next needs a reconcile without an event (`Reconciled.due`, from
+`dj_operator.status.wakeup`) and whether it must be retried (`Reconciled.retry`).
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ import logging
 import os
 import signal
 import threading
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from kubernetes.client.rest import ApiException
@@ -33,7 +37,7 @@ from dj_operator.events_catalog import EventReason
 from dj_operator.kube import ChildConflict, Kube
 from dj_operator.policy import DEFAULT_POLICY, Policy, check_job, check_paths
 from dj_operator.status import attempts as att
-from dj_operator.status import times
+from dj_operator.status import times, wakeup
 from dj_operator.status.decide import EventDraft, Observed
 from dj_operator.status.derive import Outcome, derive
 from dj_runner.contract import ExitCode
@@ -46,14 +50,28 @@ _locks: dict[tuple[str, str], threading.Lock] = {}
 _locks_guard = threading.Lock()
 
 
+@dataclass(frozen=True)
+class Reconciled:
+    """A reconcile's result: the phase (None when the job is gone), when a time-based rule is
+    next due (None: nothing pending), and whether to retry (a child name taken by another)."""
+
+    phase: str | None
+    due: datetime | None = None
+    retry: bool = False
+
+
 def _lock(namespace: str, name: str) -> threading.Lock:
     with _locks_guard:
         return _locks.setdefault((namespace, name), threading.Lock())
 
 
 def forget(namespace: str, name: str) -> None:
+    """Drop a deleted job's lock, unless a reconcile holds it (a new lock beside a held one
+    would let two reconciles of one job run at once)."""
     with _locks_guard:
-        _locks.pop((namespace, name), None)
+        lock = _locks.get((namespace, name))
+        if lock is not None and not lock.locked():
+            del _locks[(namespace, name)]
 
 
 def _recipe(kube: Kube, job: Obj, spec: JobSpec) -> tuple[Obj | None, str | None]:
@@ -204,15 +222,14 @@ def _fault_point(outcome: Outcome) -> None:
 
 def reconcile(
     kube: Kube, namespace: str, name: str, defaults: OperatorDefaults = BUILTIN_DEFAULTS
-) -> str | None:
-    """Reconcile one job; return its phase (None when the job is gone)."""
+) -> Reconciled:
+    """Reconcile one job: a fresh GET of the job and its children, derive, act, write status."""
     with _lock(namespace, name):
         job = kube.get_job(namespace, name)
         if job is None:
-            forget(namespace, name)
-            return None
+            return Reconciled(None)
         if job["metadata"].get("deletionTimestamp"):
-            return (job.get("status") or {}).get("phase")
+            return Reconciled((job.get("status") or {}).get("phase"))
         obs, recipe = observe(kube, job, defaults)
         outcome = derive(obs)
         try:
@@ -220,7 +237,7 @@ def reconcile(
         except ChildConflict as exc:
             log.warning("%s/%s: %s", namespace, name, exc)
             kube.emit_event(job, EventReason.ChildConflict, str(exc))
-            return (job.get("status") or {}).get("phase")
+            return Reconciled((job.get("status") or {}).get("phase"), retry=True)
         _fault_point(outcome)
         for event in [*extra, *outcome.events]:
             kube.emit_event(job, event.reason, event.message)
@@ -240,4 +257,4 @@ def reconcile(
                 (job.get("status") or {}).get("phase"),
                 outcome.phase,
             )
-        return outcome.phase
+        return Reconciled(outcome.phase, wakeup.next_check(obs, outcome.status))
