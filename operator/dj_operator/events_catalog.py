@@ -78,6 +78,10 @@ class EventReason(Enum):
     ClusterNotReady = ("Warning", "kuberay mode: the RayCluster never became ready")
     RecipeSourceMissing = ("Warning", "recipeFrom names a ConfigMap or key that is absent")
     ChildConflict = ("Warning", "a child's name is taken by an object the job does not own")
+    SpecChangePinned = (
+        "Warning",
+        "ray.mode or the storage changed after the job started; the job keeps the pinned values",
+    )
 
 
 #: The catalog by reason name (what users and alerting see).

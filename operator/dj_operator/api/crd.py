@@ -176,6 +176,16 @@ def status_schema() -> Schema:
             "rayCluster": ray_cluster,
             "workDir": string("The runner's work dir, as the pod sees it."),
             "outputPath": string("The export path, as the pod sees it."),
+            "pinned": obj(
+                "What the job keeps from its first attempt until it ends, whatever the spec says"
+                " since (a change is reported by a SpecChangePinned Event).",
+                {
+                    "rayMode": string("spec.ray.mode."),
+                    "claimName": string("The claim mounted as storage."),
+                    "mountPath": string("spec.storage.mountPath."),
+                    "workDir": string("spec.storage.workDir, as written (empty: the default)."),
+                },
+            ),
             "startTime": timestamp("When the first runner attempt was created."),
             "completionTime": timestamp("When the job reached a terminal phase."),
         },

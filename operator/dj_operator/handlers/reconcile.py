@@ -37,7 +37,7 @@ from dj_operator.events_catalog import EventReason
 from dj_operator.kube import ChildConflict, Kube
 from dj_operator.policy import DEFAULT_POLICY, Policy, check_job, check_paths
 from dj_operator.status import attempts as att
-from dj_operator.status import times, wakeup
+from dj_operator.status import pinning, times, wakeup
 from dj_operator.status.decide import EventDraft, Observed
 from dj_operator.status.derive import Outcome, derive
 from dj_runner.contract import ExitCode
@@ -89,8 +89,10 @@ def _recipe(kube: Kube, job: Obj, spec: JobSpec) -> tuple[Obj | None, str | None
 
 def observe(
     kube: Kube, job: Obj, defaults: OperatorDefaults = BUILTIN_DEFAULTS
-) -> tuple[Observed, Obj | None]:
+) -> tuple[Observed, Obj | None, list[str]]:
+    """What the job and its children are now; the recipe; the spec changes a pin overrides."""
     meta = job["metadata"]
+    pin_changes: list[str] = []
     now = times.now()
     spec: JobSpec | None = None
     recipe: Obj | None = None
@@ -102,6 +104,7 @@ def observe(
         spec = parse_spec(job.get("spec"), defaults)
         validate_spec(job.get("spec"), spec, meta["name"], meta["namespace"])
         check_job(job.get("spec"), policy)
+        spec, pin_changes = pinning.apply(job, spec)
         recipe, missing = _recipe(kube, job, spec)
         if recipe is not None:
             field = "spec.recipe" if spec.recipe is not None else "spec.recipeFrom"
@@ -145,7 +148,7 @@ def observe(
         log_tails=tails,
         network_policy=names.network_policy(meta["name"]) if policy.network_policy else None,
     )
-    return observed, recipe
+    return observed, recipe, pin_changes
 
 
 def _ensure_children(
@@ -230,8 +233,15 @@ def reconcile(
             return Reconciled(None)
         if job["metadata"].get("deletionTimestamp"):
             return Reconciled((job.get("status") or {}).get("phase"))
-        obs, recipe = observe(kube, job, defaults)
+        obs, recipe, pin_changes = observe(kube, job, defaults)
         outcome = derive(obs)
+        if pin_changes and outcome.phase not in c.TERMINAL_PHASES:
+            kube.emit_event(job, EventReason.SpecChangePinned, pinning.message(pin_changes))
+        if obs.spec is not None and outcome.status.get("startTime"):
+            # Pinned with the first attempt; merge-patched, so it then stays as written.
+            outcome.status["pinned"] = (job.get("status") or {}).get("pinned") or pinning.pins_of(
+                job, obs.spec
+            )
         try:
             extra = act(kube, obs, outcome, recipe, defaults.policy or DEFAULT_POLICY)
         except ChildConflict as exc:
