@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from dj_operator.api import constants as c
@@ -122,6 +122,19 @@ def compact(records: list[Obj], pods: Sequence[Obj] = ()) -> tuple[list[Obj], in
     if len(kept) > c.ATTEMPTS_MAX_ITEMS:  # only with many leftover pods: the first and the newest
         kept = [kept[0], *kept[-(c.ATTEMPTS_MAX_ITEMS - 1) :]]
     return kept, len(records) - len(kept)
+
+
+def vanished_hold(records: list[Obj], grace_seconds: int) -> datetime | None:
+    """Until when the next attempt waits after the last one's pod vanished unseen (reason
+    PodDeleted): a force-deleted pod's container may still run on its node for up to the pod's
+    grace period, and two runners must never write one work dir at once."""
+    last = records[-1] if records else None
+    # A pod the operator stopped was seen terminating: the API server removed it once the
+    # kubelet confirmed its end (a graceful deletion), so nothing of it runs any more.
+    if last is None or last.get("reason") != "PodDeleted" or last.get("stopReason"):
+        return None
+    ended = times.parse(last.get("finishTime"))
+    return ended + timedelta(seconds=grace_seconds) if ended is not None else None
 
 
 def classify(rec: Obj) -> Classified:

@@ -78,6 +78,8 @@ def derive(obs: Observed) -> Outcome:
             ):
                 rec["stopReason"] = "Suspended"
     draft = decide(obs, records, prev_phase, previous)
+    if spec is not None:
+        _hold_after_vanished_pod(obs, records, draft, children.runner_termination_grace(spec))
 
     # Counted restarts: retryable failures that were retried (a final one that exceeded the
     # limit is not a restart).
@@ -149,6 +151,26 @@ def derive(obs: Observed) -> Outcome:
     events.extend(_resume_events(obs, previous))
     record_resumed(status, job)
     return Outcome(status=status, actions=tuple(draft.actions), events=tuple(events))
+
+
+#: The Events of a new attempt, held back with it.
+_ATTEMPT_EVENTS = (EventReason.Started, EventReason.Retrying, EventReason.Resuming)
+
+
+def _hold_after_vanished_pod(obs: Observed, records: list[Obj], draft: Draft, grace: int) -> None:
+    """No new attempt before the vanished pod's grace period has passed (see
+    `attempts.vanished_hold`); a timer wakes the job then (`wakeup`)."""
+    hold = att.vanished_hold(records, grace)
+    if hold is None or obs.now >= hold or not any(a.kind == "create-pod" for a in draft.actions):
+        return
+    draft.actions[:] = [a for a in draft.actions if a.kind != "create-pod"]
+    draft.events[:] = [e for e in draft.events if e.reason not in _ATTEMPT_EVENTS]
+    draft.reason = "WaitingForVanishedRunner"
+    draft.message = (
+        f"runner pod {records[-1].get('podName')} was deleted before it was seen ending; its"
+        f" container may still run for its grace period ({grace} s): the next attempt starts at"
+        f" {times.fmt(hold)}"
+    )
 
 
 def ray_cluster_status(cluster: Obj | None) -> Obj | None:

@@ -6,7 +6,9 @@ clock alone is listed here, so that a job is woken exactly when a rule can decid
 - `activeDeadlineSeconds` after `startTime` (not while suspended);
 - `progressDeadlineSeconds` after the last sign of progress, while a runner pod is active;
 - `ray.readyTimeoutSeconds` after the RayCluster's creation, while it is not ready;
-- `ttlSecondsAfterFinished` after `completionTime`, once the job finished.
+- `ttlSecondsAfterFinished` after `completionTime`, once the job finished;
+- the runner pod's grace period after its pod vanished unseen (`attempts.vanished_hold`), before
+  the next attempt may start.
 
 A suspended job and a finished job without a TTL have nothing pending: they cost nothing until
 an event arrives. No I/O.
@@ -71,6 +73,12 @@ def next_check(obs: Observed, status: Obj) -> datetime | None:
         since = stalled_since(obs, status.get("attempts") or [])
         if since is not None:
             due.append(_add(since, spec.progress_deadline_seconds))
+    if not active:
+        hold = att.vanished_hold(
+            status.get("attempts") or [], children.runner_termination_grace(spec)
+        )
+        if hold is not None and hold > obs.now:
+            due.append(hold + MARGIN)
     cluster = obs.ray_cluster
     if spec.ray.mode == c.MODE_KUBERAY and cluster and not children.ray_cluster_ready(cluster):
         created = times.parse(cluster["metadata"].get("creationTimestamp"))

@@ -132,12 +132,31 @@ def test_retryable_exit_codes_start_the_next_attempt(code: int) -> None:
 
 
 def test_a_pod_deleted_by_someone_else_counts_as_a_restart() -> None:
+    """The next attempt waits for the vanished pod's grace period (a force delete leaves its
+    container running that long), then starts."""
     first = run([pod(1)])
     out = after(first, [])
     assert out.status["attempts"][0]["reason"] == "PodDeleted"
+    assert kinds(out) == [("ensure-children", None)]
+    assert cond(out, c.COND_RUNNING)["reason"] == "WaitingForVanishedRunner"
+    assert out.events == ()
+    grace = 30 + 10  # the runner's default grace period, plus 10 s: the pod's
+    assert f"grace period ({grace} s)" in cond(out, c.COND_RUNNING)["message"]
+    out = after(out, [], now=NOW + timedelta(seconds=grace - 1))
+    assert ("create-pod", 2) not in kinds(out)
+    out = after(out, [], now=NOW + timedelta(seconds=grace))
     assert kinds(out) == [("ensure-children", None), ("create-pod", 2)]
     assert out.status["restarts"] == 1
     assert "its pod was deleted" in out.events[0].message
+
+
+def test_a_pod_the_operator_stopped_is_not_waited_for() -> None:
+    out = run([pod(1)], spec_patch={"suspend": True})
+    out = after(out, [pod(1, deleting=True)], spec_patch={"suspend": True})
+    out = after(out, [], spec_patch={"suspend": True})
+    assert out.status["attempts"][0]["stopReason"] == "Suspended"
+    out = after(out, [])
+    assert ("create-pod", 2) in kinds(out)
 
 
 def test_restarts_are_counted_exactly_across_reconciles() -> None:

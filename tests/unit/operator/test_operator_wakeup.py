@@ -94,3 +94,10 @@ def test_the_ttl_of_a_settled_job_is_read_from_its_body() -> None:
     assert wakeup.ttl_due(job) is None
     job["spec"]["ttlSecondsAfterFinished"] = 0
     assert wakeup.ttl_due(job) == datetime(2026, 11, 30, 5, 0, tzinfo=UTC) + SECOND
+
+
+def test_a_vanished_pod_wakes_the_job_when_its_grace_period_has_passed() -> None:
+    first = derive(observe(pods=[pod(1)]))
+    obs = observe(status=first.status)  # the pod is gone, unseen ending: PodDeleted
+    grace = 30 + 10
+    assert due(obs) == NOW + timedelta(seconds=grace) + wakeup.MARGIN
