@@ -210,7 +210,8 @@ def list_jobs(custom: client.CustomObjectsApi, namespace: str) -> list[Obj]:
 
 def apiserver_requests(api: client.ApiClient) -> float:
     data = api.call_api("/metrics", "GET", _preload_content=False, auth_settings=["BearerToken"])
-    return prometheus_sum(data[0].data.decode(), "apiserver_request_total")
+    response = data[0] if isinstance(data, tuple) else data
+    return prometheus_sum(response.data.decode(), "apiserver_request_total")
 
 
 def measure(jobs: int, window: float, src: Path | None, workdir: Path) -> Obj:

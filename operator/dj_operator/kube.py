@@ -278,9 +278,10 @@ class Kube:
 
     # -- status and events --------------------------------------------------------------------
 
-    def patch_status(self, namespace: str, name: str, status: Obj) -> None:
-        """Merge-patch the operator-owned status fields (never `progress`)."""
-        self.custom.patch_namespaced_custom_object_status(
+    def patch_status(self, namespace: str, name: str, status: Obj) -> str | None:
+        """Merge-patch the operator-owned status fields (never `progress`); return the job's
+        resourceVersion after the patch."""
+        patched = self.custom.patch_namespaced_custom_object_status(
             contract.GROUP,
             contract.VERSION,
             namespace,
@@ -291,6 +292,7 @@ class Kube:
             _content_type="application/merge-patch+json",
             _request_timeout=REQUEST_TIMEOUT,
         )
+        return (patched.get("metadata") or {}).get("resourceVersion") if patched else None
 
     def emit_event(self, job: Obj, reason: EventReason, message: str) -> None:
         """Post a catalog Event on ``job`` through the deduplicating, rate-limited recorder.

@@ -3,8 +3,10 @@
 Reconciles are driven by kopf's watches of the jobs and of their children (runner pods,
 RayClusters), never by a pass over every job: a job costs API calls when it or a child changes.
 A job that is finished or Suspended with its current generation reconciled (`wakeup.settled`)
-costs nothing: its own events (our status writes included) and the replays of kopf's initial
-listing are skipped, its TTL is a timer. Time-based rules (deadlines, TTLs) and retries of a
+costs nothing: its own events and the replays of kopf's initial listing are skipped, its TTL is
+a timer. The echo of the operator's own status write (the resourceVersion it returned) wakes
+no job. Events of one job coalesce: while its reconcile runs, further events mark it to run
+once more afterwards, as a work queue does. Time-based rules (deadlines, TTLs) and retries of a
 failed reconcile are per-job timers (`timers.py`), set from what each reconcile says is due.
 
 No daemon, no kopf timer and no deletion handler: kopf then never puts a finalizer on a job, so
@@ -39,6 +41,8 @@ log = logging.getLogger(__name__)
 RETRY_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 #: kopf lists the watched resources in pages of this many objects at start-up.
 LIST_CHUNK = 500
+#: Threads running reconciles (kopf's executor): the work is mostly waiting on the API server.
+RECONCILE_WORKERS = 12
 
 
 class State:
@@ -50,6 +54,9 @@ class State:
     timers: Timers | None = None
     settled: set[Key] = set()  # jobs finished or Suspended, as their last event showed
     failures: dict[Key, int] = {}  # consecutive failed reconciles per job
+    running: set[Key] = set()  # jobs being reconciled now
+    dirty: set[Key] = set()  # jobs to reconcile again once the running reconcile ends
+    written: dict[Key, str] = {}  # the resourceVersion of each job's last status write
     guard = threading.Lock()
 
 
@@ -86,6 +93,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.batching.error_delays = [1, 2, 5, 10, 30]
     # The initial listing of jobs, pods and RayClusters is paginated.
     settings.watching.chunk_size = LIST_CHUNK
+    settings.execution.max_workers = RECONCILE_WORKERS
     settings.peering.standalone = True
     settings.peering.clusterwide = False
     # Watching named namespaces (the chart's namespaced Roles): nothing cluster-wide is granted,
@@ -122,9 +130,32 @@ def _retry_later(key: Key) -> float:
 
 
 def _reconcile(namespace: str, name: str) -> None:
-    """Reconcile now; then set the job's timer to what is due next, or retry it with a backoff
-    (never let kopf retry forever)."""
+    """Reconcile the job now or, while a reconcile of it runs, once more right after that one:
+    events coalesce as in a work queue, and no thread waits for another's lock."""
     key = (namespace, name)
+    with State.guard:
+        if key in State.running:
+            State.dirty.add(key)
+            return
+        State.running.add(key)
+    try:
+        while True:
+            _reconcile_once(key)
+            with State.guard:
+                if key not in State.dirty:
+                    State.running.discard(key)
+                    return
+                State.dirty.discard(key)
+    except BaseException:
+        with State.guard:
+            State.running.discard(key)
+        raise
+
+
+def _reconcile_once(key: Key) -> None:
+    """Reconcile; then set the job's timer to what is due next, or retry it with a backoff
+    (never let kopf retry forever)."""
+    namespace, name = key
     try:
         with default_metrics().reconcile("reconcile"):
             result = rec.reconcile(_kube(), namespace, name, State.defaults)
@@ -137,6 +168,8 @@ def _reconcile(namespace: str, name: str) -> None:
         return
     with State.guard:
         State.failures.pop(key, None)
+        if result.written is not None:
+            State.written[key] = result.written
     if result.phase is None:
         _forget(key)
     elif result.due is not None:
@@ -150,6 +183,7 @@ def _forget(key: Key) -> None:
     with State.guard:
         State.failures.pop(key, None)
         State.settled.discard(key)
+        State.written.pop(key, None)
     rec.forget(*key)
 
 
@@ -164,6 +198,11 @@ def job_event(type: str | None, body: Any, name: str, namespace: str, **_: Any) 
         return
     job = dict(body)
     metrics.index.upsert(job)
+    with State.guard:
+        version = (job.get("metadata") or {}).get("resourceVersion")
+        echo = version is not None and State.written.get(key) == version
+    if echo:  # our own status write coming back: the reconcile that wrote it saw all this
+        return
     if wakeup.settled(job):
         with State.guard:
             State.settled.add(key)

@@ -58,6 +58,7 @@ class Reconciled:
     phase: str | None
     due: datetime | None = None
     retry: bool = False
+    written: str | None = None  # the job's resourceVersion after this reconcile's status patch
 
 
 def _lock(namespace: str, name: str) -> threading.Lock:
@@ -253,9 +254,10 @@ def reconcile(
             kube.emit_event(job, event.reason, event.message)
         previous = _owned_status(job.get("status") or {})
         desired = {k: v for k, v in outcome.status.items() if not (v is None and k not in previous)}
+        written = None
         if any(previous.get(k) != v for k, v in desired.items()):
             try:
-                kube.patch_status(namespace, name, desired)
+                written = kube.patch_status(namespace, name, desired)
             except ApiException as exc:
                 if exc.status != 404:
                     raise
@@ -267,4 +269,4 @@ def reconcile(
                 (job.get("status") or {}).get("phase"),
                 outcome.phase,
             )
-        return Reconciled(outcome.phase, wakeup.next_check(obs, outcome.status))
+        return Reconciled(outcome.phase, wakeup.next_check(obs, outcome.status), written=written)

@@ -95,6 +95,9 @@ def handlers(monkeypatch: pytest.MonkeyPatch) -> Iterator[Timers]:
     monkeypatch.setattr(kh.State, "kube", object())
     monkeypatch.setattr(kh.State, "settled", set())
     monkeypatch.setattr(kh.State, "failures", {})
+    monkeypatch.setattr(kh.State, "written", {})
+    monkeypatch.setattr(kh.State, "running", set())
+    monkeypatch.setattr(kh.State, "dirty", set())
     yield timers
 
 
@@ -175,3 +178,51 @@ def _owned(pod_obj: dict) -> dict:
         {"apiVersion": "datajuicer.io/v1alpha1", "kind": "DataJuicerJob", "name": "demo"}
     ]
     return pod_obj
+
+
+def test_the_echo_of_the_operators_own_status_write_wakes_nothing(
+    handlers: Timers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = Calls(Reconciled(c.RUNNING, written="42"))
+    monkeypatch.setattr(kh.rec, "reconcile", calls)
+    body = make_job(status={"phase": c.STARTING, "observedGeneration": 1})
+    body["metadata"]["resourceVersion"] = "41"
+    kh.job_event(type="MODIFIED", body=body, name="demo", namespace="ns1")
+    body["metadata"]["resourceVersion"] = "42"  # the status the reconcile wrote
+    kh.job_event(type="MODIFIED", body=body, name="demo", namespace="ns1")
+    assert calls.keys == [("ns1", "demo")]
+    body["metadata"]["resourceVersion"] = "43"  # someone else's change
+    kh.job_event(type="MODIFIED", body=body, name="demo", namespace="ns1")
+    assert calls.keys == [("ns1", "demo")] * 2
+
+
+def test_events_during_a_reconcile_coalesce_into_one_more_reconcile(
+    handlers: Timers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three events while a reconcile runs: no thread blocks, one more reconcile follows."""
+    entered, release = threading.Event(), threading.Event()
+    keys: list[Key] = []
+
+    def slow(kube: object, namespace: str, name: str, defaults: object) -> Reconciled:
+        keys.append((namespace, name))
+        if len(keys) == 1:
+            entered.set()
+            assert release.wait(10)
+        return Reconciled(c.RUNNING)
+
+    monkeypatch.setattr(kh.rec, "reconcile", slow)
+    body = make_job(status={"phase": c.RUNNING, "observedGeneration": 1})
+    first = threading.Thread(
+        target=kh.job_event,
+        kwargs={"type": "MODIFIED", "body": body, "name": "demo", "namespace": "ns1"},
+    )
+    first.start()
+    assert entered.wait(10)
+    for _ in range(3):  # each returns at once
+        kh.pod_event(type="MODIFIED", body=_owned(pod(1)), namespace="ns1")
+    assert keys == [("ns1", "demo")]
+    release.set()
+    first.join(10)
+    assert not first.is_alive()
+    assert keys == [("ns1", "demo")] * 2
+    assert kh.State.running == set() and kh.State.dirty == set()
