@@ -16,6 +16,8 @@ Measured:
   create, patch; kopf's long-lived watch streams are not in it) and its reconciles per minute,
   and every request the API server served per minute (`apiserver_request_total`: the process
   node's and the controller-manager's included, for context).
+- during the burst (apply to every job Running): the operator's CPU seconds, its reconciles and
+  API requests per job, and the mean reconcile duration.
 - `status` bytes per job (the JSON of `.status`), mean and max.
 
     python bench/operator_bench.py --jobs 100 [--window 60] [--operator-src DIR] [--out FILE]
@@ -227,6 +229,7 @@ def measure(jobs: int, window: float, src: Path | None, workdir: Path) -> Obj:
             pods.start()
             assert pods.ready.wait(30), "the pod watch did not start"
             rss_idle = rss_mb(operator.proc.pid)
+            burst_text0, burst_cpu0 = operator.metrics(), cpu_seconds(operator.proc.pid)
             sent: dict[str, float] = {}
 
             def create(i: int) -> None:
@@ -259,6 +262,22 @@ def measure(jobs: int, window: float, src: Path | None, workdir: Path) -> Obj:
 
             wait_for(jobs_running, 300 + jobs, f"{jobs} jobs Running", interval=2)
             all_running_s = time.monotonic() - burst_start
+            burst_text1 = operator.metrics()
+
+            def burst(name: str) -> float:
+                return prometheus_sum(burst_text1, name) - prometheus_sum(burst_text0, name)
+
+            reconciles = burst("datajuicer_operator_reconciles_total")
+            burst_figures = {
+                "operator_cpu_s": round(cpu_seconds(operator.proc.pid) - burst_cpu0, 1),
+                "reconciles_per_job": round(reconciles / jobs, 1),
+                "api_requests_per_job": round(
+                    burst("datajuicer_operator_api_requests_total") / jobs, 1
+                ),
+                "reconcile_mean_s": round(
+                    burst("datajuicer_operator_reconcile_duration_seconds_sum") / reconciles, 3
+                ),
+            }
             # Steady state: nothing changes any more; measure what the operator still does.
             pid = operator.proc.pid
             text0, srv0 = operator.metrics(), apiserver_requests(api)
@@ -290,6 +309,7 @@ def measure(jobs: int, window: float, src: Path | None, workdir: Path) -> Obj:
                 },
                 "all_pods_created_s": round(all_created_s, 2),
                 "all_jobs_running_s": round(all_running_s, 2),
+                "burst": burst_figures,
                 "steady": {
                     "window_s": round(elapsed, 1),
                     "operator_rss_mb_idle_before": round(rss_idle, 1),

@@ -42,7 +42,9 @@ RETRY_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 #: kopf lists the watched resources in pages of this many objects at start-up.
 LIST_CHUNK = 500
 #: Threads running reconciles (kopf's executor): the work is mostly waiting on the API server.
-RECONCILE_WORKERS = 12
+RECONCILE_WORKERS = 32
+#: Threads running the reconciles timers fire.
+TIMER_WORKERS = 4
 
 
 class State:
@@ -105,8 +107,13 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         config.load_incluster_config()
     except config.ConfigException:
         config.load_kube_config()
-    State.kube = Kube(instrument_api_client(client.ApiClient(), default_metrics()))
-    State.timers = Timers(lambda key: _reconcile(*key)).start()
+    configuration = client.Configuration.get_default_copy()
+    # One kept-alive connection per thread that calls the API (else each extra call opens and
+    # discards a TLS connection).
+    configuration.connection_pool_maxsize = RECONCILE_WORKERS + TIMER_WORKERS
+    api = client.ApiClient(configuration)
+    State.kube = Kube(instrument_api_client(api, default_metrics()))
+    State.timers = Timers(lambda key: _reconcile(*key), workers=TIMER_WORKERS).start()
 
 
 @kopf.on.cleanup()
