@@ -4,8 +4,8 @@ Reconciles are driven by kopf's watches of the jobs and of their children (runne
 RayClusters), never by a pass over every job: a job costs API calls when it or a child changes.
 A job that is finished or Suspended with its current generation reconciled (`wakeup.settled`)
 costs nothing: its own events and the replays of kopf's initial listing are skipped, its TTL is
-a timer. The echo of the operator's own status write (the resourceVersion it returned) wakes
-no job. Events of one job coalesce: while its reconcile runs, further events mark it to run
+a timer. The echo of the operator's own status write (the resourceVersion it returned, with the
+spec's generation and the runner's progress as that reconcile read them) wakes no job. Events of one job coalesce: while its reconcile runs, further events mark it to run
 once more afterwards, as a work queue does. Time-based rules (deadlines, TTLs) and retries of a
 failed reconcile are per-job timers (`timers.py`), set from what each reconcile says is due.
 
@@ -58,7 +58,8 @@ class State:
     failures: dict[Key, int] = {}  # consecutive failed reconciles per job
     running: set[Key] = set()  # jobs being reconciled now
     dirty: set[Key] = set()  # jobs to reconcile again once the running reconcile ends
-    written: dict[Key, str] = {}  # the resourceVersion of each job's last status write
+    # Per job: the resourceVersion of its last status write, and the inputs that write saw.
+    written: dict[Key, tuple[str, str]] = {}
     guard = threading.Lock()
 
 
@@ -176,7 +177,7 @@ def _reconcile_once(key: Key) -> None:
     with State.guard:
         State.failures.pop(key, None)
         if result.written is not None:
-            State.written[key] = result.written
+            State.written[key] = (result.written, result.seen)
     if result.phase is None:
         _forget(key)
     elif result.due is not None:
@@ -207,8 +208,8 @@ def job_event(type: str | None, body: Any, name: str, namespace: str, **_: Any) 
     metrics.index.upsert(job)
     with State.guard:
         version = (job.get("metadata") or {}).get("resourceVersion")
-        echo = version is not None and State.written.get(key) == version
-    if echo:  # our own status write coming back: the reconcile that wrote it saw all this
+        echo = version is not None and State.written.get(key) == (version, rec.inputs(job))
+    if echo:  # our own status write coming back, and nobody else's change folded into it
         return
     if wakeup.settled(job):
         with State.guard:

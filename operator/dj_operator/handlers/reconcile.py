@@ -8,6 +8,7 @@ the job next needs a reconcile without an event (`Reconciled.due`, from
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -59,6 +60,18 @@ class Reconciled:
     due: datetime | None = None
     retry: bool = False
     written: str | None = None  # the job's resourceVersion after this reconcile's status patch
+    seen: str = ""  # `inputs(job)` of the job this reconcile read
+
+
+def inputs(job: Obj) -> str:
+    """What of the job itself a reconcile reads that others write (the spec's generation, the
+    runner's progress, a deletion), as a string to compare: an event whose job has the same
+    inputs and the resourceVersion of the reconcile's own status write brings nothing new."""
+    meta = job.get("metadata") or {}
+    progress = (job.get("status") or {}).get("progress")
+    return json.dumps(
+        [meta.get("generation"), meta.get("deletionTimestamp"), progress], sort_keys=True
+    )
 
 
 def _lock(namespace: str, name: str) -> threading.Lock:
@@ -269,4 +282,5 @@ def reconcile(
                 (job.get("status") or {}).get("phase"),
                 outcome.phase,
             )
-        return Reconciled(outcome.phase, wakeup.next_check(obs, outcome.status), written=written)
+        due = wakeup.next_check(obs, outcome.status)
+        return Reconciled(outcome.phase, due, written=written, seen=inputs(job))

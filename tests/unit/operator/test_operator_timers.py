@@ -183,15 +183,30 @@ def _owned(pod_obj: dict) -> dict:
 def test_the_echo_of_the_operators_own_status_write_wakes_nothing(
     handlers: Timers, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    calls = Calls(Reconciled(c.RUNNING, written="42"))
-    monkeypatch.setattr(kh.rec, "reconcile", calls)
     body = make_job(status={"phase": c.STARTING, "observedGeneration": 1})
+    calls = Calls(Reconciled(c.RUNNING, written="42", seen=kh.rec.inputs(body)))
+    monkeypatch.setattr(kh.rec, "reconcile", calls)
     body["metadata"]["resourceVersion"] = "41"
     kh.job_event(type="MODIFIED", body=body, name="demo", namespace="ns1")
     body["metadata"]["resourceVersion"] = "42"  # the status the reconcile wrote
     kh.job_event(type="MODIFIED", body=body, name="demo", namespace="ns1")
     assert calls.keys == [("ns1", "demo")]
     body["metadata"]["resourceVersion"] = "43"  # someone else's change
+    kh.job_event(type="MODIFIED", body=body, name="demo", namespace="ns1")
+    assert calls.keys == [("ns1", "demo")] * 2
+
+
+def test_an_echo_that_folds_in_the_runners_progress_is_reconciled(
+    handlers: Timers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Events can arrive batched: the runner's progress patch just before the operator's own
+    write comes back under the write's resourceVersion, and must not be lost."""
+    body = make_job(status={"phase": c.RUNNING, "observedGeneration": 1})
+    calls = Calls(Reconciled(c.RUNNING, written="42", seen=kh.rec.inputs(body)))
+    monkeypatch.setattr(kh.rec, "reconcile", calls)
+    kh.job_event(type="MODIFIED", body=body, name="demo", namespace="ns1")
+    body["metadata"]["resourceVersion"] = "42"
+    body["status"]["progress"] = {"lastCheckpointTime": "2026-11-30T05:29:00Z"}
     kh.job_event(type="MODIFIED", body=body, name="demo", namespace="ns1")
     assert calls.keys == [("ns1", "demo")] * 2
 
