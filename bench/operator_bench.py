@@ -51,37 +51,14 @@ from dj_runner import contract  # noqa: E402
 from tests.harness.cluster import Cluster  # noqa: E402
 from tests.harness.ports import free_port  # noqa: E402
 from tests.harness.waiting import wait_for  # noqa: E402
-from tests.k8s.operator_support import OPERATOR_BIN, install_crd  # noqa: E402
+from tests.k8s.operator_support import (  # noqa: E402
+    OPERATOR_BIN,
+    install_crd,
+    minimal_job,
+    prometheus_sum,
+)
 
 Obj = dict[str, Any]
-RUNNER_COMMAND = ["sh", "-c", "exec sleep 86400", "runner"]
-RECIPE = {
-    "project_name": "bench",
-    "dataset_path": "input/data.jsonl",
-    "export_path": "output/result.jsonl",
-    "text_keys": "text",
-    "process": [{"whitespace_normalization_mapper": {}}],
-}
-
-
-def bench_job(name: str) -> Obj:
-    return {
-        "apiVersion": contract.API_VERSION,
-        "kind": contract.KIND,
-        "metadata": {"name": name},
-        "spec": {
-            "recipe": RECIPE,
-            "storage": {
-                "volumeClaimTemplate": {
-                    "spec": {
-                        "accessModes": ["ReadWriteOnce"],
-                        "resources": {"requests": {"storage": "10Mi"}},
-                    }
-                }
-            },
-            "runner": {"command": RUNNER_COMMAND},
-        },
-    }
 
 
 def pct(values: list[float], q: float) -> float:
@@ -99,15 +76,6 @@ def rss_mb(pid: int) -> float:
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def prometheus_sum(text: str, name: str) -> float:
-    """The sum of every sample of the counter `name` in a Prometheus text exposition."""
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name + "{") or line.startswith(name + " "):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 class Operator:
@@ -236,7 +204,7 @@ def measure(jobs: int, window: float, src: Path | None, workdir: Path) -> Obj:
                 name = f"b-{i:04d}"
                 sent[name] = time.monotonic()
                 custom.create_namespaced_custom_object(
-                    contract.GROUP, contract.VERSION, namespace, contract.PLURAL, bench_job(name)
+                    contract.GROUP, contract.VERSION, namespace, contract.PLURAL, minimal_job(name)
                 )
 
             burst_start = time.monotonic()
