@@ -8,7 +8,9 @@ clock alone is listed here, so that a job is woken exactly when a rule can decid
 - `ray.readyTimeoutSeconds` after the RayCluster's creation, while it is not ready;
 - `ttlSecondsAfterFinished` after `completionTime`, once the job finished;
 - the runner pod's grace period after its pod vanished unseen (`attempts.vanished_hold`), before
-  the next attempt may start.
+  the next attempt may start;
+- every `RECIPE_SOURCE_POLL` while the `recipeFrom` ConfigMap (or its key) is missing: the
+  operator does not watch ConfigMaps, so it looks again (one GET) until the recipe is there.
 
 A suspended job and a finished job without a TTL have nothing pending: they cost nothing until
 an event arrives. No I/O.
@@ -31,6 +33,8 @@ Obj = dict[str, Any]
 
 #: Woken this long after a deadline, so that the rule (`now - start > deadline`) has passed.
 MARGIN = timedelta(seconds=1)
+#: How often a job waiting for its recipe's ConfigMap looks for it again.
+RECIPE_SOURCE_POLL = timedelta(seconds=5)
 
 
 def settled(job: Mapping[str, Any]) -> bool:
@@ -65,6 +69,8 @@ def next_check(obs: Observed, status: Obj) -> datetime | None:
     if spec is None or spec.suspend:
         return None
     due: list[datetime | None] = []
+    if obs.recipe_source_missing:
+        due.append(obs.now + RECIPE_SOURCE_POLL)
     started = times.parse(status.get("startTime"))
     if spec.active_deadline_seconds and started is not None:
         due.append(_add(started, spec.active_deadline_seconds))

@@ -101,3 +101,20 @@ def test_a_vanished_pod_wakes_the_job_when_its_grace_period_has_passed() -> None
     obs = observe(status=first.status)  # the pod is gone, unseen ending: PodDeleted
     grace = 30 + 10
     assert due(obs) == NOW + timedelta(seconds=grace) + wakeup.MARGIN
+
+
+def test_a_job_waiting_for_its_recipe_config_map_looks_again_soon() -> None:
+    """ConfigMaps are not watched: without a timer the job would wait for ever."""
+    job = make_job()
+    job["spec"]["recipeFrom"] = {"configMapKeyRef": {"name": "my-recipe"}}
+    del job["spec"]["recipe"]
+    obs = Observed(
+        job=job,
+        spec=parse_spec(job["spec"]),
+        spec_error=None,
+        pods=[],
+        now=NOW,
+        recipe_source_missing="waiting for ConfigMap my-recipe with key recipe.yaml",
+    )
+    assert derive(obs).phase == c.PENDING
+    assert due(obs) == NOW + wakeup.RECIPE_SOURCE_POLL
