@@ -3,7 +3,7 @@ PY ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install install-dj system-deps demo test test-main test-dj lint k8s-tools image scan diagrams dev-cluster dev-cluster-down bench clean
+.PHONY: install install-dj system-deps demo test test-main test-dj lint k8s-tools image scan diagrams dev-cluster dev-cluster-down bench bench-operator clean
 
 $(BIN)/dj-runner: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -73,6 +73,12 @@ dev-cluster-down:
 
 bench: install
 	$(BIN)/python bench/run_bench.py
+
+# The operator at scale on the test control plane: JOBS jobs with live runner pods applied in a
+# burst (docs/benchmarks.md, "The operator"). Not part of `make bench` or `make test`.
+JOBS ?= 100
+bench-operator: install k8s-tools
+	$(BIN)/python bench/operator_bench.py --jobs $(JOBS)
 
 clean:
 	rm -rf out .pytest_cache .ruff_cache

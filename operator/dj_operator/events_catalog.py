@@ -88,6 +88,10 @@ class EventReason(Enum):
     )
     PartitionRetrying = ("Warning", "the runner retries partitions (at 1, 2, 4, ... retries)")
     CheckpointStale = ("Warning", "no checkpoint for half of progressDeadlineSeconds")
+    SpecChangePinned = (
+        "Warning",
+        "ray.mode or the storage changed after the job started; the job keeps the pinned values",
+    )
 
 
 #: The catalog by reason name (what users and alerting see).

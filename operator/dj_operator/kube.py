@@ -102,21 +102,6 @@ class Kube:
                 return None
             raise
 
-    def list_jobs(self, namespace: str | None) -> list[Obj]:
-        if namespace:
-            out = self.custom.list_namespaced_custom_object(
-                contract.GROUP,
-                contract.VERSION,
-                namespace,
-                contract.PLURAL,
-                _request_timeout=REQUEST_TIMEOUT,
-            )
-        else:
-            out = self.custom.list_cluster_custom_object(
-                contract.GROUP, contract.VERSION, contract.PLURAL, _request_timeout=REQUEST_TIMEOUT
-            )
-        return list(out.get("items") or [])
-
     def runner_pods(self, job: Obj) -> list[Obj]:
         meta = job["metadata"]
         selector = f"{contract.LABEL_JOB}={names.fit(meta['name'])},{contract.LABEL_COMPONENT}={contract.COMPONENT_RUNNER}"
@@ -336,9 +321,10 @@ class Kube:
 
     # -- status and events --------------------------------------------------------------------
 
-    def patch_status(self, namespace: str, name: str, status: Obj) -> None:
-        """Merge-patch the operator-owned status fields (never `progress`)."""
-        self.custom.patch_namespaced_custom_object_status(
+    def patch_status(self, namespace: str, name: str, status: Obj) -> str | None:
+        """Merge-patch the operator-owned status fields (never `progress`); return the job's
+        resourceVersion after the patch."""
+        patched = self.custom.patch_namespaced_custom_object_status(
             contract.GROUP,
             contract.VERSION,
             namespace,
@@ -349,6 +335,7 @@ class Kube:
             _content_type="application/merge-patch+json",
             _request_timeout=REQUEST_TIMEOUT,
         )
+        return (patched.get("metadata") or {}).get("resourceVersion") if patched else None
 
     def emit_event(self, job: Obj, reason: EventReason, message: str) -> None:
         """Post a catalog Event on ``job`` through the deduplicating, rate-limited recorder.

@@ -40,12 +40,6 @@ def build_parser() -> argparse.ArgumentParser:
     scope.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace")
     run.add_argument("--liveness-port", type=int, help="serve /healthz on this port")
     run.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
-    run.add_argument(
-        "--resync-seconds",
-        type=float,
-        default=5.0,
-        help="reconcile every unfinished job this often (deadlines, missed events); default 5",
-    )
     run.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     return parser
 
@@ -64,18 +58,12 @@ def _run(args: argparse.Namespace) -> int:
     if not namespaces and not args.all_namespaces:
         print("dj-operator: give --namespace NS (repeatable) or --all-namespaces", file=sys.stderr)
         return 2
-    if args.resync_seconds <= 0:
-        print(
-            f"dj-operator: --resync-seconds must be > 0, got {args.resync_seconds}", file=sys.stderr
-        )
-        return 2
     try:
         State.defaults = defaults_from_env(os.environ)
     except ValueError as exc:
         print(f"dj-operator: {exc}", file=sys.stderr)
         return 2
     State.namespaces = namespaces
-    State.resync_seconds = args.resync_seconds
     if args.metrics_port:
         from dj_operator.metrics import serve_metrics
 

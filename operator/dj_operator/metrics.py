@@ -6,7 +6,8 @@ Spark operator's users hit after deletes and restarts). The job index
 operator watches and reads it into a ``JobView``; ``JobCollector`` renders the families from
 the index at each scrape. After an operator restart kopf lists every job again, so the figures
 are right again at the first scrape, and a finished job keeps its final figures until it is
-deleted.
+deleted or for an hour after it finished, whichever comes first (``JobIndex.finished_ttl``: the
+per-job series stay bounded by the jobs live or recently done).
 
 Histograms and counters are of events this process witnessed: the index sees a job move into
 Running or into a terminal phase (from another phase it saw before), and observes time to

@@ -3,7 +3,10 @@
 Path mapping: a container sees its volumes at `volumeMounts[].mountPath`; on the process node the
 volume is a local directory. Every string of the command, the args and the env values has each
 mount path (a whole path component prefix, longest first) replaced with its local directory, and
-`KPN_MOUNTS` carries the whole map as JSON.
+`KPN_MOUNTS` carries the whole map as JSON. Pods share the host's filesystem, so a path the node
+knows as a host directory (`host_paths`: the project checkout, the Python environment, the
+node's own directory, pytest's temporary directories) is left as it is even under a mount path:
+a runner pod mounts an emptyDir at `/tmp`, and a checkout under `/tmp` is still the checkout.
 
 Service names: every pod shares the host's network, so every Service is the node itself. A
 cluster DNS name of a Service (`<svc>.<ns>.svc` or `<svc>.<ns>.svc.cluster.local`) in the
@@ -16,7 +19,7 @@ from __future__ import annotations
 import base64
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,11 +55,13 @@ def expand(value: str, env: Mapping[str, str]) -> str:
 
 
 class PathMapper:
-    """Maps container paths under mount points to local directories."""
+    """Maps container paths under mount points to local directories; paths under
+    `host_paths` are the host's own and are never mapped."""
 
-    def __init__(self, mounts: Mapping[str, Path]) -> None:
+    def __init__(self, mounts: Mapping[str, Path], host_paths: Sequence[Path] = ()) -> None:
         cleaned = {p.rstrip("/") or "/": Path(local) for p, local in mounts.items()}
         self.mounts = dict(sorted(cleaned.items(), key=lambda kv: -len(kv[0])))
+        self.host_paths = tuple(str(p).rstrip("/") for p in host_paths if str(p).strip("/"))
         rewritable = [p for p in self.mounts if p != "/"]
         self._pattern = (
             re.compile(
@@ -72,10 +77,30 @@ class PathMapper:
         """Replace every mount path that starts a path in `text` with its local directory."""
         if self._pattern is None:
             return text
-        return self._pattern.sub(lambda m: str(self.mounts[m.group(1)]), text)
+
+        def sub(m: re.Match[str]) -> str:
+            if self._host_path_at(text, m.start(), m.group(1)):
+                return m.group(0)
+            return str(self.mounts[m.group(1)])
+
+        return self._pattern.sub(sub, text)
+
+    def _host_path_at(self, text: str, start: int, mount: str) -> bool:
+        """Whether `text` names, at `start`, a host path deeper than `mount` (a whole path)."""
+        for host in self.host_paths:
+            end = start + len(host)
+            if (
+                len(host) > len(mount)
+                and text.startswith(host, start)
+                and (end == len(text) or not re.match(_PATH_CHAR, text[end]) or text[end] == "/")
+            ):
+                return True
+        return False
 
     def local(self, container_path: str) -> Path | None:
         """The local path of a container path under a mount, or None."""
+        if self._host_path_at(container_path, 0, ""):
+            return Path(container_path)
         for mount, local in self.mounts.items():
             if container_path == mount or container_path.startswith(mount.rstrip("/") + "/"):
                 rest = container_path[len(mount) :].lstrip("/")

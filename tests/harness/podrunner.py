@@ -69,6 +69,8 @@ class NodeContext:
     # Starts one container from its launch; raises StartError (or OSError) if it cannot run.
     start_container: Callable[[ContainerLaunch], RunningContainer] = ContainerProcess
     containers: ContainerRuntime | None = None  # container mode: podman runs each container
+    # Host directories a pod's strings name as themselves, never mapped into a mount (podenv).
+    host_paths: tuple[Path, ...] = ()
 
 
 class PodRunner(threading.Thread):
@@ -292,7 +294,7 @@ class PodRunner(threading.Thread):
         Raises ConfigError or ApiError while a referenced ConfigMap or Secret is missing.
         """
         spec = run.spec
-        mapper = PathMapper(container_mounts(spec, self.volumes))
+        mapper = PathMapper(container_mounts(spec, self.volumes), self.ctx.host_paths)
         base = dict(self.ctx.base_env)
         base.update(
             {

@@ -13,6 +13,7 @@ environment marker, and `stop()` kills anything still carrying it.
 from __future__ import annotations
 
 import contextlib
+import getpass
 import logging
 import os
 import shutil
@@ -41,6 +42,7 @@ INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "
 # Pods' TMPDIRs live under a short directory: Ray puts Unix sockets under
 # `$TMPDIR/ray/session_<date>_<pid>/sockets/`, and a socket path must fit in 107 bytes.
 SHORT_TMP_LIMIT = 40
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def short_tmp_root() -> Path:
@@ -49,6 +51,15 @@ def short_tmp_root() -> Path:
     if len(base) > SHORT_TMP_LIMIT:
         base = "/tmp"
     return Path(tempfile.mkdtemp(prefix="kpn-", dir=base))
+
+
+def shared_host_paths(*node_dirs: Path) -> tuple[Path, ...]:
+    """The host directories pods name as themselves (see `podenv`): the project checkout, the
+    Python environment, the node's own directories and pytest's temporary directories, wherever
+    they are (a checkout under /tmp included)."""
+    pytest_tmp = Path(tempfile.gettempdir()) / f"pytest-of-{getpass.getuser()}"
+    paths = [PROJECT_ROOT, Path(sys.prefix), *node_dirs, pytest_tmp]
+    return tuple(dict.fromkeys([*paths, *(p.resolve() for p in paths)]))
 
 
 def project_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -104,6 +115,7 @@ class ProcessNode:
             node_id=self.node_id,
             tmp_root=self.tmp_root,
             containers=containers,
+            host_paths=shared_host_paths(root, self.tmp_root),
         )
         self._claims = ClaimProvisioner(rest, root / "pvc", name, self.log)
         self.runners: dict[str, PodRunner] = {}  # by pod uid, while the pod exists

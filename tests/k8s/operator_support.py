@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from dj_runner import contract
 from tests.harness.cluster import Cluster
 from tests.harness.ports import free_port
 from tests.harness.waiting import wait_for
@@ -46,13 +47,19 @@ class OperatorProcess:
     """`dj-operator run --namespace NS` with the cluster's admin kubeconfig."""
 
     def __init__(
-        self, cluster: Cluster, namespace: str, log: Path, env: Mapping[str, str] | None = None
+        self,
+        cluster: Cluster,
+        namespace: str,
+        log: Path,
+        env: Mapping[str, str] | None = None,
+        metrics: bool = False,
     ) -> None:
         self.cluster = cluster
         self.namespace = namespace
         self.log = log
         self.env = dict(env or {})
         self.port = 0
+        self.metrics_port = free_port() if metrics else 0
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, wait: bool = True, tries: int = 3) -> OperatorProcess:
@@ -83,8 +90,7 @@ class OperatorProcess:
                 self.namespace,
                 "--liveness-port",
                 str(self.port),
-                "--resync-seconds",
-                "2",
+                *(["--metrics-port", str(self.metrics_port)] if self.metrics_port else []),
             ],
             env=env,
             stdout=handle,
@@ -107,6 +113,15 @@ class OperatorProcess:
                 return r.status == 200
         except OSError:
             return False
+
+    def metrics(self) -> str:
+        """The operator's Prometheus exposition (started with `metrics=True`)."""
+        import urllib.request
+
+        assert self.metrics_port, "started without metrics"
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.read().decode()
 
     def tail(self, lines: int = 60) -> str:
         try:
@@ -159,6 +174,47 @@ def short_tmp(job: Obj) -> Obj:
 def example_job() -> Obj:
     """examples/job.yaml, with a TMPDIR short enough for Ray's sockets on the process node."""
     return short_tmp(yaml.safe_load(EXAMPLE.read_text()))
+
+
+#: A runner command that starts and stays Running without Ray or Data-Juicer: the operator's
+#: appended `run <recipe> --work-dir ...` become the shell's unused arguments.
+SLEEPING_RUNNER = ["sh", "-c", "exec sleep 86400", "runner"]
+
+
+def minimal_job(name: str, command: list[str] = SLEEPING_RUNNER) -> Obj:
+    """A one-op job on its own small templated claim whose runner runs `command`."""
+    return {
+        "apiVersion": contract.API_VERSION,
+        "kind": contract.KIND,
+        "metadata": {"name": name},
+        "spec": {
+            "recipe": {
+                "project_name": name,
+                "dataset_path": "input/data.jsonl",
+                "export_path": "output/result.jsonl",
+                "text_keys": "text",
+                "process": [{"whitespace_normalization_mapper": {}}],
+            },
+            "storage": {
+                "volumeClaimTemplate": {
+                    "spec": {
+                        "accessModes": ["ReadWriteOnce"],
+                        "resources": {"requests": {"storage": "10Mi"}},
+                    }
+                }
+            },
+            "runner": {"command": list(command)},
+        },
+    }
+
+
+def prometheus_sum(text: str, name: str) -> float:
+    """The sum of every sample of `name` in a Prometheus text exposition."""
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
 
 
 def apply(

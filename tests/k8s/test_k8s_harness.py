@@ -21,9 +21,10 @@ from tests.harness import binaries, proctree
 from tests.harness.cluster import Cluster
 from tests.harness.containerprocess import ContainerLaunch, ContainerProcess, StartError
 from tests.harness.controlplane import ControlPlane
-from tests.harness.podenv import rewrite_service_hosts
+from tests.harness.podenv import PathMapper, rewrite_service_hosts
 from tests.harness.podrunner import POD_MARKER
 from tests.harness.ports import RAY_WORKER_PORTS, free_port, free_ray_ports
+from tests.harness.procnode import shared_host_paths
 from tests.harness.waiting import wait_for
 from tests.k8s.podutil import python_pod, wait_gone, wait_phase
 
@@ -316,3 +317,30 @@ def test_devcluster_down_never_signals_a_process_it_did_not_start(tmp_path: Path
     finally:
         bystander.kill()
         bystander.wait()
+
+
+# -- path mapping --------------------------------------------------------------------------
+
+
+def test_mount_paths_are_mapped_but_host_directories_under_them_are_not(tmp_path: Path) -> None:
+    """A runner pod mounts an emptyDir at /tmp; a checkout (or pytest's temp dir) under /tmp is
+    still the host's own directory: a clone anywhere passes the Kubernetes tests."""
+    checkout = Path("/tmp/clone-abc/datajuicer-operator")
+    mapper = PathMapper({"/tmp": tmp_path / "tmp", "/data": tmp_path / "data"}, [checkout])
+    support = f"{checkout}/tests/runner/support"
+    assert (
+        mapper.rewrite(f"PYTHONPATH={support}:/tmp/x") == f"PYTHONPATH={support}:{tmp_path}/tmp/x"
+    )
+    assert mapper.rewrite(str(checkout)) == str(checkout)
+    assert mapper.rewrite("/tmp/clone-abcd/y") == f"{tmp_path}/tmp/clone-abcd/y"  # not the same
+    assert mapper.rewrite("/tmp") == str(tmp_path / "tmp")
+    assert mapper.rewrite("/data/in.jsonl") == f"{tmp_path}/data/in.jsonl"
+    assert mapper.local(f"{checkout}/x") == checkout / "x"
+    assert mapper.local("/tmp/y") == tmp_path / "tmp" / "y"
+
+
+def test_the_node_shares_the_checkout_and_pytests_temp_dirs(tmp_path: Path) -> None:
+    shared = shared_host_paths(tmp_path)
+    assert Path(__file__).resolve().parents[2] in shared
+    assert tmp_path in shared
+    assert any(p.name.startswith("pytest-of-") for p in shared)

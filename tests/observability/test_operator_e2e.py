@@ -68,8 +68,6 @@ def operator_with_metrics(
             namespace,
             "--metrics-port",
             str(port),
-            "--resync-seconds",
-            "2",
         ],
         tmp_path / "operator.log",
         env={

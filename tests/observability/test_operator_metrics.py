@@ -314,3 +314,15 @@ def test_api_requests_of_a_real_kubernetes_client_are_counted_by_code():
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def test_a_finished_jobs_series_go_after_the_ttl_even_while_the_job_stays(served):
+    """Cardinality: per-job series of finished jobs are bounded in time, not kept forever."""
+    metrics, server, clock = served
+    ttl = metrics.index.finished_ttl
+    metrics.index.upsert(djjob("done", started=T0, completed=T0 + 500, phase="Succeeded"))
+    metrics.index.upsert(djjob("live", started=T0))
+    assert scrape(server.url).label_values("datajuicer_job_phase", "job_name") == {"done", "live"}
+    clock.now = T0 + 500 + ttl + 1
+    assert scrape(server.url).label_values("datajuicer_job_phase", "job_name") == {"live"}
+    assert len(metrics.index) == 1  # its body is dropped too

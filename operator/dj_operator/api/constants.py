@@ -151,3 +151,8 @@ FAILURE_REASONS = (
 FAILURE_COMPONENTS = ("validation", "runner", "ray", "operator")
 
 FIELD_MANAGER = contract.OPERATOR_NAME
+
+# status.attempts is bounded: the first attempt, the last ATTEMPTS_KEPT_LAST and every retryable
+# failure (at most backoffLimit + 1 <= 101) fit in ATTEMPTS_MAX_ITEMS (the CRD's maxItems).
+ATTEMPTS_KEPT_LAST = 16
+ATTEMPTS_MAX_ITEMS = 128

@@ -189,10 +189,16 @@ def status_schema() -> Schema:
             "progress": progress,
             "attempts": {
                 "type": "array",
-                "description": "Every runner attempt, oldest first.",
-                "maxItems": 128,
+                "description": "The runner attempts, oldest first: the first, the last"
+                f" {c.ATTEMPTS_KEPT_LAST} and every retryable failure; the others are counted in"
+                " attemptsOmitted.",
+                "maxItems": c.ATTEMPTS_MAX_ITEMS,
                 "items": attempt,
             },
+            "attemptsOmitted": integer(
+                "Attempts left out of attempts to keep the status bounded (mostly attempts"
+                " stopped by a suspend)."
+            ),
             "restarts": integer("Attempts that ended in a retryable failure and were retried."),
             "failure": failure,
             "children": children,
@@ -214,6 +220,16 @@ def status_schema() -> Schema:
             "suspendedSeconds": integer(
                 "Seconds the job spent suspended after it started (not counted by"
                 " activeDeadlineSeconds)."
+            ),
+            "pinned": obj(
+                "What the job keeps from its first attempt until it ends, whatever the spec says"
+                " since (a change is reported by a SpecChangePinned Event).",
+                {
+                    "rayMode": string("spec.ray.mode."),
+                    "claimName": string("The claim mounted as storage."),
+                    "mountPath": string("spec.storage.mountPath."),
+                    "workDir": string("spec.storage.workDir, as written (empty: the default)."),
+                },
             ),
             "startTime": timestamp("When the first runner attempt was created."),
             "completionTime": timestamp("When the job reached a terminal phase."),

@@ -53,6 +53,11 @@ def claim(job: Obj, spec: JobSpec) -> Obj:
     }
 
 
+def runner_termination_grace(spec: JobSpec) -> int:
+    """The runner pod's terminationGracePeriodSeconds: its checkpoint grace plus 10 s."""
+    return spec.runner.grace_period_seconds + 10
+
+
 def claim_name(job: Obj, spec: JobSpec) -> str:
     return spec.storage.claim_name or names.claim(job["metadata"]["name"])
 
@@ -198,7 +203,7 @@ def runner_pod(job: Obj, spec: JobSpec, attempt: int, work_dir: str) -> Obj:
     pod_spec: Obj = {
         "restartPolicy": "Never",
         "serviceAccountName": names.service_account(meta["name"]),
-        "terminationGracePeriodSeconds": runner.grace_period_seconds + 10,
+        "terminationGracePeriodSeconds": runner_termination_grace(spec),
         "containers": [container],
         "volumes": [
             {

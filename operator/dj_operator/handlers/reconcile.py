@@ -1,17 +1,21 @@
 """One reconcile of one DataJuicerJob: observe, derive, act, then write the status.
 
 Level-triggered and idempotent: it can run at any moment, any number of times, concurrently with
-an operator restart. One job is reconciled by one thread at a time (a lock per job).
+an operator restart. One job is reconciled by one thread at a time (a lock per job). It says when
+the job next needs a reconcile without an event (`Reconciled.due`, from
+`dj_operator.status.wakeup`) and whether it must be retried (`Reconciled.retry`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import signal
 import threading
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
 
 from kubernetes.client.rest import ApiException
@@ -36,7 +40,7 @@ from dj_operator.kube import ChildConflict, CreateRefused, Kube
 from dj_operator.metrics import default_metrics
 from dj_operator.policy import DEFAULT_POLICY, Policy, check_job, check_paths
 from dj_operator.status import attempts as att
-from dj_operator.status import times
+from dj_operator.status import pinning, times, wakeup
 from dj_operator.status.decide import EventDraft, Observed
 from dj_operator.status.derive import Outcome, derive
 from dj_operator.status.startup import Refusal
@@ -50,14 +54,41 @@ _locks: dict[tuple[str, str], threading.Lock] = {}
 _locks_guard = threading.Lock()
 
 
+@dataclass(frozen=True)
+class Reconciled:
+    """A reconcile's result: the phase (None when the job is gone), when a time-based rule is
+    next due (None: nothing pending), and whether to retry (a child name taken by another)."""
+
+    phase: str | None
+    due: datetime | None = None
+    retry: bool = False
+    written: str | None = None  # the job's resourceVersion after this reconcile's status patch
+    seen: str = ""  # `inputs(job)` of the job this reconcile read
+
+
+def inputs(job: Obj) -> str:
+    """What of the job itself a reconcile reads that others write (the spec's generation, the
+    runner's progress, a deletion), as a string to compare: an event whose job has the same
+    inputs and the resourceVersion of the reconcile's own status write brings nothing new."""
+    meta = job.get("metadata") or {}
+    progress = (job.get("status") or {}).get("progress")
+    return json.dumps(
+        [meta.get("generation"), meta.get("deletionTimestamp"), progress], sort_keys=True
+    )
+
+
 def _lock(namespace: str, name: str) -> threading.Lock:
     with _locks_guard:
         return _locks.setdefault((namespace, name), threading.Lock())
 
 
 def forget(namespace: str, name: str) -> None:
+    """Drop a deleted job's lock, unless a reconcile holds it (a new lock beside a held one
+    would let two reconciles of one job run at once)."""
     with _locks_guard:
-        _locks.pop((namespace, name), None)
+        lock = _locks.get((namespace, name))
+        if lock is not None and not lock.locked():
+            del _locks[(namespace, name)]
 
 
 def recipe_field(spec: JobSpec) -> str:
@@ -94,8 +125,10 @@ def read_recipe(kube: Kube | None, job: Obj, spec: JobSpec) -> tuple[Obj | None,
 
 def observe(
     kube: Kube, job: Obj, defaults: OperatorDefaults = BUILTIN_DEFAULTS
-) -> tuple[Observed, Obj | None]:
+) -> tuple[Observed, Obj | None, list[str]]:
+    """What the job and its children are now; the recipe; the spec changes a pin overrides."""
     meta = job["metadata"]
+    pin_changes: list[str] = []
     now = times.now()
     spec: JobSpec | None = None
     recipe: Obj | None = None
@@ -107,6 +140,7 @@ def observe(
         spec = parse_spec(job.get("spec"), defaults)
         validate_spec(job.get("spec"), spec, meta["name"], meta["namespace"])
         check_job(job.get("spec"), policy)
+        spec, pin_changes = pinning.apply(job, spec)
         recipe, missing = read_recipe(kube, job, spec)
         if recipe is not None:
             field = recipe_field(spec)
@@ -155,7 +189,7 @@ def observe(
         ray_pods=ray_pods,
         recipe_hash=recipe_hash(job, recipe) if recipe is not None and error is None else None,
     )
-    return observed, recipe
+    return observed, recipe, pin_changes
 
 
 def recipe_hash(job: Obj, recipe: Obj) -> str:
@@ -239,24 +273,25 @@ def _fault_point(outcome: Outcome) -> None:
 
 def reconcile(
     kube: Kube, namespace: str, name: str, defaults: OperatorDefaults = BUILTIN_DEFAULTS
-) -> str | None:
-    """Reconcile one job; return its phase (None when the job is gone)."""
+) -> Reconciled:
+    """Reconcile one job: a fresh GET of the job and its children, derive, act, write status."""
     with _lock(namespace, name):
         job = kube.get_job(namespace, name)
         if job is None:
-            forget(namespace, name)
-            return None
+            return Reconciled(None)
         if job["metadata"].get("deletionTimestamp"):
-            return (job.get("status") or {}).get("phase")
-        obs, recipe = observe(kube, job, defaults)
+            return Reconciled((job.get("status") or {}).get("phase"))
+        obs, recipe, pin_changes = observe(kube, job, defaults)
         outcome = derive(obs)
         policy = defaults.policy or DEFAULT_POLICY
+        if pin_changes and outcome.phase not in c.TERMINAL_PHASES:
+            kube.emit_event(job, EventReason.SpecChangePinned, pinning.message(pin_changes))
         try:
             extra = act(kube, obs, outcome, recipe, policy)
         except ChildConflict as exc:
             log.warning("%s/%s: %s", namespace, name, exc)
             kube.emit_event(job, EventReason.ChildConflict, str(exc))
-            return (job.get("status") or {}).get("phase")
+            return Reconciled((job.get("status") or {}).get("phase"), retry=True)
         except CreateRefused as exc:
             # Decided again with the refusal: 422 fails the job, 403 blocks it and backs off.
             log.warning("%s/%s: create refused: %s", namespace, name, exc)
@@ -264,14 +299,20 @@ def reconcile(
             obs = replace(obs, refusal=Refusal(exc.code, exc.kind, exc.name, exc.message))
             outcome = derive(obs)
             extra = act(kube, obs, outcome, recipe, policy)
+        if obs.spec is not None and outcome.status.get("startTime"):
+            # Pinned with the first attempt; merge-patched, so it then stays as written.
+            outcome.status["pinned"] = (job.get("status") or {}).get("pinned") or pinning.pins_of(
+                job, obs.spec
+            )
         _fault_point(outcome)
         for event in [*extra, *outcome.events]:
             kube.emit_event(job, event.reason, event.message)
         previous = _owned_status(job.get("status") or {})
         desired = {k: v for k, v in outcome.status.items() if not (v is None and k not in previous)}
+        written = None
         if any(previous.get(k) != v for k, v in desired.items()):
             try:
-                kube.patch_status(namespace, name, desired)
+                written = kube.patch_status(namespace, name, desired)
             except ApiException as exc:
                 if exc.status != 404:
                     raise
@@ -283,4 +324,5 @@ def reconcile(
                 (job.get("status") or {}).get("phase"),
                 outcome.phase,
             )
-        return outcome.phase
+        due = wakeup.next_check(obs, outcome.status)
+        return Reconciled(outcome.phase, due, written=written, seen=inputs(job))

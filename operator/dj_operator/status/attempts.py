@@ -7,8 +7,9 @@ operator killed between creating a pod and writing status neither duplicates nor
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from dj_operator.api import constants as c
@@ -100,6 +101,40 @@ def merge(recorded: list[Obj], pods: list[Obj], now: datetime) -> list[Obj]:
         if index not in seen and "finishTime" not in rec:
             rec.update({"finishTime": times.fmt(now), "reason": "PodDeleted"})
     return [by_index[i] for i in sorted(by_index)]
+
+
+def compact(records: list[Obj], pods: Sequence[Obj] = ()) -> tuple[list[Obj], int]:
+    """The records to keep (oldest first) and how many were dropped: the first, the last
+    ATTEMPTS_KEPT_LAST, every unfinished one, every one whose pod still exists (`merge` would record it
+    again) and every retryable failure (the backoff limit counts those) stay."""
+    if len(records) <= c.ATTEMPTS_KEPT_LAST + 1:
+        return records, 0
+    present = {pod["metadata"]["name"] for pod in pods}
+    keep = {0, *range(len(records) - c.ATTEMPTS_KEPT_LAST, len(records))}
+    for i, rec in enumerate(records):
+        if (
+            "finishTime" not in rec
+            or rec.get("podName") in present
+            or classify(rec).outcome == RETRYABLE
+        ):
+            keep.add(i)
+    kept = [rec for i, rec in enumerate(records) if i in keep]
+    if len(kept) > c.ATTEMPTS_MAX_ITEMS:  # only with many leftover pods: the first and the newest
+        kept = [kept[0], *kept[-(c.ATTEMPTS_MAX_ITEMS - 1) :]]
+    return kept, len(records) - len(kept)
+
+
+def vanished_hold(records: list[Obj], grace_seconds: int) -> datetime | None:
+    """Until when the next attempt waits after the last one's pod vanished unseen (reason
+    PodDeleted): a force-deleted pod's container may still run on its node for up to the pod's
+    grace period, and two runners must never write one work dir at once."""
+    last = records[-1] if records else None
+    # A pod the operator stopped was seen terminating: the API server removed it once the
+    # kubelet confirmed its end (a graceful deletion), so nothing of it runs any more.
+    if last is None or last.get("reason") != "PodDeleted" or last.get("stopReason"):
+        return None
+    ended = times.parse(last.get("finishTime"))
+    return ended + timedelta(seconds=grace_seconds) if ended is not None else None
 
 
 def classify(rec: Obj) -> Classified:

@@ -80,6 +80,8 @@ def derive(obs: Observed) -> Outcome:
             ):
                 rec["stopReason"] = "Suspended"
     draft = decide(obs, records, prev_phase, previous)
+    if spec is not None:
+        _hold_after_vanished_pod(obs, records, draft, children.runner_termination_grace(spec))
 
     # Counted restarts: retryable failures that were retried (a final one that exceeded the
     # limit is not a restart).
@@ -97,12 +99,16 @@ def derive(obs: Observed) -> Outcome:
         if obs.ray_cluster is not None:
             draft.actions.append(Action("delete-ray"))
 
+    kept, dropped = att.compact(records, obs.pods)
     status: Obj = {
         "phase": draft.phase,
         "observedGeneration": meta.get("generation", 0),
-        "attempts": records,
+        "attempts": kept,
         "restarts": restarts,
     }
+    omitted = int(previous.get("attemptsOmitted") or 0) + dropped
+    if omitted:
+        status["attemptsOmitted"] = omitted
     start = previous.get("startTime")
     if start is None and (
         records or any(a.kind in ("create-pod", "create-ray") for a in draft.actions)
@@ -175,6 +181,26 @@ def _suspension(status: Obj, obs: Observed, previous: Obj) -> None:
     paused = int(suspended_time(previous, obs.now).total_seconds())
     if paused:
         status["suspendedSeconds"] = paused
+
+
+#: The Events of a new attempt, held back with it.
+_ATTEMPT_EVENTS = (EventReason.Started, EventReason.Retrying, EventReason.Resuming)
+
+
+def _hold_after_vanished_pod(obs: Observed, records: list[Obj], draft: Draft, grace: int) -> None:
+    """No new attempt before the vanished pod's grace period has passed (see
+    `attempts.vanished_hold`); a timer wakes the job then (`wakeup`)."""
+    hold = att.vanished_hold(records, grace)
+    if hold is None or obs.now >= hold or not any(a.kind == "create-pod" for a in draft.actions):
+        return
+    draft.actions[:] = [a for a in draft.actions if a.kind != "create-pod"]
+    draft.events[:] = [e for e in draft.events if e.reason not in _ATTEMPT_EVENTS]
+    draft.reason = "WaitingForVanishedRunner"
+    draft.message = (
+        f"runner pod {records[-1].get('podName')} was deleted before it was seen ending; its"
+        f" container may still run for its grace period ({grace} s): the next attempt starts at"
+        f" {times.fmt(hold)}"
+    )
 
 
 def ray_cluster_status(cluster: Obj | None) -> Obj | None:
@@ -315,7 +341,7 @@ def _blocked_events(draft: Draft, previous: Obj) -> list[EventDraft]:
 def _phase_events(draft: Draft, records: list[Obj]) -> list[EventDraft]:
     phase = draft.phase
     if phase == c.SUCCEEDED:
-        message = f"the runner succeeded after {len(records)} attempt(s)"
+        message = f"the runner succeeded after {records[-1]['index'] if records else 0} attempt(s)"
         return [EventDraft(EventReason.Succeeded, message)]
     if phase == c.PARTIALLY_SUCCEEDED:
         return [EventDraft(EventReason.PartiallySucceeded, draft.message)]

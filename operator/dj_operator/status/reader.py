@@ -226,16 +226,26 @@ def _with_eta(
 Transition = Callable[[JobView | None, JobView], None]
 
 
+#: A finished job's per-job series (and its body in the index) go this long after it finished,
+#: even while the job object stays: the series stay bounded by the jobs live or recently done.
+FINISHED_SERIES_TTL = 3600.0
+
+
 class JobIndex:
     """The latest body of every DataJuicerJob, keyed by (namespace, name); thread-safe.
 
     ``on_transition(old, new)`` is called on each upsert with the previous view (None when
-    the job is new to this process) and the new one.
+    the job is new to this process) and the new one. A job finished more than
+    ``finished_ttl`` seconds ago is left out of ``views`` and dropped from the index.
     """
 
     def __init__(
-        self, on_transition: Transition | None = None, clock: Callable[[], float] = time.time
+        self,
+        on_transition: Transition | None = None,
+        clock: Callable[[], float] = time.time,
+        finished_ttl: float = FINISHED_SERIES_TTL,
     ) -> None:
+        self.finished_ttl = finished_ttl
         self._bodies: dict[tuple[str, str], dict[str, Any]] = {}
         self._lock = threading.Lock()
         self._on_transition = on_transition
@@ -275,7 +285,17 @@ class JobIndex:
         now = self.clock()
         with self._lock:
             bodies = list(self._bodies.values())
-        return sorted((JobView.of(b, now) for b in bodies), key=lambda v: (v.namespace, v.name))
+        views, expired = [], []
+        for body in bodies:
+            view = JobView.of(body, now)
+            if view.completed_at is not None and now - view.completed_at > self.finished_ttl:
+                expired.append((view.namespace, view.name))
+            else:
+                views.append(view)
+        with self._lock:
+            for key in expired:
+                self._bodies.pop(key, None)
+        return sorted(views, key=lambda v: (v.namespace, v.name))
 
     def __len__(self) -> int:
         with self._lock:

@@ -12,9 +12,10 @@ def test_a_scope_is_required(capsys: pytest.CaptureFixture[str]) -> None:
     assert "--namespace NS" in capsys.readouterr().err
 
 
-def test_resync_must_be_positive(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["run", "-n", "x", "--resync-seconds", "0"]) == 2
-    assert "--resync-seconds must be > 0, got 0.0" in capsys.readouterr().err
+def test_there_is_no_resync_interval_to_set() -> None:
+    """Reconciles are driven by watches and per-job timers; no pass over every job exists."""
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["run", "-n", "x", "--resync-seconds", "5"])
 
 
 def test_namespace_and_all_namespaces_exclude_each_other() -> None:

@@ -132,12 +132,31 @@ def test_retryable_exit_codes_start_the_next_attempt(code: int) -> None:
 
 
 def test_a_pod_deleted_by_someone_else_counts_as_a_restart() -> None:
+    """The next attempt waits for the vanished pod's grace period (a force delete leaves its
+    container running that long), then starts."""
     first = run([pod(1)])
     out = after(first, [])
     assert out.status["attempts"][0]["reason"] == "PodDeleted"
+    assert kinds(out) == [("ensure-children", None)]
+    assert cond(out, c.COND_RUNNING)["reason"] == "WaitingForVanishedRunner"
+    assert out.events == ()
+    grace = 30 + 10  # the runner's default grace period, plus 10 s: the pod's
+    assert f"grace period ({grace} s)" in cond(out, c.COND_RUNNING)["message"]
+    out = after(out, [], now=NOW + timedelta(seconds=grace - 1))
+    assert ("create-pod", 2) not in kinds(out)
+    out = after(out, [], now=NOW + timedelta(seconds=grace))
     assert kinds(out) == [("ensure-children", None), ("create-pod", 2)]
     assert out.status["restarts"] == 1
     assert "its pod was deleted" in out.events[0].message
+
+
+def test_a_pod_the_operator_stopped_is_not_waited_for() -> None:
+    out = run([pod(1)], spec_patch={"suspend": True})
+    out = after(out, [pod(1, deleting=True)], spec_patch={"suspend": True})
+    out = after(out, [], spec_patch={"suspend": True})
+    assert out.status["attempts"][0]["stopReason"] == "Suspended"
+    out = after(out, [])
+    assert ("create-pod", 2) in kinds(out)
 
 
 def test_restarts_are_counted_exactly_across_reconciles() -> None:
@@ -464,3 +483,37 @@ def test_a_finished_job_stays_finished_when_its_spec_would_now_be_refused() -> N
     assert refused.phase == c.SUCCEEDED
     assert refused.actions == ()
     assert "InvalidSpec" not in reasons(refused)
+
+
+def test_130_suspend_cycles_keep_the_attempts_within_the_crds_max_items() -> None:
+    """Each suspend stops an attempt; the records stay bounded (the first, the last 16, every
+    retryable failure) and the rest are counted, so the status patch never exceeds maxItems."""
+    from dj_operator.api.crd import status_schema
+
+    max_items = status_schema()["properties"]["attempts"]["maxItems"]
+    out = run()
+    for attempt in range(1, 131):
+        out = after(out, [pod(attempt)])  # running
+        out = after(out, [pod(attempt)], spec_patch={"suspend": True})  # stopping
+        out = after(out, [], spec_patch={"suspend": True})  # suspended: the pod is gone
+        assert out.phase == c.SUSPENDED
+        out = after(out, [])  # resumed: the next attempt is created
+        assert ("create-pod", attempt + 1) in kinds(out)
+    records = out.status["attempts"]
+    assert len(records) <= max_items
+    assert len(records) == 1 + c.ATTEMPTS_KEPT_LAST
+    assert records[0]["index"] == 1 and records[-1]["index"] == 130
+    assert out.status["attemptsOmitted"] == 130 - len(records)
+    assert out.status["restarts"] == 0
+
+
+def test_compaction_keeps_every_retryable_failure_so_the_backoff_limit_still_counts() -> None:
+    """100 restarts allowed: the failures are never compacted away, or the limit would reset."""
+    out = run(spec_patch={"backoffLimit": 100})
+    for attempt in range(1, 102):
+        out = after(out, [pod(attempt, "Failed", exit_code=137)], spec_patch={"backoffLimit": 100})
+        out = after(out, [], spec_patch={"backoffLimit": 100})
+    assert out.phase == c.FAILED
+    assert out.status["failure"]["reason"] == c.R_BACKOFF_LIMIT
+    assert len(out.status["attempts"]) == 101
+    assert out.status["restarts"] == 100

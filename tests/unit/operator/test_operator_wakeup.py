@@ -1,0 +1,138 @@
+"""When a job needs a reconcile that no event brings: deadlines, the ready timeout, the TTL."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+from operator_fixtures import make_job, pod
+
+from dj_operator.api import constants as c
+from dj_operator.api.types import parse_spec
+from dj_operator.status import wakeup
+from dj_operator.status.decide import Observed
+from dj_operator.status.derive import derive
+
+NOW = datetime(2026, 11, 30, 5, 30, tzinfo=UTC)
+SECOND = timedelta(seconds=1)
+
+
+def observe(spec_patch: dict | None = None, status: dict | None = None, **kw: object) -> Observed:
+    job = make_job(status=status)
+    job["spec"].update(spec_patch or {})
+    return Observed(
+        job=job,
+        spec=parse_spec(job["spec"]),
+        spec_error=None,
+        pods=list(kw.get("pods") or []),  # type: ignore[call-overload]
+        now=kw.get("now", NOW),  # type: ignore[arg-type]
+        work_dir="/data/.datajuicer/ns1/demo",
+        ray_cluster=kw.get("cluster"),  # type: ignore[arg-type]
+    )
+
+
+def due(obs: Observed) -> datetime | None:
+    return wakeup.next_check(obs, derive(obs).status)
+
+
+def test_a_running_job_without_deadlines_has_nothing_pending() -> None:
+    assert due(observe(pods=[pod(1)])) is None
+
+
+def test_the_active_deadline_is_due_after_the_start() -> None:
+    obs = observe({"activeDeadlineSeconds": 3600}, pods=[pod(1)])
+    started = datetime(2026, 11, 30, 5, 1, tzinfo=UTC)  # pod(1)'s creation: the job's start
+    assert due(obs) == started + timedelta(seconds=3600) + wakeup.MARGIN
+
+
+def test_the_progress_deadline_is_due_after_the_last_checkpoint() -> None:
+    """First at half of it (the CheckpointStale Event), then at the deadline itself."""
+    status = {"progress": {"lastCheckpointTime": "2026-11-30T05:25:00Z"}}
+    obs = observe({"progressDeadlineSeconds": 600}, status=status, pods=[pod(1)])
+    assert due(obs) == datetime(2026, 11, 30, 5, 30, tzinfo=UTC) + wakeup.MARGIN
+    later = replace(obs, now=datetime(2026, 11, 30, 5, 31, tzinfo=UTC))
+    assert due(later) == datetime(2026, 11, 30, 5, 35, tzinfo=UTC) + wakeup.MARGIN
+
+
+def test_the_earliest_deadline_wins() -> None:
+    status = {"progress": {"lastCheckpointTime": "2026-11-30T05:25:00Z"}}
+    spec = {"progressDeadlineSeconds": 1200, "activeDeadlineSeconds": 2000}
+    obs = observe(spec, status=status, pods=[pod(1)])
+    assert due(obs) == datetime(2026, 11, 30, 5, 34, 20, tzinfo=UTC) + wakeup.MARGIN
+
+
+def test_a_suspended_job_has_nothing_pending_even_with_deadlines() -> None:
+    obs = observe({"suspend": True, "activeDeadlineSeconds": 600})
+    assert derive(obs).phase == c.SUSPENDED
+    assert due(obs) is None
+
+
+def test_a_cluster_not_ready_is_due_at_its_ready_timeout() -> None:
+    cluster = {
+        "metadata": {"name": "demo-ray", "creationTimestamp": "2026-11-30T05:29:00Z"},
+        "status": {},
+    }
+    obs = observe({"ray": {"mode": "kuberay", "readyTimeoutSeconds": 120}}, cluster=cluster)
+    assert due(obs) == datetime(2026, 11, 30, 5, 31, tzinfo=UTC) + wakeup.MARGIN
+
+
+def test_a_finished_job_is_due_only_at_its_ttl() -> None:
+    finished = {"phase": c.SUCCEEDED, "completionTime": "2026-11-30T05:00:00Z"}
+    assert due(observe(status=finished)) is None
+    obs = observe({"ttlSecondsAfterFinished": 3600}, status=finished)
+    assert due(obs) == datetime(2026, 11, 30, 6, 0, tzinfo=UTC) + wakeup.MARGIN
+
+
+def test_settled_means_finished_or_suspended_at_the_current_generation() -> None:
+    job = make_job(status={"phase": c.SUCCEEDED, "observedGeneration": 1})
+    assert wakeup.settled(job)
+    job["metadata"]["generation"] = 2  # edited since: reconcile it once
+    assert not wakeup.settled(job)
+    assert wakeup.settled(make_job(status={"phase": c.SUSPENDED, "observedGeneration": 1}))
+    assert not wakeup.settled(make_job(status={"phase": c.RUNNING, "observedGeneration": 1}))
+    assert not wakeup.settled(make_job())
+
+
+def test_the_ttl_of_a_settled_job_is_read_from_its_body() -> None:
+    job = make_job(status={"phase": c.FAILED, "completionTime": "2026-11-30T05:00:00Z"})
+    assert wakeup.ttl_due(job) is None
+    job["spec"]["ttlSecondsAfterFinished"] = 0
+    assert wakeup.ttl_due(job) == datetime(2026, 11, 30, 5, 0, tzinfo=UTC) + SECOND
+
+
+def test_a_vanished_pod_wakes_the_job_when_its_grace_period_has_passed() -> None:
+    first = derive(observe(pods=[pod(1)]))
+    obs = observe(status=first.status)  # the pod is gone, unseen ending: PodDeleted
+    grace = 30 + 10
+    assert due(obs) == NOW + timedelta(seconds=grace) + wakeup.MARGIN
+
+
+def test_a_job_waiting_for_its_recipe_config_map_looks_again_soon() -> None:
+    """ConfigMaps are not watched: without a timer the job would wait for ever."""
+    job = make_job()
+    job["spec"]["recipeFrom"] = {"configMapKeyRef": {"name": "my-recipe"}}
+    del job["spec"]["recipe"]
+    obs = Observed(
+        job=job,
+        spec=parse_spec(job["spec"]),
+        spec_error=None,
+        pods=[],
+        now=NOW,
+        recipe_source_missing="waiting for ConfigMap my-recipe with key recipe.yaml",
+    )
+    assert derive(obs).phase == c.PENDING
+    assert due(obs) == NOW + wakeup.RECIPE_SOURCE_POLL
+
+
+def test_a_waiting_runner_pod_is_woken_at_its_startup_deadline() -> None:
+    waiting = pod(1)
+    waiting["status"] = {"phase": "Pending"}
+    obs = observe({"startupDeadlineSeconds": 3600}, pods=[waiting])
+    created = datetime(2026, 11, 30, 5, 1, tzinfo=UTC)  # pod(1)'s creation
+    assert due(obs) == created + timedelta(seconds=3600) + wakeup.MARGIN
+
+
+def test_a_forbidden_create_is_woken_at_its_retry_time() -> None:
+    retry = "2026-11-30T05:40:00Z"
+    obs = observe(status={"createBackoff": {"refusals": 1, "retryTime": retry}})
+    assert due(obs) == datetime(2026, 11, 30, 5, 40, tzinfo=UTC) + wakeup.MARGIN
