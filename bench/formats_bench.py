@@ -34,6 +34,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
 
 import generate  # noqa: E402
+import report  # noqa: E402
 from recovery_bench import machine  # noqa: E402
 from run_bench import DEFAULT_DATA_DIR, DEFAULT_RESULTS  # noqa: E402
 
@@ -94,6 +95,40 @@ def measure_one(data: Path, fmt: str, compression: str, phase: str, reps: int) -
     return {"seconds": statistics.median(times), "peak_growth_mb": mem, "bytes": commit.bytes}
 
 
+def measure(data: Path, reps: int, echo: bool = True) -> dict[str, Any]:
+    """Every format and compression on the JSONL ``data``: the rows of the table, and the load."""
+    from dj_runner.recipe.keys import COMPRESSIONS, DEFAULT_COMPRESSION
+
+    load_start = os.getloadavg()
+    in_mb = data.stat().st_size / MB
+    rows: list[dict[str, Any]] = []
+    for fmt, comps in COMPRESSIONS.items():
+        for comp in comps:
+            w = run_child(data, fmt, comp, "write", reps)
+            r = run_child(data, fmt, comp, "read", reps)
+            row = {
+                "format": fmt,
+                "compression": comp,
+                "default": DEFAULT_COMPRESSION[fmt] == comp,
+                "file_mb": round(w["bytes"] / MB, 2),
+                "ratio": round(in_mb * MB / w["bytes"], 2),
+                "write_mb_s": round(in_mb / w["seconds"], 1),
+                "read_mb_s": round(in_mb / r["seconds"], 1),
+                "write_peak_mb": round(w["peak_growth_mb"], 1),
+                "read_peak_mb": round(r["peak_growth_mb"], 1),
+            }
+            rows.append(row)
+            if echo:
+                print(json.dumps(row), flush=True)
+    return {
+        "loadavg_start": load_start,
+        "loadavg_end": os.getloadavg(),
+        "input_mb": round(in_mb, 2),
+        "reps": reps,
+        "rows": rows,
+    }
+
+
 def run_child(data: Path, fmt: str, comp: str, phase: str, reps: int) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--child", str(data), fmt, comp, phase, str(reps)]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True)
@@ -111,62 +146,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     p.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS)
     a = p.parse_args(argv)
-    from dj_runner.recipe.keys import COMPRESSIONS, DEFAULT_COMPRESSION
-
-    load_start = os.getloadavg()
-    rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="dj-formats-") as tmp:
         data = Path(tmp) / "data.jsonl"
         generate.generate(a.data_dir, a.num_samples, data, seed=0)
-        in_mb = data.stat().st_size / MB
-        for fmt, comps in COMPRESSIONS.items():
-            for comp in comps:
-                w = run_child(data, fmt, comp, "write", a.reps)
-                r = run_child(data, fmt, comp, "read", a.reps)
-                row = {
-                    "format": fmt,
-                    "compression": comp,
-                    "default": DEFAULT_COMPRESSION[fmt] == comp,
-                    "file_mb": round(w["bytes"] / MB, 2),
-                    "ratio": round(in_mb * MB / w["bytes"], 2),
-                    "write_mb_s": round(in_mb / w["seconds"], 1),
-                    "read_mb_s": round(in_mb / r["seconds"], 1),
-                    "write_peak_mb": round(w["peak_growth_mb"], 1),
-                    "read_peak_mb": round(r["peak_growth_mb"], 1),
-                }
-                rows.append(row)
-                print(json.dumps(row), flush=True)
-    summary = {
-        "machine": machine(),
-        "loadavg_start": load_start,
-        "loadavg_end": os.getloadavg(),
-        "samples": a.num_samples,
-        "input_mb": round(in_mb, 2),
-        "reps": a.reps,
-        "rows": rows,
-    }
+        summary = {"machine": machine(), "samples": a.num_samples, **measure(data, a.reps)}
     a.results_dir.mkdir(parents=True, exist_ok=True)
     out = a.results_dir / f"formats-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps(summary, indent=2))
-    print(render_table(summary))
+    print(report.formats_table(summary))
     print(f"written: {out}")
     return 0
-
-
-def render_table(summary: dict[str, Any]) -> str:
-    """The markdown table docs/benchmarks.md quotes."""
-    lines = [
-        "| format | compression | file MB | ratio | write MB/s | read MB/s "
-        "| write peak +MB | read peak +MB |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for r in summary["rows"]:
-        comp = r["compression"] + (" (default)" if r["default"] else "")
-        lines.append(
-            f"| {r['format']} | {comp} | {r['file_mb']} | {r['ratio']} | {r['write_mb_s']} "
-            f"| {r['read_mb_s']} | {r['write_peak_mb']} | {r['read_peak_mb']} |"
-        )
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":
