@@ -76,7 +76,8 @@ bench: install
 
 # The benchmarks docs/benchmarks.md quotes beside make bench's own (each prints its table and
 # writes its JSON to bench/results/): scale in simulation (about 5 minutes), the checkpoint
-# formats (about 2 minutes) and recovery from 100 SIGKILLs (about 10 minutes).
+# formats (about a minute; make bench measures them too) and recovery from 100 SIGKILLs (about
+# 10 minutes).
 bench-scale: install
 	$(BIN)/python bench/scale_sim.py
 

@@ -218,7 +218,7 @@ def simulate_driver(
     raw.update(dataset_path="synthetic.jsonl", export_path=str(work_dir / "out.jsonl"))
     recipe = parse_recipe(raw, base_dir=work_dir, work_dir=str(work_dir / "work"))
     ex = Executor(recipe, work_dir=work_dir / "work")
-    writes = Counter()
+    writes: Counter[str] = Counter()
 
     class CountingStatus(StatusWriter):
         def write(self) -> None:
