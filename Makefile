@@ -75,11 +75,12 @@ bench: install
 	$(BIN)/python bench/run_bench.py
 
 # The benchmarks docs/benchmarks.md quotes beside make bench's own (each prints its table and
-# writes its JSON to bench/results/): scale in simulation (about 5 minutes), the checkpoint
+# writes its JSON to bench/results/): scale in simulation (about 6 minutes), the checkpoint
 # formats (about a minute; make bench measures them too) and recovery from 100 SIGKILLs (about
 # 10 minutes).
 bench-scale: install
 	$(BIN)/python bench/scale_sim.py
+	$(BIN)/python bench/scale_bucket.py
 
 bench-formats: install
 	$(BIN)/python bench/formats_bench.py
