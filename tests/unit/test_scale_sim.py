@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -22,7 +23,9 @@ BENCH = Path(__file__).resolve().parents[2] / "bench"
 
 
 @pytest.fixture(scope="module")
-def scale_sim() -> ModuleType:
+def scale_sim() -> Iterator[ModuleType]:
+    """``bench/scale_sim.py`` as a module; the bench modules it imports are forgotten after."""
+    before = set(sys.modules)
     sys.path.insert(0, str(BENCH))
     try:
         spec = importlib.util.spec_from_file_location("scale_sim", BENCH / "scale_sim.py")
@@ -30,9 +33,12 @@ def scale_sim() -> ModuleType:
         module = importlib.util.module_from_spec(spec)
         sys.modules["scale_sim"] = module  # dataclasses resolve the module by name
         spec.loader.exec_module(module)
-        return module
     finally:
         sys.path.remove(str(BENCH))
+    yield module
+    for name in ("scale_sim", "recovery_bench", "run_bench", "generate"):
+        if name not in before:
+            sys.modules.pop(name, None)
 
 
 def test_line_lengths_are_deterministic_bounded_and_near_the_mean(scale_sim: ModuleType) -> None:
