@@ -3,7 +3,7 @@ PY ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install install-dj system-deps demo test test-main test-dj lint k8s-tools image scan diagrams dev-cluster dev-cluster-down bench bench-operator clean
+.PHONY: install install-dj system-deps demo test test-main test-dj lint k8s-tools image scan diagrams dev-cluster dev-cluster-down bench bench-operator bench-scale bench-formats bench-recovery bench-s3 clean
 
 $(BIN)/dj-runner: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -79,6 +79,25 @@ bench: install
 JOBS ?= 100
 bench-operator: install k8s-tools
 	$(BIN)/python bench/operator_bench.py --jobs $(JOBS)
+
+# The benchmarks docs/benchmarks.md quotes beside make bench's own (each prints its table and
+# writes its JSON to bench/results/): scale in simulation (about 6 minutes), the checkpoint
+# formats (about a minute; make bench measures them too) and recovery from 100 SIGKILLs (about
+# 10 minutes).
+bench-scale: install
+	$(BIN)/python bench/scale_sim.py
+	$(BIN)/python bench/scale_bucket.py
+
+bench-formats: install
+	$(BIN)/python bench/formats_bench.py
+
+bench-recovery: install
+	$(BIN)/python bench/recovery_bench.py
+
+# The work dir in a bucket against on local disk, on the test S3 server (docs/benchmarks.md,
+# "A work dir in object storage"; about 10 minutes).
+bench-s3: install
+	$(BIN)/python bench/s3_workdir_bench.py
 
 clean:
 	rm -rf out .pytest_cache .ruff_cache

@@ -316,6 +316,34 @@ def render(results: dict[str, Any], img_rel: str = "img") -> str:
                 f"log on vs off differs by {_fmt(ratios.get('event_cost_us_e2e'))} µs per event "
                 f"(within the noise of a shared machine)."
             )
+    fm = results.get("formats")
+    if fm:
+        add("")
+        add("### Checkpoint formats")
+        add("")
+        add(
+            f"The N={n:,} input ({fm['input_mb']} MB of JSONL) as one checkpoint, written and "
+            f"read back through the runner's `CheckpointDir`, medians of {fm['reps']} "
+            '(`bench/formats_bench.py`; the method is under "Checkpoint storage formats"):'
+        )
+        add("")
+        add(formats_table(fm))
+    return "\n".join(lines)
+
+
+def formats_table(formats: dict[str, Any]) -> str:
+    """The checkpoint formats' table (``bench/formats_bench.py``'s rows) in markdown."""
+    lines = [
+        "| format | compression | file MB | ratio | write MB/s | read MB/s "
+        "| write peak +MB | read peak +MB |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in formats["rows"]:
+        comp = r["compression"] + (" (default)" if r["default"] else "")
+        lines.append(
+            f"| {r['format']} | {comp} | {r['file_mb']} | {r['ratio']} | {r['write_mb_s']} "
+            f"| {r['read_mb_s']} | {r['write_peak_mb']} | {r['read_peak_mb']} |"
+        )
     return "\n".join(lines)
 
 

@@ -11,6 +11,9 @@ medians and ratios:
 - ``dj_default``: Data-Juicer 1.6.1 ``dj-process`` with ``executor_type: default``;
 - ``dj_ray``: Data-Juicer 1.6.1 ``executor_type: ray_partitioned`` with every_op checkpoints.
 
+Beside the engines, the same run measures ``EventLogger.log`` alone and every checkpoint
+format and compression on the N input (``bench/formats_bench.py``, ``--formats-reps``).
+
 Data-Juicer runs in its own venv (``bench/dj_venv.sh``) on a text-only copy of the input.
 Throughput is samples in / wall seconds of the whole command, start-up included; the engines'
 own job time is reported beside it. Peak memory is the peak of the summed RSS (and PSS) of the
@@ -744,6 +747,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--timeout", type=float, default=1800)
     p.add_argument("--event-micro", type=int, default=50000, help="events to time; 0 skips")
+    p.add_argument(
+        "--formats-reps",
+        type=int,
+        default=3,
+        help="repetitions of each checkpoint format on the N input (formats_bench.py); 0 skips",
+    )
     p.add_argument("--op-diff-limit", type=int, default=3000, help="samples; 0 skips")
     p.add_argument("--keep-outputs", action="store_true")
     p.add_argument(
@@ -810,6 +819,11 @@ def main(argv: list[str] | None = None) -> int:
     if a.event_micro > 0 and supported is not None:
         results["event_micro"] = event_micro(a.event_micro)
         print(f"event log: {results['event_micro']['median_us']:.1f} µs/event", file=sys.stderr)
+    if a.formats_reps > 0 and supported is not None:
+        import formats_bench
+
+        print("checkpoint formats...", file=sys.stderr)
+        results["formats"] = formats_bench.measure(datasets[n].full, a.formats_reps, echo=False)
 
     runs: list[RunResult] = []
     big_engines = [e.strip() for e in a.big_engines.split(",") if e.strip() in engines]
