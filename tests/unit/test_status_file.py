@@ -113,6 +113,7 @@ def test_estimated_completion_is_this_runs_pace_over_what_is_left() -> None:
 def test_the_writer_records_the_estimate_and_status_prints_it(tmp_path: Path) -> None:
     WorkDir(tmp_path).manifest_path.write_text("{}")
     w = StatusWriter(tmp_path, "demo", "run-1", None)
+    w.min_interval_s = 0.0  # every update written at once
     w.update(partitions={"total": 4})
     assert read_status(tmp_path)["estimated_completion_at"] is None
     w.update(partitions={"done": 1})
@@ -141,3 +142,26 @@ def test_status_counts_the_runs_that_claimed_the_work_dir(tmp_path: Path) -> Non
     st = status(tmp_path)
     assert st["runs"] == 3 and st["restarts"] == 2
     assert "runs: 3 (2 restarts)" in format_status(st)
+
+
+def test_updates_are_written_at_most_once_a_second_and_the_end_at_once(tmp_path: Path) -> None:
+    """A burst of changes is one write now and one when the interval has passed."""
+    import time
+
+    w = StatusWriter(tmp_path, "demo", "run-1", None)
+    w.min_interval_s = 0.5
+    w.update(partitions={"total": 10})  # the first: written at once
+    assert read_status(tmp_path)["partitions"]["total"] == 10
+    first = read_status(tmp_path)["updated_at"]
+    for done in range(1, 6):
+        w.update(partitions={"done": done})
+    assert read_status(tmp_path)["partitions"]["done"] == 0, "written within the interval"
+    deadline = time.monotonic() + 10
+    while read_status(tmp_path)["partitions"]["done"] != 5:
+        assert time.monotonic() < deadline, "the deferred write never came"
+        time.sleep(0.02)
+    assert read_status(tmp_path)["updated_at"] > first
+    w.update(partitions={"done": 6})
+    w.finish("succeeded")  # at once, with every change before it
+    st = read_status(tmp_path)
+    assert st["state"] == "succeeded" and st["partitions"]["done"] == 6

@@ -1,7 +1,8 @@
 """``<work_dir>/status.json``: the current run's live status, the runner's contract with readers.
 
 The driver alone writes it (``StatusWriter``), atomically (``Blobs.write``: a rename, or one PUT), at
-start, after each partition completes or fails, on each op-stage change and at the end.
+start, after partitions complete or fail and op stages change (at most once a second,
+``MIN_WRITE_INTERVAL_S``), and at the end (at once).
 ``read_status`` is the reader for everybody else (``dj-runner status``, the operator): it
 reads one small file, whatever the size of the event log, and works with the log disabled.
 Its shape is the contract's (``contract.Status``, schema ``contract.STATUS_SCHEMA_VERSION``;
@@ -11,6 +12,8 @@ docs/runner.md). Readers accept unknown keys; a missing file means "not started"
 from __future__ import annotations
 
 import json
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -66,8 +69,15 @@ def read_status(work_dir: str | Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+#: The least seconds between two writes of ``status.json`` while a run goes on: a change within
+#: it is written when it has passed (the run's end at once). Readers poll; a write per
+#: partition would make the driver's work-dir traffic grow with the partitions' rate
+#: (docs/benchmarks.md, the scale section), and in a bucket each write is a request.
+MIN_WRITE_INTERVAL_S = 1.0
+
+
 class StatusWriter:
-    """Keeps the current run's status and writes it out on every change."""
+    """Keeps the current run's status and writes it out on change, at most once a second."""
 
     def __init__(self, work_dir: str | Path, job_id: str, run_id: str, export_path: str | None):
         self.work = WorkDir(work_dir)
@@ -92,22 +102,52 @@ class StatusWriter:
             "export_path": export_path,
             "error": None,
         }
+        self.min_interval_s = MIN_WRITE_INTERVAL_S
+        self._lock = threading.RLock()
+        self._last_write = -1e9
+        self._timer: threading.Timer | None = None
 
     def update(self, **changes: Any) -> None:
-        """Merge ``changes`` (nested dicts are merged one level deep) and write the file."""
-        for key, value in changes.items():
-            current = self.data.get(key)
-            if isinstance(value, dict) and isinstance(current, dict) and key != "error":
-                current.update(value)
-            else:
-                self.data[key] = value
-        self.write()
+        """Merge ``changes`` (nested dicts are merged one level deep) and write the file: at
+        once, or ``MIN_WRITE_INTERVAL_S`` after the last write, whichever is later."""
+        with self._lock:
+            for key, value in changes.items():
+                current = self.data.get(key)
+                if isinstance(value, dict) and isinstance(current, dict) and key != "error":
+                    current.update(value)
+                else:
+                    self.data[key] = value
+            wait = self._last_write + self.min_interval_s - time.monotonic()
+            if wait <= 0:
+                self._write_locked()
+            elif self._timer is None:
+                self._timer = threading.Timer(wait, self._flush)
+                self._timer.daemon = True
+                self._timer.start()
+
+    def _flush(self) -> None:
+        with self._lock:
+            if self._timer is not None:
+                self._timer = None
+                self._write_locked()
 
     def finish(self, state: str, error: dict[str, Any] | None = None) -> None:
+        """Record the run's end, written at once."""
         assert state in contract.RUN_STATES, state
-        self.update(state=state, finished_at=now_rfc3339(), error=error)
+        with self._lock:
+            self.data.update(state=state, finished_at=now_rfc3339(), error=error)
+            self._write_locked()
 
     def write(self) -> None:
+        """Write the file now (and drop a write that was due later: this one has it all)."""
+        with self._lock:
+            self._write_locked()
+
+    def _write_locked(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._last_write = time.monotonic()
         now = datetime.now(UTC)
         self.data["updated_at"] = _rfc3339(now)
         self.data["estimated_completion_at"] = estimated_completion(self.data, now)
