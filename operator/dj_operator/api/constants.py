@@ -38,6 +38,17 @@ TMP_VOLUME = "datajuicer-tmp"
 DEFAULT_MOUNT_PATH = "/data"
 DEFAULT_RUNNER_IMAGE = "datajuicer/dj-runner:0.1.0"
 DEFAULT_RUNNER_COMMAND = ("dj-runner",)
+#: objectStore: the runner's working directory (no data volume; the recipe's paths are URIs or
+#: absolute), the pod's writable emptyDir.
+NO_VOLUME_WORKING_DIR = "/tmp"
+
+# objectStore.webIdentity with a roleArn: the projected ServiceAccount token the AWS SDK
+# exchanges for credentials (AssumeRoleWithWebIdentity), where EKS's webhook would put it.
+TOKEN_VOLUME = "datajuicer-aws-token"
+TOKEN_DIR = "/var/run/secrets/datajuicer.io/aws"
+TOKEN_FILE = "token"
+TOKEN_EXPIRATION_SECONDS = 3600
+DEFAULT_TOKEN_AUDIENCE = "sts.amazonaws.com"
 
 # Ray (KubeRay's own defaults for the head's ports).
 RAY_API_VERSION = "ray.io/v1"
