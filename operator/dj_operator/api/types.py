@@ -494,7 +494,8 @@ class RunnerSpec:
     )
     init_containers: tuple[Obj, ...] = spec_field(
         "Containers run before the runner in each attempt (e.g. to stage input data);"
-        " each gets the storage mount unless it mounts volume `data` itself.",
+        " with a claim, each gets the storage mount unless it mounts volume `data` itself"
+        " (on object storage: no mount, and not the store's environment).",
         max_items=8,
     )
     node_selector: dict[str, str] = spec_field("Node labels the runner pod must match.")
