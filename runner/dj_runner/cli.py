@@ -15,7 +15,6 @@ import signal
 import sys
 import traceback
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from dj_runner import contract
@@ -177,9 +176,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if result.failed_partitions:
             line += f"; failed partitions: {result.failed_partitions}"
         if result.rejected:
-            line += (
-                f"; {result.rejected} malformed records in {WorkDir(result.work_dir).rejects_dir}/"
-            )
+            line += f"; {result.rejected} malformed records in {WorkDir(result.work_dir).show(WorkDir.REJECTS)}/"
         print(line, file=sys.stderr)
     return code
 
@@ -198,13 +195,21 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
-def _require_work_dir(path: str) -> Path | None:
-    root = Path(path)
-    if not root.is_dir() or not WorkDir(root).is_work_dir():
+def _require_work_dir(path: str) -> str | None:
+    """The work dir's path or ``s3://`` URI, if a runner has used it; else an error."""
+    from dj_runner.errors import RunnerError
+
+    try:
+        work = WorkDir(path)
+        used = (not work.is_local or work.root.is_dir()) and work.is_work_dir()
+    except (RunnerError, RecipeError) as exc:
+        _error(f"{path}: {exc}")
+        return None
+    if not used:
         names = f"{contract.JOB_FILE}, {contract.STATUS_FILE} or {contract.EVENTS_DIR}/"
         _error(f"{path} is not a dj-runner work dir (no {names})")
         return None
-    return root
+    return work.uri
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
@@ -241,7 +246,7 @@ def _cmd_events(args: argparse.Namespace) -> int:
     if args.partition is not None and args.partition < 0:
         _error(f"--partition: got {args.partition}; expected a partition number >= 0")
         return ExitCode.USAGE
-    events_dir = WorkDir(root).events_dir
+    events_dir = WorkDir(root).events_uri
 
     def show(ev) -> None:
         if types and ev.event_type not in types:
@@ -267,7 +272,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     if root is None:
         return ExitCode.USAGE
     if args.json:
-        print(json.dumps(performance_summary(read_events(WorkDir(root).events_dir)), indent=2))
+        print(json.dumps(performance_summary(read_events(WorkDir(root).events_uri)), indent=2))
     else:
         print(status_report(root))
     return ExitCode.OK

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -158,6 +159,25 @@ class S3Server:
 
     def stop(self) -> None:
         self.component.stop()
+
+    def restart(self, down_s: float = 0.0, timeout: float = 60.0) -> None:
+        """Stop the server, stay down ``down_s`` seconds, start it again on the same ports and
+        data; return once it answers and accepts writes."""
+        self.component.stop()
+        if down_s:
+            threading.Event().wait(down_s)  # the outage itself, not a synchronisation
+        self.component.start()
+        wait_for(
+            lambda: self.component.check_alive() or _answers(self.endpoint),
+            timeout=timeout,
+            what="weed mini to answer again after its restart",
+        )
+        wait_for(
+            lambda: self.request("PUT", "/dj-ready").status in (200, 409),
+            timeout=timeout,
+            what="weed mini to accept a bucket after its restart",
+            ignore=(OSError,),
+        )
 
 
 def _identities() -> dict[str, object]:

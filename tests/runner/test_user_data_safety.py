@@ -74,7 +74,7 @@ def test_a_replaced_plan_never_reuses_checkpoints_of_the_old_one(tmp_path):
     expected = (tmp_path / "out.jsonl").read_bytes()
     # plan.json lost, and planned again differently (another CPU count in auto mode)
     other = build_plan(list_sources(str(DEMO)), PartitionConfig("size", 120, 256.0, None), 1)
-    other.save(WorkDir(work).plan_path)
+    WorkDir(work).blobs.write_json(WorkDir.PLAN, other.to_dict())
     (tmp_path / "out.jsonl").unlink()
     proc = run_cli("run", str(recipe), "--work-dir", str(work))
     assert proc.returncode == ExitCode.OK, proc.stderr

@@ -304,7 +304,7 @@ def test_wrong_credentials_missing_bucket_and_no_permission_exit_2(
     )
 
 
-def test_export_inside_the_input_prefix_and_s3_work_dir_are_refused(
+def test_export_or_work_dir_inside_the_input_prefix_is_refused(
     tmp_path, s3_server: S3Server, s3_bucket, local_inputs
 ):
     s3_server.upload_tree(local_inputs, s3_bucket, "in/data")
@@ -319,13 +319,14 @@ def test_export_inside_the_input_prefix_and_s3_work_dir_are_refused(
     assert "outside the input prefix" in proc.stderr
     proc = run(
         tmp_path,
-        "nowork",
+        "workinside",
         env=s3_server.env(),
-        dataset_path=str(local_inputs),
+        dataset_path=f"s3://{s3_bucket}/in/data",
         export_path=f"s3://{s3_bucket}/o.jsonl",
-        work_dir=f"s3://{s3_bucket}/work",
+        work_dir=f"s3://{s3_bucket}/in/data/work",
     )
     assert proc.returncode == ExitCode.USAGE and "work_dir" in proc.stderr, proc.stderr
+    assert "outside the input prefix" in proc.stderr
 
 
 def test_a_foreign_prefix_is_never_exported_over(
@@ -341,3 +342,33 @@ def test_a_foreign_prefix_is_never_exported_over(
     )
     assert proc.returncode == ExitCode.USAGE and "holds other objects" in proc.stderr, proc.stderr
     assert s3_server.get_object(s3_bucket, "theirs/keep.txt") == b"someone else's"
+
+
+def test_data_juicers_s3_dataset_config_runs_as_written(
+    tmp_path, s3_server: S3Server, s3_bucket, local_inputs, local_reference
+):
+    """Data-Juicer's ``dataset: {configs: [{type: remote, source: s3, ...}]}`` form: its
+    endpoint and region are used (the environment names neither), the output is the same."""
+    s3_server.upload_tree(local_inputs, s3_bucket, "dj/data")
+    env = {k: v for k, v in s3_server.env().items() if k not in ("AWS_ENDPOINT_URL", "AWS_REGION")}
+    out = tmp_path / "out.jsonl"
+    proc = run(
+        tmp_path,
+        "djform",
+        env={**env, "AWS_ENDPOINT_URL": "", "AWS_REGION": ""},
+        dataset={
+            "configs": [
+                {
+                    "type": "remote",
+                    "source": "s3",
+                    "path": f"s3://{s3_bucket}/dj/data",
+                    "aws_region": s3_server.region,
+                    "endpoint_url": s3_server.endpoint,
+                }
+            ]
+        },
+        export_path=str(out),
+    )
+    assert proc.returncode == ExitCode.OK, proc.stderr
+    assert "dataset: read as dataset_path" in proc.stderr
+    assert out.read_bytes() == local_reference[1]

@@ -51,7 +51,7 @@ def test_count_rejects_and_progress(tmp_path: Path) -> None:
     work = WorkDir(tmp_path)
     assert count_rejects(work, 0) == 0 and not work.has_progress()
     bad = [Malformed("in.jsonl", n, "not JSON", "{") for n in (2, 3)]
-    write_rejects(work.rejects_path(0), bad)
+    write_rejects(work, 0, bad)
     assert count_rejects(work, 0) == 2
     work.plan_path.write_text("{}")
     assert work.has_progress()

@@ -38,7 +38,8 @@ ALLOWED_UPWARD: dict[tuple[str, str], str] = {}
 #: Modules that import nothing from the project but what is listed.
 LEAVES: dict[str, set[str]] = {
     "dj_runner.contract": set(),
-    "dj_runner.store.workdir": {"dj_runner", "dj_runner.contract"},
+    # WorkDir joins the contract's names to a root and opens the store they live in.
+    "dj_runner.store.workdir": {"dj_runner", "dj_runner.contract", "dj_runner.store.blobs"},
 }
 
 

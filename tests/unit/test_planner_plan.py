@@ -46,7 +46,7 @@ def test_megabyte_bound_cuts_smaller_partitions(tmp_path: Path) -> None:
 def test_plan_round_trips_through_json(tmp_path: Path) -> None:
     write_lines(tmp_path / "a.jsonl", 12)
     plan = build_plan(list_sources(str(tmp_path)), PartitionConfig("size", 5, 256.0, None), 1)
-    plan.save(WorkDir(tmp_path).plan_path)
+    WorkDir(tmp_path).blobs.write_json(WorkDir.PLAN, plan.to_dict())
     back = Plan.from_dict(json.loads(WorkDir(tmp_path).plan_path.read_text()))
     assert back == plan
 

@@ -76,7 +76,7 @@ from dj_runner.plan.manifest import claim_work_dir, default_work_dir, resolve_wo
 from dj_runner.plan.partitioner import Plan
 from dj_runner.plan.saved_plan import load_or_build_plan, verify_content
 from dj_runner.recipe.parse import Recipe
-from dj_runner.store.atomic import write_json_atomic
+from dj_runner.store.blobs import s3_retries
 from dj_runner.store.checkpoint import (
     CheckpointDir,
     CheckpointKey,
@@ -235,7 +235,7 @@ class Executor:
         self.stop = StopToken()
         self.events: EventLogger | None = None
         self.fence: Fence | None = None
-        self.status: StatusWriter = StatusWriter(self.work.root, "", self.run_id, None)
+        self.status: StatusWriter = StatusWriter(self.work.uri, "", self.run_id, None)
         self._cpus = 1
         self._local: LocalEngine | None = None
         self._first_error: dict[str, Any] | None = None
@@ -249,8 +249,8 @@ class Executor:
         self.stop.request(self.grace_period_s, signum)
         if not first:
             return
-        with contextlib.suppress(OSError):
-            self.work.stop_path(self.run_id).touch()
+        with contextlib.suppress(OSError, RunnerError):
+            self.work.blobs.write(self.work.stop_key(self.run_id), b"")
         if self.handle_signals:
             timer = threading.Timer(self.grace_period_s + 1.0, self._grace_expired)
             timer.daemon = True
@@ -293,7 +293,7 @@ class Executor:
         """
         self._run_begun = True
         self._install_signal_handlers()
-        lock = WorkDirLock(self.work.root, WorkDirLock.holder_for(self.run_id, now_rfc3339()))
+        lock = WorkDirLock(self.work.uri, WorkDirLock.holder_for(self.run_id, now_rfc3339()))
         try:
             lock.acquire(self.wait_for_lock_s, cancelled=lambda: self.stop.requested)
         except BaseException:
@@ -305,28 +305,26 @@ class Executor:
             if self._pool is not None:
                 self._pool.close()
                 self._pool = None
-            self.work.stop_path(self.run_id).unlink(missing_ok=True)
+            best_effort(lambda: self.work.blobs.delete(self.work.stop_key(self.run_id)))
             lock.release()
 
     def _run_locked(self) -> JobResult:
         t0 = time.time()
-        for stale in self.work.stop_paths():  # left by a run the grace period cut short
-            if stale != self.work.stop_path(self.run_id):
-                stale.unlink(missing_ok=True)
-        self.fence = take_claim(self.work.root, self.run_id)
+        for stale in self.work.stop_keys():  # left by a run the grace period cut short
+            if stale != self.work.stop_key(self.run_id):
+                self.work.blobs.delete(stale)
+        self.fence = take_claim(self.work.uri, self.run_id)
         check_export_target(self.recipe.export_path)
         claim = claim_work_dir(self.work, self.recipe, self.requested_job_id, self.restart)
         if self.restart:
             remove_export(self.recipe.export_path)
         self.job_id = claim.job_id
         self.resuming = claim.resuming
-        self.status = StatusWriter(
-            self.work.root, self.job_id, self.run_id, self.recipe.export_path
-        )
+        self.status = StatusWriter(self.work.uri, self.job_id, self.run_id, self.recipe.export_path)
         self.status.write()
         self.events = event_logger(self.work, self.job_id, self.recipe.event_logging)
         result = JobResult(
-            "failed", self.job_id, str(self.work.root), self.recipe.export_path, run_id=self.run_id
+            "failed", self.job_id, self.work.uri, self.recipe.export_path, run_id=self.run_id
         )
         try:
             if claim.recovered:
@@ -405,7 +403,7 @@ class Executor:
             exc
             for exc in (
                 best_effort(lambda: self.status.finish(result.status, error)),
-                best_effort(lambda: write_json_atomic(self.work.result_path, result.to_dict())),
+                best_effort(lambda: self.work.blobs.write_json(WorkDir.RESULT, result.to_dict())),
             )
             if exc is not None
         ]
@@ -565,6 +563,9 @@ class Executor:
             output_rows=result.rows_out,
             completion_time=time.time(),
             output_path=self.recipe.export_path,
+            # The work dir's S3 requests this driver retried after transient errors (each
+            # Ray worker or local task process counts its own; see docs/object-storage.md).
+            s3_request_retries=None if self.work.is_local else s3_retries(),
         )
 
     def _log(self, event_type: str, message: str = "", **fields: Any) -> None:
@@ -614,9 +615,7 @@ class Executor:
     def _run_stage(self, plan: Plan, parts: list[Any], target: CheckpointKey) -> StageOutcome:
         if not parts:
             return StageOutcome()
-        stage = StageTask(
-            str(self.work.root), self.recipe, plan.sources, target, self.job_id, self.fence
-        )
+        stage = StageTask(self.work.uri, self.recipe, plan.sources, target, self.job_id, self.fence)
         backend: Any
         if self._local is not None:
             if self._pool is None:
@@ -734,7 +733,7 @@ class Executor:
 
         An ``event_type`` that is no event type raises ``ValueError`` naming the valid ones.
         """
-        return read_events(self.work.events_dir, **filters)
+        return read_events(self.work.events_uri, **filters)
 
     def monitor_events(self, **kwargs: Any) -> Iterator[Event]:
         """Follow the event log live (works from another process too).
@@ -746,14 +745,14 @@ class Executor:
         """
         check_event_types(kwargs.get("event_type"))  # at the call, not at the first next()
         kwargs.setdefault("ended", self._job_ended)
-        return follow_events(self.work.events_dir, **kwargs)
+        return follow_events(self.work.events_uri, **kwargs)
 
     def _job_ended(self) -> bool:
         """No runner holds the work dir and its status is the end of a run (of this run,
         once this executor has begun one)."""
-        if is_locked(self.work.root):
+        if is_locked(self.work.uri):
             return False
-        st = read_status(self.work.root)
+        st = read_status(self.work.uri)
         if st is None:
             return False  # no run has begun yet
         return not self._run_begun or st.get("run_id") == self.run_id
@@ -762,10 +761,10 @@ class Executor:
         return performance_summary(self.get_events())
 
     def generate_status_report(self) -> str:
-        return status_report(self.work.root)
+        return status_report(self.work.uri)
 
     def status_dict(self) -> dict[str, Any]:
-        return status(self.work.root)
+        return status(self.work.uri)
 
 
 def best_effort(write: Callable[[], None]) -> NoSpace | None:

@@ -42,7 +42,7 @@ def broken_finals(
         except InvalidCheckpoint as exc:
             on_invalid(part.pid, str(exc))
             if commit is not None:
-                (store.dir / commit.file).unlink(missing_ok=True)
+                store.delete(commit)
             broken.append(part)
     return broken
 
@@ -62,7 +62,7 @@ def export_finals(
         commit = store.latest_commit(final)
         if commit is None:
             raise RunnerError(
-                f"{store.dir}: no final checkpoint to export; is the work dir on storage "
+                f"{store.blobs.uri}: no final checkpoint to export; is the work dir on storage "
                 "shared by the driver and every Ray worker, at the same path?"
             )
         commits.append(commit)

@@ -53,7 +53,7 @@ class GlobalDecision:
 
 
 def _decision_store(work: WorkDir, op_idx: int, fence: Fence | None) -> CheckpointDir:
-    return CheckpointDir(work.global_dir(op_idx), "arrow", "lz4", fence=fence)
+    return CheckpointDir(work.show(work.global_key(op_idx)), "arrow", "lz4", fence=fence)
 
 
 def read_decision(work: WorkDir, op_idx: int, fence: Fence | None) -> GlobalDecision | None:

@@ -18,7 +18,6 @@ import time
 import traceback
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -42,7 +41,6 @@ from dj_runner.observe.event_log import EventLogger
 from dj_runner.ops.common.base import SampleError
 from dj_runner.plan.partitioner import PartitionPlan, columnar_hash, combine_digests
 from dj_runner.recipe.parse import Recipe
-from dj_runner.store.atomic import write_atomic
 from dj_runner.store.checkpoint import CheckpointDir, CheckpointKey, partition_store
 from dj_runner.store.fencing import Fence
 from dj_runner.store.location import configure_s3
@@ -145,32 +143,24 @@ def read_source(
     return concat_unified(tables), bad
 
 
-def write_rejects(path: Path, bad: list[Malformed]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+def write_rejects(work: WorkDir, pid: int, bad: list[Malformed]) -> None:
+    key = work.rejects_key(pid)
     if not bad:
-        path.unlink(missing_ok=True)
+        work.blobs.delete(key)
         return
-
-    def write(tmp: Path) -> None:
-        with open(tmp, "w") as fh:
-            for m in bad:
-                fh.write(json.dumps(m.__dict__, ensure_ascii=False) + "\n")
-
-    write_atomic(path, write)
+    data = "".join(json.dumps(m.__dict__, ensure_ascii=False) + "\n" for m in bad)
+    work.blobs.write(key, data.encode())
 
 
 def count_rejects(work: WorkDir, pid: int) -> int:
     """The malformed records set aside for partition ``pid`` (lines of its rejects file)."""
-    try:
-        with open(work.rejects_path(pid), "rb") as fh:
-            return sum(1 for _ in fh)
-    except FileNotFoundError:
-        return 0
+    data = work.blobs.read(work.rejects_key(pid))
+    return 0 if data is None else data.count(b"\n")
 
 
 def stop_requested(work: WorkDir, fence: Fence | None) -> bool:
     """Whether this run's driver asked its partition tasks to stop (SIGTERM)."""
-    return fence is not None and work.stop_path(fence.run_id).exists()
+    return fence is not None and work.blobs.exists(work.stop_key(fence.run_id))
 
 
 def run_partition(
@@ -194,7 +184,7 @@ def run_partition(
             "checkpoint_invalid",
             f"discarding checkpoint {commit.file}: {reason}",
             partition_id=pid,
-            checkpoint_path=str(store.dir / commit.file),
+            checkpoint_path=store.show(commit.file),
             error_message=reason,
         )
 
@@ -207,7 +197,7 @@ def run_partition(
             "checkpoint_load",
             f"partition {pid} loaded {commit.file}",
             partition_id=pid,
-            checkpoint_path=str(store.dir / commit.file),
+            checkpoint_path=store.show(commit.file),
             operation_idx=key.step,
             input_rows=table.num_rows,
         )
@@ -216,7 +206,7 @@ def run_partition(
             f"partition {pid} resumes after {key.step} ops",
             partition_id=pid,
             retry_count=attempt,
-            checkpoint_path=str(store.dir / commit.file),
+            checkpoint_path=store.show(commit.file),
         )
     else:
         events.log(
@@ -228,7 +218,7 @@ def run_partition(
         )
         table, bad = read_source(part, sources, recipe)
         rejected = len(bad)
-        write_rejects(work.rejects_path(pid), bad)
+        write_rejects(work, pid, bad)
         if bad:
             events.log(
                 "records_rejected",
@@ -381,7 +371,7 @@ class CheckpointWriter:
             partition_id=self.pid,
             operation_name=op_name,
             operation_idx=key.step,
-            checkpoint_path=str(self.store.dir / commit.file),
+            checkpoint_path=self.store.show(commit.file),
             output_rows=commit.rows,
             duration=time.perf_counter() - start,
         )

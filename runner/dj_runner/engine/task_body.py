@@ -50,7 +50,7 @@ class StageTask:
 
 def event_logger(work: WorkDir, job_id: str, ev: Any) -> EventLogger:
     return EventLogger(
-        work.events_dir, job_id, ev.max_log_size_mb, ev.backup_count, ev.enabled, ev.log_level
+        work.events_uri, job_id, ev.max_log_size_mb, ev.backup_count, ev.enabled, ev.log_level
     )
 
 

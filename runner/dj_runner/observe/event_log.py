@@ -14,6 +14,14 @@ Readers merge the writers' streams by timestamp, each writer's own order kept. A
 tails every segment; it lets go of a segment only after it has seen the writer's next segment
 and has read the old one to its end (through a fresh ``open``, which is what makes the data of
 a closed file visible on NFS), so rotation never loses an event.
+
+In object storage (``<work_dir>`` an ``s3://`` prefix), which has no append, each writer
+collects its lines and uploads them as a new object of its stream, ``events-<writer>-<NNNNNN>
+.jsonl``, at most every ``OBJECT_FLUSH_S`` seconds and whenever its last logger closes; an
+object is whole once it exists. Readers list the prefix and read each object once. A writer
+killed outright loses the lines of its last ``OBJECT_FLUSH_S`` seconds at most; a follower sees
+an event at most ``OBJECT_FLUSH_S`` plus its own poll interval after it was logged. Retention
+keeps the newest objects up to ``max_log_size_mb * (backup_count + 1)`` bytes.
 """
 
 from __future__ import annotations
@@ -31,6 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dj_runner.store.blobs import S3Blobs
+from dj_runner.store.location import is_s3
 from dj_runner.store.nospace import raising_no_space
 
 #: The single file of logs written before per-writer segments, and its rotated copies
@@ -38,6 +48,10 @@ from dj_runner.store.nospace import raising_no_space
 LOG_NAME = "events.jsonl"
 _SEGMENT = re.compile(r"^events-(?P<writer>[A-Za-z0-9_-]+?)-(?P<seq>\d{6,})\.jsonl$")
 _LEGACY = "legacy"
+#: In object storage: the longest a writer holds lines before it uploads them.
+OBJECT_FLUSH_S = 0.5
+#: In object storage: a follower's shortest poll interval (each poll is one LIST request).
+OBJECT_POLL_S = 1.0
 
 #: Data-Juicer's event types, plus this runner's retry, integrity and Ray events.
 EVENT_TYPES: frozenset[str] = frozenset(
@@ -155,12 +169,27 @@ class Segment:
 
     writer: str
     seq: int
-    path: Path = field(compare=False)
+    path: Path = field(compare=False)  # in object storage: the key under the log's prefix
+    size: int = field(default=-1, compare=False)  # known from an object listing
 
 
-def list_segments(log_dir: Path) -> list[Segment]:
+def _object_log(log_dir: str | Path) -> S3Blobs | None:
+    """The log's objects, when the log is in object storage."""
+    text = str(log_dir)
+    return S3Blobs(text) if is_s3(text) else None
+
+
+def list_segments(log_dir: str | Path) -> list[Segment]:
     """The log's files, grouped by writer, each writer's in the order it wrote them."""
     out: list[Segment] = []
+    objects = _object_log(log_dir)
+    if objects is not None:
+        for entry in objects.list(""):
+            m = _SEGMENT.match(entry.key)
+            if m:
+                out.append(Segment(m["writer"], int(m["seq"]), Path(entry.key), entry.size))
+        out.sort()
+        return out
     try:
         names = os.listdir(log_dir)
     except FileNotFoundError:
@@ -177,7 +206,7 @@ def list_segments(log_dir: Path) -> list[Segment]:
     return out
 
 
-def log_files(log_dir: Path) -> list[Path]:
+def log_files(log_dir: str | Path) -> list[Path]:
     """Every file of the log, grouped by writer and in each writer's order."""
     return [s.path for s in list_segments(log_dir)]
 
@@ -282,16 +311,102 @@ class _SegmentWriter:
                 self.fd = None
 
 
-_writers: dict[tuple[int, str, int, int], _SegmentWriter] = {}
+class _ObjectSegmentWriter:
+    """This process's stream of objects in a log in object storage. Thread-safe.
+
+    ``append`` only collects; a thread uploads what was collected as one new object at most
+    every ``OBJECT_FLUSH_S`` seconds, and ``release`` by the last user uploads the rest.
+    """
+
+    def __init__(self, log_dir: str, max_bytes: int, backup_count: int) -> None:
+        self.objects = S3Blobs(log_dir)
+        self.log_dir = Path(log_dir)  # for messages only
+        self.max_bytes = max_bytes
+        self.backup_count = backup_count
+        self.pid = os.getpid()
+        self.name = _writer_name()
+        self.id_prefix = self.name.rsplit("-", 1)[1]
+        self.lock = threading.Lock()
+        self.users = 0
+        self.seq = 0
+        self.events = 0
+        self._lines: list[bytes] = []
+        self._wake = threading.Event()
+        self._upload_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._since_prune = 0
+
+    @property
+    def path(self) -> Path:
+        return self.log_dir / f"events-{self.name}-{max(self.seq, 1):06d}.jsonl"
+
+    def append(self, line: bytes) -> None:  # called with self.lock held
+        self._lines.append(line)
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._loop, name="dj-events", daemon=True)
+            self._thread.start()
+        self._wake.set()
+
+    def _loop(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            if not self.flush():
+                return
+            time.sleep(OBJECT_FLUSH_S)
+
+    def flush(self) -> bool:
+        """Upload the collected lines as the stream's next object; False when there were none."""
+        with self._upload_lock:
+            with self.lock:
+                lines, self._lines = self._lines, []
+                if not lines:
+                    return False
+                self.seq += 1
+                key = f"events-{self.name}-{self.seq:06d}.jsonl"
+            self.objects.write(key, b"".join(lines))
+            self._since_prune += 1
+            if self._since_prune >= 64:
+                self._since_prune = 0
+                self._prune()
+            return True
+
+    def _prune(self) -> None:
+        """Delete the oldest objects of any writer beyond the log's byte budget."""
+        budget = self.max_bytes * (self.backup_count + 1)
+        entries = sorted(self.objects.list(""), key=lambda e: (e.mtime, e.key), reverse=True)
+        total = 0
+        for entry in entries:
+            total += entry.size
+            if total > budget:
+                self.objects.delete(entry.key)
+
+    def release(self) -> None:
+        with self.lock:
+            self.users -= 1
+            last = self.users <= 0
+        if last:
+            self.flush()
+
+
+_writers: dict[tuple[int, str, int, int], _SegmentWriter | _ObjectSegmentWriter] = {}
 _writers_lock = threading.Lock()
 
 
-def _acquire_writer(log_dir: Path, max_bytes: int, backup_count: int) -> _SegmentWriter:
-    key = (os.getpid(), os.path.abspath(log_dir), max_bytes, backup_count)
+def _acquire_writer(
+    log_dir: str | Path, max_bytes: int, backup_count: int
+) -> _SegmentWriter | _ObjectSegmentWriter:
+    text = str(log_dir)
+    where = text.rstrip("/") if is_s3(text) else os.path.abspath(log_dir)
+    key = (os.getpid(), where, max_bytes, backup_count)
     with _writers_lock:
         writer = _writers.get(key)
         if writer is None:
-            writer = _writers[key] = _SegmentWriter(Path(key[1]), max_bytes, backup_count)
+            writer = _writers[key] = (
+                _ObjectSegmentWriter(where, max_bytes, backup_count)
+                if is_s3(where)
+                else _SegmentWriter(Path(where), max_bytes, backup_count)
+            )
         with writer.lock:
             writer.users += 1
         return writer
@@ -315,23 +430,24 @@ class EventLogger:
 
     def __init__(
         self,
-        log_dir: Path,
+        log_dir: str | Path,
         job_id: str,
         max_log_size_mb: float = 100,
         backup_count: int = 5,
         enabled: bool = True,
         log_level: str = "DEBUG",
     ):
-        self.log_dir = Path(log_dir)
+        self.log_dir: str | Path = log_dir if is_s3(str(log_dir)) else Path(log_dir)
         self.log_level = log_level
         self._min_level = LEVELS[log_level]
         self.job_id = job_id
         self.max_bytes = max(1, int(max_log_size_mb * 1024 * 1024))
         self.backup_count = backup_count
         self.enabled = enabled
-        self._writer: _SegmentWriter | None = None
+        self._writer: _SegmentWriter | _ObjectSegmentWriter | None = None
         if enabled:
-            self.log_dir.mkdir(parents=True, exist_ok=True)
+            if isinstance(self.log_dir, Path):
+                self.log_dir.mkdir(parents=True, exist_ok=True)
             self._writer = _acquire_writer(self.log_dir, self.max_bytes, backup_count)
 
     @property
@@ -373,6 +489,12 @@ class EventLogger:
                 writer.append(line)
             return record["event_id"]
 
+    def flush(self) -> None:
+        """Make every event logged so far readable (object storage uploads what it holds)."""
+        writer = self._writer
+        if isinstance(writer, _ObjectSegmentWriter):
+            writer.flush()
+
     def close(self) -> None:
         writer, self._writer = self._writer, None
         if writer is not None and writer.pid == os.getpid():
@@ -410,8 +532,15 @@ def _parse(line: bytes) -> Event | None:
         return None
 
 
-def _read_segment(path: Path) -> Iterator[Event]:
+def _read_segment(path: Path, objects: S3Blobs | None = None) -> Iterator[Event]:
     """The complete lines of one file; a last line without its newline is skipped."""
+    if objects is not None:
+        data = objects.read(path.as_posix())
+        for line in (data or b"").split(b"\n")[:-1]:
+            ev = _parse(line)
+            if ev is not None:
+                yield ev
+        return
     try:
         with open(path, "rb") as fh:
             for line in fh:
@@ -468,7 +597,7 @@ def _timestamp(ev: Event) -> float:
 
 
 def read_events(
-    log_dir: Path,
+    log_dir: str | Path,
     event_type: str | Iterable[str] | None = None,
     partition_id: int | None = None,
     operation_name: str | None = None,
@@ -478,8 +607,9 @@ def read_events(
     """Every event in the log, filtered: the writers' streams merged by timestamp, each in
     its own order."""
     keep = EventFilter.of(event_type, partition_id, operation_name, since, job_id)
+    objects = _object_log(log_dir)
     streams = [
-        (ev for seg in segs for ev in _read_segment(seg.path) if keep(ev))
+        (ev for seg in segs for ev in _read_segment(seg.path, objects) if keep(ev))
         for segs in _by_writer(list_segments(log_dir)).values()
     ]
     return list(heapq.merge(*streams, key=_timestamp))
@@ -521,7 +651,7 @@ class _Tail:
 
 
 def follow_events(
-    log_dir: Path,
+    log_dir: str | Path,
     from_start: bool = True,
     poll_interval: float = 0.2,
     stop: threading.Event | None = None,
@@ -541,6 +671,20 @@ def follow_events(
     before the end is yielded first). Each poll yields the new events of all writers merged
     by timestamp, each writer's in order.
     """
+    if is_s3(str(log_dir)):
+        yield from _follow_objects(
+            str(log_dir),
+            from_start,
+            poll_interval,
+            stop,
+            until,
+            timeout,
+            event_type,
+            partition_id,
+            operation_name,
+            ended,
+        )
+        return
     log_dir = Path(log_dir)
     keep = EventFilter.of(event_type, partition_id, operation_name)
     stop_types = set(until)
@@ -604,3 +748,58 @@ def _size(path: Path) -> int:
         return path.stat().st_size
     except FileNotFoundError:
         return 0
+
+
+def _follow_objects(
+    log_dir: str,
+    from_start: bool,
+    poll_interval: float,
+    stop: threading.Event | None,
+    until: Iterable[str],
+    timeout: float | None,
+    event_type: str | Iterable[str] | None,
+    partition_id: int | None,
+    operation_name: str | None,
+    ended: Callable[[], bool] | None,
+) -> Iterator[Event]:
+    """``follow_events`` for a log in object storage: its objects never change once they
+    exist, so each is read once, when a listing first shows it."""
+    objects = S3Blobs(log_dir)
+    keep = EventFilter.of(event_type, partition_id, operation_name)
+    stop_types = set(until)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    poll = max(poll_interval, OBJECT_POLL_S)
+    seen: set[str] = set()
+    first = True
+    while not (stop is not None and stop.is_set()):
+        was_ended = ended is not None and ended()
+        batches: list[list[Event]] = []
+        for segs in _by_writer(list_segments(log_dir)).values():
+            batch: list[Event] = []
+            for seg in segs:
+                key = seg.path.as_posix()
+                if key in seen:
+                    continue
+                seen.add(key)
+                if first and not from_start:
+                    continue
+                batch += list(_read_segment(seg.path, objects))
+            batches.append(batch)
+        first = False
+        new = False
+        for ev in heapq.merge(*batches, key=_timestamp):
+            new = True
+            if keep(ev):
+                yield ev
+            if ev.event_type in stop_types:
+                return
+        if deadline is not None and time.monotonic() >= deadline:
+            return
+        if not new and was_ended:
+            return
+        if not new:
+            wait = poll if deadline is None else max(0.0, min(poll, deadline - time.monotonic()))
+            if stop is not None:
+                stop.wait(wait)
+            else:
+                time.sleep(wait)

@@ -23,7 +23,6 @@ Never a partition id, a sample or a pod name.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -44,9 +43,10 @@ from prometheus_client.exposition import start_http_server
 from prometheus_client.registry import Collector
 
 from dj_runner import __version__, contract
+from dj_runner.errors import RunnerError
 from dj_runner.observe.event_log import EVENT_TYPES, Event, follow_events
 from dj_runner.observe.status_file import parse_rfc3339, read_status
-from dj_runner.store.atomic import read_records
+from dj_runner.store.blobs import open_blobs
 from dj_runner.store.checkpoint import COMMITS
 from dj_runner.store.workdir import WorkDir
 
@@ -309,25 +309,23 @@ def checkpoint_size(path: Any) -> int | None:
     """
     if not path:
         return None
-    path = Path(path)
+    directory, _, name = str(path).rpartition("/")
     try:
-        for record in reversed(read_records(path.parent / COMMITS)):
-            if record.get("file") == path.name:
+        blobs = open_blobs(directory)
+        for record in reversed(blobs.records(COMMITS)):
+            if record.get("file") == name:
                 return int(record["bytes"])
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    try:
-        return path.stat().st_size
-    except OSError:
+        return blobs.size(name)
+    except (OSError, ValueError, KeyError, TypeError, RunnerError):
         return None  # on a volume this process cannot see
 
 
-def plan_partition_bytes(work_dir: Path) -> dict[int, int]:
+def plan_partition_bytes(work_dir: str | Path) -> dict[int, int]:
     """Each partition's input bytes, from ``<work_dir>/plan.json`` ({} until it exists)."""
     try:
-        raw = json.loads(WorkDir(work_dir).plan_path.read_text())
+        raw = WorkDir(work_dir).blobs.read_json(WorkDir.PLAN)
         return {int(p["pid"]): int(p.get("bytes", 0)) for p in raw.get("partitions", [])}
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RunnerError):
         return {}
 
 
@@ -600,7 +598,7 @@ def serve_metrics(
 
     def follow() -> None:
         for ev in follow_events(
-            WorkDir(work_dir).events_dir, poll_interval=poll_interval, stop=stop
+            WorkDir(work_dir).events_uri, poll_interval=poll_interval, stop=stop
         ):
             if ev.event_type in ("partition_plan_saved", "partition_plan_loaded"):
                 sizes = plan_partition_bytes(work_dir)
@@ -615,16 +613,21 @@ def serve_metrics(
     stale = read_status(work_dir)  # a previous run's status file, until this run writes its own
     stale_run = stale.get("run_id") if stale is not None and run_id is None else None
 
+    work = WorkDir(work_dir)
+
     def follow_status() -> None:
-        seen: tuple[int, int] | None = None
-        while not stop.wait(poll_interval):
-            try:
-                st = WorkDir(work_dir).status_path.stat()
-            except OSError:
-                continue
-            if (st.st_mtime_ns, st.st_size) == seen:
-                continue
-            seen = (st.st_mtime_ns, st.st_size)
+        seen: object = None
+        # In object storage each look is a request: once a second at most.
+        interval = poll_interval if work.is_local else max(poll_interval, 1.0)
+        while not stop.wait(interval):
+            if work.is_local:
+                try:
+                    st = work.status_path.stat()
+                except OSError:
+                    continue
+                if (st.st_mtime_ns, st.st_size) == seen:
+                    continue
+                seen = (st.st_mtime_ns, st.st_size)
             data = read_status(work_dir)
             if data is None or (stale is not None and data.get("run_id") == stale_run):
                 continue
@@ -634,7 +637,7 @@ def serve_metrics(
                 with lock:
                     figures.apply_status(data)
             except Exception:  # an odd file must not stop the figures for the rest of the run
-                log.exception("metrics: could not read %s", WorkDir(work_dir).status_path)
+                log.exception("metrics: could not read %s", work.show(WorkDir.STATUS))
 
     follower = threading.Thread(target=follow, name="dj-runner-metrics", daemon=True)
     follower.start()

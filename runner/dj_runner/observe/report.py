@@ -8,7 +8,6 @@ adds the event log's per-op figures.
 from __future__ import annotations
 
 import contextlib
-import json
 from collections import defaultdict
 from dataclasses import asdict
 from pathlib import Path
@@ -27,26 +26,26 @@ def status(work_root: str | Path) -> dict[str, Any]:
     ``state`` is the recorded one, except that a run recorded as ``running`` whose runner no
     longer holds the work dir's lock is reported ``interrupted`` (it was killed).
     """
-    root = Path(work_root)
-    work = WorkDir(root)
+    work = WorkDir(work_root)
+    root = work.uri
     st = read_status(root)
     if st is None:
-        if not work.manifest_path.exists():
-            return {"work_dir": str(root), "state": "empty", "resumable": False}
+        if not work.blobs.exists(WorkDir.MANIFEST):
+            return {"work_dir": root, "state": "empty", "resumable": False}
         st = {"state": "not_started", "partitions": None, "samples": None}
     alive = is_locked(root)
     state = st.get("state")
     if state == "running" and not alive:
         state = "interrupted"
     parts = st.get("partitions") or {"total": 0, "done": 0, "failed": 0, "running": 0}
-    if not parts.get("total") and work.plan_path.exists():
+    if not parts.get("total"):
         with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-            parts = {**parts, "total": len(json.loads(work.plan_path.read_text())["partitions"])}
+            parts = {**parts, "total": len(work.blobs.read_json(WorkDir.PLAN)["partitions"])}
     claim = read_claim(root)
     runs = int(claim["epoch"]) if claim and isinstance(claim.get("epoch"), int) else 0
     return {
         **st,
-        "work_dir": str(root),
+        "work_dir": root,
         "state": state,
         # Each run that took over the work dir raised the claim's epoch: after the first,
         # each one is a restart (what the operator counts as the job's restarts).
@@ -148,11 +147,11 @@ def format_status(st: dict[str, Any]) -> list[str]:
 
 def status_report(work_root: str | Path) -> str:
     """A human-readable report of the job: status, per-op figures, failures."""
-    root = Path(work_root)
+    root = WorkDir(work_root).uri
     st = status(root)
     if st["state"] == "empty":
         return f"{root}: no job here"
-    events = read_events(WorkDir(root).events_dir)
+    events = read_events(WorkDir(root).events_uri)
     perf = performance_summary(events)
     lines = [f"Job {st.get('job_id')}  [{st['state']}]", f"  work dir:   {root}"]
     lines += ["  " + line for line in format_status(st)[1:]]

@@ -1,6 +1,6 @@
 """``<work_dir>/status.json``: the current run's live status, the runner's contract with readers.
 
-The driver alone writes it (``StatusWriter``), atomically (temporary file, fsync, rename), at
+The driver alone writes it (``StatusWriter``), atomically (``Blobs.write``: a rename, or one PUT), at
 start, after each partition completes or fails, on each op-stage change and at the end.
 ``read_status`` is the reader for everybody else (``dj-runner status``, the operator): it
 reads one small file, whatever the size of the event log, and works with the log disabled.
@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from dj_runner import __version__, contract
-from dj_runner.store.atomic import write_atomic
+from dj_runner.errors import RunnerError
 from dj_runner.store.workdir import WorkDir
 
 
@@ -60,8 +60,8 @@ def estimated_completion(data: dict[str, Any], now: datetime) -> str | None:
 def read_status(work_dir: str | Path) -> dict[str, Any] | None:
     """The work dir's status, or None when there is none yet (or it cannot be read)."""
     try:
-        data = json.loads(WorkDir(work_dir).status_path.read_text())
-    except (OSError, ValueError):
+        data = WorkDir(work_dir).blobs.read_json(WorkDir.STATUS)
+    except (OSError, ValueError, RunnerError):
         return None
     return data if isinstance(data, dict) else None
 
@@ -70,7 +70,7 @@ class StatusWriter:
     """Keeps the current run's status and writes it out on every change."""
 
     def __init__(self, work_dir: str | Path, job_id: str, run_id: str, export_path: str | None):
-        self.path = WorkDir(work_dir).status_path
+        self.work = WorkDir(work_dir)
         now = now_rfc3339()
         self.data: dict[str, Any] = {
             "schema_version": contract.STATUS_SCHEMA_VERSION,
@@ -110,8 +110,4 @@ class StatusWriter:
         self.data["updated_at"] = _rfc3339(now)
         self.data["estimated_completion_at"] = estimated_completion(self.data, now)
         blob = (json.dumps(self.data, indent=1, sort_keys=False) + "\n").encode()
-
-        def write(tmp: Path) -> None:
-            tmp.write_bytes(blob)
-
-        write_atomic(self.path, write)
+        self.work.blobs.write(WorkDir.STATUS, blob)

@@ -23,8 +23,7 @@ from typing import Any
 from dj_runner import __version__
 from dj_runner.errors import RecipeError, ResumeRefused
 from dj_runner.recipe.parse import Recipe
-from dj_runner.store.atomic import write_json_atomic
-from dj_runner.store.location import is_s3
+from dj_runner.store.location import is_s3, split_s3
 from dj_runner.store.workdir import WorkDir
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -69,59 +68,57 @@ def default_work_dir(recipe: Recipe) -> Path:
         raise RecipeError(
             "work_dir",
             None,
-            "a local directory: with an s3:// export_path the work dir is not derived from it; "
-            "set work_dir or --work-dir",
+            "a work dir named in the recipe: with an s3:// export_path it is not derived from "
+            "it; set work_dir or --work-dir (a local directory or an s3://bucket/prefix)",
         )
     export = Path(recipe.export_path).expanduser().absolute()
     tag = hashlib.sha256(f"{export}\0{name}".encode()).hexdigest()[:8]
     return export.parent / f"{name}-{tag}-work"
 
 
-def check_work_dir_local(work_dir: str) -> None:
-    """A work dir in object storage is not supported yet: refuse it, naming the key."""
-    if is_s3(work_dir):
-        raise RecipeError(
-            "work_dir",
-            work_dir,
-            "a local directory (or a mounted volume); a work dir in object storage is not "
-            "supported yet (input and export may be s3://)",
-        )
-
-
-def resolve_work_dir(recipe: Recipe, work_dir: str | Path | None = None) -> Path:
+def resolve_work_dir(recipe: Recipe, work_dir: str | Path | None = None) -> str:
     """The run's work dir: ``--work-dir``, else the recipe's ``work_dir``, else the default.
 
-    Checked as written, before it becomes a path (a path would fold ``s3://`` into ``s3:/``)."""
-    chosen = work_dir or recipe.work_dir
-    if chosen:
-        check_work_dir_local(str(chosen))
-    return Path(chosen or default_work_dir(recipe))
+    A local directory or an ``s3://bucket/prefix`` URI, kept as written (a ``Path`` would fold
+    ``s3://`` into ``s3:/``); an ``s3://`` one is checked for its form here (``work_dir``).
+    """
+    chosen = str(work_dir or recipe.work_dir or "")
+    if not chosen:
+        return str(default_work_dir(recipe))
+    if is_s3(chosen):
+        _bucket, prefix = split_s3(chosen, "work_dir")
+        if not prefix.strip("/"):
+            raise RecipeError(
+                "work_dir", chosen, "s3://BUCKET/PREFIX with a prefix: a work dir is not a bucket"
+            )
+        return chosen.rstrip("/")
+    return str(Path(chosen).expanduser().absolute())
 
 
 class DamagedState(Exception):
     """A state file of the work dir cannot be read."""
 
-    def __init__(self, path: Path, why: str) -> None:
+    def __init__(self, path: str | Path, why: str) -> None:
         self.path = path
         super().__init__(f"{path} is damaged ({why})")
 
 
 def read_manifest(work: WorkDir) -> dict[str, Any] | None:
     """The manifest, or None when there is none; DamagedState when it is unreadable."""
+    where = work.show(WorkDir.MANIFEST)
     try:
-        data = json.loads(work.manifest_path.read_text())
-    except FileNotFoundError:
-        return None
+        data = work.blobs.read_json(WorkDir.MANIFEST)
     except (OSError, ValueError) as exc:
-        raise DamagedState(work.manifest_path, str(exc)) from None
+        raise DamagedState(where, str(exc)) from None
+    if data is None:
+        return None
     if not isinstance(data, dict) or not {"job_id", "fingerprint"} <= set(data):
-        raise DamagedState(work.manifest_path, "not a job manifest")
+        raise DamagedState(where, "not a job manifest")
     return data
 
 
 def write_manifest(work: WorkDir, data: dict[str, Any]) -> None:
-    work.root.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(work.manifest_path, data)
+    work.blobs.write_json(WorkDir.MANIFEST, data)
 
 
 @dataclass(frozen=True)
@@ -148,7 +145,7 @@ def claim_work_dir(
         manifest = None
     elif manifest is None and work.has_progress():
         recovered = recovered or (
-            f"{work.manifest_path} is missing; the earlier progress here cannot be tied to "
+            f"{work.show(WorkDir.MANIFEST)} is missing; the earlier progress here cannot be tied to "
             "a recipe and is recomputed"
         )
         work.wipe(keep_events=True)
@@ -170,7 +167,7 @@ def claim_work_dir(
             )
         if requested_job_id and requested_job_id != manifest["job_id"]:
             raise ResumeRefused(
-                f"work dir {work.root} belongs to job '{manifest['job_id']}', "
+                f"work dir {work.uri} belongs to job '{manifest['job_id']}', "
                 f"not '{requested_job_id}'; use --restart or another --work-dir"
             )
         return Claim(manifest["job_id"], True, None)

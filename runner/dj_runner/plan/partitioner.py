@@ -12,7 +12,6 @@ import hashlib
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -27,7 +26,6 @@ from dj_runner.io.sources import (
     read_rows,
 )
 from dj_runner.recipe.parse import PartitionConfig
-from dj_runner.store.atomic import write_json_atomic
 
 PLAN_VERSION = 1
 AUTO_SAMPLE_UNITS = 1000
@@ -105,9 +103,6 @@ class Plan:
             mb_bound=d["mb_bound"],
             mode=d["mode"],
         )
-
-    def save(self, path: Path) -> None:
-        write_json_atomic(path, self.to_dict())
 
 
 # ---------------------------------------------------------------------------------------

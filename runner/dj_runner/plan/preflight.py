@@ -13,7 +13,10 @@ checkpoints are not asked to keep a column type they cannot restore.
 In object storage (``s3://``) the same rules hold by key prefix: the export is not the input
 nor inside its prefix, the bucket exists, and the export location takes a probe object
 (``store/location.py``: a missing bucket, refused credentials or a missing permission is an
-``InvalidInput`` naming the bucket and the operation). The work dir must be local for now.
+``InvalidInput`` naming the bucket and the operation). A work dir in object storage is not
+inside the input's prefix and does not contain the export, and its store must honour
+conditional writes: a probe object is created with ``If-None-Match: *`` twice, and the second
+must be refused (``check_work_dir_store``).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from dj_runner.errors import RecipeError, closest
+from dj_runner.errors import InvalidInput, RecipeError, closest
 from dj_runner.io.sources import (
     LINE_FORMATS,
     SourceFile,
@@ -47,23 +50,27 @@ class Preflight:
     """What the checks found: the input files, and the work dir they were made for."""
 
     sources: tuple[SourceFile, ...]
-    work_dir: Path
+    work_dir: str
 
 
 def preflight(recipe: Recipe, work_dir: str | Path) -> Preflight:
     """Run every check; raise ``RecipeError`` (or ``InputError`` for an unreadable input file)
     for the first that fails."""
-    work = Path(os.path.abspath(work_dir))
+    s3_work = is_s3(str(work_dir))
+    work = str(work_dir) if s3_work else os.path.abspath(work_dir)
     sources = tuple(list_sources(recipe.dataset_path))
-    if is_s3(recipe.dataset_path) or is_s3(recipe.export_path):
-        check_s3_locations(recipe)
+    if is_s3(recipe.dataset_path) or is_s3(recipe.export_path) or s3_work:
+        check_s3_locations(recipe, work)
     else:
-        check_locations(recipe, work)
+        check_locations(recipe, Path(work))
     if is_s3(recipe.export_path):
         check_writable_prefix("export_path", resolve(recipe.export_path, "export_path"))
     else:
         check_writable("export_path", Path(recipe.export_path).parent)
-    check_writable("work_dir", work)
+    if s3_work:
+        check_work_dir_store(work)
+    else:
+        check_writable("work_dir", Path(work))
     check_text_keys(recipe, sources)
     check_checkpoint_types(recipe, sources)
     return Preflight(sources, work)
@@ -128,13 +135,28 @@ def _s3_root(dataset_path: str) -> str:
     return dataset_path[: min(magic)] if magic else dataset_path
 
 
-def check_s3_locations(recipe: Recipe) -> None:
-    """Refuse an export that is the input or lies inside the input's prefix (object storage)."""
+def check_s3_locations(recipe: Recipe, work_dir: str = "") -> None:
+    """Refuse an export that is the input or lies inside the input's prefix, and a work dir
+    inside the input's prefix or inside the export's (object storage)."""
     export = recipe.export_path.rstrip("/")
     dataset = recipe.dataset_path.rstrip("/")
+    work = work_dir.rstrip("/")
+    root = _s3_root(dataset).rstrip("/")
+    if is_s3(work) and is_s3(dataset) and (work == root or work.startswith(root + "/")):
+        raise RecipeError(
+            "work_dir",
+            work_dir,
+            f"a location outside the input prefix {root}/ (its objects would be read back as "
+            "input); set work_dir or --work-dir",
+        )
+    if is_s3(work) and is_s3(export) and (work == export or work.startswith(export + "/")):
+        raise RecipeError(
+            "work_dir",
+            work_dir,
+            f"a location outside export_path {recipe.export_path} (the export owns its prefix)",
+        )
     if not (is_s3(export) and is_s3(dataset)):
         return  # one local, one in a bucket: they cannot overlap
-    root = _s3_root(dataset).rstrip("/")
     if export in (dataset, root) or export.startswith(root + "/"):
         raise RecipeError(
             "export_path",
@@ -148,6 +170,36 @@ def check_s3_locations(recipe: Recipe) -> None:
             f"a location that does not contain dataset_path {recipe.dataset_path} (exporting "
             "there would replace it)",
         )
+
+
+def check_work_dir_store(work_dir: str) -> None:
+    """A work dir in object storage: its bucket answers, the credentials may read, write,
+    list and delete there, and the store honours ``If-None-Match: *`` (the lease and the
+    commit logs rely on it). Raises ``InvalidInput`` (exit 2) naming what failed."""
+    from dj_runner.store.blobs import S3Blobs, S3Error
+
+    blobs = S3Blobs(work_dir)
+    probe = f".dj-runner-probe-{uuid.uuid4().hex}"
+    hint = (
+        " (check the bucket's name, and that the credentials - AWS_ACCESS_KEY_ID/"
+        "AWS_SECRET_ACCESS_KEY, AWS_PROFILE or the role - may read, write, list and delete there)"
+    )
+    try:
+        blobs.list("checkpoints")
+        if blobs.create(probe, b"probe") is None:
+            raise InvalidInput(f"work_dir {work_dir}: a fresh probe object already existed")
+        try:
+            if blobs.create(probe, b"again") is not None:
+                raise InvalidInput(
+                    f"work_dir {work_dir}: this store ignores conditional writes (a second "
+                    "PutObject with If-None-Match: * on an existing key succeeded); a work dir in "
+                    "object storage needs them for its lease and commit logs. Use a store that "
+                    "honours them (AWS S3, MinIO, SeaweedFS, Ceph RGW) or a local work dir"
+                )
+        finally:
+            blobs.delete(probe)
+    except S3Error as exc:
+        raise InvalidInput(f"work_dir {work_dir}: {exc}{hint}") from None
 
 
 def check_writable(key: str, directory: Path) -> None:

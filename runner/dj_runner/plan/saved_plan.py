@@ -50,7 +50,7 @@ def load_or_build_plan(
         if work.has_progress():
             work.wipe_checkpoints()  # they belong to a plan that is gone
         plan = build_plan(list_sources(recipe.dataset_path), recipe.partition, cpus)
-        plan.save(work.plan_path)
+        work.blobs.write_json(WorkDir.PLAN, plan.to_dict())
         log(
             "partition_plan_saved",
             f"{len(plan.partitions)} partitions of at most {plan.rows_bound} samples / "
@@ -67,11 +67,12 @@ def load_or_build_plan(
 
 def load_plan(work: WorkDir, recipe: Recipe, log: Log, note: Callable[[str], None]) -> Plan | None:
     """The saved plan, checked against the input; None when there is none or it is damaged."""
-    path = work.plan_path
-    if not path.exists():
-        return None
+    path = work.show(WorkDir.PLAN)
     try:
-        raw: Any = json.loads(path.read_text())
+        data = work.blobs.read(WorkDir.PLAN)
+        if data is None:
+            return None
+        raw: Any = json.loads(data)
         if not isinstance(raw, dict):
             raise ValueError("not a JSON object")
         if raw.get("version") != PLAN_VERSION:

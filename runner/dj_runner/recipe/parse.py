@@ -24,6 +24,7 @@ import yaml
 
 from dj_runner.errors import RecipeError, closest
 from dj_runner.ops.common.params import param_meta
+from dj_runner.recipe.dj_dataset import translate_dataset_block
 from dj_runner.recipe.keys import (
     COMMON_FILTER_PARAMS,
     COMMON_OP_PARAMS,
@@ -372,6 +373,7 @@ def parse_recipe(
     if not isinstance(raw, dict):
         raise RecipeError("<recipe>", raw, "a YAML mapping of keys")
     base_dir = base_dir or Path.cwd()
+    raw, dataset_notices = translate_dataset_block(raw)
     refuse_inline_credentials(raw)
     top = read_block("", raw, TOP_LEVEL, ignored=IGNORED_DJ_KEYS)
     substitute_placeholders(top, job_id, work_dir)
@@ -387,6 +389,7 @@ def parse_recipe(
 
     process = _parse_process(raw.get("process"), top["op_implementation"], top["text_keys"][0])
     notices = [
+        *dataset_notices,
         *executor_notices(top["executor_type"]),
         *ignored_key_notices(raw),
         *(n for spec in process for n in spec.notices),

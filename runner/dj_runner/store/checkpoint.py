@@ -1,8 +1,9 @@
 """Checkpoints: atomic, verified, self-describing snapshots of a partition between ops.
 
-A checkpoint is written to a temporary name (checksummed on the way), fsynced and renamed;
-only then is a commit record (row count, byte size, SHA-256) appended and fsynced to the
-directory's ``commits.jsonl``. A file without a commit record does not exist as far as the runner is
+A checkpoint is written whole first (checksummed on the way): locally to a temporary name,
+fsynced and renamed; in object storage as one object under a name of its own, never reused.
+Only then is a commit record (row count, byte size, SHA-256) appended to the directory's
+``commits.jsonl`` log (``Blobs.append``: a fsynced line, or one conditionally created object). A file without a commit record does not exist as far as the runner is
 concerned, and a file whose size, checksum or row count disagrees with its record is
 discarded and recomputed. Unless ``preserve_intermediate_data`` is set, committing a
 checkpoint removes the older ones of the same partition. ``partition_store`` opens a
@@ -16,6 +17,7 @@ import hashlib
 import io
 import json
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +28,8 @@ import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 from dj_runner.store.arrow_json import decode_table, encode_table, json_schema
-from dj_runner.store.atomic import append_record, read_records, write_atomic
+from dj_runner.store.atomic import write_atomic
+from dj_runner.store.blobs import Blobs, LocalBlobs, open_blobs
 from dj_runner.store.fencing import Fence, fenced
 from dj_runner.store.workdir import WorkDir
 
@@ -177,27 +180,39 @@ def restore_types(table: pa.Table, schema: pa.Schema) -> pa.Table:
     return table.cast(target)
 
 
+#: A checkpoint's bytes to read: a local file, or the object's bytes already fetched.
+Source = Path | bytes
+
+
+def _arrow_input(source: Source) -> Any:
+    return pa.BufferReader(source) if isinstance(source, bytes) else str(source)
+
+
 def read_table(
-    path: Path,
+    path: Source,
     fmt: str,
     compression: str,
     schema: pa.Schema | None,
     columns: list[str] | None = None,
 ) -> pa.Table:
     if fmt == "parquet":
-        table = pq.read_table(path, columns=columns)
+        table = pq.read_table(_arrow_input(path), columns=columns)
         if schema is not None:
             table = restore_types(table, schema)
         return table
     if fmt == "arrow":
-        with pa.memory_map(str(path)) as src:
-            table = ipc.open_file(src).read_all()
+        if isinstance(path, bytes):
+            table = ipc.open_file(pa.BufferReader(path)).read_all()
+        else:
+            with pa.memory_map(str(path)) as src:
+                table = ipc.open_file(src).read_all()
         return table.select(columns) if columns else table
     import gzip
 
-    opener = gzip.open if compression == "gzip" else open
-    with opener(path, "rb") as fh:
+    raw: BinaryIO = io.BytesIO(path) if isinstance(path, bytes) else open(path, "rb")
+    with gzip.GzipFile(fileobj=raw, mode="rb") if compression == "gzip" else raw as fh:
         rows = [json.loads(line) for line in fh if line.strip()]
+    raw.close()
     if schema is None:
         table = pa.Table.from_pylist(rows)
     else:
@@ -206,25 +221,34 @@ def read_table(
 
 
 class CheckpointDir:
-    """The checkpoints of one partition (or of one global op), in one directory."""
+    """The checkpoints of one partition (or of one global op), in one directory or prefix."""
 
     def __init__(
         self,
-        directory: Path,
+        directory: str | Path | Blobs,
         fmt: str,
         compression: str,
         preserve: bool = False,
         fence: Fence | None = None,
     ):
-        self.dir = Path(directory)
+        self.blobs = directory if isinstance(directory, Blobs) else open_blobs(directory)
         self.fmt = fmt
         self.compression = compression
         self.preserve = preserve
         self.fence = fence
 
     @property
+    def dir(self) -> Path:
+        """The local directory (a TypeError in object storage)."""
+        return _local(self.blobs).root
+
+    @property
     def commits_path(self) -> Path:
         return self.dir / COMMITS
+
+    def show(self, name: str) -> str:
+        """A checkpoint file's path or URI, as events and messages name it."""
+        return self.blobs.join(name)
 
     def commits(self) -> list[Commit]:
         """Every commit record that counts, oldest first.
@@ -232,7 +256,7 @@ class CheckpointDir:
         With a fence, records of another plan and late records of a superseded run are
         ignored (``fencing.fenced``). A record of the wrong shape is skipped like a torn line.
         """
-        records = read_records(self.commits_path)
+        records = self.blobs.records(COMMITS)
         if self.fence is not None:
             records = fenced(records, self.fence.plan_id)
         out = []
@@ -249,33 +273,48 @@ class CheckpointDir:
         return max((c.key for c in commits), default=None)
 
     def clean_temporaries(self) -> None:
-        """Remove files left half-written by a crash."""
-        if self.dir.exists():
+        """Remove files left half-written by a crash (object storage leaves none: an upload
+        that did not complete is no object)."""
+        if self.blobs.is_local and self.dir.exists():
             for p in self.dir.glob(".*.tmp-*"):
                 p.unlink(missing_ok=True)
 
+    def _file_name(self, key: CheckpointKey) -> str:
+        ext = EXTENSIONS[self.fmt]
+        if self.blobs.is_local:
+            return f"{key.label}.{ext}"
+        # In object storage a name is never written twice: a superseded writer's late upload
+        # cannot replace the bytes a commit record of a newer run vouches for.
+        return f"{key.label}-{uuid.uuid4().hex[:12]}.{ext}"
+
     def save(self, key: CheckpointKey, table: pa.Table, op_name: str | None) -> Commit:
-        """Write, fsync, rename, then commit; finally prune older checkpoints."""
+        """Write the file whole, then commit it; finally prune older checkpoints."""
         if self.fence is not None:
             self.fence.check_current()
-        name = f"{key.label}.{EXTENSIONS[self.fmt]}"
-        path = self.dir / name
+        name = self._file_name(key)
         # The checksum is taken from the bytes as they are written, not from a re-read.
-        written: list[HashingWriter] = []
+        if self.blobs.is_local:
+            written: list[HashingWriter] = []
 
-        def write(tmp: Path) -> None:
-            with open(tmp, "wb") as fh:
-                sink = HashingWriter(fh)
-                write_table(sink, table, self.fmt, self.compression)
-                written.append(sink)
+            def write(tmp: Path) -> None:
+                with open(tmp, "wb") as fh:
+                    sink = HashingWriter(fh)
+                    write_table(sink, table, self.fmt, self.compression)
+                    written.append(sink)
 
-        write_atomic(path, write)
+            write_atomic(self.dir / name, write)
+            sink = written[0]
+        else:
+            buf = io.BytesIO()
+            sink = HashingWriter(buf)
+            write_table(sink, table, self.fmt, self.compression)
+            self.blobs.write(name, buf.getvalue())
         commit = Commit(
             key=key,
             file=name,
             rows=table.num_rows,
-            bytes=written[0].size,
-            sha256=written[0].sha256.hexdigest(),
+            bytes=sink.size,
+            sha256=sink.sha256.hexdigest(),
             fmt=self.fmt,
             compression=self.compression,
             op_name=op_name,
@@ -285,7 +324,7 @@ class CheckpointDir:
         )
         if self.fence is not None:
             self.fence.check_current()  # a newer run claimed the work dir meanwhile: stop
-        append_record(self.commits_path, commit.to_record(self.fence))
+        self.blobs.append(COMMITS, commit.to_record(self.fence))
         if not self.preserve:
             self.prune(keep=key)
         return commit
@@ -294,30 +333,49 @@ class CheckpointDir:
         """Delete the files of every checkpoint older than ``keep``."""
         for c in self.commits():
             if c.key < keep:
-                (self.dir / c.file).unlink(missing_ok=True)
+                self.blobs.delete(c.file)
 
-    def verify(self, commit: Commit) -> Path:
-        """Check a committed file against its record; raise InvalidCheckpoint if it differs."""
-        path = self.dir / commit.file
-        try:
-            size = path.stat().st_size
-        except FileNotFoundError as exc:
-            raise MissingCheckpoint(f"{commit.file}: missing") from exc
-        if size != commit.bytes:
-            raise InvalidCheckpoint(f"{commit.file}: {size} bytes, commit says {commit.bytes}")
-        digest = sha256_file(path)
+    def delete(self, commit: Commit) -> None:
+        """Delete a checkpoint's file (its record stays; it no longer verifies)."""
+        self.blobs.delete(commit.file)
+
+    def verify(self, commit: Commit) -> Source:
+        """Check a committed file against its record; raise InvalidCheckpoint if it differs.
+
+        Returns what to read it from: the local file, or the object's bytes (fetched once).
+        """
+        if self.blobs.is_local:
+            path = self.dir / commit.file
+            try:
+                size = path.stat().st_size
+            except FileNotFoundError as exc:
+                raise MissingCheckpoint(f"{commit.file}: missing") from exc
+            if size != commit.bytes:
+                raise InvalidCheckpoint(f"{commit.file}: {size} bytes, commit says {commit.bytes}")
+            digest = sha256_file(path)
+            source: Source = path
+        else:
+            data = self.blobs.read(commit.file)
+            if data is None:
+                raise MissingCheckpoint(f"{commit.file}: missing")
+            if len(data) != commit.bytes:
+                raise InvalidCheckpoint(
+                    f"{commit.file}: {len(data)} bytes, commit says {commit.bytes}"
+                )
+            digest = hashlib.sha256(data).hexdigest()
+            source = data
         if digest != commit.sha256:
             raise InvalidCheckpoint(
                 f"{commit.file}: checksum {digest[:12]} != {commit.sha256[:12]}"
             )
-        return path
+        return source
 
     def load(self, commit: Commit, columns: list[str] | None = None) -> pa.Table:
         """Verify and read a committed checkpoint (only ``columns``, if given)."""
-        path = self.verify(commit)
+        source = self.verify(commit)
         schema = _schema_from_b64(commit.schema_b64) if commit.schema_b64 else None
         try:
-            table = read_table(path, commit.fmt, commit.compression, schema, columns)
+            table = read_table(source, commit.fmt, commit.compression, schema, columns)
         except (pa.ArrowException, OSError, ValueError) as exc:
             raise InvalidCheckpoint(f"{commit.file}: unreadable ({exc})") from exc
         if table.num_rows != commit.rows:
@@ -331,11 +389,13 @@ class CheckpointDir:
     ) -> Iterator[pa.Table]:
         """Stream a committed checkpoint in slices of about ``rows`` rows.
 
-        It is verified first, unless the caller has just ``verified`` it.
+        It is verified first, unless the caller has just ``verified`` it (locally).
         """
-        path = self.dir / commit.file if verified else self.verify(commit)
+        source: Source = (
+            self.dir / commit.file if verified and self.blobs.is_local else self.verify(commit)
+        )
         if commit.fmt == "parquet":
-            pf = pq.ParquetFile(path)
+            pf = pq.ParquetFile(_arrow_input(source))
             schema = pf.schema_arrow
             written = _schema_from_b64(commit.schema_b64) if commit.schema_b64 else None
             for batch in pf.iter_batches(batch_size=rows, use_threads=False):
@@ -350,10 +410,12 @@ class CheckpointDir:
         """A committed checkpoint's schema, read without loading its data."""
         if commit.schema_b64:
             return _schema_from_b64(commit.schema_b64)
-        path = self.dir / commit.file
+        source = self.verify(commit)
         if commit.fmt == "parquet":
-            return pq.read_schema(path)
-        with pa.memory_map(str(path)) as src:
+            return pq.read_schema(_arrow_input(source))
+        if isinstance(source, bytes):
+            return ipc.open_file(pa.BufferReader(source)).schema
+        with pa.memory_map(str(source)) as src:
             return ipc.open_file(src).schema
 
     def newest_valid(
@@ -377,7 +439,7 @@ class CheckpointDir:
                 pruned = isinstance(exc, MissingCheckpoint) and len(seen) > 1
                 if on_invalid is not None and not pruned:
                     on_invalid(commit, str(exc))
-                (self.dir / commit.file).unlink(missing_ok=True)
+                self.delete(commit)
         return None
 
     def latest_commit(self, key: CheckpointKey) -> Commit | None:
@@ -387,6 +449,12 @@ class CheckpointDir:
             if c.key == key:
                 found = c
         return found
+
+
+def _local(blobs: Blobs) -> LocalBlobs:
+    if not isinstance(blobs, LocalBlobs):
+        raise TypeError(f"{blobs.uri} is not a local directory")
+    return blobs
 
 
 class CheckpointSettings(Protocol):
@@ -405,7 +473,7 @@ def partition_store(
 ) -> CheckpointDir:
     """Partition ``pid``'s checkpoints in ``work``; with ``fence``, writes carry the run's claim."""
     return CheckpointDir(
-        work.checkpoint_dir(pid),
+        work.show(work.checkpoint_key(pid)),
         settings.storage_format,
         settings.compression,
         settings.preserve_intermediate_data,

@@ -14,7 +14,11 @@ run increments, and its run id. Every commit record carries the writer's ``run_i
 Limits: the writer's check and its append are two steps, so a superseded writer can still
 append one record in between; such a record belongs to the same recipe and plan (a changed
 recipe or plan changes ``plan_id``), its file is checksummed, and a newer run's records that
-precede it in the log outrank it. Claims are only as atomic as ``rename`` on the volume.
+precede it in the log outrank it. A claim is taken with a conditional write (``Blobs.create``
+or ``Blobs.replace`` on the version read): of two runs claiming at once, one gets the next
+epoch and the other reads again and takes the one after. In object storage that is
+``If-None-Match``/``If-Match``; locally a hard link or a compare-then-rename under the work
+dir's ``flock``.
 """
 
 from __future__ import annotations
@@ -27,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 from dj_runner.errors import RunnerError
-from dj_runner.store.atomic import write_json_atomic
 from dj_runner.store.workdir import WorkDir
 
 
@@ -38,19 +41,19 @@ class Fence:
     run_id: str
     epoch: int
     plan_id: str | None = None
-    claim_path: str | None = None  # checked before each commit when set
+    claim_root: str | None = None  # the work dir whose claim is checked before each commit
 
     def with_plan(self, plan_id: str) -> Fence:
-        return Fence(self.run_id, self.epoch, plan_id, self.claim_path)
+        return Fence(self.run_id, self.epoch, plan_id, self.claim_root)
 
     def record_fields(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "epoch": self.epoch, "plan_id": self.plan_id}
 
     def check_current(self) -> None:
         """Raise Superseded if a newer run has claimed the work dir since this one did."""
-        if self.claim_path is None:
+        if self.claim_root is None:
             return
-        claim = read_claim(Path(self.claim_path).parent)
+        claim = read_claim(self.claim_root)
         if claim is not None and claim["epoch"] > self.epoch:
             raise Superseded(
                 f"run {self.run_id} was superseded by run {claim['run_id']} "
@@ -67,24 +70,40 @@ def new_run_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:12]
 
 
+def _parse_claim(data: bytes | None) -> dict[str, Any] | None:
+    try:
+        raw = json.loads(data) if data is not None else None
+        return {"epoch": int(raw["epoch"]), "run_id": str(raw["run_id"])}
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
 def read_claim(root: str | Path) -> dict[str, Any] | None:
     try:
-        data = json.loads(WorkDir(root).claim_path.read_text())
-        return {"epoch": int(data["epoch"]), "run_id": str(data["run_id"])}
-    except (OSError, ValueError, KeyError, TypeError):
+        return _parse_claim(WorkDir(root).blobs.read(WorkDir.CLAIM))
+    except OSError:
         return None
 
 
 def take_claim(root: str | Path, run_id: str) -> Fence:
     """Claim the work dir for ``run_id``: one epoch above the previous claim."""
-    path = WorkDir(root).claim_path
-    previous = read_claim(root)
-    epoch = (previous["epoch"] if previous else 0) + 1
-    write_json_atomic(
-        path,
-        {"epoch": epoch, "run_id": run_id, "claimed_at": datetime.now(UTC).isoformat()},
-    )
-    return Fence(run_id, epoch, None, str(path))
+    work = WorkDir(root)
+    for _ in range(100):
+        got = work.blobs.read_versioned(WorkDir.CLAIM)
+        previous = _parse_claim(got[0]) if got is not None else None
+        epoch = (previous["epoch"] if previous else 0) + 1
+        data = json.dumps(
+            {"epoch": epoch, "run_id": run_id, "claimed_at": datetime.now(UTC).isoformat()},
+            indent=1,
+            sort_keys=True,
+        ).encode()
+        if got is None:
+            won = work.blobs.create(WorkDir.CLAIM, data)
+        else:
+            won = work.blobs.replace(WorkDir.CLAIM, data, got[1])
+        if won is not None:
+            return Fence(run_id, epoch, None, work.uri)
+    raise RunnerError(f"{work.show(WorkDir.CLAIM)}: could not claim the work dir (100 tries)")
 
 
 def fenced(records: list[dict[str, Any]], plan_id: str | None) -> list[dict[str, Any]]:

@@ -88,6 +88,11 @@ def configure_s3(options: S3Config) -> None:
         _options = options
 
 
+def current_s3_config() -> S3Config:
+    """This process's ``s3`` settings (``configure_s3``)."""
+    return _options
+
+
 def is_s3(uri: str) -> bool:
     return uri.startswith(S3_SCHEME)
 
@@ -112,7 +117,7 @@ def split_s3(uri: str, key: str = "dataset_path") -> tuple[str, str]:
     return bucket, obj
 
 
-def _endpoint(options: S3Config) -> str | None:
+def endpoint_of(options: S3Config) -> str | None:
     return (
         options.endpoint_url
         or os.environ.get("AWS_ENDPOINT_URL_S3")
@@ -120,7 +125,7 @@ def _endpoint(options: S3Config) -> str | None:
     )
 
 
-def _region(options: S3Config) -> str | None:
+def region_of(options: S3Config) -> str | None:
     return options.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
 
 
@@ -129,7 +134,7 @@ def s3_filesystem(options: S3Config | None = None) -> pafs.S3FileSystem:
     opts = options if options is not None else _options
     # which identity the SDK's chain starts from (names, never secrets) is part of the cache key
     identity = (os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_PROFILE"))
-    return _s3_filesystem(_endpoint(opts), _region(opts), identity)
+    return _s3_filesystem(endpoint_of(opts), region_of(opts), identity)
 
 
 @functools.lru_cache(maxsize=8)

@@ -7,7 +7,9 @@ The kernel drops the lock when the holder dies, however it dies (SIGKILL include
 stale lock file never blocks anybody; the holder record in it is only information.
 
 ``flock`` is reliable between processes of one host. On a volume shared by several hosts it
-may not be (it depends on the file system); ``fencing.py`` covers that case.
+may not be (it depends on the file system); ``fencing.py`` covers that case. A work dir in
+object storage has no ``flock``: its lock is a lease object (``lease.py``) with the same
+outcomes (exit 5 naming the holder, or a wait).
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from dj_runner.errors import Interrupted, RunnerError
+from dj_runner.store.lease import Lease, read_lease
 from dj_runner.store.nospace import raising_no_space
 from dj_runner.store.workdir import WorkDir
 
@@ -41,7 +45,7 @@ class LockHolder:
 class WorkDirLocked(RunnerError):
     """Another live runner holds the work dir."""
 
-    def __init__(self, root: Path, holder: LockHolder | None, waited_s: float) -> None:
+    def __init__(self, root: str | Path, holder: LockHolder | None, waited_s: float) -> None:
         self.holder = holder
         who = holder.describe() if holder else "another runner (it has not said who yet)"
         waited = f" after waiting {waited_s:.0f}s" if waited_s > 0 else ""
@@ -51,19 +55,33 @@ class WorkDirLocked(RunnerError):
         )
 
 
-def read_holder(root: str | Path) -> LockHolder | None:
-    """Who holds (or last held) the lock, from the lock file; None if unknown."""
+def _holder(data: Any) -> LockHolder | None:
     try:
-        data = json.loads(WorkDir(root).lock_path.read_text())
         return LockHolder(
             str(data["host"]), int(data["pid"]), str(data["started_at"]), str(data["run_id"])
         )
-    except (OSError, ValueError, KeyError, TypeError):
+    except (KeyError, ValueError, TypeError):
+        return None
+
+
+def read_holder(root: str | Path) -> LockHolder | None:
+    """Who holds (or last held) the lock, from the lock file; None if unknown."""
+    work = WorkDir(root)
+    if not work.is_local:
+        lease = read_lease(work)
+        return None if lease is None else _holder(lease.holder)
+    try:
+        return _holder(json.loads(work.lock_path.read_text()))
+    except (OSError, ValueError):
         return None
 
 
 def is_locked(root: str | Path) -> bool:
     """Whether a live runner holds the work dir's lock (works on a read-only work dir)."""
+    work = WorkDir(root)
+    if not work.is_local:
+        lease = read_lease(work)
+        return lease is not None and not lease.expired(time.time())
     try:
         fd = os.open(WorkDir(root).lock_path, os.O_RDONLY)
     except OSError:
@@ -81,9 +99,15 @@ class WorkDirLock:
     """The exclusive lock of one work dir, held from ``acquire`` to ``release``."""
 
     def __init__(self, root: str | Path, holder: LockHolder) -> None:
-        self.root = Path(root)
+        self.work = WorkDir(root)
         self.holder = holder
         self._fd: int | None = None
+        self._lease: Lease | None = None
+
+    @property
+    def lost(self) -> bool:
+        """Whether another runner took the lease over (object storage only)."""
+        return self._lease is not None and self._lease.lost
 
     @staticmethod
     def holder_for(run_id: str, started_at: str) -> LockHolder:
@@ -97,6 +121,16 @@ class WorkDirLock:
     ) -> None:
         """Take the lock, or raise WorkDirLocked once ``wait_s`` seconds have passed
         (Interrupted if ``cancelled()`` turns true while waiting)."""
+        if not self.work.is_local:
+            lease = Lease(self.work, asdict(self.holder))
+            lease.acquire(
+                wait_s,
+                lambda holder, waited: WorkDirLocked(self.work.uri, _holder(holder), waited),
+                cancelled=cancelled,
+            )
+            self._lease = lease
+            return
+        self.root = self.work.root
         self.root.mkdir(parents=True, exist_ok=True)
         # os.open's descriptors are not inherited by child processes (PEP 446): a Ray
         # process started by this driver cannot keep the lock alive after the driver dies.
@@ -130,6 +164,9 @@ class WorkDirLock:
             raise
 
     def release(self) -> None:
+        if self._lease is not None:
+            lease, self._lease = self._lease, None
+            lease.release()
         if self._fd is not None:
             fd, self._fd = self._fd, None
             fcntl.flock(fd, fcntl.LOCK_UN)

@@ -13,17 +13,18 @@
 <work_dir>/.stop-<run id>        asks the run's partition tasks to stop after their checkpoint
 
 The names are the contract's (``dj_runner.contract``); this module joins them to a root. Every
-reader and writer of the work dir gets its paths here, and the modules that own each file read
-and write it. Every path is built by ``_path`` from relative POSIX parts, so the work dir is one
-place to teach another filesystem; today it is the local one.
+reader and writer of the work dir gets its keys here and reads and writes them through the work
+dir's ``blobs`` (``store/blobs.py``): a local directory or an ``s3://bucket/prefix``, the same
+layout in both. In S3 the append-only logs (``commits.jsonl``) are prefixes of one object per
+record, and ``.lock`` is a lease object (``store/lease.py``) instead of a ``flock``.
 """
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from dj_runner import contract
+from dj_runner.store.blobs import Blobs, LocalBlobs, open_blobs
 
 #: The entries earlier runs' results live in; ``--restart`` removes them. The lock and the
 #: claim are not among them: they order a run after the earlier ones.
@@ -33,83 +34,136 @@ _PLAN_DIRS = (contract.CHECKPOINTS_DIR, contract.GLOBAL_DIR, contract.REJECTS_DI
 
 
 class WorkDir:
-    """The paths of one job's work directory."""
+    """The keys of one job's work directory, and the store they live in."""
 
-    def __init__(self, root: str | Path):
-        self.root = Path(root).resolve()
+    def __init__(self, root: str | Path | Blobs):
+        self.blobs = root if isinstance(root, Blobs) else open_blobs(root)
+        self.uri = self.blobs.uri
 
-    def _path(self, *parts: str) -> Path:
-        return self.root.joinpath(*parts)
+    def __reduce__(self) -> tuple[object, ...]:
+        return (WorkDir, (self.uri,))
 
-    # -- files
+    @property
+    def is_local(self) -> bool:
+        return self.blobs.is_local
+
+    @property
+    def root(self) -> Path:
+        """The directory of a local work dir (a TypeError for one in object storage)."""
+        if not isinstance(self.blobs, LocalBlobs):
+            raise TypeError(f"work dir {self.uri} is not a local directory")
+        return self.blobs.root
+
+    def path(self, key: str) -> Path:
+        """The local file of ``key`` (a TypeError for a work dir in object storage)."""
+        return self.root.joinpath(*key.split("/"))
+
+    def show(self, key: str) -> str:
+        """``key`` as the user knows it: a path or an ``s3://`` URI."""
+        return self.blobs.join(key)
+
+    # -- keys of files
+    MANIFEST = contract.JOB_FILE
+    PLAN = contract.PLAN_FILE
+    RESULT = contract.RESULT_FILE
+    STATUS = contract.STATUS_FILE
+    CLAIM = contract.CLAIM_FILE
+    LOCK = contract.LOCK_FILE
+    EVENTS = contract.EVENTS_DIR
+    REJECTS = contract.REJECTS_DIR
+    CHECKPOINTS = contract.CHECKPOINTS_DIR
+
+    @staticmethod
+    def stop_key(run_id: str) -> str:
+        return contract.STOP_FILE_PREFIX + run_id
+
+    @staticmethod
+    def rejects_key(pid: int) -> str:
+        return f"{contract.REJECTS_DIR}/p{pid:05d}.jsonl"
+
+    @staticmethod
+    def checkpoint_key(pid: int) -> str:
+        """Partition ``pid``'s checkpoints."""
+        return f"{contract.CHECKPOINTS_DIR}/p{pid:05d}"
+
+    @staticmethod
+    def global_key(op_idx: int) -> str:
+        """The committed decision of the global op at ``op_idx``."""
+        return f"{contract.GLOBAL_DIR}/op{op_idx:03d}"
+
+    def stop_keys(self) -> list[str]:
+        """Every run's stop file present (a run the grace period cut short leaves its own)."""
+        return sorted(
+            e.key
+            for e in self.blobs.list("")
+            if "/" not in e.key and e.key.startswith(contract.STOP_FILE_PREFIX)
+        )
+
+    # -- local paths (the tests and local-only tools read files directly)
     @property
     def manifest_path(self) -> Path:
-        return self._path(contract.JOB_FILE)
+        return self.path(self.MANIFEST)
 
     @property
     def plan_path(self) -> Path:
-        return self._path(contract.PLAN_FILE)
+        return self.path(self.PLAN)
 
     @property
     def result_path(self) -> Path:
-        return self._path(contract.RESULT_FILE)
+        return self.path(self.RESULT)
 
     @property
     def status_path(self) -> Path:
-        return self._path(contract.STATUS_FILE)
+        return self.path(self.STATUS)
 
     @property
     def claim_path(self) -> Path:
-        return self._path(contract.CLAIM_FILE)
+        return self.path(self.CLAIM)
 
     @property
     def lock_path(self) -> Path:
-        return self._path(contract.LOCK_FILE)
+        return self.path(self.LOCK)
 
     def stop_path(self, run_id: str) -> Path:
-        return self._path(contract.STOP_FILE_PREFIX + run_id)
+        return self.path(self.stop_key(run_id))
 
-    def stop_paths(self) -> list[Path]:
-        """Every run's stop file present (a run the grace period cut short leaves its own)."""
-        return sorted(self.root.glob(contract.STOP_FILE_PREFIX + "*"))
-
-    # -- directories
     @property
     def events_dir(self) -> Path:
-        return self._path(contract.EVENTS_DIR)
+        return self.path(self.EVENTS)
 
     @property
     def rejects_dir(self) -> Path:
-        return self._path(contract.REJECTS_DIR)
+        return self.path(self.REJECTS)
 
     def rejects_path(self, pid: int) -> Path:
-        return self._path(contract.REJECTS_DIR, f"p{pid:05d}.jsonl")
+        return self.path(self.rejects_key(pid))
 
     @property
     def checkpoints_dir(self) -> Path:
-        return self._path(contract.CHECKPOINTS_DIR)
+        return self.path(self.CHECKPOINTS)
 
     def checkpoint_dir(self, pid: int) -> Path:
-        """Partition ``pid``'s checkpoints."""
-        return self._path(contract.CHECKPOINTS_DIR, f"p{pid:05d}")
+        return self.path(self.checkpoint_key(pid))
 
     def global_dir(self, op_idx: int) -> Path:
-        """The committed decision of the global op at ``op_idx``."""
-        return self._path(contract.GLOBAL_DIR, f"op{op_idx:03d}")
+        return self.path(self.global_key(op_idx))
+
+    @property
+    def events_uri(self) -> str:
+        """Where the event log is: a directory or an ``s3://`` prefix."""
+        return self.show(self.EVENTS)
 
     # -- what is there
+    def _any(self, *keys: str) -> bool:
+        return any(self.blobs.exists(key) or self.blobs.list(key) for key in keys)
+
     def is_work_dir(self) -> bool:
         """Whether a runner has used this directory (a manifest, a status or an event log)."""
-        return any(
-            self._path(name).exists()
-            for name in (contract.JOB_FILE, contract.STATUS_FILE, contract.EVENTS_DIR)
-        )
+        return self._any(contract.JOB_FILE, contract.STATUS_FILE, contract.EVENTS_DIR)
 
     def has_progress(self) -> bool:
         """Whether earlier runs left a plan or checkpoints here."""
-        return self.plan_path.exists() or any(
-            self._path(name).exists() for name in (contract.CHECKPOINTS_DIR, contract.GLOBAL_DIR)
-        )
+        return self._any(contract.PLAN_FILE, contract.CHECKPOINTS_DIR, contract.GLOBAL_DIR)
 
     # -- starting over
     def wipe(self, keep_events: bool = False) -> None:
@@ -118,11 +172,11 @@ class WorkDir:
         The lock and the claim stay: they order this run after the earlier ones.
         """
         for name in _RESULT_FILES:
-            self._path(name).unlink(missing_ok=True)
+            self.blobs.delete(name)
         for name in (*_PLAN_DIRS, *(() if keep_events else (contract.EVENTS_DIR,))):
-            shutil.rmtree(self._path(name), ignore_errors=True)
+            self.blobs.delete_tree(name)
 
     def wipe_checkpoints(self) -> None:
         """Drop checkpoints, global decisions and rejects (they belong to a lost plan)."""
         for name in _PLAN_DIRS:
-            shutil.rmtree(self._path(name), ignore_errors=True)
+            self.blobs.delete_tree(name)
