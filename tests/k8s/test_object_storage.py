@@ -248,17 +248,22 @@ def test_a_worker_and_the_runner_killed_mid_job_still_identical(
     tmp_path: Path,
 ) -> None:
     name = "s3-kill"
-    # Each partition (50 rows) holds its worker for 4 s, so both kills land mid-job.
+    # Each partition (50 rows) holds its worker for 6 s, so both kills land mid-job.
     job = with_test_ops(store_job(name, s3, bucket, "kuberay", workers=2))
-    job["spec"]["recipe"]["process"].insert(0, {"slow_mapper": {"seconds": 4.0}})  # type: ignore[index]
+    job["spec"]["recipe"]["process"].insert(0, {"slow_mapper": {"seconds": 6.0}})  # type: ignore[index]
     credentials_secret(k8s_cluster, namespace)
     apply(k8s_cluster, namespace, job)
 
-    def in_flight() -> bool:
+    def mid_job() -> bool:
+        """Partitions planned, some started or done, not all done (status.progress)."""
         progress = (job_obj(k8s_cluster, namespace, name).get("status") or {}).get("progress")
-        return bool(progress) and progress.get("partitionsRunning", 0) > 0
+        if not progress:
+            return False
+        total, done = progress.get("partitionsTotal") or 0, progress.get("partitionsCompleted") or 0
+        started = done + (progress.get("partitionsRunning") or 0)
+        return started > 0 and done < total
 
-    wait_for(in_flight, 300, "a partition running on a worker pod", interval=0.2)
+    wait_for(mid_job, 300, "the job's progress to show it mid-job", interval=0.2)
     workers = [
         p.metadata.name
         for p in raycluster.ray_pods(core, namespace, f"{name}-ray")
