@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 from kubernetes import client
+from pyarrow.fs import FileSelector, FileType
 
 from dj_runner import contract
 from tests.harness.cluster import Cluster
@@ -248,22 +249,24 @@ def test_a_worker_and_the_runner_killed_mid_job_still_identical(
     tmp_path: Path,
 ) -> None:
     name = "s3-kill"
-    # Each partition (50 rows) holds its worker for 6 s, so both kills land mid-job.
+    # Each partition (50 rows) holds its worker for 6 s in its first op, so both kills land
+    # mid-job, after the first checkpoints and well before the last.
     job = with_test_ops(store_job(name, s3, bucket, "kuberay", workers=2))
     job["spec"]["recipe"]["process"].insert(0, {"slow_mapper": {"seconds": 6.0}})  # type: ignore[index]
     credentials_secret(k8s_cluster, namespace)
     apply(k8s_cluster, namespace, job)
 
     def mid_job() -> bool:
-        """Partitions planned, some started or done, not all done (status.progress)."""
-        progress = (job_obj(k8s_cluster, namespace, name).get("status") or {}).get("progress")
-        if not progress:
-            return False
-        total, done = progress.get("partitionsTotal") or 0, progress.get("partitionsCompleted") or 0
-        started = done + (progress.get("partitionsRunning") or 0)
-        return started > 0 and done < total
+        """A partition committed a checkpoint in the bucket, and the job has no result yet.
+        (Not status.progress: the process node's pods reach the API server without a token.)"""
+        fs = s3.filesystem()
+        work = f"{bucket}/work/{name}"
+        selector = FileSelector(f"{work}/{contract.CHECKPOINTS_DIR}", True, allow_not_found=True)
+        committed = any(i.type == FileType.File for i in fs.get_file_info(selector))
+        result = fs.get_file_info(f"{work}/{contract.RESULT_FILE}")
+        return committed and result.type == FileType.NotFound
 
-    wait_for(mid_job, 300, "the job's progress to show it mid-job", interval=0.2)
+    wait_for(mid_job, 300, "a checkpoint committed in the bucket mid-job", interval=0.2)
     workers = [
         p.metadata.name
         for p in raycluster.ray_pods(core, namespace, f"{name}-ray")
