@@ -261,7 +261,8 @@ def test_a_worker_and_the_runner_killed_mid_job_still_identical(
         (Not status.progress: the process node's pods reach the API server without a token.)"""
         fs = s3.filesystem()
         work = f"{bucket}/work/{name}"
-        selector = FileSelector(f"{work}/{contract.CHECKPOINTS_DIR}", True, allow_not_found=True)
+        checkpoints = f"{work}/{contract.CHECKPOINTS_DIR}"
+        selector = FileSelector(checkpoints, recursive=True, allow_not_found=True)
         committed = any(i.type == FileType.File for i in fs.get_file_info(selector))
         result = fs.get_file_info(f"{work}/{contract.RESULT_FILE}")
         return committed and result.type == FileType.NotFound
