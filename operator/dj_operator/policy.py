@@ -1,10 +1,11 @@
 """The installation policy: what a DataJuicerJob may ask of the pods the operator creates for it.
 
 A job's `spec.runner` passes security contexts, volumes, init containers, images and environment
-into pods that the operator creates with its own ServiceAccount: without a policy, whoever may
-create a DataJuicerJob may run any pod. The installation (the chart's `policy` values, passed as
+into pods that the operator creates with its own ServiceAccount, and `spec.storage.objectStore`
+names a Secret and a ServiceAccount whose credentials those pods then carry: without a policy,
+whoever may create a DataJuicerJob may run any pod with any of its namespace's credentials. The installation (the chart's `policy` values, passed as
 the DJ_POLICY_* variables of `SETTINGS`) decides what is allowed; the default allows what the
-Pod Security Standard `restricted` allows and no Secret. `check` refuses a job that asks for more
+Pod Security Standard `restricted` allows, no Secret and no ServiceAccount. `check` refuses a job that asks for more
 before any child exists, naming the field and the rule (`PolicyViolation`, a SpecError: the job
 fails with reason InvalidSpec). Pure: no I/O.
 """
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dj_operator.api.fields import SpecError
+from dj_runner import contract
 
 Obj = dict[str, Any]
 
@@ -63,6 +65,7 @@ class Policy:
     allow_root: bool = False
     allowed_capabilities: frozenset[str] = frozenset()
     allowed_secrets: frozenset[str] = frozenset()
+    allowed_service_accounts: frozenset[str] = frozenset()
     allowed_image_prefixes: tuple[str, ...] = ()
     allow_paths_outside_mount: bool = False
     network_policy: bool = True
@@ -110,7 +113,15 @@ SETTINGS: tuple[Setting, ...] = (
         "DJ_POLICY_ALLOWED_SECRETS",
         "allowed_secrets",
         "list",
-        "Secrets a job may use in volumes and env (comma-separated names; none by default)",
+        "Secrets a job may use in volumes and env and as objectStore.credentialsSecret"
+        " (comma-separated names; none by default)",
+    ),
+    Setting(
+        "DJ_POLICY_ALLOWED_SERVICE_ACCOUNTS",
+        "allowed_service_accounts",
+        "list",
+        "ServiceAccounts a job's pods may run as (objectStore.webIdentity; comma-separated"
+        " names; none by default)",
     ),
     Setting(
         "DJ_POLICY_ALLOWED_IMAGE_PREFIXES",
@@ -150,6 +161,8 @@ RULES: dict[str, str] = {
     "hostPath": "no hostPath volume (policy DJ_POLICY_ALLOW_HOST_PATH)",
     "volumeTypes": "a volume of type " + ", ".join(sorted(RESTRICTED_VOLUME_TYPES)),
     "secrets": "only the Secrets the policy names (DJ_POLICY_ALLOWED_SECRETS)",
+    "serviceAccounts": "only the ServiceAccounts the policy names"
+    " (DJ_POLICY_ALLOWED_SERVICE_ACCOUNTS)",
     "images": "an image under an allowed prefix (DJ_POLICY_ALLOWED_IMAGE_PREFIXES)",
     "seccomp": "seccompProfile RuntimeDefault or Localhost",
     "seLinux": "seLinuxOptions without user or role, type one of container_t,"
@@ -157,8 +170,8 @@ RULES: dict[str, str] = {
     "appArmor": "appArmorProfile RuntimeDefault or Localhost",
     "procMount": "procMount Default",
     "sysctls": "only the safe sysctls " + ", ".join(sorted(SAFE_SYSCTLS)),
-    "pathsOutsideMount": "a path under the storage mount or a mount of the job's own"
-    " (policy DJ_POLICY_ALLOW_PATHS_OUTSIDE_MOUNT)",
+    "pathsOutsideMount": "a path under the storage mount or a mount of the job's own, or an"
+    " s3:// URI (policy DJ_POLICY_ALLOW_PATHS_OUTSIDE_MOUNT)",
 }
 
 
@@ -327,12 +340,27 @@ def _check_volume(volume: Obj, path: str, policy: Policy) -> None:
             _check_secret(name, f"{path}.projected.sources[{index}].secret.name", policy)
 
 
+def _check_object_store(store: Obj, policy: Policy) -> None:
+    """The credentials an object-store job's pods carry: only a Secret and a ServiceAccount
+    the installation names."""
+    path = "spec.storage.objectStore"
+    secret = _dict(store.get("credentialsSecret"))
+    if secret:
+        _check_secret(secret.get("name"), f"{path}.credentialsSecret.name", policy)
+    identity = _dict(store.get("webIdentity"))
+    if identity:
+        name = identity.get("serviceAccountName")
+        if name not in policy.allowed_service_accounts:
+            raise PolicyViolation(f"{path}.webIdentity.serviceAccountName", name, "serviceAccounts")
+
+
 def check_job(job_spec: Any, policy: Policy = DEFAULT_POLICY) -> None:
     """Refuse (PolicyViolation) the first thing `job_spec` (a DataJuicerJob's raw `spec`, as
     the API holds it) asks of its pods that `policy` does not allow."""
     spec = _dict(job_spec)
     runner = _dict(spec.get("runner"))
     ray = _dict(spec.get("ray"))
+    _check_object_store(_dict(_dict(spec.get("storage")).get("objectStore")), policy)
     base = "spec.runner"
     for key in HOST_NAMESPACES:
         if runner.get(key):
@@ -357,8 +385,9 @@ def check_job(job_spec: Any, policy: Policy = DEFAULT_POLICY) -> None:
                 )
 
 
-def _mount_roots(job_spec: Any, mount_path: str) -> Iterator[str]:
-    yield mount_path
+def _mount_roots(job_spec: Any, mount_path: str | None) -> Iterator[str]:
+    if mount_path is not None:
+        yield mount_path
     runner = _dict(_dict(job_spec).get("runner"))
     for mount in _list(runner.get("volumeMounts")):
         path = _dict(mount).get("mountPath")
@@ -368,19 +397,20 @@ def _mount_roots(job_spec: Any, mount_path: str) -> Iterator[str]:
 
 def check_paths(
     paths: Mapping[str, str],
-    mount_path: str,
+    mount_path: str | None,
     job_spec: Any,
     field: str,
     policy: Policy = DEFAULT_POLICY,
 ) -> None:
-    """Refuse a recipe path (as the pod resolves it) outside the storage mount and the job's
-    own volume mounts: an absolute dataset_path such as /etc/passwd reads the image's files.
-    An ``s3://`` URI names no file of the pod's and is not checked here."""
+    """Refuse a recipe path (as the pod resolves it) outside the storage mount (None: object
+    storage, no mount) and the job's own volume mounts: an absolute dataset_path such as
+    /etc/passwd reads the image's files. An ``s3://`` URI names no file of the pod's and is
+    not checked here."""
     if policy.allow_paths_outside_mount:
         return
     roots = list(_mount_roots(job_spec, mount_path))
     for key, path in paths.items():
-        if path.startswith("s3://"):
+        if path.startswith(contract.S3_SCHEME):
             continue  # object storage: no file of the pod's
         if not any(path == root or path.startswith(root.rstrip("/") + "/") for root in roots):
             raise PolicyViolation(f"{field}.{key}", path, "pathsOutsideMount")

@@ -87,6 +87,17 @@ ENV_JOB_NAMESPACE: Final = "DJ_JOB_NAMESPACE"
 ENV_RAY_MIN_NODES: Final = "DJ_RUNNER_RAY_MIN_NODES"
 #: kuberay mode: how long the runner waits for them, in seconds (spec.ray.readyTimeoutSeconds).
 ENV_RAY_CONNECT_TIMEOUT: Final = "DJ_RUNNER_RAY_CONNECT_TIMEOUT_S"
+#: Object storage: the standard AWS variables the runner's S3 client reads. They are the only way
+#: a store's address and credentials reach a runner or Ray pod (spec.storage.objectStore).
+ENV_AWS_ACCESS_KEY_ID: Final = "AWS_ACCESS_KEY_ID"
+ENV_AWS_SECRET_ACCESS_KEY: Final = "AWS_SECRET_ACCESS_KEY"
+ENV_AWS_SESSION_TOKEN: Final = "AWS_SESSION_TOKEN"
+ENV_AWS_ROLE_ARN: Final = "AWS_ROLE_ARN"
+ENV_AWS_WEB_IDENTITY_TOKEN_FILE: Final = "AWS_WEB_IDENTITY_TOKEN_FILE"
+ENV_AWS_ENDPOINT_URL: Final = "AWS_ENDPOINT_URL"
+ENV_AWS_REGION: Final = "AWS_REGION"
+#: The scheme of an object-storage URI (dataset_path, export_path, the work dir).
+S3_SCHEME: Final = "s3://"
 
 #: The runner container's port that serves ``/metrics`` (the chart's PodMonitor scrapes it).
 METRICS_PORT_NAME: Final = "metrics"

@@ -298,11 +298,13 @@ def events(cluster: Cluster, namespace: str, name: str) -> list[Obj]:
 
 
 def with_test_ops(job: Obj) -> Obj:
-    """Runner pods that load the test ops (as a user's custom ops are loaded)."""
+    """Runner pods that load the test ops (as a user's custom ops are loaded), and the project
+    from where this test process loads it (its PYTHONPATH, as the operator process gets it)."""
     env = job["spec"].setdefault("runner", {}).setdefault("env", [])
+    path = [str(TEST_OPS), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
     env += [
         {"name": "DJ_RUNNER_OP_MODULES", "value": "dj_test_ops"},
-        {"name": "PYTHONPATH", "value": str(TEST_OPS)},
+        {"name": "PYTHONPATH", "value": os.pathsep.join(path)},
     ]
     return job
 

@@ -56,7 +56,41 @@ REFUSED = [
     (
         "claim-and-template",
         _set("storage.claimName", "x"),
-        "exactly one of claimName and volumeClaimTemplate",
+        "set exactly one of claimName, volumeClaimTemplate and objectStore",
+    ),
+    (
+        "template-and-object-store",
+        _set("storage.objectStore", {"workDir": "s3://bucket/work"}),
+        "set exactly one of claimName, volumeClaimTemplate and objectStore",
+    ),
+    (
+        "object-store-without-work-dir",
+        _set("storage", {"objectStore": {"region": "us-east-1"}}),
+        "spec.storage.objectStore.workDir: Required value",
+    ),
+    (
+        "object-store-work-dir-not-a-uri",
+        _set("storage", {"objectStore": {"workDir": "/data/work"}}),
+        "spec.storage.objectStore.workDir: Invalid value",
+    ),
+    (
+        "object-store-and-claim-work-dir",
+        _set("storage", {"objectStore": {"workDir": "s3://bucket/work"}, "workDir": "runs"}),
+        "workDir is only valid with a claim: set objectStore.workDir",
+    ),
+    (
+        "object-store-two-credentials",
+        _set(
+            "storage",
+            {
+                "objectStore": {
+                    "workDir": "s3://bucket/work",
+                    "credentialsSecret": {"name": "keys"},
+                    "webIdentity": {"serviceAccountName": "reader"},
+                }
+            },
+        ),
+        "set at most one of credentialsSecret and webIdentity",
     ),
     ("no-storage", _set("storage", None), "spec.storage: Required value"),
     ("unknown-mode", _set("ray.mode", "slurm"), "spec.ray.mode: Unsupported value"),
@@ -325,3 +359,59 @@ def test_the_installation_policy_refuses_before_any_pod(
     assert condition(failed, "SpecValid")["status"] == "False"
     assert runner_pods(k8s_cluster, namespace, "demo") == []
     assert "children" not in failed["status"] or "runnerPod" not in failed["status"]["children"]
+
+
+OBJECT_STORE_REFUSED = [
+    # (case, spec.storage.objectStore, recipe paths, the field and the words the failure names)
+    (
+        "secret-not-allowed",
+        {"credentialsSecret": {"name": "team-admin-keys"}},
+        {"dataset_path": "s3://bucket/in.jsonl", "export_path": "s3://bucket/out.jsonl"},
+        "spec.storage.objectStore.credentialsSecret.name",
+        "(rule secrets)",
+    ),
+    (
+        "identity-not-allowed",
+        {"webIdentity": {"serviceAccountName": "default"}},
+        {"dataset_path": "s3://bucket/in.jsonl", "export_path": "s3://bucket/out.jsonl"},
+        "spec.storage.objectStore.webIdentity.serviceAccountName",
+        "(rule serviceAccounts)",
+    ),
+    (
+        "relative-path-without-a-volume",
+        {},
+        {"dataset_path": "input/demo.jsonl", "export_path": "s3://bucket/out.jsonl"},
+        "spec.recipe.dataset_path",
+        "objectStore mounts no volume",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "store", "paths", "field", "words"),
+    OBJECT_STORE_REFUSED,
+    ids=[r[0] for r in OBJECT_STORE_REFUSED],
+)
+def test_an_object_store_job_is_refused_before_any_pod(
+    k8s_cluster: Cluster,
+    namespace: str,
+    operator: OperatorProcess,
+    case: str,
+    store: Obj,
+    paths: Obj,
+    field: str,
+    words: str,
+) -> None:
+    job = example_job()
+    job["spec"]["storage"] = {"objectStore": {"workDir": "s3://bucket/work/demo", **store}}
+    job["spec"]["runner"] = {}
+    job["spec"]["recipe"].update(paths)
+    apply(k8s_cluster, namespace, job)
+    failed = wait_phase(k8s_cluster, namespace, "demo", ("Failed",), timeout=60)
+    failure = failed["status"]["failure"]
+    assert failure["reason"] == "InvalidSpec"
+    assert failure["message"].startswith(f"{field}: "), failure["message"]
+    assert words in failure["message"]
+    assert runner_pods(k8s_cluster, namespace, "demo") == []
+    claims = k8s_cluster.kubectl("get", "pvc", "-n", namespace, "-o", "name").stdout
+    assert claims.strip() == ""

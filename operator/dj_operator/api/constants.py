@@ -42,6 +42,18 @@ DEFAULT_RUNNER_COMMAND = ("dj-runner",)
 DEFAULT_STARTUP_DEADLINE_SECONDS = 600
 STARTUP_DEADLINE_ENV = "DJ_STARTUP_DEADLINE_SECONDS"
 
+#: objectStore: the runner's working directory (no data volume; the recipe's paths are URIs or
+#: absolute), the pod's writable emptyDir.
+NO_VOLUME_WORKING_DIR = "/tmp"
+
+# objectStore.webIdentity with a roleArn: the projected ServiceAccount token the AWS SDK
+# exchanges for credentials (AssumeRoleWithWebIdentity), where EKS's webhook would put it.
+TOKEN_VOLUME = "datajuicer-aws-token"
+TOKEN_DIR = "/var/run/secrets/datajuicer.io/aws"
+TOKEN_FILE = "token"
+TOKEN_EXPIRATION_SECONDS = 3600
+DEFAULT_TOKEN_AUDIENCE = "sts.amazonaws.com"
+
 # Ray (KubeRay's own defaults for the head's ports).
 RAY_API_VERSION = "ray.io/v1"
 RAY_KIND = "RayCluster"

@@ -147,10 +147,18 @@ def status_schema() -> Schema:
         "The names of the objects the job owns or uses.",
         {
             "configMap": string("The recipe ConfigMap."),
-            "claim": string("The PersistentVolumeClaim mounted as storage."),
-            "serviceAccount": string("The runner's ServiceAccount."),
+            "claim": string(
+                "The PersistentVolumeClaim mounted as storage (none on object storage)."
+            ),
+            "serviceAccount": string(
+                "The ServiceAccount the runner pod runs as: <job>-runner, or the object store's"
+                " webIdentity.serviceAccountName."
+            ),
             "rayCluster": string("The RayCluster (kuberay mode)."),
-            "rayServiceAccount": string("The Ray pods' ServiceAccount (kuberay mode; no token)."),
+            "rayServiceAccount": string(
+                "The Ray pods' ServiceAccount (kuberay mode; no API token): <job>-ray, or the"
+                " object store's webIdentity.serviceAccountName."
+            ),
             "networkPolicy": string("The NetworkPolicy admitting ingress to the job's pods."),
             "runnerPod": string("The current (or last) runner pod."),
         },
@@ -203,8 +211,12 @@ def status_schema() -> Schema:
             "failure": failure,
             "children": children,
             "rayCluster": ray_cluster,
-            "workDir": string("The runner's work dir, as the pod sees it."),
-            "outputPath": string("The export path, as the pod sees it."),
+            "workDir": string(
+                "The runner's work dir, as the pod sees it (on the claim, or an s3:// URI)."
+            ),
+            "outputPath": string(
+                "The export path, as the pod sees it (on the claim, or an s3:// URI)."
+            ),
             "recipeHash": string(
                 "sha256:<hex> of the recipe the job's pods read (recipeFrom is read once per run).",
                 maxLength=80,
@@ -229,6 +241,9 @@ def status_schema() -> Schema:
                     "claimName": string("The claim mounted as storage."),
                     "mountPath": string("spec.storage.mountPath."),
                     "workDir": string("spec.storage.workDir, as written (empty: the default)."),
+                    "objectStoreWorkDir": string(
+                        "spec.storage.objectStore.workDir (empty: the job is on a claim)."
+                    ),
                 },
             ),
             "startTime": timestamp("When the first runner attempt was created."),

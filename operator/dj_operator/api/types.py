@@ -17,6 +17,7 @@ from dj_operator.api import constants as c
 from dj_operator.api import openapi as oa
 from dj_operator.api.fields import Block, Obj, Rule, SpecError, parse, spec_field
 from dj_operator.build.security import merge
+from dj_runner import contract
 
 if TYPE_CHECKING:
     from dj_operator.policy import Policy
@@ -24,8 +25,10 @@ if TYPE_CHECKING:
 __all__ = [
     "BUILTIN_DEFAULTS",
     "ConfigMapKeyRef",
+    "CredentialsSecret",
     "HeadGroupSpec",
     "JobSpec",
+    "ObjectStoreSpec",
     "OperatorDefaults",
     "RayPorts",
     "RaySpec",
@@ -33,6 +36,7 @@ __all__ = [
     "RunnerSpec",
     "SpecError",
     "StorageSpec",
+    "WebIdentity",
     "WorkerGroupSpec",
     "parse_spec",
 ]
@@ -96,12 +100,134 @@ def _resources(whose: str) -> str:
 
 # -- spec.storage ----------------------------------------------------------------------------
 
+#: An ``s3://bucket[/prefix]`` URI: a bucket name as S3 allows it, then an optional key prefix.
+S3_URI_PATTERN = r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^\s]*)?$"
+_S3_URI_EXPECTED = (
+    "an s3://bucket/prefix URI (a bucket name of 3-63 lowercase letters, digits, '.', '-')"
+)
+_STORAGE_FORMS = (
+    ("claimName", "claim_name"),
+    ("volumeClaimTemplate", "volume_claim_template"),
+    ("objectStore", "object_store"),
+)
+_ONE_FORM = "exactly one of claimName, volumeClaimTemplate and objectStore"
+
+
+@dataclass(frozen=True)
+class CredentialsSecret:
+    BLOCK: ClassVar[Block] = Block(
+        "A Secret of the job's namespace that holds an access key pair; its keys reach the runner"
+        " and Ray containers as AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN)"
+        " through secretKeyRef, never as values. The installation policy must allow the Secret"
+        " (DJ_POLICY_ALLOWED_SECRETS)."
+    )
+
+    name: str = spec_field(
+        "The Secret's name.", required=True, expected="a Secret name", max_length=253
+    )
+    access_key_id_key: str = spec_field(
+        "The Secret's key holding the access key id.",
+        default=contract.ENV_AWS_ACCESS_KEY_ID,
+        max_length=253,
+    )
+    secret_access_key_key: str = spec_field(
+        "The Secret's key holding the secret access key.",
+        default=contract.ENV_AWS_SECRET_ACCESS_KEY,
+        max_length=253,
+    )
+    session_token_key: str | None = spec_field(
+        "The Secret's key holding a session token (temporary credentials); unset: none.",
+        max_length=253,
+    )
+
+
+@dataclass(frozen=True)
+class WebIdentity:
+    BLOCK: ClassVar[Block] = Block(
+        "Credentials from a ServiceAccount's workload identity (web identity, as an IAM role for"
+        " a service account): the runner pod and every Ray pod run as this ServiceAccount. The"
+        " installation policy must allow it (DJ_POLICY_ALLOWED_SERVICE_ACCOUNTS)."
+    )
+
+    service_account_name: str = spec_field(
+        "The ServiceAccount of the job's namespace that carries the identity.",
+        required=True,
+        expected="a ServiceAccount name",
+        max_length=253,
+    )
+    role_arn: str | None = spec_field(
+        "The role to assume. Set: the operator projects a token of the ServiceAccount for"
+        " `audience` into each pod and sets AWS_ROLE_ARN and AWS_WEB_IDENTITY_TOKEN_FILE."
+        " Unset: the platform injects them (EKS's pod identity webhook reads the"
+        " ServiceAccount's eks.amazonaws.com/role-arn annotation).",
+        max_length=2048,
+    )
+    audience: str = spec_field(
+        "With roleArn: the audience of the projected token.",
+        default=c.DEFAULT_TOKEN_AUDIENCE,
+        max_length=253,
+    )
+
+
+def _check_object_store(values: dict[str, Any], raw: Obj, path: str) -> None:
+    if values["credentials_secret"] is not None and values["web_identity"] is not None:
+        raise SpecError(
+            f"{path}.webIdentity",
+            values["web_identity"].service_account_name,
+            "at most one of credentialsSecret and webIdentity",
+        )
+
+
+@dataclass(frozen=True)
+class ObjectStoreSpec:
+    BLOCK: ClassVar[Block] = Block(
+        "The work dir in an S3-compatible bucket: no volume is created or mounted, the recipe's"
+        " dataset_path and export_path are s3:// URIs (or absolute paths under the job's own"
+        " runner.volumeMounts). Endpoint, region and credentials reach the runner and every Ray"
+        " pod as the standard AWS environment, and nothing else.",
+        rules=(
+            Rule(
+                "!has(self.credentialsSecret) || !has(self.webIdentity)",
+                "set at most one of credentialsSecret and webIdentity",
+            ),
+        ),
+        check=_check_object_store,
+    )
+
+    work_dir: str = spec_field(
+        "The runner's work dir (checkpoints, plan, event log, status.json, the lock):"
+        " s3://bucket/prefix. Give each job its own.",
+        required=True,
+        pattern=S3_URI_PATTERN,
+        expected=_S3_URI_EXPECTED,
+        max_length=1024,
+    )
+    endpoint: str | None = spec_field(
+        "The store's S3 endpoint (AWS_ENDPOINT_URL), for stores other than AWS S3.",
+        pattern=r"^https?://[^/@\s]+(/[^@\s]*)?$",
+        expected="an http(s)://host[:port] URL without credentials",
+        max_length=512,
+    )
+    region: str | None = spec_field(
+        "The store's region (AWS_REGION).",
+        pattern="^[A-Za-z0-9-]+$",
+        expected="a region name such as us-east-1",
+        max_length=64,
+    )
+    credentials_secret: CredentialsSecret | None = spec_field()
+    web_identity: WebIdentity | None = spec_field()
+
 
 def _check_storage(values: dict[str, Any], raw: Obj, path: str) -> None:
-    if (values["claim_name"] is None) == (values["volume_claim_template"] is None):
-        raise SpecError(path, raw, "exactly one of claimName and volumeClaimTemplate")
+    forms = [key for key, attr in _STORAGE_FORMS if values[attr] is not None]
+    if len(forms) != 1:
+        raise SpecError(path, forms, _ONE_FORM)
     values["mount_path"] = values["mount_path"].rstrip("/")
     work_dir = values["work_dir"]
+    if work_dir is not None and values["object_store"] is not None:
+        raise SpecError(
+            f"{path}.workDir", work_dir, "no workDir with objectStore: set objectStore.workDir"
+        )
     if work_dir is not None and ".." in work_dir.split("/"):
         raise SpecError(f"{path}.workDir", work_dir, "a path without '..'")
 
@@ -109,11 +235,17 @@ def _check_storage(values: dict[str, Any], raw: Obj, path: str) -> None:
 @dataclass(frozen=True)
 class StorageSpec:
     BLOCK: ClassVar[Block] = Block(
-        "Where the data, the output and the runner's work dir live: a claim mounted at mountPath.",
+        "Where the data, the output and the runner's work dir live: a claim mounted at"
+        " mountPath, or a bucket (objectStore).",
         rules=(
             Rule(
-                "has(self.claimName) != has(self.volumeClaimTemplate)",
-                "set exactly one of claimName and volumeClaimTemplate",
+                "[has(self.claimName), has(self.volumeClaimTemplate), has(self.objectStore)]"
+                ".filter(x, x).size() == 1",
+                f"set {_ONE_FORM}",
+            ),
+            Rule(
+                "!has(self.objectStore) || !has(self.workDir)",
+                "workDir is only valid with a claim: set objectStore.workDir",
             ),
         ),
         check=_check_storage,
@@ -140,6 +272,7 @@ class StorageSpec:
             required=["spec"],
         )
     )
+    object_store: ObjectStoreSpec | None = spec_field()
     when_deleted: str = spec_field(
         "With volumeClaimTemplate: Retain keeps the claim (and the output) when the job is"
         " deleted; Delete makes the job its owner so that it is deleted with the job.",
@@ -147,18 +280,23 @@ class StorageSpec:
         default="Retain",
     )
     mount_path: str = spec_field(
-        "Where the claim is mounted in the runner pod; the runner's working directory, so"
-        " the recipe's relative paths resolve under it.",
+        "With a claim: where it is mounted in the runner pod; the runner's working directory,"
+        " so the recipe's relative paths resolve under it.",
         default=c.DEFAULT_MOUNT_PATH,
         pattern="^/.+",
         expected="an absolute path other than /",
         max_length=1024,
     )
     work_dir: str | None = spec_field(
-        "The runner's work dir (checkpoints, plan, event log, status.json), absolute or"
-        " relative to mountPath. Default: <mountPath>/.datajuicer/<namespace>/<name>.",
+        "With a claim: the runner's work dir (checkpoints, plan, event log, status.json),"
+        " absolute or relative to mountPath. Default: <mountPath>/.datajuicer/<namespace>/<name>.",
         max_length=1024,
     )
+
+    @property
+    def mount(self) -> str | None:
+        """Where the data volume is mounted in the runner pod; None: no volume (objectStore)."""
+        return None if self.object_store is not None else self.mount_path
 
 
 # -- spec.ray --------------------------------------------------------------------------------
@@ -358,7 +496,8 @@ class RunnerSpec:
     )
     init_containers: tuple[Obj, ...] = spec_field(
         "Containers run before the runner in each attempt (e.g. to stage input data);"
-        " each gets the storage mount unless it mounts volume `data` itself.",
+        " with a claim, each gets the storage mount unless it mounts volume `data` itself"
+        " (on object storage: no mount, and not the store's environment).",
         max_items=8,
     )
     node_selector: dict[str, str] = spec_field("Node labels the runner pod must match.")

@@ -3,7 +3,8 @@ rules, and the spec's paths, bounds and Ray parameters that the schema cannot ex
 
 `dj_runner.recipe.parse.parse_recipe` checks keys, op names, op parameters and path suffixes on the
 mapping alone, without touching the filesystem; its messages name the key and suggest the closest
-valid name. Paths are resolved against the storage mount, as the runner pod resolves them.
+valid name. Paths are resolved against the storage mount, as the runner pod resolves them; on
+object storage (no mount) a path must be an ``s3://`` URI or absolute.
 What the installation allows a job to ask of its pods is `dj_operator.policy`'s decision.
 """
 
@@ -17,6 +18,8 @@ import yaml
 
 from dj_operator.api import constants as c
 from dj_operator.api.types import JobSpec, SpecError
+from dj_operator.build import object_store
+from dj_runner import contract
 from dj_runner.errors import RecipeError
 from dj_runner.recipe.parse import parse_recipe
 
@@ -32,28 +35,39 @@ def load_recipe_text(text: str, source: str) -> dict[str, Any]:
     return raw
 
 
-def _under(mount: str, path: str) -> str:
+def _under(mount: str | None, path: str) -> str:
     """Where the pod sees ``path``: under the mount unless absolute; an ``s3://`` URI as it is."""
-    if path.startswith("s3://"):
+    if path.startswith(contract.S3_SCHEME):
         return path
-    return posixpath.normpath(path if path.startswith("/") else posixpath.join(mount, path))
+    if mount is not None and not path.startswith("/"):
+        path = posixpath.join(mount, path)
+    return posixpath.normpath(path)
+
+
+#: What a recipe path on object storage must be.
+_NO_VOLUME_PATH = (
+    "an s3:// URI, or an absolute path under one of the job's own runner.volumeMounts"
+    " (spec.storage.objectStore mounts no volume that a relative path could resolve under)"
+)
 
 
 def validate_recipe(
     recipe: dict[str, Any],
-    mount_path: str,
+    mount_path: str | None,
     field: str = "spec.recipe",
     work_dir: str | None = None,
     job_id: str | None = None,
 ) -> dict[str, str]:
     """Validate `recipe`; return its resolved dataset and export paths as the pod sees them.
 
-    ``work_dir`` and ``job_id`` are what the runner pod is given (``--work-dir``, ``--job-id``):
-    they fill the recipe's ``{work_dir}`` and ``{job_id}`` placeholders as the runner will."""
+    ``mount_path`` is the storage mount (``StorageSpec.mount``); None on object storage, where a
+    relative path is refused. ``work_dir`` and ``job_id`` are what the runner pod is given
+    (``--work-dir``, ``--job-id``): they fill the recipe's ``{work_dir}`` and ``{job_id}``
+    placeholders as the runner will."""
     try:
         parsed = parse_recipe(
             dict(recipe),
-            base_dir=PurePosixPath(mount_path),  # type: ignore[arg-type]
+            base_dir=PurePosixPath(mount_path or "."),  # type: ignore[arg-type]
             job_id=job_id,
             work_dir=work_dir,
         )
@@ -65,14 +79,22 @@ def validate_recipe(
     out = {}
     for key in ("dataset_path", "export_path"):
         raw = str(recipe[key])
-        if not raw.startswith("/") and ".." in PurePosixPath(raw).parts:
+        value = str(getattr(parsed, key))
+        if mount_path is None:
+            if not value.startswith((contract.S3_SCHEME, "/")):
+                raise SpecError(f"{field}.{key}", raw, _NO_VOLUME_PATH)
+        elif not raw.startswith("/") and ".." in PurePosixPath(raw).parts:
             raise SpecError(f"{field}.{key}", raw, f"a path that stays under {mount_path}")
-        out[key] = _under(mount_path, str(getattr(parsed, key)))
+        out[key] = _under(mount_path, value)
     return out
 
 
 def work_dir_for(spec: JobSpec, namespace: str, name: str) -> str:
-    """The runner's work dir: spec.storage.workDir (relative to the mount) or the default."""
+    """The runner's work dir: objectStore.workDir (a URI); else spec.storage.workDir (relative to
+    the mount) or the default under the mount."""
+    store = spec.storage.object_store
+    if store is not None:
+        return store.work_dir.rstrip("/")
     mount = spec.storage.mount_path
     if spec.storage.work_dir:
         return _under(mount, spec.storage.work_dir)
@@ -139,15 +161,31 @@ def _check_ray_params(spec: JobSpec) -> None:
             )
 
 
+def _check_runner_env(spec: JobSpec) -> None:
+    """runner.env may not set what spec.storage.objectStore sets (two values, one wins)."""
+    owned = object_store.env_names(spec)
+    for index, var in enumerate(spec.runner.env):
+        if var.get("name") in owned:
+            raise SpecError(
+                f"spec.runner.env[{index}].name",
+                var.get("name"),
+                "a variable other than "
+                + ", ".join(owned)
+                + " (set from spec.storage.objectStore)",
+            )
+
+
 def validate_spec(raw_spec: Any, spec: JobSpec, name: str, namespace: str) -> None:
     """Refuse (SpecError, naming the field) what parse_spec accepts but a pod or the operator
     cannot honour: a mountPath that is not a clean absolute path or that collides with the
     runner's own mounts, a workDir outside the storage (a restart would lose its checkpoints),
-    a duration too long to compute with, and Ray start parameters the operator owns."""
+    a runner.env variable that objectStore sets, a duration too long to compute with, and Ray
+    start parameters the operator owns."""
     storage = (raw_spec or {}).get("storage") if isinstance(raw_spec, dict) else None
     _check_mount_path((storage or {}).get("mountPath") if isinstance(storage, dict) else None)
+    _check_runner_env(spec)
     work_dir = work_dir_for(spec, namespace, name)
-    if not _inside(work_dir, spec.storage.mount_path):
+    if spec.storage.mount is not None and not _inside(work_dir, spec.storage.mount):
         raise SpecError(
             "spec.storage.workDir",
             spec.storage.work_dir,

@@ -1,6 +1,8 @@
 """Builders of the job's children: recipe ConfigMap, claim, runner RBAC, runner pod, RayCluster,
 the Ray pods' ServiceAccount and the job's NetworkPolicy. Every pod gets the restricted security
-context (build/security.py) merged with the installation's and the job's own."""
+context (build/security.py) merged with the installation's and the job's own, and either the
+claim (mounted at spec.storage.mountPath) or, on object storage, no data volume and the store's
+environment (build/object_store.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import yaml
 
 from dj_operator.api import constants as c
 from dj_operator.api.types import JobSpec
-from dj_operator.build import names, security
+from dj_operator.build import names, object_store, security
 from dj_runner import contract
 
 Obj = dict[str, Any]
@@ -58,17 +60,34 @@ def runner_termination_grace(spec: JobSpec) -> int:
     return spec.runner.grace_period_seconds + 10
 
 
-def claim_name(job: Obj, spec: JobSpec) -> str:
+def claim_name(job: Obj, spec: JobSpec) -> str | None:
+    """The claim the job's pods mount; None on object storage (no claim at all)."""
+    if spec.storage.object_store is not None:
+        return None
     return spec.storage.claim_name or names.claim(job["metadata"]["name"])
 
 
-def runner_rbac(job: Obj) -> list[Obj]:
+def runner_service_account(job: Obj, spec: JobSpec) -> str:
+    """What the runner pod runs as: the job's own `<job>-runner`, or the workload identity's."""
+    return object_store.identity(spec) or names.service_account(job["metadata"]["name"])
+
+
+def ray_pod_service_account(job: Obj, spec: JobSpec) -> str:
+    """What the Ray pods run as: the token-less `<job>-ray`, or the workload identity's."""
+    return object_store.identity(spec) or names.ray_service_account(job["metadata"]["name"])
+
+
+def runner_rbac(job: Obj, identity: str | None = None) -> list[Obj]:
     """ServiceAccount, Role and RoleBinding: the runner may only patch its own job's status (it
     writes status.progress), nothing else. RBAC cannot narrow a patch to one field of the
-    status: see docs/operator.md."""
+    status: see docs/operator.md. With a workload identity (`identity`, the ServiceAccount the
+    runner pod then runs as) the binding names that ServiceAccount too."""
     name = job["metadata"]["name"]
     sa = names.service_account(name)
     ns = job["metadata"]["namespace"]
+    subjects = [{"kind": "ServiceAccount", "name": sa, "namespace": ns}]
+    if identity is not None:
+        subjects.append({"kind": "ServiceAccount", "name": identity, "namespace": ns})
     return [
         {
             "apiVersion": "v1",
@@ -94,7 +113,7 @@ def runner_rbac(job: Obj) -> list[Obj]:
             "kind": "RoleBinding",
             "metadata": names.metadata(job, sa, c.COMPONENT_RBAC),
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": sa},
-            "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": ns}],
+            "subjects": subjects,
         },
     ]
 
@@ -132,8 +151,19 @@ def runner_args(job: Obj, spec: JobSpec, work_dir: str) -> list[str]:
     return args
 
 
-def _storage_mount(spec: JobSpec) -> Obj:
-    return {"name": c.DATA_VOLUME, "mountPath": spec.storage.mount_path}
+def _storage_mounts(spec: JobSpec) -> list[Obj]:
+    """The claim's mount ([] on object storage)."""
+    mount = spec.storage.mount
+    return [] if mount is None else [{"name": c.DATA_VOLUME, "mountPath": mount}]
+
+
+def _storage_volumes(job: Obj, spec: JobSpec) -> list[Obj]:
+    """The claim as a pod volume ([] on object storage) and the web-identity token, if any."""
+    claim = claim_name(job, spec)
+    volumes = object_store.token_volumes(spec)
+    if claim is not None:
+        volumes.insert(0, {"name": c.DATA_VOLUME, "persistentVolumeClaim": {"claimName": claim}})
+    return volumes
 
 
 def runner_pod(job: Obj, spec: JobSpec, attempt: int, work_dir: str) -> Obj:
@@ -156,16 +186,18 @@ def runner_pod(job: Obj, spec: JobSpec, attempt: int, work_dir: str) -> Obj:
                 "value": str(spec.ray.ready_timeout_seconds),
             },
         ]
+    env += object_store.env(spec)
     env += copy.deepcopy(list(runner.env))
     container: Obj = {
         "name": c.RUNNER_CONTAINER,
         "image": runner.image,
         "command": list(runner.command),
         "args": runner_args(job, spec, work_dir),
-        "workingDir": spec.storage.mount_path,
+        "workingDir": spec.storage.mount or c.NO_VOLUME_WORKING_DIR,
         "env": env,
         "volumeMounts": [
-            _storage_mount(spec),
+            *_storage_mounts(spec),
+            *object_store.token_mounts(spec),
             {"name": c.RECIPE_VOLUME, "mountPath": c.RECIPE_DIR, "readOnly": True},
             *copy.deepcopy(list(runner.volume_mounts)),
         ],
@@ -194,7 +226,7 @@ def runner_pod(job: Obj, spec: JobSpec, attempt: int, work_dir: str) -> Obj:
         init = copy.deepcopy(init)
         mounts = init.setdefault("volumeMounts", [])
         if not any(m.get("name") == c.DATA_VOLUME for m in mounts):
-            mounts.insert(0, _storage_mount(spec))
+            mounts[:0] = _storage_mounts(spec)
         # The runner's context (the installation's and the job's), then the init container's.
         init["securityContext"] = security.container_context(
             runner.security_context, init.get("securityContext")
@@ -202,14 +234,11 @@ def runner_pod(job: Obj, spec: JobSpec, attempt: int, work_dir: str) -> Obj:
         inits.append(init)
     pod_spec: Obj = {
         "restartPolicy": "Never",
-        "serviceAccountName": names.service_account(meta["name"]),
+        "serviceAccountName": runner_service_account(job, spec),
         "terminationGracePeriodSeconds": runner_termination_grace(spec),
         "containers": [container],
         "volumes": [
-            {
-                "name": c.DATA_VOLUME,
-                "persistentVolumeClaim": {"claimName": claim_name(job, spec)},
-            },
+            *_storage_volumes(job, spec),
             {
                 "name": c.RECIPE_VOLUME,
                 "configMap": {"name": names.config_map(meta["name"])},
@@ -219,6 +248,10 @@ def runner_pod(job: Obj, spec: JobSpec, attempt: int, work_dir: str) -> Obj:
     }
     if own_tmp:
         pod_spec["volumes"].append({"name": c.TMP_VOLUME, "emptyDir": {}})
+    if object_store.identity(spec) is not None:
+        # The runner reports its progress with its API token, also under a workload identity
+        # whose ServiceAccount does not automount one.
+        pod_spec["automountServiceAccountToken"] = True
     if inits:
         pod_spec["initContainers"] = inits
     if runner.node_selector:
@@ -239,10 +272,17 @@ def _ray_container(name: str, image: str, resources: Obj, ports: list[Obj], spec
     container: Obj = {
         "name": name,
         "image": image,
-        "env": [{"name": c.RAY_DRAIN_TIMEOUT_ENV, "value": str(c.RAY_DRAIN_TIMEOUT_SECONDS)}],
+        "env": [
+            {"name": c.RAY_DRAIN_TIMEOUT_ENV, "value": str(c.RAY_DRAIN_TIMEOUT_SECONDS)},
+            *object_store.env(spec),
+        ],
         # Ray's sessions, sockets and spill under /tmp (RAY_TMPDIR), writable under a read-only
         # root filesystem.
-        "volumeMounts": [_storage_mount(spec), {"name": c.TMP_VOLUME, "mountPath": "/tmp"}],
+        "volumeMounts": [
+            *_storage_mounts(spec),
+            *object_store.token_mounts(spec),
+            {"name": c.TMP_VOLUME, "mountPath": "/tmp"},
+        ],
         # KubeRay copies it onto the wait-gcs-ready init container it adds to workers.
         "securityContext": security.container_context(spec.runner.security_context),
     }
@@ -254,8 +294,8 @@ def _ray_container(name: str, image: str, resources: Obj, ports: list[Obj], spec
 
 
 def _ray_pod_template(job: Obj, spec: JobSpec, container: Obj, volumes: list[Obj]) -> Obj:
-    """A Ray pod: the job's label (what its NetworkPolicy selects), the Ray ServiceAccount
-    without an API token, the restricted pod security context."""
+    """A Ray pod: the job's label (what its NetworkPolicy selects), the Ray ServiceAccount (or
+    the workload identity's) without an API token, the restricted pod security context."""
     name = job["metadata"]["name"]
     return {
         "metadata": {
@@ -266,7 +306,7 @@ def _ray_pod_template(job: Obj, spec: JobSpec, container: Obj, volumes: list[Obj
             }
         },
         "spec": {
-            "serviceAccountName": names.ray_service_account(name),
+            "serviceAccountName": ray_pod_service_account(job, spec),
             "automountServiceAccountToken": False,
             "securityContext": security.pod_context(spec.runner.pod_security_context),
             "containers": [container],
@@ -324,16 +364,14 @@ def network_policy(job: Obj, spec: JobSpec, metrics_from: tuple[Obj, ...] = ()) 
 
 
 def ray_cluster(job: Obj, spec: JobSpec) -> Obj:
-    """The ray.io/v1 RayCluster of kuberay mode: head and worker groups, all mounting the claim.
+    """The ray.io/v1 RayCluster of kuberay mode: head and worker groups, all mounting the claim
+    (on object storage: no data volume, the store's environment on every Ray container).
     Every Ray pod drains for at most RAY_DRAIN_TIMEOUT_SECONDS on SIGTERM and has a grace period
     of RAY_POD_GRACE_SECONDS (see constants): removing the cluster takes seconds, not Ray's 30 s
     drain timeout against a GCS that is already gone."""
     ray = spec.ray
     image = ray.image or spec.runner.image
-    volumes = [
-        {"name": c.DATA_VOLUME, "persistentVolumeClaim": {"claimName": claim_name(job, spec)}},
-        {"name": c.TMP_VOLUME, "emptyDir": {}},
-    ]
+    volumes = [*_storage_volumes(job, spec), {"name": c.TMP_VOLUME, "emptyDir": {}}]
     ports = ray.head_group.ports
     head_params = {
         "dashboard-host": c.DEFAULT_DASHBOARD_HOST,

@@ -34,7 +34,7 @@ from dj_operator.api.validation import (
     validate_spec,
     work_dir_for,
 )
-from dj_operator.build import children, names
+from dj_operator.build import children, names, object_store
 from dj_operator.events_catalog import EventReason
 from dj_operator.kube import ChildConflict, CreateRefused, Kube
 from dj_operator.metrics import default_metrics
@@ -146,12 +146,12 @@ def observe(
             field = recipe_field(spec)
             paths = validate_recipe(
                 recipe,
-                spec.storage.mount_path,
+                spec.storage.mount,
                 field,
                 work_dir=work_dir_for(spec, meta["namespace"], meta["name"]),
                 job_id=names.job_id(meta["namespace"], meta["name"], meta["uid"]),
             )
-            check_paths(paths, spec.storage.mount_path, job.get("spec"), field, policy)
+            check_paths(paths, spec.storage.mount, job.get("spec"), field, policy)
     except SpecError as exc:
         error = exc
     pods = kube.runner_pods(job)
@@ -204,14 +204,16 @@ def _ensure_children(
 ) -> list[str]:
     """Create or adopt the recipe ConfigMap, the claim (if templated), the runner RBAC, the
     job's NetworkPolicy (unless the policy turns it off) and, in kuberay mode, the Ray pods'
-    ServiceAccount (before the RayCluster, whose pods name it)."""
+    ServiceAccount (before the RayCluster, whose pods name it; none when they run as the
+    object store's workload identity)."""
     wanted = [children.recipe_config_map(job, recipe)]
     if spec.storage.volume_claim_template is not None:
         wanted.append(children.claim(job, spec))
-    wanted.extend(children.runner_rbac(job))
+    identity = object_store.identity(spec)
+    wanted.extend(children.runner_rbac(job, identity))
     if policy.network_policy:
         wanted.append(children.network_policy(job, spec, policy.metrics_from))
-    if spec.ray.mode == c.MODE_KUBERAY:
+    if spec.ray.mode == c.MODE_KUBERAY and identity is None:
         wanted.append(children.ray_service_account(job))
     created = []
     for obj in wanted:

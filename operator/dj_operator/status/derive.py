@@ -135,11 +135,13 @@ def derive(obs: Observed) -> Outcome:
     kids: Obj = {}
     if spec is not None:
         kids["configMap"] = names.config_map(meta["name"])
-        kids["claim"] = children.claim_name(job, spec)
-        kids["serviceAccount"] = names.service_account(meta["name"])
+        claim = children.claim_name(job, spec)
+        if claim is not None:
+            kids["claim"] = claim
+        kids["serviceAccount"] = children.runner_service_account(job, spec)
         if spec.ray.mode == c.MODE_KUBERAY:
             kids["rayCluster"] = names.ray_cluster(meta["name"])
-            kids["rayServiceAccount"] = names.ray_service_account(meta["name"])
+            kids["rayServiceAccount"] = children.ray_pod_service_account(job, spec)
         if obs.network_policy:
             kids["networkPolicy"] = obs.network_policy
     if records:

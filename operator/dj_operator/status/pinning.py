@@ -1,7 +1,7 @@
 """What a started job keeps until it ends: its Ray mode and where its work dir lives.
 
 Once the first runner attempt (or RayCluster) is created, `status.pinned` records `rayMode`,
-`claimName`, `mountPath` and `workDir`. Later attempts are built from the pinned values, whatever
+`claimName`, `mountPath`, `workDir` and, on object storage, `objectStoreWorkDir`. Later attempts are built from the pinned values, whatever
 the spec says since: a mode change would leave the RayCluster behind, a storage change would
 start the next attempt on another (empty) work dir and lose every checkpoint. A spec that
 differs from a pin is reported (`SpecChangePinned`), never applied; to move a job, delete and
@@ -24,6 +24,7 @@ FIELDS = {
     "claimName": "spec.storage.claimName",
     "mountPath": "spec.storage.mountPath",
     "workDir": "spec.storage.workDir",
+    "objectStoreWorkDir": "spec.storage.objectStore.workDir",
 }
 
 
@@ -34,6 +35,9 @@ def pins_of(job: Obj, spec: JobSpec) -> Obj:
         "claimName": children.claim_name(job, spec),
         "mountPath": spec.storage.mount_path,
         "workDir": spec.storage.work_dir or "",  # "" for the default (a null is no value)
+        "objectStoreWorkDir": (
+            spec.storage.object_store.work_dir if spec.storage.object_store is not None else ""
+        ),
     }
 
 
@@ -57,6 +61,10 @@ def apply(job: Obj, spec: JobSpec) -> tuple[JobSpec, list[str]]:
         mount_path=pinned.get("mountPath", spec.storage.mount_path),
         work_dir=pinned["workDir"] or None if "workDir" in pinned else spec.storage.work_dir,
     )
+    store = spec.storage.object_store
+    if store is not None and pinned.get("objectStoreWorkDir"):
+        store = dataclasses.replace(store, work_dir=pinned["objectStoreWorkDir"])
+        storage = dataclasses.replace(storage, object_store=store)
     ray = dataclasses.replace(spec.ray, mode=pinned.get("rayMode", spec.ray.mode))
     return dataclasses.replace(spec, storage=storage, ray=ray), changed
 

@@ -143,7 +143,8 @@ class ProgressReporter:
         poll_interval: float = 1.0,
         api: Any = None,
     ) -> None:
-        self.work_dir = Path(work_dir)
+        # As given: Path() would fold an s3:// work dir into "s3:/...", a local path.
+        self.work_dir = work_dir
         self.namespace = namespace
         self.name = name
         self.min_interval = min_interval

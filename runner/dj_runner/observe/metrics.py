@@ -655,7 +655,6 @@ def serve_metrics(
     """
     if not 0 <= int(port) <= 65535:
         raise ValueError(f"metrics port: {port!r} is not a TCP port; use 1-65535, or 0 for any")
-    work_dir = Path(work_dir)
     figures = RunnerFigures(since=time.time())
     lock = threading.Lock()
     registry = CollectorRegistry(auto_describe=False)

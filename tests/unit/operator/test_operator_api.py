@@ -95,10 +95,24 @@ def test_parsing_applies_every_default_the_crd_declares() -> None:
     defaults = dict(_spec_fields(root, "spec"))
     assert len(defaults) >= 12, defaults
     spec = parse_spec(make_job()["spec"])
+    # The object-store form, once with each way to credentials (both at once are refused).
+    stores = []
+    for credentials in (
+        {"credentialsSecret": {"name": "s3"}},
+        {"webIdentity": {"serviceAccountName": "sa"}},
+    ):
+        raw = copy.deepcopy(make_job()["spec"])
+        raw["storage"] = {"objectStore": {"workDir": "s3://bucket/work", **credentials}}
+        stores.append(parse_spec(raw))
     for path, default in defaults.items():
         if path.startswith("spec.recipeFrom"):
             continue
-        assert _attr(spec, path) == default, path
+        if path.startswith("spec.storage.objectStore.credentialsSecret."):
+            assert _attr(stores[0], path) == default, path
+        elif path.startswith("spec.storage.objectStore.webIdentity."):
+            assert _attr(stores[1], path) == default, path
+        else:
+            assert _attr(spec, path) == default, path
     ref = parse_spec(
         {"storage": {"claimName": "c"}, "recipeFrom": {"configMapKeyRef": {"name": "r"}}}
     )
@@ -283,4 +297,4 @@ def test_examples_parse_and_validate() -> None:
         doc = yaml.safe_load(path.read_text())
         spec = parse_spec(doc["spec"])
         if spec.recipe is not None:
-            validate_recipe(spec.recipe, spec.storage.mount_path)
+            validate_recipe(spec.recipe, spec.storage.mount)

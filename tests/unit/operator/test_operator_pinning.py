@@ -60,3 +60,15 @@ def test_a_job_without_pins_is_not_changed() -> None:
     job["spec"]["storage"]["workDir"] = "elsewhere"
     spec = parse_spec(job["spec"])
     assert pinning.apply(job, spec) == (spec, [])
+
+
+def test_an_object_store_work_dir_change_mid_run_does_not_move_the_work_dir() -> None:
+    job = make_job()
+    job["spec"]["storage"] = {"objectStore": {"workDir": "s3://bucket/jobs/demo"}}
+    job["status"] = {"pinned": pinning.pins_of(job, parse_spec(job["spec"]))}
+    assert job["status"]["pinned"]["objectStoreWorkDir"] == "s3://bucket/jobs/demo"
+    job["spec"]["storage"]["objectStore"]["workDir"] = "s3://bucket/elsewhere"
+    spec, changed = pinning.apply(job, parse_spec(job["spec"]))
+    assert spec.storage.object_store is not None
+    assert spec.storage.object_store.work_dir == "s3://bucket/jobs/demo"
+    assert any("spec.storage.objectStore.workDir changed to" in x for x in changed)

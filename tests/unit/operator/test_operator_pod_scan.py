@@ -1,7 +1,8 @@
 """The scanner: every child the real builders make for every example job, in each Ray mode, with
 and without the chart's installation defaults: every pod (the runner pod and each RayCluster
 template, with the init container KubeRay adds to workers) meets the Pod Security Standard
-`restricted`, every example passes the default policy, and every child is owned by the job."""
+`restricted`, every example passes the default policy (an object-store example: a policy that
+admits exactly the Secret it names), and every child is owned by the job."""
 
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ import yaml
 from dj_operator.api import constants as c
 from dj_operator.api.types import BUILTIN_DEFAULTS, OperatorDefaults, parse_spec
 from dj_operator.api.validation import validate_recipe, validate_spec, work_dir_for
-from dj_operator.build import children
-from dj_operator.policy import check_job, check_paths
+from dj_operator.build import children, object_store
+from dj_operator.policy import DEFAULT_POLICY, Policy, check_job, check_paths
 from dj_runner import contract
 from tests.harness.psa import restricted_violations
 
@@ -45,6 +46,15 @@ def _job(path: Path, mode: str) -> Obj:
     return job
 
 
+def _policy(job: Obj) -> Policy:
+    """The default policy, admitting the credentials Secret an object-store example names."""
+    store = job["spec"]["storage"].get("objectStore") or {}
+    secret = (store.get("credentialsSecret") or {}).get("name")
+    if secret is None:
+        return DEFAULT_POLICY
+    return Policy(allowed_secrets=frozenset({secret}))
+
+
 def _with_kuberay_init(template: Obj) -> Obj:
     """A worker template as KubeRay makes its pods: it adds the wait-gcs-ready init container
     with a copy of the Ray container's securityContext."""
@@ -64,7 +74,10 @@ def _children(job: Obj, defaults: OperatorDefaults) -> tuple[list[Obj], list[tup
     """Every child object and every pod spec (named) that the builders make for `job`."""
     spec = parse_spec(job["spec"], defaults)
     meta = job["metadata"]
-    objs = [children.recipe_config_map(job, spec.recipe or RECIPE), *children.runner_rbac(job)]
+    objs = [
+        children.recipe_config_map(job, spec.recipe or RECIPE),
+        *children.runner_rbac(job, object_store.identity(spec)),
+    ]
     objs.append(children.network_policy(job, spec))
     if spec.storage.volume_claim_template is not None:
         objs.append(children.claim(job, spec))
@@ -90,7 +103,12 @@ CASES = [
 
 
 def test_the_examples_are_found() -> None:
-    assert {p.name for p in EXAMPLES} >= {"job.yaml", "job-kuberay.yaml", "job-external.yaml"}
+    assert {p.name for p in EXAMPLES} >= {
+        "job.yaml",
+        "job-kuberay.yaml",
+        "job-external.yaml",
+        "job-object-store.yaml",
+    }
 
 
 @pytest.mark.parametrize(
@@ -101,9 +119,9 @@ def test_every_pod_of_every_example_is_restricted(path: Path, mode: str, default
     installation = CHART_DEFAULTS if defaults == "chart" else BUILTIN_DEFAULTS
     spec = parse_spec(job["spec"], installation)
     validate_spec(job["spec"], spec, job["metadata"]["name"], job["metadata"]["namespace"])
-    check_job(job["spec"])
-    paths = validate_recipe(spec.recipe or RECIPE, spec.storage.mount_path)
-    check_paths(paths, spec.storage.mount_path, job["spec"], "spec.recipe")
+    check_job(job["spec"], _policy(job))
+    paths = validate_recipe(spec.recipe or RECIPE, spec.storage.mount)
+    check_paths(paths, spec.storage.mount, job["spec"], "spec.recipe")
     objs, pods = _children(job, installation)
     for name, pod in pods:
         assert restricted_violations(pod) == [], f"{path.name} ({mode}) {name}"

@@ -46,8 +46,28 @@ def _init(**fields: Any) -> Obj:
     return spec
 
 
+def _object_store(**credentials: Any) -> Obj:
+    spec = copy.deepcopy(make_job()["spec"])
+    spec["storage"] = {"objectStore": {"workDir": "s3://bucket/work", **credentials}}
+    return spec
+
+
+STORE = "spec.storage.objectStore"
+
 REFUSED = [
     # (case, job spec, field named, rule named)
+    (
+        "store-secret",
+        _object_store(credentialsSecret={"name": "team-admin-keys"}),
+        f"{STORE}.credentialsSecret.name",
+        "secrets",
+    ),
+    (
+        "store-identity",
+        _object_store(webIdentity={"serviceAccountName": "cluster-admin-sa"}),
+        f"{STORE}.webIdentity.serviceAccountName",
+        "serviceAccounts",
+    ),
     (
         "privileged",
         _runner(securityContext={"privileged": True}),
@@ -214,6 +234,8 @@ def test_the_examples_and_the_restricted_defaults_pass_the_default_policy() -> N
         ("host-path", Policy(allow_host_path=True)),
         ("secret-volume", Policy(allowed_secrets=frozenset({"db-password"}))),
         ("env-secret", Policy(allowed_secrets=frozenset({"db"}))),
+        ("store-secret", Policy(allowed_secrets=frozenset({"team-admin-keys"}))),
+        ("store-identity", Policy(allowed_service_accounts=frozenset({"cluster-admin-sa"}))),
     ],
 )
 def test_an_installation_may_opt_in(case: str, policy: Policy) -> None:
@@ -257,6 +279,19 @@ def test_recipe_paths_outside_the_mount_are_refused() -> None:
     )
 
 
+def test_on_object_storage_only_the_jobs_own_mounts_are_roots() -> None:
+    spec = _object_store()
+    spec["runner"] = {"volumeMounts": [{"name": "ds", "mountPath": "/datasets"}]}
+    check_paths({"dataset_path": "s3://corpus/in/"}, None, spec, "spec.recipe")
+    check_paths({"dataset_path": "/datasets/in.jsonl"}, None, spec, "spec.recipe")
+    with pytest.raises(PolicyViolation) as info:  # no claim is mounted at /data
+        check_paths({"export_path": "/data/out.jsonl"}, None, spec, "spec.recipe")
+    assert (info.value.field_path, info.value.rule) == (
+        "spec.recipe.export_path",
+        "pathsOutsideMount",
+    )
+
+
 def test_settings_parse_from_the_environment() -> None:
     assert policy_from_env({}) == DEFAULT_POLICY
     policy = policy_from_env(
@@ -265,6 +300,7 @@ def test_settings_parse_from_the_environment() -> None:
             "DJ_POLICY_ALLOW_ROOT": "False",
             "DJ_POLICY_ALLOWED_CAPABILITIES": "cap_net_bind_service, SYS_TIME",
             "DJ_POLICY_ALLOWED_SECRETS": "a,b",
+            "DJ_POLICY_ALLOWED_SERVICE_ACCOUNTS": "s3-reader, ",
             "DJ_POLICY_ALLOWED_IMAGE_PREFIXES": "reg.example/a/, reg.example/b/",
             "DJ_JOB_NETWORK_POLICY": "false",
             "DJ_JOB_METRICS_FROM": '[{"namespaceSelector": {}}]',
@@ -274,6 +310,7 @@ def test_settings_parse_from_the_environment() -> None:
     assert policy.allow_privileged and not policy.allow_root and not policy.allow_host_path
     assert policy.allowed_capabilities == {"NET_BIND_SERVICE", "SYS_TIME"}
     assert policy.allowed_secrets == {"a", "b"}
+    assert policy.allowed_service_accounts == {"s3-reader"}
     assert policy.allowed_image_prefixes == ("reg.example/a/", "reg.example/b/")
     assert policy.network_policy is False
     assert policy.metrics_from == ({"namespaceSelector": {}},)
