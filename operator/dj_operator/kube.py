@@ -324,6 +324,7 @@ class Kube:
     def patch_status(self, namespace: str, name: str, status: Obj) -> str | None:
         """Merge-patch the operator-owned status fields (never `progress`); return the job's
         resourceVersion after the patch."""
+        # A merge patch: the endpoint's only content type in the pinned client (kubernetes 35).
         patched = self.custom.patch_namespaced_custom_object_status(
             contract.GROUP,
             contract.VERSION,
@@ -332,7 +333,6 @@ class Kube:
             name,
             {"status": status},
             field_manager=c.FIELD_MANAGER,
-            _content_type="application/merge-patch+json",
             _request_timeout=REQUEST_TIMEOUT,
         )
         return (patched.get("metadata") or {}).get("resourceVersion") if patched else None

@@ -320,7 +320,6 @@ def test_the_status_guard_lets_a_runner_change_only_progress(
                     "datajuicerjobs",
                     "demo",
                     {"status": status},
-                    _content_type="application/merge-patch+json",
                 )
             except client.ApiException as exc:
                 return f"{exc.status} {exc.body}"

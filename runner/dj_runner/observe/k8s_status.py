@@ -119,6 +119,7 @@ class _StatusApi:
         self.name = name
 
     def patch(self, progress: contract.Progress) -> None:
+        # A merge patch: the endpoint's only content type in the pinned client (kubernetes 35).
         self.api.patch_namespaced_custom_object_status(
             contract.GROUP,
             contract.VERSION,
@@ -126,7 +127,6 @@ class _StatusApi:
             contract.PLURAL,
             self.name,
             {"status": {"progress": progress}},
-            _content_type="application/merge-patch+json",
             _request_timeout=(5, 15),
         )
 
