@@ -284,3 +284,70 @@ def test_a_worker_and_the_runner_killed_mid_job_still_identical(
     assert status["restarts"] >= 1
     assert s3.get_object(bucket, OUTPUT_KEY) == reference(tmp_path / "reference", job)
     assert_no_claim_and_no_leak(k8s_cluster, namespace, name, bucket)
+
+
+def test_the_head_lost_the_operator_killed_and_a_suspend_on_a_bucket_still_identical(
+    k8s_cluster: Cluster,
+    namespace: str,
+    store_operator: OperatorProcess,
+    core: client.CoreV1Api,
+    s3: S3Server,
+    bucket: str,
+    tmp_path: Path,
+) -> None:
+    """What the claim's lifecycle tests prove, on a bucket: the Ray head deleted at once (the
+    runner loses Ray, exit 7, and the next one resumes), the operator SIGKILLed and started
+    again, then a suspend and a resume; Succeeded, and the output byte-identical."""
+    name = "s3-head"
+    job = with_test_ops(store_job(name, s3, bucket, "kuberay", workers=1))
+    job["spec"]["recipe"]["process"].insert(0, {"slow_mapper": {"seconds": 4.0}})  # type: ignore[index]
+    credentials_secret(k8s_cluster, namespace)
+    apply(k8s_cluster, namespace, job)
+    commits = f"{bucket}/work/{name}/{contract.CHECKPOINTS_DIR}"
+
+    def committed() -> int:
+        selector = FileSelector(commits, recursive=True, allow_not_found=True)
+        infos = s3.filesystem().get_file_info(selector)
+        return sum(1 for i in infos if i.type == FileType.File and "/commits.jsonl/" in i.path)
+
+    wait_for(lambda: committed() >= 1, 300, "a checkpoint committed in the bucket", interval=0.2)
+    (head,) = [
+        p.metadata.name
+        for p in raycluster.ray_pods(core, namespace, f"{name}-ray")
+        if p.metadata.labels["ray.io/node-type"] == "head"
+    ]
+    core.delete_namespaced_pod(head, namespace, grace_period_seconds=0)
+    assert store_operator.proc is not None
+    store_operator.proc.kill()  # SIGKILL, mid-job
+    store_operator.proc.wait(timeout=30)
+    store_operator.start()
+    before = committed()
+    wait_for(lambda: committed() > before, 400, "a commit after the head and operator losses")
+    k8s_cluster.kubectl(
+        "patch", "djjob", name, "-n", namespace, "--type=merge", "-p", '{"spec":{"suspend":true}}'
+    )
+    phase = wait_for(
+        lambda: (job_obj(k8s_cluster, namespace, name).get("status") or {}).get("phase")
+        in ("Suspended", "Succeeded")
+        and job_obj(k8s_cluster, namespace, name)["status"]["phase"],
+        240,
+        "the job Suspended (or already Succeeded)",
+    )
+    if phase == "Suspended":
+        k8s_cluster.kubectl(
+            "patch",
+            "djjob",
+            name,
+            "-n",
+            namespace,
+            "--type=merge",
+            "-p",
+            '{"spec":{"suspend":false}}',
+        )
+    done = wait_condition(k8s_cluster, namespace, name, "Finished", timeout=600)
+    status = done["status"]
+    print(f"restarts: {status['restarts']}; attempts: {status['attempts']}")
+    assert status["phase"] == "Succeeded", status
+    assert any(a.get("exitCode") == contract.ExitCode.RAY_UNAVAILABLE for a in status["attempts"])
+    assert s3.get_object(bucket, OUTPUT_KEY) == reference(tmp_path / "reference", job)
+    assert_no_claim_and_no_leak(k8s_cluster, namespace, name, bucket)
