@@ -125,12 +125,15 @@ def test_install_run_upgrade_uninstall(shipped: tuple[Cluster, str], tmp_path: P
     system = cluster.create_namespace("dj-system")
     jobs = cluster.create_namespace("jobs")
 
-    # The node's pods share the host's network: the runners' metrics port must be a free one.
+    # The node's pods share the host's network: the runners' metrics port and the operator's
+    # metrics and liveness ports must be free ones (never the chart's fixed defaults).
     metrics_port = free_port()
     installed = cluster.helm(
         "install", RELEASE, str(CHART), "--namespace", system,
         "--set", f"image.repository={repository}", "--set", f"image.tag={tag}",
         "--set", "image.pullPolicy=Never", "--set", f"runner.metricsPort={metrics_port}",
+        "--set", f"operator.metricsPort={free_port()}",
+        "--set", f"operator.livenessPort={free_port()}",
     )  # fmt: skip
     assert "kubectl apply -f examples/job.yaml" in installed.stdout
     cluster.kubectl(
