@@ -327,9 +327,11 @@ def test_the_head_lost_the_operator_killed_and_a_suspend_on_a_bucket_still_ident
         "patch", "djjob", name, "-n", namespace, "--type=merge", "-p", '{"spec":{"suspend":true}}'
     )
     phase = wait_for(
-        lambda: (job_obj(k8s_cluster, namespace, name).get("status") or {}).get("phase")
-        in ("Suspended", "Succeeded")
-        and job_obj(k8s_cluster, namespace, name)["status"]["phase"],
+        lambda: (
+            (job_obj(k8s_cluster, namespace, name).get("status") or {}).get("phase")
+            in ("Suspended", "Succeeded")
+            and job_obj(k8s_cluster, namespace, name)["status"]["phase"]
+        ),
         240,
         "the job Suspended (or already Succeeded)",
     )
