@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ from dj_runner.store.location import S3Config, configure_s3
 from dj_runner.store.workdir import WorkDir
 from tests.harness.s3faults import FaultProxy
 from tests.harness.s3server import ADMIN, S3Server
+from tests.harness.waiting import wait_for
 
 CLI = (sys.executable, "-m", "dj_runner.cli")
 OPS = [
@@ -52,18 +52,6 @@ TEST_OPS_ENV = {
 }
 #: Short leases, so that a killed runner's successor takes over in seconds.
 LEASE_ENV = {"DJ_RUNNER_S3_LEASE_TTL_S": "3"}
-
-
-def wait_for(
-    predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05
-) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 @pytest.fixture(scope="module")

@@ -709,56 +709,20 @@ def follow_events(
     before the end is yielded first). Each poll yields the new events of all writers merged
     by timestamp, each writer's in order.
     """
-    if is_s3(str(log_dir)):
-        yield from _follow_objects(
-            str(log_dir),
-            from_start,
-            poll_interval,
-            stop,
-            until,
-            timeout,
-            event_type,
-            partition_id,
-            operation_name,
-            ended,
-        )
-        return
-    log_dir = Path(log_dir)
+    local = not is_s3(str(log_dir))
+    poller: _FilePoller | _ObjectPoller = (
+        _FilePoller(Path(log_dir), from_start) if local else _ObjectPoller(str(log_dir), from_start)
+    )
+    # In object storage each poll is a listing (a request): at most one per OBJECT_POLL_S.
+    interval = poll_interval if local else max(poll_interval, OBJECT_POLL_S)
     keep = EventFilter.of(event_type, partition_id, operation_name)
     stop_types = set(until)
     deadline = None if timeout is None else time.monotonic() + timeout
-    tails: dict[Path, _Tail] = {}
-    done: set[Path] = set()
-    first = True
     try:
         while not (stop is not None and stop.is_set()):
             was_ended = ended is not None and ended()
-            segments = list_segments(log_dir)
-            finished = set(_finished(segments))
-            listed = {seg.path for seg in segments}
-            batches: list[list[Event]] = []
-            for writer_segs in _by_writer(segments).values():
-                batch: list[Event] = []
-                for seg in writer_segs:
-                    if seg.path in done:
-                        continue
-                    tail = tails.get(seg.path)
-                    if tail is None:
-                        size = _size(seg.path) if first and not from_start else 0
-                        tail = tails[seg.path] = _Tail(seg.path, size)
-                    is_finished = seg in finished
-                    batch += tail.read(reopen=is_finished)
-                    if is_finished:  # its writer has moved on: this was its last line
-                        tail.close()
-                        done.add(tails.pop(seg.path).path)
-                batches.append(batch)
-            for path in [p for p in tails if p not in listed]:  # deleted by retention
-                batches.append(tails[path].read(reopen=False))
-                tails.pop(path).close()
-                done.add(path)
-            first = False
             new = False
-            for ev in heapq.merge(*batches, key=_timestamp):
+            for ev in heapq.merge(*poller.poll(), key=_timestamp):
                 new = True
                 if keep(ev):
                     yield ev
@@ -769,7 +733,7 @@ def follow_events(
             if not new and was_ended:
                 return
             if not new:
-                wait = poll_interval
+                wait = interval
                 if deadline is not None:
                     wait = max(0.0, min(wait, deadline - time.monotonic()))
                 if stop is not None:
@@ -777,8 +741,81 @@ def follow_events(
                 else:
                     time.sleep(wait)
     finally:
-        for tail in tails.values():
+        poller.close()
+
+
+class _FilePoller:
+    """A follower's view of a log on a filesystem: a tail of each segment it has not finished."""
+
+    def __init__(self, log_dir: Path, from_start: bool) -> None:
+        self.log_dir = log_dir
+        self.from_start = from_start
+        self.tails: dict[Path, _Tail] = {}
+        self.done: set[Path] = set()
+        self.first = True
+
+    def poll(self) -> list[list[Event]]:
+        """The new complete lines of every writer since the last poll, a batch per writer."""
+        segments = list_segments(self.log_dir)
+        finished = set(_finished(segments))
+        listed = {seg.path for seg in segments}
+        batches: list[list[Event]] = []
+        for writer_segs in _by_writer(segments).values():
+            batch: list[Event] = []
+            for seg in writer_segs:
+                if seg.path in self.done:
+                    continue
+                tail = self.tails.get(seg.path)
+                if tail is None:
+                    size = _size(seg.path) if self.first and not self.from_start else 0
+                    tail = self.tails[seg.path] = _Tail(seg.path, size)
+                is_finished = seg in finished
+                batch += tail.read(reopen=is_finished)
+                if is_finished:  # its writer has moved on: this was its last line
+                    tail.close()
+                    self.done.add(self.tails.pop(seg.path).path)
+            batches.append(batch)
+        for path in [p for p in self.tails if p not in listed]:  # deleted by retention
+            batches.append(self.tails[path].read(reopen=False))
+            self.tails.pop(path).close()
+            self.done.add(path)
+        self.first = False
+        return batches
+
+    def close(self) -> None:
+        for tail in self.tails.values():
             tail.close()
+
+
+class _ObjectPoller:
+    """A follower's view of a log in object storage: its objects never change once they
+    exist, so each is read once, when a listing first shows it."""
+
+    def __init__(self, log_dir: str, from_start: bool) -> None:
+        self.log_dir = log_dir
+        self.objects = S3Blobs(log_dir)
+        self.from_start = from_start
+        self.seen: set[str] = set()
+        self.first = True
+
+    def poll(self) -> list[list[Event]]:
+        batches: list[list[Event]] = []
+        for segs in _by_writer(list_segments(self.log_dir)).values():
+            batch: list[Event] = []
+            for seg in segs:
+                key = seg.path.as_posix()
+                if key in self.seen:
+                    continue
+                self.seen.add(key)
+                if self.first and not self.from_start:
+                    continue
+                batch += list(_read_segment(seg.path, self.objects))
+            batches.append(batch)
+        self.first = False
+        return batches
+
+    def close(self) -> None:
+        return
 
 
 def _size(path: Path) -> int:
@@ -786,58 +823,3 @@ def _size(path: Path) -> int:
         return path.stat().st_size
     except FileNotFoundError:
         return 0
-
-
-def _follow_objects(
-    log_dir: str,
-    from_start: bool,
-    poll_interval: float,
-    stop: threading.Event | None,
-    until: Iterable[str],
-    timeout: float | None,
-    event_type: str | Iterable[str] | None,
-    partition_id: int | None,
-    operation_name: str | None,
-    ended: Callable[[], bool] | None,
-) -> Iterator[Event]:
-    """``follow_events`` for a log in object storage: its objects never change once they
-    exist, so each is read once, when a listing first shows it."""
-    objects = S3Blobs(log_dir)
-    keep = EventFilter.of(event_type, partition_id, operation_name)
-    stop_types = set(until)
-    deadline = None if timeout is None else time.monotonic() + timeout
-    poll = max(poll_interval, OBJECT_POLL_S)
-    seen: set[str] = set()
-    first = True
-    while not (stop is not None and stop.is_set()):
-        was_ended = ended is not None and ended()
-        batches: list[list[Event]] = []
-        for segs in _by_writer(list_segments(log_dir)).values():
-            batch: list[Event] = []
-            for seg in segs:
-                key = seg.path.as_posix()
-                if key in seen:
-                    continue
-                seen.add(key)
-                if first and not from_start:
-                    continue
-                batch += list(_read_segment(seg.path, objects))
-            batches.append(batch)
-        first = False
-        new = False
-        for ev in heapq.merge(*batches, key=_timestamp):
-            new = True
-            if keep(ev):
-                yield ev
-            if ev.event_type in stop_types:
-                return
-        if deadline is not None and time.monotonic() >= deadline:
-            return
-        if not new and was_ended:
-            return
-        if not new:
-            wait = poll if deadline is None else max(0.0, min(poll, deadline - time.monotonic()))
-            if stop is not None:
-                stop.wait(wait)
-            else:
-                time.sleep(wait)

@@ -23,7 +23,7 @@ from __future__ import annotations
 from typing import Any
 
 from dj_runner.errors import RecipeError
-from dj_runner.recipe.keys import CREDENTIAL_KEYS
+from dj_runner.recipe.keys import CREDENTIAL_KEYS, credential_refused
 
 #: The keys of one dataset config the runner honours, and what each becomes.
 _CONFIG_KEYS = ("type", "source", "path", "weight", "aws_region", "endpoint_url")
@@ -68,13 +68,7 @@ def translate_dataset_block(raw: dict[str, Any]) -> tuple[dict[str, Any], list[s
         raise RecipeError(where, config, "a mapping with type, path (and source for remote)")
     for key in config:
         if str(key).lower() in CREDENTIAL_KEYS:
-            raise RecipeError(
-                f"{where}.{key}",
-                "<hidden>",
-                "no credentials in a recipe: the runner takes them from the environment "
-                "(AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, web identity or instance "
-                "metadata); remove this key",
-            )
+            raise credential_refused(f"{where}.{key}")
         if key not in _CONFIG_KEYS:
             raise RecipeError(f"{where}.{key}", config[key], "one of " + ", ".join(_CONFIG_KEYS))
     kind = config.get("type")

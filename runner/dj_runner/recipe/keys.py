@@ -397,6 +397,18 @@ CREDENTIAL_KEYS = frozenset(
     }
 )
 
+
+def credential_refused(where: str) -> RecipeError:
+    """The error for a credential key ``where`` in a recipe (its value is never shown)."""
+    return RecipeError(
+        where,
+        "<hidden>",
+        "no credentials in a recipe: the runner takes them from the environment "
+        "(AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, web identity or "
+        "instance metadata); remove this key",
+    )
+
+
 TOP_LEVEL = _keys(
     Key(
         "dataset_path",

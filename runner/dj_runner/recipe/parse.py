@@ -43,6 +43,7 @@ from dj_runner.recipe.keys import (
     check_choice,
     check_param,
     check_patterns,
+    credential_refused,
     given,
     read_block,
 )
@@ -375,13 +376,7 @@ def refuse_inline_credentials(raw: dict[str, Any]) -> None:
             continue
         for name in block:
             if str(name).lower() in CREDENTIAL_KEYS:
-                raise RecipeError(
-                    f"{prefix}{name}",
-                    "<hidden>",
-                    "no credentials in a recipe: the runner takes them from the environment "
-                    "(AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, web identity or "
-                    "instance metadata); remove this key",
-                )
+                raise credential_refused(f"{prefix}{name}")
 
 
 def parse_recipe(
