@@ -268,8 +268,8 @@ def _writer_name() -> str:
 _write_fd = os.write
 
 
-class _SegmentWriter:
-    """This process's segments in one log dir. Shared by its EventLoggers; thread-safe."""
+class _Writer:
+    """What every writer of this process's stream has: who it is, its users, its counters."""
 
     def __init__(self, log_dir: Path, max_bytes: int, backup_count: int) -> None:
         self.log_dir = log_dir
@@ -282,6 +282,13 @@ class _SegmentWriter:
         self.users = 0
         self.seq = 0
         self.events = 0
+
+
+class _SegmentWriter(_Writer):
+    """This process's segments in one log dir. Shared by its EventLoggers; thread-safe."""
+
+    def __init__(self, log_dir: Path, max_bytes: int, backup_count: int) -> None:
+        super().__init__(log_dir, max_bytes, backup_count)
         self.fd: int | None = None
         self.size = 0
         self.torn = False  # the file ends in the fragment of a failed write
@@ -349,7 +356,7 @@ class _SegmentWriter:
                 self.fd = None
 
 
-class _ObjectSegmentWriter:
+class _ObjectSegmentWriter(_Writer):
     """This process's stream of objects in a log in object storage. Thread-safe.
 
     ``append`` only collects; a thread uploads what was collected as one new object at most
@@ -357,17 +364,8 @@ class _ObjectSegmentWriter:
     """
 
     def __init__(self, log_dir: str, max_bytes: int, backup_count: int) -> None:
+        super().__init__(Path(log_dir), max_bytes, backup_count)  # the Path: for messages only
         self.objects = S3Blobs(log_dir)
-        self.log_dir = Path(log_dir)  # for messages only
-        self.max_bytes = max_bytes
-        self.backup_count = backup_count
-        self.pid = os.getpid()
-        self.name = _writer_name()
-        self.id_prefix = self.name.rsplit("-", 1)[1]
-        self.lock = threading.Lock()
-        self.users = 0
-        self.seq = 0
-        self.events = 0
         self._lines: list[bytes] = []
         self._wake = threading.Event()
         self._upload_lock = threading.Lock()
