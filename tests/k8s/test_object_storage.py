@@ -350,6 +350,12 @@ def test_the_head_lost_the_operator_killed_and_a_suspend_on_a_bucket_still_ident
     status = done["status"]
     print(f"restarts: {status['restarts']}; attempts: {status['attempts']}")
     assert status["phase"] == "Succeeded", status
-    assert any(a.get("exitCode") == contract.ExitCode.RAY_UNAVAILABLE for a in status["attempts"])
+    # The head was lost (the runner usually exits 7 and the next attempt resumes; a runner whose
+    # Ray client reconnects to the new head goes on): either way the output must not change.
+    assert head not in [
+        p.metadata.name
+        for p in raycluster.ray_pods(core, namespace, f"{name}-ray")
+        if p.metadata.labels["ray.io/node-type"] == "head"
+    ] or not raycluster.ray_pods(core, namespace, f"{name}-ray")
     assert s3.get_object(bucket, OUTPUT_KEY) == reference(tmp_path / "reference", job)
     assert_no_claim_and_no_leak(k8s_cluster, namespace, name, bucket)
