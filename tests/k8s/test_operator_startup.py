@@ -90,9 +90,9 @@ def test_a_refused_create_counts_as_a_reconcile_error(
         return registry.get_sample_value(name, {"handler": "reconcile"}) or 0.0
 
     before = errors()
-    assert reconcile(Kube(api), namespace, "demo") == "Failed"
+    assert reconcile(Kube(api), namespace, "demo").phase == "Failed"
     assert errors() == before + 1
-    assert reconcile(Kube(api), namespace, "demo") == "Failed"  # finished: not tried again
+    assert reconcile(Kube(api), namespace, "demo").phase == "Failed"  # finished: not tried again
     assert errors() == before + 1
 
 
