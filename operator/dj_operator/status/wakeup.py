@@ -14,7 +14,10 @@ clock alone is listed here, so that a job is woken exactly when a rule can decid
 - the runner pod's grace period after its pod vanished unseen (`attempts.vanished_hold`), before
   the next attempt may start;
 - every `RECIPE_SOURCE_POLL` while the `recipeFrom` ConfigMap (or its key) is missing: the
-  operator does not watch ConfigMaps, so it looks again (one GET) until the recipe is there.
+  operator does not watch ConfigMaps, so it looks again (one GET) until the recipe is there;
+- every `RAY_PODS_POLL` while a RayCluster is not ready: its pods are KubeRay's and not watched
+  (they carry no label of the operator's), so a head or worker that cannot start (`Blocked`) is
+  seen within that time.
 
 A suspended job and a finished job without a TTL have nothing pending: they cost nothing until
 an event arrives. No I/O.
@@ -38,6 +41,8 @@ Obj = dict[str, Any]
 MARGIN = timedelta(seconds=1)
 #: How often a job waiting for its recipe's ConfigMap looks for it again.
 RECIPE_SOURCE_POLL = timedelta(seconds=5)
+#: How often a job whose RayCluster is not ready looks at the cluster's pods again.
+RAY_PODS_POLL = timedelta(seconds=5)
 
 
 def settled(job: Mapping[str, Any]) -> bool:
@@ -112,6 +117,7 @@ def next_check(obs: Observed, status: Obj) -> datetime | None:
         created = times.parse(cluster["metadata"].get("creationTimestamp"))
         if created is not None:
             due.append(_add(created, spec.ray.ready_timeout_seconds))
+        due.append(obs.now + RAY_PODS_POLL)
     found = [d for d in due if d is not None]
     return min(found) if found else None
 

@@ -72,7 +72,10 @@ def test_a_cluster_not_ready_is_due_at_its_ready_timeout() -> None:
         "metadata": {"name": "demo-ray", "creationTimestamp": "2026-11-30T05:29:00Z"},
         "status": {},
     }
-    obs = observe({"ray": {"mode": "kuberay", "readyTimeoutSeconds": 120}}, cluster=cluster)
+    # Near the timeout it comes before the next look at the cluster's pods.
+    near = datetime(2026, 11, 30, 5, 30, 58, tzinfo=UTC)
+    spec = {"ray": {"mode": "kuberay", "readyTimeoutSeconds": 120}}
+    obs = observe(spec, cluster=cluster, now=near)
     assert due(obs) == datetime(2026, 11, 30, 5, 31, tzinfo=UTC) + wakeup.MARGIN
 
 
@@ -136,3 +139,11 @@ def test_a_forbidden_create_is_woken_at_its_retry_time() -> None:
     retry = "2026-11-30T05:40:00Z"
     obs = observe(status={"createBackoff": {"refusals": 1, "retryTime": retry}})
     assert due(obs) == datetime(2026, 11, 30, 5, 40, tzinfo=UTC) + wakeup.MARGIN
+
+
+def test_a_ray_cluster_not_ready_is_looked_at_every_few_seconds() -> None:
+    """Its pods are KubeRay's and not watched: a head that cannot start shows within 5 s."""
+    cluster = {"metadata": {"name": "demo-ray", "creationTimestamp": "2026-11-30T05:29:00Z"}}
+    spec = {"ray": {"mode": c.MODE_KUBERAY, "readyTimeoutSeconds": 3600}}
+    obs = replace(observe(spec, pods=[pod(1)]), ray_cluster=cluster)
+    assert due(obs) == NOW + wakeup.RAY_PODS_POLL
