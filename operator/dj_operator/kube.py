@@ -102,32 +102,26 @@ class Kube:
                 return None
             raise
 
-    def runner_pods(self, job: Obj) -> list[Obj]:
-        meta = job["metadata"]
-        selector = f"{contract.LABEL_JOB}={names.fit(meta['name'])},{contract.LABEL_COMPONENT}={contract.COMPONENT_RUNNER}"
-        items = _json(
+    def _pods(self, namespace: str, selector: str) -> list[Obj]:
+        return _json(
             self.core.list_namespaced_pod(
-                meta["namespace"],
+                namespace,
                 label_selector=selector,
                 _preload_content=False,
                 _request_timeout=REQUEST_TIMEOUT,
             )
         )["items"]
-        return [p for p in items if names.is_owned_by(p, job)]
+
+    def runner_pods(self, job: Obj) -> list[Obj]:
+        meta = job["metadata"]
+        selector = f"{contract.LABEL_JOB}={names.fit(meta['name'])},{contract.LABEL_COMPONENT}={contract.COMPONENT_RUNNER}"
+        return [p for p in self._pods(meta["namespace"], selector) if names.is_owned_by(p, job)]
 
     def ray_pods(self, job: Obj) -> list[Obj]:
         """kuberay mode: the head and worker pods of the job's RayCluster (KubeRay labels them
         with the cluster's name)."""
         meta = job["metadata"]
-        selector = f"ray.io/cluster={names.ray_cluster(meta['name'])}"
-        return _json(
-            self.core.list_namespaced_pod(
-                meta["namespace"],
-                label_selector=selector,
-                _preload_content=False,
-                _request_timeout=REQUEST_TIMEOUT,
-            )
-        )["items"]
+        return self._pods(meta["namespace"], f"ray.io/cluster={names.ray_cluster(meta['name'])}")
 
     def get_ray_cluster(self, job: Obj) -> Obj | None:
         meta = job["metadata"]
