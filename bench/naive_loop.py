@@ -57,10 +57,12 @@ def run(
     text_key: str = "text",
     batch_size: int = 1000,
     op_seconds: list[float] | None = None,
+    op_samples: list[int] | None = None,
 ) -> tuple[int, int]:
     """Apply ``ops`` to every record of ``inputs``; return (samples in, samples out).
 
-    With ``op_seconds`` (one slot per op), each op's time is added to its slot.
+    With ``op_seconds`` (one slot per op), each op's time is added to its slot; with
+    ``op_samples``, the number of samples each op was given.
     """
     seen: set[str] = set()
     n_in = n_out = 0
@@ -72,6 +74,8 @@ def run(
             for k, op in enumerate(ops):
                 if not records:
                     break
+                if op_samples is not None:
+                    op_samples[k] += len(records)
                 t0 = time.perf_counter()
                 if isinstance(op, Mapper):
                     texts = op.process(texts)

@@ -1,5 +1,5 @@
 /*
- * dj_runner.ops._kernels: the per-sample hot loops of a few filters, in C.
+ * dj_runner.ops._kernels: the hot loops of a few ops, in C.
  *
  * Each function returns exactly what the plain-Python definition in its op module returns;
  * the tests hold them to it.
@@ -9,11 +9,21 @@
  *   word_rep_ratios(ids: buffer[int32], offsets: buffer[int64], n: int) -> list[float]
  *       word_repetition_filter's ratio of each sample, from its words as ids (Arrow kernels
  *       tokenize and dictionary-encode the words);
- *   count_alnum(text: str) -> int
- *       alphanumeric_filter's count: code points for which str.isalnum() holds;
- *   count_in_set(text: str, bitmap: bytes) -> int
- *       special_characters_filter's count: code points whose bit is set in a bitmap of
- *       0x110000 bits (built once from the character set).
+ *
+ * Over a whole Arrow string array, from its buffers (offsets: the n + 1 int32 offsets of the
+ * array's own slice; data: the UTF-8 bytes they index), with sets of code points given as
+ * bitmaps of 0x110000 bits (built once per set):
+ *
+ *   count_in_set(offsets, data, bitmap) -> bytes (n int64)
+ *       alphanumeric_filter's and special_characters_filter's counts: code points in a set;
+ *   count_words(offsets, data, bitmap) -> bytes (n int64)
+ *       words_num_filter's count: pieces between ' ', '\n', '\t' holding a code point
+ *       outside the set (the special characters);
+ *   rewrite(offsets, data, strip, replace, replacements) -> (offsets, data)
+ *       whitespace_normalization_mapper's and punctuation_normalization_mapper's rewrite:
+ *       strip a set at both ends, then replace single code points by fixed UTF-8 strings;
+ *   alnum_bitmap() -> bytes
+ *       the set of code points c with chr(c).isalnum().
  *
  * N-gram exactness: n-grams are hashed (a rolling polynomial hash modulo the Mersenne prime
  * 2**61 - 1) only to find a slot; two n-grams are the same only when their units compare
@@ -290,61 +300,374 @@ done:
     return result;
 }
 
-PyDoc_STRVAR(count_alnum_doc,
-             "count_alnum(text, /)\n--\n\n"
-             "The number of code points c of text for which c.isalnum() is true.");
-
-static PyObject *count_alnum(PyObject *self, PyObject *text)
-{
-    if (check_text(text) < 0)
-        return NULL;
-    Py_ssize_t len = PyUnicode_GET_LENGTH(text);
-    int kind = PyUnicode_KIND(text);
-    const void *data = PyUnicode_DATA(text);
-    Py_ssize_t count = 0;
-    for (Py_ssize_t i = 0; i < len; i++) {
-        Py_UCS4 c = PyUnicode_READ(kind, data, i);
-        /* str.isalnum() of a one-character string is exactly this test. */
-        count += Py_UNICODE_ISALNUM(c) ? 1 : 0;
-    }
-    return PyLong_FromSsize_t(count);
-}
+/* ---- Kernels over a whole Arrow string array (its int32 offsets and UTF-8 data) ----------- */
 
 #define BITMAP_BYTES (0x110000 / 8)
 
+static inline int bit_set(const unsigned char *map, uint32_t c)
+{
+    return (map[c >> 3] >> (c & 7)) & 1;
+}
+
+/* Decode the code point at s[i] (s[0..end) is valid UTF-8, as Arrow strings are); returns it
+ * and advances *i. A truncated or stray byte decodes as itself, one byte long, so a malformed
+ * buffer can give a wrong answer but never an out-of-bounds read. */
+static inline uint32_t next_cp(const unsigned char *s, Py_ssize_t *i, Py_ssize_t end)
+{
+    Py_ssize_t k = *i;
+    uint32_t b = s[k];
+    if (b < 0x80) {
+        *i = k + 1;
+        return b;
+    }
+    if (b >= 0xF0 && k + 3 < end) {
+        *i = k + 4;
+        return ((b & 0x07) << 18) | ((uint32_t)(s[k + 1] & 0x3F) << 12) |
+               ((uint32_t)(s[k + 2] & 0x3F) << 6) | (s[k + 3] & 0x3F);
+    }
+    if (b >= 0xE0 && b < 0xF0 && k + 2 < end) {
+        *i = k + 3;
+        return ((b & 0x0F) << 12) | ((uint32_t)(s[k + 1] & 0x3F) << 6) | (s[k + 2] & 0x3F);
+    }
+    if (b >= 0xC0 && b < 0xE0 && k + 1 < end) {
+        *i = k + 2;
+        return ((b & 0x1F) << 6) | (s[k + 1] & 0x3F);
+    }
+    *i = k + 1;
+    return b;
+}
+
+/* The buffers of an Arrow string array: offsets (n + 1 int32 values, the array's own slice)
+ * and the data they index. Fills *n; checks that every offset is in order and in range. */
+static int get_string_buffers(PyObject *const *args, Py_buffer *offs, Py_buffer *data,
+                              Py_ssize_t *n)
+{
+    if (PyObject_GetBuffer(args[0], offs, PyBUF_SIMPLE) < 0)
+        return -1;
+    if (PyObject_GetBuffer(args[1], data, PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(offs);
+        return -1;
+    }
+    if (offs->len % sizeof(int32_t) != 0 || offs->len < (Py_ssize_t)sizeof(int32_t)) {
+        PyErr_SetString(PyExc_ValueError, "offsets must hold at least one int32 value");
+        goto fail;
+    }
+    const int32_t *off = (const int32_t *)offs->buf;
+    *n = offs->len / (Py_ssize_t)sizeof(int32_t) - 1;
+    for (Py_ssize_t i = 0; i < *n; i++) {
+        if (off[i] < 0 || off[i] > off[i + 1] || off[i + 1] > data->len) {
+            PyErr_Format(PyExc_ValueError, "offsets[%zd:%zd] is out of the data's %zd bytes", i,
+                         i + 2, data->len);
+            goto fail;
+        }
+    }
+    return 0;
+fail:
+    PyBuffer_Release(data);
+    PyBuffer_Release(offs);
+    return -1;
+}
+
+static int get_bitmap(PyObject *arg, Py_buffer *bits)
+{
+    if (PyObject_GetBuffer(arg, bits, PyBUF_SIMPLE) < 0)
+        return -1;
+    if (bits->len != BITMAP_BYTES) {
+        PyErr_Format(PyExc_ValueError, "bitmap must be %d bytes, got %zd", BITMAP_BYTES,
+                     bits->len);
+        PyBuffer_Release(bits);
+        return -1;
+    }
+    return 0;
+}
+
 PyDoc_STRVAR(count_in_set_doc,
-             "count_in_set(text, bitmap, /)\n--\n\n"
-             "The number of code points of text whose bit is set in bitmap (0x110000 bits,\n"
-             "little-endian within each byte).");
+             "count_in_set(offsets, data, bitmap, /)\n--\n\n"
+             "For each string of an Arrow string array (offsets: its n + 1 int32 offsets,\n"
+             "data: its UTF-8 bytes), the number of its code points whose bit is set in\n"
+             "bitmap (0x110000 bits, little-endian within each byte). Returns n int64\n"
+             "values as bytes.");
 
 static PyObject *count_in_set(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "count_in_set expects (text, bitmap)");
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "count_in_set expects (offsets, data, bitmap)");
         return NULL;
     }
-    PyObject *text = args[0];
-    if (check_text(text) < 0)
+    Py_buffer offs, data, bits;
+    Py_ssize_t n;
+    if (get_string_buffers(args, &offs, &data, &n) < 0)
         return NULL;
-    Py_buffer bits;
-    if (PyObject_GetBuffer(args[1], &bits, PyBUF_SIMPLE) < 0)
-        return NULL;
-    if (bits.len != BITMAP_BYTES) {
-        PyErr_Format(PyExc_ValueError, "bitmap must be %d bytes, got %zd", BITMAP_BYTES, bits.len);
-        PyBuffer_Release(&bits);
-        return NULL;
-    }
-    const unsigned char *map = (const unsigned char *)bits.buf;
-    Py_ssize_t len = PyUnicode_GET_LENGTH(text);
-    int kind = PyUnicode_KIND(text);
-    const void *data = PyUnicode_DATA(text);
-    Py_ssize_t count = 0;
-    for (Py_ssize_t i = 0; i < len; i++) {
-        Py_UCS4 c = PyUnicode_READ(kind, data, i);
-        count += (map[c >> 3] >> (c & 7)) & 1;
+    PyObject *result = NULL;
+    if (get_bitmap(args[2], &bits) < 0)
+        goto done;
+    result = PyBytes_FromStringAndSize(NULL, n * (Py_ssize_t)sizeof(int64_t));
+    if (result != NULL) {
+        int64_t *out = (int64_t *)PyBytes_AS_STRING(result);
+        const int32_t *off = (const int32_t *)offs.buf;
+        const unsigned char *s = (const unsigned char *)data.buf;
+        const unsigned char *map = (const unsigned char *)bits.buf;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            int64_t count = 0;
+            Py_ssize_t k = off[i], end = off[i + 1];
+            while (k < end)
+                count += bit_set(map, next_cp(s, &k, end));
+            out[i] = count;
+        }
     }
     PyBuffer_Release(&bits);
-    return PyLong_FromSsize_t(count);
+done:
+    PyBuffer_Release(&data);
+    PyBuffer_Release(&offs);
+    return result;
+}
+
+PyDoc_STRVAR(count_words_doc,
+             "count_words(offsets, data, bitmap, /)\n--\n\n"
+             "For each string of an Arrow string array (as for count_in_set), the number of\n"
+             "its pieces between the separators ' ', '\\n' and '\\t' that hold at least one\n"
+             "code point whose bit is not set in bitmap. Returns n int64 values as bytes.");
+
+static PyObject *count_words(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "count_words expects (offsets, data, bitmap)");
+        return NULL;
+    }
+    Py_buffer offs, data, bits;
+    Py_ssize_t n;
+    if (get_string_buffers(args, &offs, &data, &n) < 0)
+        return NULL;
+    PyObject *result = NULL;
+    if (get_bitmap(args[2], &bits) < 0)
+        goto done;
+    result = PyBytes_FromStringAndSize(NULL, n * (Py_ssize_t)sizeof(int64_t));
+    if (result != NULL) {
+        int64_t *out = (int64_t *)PyBytes_AS_STRING(result);
+        const int32_t *off = (const int32_t *)offs.buf;
+        const unsigned char *s = (const unsigned char *)data.buf;
+        const unsigned char *map = (const unsigned char *)bits.buf;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            int64_t count = 0;
+            int word = 0; /* the current piece holds a code point outside the set */
+            Py_ssize_t k = off[i], end = off[i + 1];
+            while (k < end) {
+                uint32_t c = next_cp(s, &k, end);
+                if (c == ' ' || c == '\n' || c == '\t') {
+                    count += word;
+                    word = 0;
+                } else if (!bit_set(map, c)) {
+                    word = 1;
+                }
+            }
+            out[i] = count + word;
+        }
+    }
+    PyBuffer_Release(&bits);
+done:
+    PyBuffer_Release(&data);
+    PyBuffer_Release(&offs);
+    return result;
+}
+
+typedef struct {
+    uint32_t cp;
+    const char *bytes;
+    Py_ssize_t len;
+} Replacement;
+
+static int cmp_replacement(const void *a, const void *b)
+{
+    uint32_t x = ((const Replacement *)a)->cp, y = ((const Replacement *)b)->cp;
+    return (x > y) - (x < y);
+}
+
+typedef struct {
+    char *buf;
+    Py_ssize_t len, cap;
+} Out;
+
+static int out_put(Out *o, const void *src, Py_ssize_t len)
+{
+    if (o->len + len > o->cap) {
+        Py_ssize_t cap = o->cap * 2;
+        while (cap < o->len + len)
+            cap *= 2;
+        char *buf = PyMem_Realloc(o->buf, (size_t)cap);
+        if (buf == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        o->buf = buf;
+        o->cap = cap;
+    }
+    memcpy(o->buf + o->len, src, (size_t)len);
+    o->len += len;
+    return 0;
+}
+
+PyDoc_STRVAR(rewrite_doc,
+             "rewrite(offsets, data, strip, replace, replacements, /)\n--\n\n"
+             "Each string of an Arrow string array (as for count_in_set), stripped of the\n"
+             "code points set in the bitmap strip (None: no strip) at both ends, then with\n"
+             "every code point c set in the bitmap replace written as replacements[c]\n"
+             "(a dict of int to bytes, UTF-8). Returns (offsets, data) as bytes: n + 1\n"
+             "int32 offsets from 0 and the new UTF-8 data. OverflowError past 2 GiB.");
+
+static PyObject *rewrite(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError,
+                        "rewrite expects (offsets, data, strip, replace, replacements)");
+        return NULL;
+    }
+    if (!PyDict_Check(args[4])) {
+        PyErr_SetString(PyExc_TypeError, "replacements must be a dict of int to bytes");
+        return NULL;
+    }
+    Py_buffer offs, data, strip = {0}, repl;
+    Py_ssize_t n;
+    if (get_string_buffers(args, &offs, &data, &n) < 0)
+        return NULL;
+    PyObject *result = NULL, *new_offs = NULL;
+    Replacement *table = NULL;
+    Out o = {0};
+    int have_strip = args[2] != Py_None, have_repl = 0;
+    if (have_strip && get_bitmap(args[2], &strip) < 0)
+        goto done;
+    if (get_bitmap(args[3], &repl) < 0)
+        goto done;
+    have_repl = 1;
+    Py_ssize_t nrep = PyDict_Size(args[4]);
+    table = PyMem_Malloc(sizeof(Replacement) * (size_t)(nrep > 0 ? nrep : 1));
+    if (table == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    {
+        PyObject *key, *value;
+        Py_ssize_t pos = 0, t = 0;
+        while (PyDict_Next(args[4], &pos, &key, &value)) {
+            long cp = PyLong_AsLong(key);
+            if (cp == -1 && PyErr_Occurred())
+                goto done;
+            if (cp < 0 || cp >= 0x110000 || !PyBytes_Check(value)) {
+                PyErr_SetString(PyExc_ValueError,
+                                "replacements must map code points to bytes");
+                goto done;
+            }
+            table[t].cp = (uint32_t)cp;
+            table[t].bytes = PyBytes_AS_STRING(value);
+            table[t].len = PyBytes_GET_SIZE(value);
+            t++;
+        }
+        qsort(table, (size_t)nrep, sizeof(Replacement), cmp_replacement);
+    }
+    new_offs = PyBytes_FromStringAndSize(NULL, (n + 1) * (Py_ssize_t)sizeof(int32_t));
+    if (new_offs == NULL)
+        goto done;
+    int32_t *out_off = (int32_t *)PyBytes_AS_STRING(new_offs);
+    const int32_t *off = (const int32_t *)offs.buf;
+    const unsigned char *s = (const unsigned char *)data.buf;
+    const unsigned char *smap = have_strip ? (const unsigned char *)strip.buf : NULL;
+    const unsigned char *rmap = (const unsigned char *)repl.buf;
+    o.cap = (n > 0 ? off[n] - off[0] : 0) + 64;
+    o.buf = PyMem_Malloc((size_t)o.cap);
+    if (o.buf == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    out_off[0] = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_ssize_t k = off[i], end = off[i + 1];
+        if (smap != NULL) {
+            /* leading: skip set code points; trailing: the end after the last unset one */
+            Py_ssize_t first = end, last = k;
+            while (k < end) {
+                Py_ssize_t at = k;
+                if (!bit_set(smap, next_cp(s, &k, end))) {
+                    first = at;
+                    break;
+                }
+            }
+            if (first < end) {
+                /* walk back from the end, one code point at a time, to the last unset one */
+                Py_ssize_t j = end;
+                last = end;
+                while (j > first) {
+                    Py_ssize_t at = j - 1;
+                    while (at > first && (s[at] & 0xC0) == 0x80)
+                        at--;
+                    Py_ssize_t next = at;
+                    if (!bit_set(smap, next_cp(s, &next, j)))
+                        break;
+                    j = last = at;
+                }
+            }
+            k = first;
+            end = first < end ? last : first;
+        }
+        Py_ssize_t run = k; /* start of the bytes not yet copied */
+        while (k < end) {
+            Py_ssize_t at = k;
+            uint32_t c = next_cp(s, &k, end);
+            if (!bit_set(rmap, c))
+                continue;
+            Replacement key = {c, NULL, 0};
+            Replacement *r = bsearch(&key, table, (size_t)nrep, sizeof(Replacement),
+                                     cmp_replacement);
+            if (r == NULL) {
+                PyErr_Format(PyExc_ValueError, "no replacement for U+%04X", (unsigned)c);
+                goto done;
+            }
+            if (out_put(&o, s + run, at - run) < 0 || out_put(&o, r->bytes, r->len) < 0)
+                goto done;
+            run = k;
+        }
+        if (out_put(&o, s + run, end - run) < 0)
+            goto done;
+        if (o.len > INT32_MAX) {
+            PyErr_SetString(PyExc_OverflowError, "rewritten data exceeds int32 offsets");
+            goto done;
+        }
+        out_off[i + 1] = (int32_t)o.len;
+    }
+    {
+        PyObject *bytes = PyBytes_FromStringAndSize(o.buf, o.len);
+        if (bytes != NULL)
+            result = PyTuple_Pack(2, new_offs, bytes);
+        Py_XDECREF(bytes);
+    }
+done:
+    PyMem_Free(o.buf);
+    PyMem_Free(table);
+    Py_XDECREF(new_offs);
+    if (have_repl)
+        PyBuffer_Release(&repl);
+    if (have_strip && strip.obj != NULL)
+        PyBuffer_Release(&strip);
+    PyBuffer_Release(&data);
+    PyBuffer_Release(&offs);
+    return result;
+}
+
+PyDoc_STRVAR(alnum_bitmap_doc,
+             "alnum_bitmap(/)\n--\n\n"
+             "The bitmap (0x110000 bits, as count_in_set takes it) of the code points c for\n"
+             "which chr(c).isalnum() is true.");
+
+static PyObject *alnum_bitmap(PyObject *self, PyObject *unused)
+{
+    PyObject *result = PyBytes_FromStringAndSize(NULL, BITMAP_BYTES);
+    if (result == NULL)
+        return NULL;
+    unsigned char *map = (unsigned char *)PyBytes_AS_STRING(result);
+    memset(map, 0, BITMAP_BYTES);
+    for (uint32_t c = 0; c < 0x110000; c++)
+        /* str.isalnum() of a one-character string is exactly this test. */
+        if (Py_UNICODE_ISALNUM(c))
+            map[c >> 3] |= (unsigned char)(1u << (c & 7));
+    return result;
 }
 
 static PyMethodDef methods[] = {
@@ -352,15 +675,17 @@ static PyMethodDef methods[] = {
      char_rep_ratio_doc},
     {"word_rep_ratios", (PyCFunction)(void (*)(void))word_rep_ratios, METH_FASTCALL,
      word_rep_ratios_doc},
-    {"count_alnum", (PyCFunction)count_alnum, METH_O, count_alnum_doc},
     {"count_in_set", (PyCFunction)(void (*)(void))count_in_set, METH_FASTCALL, count_in_set_doc},
+    {"count_words", (PyCFunction)(void (*)(void))count_words, METH_FASTCALL, count_words_doc},
+    {"rewrite", (PyCFunction)(void (*)(void))rewrite, METH_FASTCALL, rewrite_doc},
+    {"alnum_bitmap", (PyCFunction)alnum_bitmap, METH_NOARGS, alnum_bitmap_doc},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
     .m_base = PyModuleDef_HEAD_INIT,
     .m_name = "dj_runner.ops._kernels",
-    .m_doc = "The per-sample hot loops of a few filters, in C.",
+    .m_doc = "The hot loops of a few ops, in C.",
     .m_size = -1,
     .m_methods = methods,
 };

@@ -1,8 +1,9 @@
 """alphanumeric_filter: keep samples whose alphanumeric character ratio is in range.
 
 ``alnum_ratio`` = (characters with ``str.isalnum()``) / ``len(text)``, 0.0 for an empty text
-(a null text counts as ``""``). Counted per sample: in C (``_kernels.count_alnum``, the same
-test ``str.isalnum`` applies to one character) when the extension is built, else with
+(a null text counts as ``""``). Counted over the whole batch in C (``_kernels.count_in_set``
+against the set of code points for which ``str.isalnum`` holds, built by the same test
+``str.isalnum`` applies to one character) when the extension is built, else per sample with
 ``str.isalnum`` itself; either is exact, and both beat an RE2 count over the class of its code
 points. Only ``tokenization=False`` is supported (the token-based ratio needs a Hugging Face
 tokenizer download).
@@ -16,14 +17,10 @@ from typing import ClassVar
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from dj_runner.ops.common import native
 from dj_runner.ops.common.base import MAXSIZE, Filter
 from dj_runner.ops.common.registry import register
 from dj_runner.ops.common.textutil import TOKENIZATION_UNSUPPORTED, non_null, safe_ratio
-
-try:
-    from dj_runner.ops._kernels import count_alnum as _native_count_alnum
-except ImportError:  # installed without a C compiler
-    _native_count_alnum = None
 
 
 def count_alnum(text: str) -> int:
@@ -49,8 +46,10 @@ class AlphanumericFilter(Filter):
 
     def compute_stats(self, texts: pa.Array) -> dict[str, pa.Array]:
         arr = non_null(texts)
-        count = _native_count_alnum or count_alnum
-        alnum = pa.array([count(t) for t in arr.to_pylist()], pa.int64())
+        bitmap = native.alnum_bitmap()
+        alnum = None if bitmap is None else native.count_in_set(arr, bitmap)
+        if alnum is None:
+            alnum = pa.array([count_alnum(t) for t in arr.to_pylist()], pa.int64())
         return {"alnum_ratio": safe_ratio(alnum, pc.utf8_length(arr))}
 
     def keep(self, stats: dict[str, pa.Array]) -> pa.Array:

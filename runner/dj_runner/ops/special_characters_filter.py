@@ -1,29 +1,24 @@
 """special_characters_filter: keep samples whose special-character ratio is in range.
 
 ``special_char_ratio`` = (characters in Data-Juicer's ``SPECIAL_CHARACTERS``) / ``len(text)``,
-0.0 for an empty text (a null text counts as ``""``). Counted per sample against the set: in C
-(``_kernels.count_in_set``, with the set as a bitmap over every code point) when the extension
-is built, else in Python; either is exact, and both beat an RE2 count over its
-1,600-code-point class.
+0.0 for an empty text (a null text counts as ``""``). Counted against the set: over the whole
+batch in C (``_kernels.count_in_set``, with the set as a bitmap over every code point) when the
+extension is built, else per sample in Python; either is exact, and both beat an RE2 count over
+its 1,600-code-point class.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cache
 from typing import ClassVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from dj_runner.ops.common import native
 from dj_runner.ops.common.base import Filter
 from dj_runner.ops.common.registry import register
 from dj_runner.ops.common.textutil import SPECIAL_CHARACTERS, non_null, safe_ratio
-
-try:
-    from dj_runner.ops._kernels import count_in_set as _native_count_in_set
-except ImportError:  # installed without a C compiler
-    _native_count_in_set = None
 
 
 def count_special(text: str) -> int:
@@ -31,22 +26,13 @@ def count_special(text: str) -> int:
     return sum(map(SPECIAL_CHARACTERS.__contains__, text))
 
 
-@cache
-def special_bitmap() -> bytes:
-    """``SPECIAL_CHARACTERS`` as a bitmap of 0x110000 bits, bit ``c`` for code point ``c``."""
-    bits = bytearray(0x110000 // 8)
-    for ch in SPECIAL_CHARACTERS:
-        c = ord(ch)
-        bits[c >> 3] |= 1 << (c & 7)
-    return bytes(bits)
-
-
-def count_specials(texts: list[str]) -> list[int]:
-    """``count_special`` of each text (the fast path when built)."""
-    if _native_count_in_set is None:
-        return [count_special(t) for t in texts]
-    bitmap = special_bitmap()
-    return [_native_count_in_set(t, bitmap) for t in texts]
+def count_specials(texts: pa.Array) -> pa.Array:
+    """``count_special`` of each text of a null-free string array, as int64 (the fast path
+    when built)."""
+    counts = native.count_in_set(texts, native.special_bitmap())
+    if counts is None:
+        counts = pa.array([count_special(t) for t in texts.to_pylist()], pa.int64())
+    return counts
 
 
 @register("special_characters_filter")
@@ -64,7 +50,7 @@ class SpecialCharactersFilter(Filter):
 
     def compute_stats(self, texts: pa.Array) -> dict[str, pa.Array]:
         arr = non_null(texts)
-        special = pa.array(count_specials(arr.to_pylist()), pa.int64())
+        special = count_specials(arr)
         return {"special_char_ratio": safe_ratio(special, pc.utf8_length(arr))}
 
     def keep(self, stats: dict[str, pa.Array]) -> pa.Array:

@@ -18,7 +18,9 @@ from dj_runner.ops import alphanumeric_filter as anf
 from dj_runner.ops import character_repetition_filter as crf
 from dj_runner.ops import special_characters_filter as scf
 from dj_runner.ops import word_repetition_filter as wrf
+from dj_runner.ops.common import native
 from dj_runner.ops.common.registry import get_op
+from dj_runner.ops.common.unicode_tables import ISSPACE
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -66,8 +68,8 @@ def test_extension_is_built() -> None:
 
     assert crf._native_char_rep_ratio is _kernels.char_rep_ratio
     assert wrf._count_word_ngrams is _kernels.word_rep_ratios
-    assert anf._native_count_alnum is _kernels.count_alnum
-    assert scf._native_count_in_set is _kernels.count_in_set
+    assert native.kernels() is _kernels
+    assert native.alnum_bitmap() is not None
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 5, 10, 13])
@@ -100,8 +102,10 @@ def test_character_counts_equal_the_definitions(source: str) -> None:
         # one character at a time: the C test must agree with str.isalnum on every code point
         "every_code_point": list(every_code_point()),
     }[source]
-    assert [anf._native_count_alnum(t) for t in texts] == [anf.count_alnum(t) for t in texts]
-    assert scf.count_specials(texts) == [scf.count_special(t) for t in texts]
+    arr = pa.array(texts, pa.string())
+    alnum = native.count_in_set(arr, native.alnum_bitmap())
+    assert alnum.to_pylist() == [anf.count_alnum(t) for t in texts]
+    assert scf.count_specials(arr).to_pylist() == [scf.count_special(t) for t in texts]
 
 
 def test_batch_honours_slices_and_empty_batches() -> None:
@@ -124,19 +128,65 @@ def test_without_the_extension_the_same_results(monkeypatch: pytest.MonkeyPatch)
     fast = (crf.char_rep_ratios(arr, 10).to_pylist(), wrf.word_rep_ratios(arr, 10).to_pylist())
     fast_filters = [
         get_op(name)().compute_stats(arr)
-        for name in ("alphanumeric_filter", "special_characters_filter")
+        for name in ("alphanumeric_filter", "special_characters_filter", "words_num_filter")
+    ]
+    fast_mappers = [
+        get_op(name)().process(arr)
+        for name in ("whitespace_normalization_mapper", "punctuation_normalization_mapper")
     ]
     monkeypatch.setattr(crf, "_native_char_rep_ratio", None)
     monkeypatch.setattr(wrf, "_count_word_ngrams", None)
-    monkeypatch.setattr(anf, "_native_count_alnum", None)
-    monkeypatch.setattr(scf, "_native_count_in_set", None)
+    monkeypatch.setattr(native, "_native", None)
     slow = (crf.char_rep_ratios(arr, 10).to_pylist(), wrf.word_rep_ratios(arr, 10).to_pylist())
     assert fast == slow
     slow_filters = [
         get_op(name)().compute_stats(arr)
-        for name in ("alphanumeric_filter", "special_characters_filter")
+        for name in ("alphanumeric_filter", "special_characters_filter", "words_num_filter")
+    ]
+    slow_mappers = [
+        get_op(name)().process(arr)
+        for name in ("whitespace_normalization_mapper", "punctuation_normalization_mapper")
     ]
     assert fast_filters == slow_filters
+    assert fast_mappers == slow_mappers
+
+
+WHOLE_ARRAY_OPS = (
+    "whitespace_normalization_mapper",
+    "punctuation_normalization_mapper",
+    "words_num_filter",
+    "alphanumeric_filter",
+    "special_characters_filter",
+)
+
+
+def _run(name: str, arr: pa.Array) -> object:
+    op = get_op(name)()
+    return op.process(arr) if hasattr(op, "process") else op.compute_stats(arr)
+
+
+@pytest.mark.parametrize("name", WHOLE_ARRAY_OPS)
+@pytest.mark.parametrize("source", ["edge", "random", "spaces"])
+def test_whole_array_kernels_equal_the_arrow_paths(
+    name: str, source: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nulls, slices, every str.isspace and table character at the ends and in the middle."""
+    spaces = [chr(c) for lo, hi in ISSPACE for c in range(lo, hi + 1)]
+    table = list(get_op("punctuation_normalization_mapper")().PUNCTUATION_UNICODE)
+    texts = {
+        "edge": EDGE_CASES,
+        "random": [*random_texts(seed=11, count=200), None],
+        "spaces": [
+            f"{a}{b}x{a}{b}y{b}{a}"
+            for a in [*spaces, "\u200b", "\u0084", "\ufffc"]
+            for b in [*spaces[:4], *table[:6], ""]
+        ],
+    }[source]
+    arr = pa.array(texts, pa.string())
+    fast = [_run(name, a) for a in (arr, arr.slice(3, len(arr) - 5), arr.slice(0, 0))]
+    monkeypatch.setattr(native, "_native", None)
+    slow = [_run(name, a) for a in (arr, arr.slice(3, len(arr) - 5), arr.slice(0, 0))]
+    assert fast == slow
 
 
 def test_bad_arguments_are_refused() -> None:
@@ -146,10 +196,10 @@ def test_bad_arguments_are_refused() -> None:
         _kernels.char_rep_ratio("abc", 0)
     with pytest.raises(TypeError, match="text must be str"):
         _kernels.char_rep_ratio(b"abc", 2)
-    with pytest.raises(TypeError, match="text must be str"):
-        _kernels.count_alnum(None)
-    with pytest.raises(ValueError, match="bitmap must be 139264 bytes, got 3"):
-        _kernels.count_in_set("abc", b"abc")
+    with pytest.raises(ValueError, match="bitmap must be"):
+        _kernels.count_in_set(memoryview(b"\0" * 4), b"", b"")
+    with pytest.raises(ValueError, match="out of the data"):
+        _kernels.count_words(pa.array([0, 5], pa.int32()).buffers()[1], b"abc", bytes(0x22000))
     ids = pa.array([0, 1, 0, 1], pa.int32()).buffers()[1]
     with pytest.raises(ValueError, match="out of"):
         _kernels.word_rep_ratios(ids, pa.array([0, 5], pa.int64()).buffers()[1], 2)

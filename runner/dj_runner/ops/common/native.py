@@ -1,0 +1,111 @@
+"""Whole-array C kernels (``dj_runner.ops._kernels``) on Arrow string arrays, for the ops.
+
+The kernels read an array's offsets and UTF-8 data in place (no Python string per sample) and
+take sets of code points as bitmaps of 0x110000 bits. Each helper here returns ``None`` when it
+cannot run (the extension is not built, or the array is not a plain ``string`` array, or its
+result would not fit ``string``'s int32 offsets); the op then takes its own plain path, which
+gives the same results.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from functools import cache
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from dj_runner.ops.common.textutil import SPECIAL_CHARACTERS
+
+try:
+    from dj_runner.ops import _kernels as _native
+except ImportError:  # installed without a C compiler
+    _native = None
+
+BITMAP_BYTES = 0x110000 // 8
+
+
+def kernels() -> Any:
+    """The extension module, or ``None`` without it."""
+    return _native
+
+
+def code_point_bitmap(code_points: Iterable[int]) -> bytes:
+    """The bitmap of a set of code points: bit ``c`` for code point ``c``, little-endian."""
+    bits = bytearray(BITMAP_BYTES)
+    for c in code_points:
+        bits[c >> 3] |= 1 << (c & 7)
+    return bytes(bits)
+
+
+@cache
+def special_bitmap() -> bytes:
+    """The bitmap of Data-Juicer's ``SPECIAL_CHARACTERS``."""
+    return code_point_bitmap(ord(c) for c in SPECIAL_CHARACTERS)
+
+
+@cache
+def alnum_bitmap() -> bytes | None:
+    """The bitmap of the code points with ``str.isalnum()`` (``None`` without the extension)."""
+    return None if _native is None else _native.alnum_bitmap()
+
+
+def _buffers(arr: pa.Array) -> tuple[memoryview, pa.Buffer] | None:
+    """The offsets of ``arr``'s own slice and its data buffer, or ``None`` if not ``string``."""
+    if _native is None or arr.type != pa.string():
+        return None
+    _, offsets, data = arr.buffers()
+    if offsets is None:  # an empty array may carry no buffers
+        return memoryview(b"\0\0\0\0"), pa.py_buffer(b"")
+    start, stop = arr.offset * 4, (arr.offset + len(arr) + 1) * 4
+    return memoryview(offsets)[start:stop], data if data is not None else pa.py_buffer(b"")
+
+
+def _int64s(values: bytes, n: int) -> pa.Array:
+    return pa.Array.from_buffers(pa.int64(), n, [None, pa.py_buffer(values)])
+
+
+def count_in_set(arr: pa.Array, bitmap: bytes) -> pa.Array | None:
+    """Per text, the number of code points in the set (int64); nulls count as ``""``'s 0."""
+    bufs = _buffers(arr)
+    if bufs is None:
+        return None
+    counts = _int64s(_native.count_in_set(*bufs, bitmap), len(arr))
+    return counts if arr.null_count == 0 else pc.if_else(pc.is_valid(arr), counts, 0)
+
+
+def count_words(arr: pa.Array, special: bytes) -> pa.Array | None:
+    """Per text, the pieces between ``' '``, ``'\\n'``, ``'\\t'`` with a code point outside
+    ``special`` (int64); nulls count as ``""``'s 0."""
+    bufs = _buffers(arr)
+    if bufs is None:
+        return None
+    counts = _int64s(_native.count_words(*bufs, special), len(arr))
+    return counts if arr.null_count == 0 else pc.if_else(pc.is_valid(arr), counts, 0)
+
+
+def rewrite(
+    arr: pa.Array, strip: bytes | None, replacements: Mapping[int, bytes], replace: bytes
+) -> pa.Array | None:
+    """Each text stripped of the ``strip`` set at both ends, then every code point of the
+    ``replace`` bitmap written as ``replacements[code point]``; nulls stay null."""
+    bufs = _buffers(arr)
+    if bufs is None:
+        return None
+    try:
+        offsets, data = _native.rewrite(*bufs, strip, replace, dict(replacements))
+    except OverflowError:
+        return None
+    validity = None
+    if arr.null_count:
+        valid = pc.is_valid(arr)
+        if valid.offset != 0:
+            return None
+        validity = valid.buffers()[1]
+    return pa.Array.from_buffers(
+        pa.string(),
+        len(arr),
+        [validity, pa.py_buffer(offsets), pa.py_buffer(data)],
+        null_count=arr.null_count,
+    )
