@@ -25,6 +25,9 @@
  *   alnum_bitmap() -> bytes
  *       the set of code points c with chr(c).isalnum().
  *
+ * And, from _fasttext.c, fasttext_load(path): language_id_score_filter's fastText model,
+ * predicting a whole batch in one call.
+ *
  * N-gram exactness: n-grams are hashed (a rolling polynomial hash modulo the Mersenne prime
  * 2**61 - 1) only to find a slot; two n-grams are the same only when their units compare
  * equal, so a hash collision costs time, never a wrong count. The ratios are computed from
@@ -690,4 +693,13 @@ static struct PyModuleDef module = {
     .m_methods = methods,
 };
 
-PyMODINIT_FUNC PyInit__kernels(void) { return PyModule_Create(&module); }
+/* _fasttext.c: fasttext_load and its model type. */
+int dj_fasttext_init(PyObject *module);
+
+PyMODINIT_FUNC PyInit__kernels(void)
+{
+    PyObject *m = PyModule_Create(&module);
+    if (m != NULL && dj_fasttext_init(m) < 0)
+        Py_CLEAR(m);
+    return m;
+}

