@@ -316,6 +316,21 @@ def render(results: dict[str, Any], img_rel: str = "img") -> str:
                 f"log on vs off differs by {_fmt(ratios.get('event_cost_us_e2e'))} µs per event "
                 f"(within the noise of a shared machine)."
             )
+    prof = results.get("op_profile")
+    if prof:
+        import op_profile
+
+        add("")
+        add("### Time per op")
+        add("")
+        add(
+            f"Each op of the recipe in one process on the N={prof['samples']:,} input "
+            f"(`bench/op_profile.py`, the naive loop's batches; medians of {prof['reps']}; "
+            f"load {prof['loadavg_start'][0]:.2f} at the start, {prof['loadavg_end'][0]:.2f} "
+            f"at the end). The ops alone: {prof['ops_samples_per_s']:,.0f} samples/s on one core."
+        )
+        add("")
+        add(op_profile.table(prof))
     fm = results.get("formats")
     if fm:
         add("")

@@ -12,7 +12,8 @@ medians and ratios:
 - ``dj_ray``: Data-Juicer 1.6.1 ``executor_type: ray_partitioned`` with every_op checkpoints.
 
 Beside the engines, the same run measures ``EventLogger.log`` alone and every checkpoint
-format and compression on the N input (``bench/formats_bench.py``, ``--formats-reps``).
+format and compression on the N input (``bench/formats_bench.py``, ``--formats-reps``) and
+each op's time in one process on the N input (``bench/op_profile.py``, ``--op-profile-reps``).
 
 Data-Juicer runs in its own venv (``bench/dj_venv.sh``) on a text-only copy of the input.
 Throughput is samples in / wall seconds of the whole command, start-up included; the engines'
@@ -754,6 +755,12 @@ def main(argv: list[str] | None = None) -> int:
         help="repetitions of each checkpoint format on the N input (formats_bench.py); 0 skips",
     )
     p.add_argument("--op-diff-limit", type=int, default=3000, help="samples; 0 skips")
+    p.add_argument(
+        "--op-profile-reps",
+        type=int,
+        default=3,
+        help="repetitions of the per-op time on the N input (op_profile.py); 0 skips",
+    )
     p.add_argument("--keep-outputs", action="store_true")
     p.add_argument(
         "--no-docs", action="store_true", help="do not render docs/benchmarks.md and its plots"
@@ -824,6 +831,14 @@ def main(argv: list[str] | None = None) -> int:
 
         print("checkpoint formats...", file=sys.stderr)
         results["formats"] = formats_bench.measure(datasets[n].full, a.formats_reps, echo=False)
+
+    if a.op_profile_reps > 0 and supported is not None:
+        import op_profile
+
+        print("per-op time...", file=sys.stderr)
+        results["op_profile"] = op_profile.measure(
+            template["process"], datasets[n].full, a.op_profile_reps
+        )
 
     runs: list[RunResult] = []
     big_engines = [e.strip() for e in a.big_engines.split(",") if e.strip() in engines]
