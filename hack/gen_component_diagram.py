@@ -150,7 +150,8 @@ def _label(part: Part, uses: dict[str, str]) -> str:
         if m != part.name and part_of(m) == part.name
     )
     if part.name == "dj_runner.ops":
-        subs = [f"{len(subs)} built-in ops, one a module,", "and the C extension _kernels"]
+        ops = [m for m in subs if not m.startswith("_")]
+        subs = [f"{len(ops)} built-in ops, one a module,", "and the C extension _kernels"]
     else:
         subs = [", ".join(subs[i : i + 3]) for i in range(0, len(subs), 3)]
     lines = [f"<B>{short or package}</B>", *subs]

@@ -17,7 +17,7 @@ from typing import ClassVar
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from dj_runner.ops.common import native
+from dj_runner.ops import _native as native
 from dj_runner.ops.common.base import MAXSIZE, Filter
 from dj_runner.ops.common.registry import register
 from dj_runner.ops.common.textutil import TOKENIZATION_UNSUPPORTED, non_null, safe_ratio

@@ -15,7 +15,7 @@ from typing import ClassVar
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from dj_runner.ops.common import native
+from dj_runner.ops import _native as native
 from dj_runner.ops.common.base import Filter
 from dj_runner.ops.common.registry import register
 from dj_runner.ops.common.textutil import SPECIAL_CHARACTERS, non_null, safe_ratio

@@ -14,11 +14,11 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
+from dj_runner.ops import _native as native
 from dj_runner.ops import alphanumeric_filter as anf
 from dj_runner.ops import character_repetition_filter as crf
 from dj_runner.ops import special_characters_filter as scf
 from dj_runner.ops import word_repetition_filter as wrf
-from dj_runner.ops.common import native
 from dj_runner.ops.common.registry import get_op
 from dj_runner.ops.common.unicode_tables import ISSPACE
 
