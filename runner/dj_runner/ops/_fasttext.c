@@ -74,6 +74,7 @@ typedef struct {
     int32_t *sub_ids;
     int64_t *label_count; /* the labels' counts, for the tree */
     int32_t *prune; /* bucket entries: the pruned id of a hash, -1 when pruned away */
+    uint64_t *kept; /* bucket bits: set where prune[] holds an id (small enough for the cache) */
     Matrix input, output;
     int32_t osz;
     int32_t *left, *right; /* the Huffman tree, 2 * osz - 1 nodes */
@@ -236,9 +237,9 @@ static inline int push_hash(const Model *md, IVec *out, int32_t id)
     if (md->prune_size == 0 || id < 0)
         return 0;
     if (md->prune_size > 0) {
-        id = md->prune[id];
-        if (id < 0)
+        if (!((md->kept[(uint32_t)id >> 6] >> (id & 63)) & 1))
             return 0;
+        id = md->prune[id];
     }
     return ivec_push(out, md->nwords + id);
 }
@@ -278,6 +279,7 @@ static void model_dealloc(Model *md)
     PyMem_Free(md->sub_off);
     PyMem_Free(md->sub_ids);
     PyMem_Free(md->prune);
+    PyMem_Free(md->kept);
     PyMem_Free(md->label_count);
     PyMem_Free(md->left);
     PyMem_Free(md->right);
@@ -365,6 +367,11 @@ static int load_dictionary(FILE *f, Model *md)
             return -1;
         }
         memset(md->prune, 0xFF, sizeof(int32_t) * (size_t)md->bucket);
+        md->kept = PyMem_Calloc((size_t)md->bucket / 64 + 1, sizeof(uint64_t));
+        if (md->kept == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
         for (int64_t i = 0; i < md->prune_size; i++) {
             int32_t first, second;
             if (rd(f, &first, 4) || rd(f, &second, 4))
@@ -374,6 +381,7 @@ static int load_dictionary(FILE *f, Model *md)
                 return -1;
             }
             md->prune[first] = second; /* a later pair overrides, as map[first] = second */
+            md->kept[(uint32_t)first >> 6] |= (uint64_t)1 << (first & 63);
         }
     }
     return 0;
