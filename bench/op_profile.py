@@ -4,8 +4,9 @@ The recipe's ops run in one process over the bench data, through the naive loop
 (``bench/naive_loop.py``, 1,000-sample batches, in recipe order, so each op sees only the
 samples the ops before it kept). One warm-up pass over the first batches loads what the ops
 load once per process (the fastText model, the Unicode tables); then ``--reps`` timed passes.
-Per op: the samples it was given, the median seconds, microseconds per sample given and its
-share of all op time. ``run_bench.py`` includes the table in ``docs/benchmarks.md``.
+Time is the CPU time of the thread that runs the ops (every op runs its kernels in it), so a
+busy machine slows the run but hardly the figures. Per op: the samples it was given, the
+median CPU seconds, microseconds per sample given and its share of all op time. ``run_bench.py`` includes the table in ``docs/benchmarks.md``.
 
     python bench/op_profile.py --input data.jsonl            # prints the table
     python bench/op_profile.py --input data.jsonl --json     # the raw figures
@@ -20,6 +21,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +57,9 @@ def profile(process: list[Any], data: Path, reps: int) -> dict[str, Any]:
         for _ in range(reps):
             secs = [0.0] * len(ops)
             samples = [0] * len(ops)
-            n_in, _ = naive_loop.run(ops, [data], out, op_seconds=secs, op_samples=samples)
+            n_in, _ = naive_loop.run(
+                ops, [data], out, op_seconds=secs, op_samples=samples, clock=time.thread_time
+            )
             for k, s in enumerate(secs):
                 seconds[k].append(s)
     med = [statistics.median(s) for s in seconds]
@@ -94,7 +98,7 @@ def measure(process: list[Any], data: Path, reps: int) -> dict[str, Any]:
 def table(prof: dict[str, Any]) -> str:
     """The per-op table in markdown, in recipe order."""
     lines = [
-        "| op | samples in | seconds | µs / sample | share of op time |",
+        "| op | samples in | CPU seconds | µs / sample | share of op time |",
         "| --- | ---: | ---: | ---: | ---: |",
     ]
     for r in prof["rows"]:

@@ -325,7 +325,8 @@ def render(results: dict[str, Any], img_rel: str = "img") -> str:
         add("")
         add(
             f"Each op of the recipe in one process on the N={prof['samples']:,} input "
-            f"(`bench/op_profile.py`, the naive loop's batches; medians of {prof['reps']}; "
+            f"(`bench/op_profile.py`, the naive loop's batches; CPU time of the thread running "
+            f"them, medians of {prof['reps']}; "
             f"load {prof['loadavg_start'][0]:.2f} at the start, {prof['loadavg_end'][0]:.2f} "
             f"at the end). The ops alone: {prof['ops_samples_per_s']:,.0f} samples/s on one core."
         )
