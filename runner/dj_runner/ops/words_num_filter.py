@@ -28,8 +28,8 @@ from dj_runner.ops.common.textutil import (
 def count_words(texts: pa.Array) -> pa.Array:
     """Data-Juicer's refined word count (no tokenizer, no lower-casing), as int64.
 
-    In C when built (the same definition, piece by piece), else one RE2 pass: a match runs from a piece's start through its last non-special character
-    and on to the piece's end. Separators are special, so no match starts at one, and a piece
+    In C when built (the same definition, piece by piece), else one RE2 pass: a match runs
+    from a piece's start through its last non-special character and on to the piece's end. Separators are special, so no match starts at one, and a piece
     with no non-special character (one the strip would leave empty) never matches; the
     number of matches is the number of words.
     """
