@@ -475,6 +475,7 @@ class Executor:
 
     def _run(self, result: JobResult) -> None:
         conn = self._connect()
+        self.status.update(engine_ready_at=now_rfc3339())  # Ray started or joined, or skipped
         self._cpus = conn.cpus
         self._local = conn if isinstance(conn, LocalEngine) else None
         self._check_stop()
