@@ -191,10 +191,11 @@ def build_op(
 
     impl, params = dj.choose(name, params, implementation, where)
     if impl == "data_juicer" or name not in registry:
-        op = dj.resolve(name, params, where, registry, impl)
+        op, notices = dj.resolve(name, params, where, registry, impl)
+        kept = getattr(op, "params", params)  # a Ray deduplicator's tuning is left out
         if name in registry:  # the choice decides the output: part of the fingerprint
-            params = {**params, dj.OPTION: impl}
-        return OpSpec(name=name, params=params, op=op)
+            kept = {**kept, dj.OPTION: impl}
+        return OpSpec(name=name, params=kept, op=op, notices=tuple(notices))
     # -- end hook
     cls = registry[name]
     hints = typing.get_type_hints(cls)
