@@ -707,9 +707,11 @@ class Executor:
         backend: Any
         if self._local is not None:
             if self._pool is None:
+                partitions = len(plan.partitions)
                 self._pool = LocalPool(
-                    self._local.workers(len(plan.partitions)),
+                    self._local.workers(partitions),
                     server_env=None if self.work.is_local else warm_env(),
+                    inline=self._local.inline(partitions),
                 )
             backend = LocalTaskBackend(self._pool, stage)
         else:
