@@ -41,6 +41,8 @@ from grafana_foundation_sdk.models.dashboard import (
     VariableSort,
 )
 
+from dj_operator.status import timeline
+
 OUT_DIR = Path(__file__).resolve().parents[1] / "charts" / "datajuicer-operator" / "dashboards"
 DS = DataSourceRef(type_val="prometheus", uid="${datasource}")
 #: The rate window: Grafana's own, four scrape intervals at least.
@@ -142,7 +144,8 @@ def fleet() -> gd.Dashboard:
     d = _base(
         "datajuicer-jobs",
         "Data-Juicer jobs",
-        "Every DataJuicerJob the operator tracks: phases, outcomes, failures, time to Running.",
+        "Every DataJuicerJob the operator tracks: phases, outcomes, failures, time to Running,"
+        " the durations between startup milestones.",
     ).with_variable(
         _label_var("namespace", "Namespace", "label_values(datajuicer_job_info, namespace)")
         .multi(True)
@@ -150,7 +153,7 @@ def fleet() -> gd.Dashboard:
         .all_value(".*")
     )
     ns = 'namespace=~"$namespace"'
-    return (
+    d = (
         d.with_row(gd.Row("Jobs"))
         .with_panel(
             single(
@@ -259,6 +262,43 @@ def fleet() -> gd.Dashboard:
             )
         )
     )
+    d = d.with_row(gd.Row("Phase durations by mode"))
+    for panel in phase_interval_panels(ns):
+        d = d.with_panel(panel)
+    return d
+
+
+def _interval_title(interval: str) -> str:
+    """``apply_to_pod_created`` -> ``Apply → pod created``."""
+    text = interval.replace("_to_", " → ").replace("_", " ")
+    return text[0].upper() + text[1:]
+
+
+def phase_interval_panels(ns: str) -> list[gd.Panel]:
+    """One panel per interval between startup milestones: p50, p90 and p99 by mode."""
+    panels = []
+    for interval in timeline.INTERVALS:
+        modes = [m for m in timeline.ORDER if interval in timeline.mode_intervals(m)]
+        modes = [m for m in modes if m != "external"]  # reached in the order of local mode
+        panels.append(
+            series(
+                _interval_title(interval),
+                f"Seconds from one startup milestone to the next ({' and '.join(modes)} mode):"
+                " p50, p90 and p99 by mode, of the jobs that reached it in the window.",
+                [
+                    Query(
+                        f"histogram_quantile({q}, sum by (mode, le) "
+                        f"(rate(datajuicer_job_phase_interval_seconds_bucket{{{ns}, "
+                        f'interval="{interval}"}}[{W}])))',
+                        f"{{{{mode}}}} p{int(q * 100)}",
+                    )
+                    for q in (0.5, 0.9, 0.99)
+                ],
+                unit="s",
+                width=8,
+            )
+        )
+    return panels
 
 
 def job() -> gd.Dashboard:

@@ -12,7 +12,11 @@ per-job series stay bounded by the jobs live or recently done).
 Histograms and counters are of events this process witnessed: the index sees a job move into
 Running or into a terminal phase (from another phase it saw before), and observes time to
 Running, duration by result and failures by reason once per job. A job first seen already
-Running (after an operator restart) is not observed again.
+Running (after an operator restart) is not observed again. The phase-duration histogram
+(``datajuicer_job_phase_interval_seconds``: apply -> pod created -> Ray ready -> first
+checkpoint -> finished, by mode) observes an interval when the index sees its end milestone newly
+recorded in the job's status (``dj_operator.status.timeline``): once per job, and never again
+after an operator restart, since the milestones are facts of the status, not of this process.
 
 ``OperatorMetrics`` bundles the index, the registry and the helpers the handlers call:
 ``reconcile(handler)`` (a context manager counting reconciles, errors and duration),
@@ -23,7 +27,8 @@ Running (after an operator restart) is not observed again.
 operator's handlers report to (``default_metrics().index.upsert(body)``).
 
 Labels are bounded: namespace, job_name, phase, reason, handler, and a few small enums
-(condition type and status, partition state, API verb and code). ``job_name`` rather than
+(condition type and status, partition state, API verb and code, Ray mode, the seven
+``timeline.INTERVALS``). ``job_name`` rather than
 ``job``: Prometheus sets ``job`` on every target, and an exposed ``job`` would be renamed.
 """
 
@@ -43,6 +48,7 @@ from prometheus_client.registry import Collector
 
 from dj_operator.api import constants as c
 from dj_operator.events_catalog import CATALOG
+from dj_operator.status import timeline
 from dj_operator.status.reader import CONDITION_STATUSES, JobIndex, JobView
 from dj_runner import contract
 
@@ -52,6 +58,8 @@ PARTITION_STATES = ("total", "done", "failed", "running")
 TIME_TO_RUNNING_BUCKETS = (0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 #: Job duration: 10 s to 1 day.
 DURATION_BUCKETS = (10, 30, 60, 300, 600, 1800, 3600, 7200, 14400, 43200, 86400)
+#: Between two startup milestones: 0.5 s to 1 day.
+PHASE_INTERVAL_BUCKETS = (0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 14400, 86400)
 #: One reconcile (one handler call): 5 ms to 1 min.
 RECONCILE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
@@ -198,6 +206,14 @@ class OperatorMetrics:
             buckets=DURATION_BUCKETS,
             registry=r,
         )
+        self.phase_intervals = Histogram(
+            "datajuicer_job_phase_interval_seconds",
+            "Seconds between consecutive startup milestones of a job (apply, pod created, Ray"
+            " ready, first checkpoint, finished), in the order its mode reaches them.",
+            ["namespace", "mode", "interval"],
+            buckets=PHASE_INTERVAL_BUCKETS,
+            registry=r,
+        )
         self.failures = Counter(
             "datajuicer_job_failures",
             "Jobs that ended Failed, by failure reason.",
@@ -261,12 +277,24 @@ class OperatorMetrics:
             self.duration.labels(namespace, phase)
         for reason in c.FAILURE_REASONS:  # the documented reasons: series start at zero
             self.failures.labels(namespace, reason)
+        for mode in (c.MODE_LOCAL, c.MODE_KUBERAY):
+            for interval in timeline.mode_intervals(mode):
+                self.phase_intervals.labels(namespace, mode, interval)
 
     # -- witnessed transitions
     def _on_transition(self, old: JobView | None, new: JobView) -> None:
         if new.namespace not in self._namespaces:
             self._first_in_namespace(new.namespace)
-        if old is None or old.phase == new.phase:
+        if old is None:
+            return
+        completed = (
+            timeline.new_intervals(new.mode, old.milestones, new.milestones)
+            if new.mode in timeline.ORDER  # a bounded label: an invalid spec's mode is not one
+            else {}
+        )
+        for interval, seconds in completed.items():
+            self.phase_intervals.labels(new.namespace, new.mode, interval).observe(seconds)
+        if old.phase == new.phase:
             return
         if new.phase == c.RUNNING and old.phase in (c.PENDING, c.STARTING):
             origin = new.created_at

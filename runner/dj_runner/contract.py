@@ -202,6 +202,7 @@ class Status(TypedDict):
     run_id: str
     state: RunState
     started_at: str  # RFC 3339, UTC, milliseconds
+    engine_ready_at: str | None  # when this run's engine was up: Ray started or joined, or skipped
     updated_at: str
     finished_at: str | None
     runner_version: str
@@ -257,6 +258,7 @@ class Progress(TypedDict):
     opIndex: int | None
     lastCheckpointTime: str | None
     estimatedCompletionTime: str | None
+    engineReadyTime: str | None
     updateTime: str | None
     resumedPartitions: int | None
     resumedCheckpoints: int | None

@@ -51,6 +51,8 @@ MAPPERS: dict[str, dict[str, Any]] = {
     "remove_non_chinese_character_mapper": {},
     "remove_table_text_mapper": {},
     "remove_words_with_incorrect_substrings_mapper": {},
+    "clean_html_mapper": {},
+    "chinese_convert_mapper": {"mode": "t2s"},
 }
 FILTERS: dict[str, dict[str, Any]] = {
     "text_length_filter": {"min_len": 100, "max_len": 5000},
@@ -137,3 +139,30 @@ def test_runner_equals_data_juicer(
         theirs_stats = dj_reference_stats(reference_dir / "out", case)
         for r in rows:
             assert_same_stats(r["__dj__stats__"], theirs_stats[r["text"]], r["text"])
+
+
+#: Data-Juicer's Ray deduplicators, with tuning parameters that only their Ray actors use.
+RAY_TWINS: dict[str, tuple[str, dict[str, Any]]] = {
+    "ray_document_deduplicator": (
+        "document_deduplicator",
+        {"backend": "ray_actor", "dedup_set_num": 4},
+    ),
+    "ray_bts_minhash_deduplicator": (
+        "document_minhash_deduplicator",
+        {"union_find_parallel_num": 2, "merge_batch_size": 500, "minhash_batch_size": "auto"},
+    ),
+}
+
+
+@pytest.mark.parametrize("ray_name", sorted(RAY_TWINS))
+def test_ray_deduplicators_decide_as_data_juicer_s_document_level_twin(
+    ray_name: str, dataset: Path, reference: dict[str, list[str]], tmp_path: Path
+):
+    """A recipe written for Data-Juicer's Ray executor runs as written: the Ray deduplicator
+    keeps what Data-Juicer's default executor keeps with the document-level op."""
+    twin, tuning = RAY_TWINS[ray_name]
+    params = {**DEDUPLICATORS[twin], **tuning}
+    rows = run_runner(tmp_path, dataset, [{ray_name: params}])
+    ours = Counter(r["text"] for r in rows)
+    assert ours == Counter(reference[twin])
+    assert sum(ours.values()) < sum(1 for _ in read_jsonl(dataset)), "nothing was deduplicated"

@@ -60,7 +60,25 @@ def test_ops_that_need_the_whole_dataset_are_refused_with_the_reason():
     with pytest.raises(RecipeError, match="selector, which needs the whole dataset"):
         build_op("topk_specified_field_selector", {}, "process[0]")
     with pytest.raises(RecipeError, match="only the document-level ones"):
-        build_op("ray_bts_minhash_deduplicator", {}, "process[0]")
+        build_op("document_line_deduplicator", {}, "process[0]")
+
+
+def test_ray_deduplicators_run_as_their_twins_with_their_tuning_named():
+    spec = build_op(
+        "ray_bts_minhash_deduplicator",
+        {"jaccard_threshold": 0.8, "union_find_parallel_num": 4},
+        "process[0]",
+    )
+    assert spec.name == "ray_bts_minhash_deduplicator"
+    assert spec.op.dj_name == "document_minhash_deduplicator"
+    assert spec.params == {"jaccard_threshold": 0.8}  # the tuning leaves the fingerprint alone
+    assert len(spec.notices) == 1
+    assert "process[0].ray_bts_minhash_deduplicator.union_find_parallel_num" in spec.notices[0]
+    assert "accepted and ignored" in spec.notices[0]
+    exact = build_op("ray_document_deduplicator", {"lowercase": True}, "process[1]")
+    assert exact.op.dj_name == "document_deduplicator" and exact.notices == ()
+    with pytest.raises(RecipeError, match="did you mean 'union_find_parallel_num'"):
+        build_op("ray_bts_minhash_deduplicator", {"union_find_paralel_num": 4}, "process[0]")
 
 
 def test_builtin_is_the_default_and_data_juicer_is_chosen_globally_or_per_op(tmp_path):
@@ -117,11 +135,11 @@ def test_deduplicators_checkpoint_data_juicer_signature_columns(corpus):
 def test_missing_package_is_refused_at_validation_never_installed():
     import importlib.util
 
-    # The dj extra does not bring selectolax (clean_html_mapper's package): the test needs it absent.
-    assert importlib.util.find_spec("selectolax") is None, "selectolax is installed here"
-    with pytest.raises(RecipeError, match=r"package selectolax.*never installs packages"):
-        build_op("clean_html_mapper", {}, "process[0]")
-    assert importlib.util.find_spec("selectolax") is None
+    # The dj extra does not bring nlpaug (nlpaug_en_mapper's package): the test needs it absent.
+    assert importlib.util.find_spec("nlpaug") is None, "nlpaug is installed here"
+    with pytest.raises(RecipeError, match=r"package nlpaug.*never installs packages"):
+        build_op("nlpaug_en_mapper", {}, "process[0]")
+    assert importlib.util.find_spec("nlpaug") is None
 
 
 def test_missing_guard_raises_instead_of_installing():

@@ -15,6 +15,7 @@ import pytest
 import yaml
 from kubernetes import client
 
+from dj_operator.status import times
 from tests.harness.cluster import Cluster
 from tests.harness.ports import free_port, free_ray_ports
 from tests.harness.waiting import wait_for
@@ -179,6 +180,18 @@ def test_kuberay_job_runs_its_partitions_on_the_worker_pod(
         status = job["status"]
         assert status["restarts"] == 0
         assert status["children"]["rayCluster"] == f"{JOB}-ray"
+        # The startup milestones, recorded once each, in kuberay mode's order: the cluster is
+        # ready before the runner pod is made (RFC 3339 in UTC: text order is time order).
+        line = status["timeline"]
+        assert set(line) == {"rayReady", "podCreated", "firstCheckpoint"}, line
+        moments = [
+            job["metadata"]["creationTimestamp"],
+            line["rayReady"],
+            line["podCreated"],
+            line["firstCheckpoint"],
+            status["completionTime"],
+        ]
+        assert [times.parse(m) for m in moments] == sorted(times.parse(m) for m in moments), line
         # The finished job released its cluster, and its status says so.
         wait_for(
             lambda: "rayCluster" not in job_obj(k8s_cluster, namespace, JOB)["status"],

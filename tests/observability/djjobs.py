@@ -30,6 +30,7 @@ def djjob(
     mode: str = "local",
     uid: str | None = None,
     estimated_completion: float | None = None,
+    timeline: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """A djjob with the status the operator and the runner's progress reporter write."""
     body: dict[str, Any] = {
@@ -85,6 +86,8 @@ def djjob(
         status["startTime"] = rfc3339(started)
     if completed is not None:
         status["completionTime"] = rfc3339(completed)
+    if timeline:  # status.timeline: the startup milestones the operator recorded
+        status["timeline"] = {k: rfc3339(v) for k, v in timeline.items()}
     if failure_reason is not None:
         status["failure"] = {"reason": failure_reason, "component": "runner", "message": "boom"}
     if started is not None:

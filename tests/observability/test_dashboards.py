@@ -8,6 +8,8 @@ import sys
 
 import yaml
 
+from dj_operator.status import timeline
+
 from .conftest import REPO
 from .dashboards import (
     dashboard_files,
@@ -70,6 +72,17 @@ def test_job_dashboard_covers_what_the_issue_asks():
         assert wanted in titles
 
 
+def test_fleet_dashboard_shows_every_phase_interval_by_mode_and_quantile():
+    fleet = next(p for p in dashboard_files() if p.name == "datajuicer-jobs.json")
+    exprs = [q.expr for q in panel_queries(fleet)]
+    for interval in timeline.INTERVALS:
+        mine = [e for e in exprs if f'interval="{interval}"' in e]
+        assert len(mine) == 3, interval
+        assert all("sum by (mode, le)" in e for e in mine), interval
+        for q in ("0.5", "0.9", "0.99"):
+            assert any(e.startswith(f"histogram_quantile({q},") for e in mine), (interval, q)
+
+
 def test_every_panel_query_is_valid_promql(tmp_path, promtool):
     """promtool parses each expression (as a recording rule) after variable substitution."""
     rules = []
@@ -88,7 +101,7 @@ def test_every_panel_query_is_valid_promql(tmp_path, promtool):
 
 def test_panels_only_use_bounded_labels():
     allowed = {"namespace", "job_name", "op", "phase", "reason", "state", "type", "handler"}
-    allowed |= {"code", "kind", "le"}
+    allowed |= {"code", "kind", "le", "mode"}
     for path in dashboard_files():
         for q in panel_queries(path):
             for group in re.findall(r"by \(([^)]*)\)", q.expr):

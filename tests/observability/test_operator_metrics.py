@@ -172,6 +172,71 @@ def test_transitions_witnessed_once_feed_the_histograms_and_the_failure_counter(
     assert get("datajuicer_job_failures_total", {"namespace": "team-a", "reason": "Stalled"}) == 0
 
 
+def test_phase_intervals_are_observed_once_each_when_their_end_is_recorded():
+    """apply -> pod created -> Ray ready -> first checkpoint -> finished, by mode; a restarted
+    operator reading the same milestones observes nothing again."""
+    pod, ray, ckpt = T0 + 2, T0 + 5, T0 + 15
+
+    def local(phase: str, tl: dict, **kw: float) -> dict:
+        return djjob("loc", phase=phase, started=pod, timeline=tl, **kw)
+
+    def kuberay(phase: str, tl: dict, **kw: float) -> dict:
+        return djjob("kr", phase=phase, started=T0 + 40, mode="kuberay", timeline=tl, **kw)
+
+    m = OperatorMetrics(clock=Clock(T0))
+    steps = [
+        local("Starting", {}),
+        local("Starting", {"podCreated": pod}),
+        local("Running", {"podCreated": pod, "rayReady": ray}),
+        local("Running", {"podCreated": pod, "rayReady": ray}, updated=T0 + 9),  # progress only
+        local("Running", {"podCreated": pod, "rayReady": ray, "firstCheckpoint": ckpt}),
+        local(
+            "Succeeded",
+            {"podCreated": pod, "rayReady": ray, "firstCheckpoint": ckpt},
+            completed=T0 + 100,
+        ),
+        kuberay("Starting", {}),
+        kuberay("Starting", {"rayReady": T0 + 30}),
+        # Both recorded by one status write: both intervals are observed.
+        kuberay(
+            "Running", {"rayReady": T0 + 30, "podCreated": T0 + 31, "firstCheckpoint": T0 + 50}
+        ),
+    ]
+    for body in steps:
+        m.index.upsert(body)
+
+    def count(mode: str, interval: str, registry: OperatorMetrics = m) -> float | None:
+        labels = {"namespace": "team-a", "mode": mode, "interval": interval}
+        return registry.registry.get_sample_value(
+            "datajuicer_job_phase_interval_seconds_count", labels
+        )
+
+    def total(mode: str, interval: str) -> float | None:
+        labels = {"namespace": "team-a", "mode": mode, "interval": interval}
+        return m.registry.get_sample_value("datajuicer_job_phase_interval_seconds_sum", labels)
+
+    expected = {
+        ("local", "apply_to_pod_created"): 2,
+        ("local", "pod_created_to_ray_ready"): 3,
+        ("local", "ray_ready_to_first_checkpoint"): 10,
+        ("local", "first_checkpoint_to_finished"): 85,
+        ("kuberay", "apply_to_ray_ready"): 30,
+        ("kuberay", "ray_ready_to_pod_created"): 1,
+        ("kuberay", "pod_created_to_first_checkpoint"): 19,
+    }
+    for (mode, interval), seconds in expected.items():
+        assert count(mode, interval) == 1, (mode, interval)
+        assert total(mode, interval) == seconds, (mode, interval)
+    assert count("kuberay", "first_checkpoint_to_finished") == 0  # not finished: at zero
+
+    # A restarted operator lists the jobs as they are now, then sees them again: no observation.
+    again = OperatorMetrics(clock=Clock(T0 + 200))
+    for body in (steps[5], steps[5], steps[-1], steps[-1]):
+        again.index.upsert(body)
+    for mode, interval in expected:
+        assert count(mode, interval, again) == 0, (mode, interval)
+
+
 def test_a_job_recreated_under_the_same_name_is_a_new_job():
     m = OperatorMetrics(clock=Clock(T0))
     m.index.upsert(djjob("a", phase="Running", started=T0 + 1, uid="old"))

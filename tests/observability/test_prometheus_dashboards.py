@@ -64,8 +64,9 @@ def _drive_operator(metrics: OperatorMetrics, now: float) -> None:
         on_posted=metrics.event_posted,
     )
     for name, ns in ((JOB, NAMESPACE), ("nightly", NAMESPACE), ("broken", "team-b")):
+        mode = "kuberay" if name == "nightly" else "local"
         with metrics.reconcile("on_create"):
-            index.upsert(djjob(name, namespace=ns, phase="Starting", created=now - 30))
+            index.upsert(djjob(name, namespace=ns, phase="Starting", created=now - 30, mode=mode))
             metrics.api_request("create", 201)
             recorder.record(djjob(name, namespace=ns), "Created", "children created")
         metrics.watch_event("DataJuicerJob")
@@ -79,11 +80,16 @@ def _drive_operator(metrics: OperatorMetrics, now: float) -> None:
             last_checkpoint=now - 2,
             partitions=(6, 4, 0, 2),
             samples=(160, 150, 0),
+            # local mode: pod created, its Ray started, a first checkpoint
+            timeline={"podCreated": now - 28, "rayReady": now - 24, "firstCheckpoint": now - 2},
         )
     )
-    index.upsert(djjob("nightly", created=now - 30, started=now - 25))
+    # kuberay mode: the cluster ready, then the runner pod, a first checkpoint, the end.
+    nightly = {"created": now - 30, "started": now - 25, "mode": "kuberay"}
+    index.upsert(djjob("nightly", **nightly, timeline={"rayReady": now - 26}))
+    kuberay_timeline = {"rayReady": now - 26, "podCreated": now - 25, "firstCheckpoint": now - 9}
     index.upsert(
-        djjob("nightly", phase="Succeeded", created=now - 30, started=now - 25, completed=now)
+        djjob("nightly", phase="Succeeded", **nightly, completed=now, timeline=kuberay_timeline)
     )
     index.upsert(djjob("broken", namespace="team-b", created=now - 30, started=now - 28))
     index.upsert(
@@ -111,8 +117,12 @@ def test_every_panel_returns_data_from_a_real_prometheus(tmp_path, prometheus):
     job = small_job(tmp_path, slow_seconds=1.0)
     runner = serve_metrics(job.work_dir, 0, host="127.0.0.1", namespace=NAMESPACE, job_name=JOB)
     try:
-        for name, ns in ((JOB, NAMESPACE), ("nightly", NAMESPACE), ("broken", "team-b")):
-            metrics.index.upsert(djjob(name, namespace=ns, phase=None))
+        for name, ns, mode in (
+            (JOB, NAMESPACE, "local"),
+            ("nightly", NAMESPACE, "kuberay"),
+            ("broken", "team-b", "local"),
+        ):
+            metrics.index.upsert(djjob(name, namespace=ns, phase=None, mode=mode))
         prom = prometheus(
             {
                 "datajuicer-runner": [f"127.0.0.1:{runner.port}"],
@@ -148,6 +158,23 @@ def test_every_panel_returns_data_from_a_real_prometheus(tmp_path, prometheus):
             f'rate(datajuicer_runner_op_dropped_samples_total{{{sel}, op="text_length_filter"}}[2m])'
         )
         assert drop and drop[0] > 0
+
+        # The phase durations: one observation per interval each job completed, by mode.
+        observed = {
+            (r["metric"]["mode"], r["metric"]["interval"]): float(r["value"][1])
+            for r in prom.query(
+                f'datajuicer_job_phase_interval_seconds_count{{namespace="{NAMESPACE}"}} > 0'
+            )
+        }
+        assert observed == {
+            ("local", "apply_to_pod_created"): 1,
+            ("local", "pod_created_to_ray_ready"): 1,
+            ("local", "ray_ready_to_first_checkpoint"): 1,
+            ("kuberay", "apply_to_ray_ready"): 1,
+            ("kuberay", "ray_ready_to_pod_created"): 1,
+            ("kuberay", "pod_created_to_first_checkpoint"): 1,
+            ("kuberay", "first_checkpoint_to_finished"): 1,
+        }
 
         # Every variable's query resolves to the values the jobs have.
         for path in dashboard_files():

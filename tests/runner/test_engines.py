@@ -19,6 +19,7 @@ import pytest
 
 from dj_runner.contract import ExitCode
 from dj_runner.engine.local_backend import INLINE_MAX_BYTES
+from dj_runner.observe.status_file import read_status
 from tests.harness.proctree import alive, descendants
 from tests.harness.waiting import wait_for
 
@@ -92,6 +93,10 @@ def test_auto_runs_a_small_input_without_ray(tmp_path):
     (selected,) = _events(tmp_path / "work", "engine_selected")
     assert selected["engine"] == "local" and "no Ray" in selected["message"]
     assert _events(tmp_path / "work", "ray_connected") == []
+    # Ray skipped is the engine ready: status.json says when (the operator's "Ray ready").
+    status = read_status(tmp_path / "work")
+    assert status is not None and status["engine_ready_at"] is not None
+    assert status["started_at"] <= status["engine_ready_at"] <= status["finished_at"]
     assert len(read_jsonl(tmp_path / "out.jsonl")) == len(
         read_jsonl(CORPORA / "demo-dataset.jsonl")
     )

@@ -97,6 +97,23 @@ def test_prune_keeps_only_newest_unless_preserved(tmp_path):
     assert len(list((tmp_path / "b").glob("op*"))) == 3
 
 
+def test_prune_deletes_each_superseded_file_once_and_a_rewritten_one_again(tmp_path):
+    store = CheckpointDir(tmp_path, "parquet", "snappy")
+    deleted: list[str] = []
+    delete = store.blobs.delete
+    store.blobs.delete = lambda key: (deleted.append(key), delete(key))  # type: ignore[method-assign]
+    for step in (1, 2, 3, 4):
+        store.save(CheckpointKey(step), table(step), "x")
+    assert deleted == ["op001.parquet", "op002.parquet", "op003.parquet"]
+    # A retry that writes step 2 again commits a new record of the same file: pruning past it
+    # deletes that file again, as it deletes any file a record since names.
+    store.save(CheckpointKey(2), table(2), "x")
+    assert (tmp_path / "op002.parquet").exists()
+    store.save(CheckpointKey(5), table(5), "x")
+    assert sorted(deleted[3:]) == ["op002.parquet", "op004.parquet"]
+    assert sorted(p.name for p in tmp_path.glob("op*")) == ["op005.parquet"]
+
+
 def test_key_order_puts_hash_step_between_ops():
     assert CheckpointKey(2) < CheckpointKey(2, hashed=True) < CheckpointKey(3)
 

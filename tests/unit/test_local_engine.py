@@ -9,6 +9,7 @@ import pytest
 from dj_runner.engine.local_backend import (
     AUTO_LOCAL_MAX_BYTES,
     INLINE_MAX_BYTES,
+    INLINE_TASKS_PER_CPU,
     LocalEngine,
     choose_engine,
     default_engine,
@@ -35,10 +36,16 @@ def test_choose_engine(engine: str, ray_named: bool, size: int, expected: str) -
 
 
 def test_small_inputs_run_in_the_driver_and_larger_ones_on_at_most_one_worker_per_cpu() -> None:
-    assert LocalEngine(cpus=8, input_bytes=INLINE_MAX_BYTES).workers(100) == 1
-    assert LocalEngine(cpus=8, input_bytes=INLINE_MAX_BYTES + 1).workers(100) == 8
-    assert LocalEngine(cpus=8, input_bytes=50 * MB).workers(3) == 3
-    assert LocalEngine(cpus=1, input_bytes=50 * MB).workers(3) == 1
+    small = LocalEngine(cpus=8, input_bytes=INLINE_MAX_BYTES)
+    assert small.inline(100) and small.workers(100) == INLINE_TASKS_PER_CPU * 8  # threads
+    assert small.inline(3) and small.workers(3) == 3
+    assert small.inline(1) and small.workers(1) == 1
+    larger = LocalEngine(cpus=8, input_bytes=INLINE_MAX_BYTES + 1)
+    assert not larger.inline(100) and larger.workers(100) == 8
+    assert not larger.inline(3) and larger.workers(3) == 3
+    assert larger.inline(1) and larger.workers(1) == 1  # one partition: no process to start
+    one_cpu = LocalEngine(cpus=1, input_bytes=50 * MB)
+    assert one_cpu.inline(3) and one_cpu.workers(3) == 1  # one at a time
 
 
 def test_machine_cpus_counts_this_process_s_cpus() -> None:

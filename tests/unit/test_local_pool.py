@@ -4,6 +4,8 @@ its own task and no other; closing ends every worker."""
 from __future__ import annotations
 
 import concurrent.futures as cf
+import os
+import threading
 
 import pytest
 
@@ -60,4 +62,20 @@ def test_one_worker_runs_tasks_in_the_driver_one_at_a_time_while_submit_returns(
     assert pool.pids() == []  # no process was started
     with pytest.raises(ValueError):
         pool.submit(("raise", "x")).result(timeout=30)
+    pool.close()
+
+
+def _meet(barrier: threading.Barrier) -> int:
+    barrier.wait()
+    return os.getpid()
+
+
+def test_inline_tasks_run_side_by_side_on_threads_of_the_driver() -> None:
+    pool = LocalPool(2, fn=_meet, inline=True)
+    barrier = threading.Barrier(2, timeout=30)
+    first = pool.submit((barrier,))
+    second = pool.submit((barrier,))
+    # Each waits for the other at the barrier: both finish only if they ran at the same time.
+    assert first.result(timeout=30) == second.result(timeout=30) == os.getpid()
+    assert pool.pids() == []  # no process was started
     pool.close()

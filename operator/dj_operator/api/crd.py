@@ -98,6 +98,9 @@ def status_schema() -> Schema:
             "estimatedCompletionTime": timestamp(
                 "When the partition tasks should be done, at this run's pace (while running)."
             ),
+            "engineReadyTime": timestamp(
+                "When this run's engine was up: Ray started or joined, or skipped."
+            ),
             "updateTime": timestamp("When the runner last updated its record."),
             "retries": obj(
                 "Partition retries of this run: how many, and the newest.",
@@ -211,6 +214,20 @@ def status_schema() -> Schema:
             "failure": failure,
             "children": children,
             "rayCluster": ray_cluster,
+            "timeline": obj(
+                "When the job reached each startup milestone, each recorded once (the apply is"
+                " metadata.creationTimestamp, the end completionTime).",
+                {
+                    "podCreated": timestamp("The first runner pod's creationTimestamp."),
+                    "rayReady": timestamp(
+                        "kuberay mode: when the RayCluster was first ready; local mode: when the"
+                        " runner's engine was first up (progress.engineReadyTime)."
+                    ),
+                    "firstCheckpoint": timestamp(
+                        "The first checkpoint commit the runner reported."
+                    ),
+                },
+            ),
             "workDir": string(
                 "The runner's work dir, as the pod sees it (on the claim, or an s3:// URI)."
             ),

@@ -17,7 +17,7 @@ from dj_operator.build import children, names
 from dj_operator.events_catalog import EventReason
 from dj_operator.events_catalog import reason as event_reason
 from dj_operator.status import attempts as att
-from dj_operator.status import times
+from dj_operator.status import timeline, times
 from dj_operator.status.decide import (
     Action,
     Draft,
@@ -151,6 +151,18 @@ def derive(obs: Observed) -> Outcome:
             kids["runnerPod"] = names.runner_pod(meta["name"], action.attempt)
     status["children"] = kids
     status["rayCluster"] = ray_cluster_status(obs.ray_cluster)
+    status["timeline"] = (
+        timeline.record(
+            previous.get("timeline"),
+            spec.ray.mode if spec is not None else c.MODE_LOCAL,
+            records,
+            runner_progress(job),
+            obs.ray_cluster,
+            draft.cluster_ready is not None and draft.cluster_ready[0] == "True",
+            obs.now,
+        )
+        or None
+    )
     status["createBackoff"] = draft.create_backoff
     _suspension(status, obs, previous)
     status["conditions"] = _conditions(obs, draft, previous)

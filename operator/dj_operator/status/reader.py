@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from dj_operator.api import constants as c
-from dj_operator.status import times
+from dj_operator.status import timeline, times
 
 #: The statuses a condition may have; other values are not read.
 CONDITION_STATUSES = ("True", "False", "Unknown")
@@ -54,8 +54,8 @@ class JobView:
     """What the metrics read from one DataJuicerJob body (and nothing else).
 
     The fields read: metadata.{namespace,name,uid,creationTimestamp}; spec.ray.mode;
-    status.{phase,conditions,startTime,completionTime,failure.reason,attempts (a list of
-    records with startTime, or a number),restarts|runnerRestarts}; status.progress in either
+    status.{phase,conditions,startTime,completionTime,timeline,failure.reason,attempts (a list
+    of records with startTime, or a number),restarts|runnerRestarts}; status.progress in either
     of the shapes ``ProgressFields`` reads.
     """
 
@@ -76,6 +76,7 @@ class JobView:
     last_checkpoint_at: float | None
     last_progress_at: float | None
     eta_seconds: float | None
+    milestones: dict[str, float]  # ``timeline.milestones``: the startup milestones reached
 
     @classmethod
     def of(cls, body: Mapping[str, Any], now: float) -> JobView:
@@ -126,6 +127,7 @@ class JobView:
             last_checkpoint_at=last_checkpoint,
             last_progress_at=max(moments) if moments else None,
             eta_seconds=None,
+            milestones=timeline.milestones(body),
         )
         run_started = progress.time("started_at", "startTime")
         if run_started is None and isinstance(attempts, list) and attempts:

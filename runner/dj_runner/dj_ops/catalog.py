@@ -30,6 +30,11 @@ FILTER_KWARGS = frozenset(COMMON_FILTER_PARAMS)
 GLOBAL_DEDUPLICATORS = frozenset(
     {"document_deduplicator", "document_minhash_deduplicator", "document_simhash_deduplicator"}
 )
+#: Data-Juicer's Ray deduplicators -> the document-level op that runs each (``ray_twins``).
+RAY_TWINS = {
+    "ray_document_deduplicator": "document_deduplicator",
+    "ray_bts_minhash_deduplicator": "document_minhash_deduplicator",
+}
 #: Runner-only option inside an op's parameters: which implementation runs it.
 IMPLEMENTATION_OPTION = "op_implementation"
 
@@ -156,7 +161,8 @@ def refusal(name: str, kind: str) -> str | None:
         return (
             "a deduplicator the runner does not run: only the document-level ones ("
             + ", ".join(sorted(GLOBAL_DEDUPLICATORS))
-            + ") run as a global stage over every partition"
+            + ") run as a global stage over every partition, and Data-Juicer's Ray "
+            + f"versions of two of them ({', '.join(sorted(RAY_TWINS))})"
         )
     if kind == "op":
         return (

@@ -14,11 +14,20 @@ from dj_runner.dj_ops.catalog import check_params, construct, kind_of, load_regi
 from dj_runner.dj_ops.dedup import DJDocumentDeduplicator
 from dj_runner.dj_ops.guard import MissingDependency
 from dj_runner.dj_ops.models import MissingModel, ensure_models
+from dj_runner.dj_ops.ray_twins import split_params, twin_of
 from dj_runner.errors import RecipeError
 
 
-def build(name: str, params: dict[str, Any], where: str) -> Any:
-    """The runner op for Data-Juicer op ``name``, its parameters checked; RecipeError if not."""
+def build(name: str, params: dict[str, Any], where: str) -> tuple[Any, list[str]]:
+    """The runner op for Data-Juicer op ``name``, its parameters checked, and the notices
+    about parameters accepted and ignored; RecipeError if the op cannot run.
+
+    A Ray deduplicator runs as its document-level twin (``ray_twins``)."""
+    twin = twin_of(name)
+    if twin is not None:
+        twin_params, notices = split_params(name, params, where)
+        op, more = build(twin, twin_params, where)
+        return op, [*notices, *more]
     cls = load_registry()[name]
     kind = kind_of(cls)
     why = refusal(name, kind)
@@ -40,8 +49,8 @@ def build(name: str, params: dict[str, Any], where: str) -> Any:
             f"parameters Data-Juicer accepts ({type(exc).__name__}: {exc})",
         ) from None
     if kind == "deduplicator":
-        return DJDocumentDeduplicator(dj_name=name, params=dict(params))
-    return DJTableOp(dj_name=name, kind=kind, params=dict(params))
+        return DJDocumentDeduplicator(dj_name=name, params=dict(params)), []
+    return DJTableOp(dj_name=name, kind=kind, params=dict(params)), []
 
 
 def _probe(instance: Any, kind: str) -> None:

@@ -30,8 +30,9 @@ def choose(name: str, params: dict[str, Any], default: str, where: str) -> tuple
 
 def resolve(
     name: str, params: dict[str, Any], where: str, builtin: Collection[str], impl: str
-) -> Any:
-    """The Data-Juicer op for ``name`` (not built in, or ``impl`` is ``data_juicer``)."""
+) -> tuple[Any, list[str]]:
+    """The Data-Juicer op for ``name`` (not built in, or ``impl`` is ``data_juicer``), and the
+    notices about parameters it accepts and ignores."""
     if not available():
         if impl == "data_juicer":
             raise RecipeError(

@@ -452,10 +452,14 @@ class Executor:
             size = sum(s.size for s in list_sources(self.recipe.dataset_path))
             if choose_engine(self.engine, ray_named, size) == "local":
                 local = LocalEngine(self.recipe.np or machine_cpus(), size)
+                where = (
+                    f"in this process ({local.cpus} CPUs)"
+                    if local.inline(2)  # a small input: whatever the plan, no worker processes
+                    else f"on {local.cpus} local worker processes"
+                )
                 self._log(
                     "engine_selected",
-                    f"runs on {local.cpus} local worker processes, no Ray "
-                    f"(engine {self.engine}, input {size:,} bytes)",
+                    f"runs {where}, no Ray (engine {self.engine}, input {size:,} bytes)",
                     engine="local",
                     cpus=local.cpus,
                 )
@@ -475,6 +479,7 @@ class Executor:
 
     def _run(self, result: JobResult) -> None:
         conn = self._connect()
+        self.status.update(engine_ready_at=now_rfc3339())  # Ray started or joined, or skipped
         self._cpus = conn.cpus
         self._local = conn if isinstance(conn, LocalEngine) else None
         self._check_stop()
@@ -707,9 +712,11 @@ class Executor:
         backend: Any
         if self._local is not None:
             if self._pool is None:
+                partitions = len(plan.partitions)
                 self._pool = LocalPool(
-                    self._local.workers(len(plan.partitions)),
+                    self._local.workers(partitions),
                     server_env=None if self.work.is_local else warm_env(),
+                    inline=self._local.inline(partitions),
                 )
             backend = LocalTaskBackend(self._pool, stage)
         else:

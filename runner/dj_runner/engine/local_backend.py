@@ -6,8 +6,13 @@ engine runs the same task body (``task_body.partition_task_entry``) on the same 
 its checkpoints, its event log and its output are the same as on Ray: only where the task runs
 differs.
 
-- One partition, one CPU, or an input of at most ``INLINE_MAX_BYTES``: the tasks run in the
-  driver's own process, one at a time on a thread of their own (no process to start at all).
+- An input of at most ``INLINE_MAX_BYTES``: the tasks run in the driver's own process (no
+  process to start at all), up to ``INLINE_TASKS_PER_CPU`` per CPU at once, each on a thread of
+  its own. Such tasks spend most of their time waiting for their checkpoints' fsyncs (every
+  save is three, one after the other); side by side their waits overlap. Their CPU work takes
+  turns (one interpreter), which on inputs this small costs nothing measurable.
+- One partition or one CPU (a larger input): the task runs in the driver's own process too,
+  one at a time on a thread of its own.
 - Otherwise at most ``min(cpus, partitions)`` tasks at once, each in a worker process of its
   own, forked from a fork server that has imported the task's modules once. A worker ignores Ctrl-C (the driver stops the
   job: tasks end after their checkpoint, as on Ray) and ends when the driver ends, however it
@@ -50,6 +55,9 @@ AUTO_LOCAL_MAX_BYTES = 64 * 1024 * 1024
 #: Inputs up to this many bytes run in the driver's own process: starting worker processes
 #: (a fork server importing Arrow and the ops, then the workers) costs more than it saves.
 INLINE_MAX_BYTES = 2 * 1024 * 1024
+#: Tasks of such an input at once, per CPU (threads of the driver: as many as the scheduler
+#: keeps in flight, ``2 * cpus``), so that their checkpoint fsyncs overlap.
+INLINE_TASKS_PER_CPU = 2
 
 
 class WorkerDied(RuntimeError):
@@ -65,10 +73,15 @@ class LocalEngine:
     address: str = "local worker processes"
     mode: str = "local"
 
+    def inline(self, partitions: int) -> bool:
+        """Whether a plan of ``partitions`` runs in the driver's own process."""
+        return self.input_bytes <= INLINE_MAX_BYTES or self.workers(partitions) == 1
+
     def workers(self, partitions: int) -> int:
-        """Worker processes for a plan of ``partitions``; 1 = in the driver's own process."""
+        """Tasks at once for a plan of ``partitions``: threads of the driver when ``inline``,
+        else worker processes."""
         if self.input_bytes <= INLINE_MAX_BYTES:
-            return 1
+            return max(1, min(INLINE_TASKS_PER_CPU * self.cpus, partitions))
         return max(1, min(self.cpus, partitions))
 
 
@@ -166,9 +179,9 @@ class LocalPool:
     of its own, so a worker that dies (killed, out of memory) fails its own task and no other.
 
     A dispatcher thread starts queued tasks as slots free up and completes their futures;
-    ``close`` ends the workers still running and drops the queued tasks. With one worker the
-    tasks run in the driver's own process instead, one at a time, on a thread of their own (the
-    scheduler goes on seeing them in flight, as on Ray).
+    ``close`` ends the workers still running and drops the queued tasks. ``inline`` (or one
+    worker): the tasks run in the driver's own process instead, ``workers`` at a time, each on a
+    thread of its own (the scheduler goes on seeing them in flight, as on Ray).
     """
 
     def __init__(
@@ -176,8 +189,10 @@ class LocalPool:
         workers: int,
         fn: Callable[..., Any] = partition_task_entry,
         server_env: Mapping[str, str] | None = None,
+        inline: bool = False,
     ) -> None:
         self.workers = max(1, workers)
+        self.inline = inline or self.workers == 1
         self._fn = fn  # a module-level function (it is sent to the workers by name)
         #: Set in the environment the fork server starts with (what its preloaded modules
         #: prepare once for every worker: an S3 client, see ``store.blobs.WARM_ENV``).
@@ -192,12 +207,14 @@ class LocalPool:
         self._inline: cf.ThreadPoolExecutor | None = None
 
     def submit(self, args: tuple[Any, ...]) -> cf.Future[Any]:
-        if self.workers == 1:
+        if self.inline:
             with self._lock:
                 if self._closed:
                     raise RuntimeError("the local workers were closed")
                 if self._inline is None:
-                    self._inline = cf.ThreadPoolExecutor(1, thread_name_prefix="dj-runner-task")
+                    self._inline = cf.ThreadPoolExecutor(
+                        self.workers, thread_name_prefix="dj-runner-task"
+                    )
                 return self._inline.submit(self._fn, *args)
         future: cf.Future[Any] = cf.Future()
         with self._lock:

@@ -56,6 +56,7 @@ def to_progress(status: dict[str, Any], pod_name: str | None = None) -> contract
         "opIndex": _int(stage.get("index")),
         "lastCheckpointTime": status.get("last_checkpoint_at"),
         "estimatedCompletionTime": status.get("estimated_completion_at"),
+        "engineReadyTime": status.get("engine_ready_at"),
         "updateTime": status.get("updated_at"),
         "resumedPartitions": _int(resumed.get("partitions_done")) if resumed else None,
         "resumedCheckpoints": _int(resumed.get("checkpoints")) if resumed else None,

@@ -88,6 +88,7 @@ class StatusWriter:
             "run_id": run_id,
             "state": "running",
             "started_at": now,
+            "engine_ready_at": None,
             "updated_at": now,
             "finished_at": None,
             "runner_version": __version__,

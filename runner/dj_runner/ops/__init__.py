@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["all_ops", "get_op", "register"]
+__all__ = ["all_ops", "find_op", "get_op", "register"]
 
 
 def __getattr__(name: str) -> Any:

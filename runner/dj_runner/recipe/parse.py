@@ -183,20 +183,23 @@ def build_op(
     given), the others are accepted, named in the spec's notices and left out of its
     parameters (they change nothing here, so neither does the recipe's fingerprint).
     """
-    from dj_runner.ops import all_ops  # op implementations load only when a recipe has ops
+    # Op implementations load only when a recipe names them, each op's own module alone.
+    from dj_runner.ops import all_ops, find_op
 
-    registry = all_ops()
+    found = find_op(name)
     # -- hook: Data-Juicer ops (dj_runner.dj_ops), for names not built in or when chosen
     from dj_runner.dj_ops import resolve as dj
 
     impl, params = dj.choose(name, params, implementation, where)
-    if impl == "data_juicer" or name not in registry:
-        op = dj.resolve(name, params, where, registry, impl)
+    if impl == "data_juicer" or found is None:
+        registry = all_ops()
+        op, notices = dj.resolve(name, params, where, registry, impl)
+        kept = getattr(op, "params", params)  # a Ray deduplicator's tuning is left out
         if name in registry:  # the choice decides the output: part of the fingerprint
-            params = {**params, dj.OPTION: impl}
-        return OpSpec(name=name, params=params, op=op)
+            kept = {**kept, dj.OPTION: impl}
+        return OpSpec(name=name, params=kept, op=op, notices=tuple(notices))
     # -- end hook
-    cls = registry[name]
+    cls = found
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     common = _common_params(cls)

@@ -200,7 +200,10 @@ def read_table(
     columns: list[str] | None = None,
 ) -> pa.Table:
     if fmt == "parquet":
-        table = pq.read_table(_arrow_input(path), columns=columns)
+        # One file: ``ParquetFile`` reads it as ``pq.read_table`` does (the same table and
+        # schema), without importing ``pyarrow.dataset`` (tens of ms on every start).
+        with pq.ParquetFile(_arrow_input(path)) as pf:
+            table = pf.read(columns=columns)
         if schema is not None:
             table = restore_types(table, schema)
         return table
@@ -240,6 +243,9 @@ class CheckpointDir:
         self.compression = compression
         self.preserve = preserve
         self.fence = fence
+        #: Commit records (file, commit time) whose file this object has deleted locally:
+        #: each prune then deletes only what the records since add, not every older file again.
+        self._deleted: set[tuple[str, Any]] = set()
 
     @property
     def dir(self) -> Path:
@@ -335,7 +341,8 @@ class CheckpointDir:
 
     def prune(self, keep: CheckpointKey) -> None:
         """Delete the files of every checkpoint older than ``keep`` (each once: in a bucket the
-        commits as last seen, without a listing, and no file deleted twice)."""
+        commits as last seen, without a listing, and no file deleted twice; locally no commit's
+        file deleted twice by this object)."""
         records = self.blobs.known_records(COMMITS)
         if self.fence is not None:
             records = fenced(records, self.fence.plan_id)
@@ -344,11 +351,18 @@ class CheckpointDir:
                 c = Commit.from_record(r)
             except (KeyError, ValueError, TypeError):
                 continue
+            if c.key >= keep:
+                continue
+            if self.blobs.is_local:
+                done = (c.file, r.get("committed_at"))
+                if done not in self._deleted:
+                    self.blobs.delete(c.file)
+                    self._deleted.add(done)
+                continue
             where = self.show(c.file)
-            if c.key < keep and where not in _pruned:
+            if where not in _pruned:
                 self.blobs.delete(c.file)
-                if not self.blobs.is_local:
-                    _pruned.add(where)
+                _pruned.add(where)
 
     def delete(self, commit: Commit) -> None:
         """Delete a checkpoint's file (its record stays; it no longer verifies)."""

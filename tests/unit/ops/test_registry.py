@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -100,3 +102,23 @@ def test_filters_declare_stats_types() -> None:
     }
     for name, types in expected.items():
         assert registry.get_op(name).stats_types == types
+
+
+def test_a_recipe_loads_only_the_op_modules_it_names(tmp_path: Path) -> None:
+    # A fresh interpreter: this one has every op imported by the tests above.
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        "dataset_path: in.jsonl\nexport_path: out.jsonl\nprocess:\n  - text_length_filter:\n"
+    )
+    code = (
+        "import sys\n"
+        "from dj_runner.recipe.parse import load_recipe\n"
+        f"load_recipe({str(recipe)!r})\n"
+        "print(sorted(m for m in sys.modules if m.startswith('dj_runner.ops.')"
+        " and not m.startswith('dj_runner.ops.common') and m != 'dj_runner.ops._kernels'))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "['dj_runner.ops.text_length_filter']"
+    assert registry.find_op("no_such_op") is None

@@ -215,3 +215,24 @@ class TestLineLengths:
             get_op(name)(min_len=-1)
         with pytest.raises(ValueError):
             get_op(name)(min_len=5, max_len=4)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_list_segment_max_is_each_list_s_maximum_also_on_slices_and_chunks(seed: int) -> None:
+    import random
+
+    import pyarrow.compute as pc
+
+    from dj_runner.ops.common.textutil import list_segment_max
+
+    rng = random.Random(seed)
+    lists = [[rng.randrange(0, 1 << 31) for _ in range(rng.randint(1, 6))] for _ in range(300)]
+    arr = pa.array(lists, pa.list_(pa.int64())).slice(7, 250)
+    expected = [max(x) for x in lists[7:257]]
+    assert list_segment_max(arr, pc.list_flatten(arr)).to_pylist() == expected
+    chunked = pa.chunked_array([arr.slice(0, 100), arr.slice(100)])
+    got = list_segment_max(chunked, pc.list_flatten(chunked))
+    assert got.type == pa.int64() and got.to_pylist() == expected
+    with pytest.raises(ValueError, match="non-empty"):
+        empty_list = pa.array([[1], []], pa.list_(pa.int64()))
+        list_segment_max(empty_list, pc.list_flatten(empty_list))
