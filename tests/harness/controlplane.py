@@ -35,6 +35,9 @@ KUBERNETES_SERVICE_IP = "10.0.0.1"
 # job, namespace, serviceaccount, serviceaccount-token, root-ca-certificate-publisher,
 # persistentvolume-binder, replicaset, deployment, node-lifecycle.
 CONTROLLERS = "*"
+#: How long a node may go without a heartbeat before it is NotReady (Unknown) and tainted
+#: unreachable (kube-controller-manager's default is 50 s; process nodes renew every 5 s).
+NODE_MONITOR_GRACE_SECONDS = 30
 PORT_ATTEMPTS = 3
 ADDRESS_IN_USE = "address already in use"
 
@@ -368,6 +371,8 @@ class ControlPlane:
                 f"--cluster-signing-key-file={pki / 'ca.key'}",
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
                 "--pvclaimbinder-sync-period=2s",
+                f"--node-monitor-grace-period={NODE_MONITOR_GRACE_SECONDS}s",
+                "--node-monitor-period=2s",
                 "--kube-api-qps=100",
                 "--kube-api-burst=200",
                 "--profiling=false",

@@ -37,7 +37,10 @@ from tests.harness.provisioner import ClaimProvisioner
 from tests.harness.rest import ApiError, Obj, Rest
 from tests.harness.waiting import wait_for
 
-HEARTBEAT_SECONDS = 10.0
+#: Lease renewal and status every 5 s (a kubelet's default is 10 s): with the controller-manager's
+#: `NODE_MONITOR_GRACE_SECONDS` (30 s) a lost node is noticed in half a minute, six missed
+#: heartbeats, not the default 50 s.
+HEARTBEAT_SECONDS = 5.0
 INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "USER", "LOGNAME")
 # Pods' TMPDIRs live under a short directory: Ray puts Unix sockets under
 # `$TMPDIR/ray/session_<date>_<pid>/sockets/`, and a socket path must fit in 107 bytes.
@@ -159,8 +162,11 @@ class ProcessNode:
     def stop(self, grace: float = 5.0) -> None:
         """Stop watching and kill every pod process (the pods are not updated).
 
-        Returns once no process carrying the node's marker is left.
+        Returns once no process carrying the node's marker is left. A second call (after
+        `lose()`) does nothing.
         """
+        if self._stop.is_set():
+            return
         self._stop.set()
         if self.kubelet_server is not None:
             self.kubelet_server.stop()
@@ -183,6 +189,13 @@ class ProcessNode:
         for handler in list(self.log.handlers):
             self.log.removeHandler(handler)
             handler.close()
+
+    def lose(self) -> None:
+        """The node's machine dies: every process of its pods is killed and the node reports
+        nothing more (no heartbeat, no pod status: its pods stay as the API last saw them),
+        so the node lifecycle controller must find it lost and Kubernetes evict its pods."""
+        self.log.warning("node %s lost: killing its pods, reporting nothing more", self.name)
+        self.stop(grace=0)
 
     def pids(self) -> list[int]:
         """Process ids of the running containers' main processes and shims (each the leader of
