@@ -176,7 +176,7 @@ def test_an_unschedulable_runner_says_why_then_fails_at_the_startup_deadline(
     failure = failed["status"]["failure"]
     assert failure["reason"] == "StartupDeadlineExceeded"
     assert "startupDeadlineSeconds (15 s)" in failure["message"]
-    assert "node selector" in failure["message"]
+    assert "node affinity/selector" in failure["message"]
     wait_for(
         lambda: runner_pods(k8s_cluster, namespace, "demo") == [],
         timeout=60,
