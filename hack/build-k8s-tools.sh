@@ -9,8 +9,9 @@
 # hack/build-kuberay.sh). The binaries go to a cache directory outside the repository, keyed by the
 # Kubernetes version and a hash of everything that decides what is built:
 #   ${K8S_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/datajuicer-operator/k8s-tools}/<ver>-<hash>/bin
-# The directory holds kube-apiserver, kube-controller-manager, kubectl, etcd, helm and the KubeRay
-# CRDs (ray.io_rayclusters.yaml, ray.io_rayjobs.yaml). A stamp file marks a finished build.
+# The directory holds kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, etcd, helm
+# and the KubeRay CRDs (ray.io_rayclusters.yaml, ray.io_rayjobs.yaml). A stamp file marks a
+# finished build.
 set -euo pipefail
 
 HELM_GIT_VERSION_PKG=helm.sh/helm/v4/internal/version
@@ -30,7 +31,7 @@ if [[ -z "$k8s_version" || -z "$helm_version" || -z "$KUBERAY_VERSION" ]]; then
   exit 1
 fi
 tools_hash=$(cat "$MOD/go.mod" "$MOD/go.sum" "$HELM_MOD/go.mod" "$HELM_MOD/go.sum" \
-  <(echo "kuberay=$KUBERAY_VERSION layout=1") | sha256sum | cut -c1-12)
+  <(echo "kuberay=$KUBERAY_VERSION layout=2") | sha256sum | cut -c1-12)
 cache_root=${K8S_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/datajuicer-operator/k8s-tools}
 dest=$cache_root/$k8s_version-$tools_hash
 bin=$dest/bin
@@ -86,6 +87,7 @@ done
   "$GO" build -trimpath -ldflags "-s -w $ldflags" -o "$stage/" \
     k8s.io/kubernetes/cmd/kube-apiserver \
     k8s.io/kubernetes/cmd/kube-controller-manager \
+    k8s.io/kubernetes/cmd/kube-scheduler \
     k8s.io/kubernetes/cmd/kubectl \
     go.etcd.io/etcd/server/v3
 )

@@ -282,9 +282,17 @@ class Kube:
 
     # -- deletes ------------------------------------------------------------------------------
 
-    def delete_pod(self, namespace: str, name: str) -> None:
+    def delete_pod(
+        self, namespace: str, name: str, grace_period_seconds: int | None = None
+    ) -> None:
+        """Delete a pod (with its own grace period unless one is given; 0: at once)."""
         try:
-            self.core.delete_namespaced_pod(name, namespace, _request_timeout=REQUEST_TIMEOUT)
+            self.core.delete_namespaced_pod(
+                name,
+                namespace,
+                grace_period_seconds=grace_period_seconds,
+                _request_timeout=REQUEST_TIMEOUT,
+            )
         except ApiException as exc:
             if exc.status != 404:
                 raise

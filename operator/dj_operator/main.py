@@ -14,8 +14,10 @@ import sys
 from collections.abc import Mapping
 
 from dj_operator.api.constants import (
+    DEFAULT_NODE_LOST_TOLERATION_SECONDS,
     DEFAULT_RUNNER_IMAGE,
     DEFAULT_STARTUP_DEADLINE_SECONDS,
+    NODE_LOST_TOLERATION_ENV,
     STARTUP_DEADLINE_ENV,
 )
 from dj_operator.api.types import OperatorDefaults
@@ -108,8 +110,16 @@ def defaults_from_env(env: Mapping[str, str]) -> OperatorDefaults:
         raise ValueError(
             f"{STARTUP_DEADLINE_ENV}: got {deadline_text!r}; expected seconds in 10-86400"
         )
+    lost_text = env.get(NODE_LOST_TOLERATION_ENV, "").strip() or str(
+        DEFAULT_NODE_LOST_TOLERATION_SECONDS
+    )
+    if not lost_text.isdigit() or int(lost_text) > 86400:
+        raise ValueError(
+            f"{NODE_LOST_TOLERATION_ENV}: got {lost_text!r}; expected seconds in 0-86400"
+        )
     return OperatorDefaults(
         startup_deadline_seconds=int(deadline_text),
+        node_lost_toleration_seconds=int(lost_text),
         runner_metrics_port=int(port_text),
         runner_image=env.get("DJ_RUNNER_IMAGE") or DEFAULT_RUNNER_IMAGE,
         ray_image=env.get("DJ_RAY_IMAGE") or None,

@@ -14,7 +14,14 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO_ROOT / "hack" / "build-k8s-tools.sh"
 KUBERAY_BUILD_SCRIPT = REPO_ROOT / "hack" / "build-kuberay.sh"
-TOOLS = ("etcd", "kube-apiserver", "kube-controller-manager", "kubectl", "helm")
+TOOLS = (
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kubectl",
+    "helm",
+)
 KUBERAY_CRDS = ("ray.io_rayclusters.yaml", "ray.io_rayjobs.yaml", "ray.io_rayservices.yaml")
 KUBERAY_OPERATOR = "ray-operator"
 KUBERAY_ROLE = "kuberay-operator-role.yaml"

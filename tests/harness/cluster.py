@@ -30,16 +30,22 @@ class Cluster:
         extra_env: Mapping[str, str] | None = None,
         kuberay: bool = True,
         container_mode: bool = False,
+        nodes: int = 1,
     ) -> None:
         """`kuberay=False` installs the KubeRay CRDs but does not run the operator.
-        `container_mode`: pods run from their images with podman (tests/harness/containers.py)."""
+        `container_mode`: pods run from their images with podman (tests/harness/containers.py).
+        `nodes`: how many process nodes (`node_name`, then `<node_name>-2`, ...); the first
+        provisions the claims, kube-scheduler spreads the pods."""
+        if nodes < 1:
+            raise ValueError(f"nodes: got {nodes}; expected at least 1")
         self.workdir = workdir
         self.bin_dir = binaries.ensure_built()
         self.kuberay_dir = binaries.ensure_kuberay_built()
         self.control_plane = ControlPlane(workdir / "control-plane", self.bin_dir)
         self.node_name = node_name
+        self.node_names = [node_name] + [f"{node_name}-{i}" for i in range(2, nodes + 1)]
         self.extra_env = extra_env
-        self._node: ProcessNode | None = None
+        self.nodes: list[ProcessNode] = []
         self.kuberay_operator: KubeRayOperator | None = (
             KubeRayOperator(self.control_plane, self.bin_dir, self.kuberay_dir) if kuberay else None
         )
@@ -47,8 +53,15 @@ class Cluster:
 
     @property
     def node(self) -> ProcessNode:
-        assert self._node is not None, "cluster not started"
-        return self._node
+        """The first node (the only one unless the cluster was made with more)."""
+        assert self.nodes, "cluster not started"
+        return self.nodes[0]
+
+    def node_named(self, name: str) -> ProcessNode:
+        for node in self.nodes:
+            if node.name == name:
+                return node
+        raise KeyError(f"no process node {name!r} (nodes: {', '.join(self.node_names)})")
 
     @property
     def kubeconfig(self) -> Path:
@@ -62,17 +75,21 @@ class Cluster:
         self.control_plane.start()
         try:
             cp = self.control_plane
-            cert, key = cp.issue_node_serving_cert(self.node_name)
-            self._node = ProcessNode(
-                cp.rest,
-                cp.server,
-                cp.ca_pem,
-                self.workdir / "node",
-                self.node_name,
-                extra_env=self.extra_env,
-                kubelet_tls=(cert, key, cp.ca_file),
-                containers=self.containers,
-            ).start()
+            for i, name in enumerate(self.node_names):
+                cert, key = cp.issue_node_serving_cert(name)
+                node = ProcessNode(
+                    cp.rest,
+                    cp.server,
+                    cp.ca_pem,
+                    self.workdir / ("node" if i == 0 else f"node-{i + 1}"),
+                    name,
+                    extra_env=self.extra_env,
+                    kubelet_tls=(cert, key, cp.ca_file),
+                    containers=self.containers,
+                    provision_claims=i == 0,
+                )
+                self.nodes.append(node)
+                node.start()
             install_kuberay_crds(self.bin_dir, self.kuberay_dir, self.kubeconfig, cp.rest)
             if self.kuberay_operator is not None:
                 self.kuberay_operator.start()
@@ -86,26 +103,28 @@ class Cluster:
         """Stop the operator (so it recreates nothing), the node's pods, the control plane."""
         if self.kuberay_operator is not None:
             self.kuberay_operator.stop()
-        if self._node is not None:
-            self._node.stop()
+        for node in self.nodes:
+            node.stop()
         self.control_plane.stop()
 
     def pids(self) -> list[int]:
         """Every process the cluster started that is still running."""
-        node = self._node.pids() if self._node is not None else []
+        node = [pid for n in self.nodes for pid in n.pids()]
         operator = self.kuberay_operator
         extra = [operator.pid] if operator is not None and operator.pid is not None else []
         return self.control_plane.pids() + extra + node
 
     def logs(self, lines: int = 40) -> str:
         """Tails of the component logs, the KubeRay operator's and the process node's."""
-        node_log = self.workdir / "node" / "process-node.log"
         operator = self.kuberay_operator
+        nodes = "".join(
+            f"\n----- {node.name} ({node.log_file}) -----\n" + tail(node.log_file, lines)
+            for node in self.nodes
+        )
         return (
             self.control_plane.logs(lines)
             + ("\n" + operator.logs(lines) if operator is not None else "")
-            + f"\n----- process-node ({node_log}) -----\n"
-            + tail(node_log, lines)
+            + nodes
         )
 
     # -- clients -----------------------------------------------------------------------------

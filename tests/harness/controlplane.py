@@ -1,8 +1,11 @@
-"""A real Kubernetes control plane on loopback: etcd, kube-apiserver, kube-controller-manager.
+"""A real Kubernetes control plane on loopback: etcd, kube-apiserver, kube-controller-manager
+and kube-scheduler.
 
 Everything runs as local processes on free ports, with certificates generated for the run:
 RBAC authorization, TLS serving, and a service-account signing key so that the TokenRequest API
-works. `start()` returns once the apiserver is ready and the controllers have created the
+works. The real kube-scheduler binds pods to the process nodes, so node selectors, affinity,
+taints, resource fit and unschedulable pods behave as in a real cluster. `start()` returns once
+the apiserver is ready, the scheduler is healthy and the controllers have created the
 `default` ServiceAccount; `stop()` ends every process. A port is free when it is picked but may be
 taken before the component binds it: a component that exits with "address already in use" is
 started again on new ports (up to PORT_ATTEMPTS times).
@@ -32,12 +35,15 @@ KUBERNETES_SERVICE_IP = "10.0.0.1"
 # job, namespace, serviceaccount, serviceaccount-token, root-ca-certificate-publisher,
 # persistentvolume-binder, replicaset, deployment, node-lifecycle.
 CONTROLLERS = "*"
+#: How long a node may go without a heartbeat before it is NotReady (Unknown) and tainted
+#: unreachable (kube-controller-manager's default is 50 s; process nodes renew every 5 s).
+NODE_MONITOR_GRACE_SECONDS = 30
 PORT_ATTEMPTS = 3
 ADDRESS_IN_USE = "address already in use"
 
 
 class ControlPlane:
-    """etcd + kube-apiserver + kube-controller-manager rooted in `workdir`."""
+    """etcd + kube-apiserver + kube-controller-manager + kube-scheduler rooted in `workdir`."""
 
     def __init__(self, workdir: Path, bin_dir: Path | None = None) -> None:
         self.workdir = workdir
@@ -48,11 +54,13 @@ class ControlPlane:
         self.etcd_port = free_port()
         self.apiserver_port = free_port()
         self.kcm_port = free_port()
+        self.scheduler_port = free_port()
         self.server = f"https://127.0.0.1:{self.apiserver_port}"
         self.components: list[Component] = []
         self.ca: CertificateAuthority | None = None
         self.admin: CertPair | None = None
         self._kcm_cert: CertPair | None = None
+        self._scheduler_cert: CertPair | None = None
         self._rest: Rest | None = None
 
     # -- paths and clients -------------------------------------------------------------------
@@ -98,6 +106,7 @@ class ControlPlane:
             self._retry_on_port_clash(self._start_etcd, self._new_etcd_port, timeout)
             self._retry_on_port_clash(self._start_apiserver, self._new_apiserver_port, timeout)
             self._retry_on_port_clash(self._start_controller_manager, self._new_kcm_port, timeout)
+            self._retry_on_port_clash(self._start_scheduler, self._new_scheduler_port, timeout)
             remaining = max(10.0, timeout - (time.monotonic() - started))
             wait_for(
                 lambda: (
@@ -160,6 +169,9 @@ class ControlPlane:
     def _new_kcm_port(self) -> None:
         self.kcm_port = free_port()
 
+    def _new_scheduler_port(self) -> None:
+        self.scheduler_port = free_port()
+
     def _check_all(self) -> bool:
         for component in self.components:
             component.check_alive()
@@ -184,6 +196,7 @@ class ControlPlane:
         )
         self.admin = self.ca.issue("admin", "admin", orgs=("system:masters",))
         self._kcm_cert = self.ca.issue("controller-manager", "system:kube-controller-manager")
+        self._scheduler_cert = self.ca.issue("scheduler", "system:kube-scheduler")
         self.ca.issue(
             "apiserver-kubelet-client", "kube-apiserver-kubelet-client", orgs=("system:masters",)
         )
@@ -192,7 +205,8 @@ class ControlPlane:
 
     def _write_kubeconfigs(self) -> None:
         assert self.ca is not None and self.admin is not None and self._kcm_cert is not None
-        kcm = self._kcm_cert
+        assert self._scheduler_cert is not None
+        kcm, scheduler = self._kcm_cert, self._scheduler_cert
         write_kubeconfig(
             self.kubeconfig,
             self.server,
@@ -206,6 +220,13 @@ class ControlPlane:
             self.ca.cert_pem,
             "system:kube-controller-manager",
             cert=(kcm.cert, kcm.key),
+        )
+        write_kubeconfig(
+            self.workdir / "scheduler.kubeconfig",
+            self.server,
+            self.ca.cert_pem,
+            "system:kube-scheduler",
+            cert=(scheduler.cert, scheduler.key),
         )
 
     def _add(self, name: str, argv: list[str]) -> Component:
@@ -289,6 +310,45 @@ class ControlPlane:
             ignore=(urllib3.exceptions.HTTPError,),
         )
 
+    def _start_scheduler(self, timeout: float) -> None:
+        kubeconfig = self.workdir / "scheduler.kubeconfig"
+        scheduler = self._add(
+            "kube-scheduler",
+            [
+                self._bin("kube-scheduler"),
+                f"--kubeconfig={kubeconfig}",
+                f"--authentication-kubeconfig={kubeconfig}",
+                f"--authorization-kubeconfig={kubeconfig}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={self.scheduler_port}",
+                f"--cert-dir={self.workdir / 'scheduler-serving'}",
+                "--leader-elect=false",
+                "--kube-api-qps=100",
+                "--kube-api-burst=200",
+                "--profiling=false",
+                "--v=1",
+            ],
+        )
+        self._wait_healthy(scheduler, self.scheduler_port, "kube-scheduler", timeout)
+
+    def _wait_healthy(self, component: Component, port: int, name: str, timeout: float) -> None:
+        """Wait for a component's /healthz on 127.0.0.1:`port` (its self-signed serving cert)."""
+        http = urllib3.PoolManager(cert_reqs="CERT_NONE", retries=False)
+
+        def healthy() -> bool:
+            component.check_alive()
+            resp = http.request("GET", f"https://127.0.0.1:{port}/healthz", timeout=2)
+            return resp.status == 200
+
+        urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+        wait_for(
+            healthy,
+            timeout,
+            f"{name} /healthz",
+            interval=0.2,
+            ignore=(urllib3.exceptions.HTTPError,),
+        )
+
     def _start_controller_manager(self, timeout: float) -> None:
         pki = self.pki
         kubeconfig = self.workdir / "controller-manager.kubeconfig"
@@ -311,24 +371,12 @@ class ControlPlane:
                 f"--cluster-signing-key-file={pki / 'ca.key'}",
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
                 "--pvclaimbinder-sync-period=2s",
+                f"--node-monitor-grace-period={NODE_MONITOR_GRACE_SECONDS}s",
+                "--node-monitor-period=2s",
                 "--kube-api-qps=100",
                 "--kube-api-burst=200",
                 "--profiling=false",
                 "--v=1",
             ],
         )
-        http = urllib3.PoolManager(cert_reqs="CERT_NONE", retries=False)
-
-        def healthy() -> bool:
-            kcm.check_alive()
-            resp = http.request("GET", f"https://127.0.0.1:{self.kcm_port}/healthz", timeout=2)
-            return resp.status == 200
-
-        urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
-        wait_for(
-            healthy,
-            timeout,
-            "kube-controller-manager /healthz",
-            interval=0.2,
-            ignore=(urllib3.exceptions.HTTPError,),
-        )
+        self._wait_healthy(kcm, self.kcm_port, "kube-controller-manager", timeout)

@@ -1,9 +1,9 @@
-"""A node that runs pods as local processes: scheduler and kubelet for one registered Node.
+"""A node that runs pods as local processes: the kubelet of one registered Node.
 
-The process node registers a Node (Ready, with allocatable cpu, memory and pods) and renews its
-Lease so the node-lifecycle controller keeps it healthy. It watches all pods (informer.py): it
-binds pending pods of the default scheduler to its Node, and runs the pods bound to it with a
-PodRunner each. It also provisions claims (provisioner.py).
+The process node registers a Node (Ready, with a nominal capacity: `CAPACITY`) and renews its
+Lease so the node-lifecycle controller keeps it healthy. The control plane's kube-scheduler binds
+pods to it; it watches all pods (informer.py) and runs those bound to it with a PodRunner each.
+One node of a cluster also provisions claims (provisioner.py).
 
 Nothing a pod starts outlives the node: each container runs under a subreaping shim that kills
 its whole process tree when the container ends, every pod process carries the node's
@@ -37,12 +37,20 @@ from tests.harness.provisioner import ClaimProvisioner
 from tests.harness.rest import ApiError, Obj, Rest
 from tests.harness.waiting import wait_for
 
-HEARTBEAT_SECONDS = 10.0
+#: Lease renewal and status every 5 s (a kubelet's default is 10 s): with the controller-manager's
+#: `NODE_MONITOR_GRACE_SECONDS` (30 s) a lost node is noticed in half a minute, six missed
+#: heartbeats, not the default 50 s.
+HEARTBEAT_SECONDS = 5.0
 INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "USER", "LOGNAME")
 # Pods' TMPDIRs live under a short directory: Ray puts Unix sockets under
 # `$TMPDIR/ray/session_<date>_<pid>/sockets/`, and a socket path must fit in 107 bytes.
 SHORT_TMP_LIMIT = 40
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+#: What a process node offers the scheduler. Nominal: its pods are processes of this machine and
+#: share its cores and memory whatever they request, so the figures only need to fit the jobs the
+#: tests and benchmarks run at once (a kuberay job's head and workers request whole CPUs); the
+#: scheduler still refuses a pod that asks for more, or for what no node has.
+CAPACITY = {"cpu": "64", "memory": "256Gi", "pods": "2000", "ephemeral-storage": "100Gi"}
 
 
 def short_tmp_root() -> Path:
@@ -88,8 +96,11 @@ class ProcessNode:
         backoff: tuple[float, float] = (1.0, 10.0),
         kubelet_tls: tuple[Path, Path, Path] | None = None,
         containers: ContainerRuntime | None = None,
+        provision_claims: bool = True,
     ) -> None:
-        """`kubelet_tls` (serving cert, key, client CA) enables the log API (`kubectl logs`)."""
+        """`kubelet_tls` (serving cert, key, client CA) enables the log API (`kubectl logs`).
+        `provision_claims`: this node provisions the cluster's claims (one node of a cluster)."""
+        self.provision_claims = provision_claims
         self.rest = rest
         self.name = name
         self.root = root
@@ -134,11 +145,14 @@ class ProcessNode:
         if self.kubelet_server is not None:
             self.kubelet_server.start()
         self._register()
-        for target, tname in (
+        loops = [
             (self._heartbeat, "heartbeat"),
             (lambda: self._inform("/api/v1/pods", self._on_pod), "pods"),
-            (lambda: self._inform("/api/v1/persistentvolumeclaims", self._claims.on_claim), "pvcs"),
-        ):
+        ]
+        if self.provision_claims:
+            claims = self._claims.on_claim
+            loops.append((lambda: self._inform("/api/v1/persistentvolumeclaims", claims), "pvcs"))
+        for target, tname in loops:
             thread = threading.Thread(target=target, name=f"{self.name}-{tname}", daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -148,8 +162,11 @@ class ProcessNode:
     def stop(self, grace: float = 5.0) -> None:
         """Stop watching and kill every pod process (the pods are not updated).
 
-        Returns once no process carrying the node's marker is left.
+        Returns once no process carrying the node's marker is left. A second call (after
+        `lose()`) does nothing.
         """
+        if self._stop.is_set():
+            return
         self._stop.set()
         if self.kubelet_server is not None:
             self.kubelet_server.stop()
@@ -172,6 +189,13 @@ class ProcessNode:
         for handler in list(self.log.handlers):
             self.log.removeHandler(handler)
             handler.close()
+
+    def lose(self) -> None:
+        """The node's machine dies: every process of its pods is killed and the node reports
+        nothing more (no heartbeat, no pod status: its pods stay as the API last saw them),
+        so the node lifecycle controller must find it lost and Kubernetes evict its pods."""
+        self.log.warning("node %s lost: killing its pods, reporting nothing more", self.name)
+        self.stop(grace=0)
 
     def pids(self) -> list[int]:
         """Process ids of the running containers' main processes and shims (each the leader of
@@ -241,16 +265,7 @@ class ProcessNode:
 
     def _node_status(self) -> Obj:
         now = now_rfc3339()
-        try:
-            memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        except (ValueError, OSError):
-            memory = 8 << 30
-        resources = {
-            "cpu": str(os.cpu_count() or 1),
-            "memory": f"{memory // 1024}Ki",
-            "pods": "110",
-            "ephemeral-storage": "100Gi",
-        }
+        resources = dict(CAPACITY)
 
         def cond(kind: str, value: str, reason: str, message: str) -> Obj:
             return {
@@ -383,11 +398,7 @@ class ProcessNode:
     def _pod_changed(self, pod: Obj) -> None:
         try:
             spec, meta = pod["spec"], pod["metadata"]
-            node = spec.get("nodeName")
-            if not node:
-                self._maybe_bind(pod)
-                return
-            if node != self.name:
+            if spec.get("nodeName") != self.name:  # not bound yet (kube-scheduler's), or elsewhere
                 return
             uid = meta["uid"]
             with self._lock:
@@ -430,65 +441,6 @@ class ProcessNode:
                     "gracePeriodSeconds": 0,
                     "preconditions": {"uid": meta["uid"]},
                 },
-            )
-
-    def _maybe_bind(self, pod: Obj) -> None:
-        spec, meta = pod["spec"], pod["metadata"]
-        if spec.get("schedulerName", "default-scheduler") != "default-scheduler":
-            return
-        if meta.get("deletionTimestamp") or (pod.get("status") or {}).get("phase") not in (
-            None,
-            "Pending",
-        ):
-            return
-        labels = {
-            "kubernetes.io/hostname": self.name,
-            "kubernetes.io/os": "linux",
-            "kubernetes.io/arch": "amd64",
-            "node.datajuicer.io/process-node": "true",
-        }
-        selector = spec.get("nodeSelector") or {}
-        if any(labels.get(k) != v for k, v in selector.items()):
-            self._unschedulable(
-                pod,
-                f"0/1 nodes are available: node {self.name} does not match the pod's node selector",
-            )
-            return
-        try:
-            self.rest.post(
-                f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}/binding",
-                {
-                    "apiVersion": "v1",
-                    "kind": "Binding",
-                    "metadata": {"name": meta["name"], "uid": meta["uid"]},
-                    "target": {"apiVersion": "v1", "kind": "Node", "name": self.name},
-                },
-            )
-            self.log.info("bound %s/%s to %s", meta["namespace"], meta["name"], self.name)
-        except ApiError as exc:
-            if exc.status not in (404, 409):
-                self.log.warning("binding %s/%s failed: %s", meta["namespace"], meta["name"], exc)
-
-    def _unschedulable(self, pod: Obj, message: str) -> None:
-        meta = pod["metadata"]
-        with contextlib.suppress(ApiError):
-            self.rest.request(
-                "PATCH",
-                f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}/status",
-                {
-                    "status": {
-                        "conditions": [
-                            {
-                                "type": "PodScheduled",
-                                "status": "False",
-                                "reason": "Unschedulable",
-                                "message": message,
-                                "lastTransitionTime": now_rfc3339(),
-                            }
-                        ]
-                    }
-                },
-                content_type="application/strategic-merge-patch+json",
             )
 
 

@@ -169,12 +169,14 @@ def test_an_unschedulable_runner_says_why_then_fails_at_the_startup_deadline(
         timeout=WITHIN_S,
         what="Blocked Unschedulable",
     )
-    assert "node selector" in condition(seen, "Blocked")["message"]
+    # kube-scheduler's own words: "0/1 nodes are available: 1 node(s) didn't match Pod's node
+    # affinity/selector. ..."
+    assert "node affinity/selector" in condition(seen, "Blocked")["message"]
     failed = wait_condition(k8s_cluster, namespace, "demo", "Failed", timeout=60)
     failure = failed["status"]["failure"]
     assert failure["reason"] == "StartupDeadlineExceeded"
     assert "startupDeadlineSeconds (15 s)" in failure["message"]
-    assert "node selector" in failure["message"]
+    assert "node affinity/selector" in failure["message"]
     wait_for(
         lambda: runner_pods(k8s_cluster, namespace, "demo") == [],
         timeout=60,

@@ -41,6 +41,18 @@ DEFAULT_RUNNER_COMMAND = ("dj-runner",)
 #: spec.startupDeadlineSeconds unless the installation (DJ_STARTUP_DEADLINE_SECONDS) sets one.
 DEFAULT_STARTUP_DEADLINE_SECONDS = 600
 STARTUP_DEADLINE_ENV = "DJ_STARTUP_DEADLINE_SECONDS"
+#: spec.runner.nodeLostTolerationSeconds unless the installation (DJ_NODE_LOST_TOLERATION_SECONDS)
+#: sets one: how long the runner pod stays on a node that stopped reporting before Kubernetes
+#: evicts it (Kubernetes' own default, 300 s, idles a batch job for five minutes).
+DEFAULT_NODE_LOST_TOLERATION_SECONDS = 60
+NODE_LOST_TOLERATION_ENV = "DJ_NODE_LOST_TOLERATION_SECONDS"
+#: The taints the node lifecycle controller puts on a node that stops reporting.
+NODE_LOST_TAINTS = ("node.kubernetes.io/unreachable", "node.kubernetes.io/not-ready")
+#: A runner pod still there this long after its deletion's grace period ended has no kubelet
+#: left to end it (its node is lost): the operator force-deletes it and starts the next attempt.
+LOST_POD_MARGIN_SECONDS = 10
+#: The stopReason of an attempt whose pod the operator force-deleted from a lost node.
+STOP_NODE_LOST = "NodeLost"
 
 #: objectStore: the runner's working directory (no data volume; the recipe's paths are URIs or
 #: absolute), the pod's writable emptyDir.

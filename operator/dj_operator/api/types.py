@@ -59,6 +59,8 @@ class OperatorDefaults:
     policy: Policy | None = None
     #: spec.startupDeadlineSeconds of a job that sets none (DJ_STARTUP_DEADLINE_SECONDS).
     startup_deadline_seconds: int = c.DEFAULT_STARTUP_DEADLINE_SECONDS
+    #: spec.runner.nodeLostTolerationSeconds of a job that sets none.
+    node_lost_toleration_seconds: int = c.DEFAULT_NODE_LOST_TOLERATION_SECONDS
 
 
 BUILTIN_DEFAULTS = OperatorDefaults()
@@ -502,6 +504,17 @@ class RunnerSpec:
     )
     node_selector: dict[str, str] = spec_field("Node labels the runner pod must match.")
     tolerations: tuple[Obj, ...] = spec_field("Tolerations of the runner pod.", max_items=32)
+    node_lost_toleration_seconds: int = spec_field(
+        "How long the runner pod stays on a node that stopped reporting (the taints"
+        " node.kubernetes.io/unreachable and not-ready) before Kubernetes evicts it; the operator"
+        " then removes the pod, which its lost node can no longer do, and the next attempt"
+        " resumes on another node. Tolerations of those taints in runner.tolerations win."
+        " Default: the operator's DJ_NODE_LOST_TOLERATION_SECONDS"
+        f" ({c.DEFAULT_NODE_LOST_TOLERATION_SECONDS} s unless the installation sets one).",
+        minimum=0,
+        maximum=86400,
+        operator_default="node_lost_toleration_seconds",
+    )
     security_context: Obj | None = spec_field(
         "The runner container's SecurityContext.",
         operator_default="security_context",

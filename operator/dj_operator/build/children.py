@@ -55,6 +55,27 @@ def claim(job: Obj, spec: JobSpec) -> Obj:
     }
 
 
+def runner_tolerations(spec: JobSpec) -> list[Obj]:
+    """The job's tolerations, then a bounded one (`nodeLostTolerationSeconds`) of each taint of
+    a lost node that they do not tolerate already (Kubernetes would add 300 s ones)."""
+    tolerations = copy.deepcopy(list(spec.runner.tolerations))
+    no_execute = [t for t in tolerations if t.get("effect") in (None, "", "NoExecute")]
+    if any(not t.get("key") and t.get("operator") == "Exists" for t in no_execute):
+        return tolerations  # the job tolerates every taint
+    own = {t.get("key") for t in no_execute}
+    for key in c.NODE_LOST_TAINTS:
+        if key not in own:
+            tolerations.append(
+                {
+                    "key": key,
+                    "operator": "Exists",
+                    "effect": "NoExecute",
+                    "tolerationSeconds": spec.runner.node_lost_toleration_seconds,
+                }
+            )
+    return tolerations
+
+
 def runner_termination_grace(spec: JobSpec) -> int:
     """The runner pod's terminationGracePeriodSeconds: its checkpoint grace plus 10 s."""
     return spec.runner.grace_period_seconds + 10
@@ -256,8 +277,7 @@ def runner_pod(job: Obj, spec: JobSpec, attempt: int, work_dir: str) -> Obj:
         pod_spec["initContainers"] = inits
     if runner.node_selector:
         pod_spec["nodeSelector"] = dict(runner.node_selector)
-    if runner.tolerations:
-        pod_spec["tolerations"] = copy.deepcopy(list(runner.tolerations))
+    pod_spec["tolerations"] = runner_tolerations(spec)
     pod_spec["securityContext"] = security.pod_context(runner.pod_security_context)
     pod_meta = names.metadata(
         job,

@@ -254,6 +254,9 @@ def act(
         elif action.kind == "delete-pods":
             for pod_name in action.pods:
                 kube.delete_pod(ns, pod_name)
+        elif action.kind == "force-delete-pods":
+            for pod_name in action.pods:
+                kube.delete_pod(ns, pod_name, grace_period_seconds=0)
         elif action.kind == "delete-job":
             kube.delete_job(ns, meta["name"])
     return extra

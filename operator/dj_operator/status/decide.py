@@ -49,7 +49,9 @@ class Observed:
 class Action:
     """A change the handler makes to the job's children (or the job) after the decision."""
 
-    kind: str  # ensure-children | create-pod | delete-pods | create-ray | delete-ray | delete-job
+    # ensure-children | create-pod | delete-pods | force-delete-pods | create-ray | delete-ray
+    # | delete-job
+    kind: str
     attempt: int | None = None
     pods: tuple[str, ...] = ()
 
@@ -156,6 +158,14 @@ def stop_active(obs: Observed, records: list[Obj], reason: str) -> Action | None
     return Action("delete-pods", pods=tuple(sorted(p["metadata"]["name"] for p in active)))
 
 
+def lost_after(pod: Obj) -> datetime | None:
+    """When a deleted pod that is still there counts as lost: LOST_POD_MARGIN_SECONDS after its
+    deletion's grace period ended (its `deletionTimestamp`), when a kubelet would long have
+    ended it and removed it. None: the pod is not being deleted."""
+    deleted = times.parse(pod["metadata"].get("deletionTimestamp"))
+    return deleted + timedelta(seconds=c.LOST_POD_MARGIN_SECONDS) if deleted else None
+
+
 # -- the rules --------------------------------------------------------------------------------
 
 
@@ -219,6 +229,40 @@ def _keep_terminal(
     draft = Draft(prev_phase, reason=_prev_reason(previous), message=_prev_message(previous))
     if spec is not None:
         _ttl(obs, spec, previous, draft)
+    return draft
+
+
+def _lost_runner(f: _Facts) -> Draft | None:
+    """A runner pod whose deletion no kubelet completes: its node stopped reporting and
+    Kubernetes evicted the pod after `runner.nodeLostTolerationSeconds` (or someone deleted it
+    there). Only the pod object is left; remove it (grace 0) and record the attempt stopped,
+    so the next one starts, on a node that reports (the lost one is tainted). A runner that
+    still runs on a cut-off node cannot commit after the next one's claim (the work dir's
+    fencing)."""
+    lost = [p for p in f.active_pods if (due := lost_after(p)) is not None and f.obs.now >= due]
+    if not lost:
+        return None
+    pods = tuple(sorted(p["metadata"]["name"] for p in lost))
+    for rec in f.records:
+        if rec.get("podName") in pods and "finishTime" not in rec:
+            rec.setdefault("stopReason", c.STOP_NODE_LOST)
+    pod = lost[-1]
+    evicted = any(
+        cond.get("type") == "DisruptionTarget" and cond.get("reason") == "DeletionByTaintManager"
+        for cond in (pod.get("status") or {}).get("conditions") or []
+    )
+    node = (pod.get("spec") or {}).get("nodeName") or "?"
+    where = f"runner pod {pod['metadata']['name']} on node {node}"
+    why = " (Kubernetes evicted it: its node stopped reporting)" if evicted else ""
+    message = (
+        f"{where} is still there {c.LOST_POD_MARGIN_SECONDS} s after its grace period ended"
+        f"{why}: no kubelet ends it; removing it, the next attempt resumes from the checkpoints"
+        " on another node"
+    )
+    phase = f.prev_phase if f.prev_phase in (c.RUNNING, c.STARTING) else c.STARTING
+    draft = Draft(phase, reason=c.STOP_NODE_LOST, message=message)
+    draft.actions.append(Action("force-delete-pods", pods=pods))
+    draft.events.append(EventDraft(EventReason.RunnerLost, message))
     return draft
 
 
@@ -492,6 +536,7 @@ def _attempt_event(f: _Facts, next_attempt: int) -> EventDraft:
 
 #: The rules, in order: the first that decides wins; `_run` always decides.
 RULES: tuple[_Rule, ...] = (
+    _lost_runner,
     _last_attempt_verdict,
     _backoff_exceeded,
     _active_deadline,

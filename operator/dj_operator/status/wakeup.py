@@ -11,6 +11,8 @@ clock alone is listed here, so that a job is woken exactly when a rule can decid
 - `status.createBackoff.retryTime`, the next create after a forbidden one;
 - `ray.readyTimeoutSeconds` after the RayCluster's creation, while it is not ready;
 - `ttlSecondsAfterFinished` after `completionTime`, once the job finished;
+- a deleted runner pod's `deletionTimestamp` plus `LOST_POD_MARGIN_SECONDS`, when a pod no
+  kubelet ends (its node is lost) is removed (`decide.lost_after`);
 - the runner pod's grace period after its pod vanished unseen (`attempts.vanished_hold`), before
   the next attempt may start;
 - every `RECIPE_SOURCE_POLL` while the `recipeFrom` ConfigMap (or its key) is missing: the
@@ -33,7 +35,7 @@ from dj_operator.api import constants as c
 from dj_operator.build import children
 from dj_operator.status import attempts as att
 from dj_operator.status import times
-from dj_operator.status.decide import Observed, stalled_since, suspended_time
+from dj_operator.status.decide import Observed, lost_after, stalled_since, suspended_time
 
 Obj = dict[str, Any]
 
@@ -91,6 +93,10 @@ def next_check(obs: Observed, status: Obj) -> datetime | None:
             if half is not None and half > obs.now:  # the CheckpointStale Event, once
                 due.append(half)
             due.append(_add(since, spec.progress_deadline_seconds))
+    for pod in active:
+        lost = lost_after(pod)
+        if lost is not None:
+            due.append(lost + MARGIN)
     if spec.startup_deadline_seconds:
         for pod in active:
             if (pod.get("status") or {}).get("phase") != "Running":

@@ -261,3 +261,35 @@ def test_a_metrics_port_is_served_on_all_addresses_and_declared() -> None:
     assert container["ports"] == [
         {"name": contract.METRICS_PORT_NAME, "containerPort": 9090, "protocol": "TCP"}
     ]
+
+
+def _tolerations(runner: dict | None = None, defaults: object = None) -> list[dict]:
+    job = make_job()
+    job["spec"].setdefault("runner", {}).update(runner or {})
+    spec = parse_spec(job["spec"]) if defaults is None else parse_spec(job["spec"], defaults)
+    return children.runner_pod(job, spec, 1, "/w")["spec"]["tolerations"]
+
+
+def test_the_runner_leaves_a_lost_node_after_node_lost_toleration_seconds() -> None:
+    """Kubernetes would give the pod 300 s on a node that stopped reporting; the runner pod
+    tolerates each of a lost node's taints for nodeLostTolerationSeconds (the installation's
+    default), and the job's own tolerations of them win."""
+    from dataclasses import replace
+
+    from dj_operator.api.types import BUILTIN_DEFAULTS
+
+    def bounded(seconds: int) -> list[dict]:
+        return [
+            {"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": seconds}
+            for key in c.NODE_LOST_TAINTS
+        ]
+
+    assert _tolerations() == bounded(c.DEFAULT_NODE_LOST_TOLERATION_SECONDS)
+    assert _tolerations({"nodeLostTolerationSeconds": 5}) == bounded(5)
+    installation = replace(BUILTIN_DEFAULTS, node_lost_toleration_seconds=20)
+    assert _tolerations(defaults=installation) == bounded(20)
+    own = {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute"}
+    gpu = {"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}
+    assert _tolerations({"tolerations": [own, gpu]}) == [own, gpu, bounded(60)[1]]
+    everything = {"operator": "Exists"}
+    assert _tolerations({"tolerations": [everything]}) == [everything]

@@ -517,3 +517,52 @@ def test_compaction_keeps_every_retryable_failure_so_the_backoff_limit_still_cou
     assert out.status["failure"]["reason"] == c.R_BACKOFF_LIMIT
     assert len(out.status["attempts"]) == 101
     assert out.status["restarts"] == 100
+
+
+def lost_pod(attempt: int, evicted: bool = True) -> dict:
+    """A runner pod deleted at NOW (its grace period ended then) that no kubelet ends: its node
+    stopped reporting and the taint manager evicted it."""
+    p = pod(attempt, deleting=True)
+    p["spec"] = {"nodeName": "node-b"}
+    if evicted:
+        p["status"]["conditions"] = [
+            {"type": "DisruptionTarget", "status": "True", "reason": "DeletionByTaintManager"}
+        ]
+    return p
+
+
+def test_a_runner_pod_no_kubelet_ends_is_removed_and_the_next_attempt_starts() -> None:
+    first = run([pod(1)])
+    waiting = after(
+        first, [lost_pod(1)], now=NOW + timedelta(seconds=c.LOST_POD_MARGIN_SECONDS - 1)
+    )
+    assert "force-delete-pods" not in [k for k, _ in kinds(waiting)]
+    assert waiting.phase == c.RUNNING
+    lost = after(waiting, [lost_pod(1)], now=NOW + timedelta(seconds=c.LOST_POD_MARGIN_SECONDS))
+    assert kinds(lost) == [("force-delete-pods", ("demo-runner-1",))]
+    assert lost.phase == c.RUNNING
+    assert reasons(lost) == ["RunnerLost"]
+    message = lost.events[0].message
+    assert "demo-runner-1 on node node-b" in message and "node stopped reporting" in message
+    assert lost.status["attempts"][0]["stopReason"] == c.STOP_NODE_LOST
+    # Once the pod is gone, the next attempt starts at once (it was seen stopping, so nothing
+    # of it runs on a node that reports), and a lost node is no failure of the job.
+    gone = after(lost, [], now=NOW + timedelta(seconds=c.LOST_POD_MARGIN_SECONDS + 1))
+    assert kinds(gone) == [("ensure-children", None), ("create-pod", 2)]
+    assert reasons(gone) == ["Resuming"]
+    assert "NodeLost" in gone.events[0].message
+    done = after(gone, [pod(2, "Succeeded", exit_code=0)])
+    assert done.phase == c.SUCCEEDED
+
+
+def test_a_pod_removed_without_an_eviction_says_so_and_a_suspend_still_ends() -> None:
+    """A stuck deletion with no eviction behind it (a deletion on a node that died) is removed
+    too, and a suspend waiting for that pod completes."""
+    spec = {"suspend": True}
+    out = run([pod(1)], spec_patch=spec)
+    stuck = lost_pod(1, evicted=False)
+    out = after(out, [stuck], spec_patch=spec, now=NOW + timedelta(seconds=60))
+    assert kinds(out) == [("force-delete-pods", ("demo-runner-1",))]
+    assert "evicted" not in out.events[0].message
+    out = after(out, [], spec_patch=spec, now=NOW + timedelta(seconds=61))
+    assert out.phase == c.SUSPENDED

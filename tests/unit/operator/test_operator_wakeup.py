@@ -147,3 +147,9 @@ def test_a_ray_cluster_not_ready_is_looked_at_every_few_seconds() -> None:
     spec = {"ray": {"mode": c.MODE_KUBERAY, "readyTimeoutSeconds": 3600}}
     obs = replace(observe(spec, pods=[pod(1)]), ray_cluster=cluster)
     assert due(obs) == NOW + wakeup.RAY_PODS_POLL
+
+
+def test_a_deleted_runner_pod_is_looked_at_again_once_it_counts_as_lost() -> None:
+    deleting = pod(1, deleting=True)  # deleted at NOW: its grace period ends then
+    lost = NOW + timedelta(seconds=c.LOST_POD_MARGIN_SECONDS) + wakeup.MARGIN
+    assert due(observe(pods=[deleting])) == lost

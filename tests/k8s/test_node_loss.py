@@ -1,0 +1,116 @@
+"""A node lost mid-job: on a cluster of two process nodes, the node running the runner dies (its
+processes killed, nothing more reported). Kubernetes notices, taints the node and evicts the
+pod after the runner's `nodeLostTolerationSeconds`; no kubelet is left to end the pod, so the
+operator removes it and the next attempt resumes on the other node, to the output of a local
+run."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kubernetes import client
+
+from dj_runner.store.workdir import WorkDir
+from tests.harness.cluster import Cluster
+from tests.harness.waiting import wait_for
+from tests.k8s.operator_support import (
+    DEMO_DATA,
+    OperatorProcess,
+    apply,
+    demo_data,
+    ensure_crd,
+    events,
+    example_job,
+    local_reference,
+    runner_pods,
+    wait_condition,
+    with_test_ops,
+)
+
+pytestmark = pytest.mark.k8s
+
+
+@pytest.fixture(scope="module")
+def two_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    cluster = Cluster(tmp_path_factory.mktemp("node-loss"), kuberay=False, nodes=2).start()
+    try:
+        ensure_crd(cluster)
+        yield cluster
+    finally:
+        cluster.stop()
+    for node in cluster.nodes:
+        assert node.leftover_processes() == [], f"pod processes left on {node.name}"
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    recipe = example_job()["spec"]["recipe"]
+    return local_reference(
+        tmp_path_factory.mktemp("reference"), recipe, {"input/demo.jsonl": DEMO_DATA.read_text()}
+    )
+
+
+def runner_on(cluster: Cluster, namespace: str, pod: str) -> str | None:
+    """The node a runner pod runs on, once it is Running there."""
+    pods = {p["metadata"]["name"]: p for p in runner_pods(cluster, namespace, "demo")}
+    current = pods.get(pod)
+    if not current or current["status"].get("phase") != "Running":
+        return None
+    return str(current["spec"]["nodeName"])
+
+
+def test_a_lost_node_s_runner_is_replaced_on_the_other_node_to_identical_output(
+    two_nodes: Cluster, reference: bytes, tmp_path: Path
+) -> None:
+    namespace = two_nodes.create_namespace()
+    api = two_nodes.api_client()
+    core = client.CoreV1Api(api)
+    first, second = two_nodes.node_names
+    op = OperatorProcess(two_nodes, namespace, tmp_path / "operator.log").start()
+    try:
+        demo_data(two_nodes, namespace)
+        job = with_test_ops(example_job())
+        job["spec"]["recipe"]["process"].insert(0, {"slow_mapper": {"seconds": 3}})
+        job["spec"]["runner"].update({"nodeLostTolerationSeconds": 5, "gracePeriodSeconds": 1})
+        # The first attempt goes to the node that will be lost: the other one is cordoned.
+        drain = {"key": "datajuicer.io/test", "value": "hold", "effect": "NoSchedule"}
+        core.patch_node(first, {"spec": {"taints": [drain]}})
+        apply(two_nodes, namespace, job)
+        wait_for(
+            lambda: runner_on(two_nodes, namespace, "demo-runner-1") == second,
+            120,
+            f"demo-runner-1 running on {second}",
+        )
+        core.patch_node(first, {"spec": {"taints": None}})
+        work = two_nodes.node.pvc_dir(namespace, "demo-data") / ".datajuicer" / namespace / "demo"
+        wait_for(lambda: WorkDir(work).plan_path.exists(), 120, "the plan")
+        # A random instant while the runner works: a deliberate delay, not a synchronisation.
+        time.sleep(random.uniform(0.5, 4.0))
+        two_nodes.node_named(second).lose()
+
+        done = wait_condition(two_nodes, namespace, "demo", "Finished", timeout=420)
+        status = done["status"]
+        assert status["phase"] == "Succeeded", status
+        out = two_nodes.node.pvc_dir(namespace, "demo-data") / "output" / "result.jsonl"
+        assert out.read_bytes() == reference
+        first_attempt = status["attempts"][0]
+        assert first_attempt["stopReason"] == "NodeLost", status["attempts"]
+        assert status["attempts"][-1]["exitCode"] == 0
+        # The retry avoided the lost node (tainted unreachable), and the lost pod is gone.
+        names = [p["metadata"]["name"] for p in runner_pods(two_nodes, namespace, "demo")]
+        assert "demo-runner-1" not in names
+        last = core.read_namespaced_pod(names[-1], namespace)
+        assert last.spec.node_name == first
+        lost = [e for e in events(two_nodes, namespace, "demo") if e["reason"] == "RunnerLost"]
+        assert lost and f"demo-runner-1 on node {second}" in lost[0]["message"]
+        assert lost[0]["type"] == "Warning"
+        node = core.read_node(second)
+        assert {t.key for t in node.spec.taints or []} >= {"node.kubernetes.io/unreachable"}
+    finally:
+        if op.proc is not None and op.proc.poll() is None:
+            assert op.stop() == 0, op.tail()
+        api.close()
