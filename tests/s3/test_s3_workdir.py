@@ -361,6 +361,10 @@ def test_503s_and_resets_on_the_work_dir_are_retried_with_identical_output(
     assert proc.returncode == ExitCode.OK, proc.stderr
     assert out.read_bytes() == reference
     assert s3_proxy.pending() == 0, "the faults were not all met"
+    ev = cli("events", work, "--json", "--type", "job_complete", env=s3_server.env())
+    assert ev.returncode == 0, ev.stderr
+    done = json.loads(ev.stdout.splitlines()[-1])
+    assert done["s3_request_retries"] == 9  # each fault cost one retry, all counted
 
 
 def test_a_missing_bucket_or_no_permission_on_the_work_dir_is_exit_2(

@@ -59,3 +59,15 @@ def test_racing_claims_get_distinct_epochs(tmp_path: Path) -> None:
     for t in threads:
         t.join(timeout=30)
     assert sorted(epochs) == list(range(1, 9))
+
+
+def test_retries_are_summed_once_per_process_at_their_newest_count():
+    from dj_runner.store.blobs import total_retries
+
+    # Counts only grow: a process reporting 2 then 5 retried 5 times, not 7; the driver's own
+    # count joins the tasks' (and wins over a task of its own process reporting less).
+    reports = {"a:1": 5, "b:7": 3}
+    assert total_retries(reports) == 8
+    assert total_retries(reports, ("a:1", 6)) == 9
+    assert total_retries(reports, ("a:1", 2)) == 8
+    assert total_retries({}, ("driver:9", 4)) == 4

@@ -80,7 +80,7 @@ from dj_runner.plan.manifest import claim_work_dir, default_work_dir, resolve_wo
 from dj_runner.plan.partitioner import Plan
 from dj_runner.plan.saved_plan import load_or_build_plan, verify_content
 from dj_runner.recipe.parse import Recipe
-from dj_runner.store.blobs import s3_retries, warm_env
+from dj_runner.store.blobs import s3_retry_report, total_retries, warm_env
 from dj_runner.store.checkpoint import (
     CheckpointDir,
     CheckpointKey,
@@ -184,6 +184,10 @@ class _StageListener:
         self.ex._note_failure(part.pid, error, self._settled())
 
     def on_done(self, part: Any, result: PartitionResult, attempt: int) -> None:
+        if result.s3_retries is not None:
+            process, count = result.s3_retries
+            reports = self.ex._s3_retries
+            reports[process] = max(reports.get(process, 0), count)
         spent = self.ex._spent[part.pid] = add_resources(
             self.ex._spent.get(part.pid, {}), result.resources()
         )
@@ -272,6 +276,8 @@ class Executor:
         self._started: float | None = None
         #: Each partition's resource fields in this run, over its stages.
         self._spent: dict[int, dict[str, float]] = {}
+        #: Each task process's S3 retries as last reported (``host:pid`` -> count).
+        self._s3_retries: dict[str, int] = {}
 
     # ------------------------------------------------------------------ signals
     def request_stop(self, signum: int | None = None) -> None:
@@ -606,9 +612,11 @@ class Executor:
             output_rows=result.rows_out,
             completion_time=time.time(),
             output_path=self.recipe.export_path,
-            # The work dir's S3 requests this driver retried after transient errors (each
-            # Ray worker or local task process counts its own; see docs/object-storage.md).
-            s3_request_retries=None if self.work.is_local else s3_retries(),
+            # The work dir's S3 requests retried after transient errors: the driver's and
+            # those each task process reported with its last finished task.
+            s3_request_retries=None
+            if self.work.is_local
+            else total_retries(self._s3_retries, s3_retry_report()),
             work_dir_bytes=self.work.size(),
             **spent,
         )

@@ -42,6 +42,7 @@ from dj_runner.observe.resources import Span, Usage
 from dj_runner.ops.common.base import SampleError
 from dj_runner.plan.partitioner import PartitionPlan, columnar_hash, combine_digests
 from dj_runner.recipe.parse import Recipe
+from dj_runner.store.blobs import s3_retry_report
 from dj_runner.store.checkpoint import CheckpointDir, CheckpointKey, partition_store
 from dj_runner.store.fencing import Fence
 from dj_runner.store.location import configure_s3
@@ -78,6 +79,8 @@ class PartitionResult:
     #: Bytes written: checkpoints and the rejects file.
     bytes_written: int = 0
     checkpoint_bytes: int = 0
+    #: ``(process, its S3 retries so far)`` (``store.blobs.s3_retry_report``).
+    s3_retries: tuple[str, int] | None = None
 
     def resources(self) -> dict[str, float]:
         """The task's resource fields (``observe.resources.RESOURCE_FIELDS``)."""
@@ -287,6 +290,7 @@ def run_partition(
     result.rows_out = table.num_rows
     result.checkpoint_bytes = saver.bytes
     result.bytes_written = saver.bytes + rejects_bytes
+    result.s3_retries = s3_retry_report()
     peaks = [reading, *(s.usage for s in result.op_stats)]
     result.usage = Usage(span.end().cpu_time_s, max(u.peak_rss_bytes for u in peaks))
     return result

@@ -269,6 +269,22 @@ def s3_retries() -> int:
     return _retries
 
 
+def s3_retry_report() -> tuple[str, int]:
+    """``(process, retries so far)``: what a partition task reports, so that the driver can add
+    up every process's count once (``host:pid`` tells the processes apart, Ray's included)."""
+    import socket
+
+    return f"{socket.gethostname()}:{os.getpid()}", _retries
+
+
+def total_retries(reports: dict[str, int], *more: tuple[str, int]) -> int:
+    """The job's retries: each process's newest count (counts only grow), summed."""
+    latest = dict(reports)
+    for process, count in more:
+        latest[process] = max(latest.get(process, 0), count)
+    return sum(latest.values())
+
+
 def _count(response: dict[str, Any]) -> dict[str, Any]:
     global _retries
     n = int(response.get("ResponseMetadata", {}).get("RetryAttempts", 0) or 0)
