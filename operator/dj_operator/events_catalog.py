@@ -82,6 +82,10 @@ class EventReason(Enum):
     StartupDeadlineExceeded = ("Warning", "a pod did not start within startupDeadlineSeconds")
     CreateForbidden = ("Warning", "a create was forbidden (403: quota, admission); backing off")
     PodBlocked = ("Warning", "a runner or Ray pod cannot start (image, config, scheduling)")
+    RayPodLost = (
+        "Warning",
+        "kuberay mode: Ray pods on a node that stopped reporting were removed; KubeRay replaces",
+    )
     RunnerLost = (
         "Warning",
         "the runner pod's node stopped reporting; the pod was removed, the next attempt resumes",

@@ -1,8 +1,8 @@
-"""A node lost mid-job: on a cluster of two process nodes, the node running the runner dies (its
-processes killed, nothing more reported). Kubernetes notices, taints the node and evicts the
-pod after the runner's `nodeLostTolerationSeconds`; no kubelet is left to end the pod, so the
-operator removes it and the next attempt resumes on the other node, to the output of a local
-run."""
+"""A node lost mid-job: on a cluster of two process nodes, the node running the runner (and, in
+kuberay mode, the Ray head and worker) dies: its processes killed, nothing more reported.
+Kubernetes notices, taints the node and evicts the pods after `nodeLostTolerationSeconds`; no
+kubelet is left to end them, so the operator removes them, KubeRay replaces the Ray pods, and
+the next attempt resumes on the other node, to the output of a local run."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ pytestmark = pytest.mark.k8s
 
 @pytest.fixture(scope="module")
 def two_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    cluster = Cluster(tmp_path_factory.mktemp("node-loss"), kuberay=False, nodes=2).start()
+    cluster = Cluster(tmp_path_factory.mktemp("node-loss"), nodes=2).start()
     try:
         ensure_crd(cluster)
         yield cluster
@@ -54,9 +54,9 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     )
 
 
-def runner_on(cluster: Cluster, namespace: str, pod: str) -> str | None:
+def runner_on(cluster: Cluster, namespace: str, pod: str, job: str = "demo") -> str | None:
     """The node a runner pod runs on, once it is Running there."""
-    pods = {p["metadata"]["name"]: p for p in runner_pods(cluster, namespace, "demo")}
+    pods = {p["metadata"]["name"]: p for p in runner_pods(cluster, namespace, job)}
     current = pods.get(pod)
     if not current or current["status"].get("phase") != "Running":
         return None
@@ -110,6 +110,56 @@ def test_a_lost_node_s_runner_is_replaced_on_the_other_node_to_identical_output(
         assert lost[0]["type"] == "Warning"
         node = core.read_node(second)
         assert {t.key for t in node.spec.taints or []} >= {"node.kubernetes.io/unreachable"}
+    finally:
+        if op.proc is not None and op.proc.poll() is None:
+            assert op.stop() == 0, op.tail()
+        api.close()
+
+
+def test_a_lost_node_under_a_ray_cluster_is_replaced_and_the_job_resumes(
+    two_nodes: Cluster, tmp_path: Path
+) -> None:
+    """kuberay mode: the runner, the Ray head and its worker all on the node that dies."""
+    from tests.k8s.test_operator_kuberay_e2e import JOB, kuberay_job
+
+    namespace = two_nodes.create_namespace()
+    api = two_nodes.api_client()
+    core = client.CoreV1Api(api)
+    first, second = two_nodes.node_names
+    job = with_test_ops(kuberay_job(workers=1))
+    job["spec"]["recipe"]["process"].insert(0, {"slow_mapper": {"seconds": 3}})
+    job["spec"]["runner"].update({"nodeLostTolerationSeconds": 5, "gracePeriodSeconds": 1})
+    expected = local_reference(
+        tmp_path / "reference", job["spec"]["recipe"], {"input/demo.jsonl": DEMO_DATA.read_text()}
+    )
+    op = OperatorProcess(two_nodes, namespace, tmp_path / "operator.log").start()
+    try:
+        demo_data(two_nodes, namespace)
+        drain = {"key": "datajuicer.io/test", "value": "hold", "effect": "NoSchedule"}
+        core.patch_node(first, {"spec": {"taints": [drain]}})
+        apply(two_nodes, namespace, job)
+        wait_for(
+            lambda: runner_on(two_nodes, namespace, f"{JOB}-runner-1", JOB) == second,
+            300,
+            f"{JOB}-runner-1 running on {second}",
+        )
+        core.patch_node(first, {"spec": {"taints": None}})
+        ray_pods = core.list_namespaced_pod(namespace, label_selector="ray.io/cluster").items
+        assert {p.spec.node_name for p in ray_pods} == {second}, "the Ray pods are elsewhere"
+        work = two_nodes.node.pvc_dir(namespace, f"{JOB}-data") / ".datajuicer" / namespace / JOB
+        wait_for(lambda: WorkDir(work).plan_path.exists(), 300, "the plan")
+        two_nodes.node_named(second).lose()
+
+        done = wait_condition(two_nodes, namespace, JOB, "Finished", timeout=600)
+        status = done["status"]
+        assert status["phase"] == "Succeeded", status
+        out = two_nodes.node.pvc_dir(namespace, f"{JOB}-data") / "output" / "result.jsonl"
+        assert out.read_bytes() == expected
+        assert status["attempts"][0]["stopReason"] == "NodeLost", status["attempts"]
+        reasons = {e["reason"] for e in events(two_nodes, namespace, JOB)}
+        assert {"RunnerLost", "RayPodLost"} <= reasons, reasons
+        ray_pods = core.list_namespaced_pod(namespace, label_selector="ray.io/cluster").items
+        assert all(p.spec.node_name == first for p in ray_pods)  # replaced on the other node
     finally:
         if op.proc is not None and op.proc.poll() is None:
             assert op.stop() == 0, op.tail()

@@ -56,15 +56,20 @@ def claim(job: Obj, spec: JobSpec) -> Obj:
 
 
 def runner_tolerations(spec: JobSpec) -> list[Obj]:
-    """The job's tolerations, then a bounded one (`nodeLostTolerationSeconds`) of each taint of
-    a lost node that they do not tolerate already (Kubernetes would add 300 s ones)."""
-    tolerations = copy.deepcopy(list(spec.runner.tolerations))
+    """The runner pod's: the job's tolerations and the lost node's (`lost_node_tolerations`)."""
+    return lost_node_tolerations(spec, spec.runner.tolerations)
+
+
+def lost_node_tolerations(spec: JobSpec, own: tuple[Obj, ...] = ()) -> list[Obj]:
+    """`own` tolerations, then a bounded one (`runner.nodeLostTolerationSeconds`) of each taint
+    of a lost node that they do not tolerate already (Kubernetes would add 300 s ones)."""
+    tolerations = copy.deepcopy(list(own))
     no_execute = [t for t in tolerations if t.get("effect") in (None, "", "NoExecute")]
     if any(not t.get("key") and t.get("operator") == "Exists" for t in no_execute):
         return tolerations  # the job tolerates every taint
-    own = {t.get("key") for t in no_execute}
+    tolerated = {t.get("key") for t in no_execute}
     for key in c.NODE_LOST_TAINTS:
-        if key not in own:
+        if key not in tolerated:
             tolerations.append(
                 {
                     "key": key,
@@ -332,6 +337,7 @@ def _ray_pod_template(job: Obj, spec: JobSpec, container: Obj, volumes: list[Obj
             "containers": [container],
             "volumes": copy.deepcopy(volumes),
             "terminationGracePeriodSeconds": c.RAY_POD_GRACE_SECONDS,
+            "tolerations": lost_node_tolerations(spec),
         },
     }
 

@@ -482,7 +482,25 @@ def _cluster_not_ready(f: _Facts) -> Draft | None:
         waiting += f": {f.blocker.message}"
     draft = Draft(c.STARTING, reason="ClusterNotReady", message=waiting)
     draft.cluster_ready = ("False", "NotReady", waiting)
+    _remove_lost_ray_pods(f, draft)
     return draft
+
+
+def _remove_lost_ray_pods(f: _Facts, draft: Draft) -> None:
+    """Ray pods whose deletion no kubelet completes (their node is lost, Kubernetes evicted
+    them): KubeRay replaces a head or worker only once its pod is gone, so remove them."""
+    lost = [p for p in f.obs.ray_pods if (due := lost_after(p)) is not None and f.obs.now >= due]
+    if not lost:
+        return
+    pods = tuple(sorted(p["metadata"]["name"] for p in lost))
+    nodes = sorted({(p.get("spec") or {}).get("nodeName") or "?" for p in lost})
+    message = (
+        f"Ray pods {', '.join(pods)} on node {', '.join(nodes)} are still there"
+        f" {c.LOST_POD_MARGIN_SECONDS} s after their grace period ended: no kubelet ends them;"
+        " removing them, KubeRay replaces them"
+    )
+    draft.actions.append(Action("force-delete-pods", pods=pods))
+    draft.events.append(EventDraft(EventReason.RayPodLost, message))
 
 
 def _run(f: _Facts) -> Draft:

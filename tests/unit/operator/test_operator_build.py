@@ -293,3 +293,16 @@ def test_the_runner_leaves_a_lost_node_after_node_lost_toleration_seconds() -> N
     assert _tolerations({"tolerations": [own, gpu]}) == [own, gpu, bounded(60)[1]]
     everything = {"operator": "Exists"}
     assert _tolerations({"tolerations": [everything]}) == [everything]
+
+
+def test_ray_pods_leave_a_lost_node_as_the_runner_does() -> None:
+    job = make_job()
+    job["spec"]["ray"] = {"mode": "kuberay", "workerGroups": [{"name": "w", "replicas": 1}]}
+    job["spec"].setdefault("runner", {})["nodeLostTolerationSeconds"] = 7
+    cluster = children.ray_cluster(job, parse_spec(job["spec"]))
+    templates = [cluster["spec"]["headGroupSpec"]["template"]] + [
+        g["template"] for g in cluster["spec"]["workerGroupSpecs"]
+    ]
+    for template in templates:
+        seconds = {t["key"]: t["tolerationSeconds"] for t in template["spec"]["tolerations"]}
+        assert seconds == dict.fromkeys(c.NODE_LOST_TAINTS, 7)

@@ -566,3 +566,35 @@ def test_a_pod_removed_without_an_eviction_says_so_and_a_suspend_still_ends() ->
     assert "evicted" not in out.events[0].message
     out = after(out, [], spec_patch=spec, now=NOW + timedelta(seconds=61))
     assert out.phase == c.SUSPENDED
+
+
+def test_ray_pods_no_kubelet_ends_are_removed_while_the_cluster_is_not_ready() -> None:
+    """A node lost under a RayCluster: KubeRay replaces a head or worker only once its pod is
+    gone, so the operator removes the evicted pods that no kubelet ends."""
+    job = make_job()
+    job["spec"].update(KUBERAY)
+    worker = lost_pod(1)
+    worker["metadata"]["name"] = "demo-ray-worker-abcde"
+    head = lost_pod(1)
+    head["metadata"]["name"] = "demo-ray-head-fghij"
+    head["metadata"]["deletionTimestamp"] = "2026-11-30T05:29:55Z"  # its grace period ends later
+
+    def at(seconds: int) -> Outcome:
+        return derive(
+            Observed(
+                job=job,
+                spec=parse_spec(job["spec"]),
+                spec_error=None,
+                pods=[],
+                now=NOW + timedelta(seconds=seconds),
+                work_dir="/data/.datajuicer/ns1/demo",
+                ray_cluster=cluster(False, "2026-11-30T05:29:00Z"),
+                ray_pods=[worker, head],
+            )
+        )
+
+    assert at(c.LOST_POD_MARGIN_SECONDS - 6).actions == ()
+    out = at(c.LOST_POD_MARGIN_SECONDS)
+    assert kinds(out) == [("force-delete-pods", ("demo-ray-head-fghij", "demo-ray-worker-abcde"))]
+    assert out.phase == c.STARTING and reasons(out) == ["RayPodLost"]
+    assert "on node node-b" in out.events[0].message
