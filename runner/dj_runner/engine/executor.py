@@ -84,6 +84,7 @@ from dj_runner.store.blobs import s3_retries, warm_env
 from dj_runner.store.checkpoint import (
     CheckpointDir,
     CheckpointKey,
+    Commit,
     InvalidCheckpoint,
     partition_store,
 )
@@ -578,12 +579,12 @@ class Executor:
                 f"max_failed_partitions={self.recipe.max_failed_partitions}; "
                 f"first error: {failed[min(failed)]}. Rerun the same command to retry them"
             )
-        self._repair_final(plan, exclude=set(failed), failed=failed)
+        verified = self._repair_final(plan, exclude=set(failed), failed=failed)
         if len(failed) > self.recipe.max_failed_partitions:
             raise RunnerError(f"partitions {sorted(failed)} failed while being recomputed")
         self._check_stop()
         self.status.update(stage={"index": n_ops, "op": "export", "global": False})
-        result.rows_out = self._export(plan, exclude=set(failed))
+        result.rows_out = self._export(plan, exclude=set(failed), verified=verified)
         self.status.update(samples={"out": result.rows_out})
         result.status = "partially_succeeded" if failed else "succeeded"
         self._retain(succeeded=not failed)
@@ -787,8 +788,11 @@ class Executor:
         )
 
     # ------------------------------------------------------------------ export
-    def _repair_final(self, plan: Plan, exclude: set[int], failed: dict[int, str]) -> None:
-        """Verify every final checkpoint before export; recompute the ones that fail."""
+    def _repair_final(
+        self, plan: Plan, exclude: set[int], failed: dict[int, str]
+    ) -> dict[int, Commit]:
+        """Verify every final checkpoint before export; recompute the ones that fail.
+        Returns the final commits that verified (the recomputed ones not among them)."""
 
         def invalid(pid: int, why: str) -> None:
             self._log(
@@ -798,17 +802,20 @@ class Executor:
                 error_message=why,
             )
 
-        broken = broken_finals(self.work, self.recipe, plan, exclude, invalid, self.fence)
+        broken, verified = broken_finals(
+            self.work, self.recipe, plan, exclude, invalid, self.fence, self._each
+        )
         if broken:
             self.progress.stage(f"recomputing {len(broken)} partitions")
             failed.update(
                 self._run_stage(plan, broken, CheckpointKey(len(self.recipe.process))).failed
             )
+        return verified
 
-    def _export(self, plan: Plan, exclude: set[int]) -> int:
+    def _export(self, plan: Plan, exclude: set[int], verified: dict[int, Commit]) -> int:
         self.progress.stage("exporting")
         t0 = time.perf_counter()
-        rows = export_finals(self.work, self.recipe, plan, exclude, self.fence)
+        rows = export_finals(self.work, self.recipe, plan, exclude, self.fence, verified)
         self._log(
             "export_complete",
             f"wrote {rows} samples to {self.recipe.export_path}",
