@@ -185,6 +185,8 @@ class _StageListener:
         self.ex._note_failure(part.pid, error, self._settled())
 
     def on_done(self, part: Any, result: PartitionResult, attempt: int) -> None:
+        if result.resumed_from is None:  # read from its source: its rejects file holds these
+            self.ex._rejects[part.pid] = result.rejected
         spent = self.ex._spent[part.pid] = add_resources(
             self.ex._spent.get(part.pid, {}), result.resources()
         )
@@ -273,6 +275,9 @@ class Executor:
         self._started: float | None = None
         #: Each partition's resource fields in this run, over its stages.
         self._spent: dict[int, dict[str, float]] = {}
+        #: Malformed records set aside per partition, as its task reported on reading its
+        #: source in this run (the others are counted from their rejects files).
+        self._rejects: dict[int, int] = {}
 
     # ------------------------------------------------------------------ signals
     def request_stop(self, signum: int | None = None) -> None:
@@ -517,7 +522,7 @@ class Executor:
             samples={
                 "in": sum(self._parts[p].rows for p in self._done),
                 "out": rows_out,
-                "rejected": sum(count_rejects(self.work, p) for p in self._done),
+                "rejected": sum(self._rejected(p) for p in self._done),
             },
             resumed=resumed,
             checkpoint=point,
@@ -663,7 +668,7 @@ class Executor:
             samples={
                 "in": st["samples"]["in"] + part.rows,
                 "out": st["samples"]["out"] + rows_out,
-                "rejected": st["samples"]["rejected"] + count_rejects(self.work, part.pid),
+                "rejected": st["samples"]["rejected"] + self._rejected(part.pid),
             },
             last_checkpoint_at=now,
             **({"checkpoint": point} if point is not None else {}),
@@ -685,7 +690,13 @@ class Executor:
 
     def _count_rejects(self) -> int:
         parts = getattr(self, "_parts", {})
-        return sum(count_rejects(self.work, pid) for pid in parts)
+        return sum(self._rejected(pid) for pid in parts)
+
+    def _rejected(self, pid: int) -> int:
+        """Partition ``pid``'s malformed records: as its task reported them, else as its
+        rejects file holds them (a request in a bucket)."""
+        known = self._rejects.get(pid)
+        return known if known is not None else count_rejects(self.work, pid)
 
     def _each(self, fn: Callable[[int], Any], pids: list[int]) -> dict[int, Any]:
         """``fn(pid)`` for every partition: on a local work dir one after the other; in a
