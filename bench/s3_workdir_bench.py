@@ -119,11 +119,9 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run(
-    path: Path, work: str, env: dict[str, str], server_pid: int | None = None
-) -> tuple[float, float, float]:
+def run(path: Path, work: str, env: dict[str, str], server_pid: int) -> tuple[float, float, float]:
     """One job: its wall seconds, the runner's CPU seconds and the server's meanwhile."""
-    server_before = cpu_seconds(server_pid) if server_pid else 0.0
+    server_before = cpu_seconds(server_pid)
     cpu_before = children_cpu()
     start = time.perf_counter()
     proc = subprocess.run(
@@ -136,8 +134,8 @@ def run(
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         raise SystemExit(f"run failed ({proc.returncode}): {proc.stderr[-2000:]}")
-    reap_orphans({server_pid} if server_pid else set())
-    server = cpu_seconds(server_pid) - server_before if server_pid else 0.0
+    reap_orphans({server_pid})
+    server = cpu_seconds(server_pid) - server_before
     return wall, children_cpu() - cpu_before, server
 
 
@@ -217,7 +215,8 @@ def main() -> None:
             data = tmp / "data.jsonl"
             size = corpus(data, args.docs)
             env = {**server.env(), "DJ_RUNNER_ENGINE": "local"}
-            server_pid = server.component.proc.pid if server.component.proc else None
+            assert server.component.proc is not None
+            server_pid = server.component.proc.pid
             kinds = ["local", "s3", *(["s3-baseline"] if args.baseline else [])]
             times: dict[str, list[float]] = {k: [] for k in kinds}
             runner_cpu: dict[str, list[float]] = {k: [] for k in kinds}
@@ -250,6 +249,7 @@ def main() -> None:
                         path,
                         f"s3://{bucket}/work/counted",
                         server.env(endpoint=proxy.endpoint) | {"DJ_RUNNER_ENGINE": "local"},
+                        server_pid,
                     )
                     counts = Counter(kind(m, p) for m, p, _ in proxy.log)
                 path = recipe(tmp, "kill", data, args.partition_size)
