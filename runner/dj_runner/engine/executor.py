@@ -87,6 +87,7 @@ from dj_runner.store.checkpoint import (
     Commit,
     InvalidCheckpoint,
     partition_store,
+    release_held,
 )
 from dj_runner.store.fencing import Fence, Superseded, new_run_id, take_claim
 from dj_runner.store.location import configure_s3
@@ -415,6 +416,7 @@ class Executor:
             )
         finally:
             result.duration = time.time() - t0
+            release_held()  # checked final checkpoints an export that never came would read
             result.rejected = self._count_rejects()
             error = None
             if result.status == "failed":

@@ -24,6 +24,7 @@ from dj_runner.store.checkpoint import (
     Commit,
     InvalidCheckpoint,
     partition_store,
+    release_held,
 )
 from dj_runner.store.fencing import Fence
 from dj_runner.store.workdir import WorkDir
@@ -114,8 +115,21 @@ def export_finals(
     """Write the export from the final checkpoints (just verified); returns the rows written.
 
     ``known``: final commits just verified (``broken_finals``), not looked up again."""
+    try:
+        return _export(work, recipe, plan, exclude, fence, known or {})
+    finally:
+        release_held()  # what the export did not read (it failed midway) is not kept
+
+
+def _export(
+    work: WorkDir,
+    recipe: Recipe,
+    plan: Plan,
+    exclude: set[int],
+    fence: Fence | None,
+    known: dict[int, Commit],
+) -> int:
     final = CheckpointKey(len(recipe.process))
-    known = known or {}
     parts = [p for p in plan.partitions if p.pid not in exclude]
     stores = [partition_store(work, p.pid, recipe.checkpoint, fence) for p in parts]
     commits = []

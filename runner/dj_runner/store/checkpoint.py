@@ -118,6 +118,12 @@ def _take_held(where: str, sha256: str) -> bytes | None:
         return _held.pop((where, sha256), None)
 
 
+def release_held() -> None:
+    """Drop every checkpoint's bytes ``verify(hold=True)`` kept (the reader is done, or gone)."""
+    with _held_lock:
+        _held.clear()
+
+
 class InvalidCheckpoint(Exception):
     """A committed checkpoint failed verification (missing, torn, truncated or altered)."""
 
