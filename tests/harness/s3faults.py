@@ -8,6 +8,9 @@ from a test it answers the next N requests (optionally only those of one method)
 - ``delay_next(n, seconds)``: forwards, but holds the answer back first;
 - ``reset_next(n)``: closes the client's connection with a TCP reset instead of answering.
 
+``refuse_conditional`` and ``refuse_batch_delete`` answer every conditional write, or every
+``DeleteObjects``, with ``501 NotImplemented``, as a store without them does.
+
 ``faults_injected`` and ``requests_seen`` count, so a test can assert that its faults were hit
 and then retried; ``log`` keeps each request's method, path and ``Range`` header, so a test can
 see how a client read an object. A request the proxy answers itself is never forwarded.
@@ -63,6 +66,8 @@ class FaultProxy:
         #: Answer every conditional request (If-None-Match, If-Match) with 501 NotImplemented,
         #: as a store without conditional writes does.
         self.refuse_conditional = False
+        #: Answer every ``DeleteObjects`` (``POST ?delete``) with 501 NotImplemented.
+        self.refuse_batch_delete = False
         proxy = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -90,7 +95,10 @@ class FaultProxy:
                 with proxy._lock:
                     proxy.log.append((self.command, self.path, self.headers.get("Range")))
                 conditional = any(h.lower() in ("if-none-match", "if-match") for h in self.headers)
-                if proxy.refuse_conditional and conditional:
+                batch_delete = self.command == "POST" and "delete" in self.path.split("?", 1)[-1]
+                if (proxy.refuse_conditional and conditional) or (
+                    proxy.refuse_batch_delete and batch_delete
+                ):
                     self.send_response(501, "Not Implemented")
                     self.send_header("Content-Type", "application/xml")
                     self.send_header("Content-Length", str(len(_NOT_IMPLEMENTED)))

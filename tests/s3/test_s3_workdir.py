@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -497,3 +498,34 @@ def test_a_store_without_conditional_writes_is_refused_as_a_work_dir(
     assert "does not support conditional writes" in proc.stderr
     assert "If-None-Match" in proc.stderr and "local work dir" in proc.stderr
     assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_the_export_reads_each_final_checkpoint_once_and_matches_the_local_run(
+    tmp_path: Path,
+    s3_server: S3Server,
+    s3_bucket: str,
+    s3_proxy: FaultProxy,
+    corpus: Path,
+    reference: bytes,
+) -> None:
+    out = tmp_path / "out.jsonl"
+    path = recipe(
+        tmp_path,
+        "once",
+        dataset_path=str(corpus),
+        export_path=str(out),
+        work_dir=f"s3://{s3_bucket}/work/once",
+    )
+    proc = cli("run", str(path), env=s3_server.env(endpoint=s3_proxy.endpoint))
+    assert proc.returncode == ExitCode.OK, proc.stderr
+    assert out.read_bytes() == reference
+    configure_s3(S3Config(endpoint_url=s3_server.endpoint, region=s3_server.region))
+    os.environ.update(s3_server.env())
+    final = f"op{len(OPS):03d}-"
+    gets = Counter(p.split("?")[0] for m, p, _ in s3_proxy.log if m == "GET" and f"/{final}" in p)
+    assert len(gets) == 20, gets  # 2,000 documents in partitions of 100
+    assert set(gets.values()) == {1}, gets
+    # every older checkpoint was pruned, in one request per partition task
+    blobs = S3Blobs(f"s3://{s3_bucket}/work/once")
+    files = [e.key for e in blobs.list("checkpoints") if "/commits.jsonl/" not in e.key]
+    assert len(files) == 20 and all(f"/{final}" in k for k in files), files

@@ -84,8 +84,10 @@ from dj_runner.store.blobs import s3_retry_report, total_retries, warm_env
 from dj_runner.store.checkpoint import (
     CheckpointDir,
     CheckpointKey,
+    Commit,
     InvalidCheckpoint,
     partition_store,
+    release_held,
 )
 from dj_runner.store.fencing import Fence, Superseded, new_run_id, take_claim
 from dj_runner.store.location import configure_s3
@@ -188,6 +190,8 @@ class _StageListener:
             process, count = result.s3_retries
             reports = self.ex._s3_retries
             reports[process] = max(reports.get(process, 0), count)
+        if result.resumed_from is None:  # read from its source: its rejects file holds these
+            self.ex._rejects[part.pid] = result.rejected
         spent = self.ex._spent[part.pid] = add_resources(
             self.ex._spent.get(part.pid, {}), result.resources()
         )
@@ -278,6 +282,9 @@ class Executor:
         self._spent: dict[int, dict[str, float]] = {}
         #: Each task process's S3 retries as last reported (``host:pid`` -> count).
         self._s3_retries: dict[str, int] = {}
+        #: Malformed records set aside per partition, as its task reported on reading its
+        #: source in this run (the others are counted from their rejects files).
+        self._rejects: dict[int, int] = {}
 
     # ------------------------------------------------------------------ signals
     def request_stop(self, signum: int | None = None) -> None:
@@ -415,6 +422,7 @@ class Executor:
             )
         finally:
             result.duration = time.time() - t0
+            release_held()  # checked final checkpoints an export that never came would read
             result.rejected = self._count_rejects()
             error = None
             if result.status == "failed":
@@ -527,7 +535,7 @@ class Executor:
             samples={
                 "in": sum(self._parts[p].rows for p in self._done),
                 "out": rows_out,
-                "rejected": sum(count_rejects(self.work, p) for p in self._done),
+                "rejected": sum(self._rejected(p) for p in self._done),
             },
             resumed=resumed,
             checkpoint=point,
@@ -589,12 +597,12 @@ class Executor:
                 f"max_failed_partitions={self.recipe.max_failed_partitions}; "
                 f"first error: {failed[min(failed)]}. Rerun the same command to retry them"
             )
-        self._repair_final(plan, exclude=set(failed), failed=failed)
+        verified = self._repair_final(plan, exclude=set(failed), failed=failed)
         if len(failed) > self.recipe.max_failed_partitions:
             raise RunnerError(f"partitions {sorted(failed)} failed while being recomputed")
         self._check_stop()
         self.status.update(stage={"index": n_ops, "op": "export", "global": False})
-        result.rows_out = self._export(plan, exclude=set(failed))
+        result.rows_out = self._export(plan, exclude=set(failed), verified=verified)
         self.status.update(samples={"out": result.rows_out})
         result.status = "partially_succeeded" if failed else "succeeded"
         self._retain(succeeded=not failed)
@@ -675,7 +683,7 @@ class Executor:
             samples={
                 "in": st["samples"]["in"] + part.rows,
                 "out": st["samples"]["out"] + rows_out,
-                "rejected": st["samples"]["rejected"] + count_rejects(self.work, part.pid),
+                "rejected": st["samples"]["rejected"] + self._rejected(part.pid),
             },
             last_checkpoint_at=now,
             **({"checkpoint": point} if point is not None else {}),
@@ -697,7 +705,13 @@ class Executor:
 
     def _count_rejects(self) -> int:
         parts = getattr(self, "_parts", {})
-        return sum(count_rejects(self.work, pid) for pid in parts)
+        return sum(self._rejected(pid) for pid in parts)
+
+    def _rejected(self, pid: int) -> int:
+        """Partition ``pid``'s malformed records: as its task reported them, else as its
+        rejects file holds them (a request in a bucket)."""
+        known = self._rejects.get(pid)
+        return known if known is not None else count_rejects(self.work, pid)
 
     def _each(self, fn: Callable[[int], Any], pids: list[int]) -> dict[int, Any]:
         """``fn(pid)`` for every partition: on a local work dir one after the other; in a
@@ -802,8 +816,11 @@ class Executor:
         )
 
     # ------------------------------------------------------------------ export
-    def _repair_final(self, plan: Plan, exclude: set[int], failed: dict[int, str]) -> None:
-        """Verify every final checkpoint before export; recompute the ones that fail."""
+    def _repair_final(
+        self, plan: Plan, exclude: set[int], failed: dict[int, str]
+    ) -> dict[int, Commit]:
+        """Verify every final checkpoint before export; recompute the ones that fail.
+        Returns the final commits that verified (the recomputed ones not among them)."""
 
         def invalid(pid: int, why: str) -> None:
             self._log(
@@ -813,17 +830,20 @@ class Executor:
                 error_message=why,
             )
 
-        broken = broken_finals(self.work, self.recipe, plan, exclude, invalid, self.fence)
+        broken, verified = broken_finals(
+            self.work, self.recipe, plan, exclude, invalid, self.fence, self._each
+        )
         if broken:
             self.progress.stage(f"recomputing {len(broken)} partitions")
             failed.update(
                 self._run_stage(plan, broken, CheckpointKey(len(self.recipe.process))).failed
             )
+        return verified
 
-    def _export(self, plan: Plan, exclude: set[int]) -> int:
+    def _export(self, plan: Plan, exclude: set[int], verified: dict[int, Commit]) -> int:
         self.progress.stage("exporting")
         t0 = time.perf_counter()
-        rows = export_finals(self.work, self.recipe, plan, exclude, self.fence)
+        rows = export_finals(self.work, self.recipe, plan, exclude, self.fence, verified)
         self._log(
             "export_complete",
             f"wrote {rows} samples to {self.recipe.export_path}",

@@ -386,7 +386,8 @@ class CheckpointWriter:
     the previous one (re-raising its error), and leaving the ``with`` block waits for the last.
     Durability is unchanged: each save still writes, fsyncs and renames the file before it
     appends the commit record, so a crash mid-save leaves no commit and the resume uses the
-    previous checkpoint. Only the op chain stops waiting on the disk.
+    previous checkpoint. Only the op chain stops waiting on the disk. In a bucket the files
+    the saves pruned are deleted at the end, in one request (``CheckpointDir.drop_pruned``).
     """
 
     def __init__(self, store: CheckpointDir, events: EventLogger, pid: int) -> None:
@@ -405,9 +406,12 @@ class CheckpointWriter:
         try:
             if exc_type is None:
                 self.wait()
+                self.store.drop_pruned()
             else:  # the error in flight says more than a failed save would
                 with contextlib.suppress(Exception):
                     self.wait()
+                with contextlib.suppress(Exception):
+                    self.store.drop_pruned()
         finally:
             self._pool.shutdown(wait=True)
 

@@ -19,6 +19,8 @@ Every reader and writer of a work dir goes through a ``Blobs``: ``LocalBlobs`` f
   never overwrite each other's record and readers see the records in one order.
 - ``read``, ``size``, ``list`` and ``delete`` mean what they say. Reads in S3 are strongly
   consistent (AWS since December 2020, and every S3-compatible server this was tried on).
+  ``delete_many`` removes many objects: in S3 one ``DeleteObjects`` request per 1,000 keys
+  (one object per ``DeleteObject`` on a store that refuses it).
 
 S3 requests go through botocore, with the standard AWS credential chain and the endpoint and
 region of ``location.S3Config``; transient errors (503 SlowDown, 5xx, resets, timeouts) are
@@ -117,10 +119,14 @@ class Blobs(ABC):
     def delete(self, key: str) -> None:
         """Remove the object (no error when there is none)."""
 
+    def delete_many(self, keys: list[str]) -> None:
+        """Remove the objects (no error for one that is not there)."""
+        for key in keys:
+            self.delete(key)
+
     def delete_tree(self, prefix: str) -> None:
         """Remove every object under ``prefix``."""
-        for entry in self.list(prefix):
-            self.delete(entry.key)
+        self.delete_many([entry.key for entry in self.list(prefix)])
 
     def exists(self, key: str) -> bool:
         return self.size(key) is not None
@@ -383,6 +389,10 @@ class S3Blobs(Blobs):
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
 
+    def _relative(self, full: str) -> str:
+        """A bucket key's key relative to the work dir (``_key``'s inverse)."""
+        return full[len(self.prefix) + 1 :] if self.prefix else full
+
     def _call(self, operation: str, key: str, **kwargs: Any) -> dict[str, Any]:
         client = s3_client()
         try:
@@ -459,7 +469,6 @@ class S3Blobs(Blobs):
 
     def list(self, prefix: str) -> list[Entry]:
         full = self._key(prefix.rstrip("/") + "/") if prefix else (self.prefix + "/").lstrip("/")
-        strip = len(self.prefix) + 1 if self.prefix else 0
         out: list[Entry] = []
         token: str | None = None
         while True:
@@ -475,7 +484,7 @@ class S3Blobs(Blobs):
             for obj in resp.get("Contents", []):
                 out.append(
                     Entry(
-                        obj["Key"][strip:],
+                        self._relative(obj["Key"]),
                         int(obj["Size"]),
                         obj["LastModified"].timestamp(),
                         str(obj.get("ETag", "")),
@@ -495,6 +504,34 @@ class S3Blobs(Blobs):
         except Exception as exc:
             if not self._missing(exc):
                 raise self._fail("DeleteObject", key, exc) from None
+
+    def delete_many(self, keys: list[str]) -> None:
+        for start in range(0, len(keys), _DELETE_BATCH):
+            batch = keys[start : start + _DELETE_BATCH]
+            if len(batch) == 1 or self.bucket in _no_batch_delete:
+                super().delete_many(batch)
+                continue
+            objects = [{"Key": self._key(k)} for k in batch]
+            try:
+                resp = self._call(
+                    "delete_objects", batch[0], Delete={"Objects": objects, "Quiet": True}
+                )
+            except S3Error:
+                raise
+            except Exception as exc:
+                if _code(exc) == "NotImplemented" or _status(exc) == 501:
+                    _no_batch_delete.add(self.bucket)
+                    super().delete_many(batch)
+                    continue
+                raise self._fail("DeleteObjects", batch[0], exc) from None
+            errors = [e for e in resp.get("Errors", []) if e.get("Code") != "NoSuchKey"]
+            if errors:
+                first = errors[0]
+                raise S3Error(
+                    f"{self.join(self._relative(str(first.get('Key', ''))))}: "
+                    f"DeleteObjects failed for {len(errors)} of {len(batch)} objects: "
+                    f"{first.get('Code')} {scrub(str(first.get('Message', '')))}"
+                )
 
     def _log_id(self, log: str) -> tuple[str, str]:
         return (self.bucket, self._key(log))
@@ -545,6 +582,11 @@ class S3Blobs(Blobs):
             known = _logs.get(self._log_id(log))
         return [r for _, r in known] if known is not None else self.records(log)
 
+
+#: Keys in one ``DeleteObjects`` request (the S3 API's limit).
+_DELETE_BATCH = 1000
+#: Buckets whose store answered ``DeleteObjects`` with 501: deleted one object at a time.
+_no_batch_delete: set[str] = set()
 
 #: What this process knows of each log in a bucket: its records in order, and every record it
 #: has read, by key and ETag.

@@ -6,7 +6,10 @@ Only then is a commit record (row count, byte size, SHA-256) appended to the dir
 ``commits.jsonl`` log (``Blobs.append``: a fsynced line, or one conditionally created object). A file without a commit record does not exist as far as the runner is
 concerned, and a file whose size, checksum or row count disagrees with its record is
 discarded and recomputed. Unless ``preserve_intermediate_data`` is set, committing a
-checkpoint removes the older ones of the same partition. ``partition_store`` opens a
+checkpoint removes the older ones of the same partition: locally at once, in object storage
+at the end of the partition's task (``drop_pruned``: one ``DeleteObjects`` for all of them,
+off the op chain's way; a crash before it leaves files that no resume picks over a newer
+commit and that retention removes). ``partition_store`` opens a
 partition's checkpoint directory of the work dir with the recipe's checkpoint settings.
 """
 
@@ -16,6 +19,7 @@ import base64
 import hashlib
 import io
 import json
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -95,6 +99,29 @@ class Commit:
 
 #: Checkpoint files in a bucket this process has deleted (so that none is deleted twice).
 _pruned: set[str] = set()
+
+#: In a bucket, the bytes of checkpoints verified for a reader that comes next (the export
+#: after the final checkpoints' check), by URI and checksum, up to this many bytes in all.
+HELD_BYTES_MAX = 128 * 1024 * 1024
+_held: dict[tuple[str, str], bytes] = {}
+_held_lock = threading.Lock()
+
+
+def _hold(where: str, sha256: str, data: bytes) -> None:
+    with _held_lock:
+        if sum(map(len, _held.values())) + len(data) <= HELD_BYTES_MAX:
+            _held[(where, sha256)] = data
+
+
+def _take_held(where: str, sha256: str) -> bytes | None:
+    with _held_lock:
+        return _held.pop((where, sha256), None)
+
+
+def release_held() -> None:
+    """Drop every checkpoint's bytes ``verify(hold=True)`` kept (the reader is done, or gone)."""
+    with _held_lock:
+        _held.clear()
 
 
 class InvalidCheckpoint(Exception):
@@ -246,6 +273,8 @@ class CheckpointDir:
         #: Commit records (file, commit time) whose file this object has deleted locally:
         #: each prune then deletes only what the records since add, not every older file again.
         self._deleted: set[tuple[str, Any]] = set()
+        #: Files pruned but not deleted yet (in a bucket, until ``drop_pruned``).
+        self._doomed: list[str] = []
 
     @property
     def dir(self) -> Path:
@@ -341,8 +370,8 @@ class CheckpointDir:
 
     def prune(self, keep: CheckpointKey) -> None:
         """Delete the files of every checkpoint older than ``keep`` (each once: in a bucket the
-        commits as last seen, without a listing, and no file deleted twice; locally no commit's
-        file deleted twice by this object)."""
+        commits as last seen, without a listing, no file deleted twice, and there only marked,
+        for ``drop_pruned``; locally no commit's file deleted twice by this object)."""
         records = self.blobs.known_records(COMMITS)
         if self.fence is not None:
             records = fenced(records, self.fence.plan_id)
@@ -361,17 +390,25 @@ class CheckpointDir:
                 continue
             where = self.show(c.file)
             if where not in _pruned:
-                self.blobs.delete(c.file)
                 _pruned.add(where)
+                self._doomed.append(c.file)
+
+    def drop_pruned(self) -> None:
+        """Delete the files ``prune`` marked in a bucket: one request for all of them."""
+        doomed, self._doomed = self._doomed, []
+        if doomed:
+            self.blobs.delete_many(doomed)
 
     def delete(self, commit: Commit) -> None:
         """Delete a checkpoint's file (its record stays; it no longer verifies)."""
         self.blobs.delete(commit.file)
 
-    def verify(self, commit: Commit) -> Source:
+    def verify(self, commit: Commit, hold: bool = False) -> Source:
         """Check a committed file against its record; raise InvalidCheckpoint if it differs.
 
         Returns what to read it from: the local file, or the object's bytes (fetched once).
+        ``hold``: in a bucket, keep the verified bytes for the next ``iter_slices(verified=
+        True)`` of the same checkpoint in this process (up to ``HELD_BYTES_MAX`` in all).
         """
         if self.blobs.is_local:
             path = self.dir / commit.file
@@ -397,11 +434,16 @@ class CheckpointDir:
             raise InvalidCheckpoint(
                 f"{commit.file}: checksum {digest[:12]} != {commit.sha256[:12]}"
             )
+        if hold and isinstance(source, bytes):
+            _hold(self.show(commit.file), commit.sha256, source)
         return source
 
     def load(self, commit: Commit, columns: list[str] | None = None) -> pa.Table:
         """Verify and read a committed checkpoint (only ``columns``, if given)."""
-        source = self.verify(commit)
+        return self._read(commit, self.verify(commit), columns)
+
+    def _read(self, commit: Commit, source: Source, columns: list[str] | None = None) -> pa.Table:
+        """Read a verified checkpoint from ``source``, checking its row count."""
         schema = _schema_from_b64(commit.schema_b64) if commit.schema_b64 else None
         try:
             table = read_table(source, commit.fmt, commit.compression, schema, columns)
@@ -418,11 +460,17 @@ class CheckpointDir:
     ) -> Iterator[pa.Table]:
         """Stream a committed checkpoint in slices of about ``rows`` rows.
 
-        It is verified first, unless the caller has just ``verified`` it (locally).
+        It is verified first, unless the caller has just ``verified`` it: locally it is read
+        from its file; in a bucket from the bytes ``verify(hold=True)`` kept, if it could.
         """
-        source: Source = (
-            self.dir / commit.file if verified and self.blobs.is_local else self.verify(commit)
-        )
+        held = None if self.blobs.is_local else _take_held(self.show(commit.file), commit.sha256)
+        source: Source
+        if verified and self.blobs.is_local:
+            source = self.dir / commit.file
+        elif verified and held is not None:
+            source = held
+        else:
+            source = self.verify(commit)
         if commit.fmt == "parquet":
             pf = pq.ParquetFile(_arrow_input(source))
             schema = pf.schema_arrow
@@ -431,7 +479,8 @@ class CheckpointDir:
                 table = pa.Table.from_batches([batch], schema=schema)
                 yield table if written is None else restore_types(table, written)
             return
-        table = self.load(commit)
+        # A local file is read again, verified; a bucket's bytes here are verified already.
+        table = self.load(commit) if self.blobs.is_local else self._read(commit, source)
         for start in range(0, table.num_rows, rows):
             yield table.slice(start, rows)
 
