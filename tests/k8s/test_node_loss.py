@@ -34,8 +34,9 @@ from tests.k8s.operator_support import (
 pytestmark = pytest.mark.k8s
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def two_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """A fresh cluster for each test: each loses its second node for good."""
     cluster = Cluster(tmp_path_factory.mktemp("node-loss"), nodes=2).start()
     try:
         ensure_crd(cluster)
