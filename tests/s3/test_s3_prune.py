@@ -8,13 +8,13 @@ commit, which a resume passes over.
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 
 import pyarrow as pa
 import pytest
 
 from dj_runner.store import blobs as blobs_module
+from dj_runner.store import location
 from dj_runner.store.blobs import S3Blobs
 from dj_runner.store.checkpoint import CheckpointDir, CheckpointKey
 from dj_runner.store.location import S3Config, configure_s3
@@ -22,9 +22,14 @@ from tests.harness.s3faults import FaultProxy
 from tests.harness.s3server import S3Server
 
 
-def _configure(server: S3Server, endpoint: str | None = None) -> None:
+def _configure(
+    server: S3Server, monkeypatch: pytest.MonkeyPatch, endpoint: str | None = None
+) -> None:
+    """This process's S3 settings and credentials for the test (restored after it)."""
+    monkeypatch.setattr(location, "_options", location.current_s3_config())
     configure_s3(S3Config(endpoint_url=endpoint or server.endpoint, region=server.region))
-    os.environ.update(server.env(endpoint=endpoint))
+    for key, value in server.env(endpoint=endpoint).items():
+        monkeypatch.setenv(key, value)
 
 
 def _keys(blobs: S3Blobs) -> list[str]:
@@ -38,7 +43,7 @@ def test_delete_many_removes_exactly_the_keys_named(
     monkeypatch.setattr(blobs_module, "_DELETE_BATCH", 3)
     monkeypatch.setattr(blobs_module, "_no_batch_delete", set())
     s3_proxy.refuse_batch_delete = refused
-    _configure(s3_server, s3_proxy.endpoint)
+    _configure(s3_server, monkeypatch, s3_proxy.endpoint)
     blobs = S3Blobs(f"s3://{s3_bucket}/work/many")
     for i in range(7):
         blobs.write(f"a/{i}", b"x")
@@ -56,9 +61,9 @@ def test_delete_many_removes_exactly_the_keys_named(
 
 
 def test_pruned_files_stay_until_drop_pruned_and_a_resume_takes_the_newest(
-    s3_server: S3Server, s3_bucket: str
+    s3_server: S3Server, s3_bucket: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _configure(s3_server)
+    _configure(s3_server, monkeypatch)
     root = f"s3://{s3_bucket}/work/prune/checkpoints/p00000"
     table = pa.table({"text": ["a", "b", "c"]})
     store = CheckpointDir(root, "parquet", "none")
