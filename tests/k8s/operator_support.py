@@ -341,6 +341,21 @@ import pytest  # noqa: E402
 _crd_installed: set[str] = set()
 
 
+@contextmanager
+def own_cluster(workdir: Path, crd: bool = True, **options: Any) -> Iterator[Cluster]:
+    """A cluster of a test's own (`Cluster` options: `nodes`, `kuberay`, ...), with the CRD;
+    stopped after, when no pod process may be left on any of its nodes."""
+    cluster = Cluster(workdir, **options).start()
+    try:
+        if crd:
+            ensure_crd(cluster)
+        yield cluster
+    finally:
+        cluster.stop()
+    for node in cluster.nodes:
+        assert node.leftover_processes() == [], f"pod processes left on {node.name}"
+
+
 def ensure_crd(cluster: Cluster) -> None:
     if str(cluster.kubeconfig) not in _crd_installed:
         install_crd(cluster)

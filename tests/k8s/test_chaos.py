@@ -37,10 +37,10 @@ from tests.k8s.operator_support import (
     OperatorProcess,
     apply,
     demo_data,
-    ensure_crd,
     example_job,
     job_obj,
     local_reference,
+    own_cluster,
     with_test_ops,
 )
 
@@ -68,14 +68,8 @@ class Chaos:
 
 @pytest.fixture(scope="module")
 def two_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    cluster = Cluster(tmp_path_factory.mktemp("chaos"), kuberay=False, nodes=2).start()
-    try:
-        ensure_crd(cluster)
+    with own_cluster(tmp_path_factory.mktemp("chaos"), kuberay=False, nodes=2) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
-    for node in cluster.nodes:
-        assert node.leftover_processes() == [], f"pod processes left on {node.name}"
 
 
 def chaos_job(name: str) -> dict:

@@ -11,6 +11,7 @@ from kubernetes import client
 from tests.harness.cluster import Cluster
 from tests.harness.procnode import CAPACITY
 from tests.harness.waiting import wait_for
+from tests.k8s.operator_support import own_cluster
 from tests.k8s.podutil import python_pod, read_pod, wait_phase
 
 pytestmark = pytest.mark.k8s
@@ -20,13 +21,8 @@ SLEEP = "import time\nwhile True:\n    time.sleep(1)\n"
 
 @pytest.fixture(scope="module")
 def two_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    cluster = Cluster(tmp_path_factory.mktemp("two-nodes"), kuberay=False, nodes=2).start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
-    for node in cluster.nodes:
-        assert node.leftover_processes() == [], f"pod processes left on {node.name}"
+    with own_cluster(tmp_path_factory.mktemp("two-nodes"), crd=False, kuberay=False, nodes=2) as c:
+        yield c
 
 
 @pytest.fixture

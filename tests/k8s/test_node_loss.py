@@ -22,10 +22,10 @@ from tests.k8s.operator_support import (
     OperatorProcess,
     apply,
     demo_data,
-    ensure_crd,
     events,
     example_job,
     local_reference,
+    own_cluster,
     runner_pods,
     wait_condition,
     with_test_ops,
@@ -37,14 +37,8 @@ pytestmark = pytest.mark.k8s
 @pytest.fixture
 def two_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """A fresh cluster for each test: each loses its second node for good."""
-    cluster = Cluster(tmp_path_factory.mktemp("node-loss"), nodes=2).start()
-    try:
-        ensure_crd(cluster)
+    with own_cluster(tmp_path_factory.mktemp("node-loss"), nodes=2) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
-    for node in cluster.nodes:
-        assert node.leftover_processes() == [], f"pod processes left on {node.name}"
 
 
 @pytest.fixture(scope="module")
