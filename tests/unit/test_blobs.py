@@ -5,6 +5,9 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+import pytest
+
+from dj_runner.errors import InvalidInput
 from dj_runner.store.blobs import LocalBlobs, S3Blobs, open_blobs
 from dj_runner.store.fencing import take_claim
 
@@ -71,3 +74,44 @@ def test_retries_are_summed_once_per_process_at_their_newest_count():
     assert total_retries(reports, ("a:1", 6)) == 9
     assert total_retries(reports, ("a:1", 2)) == 8
     assert total_retries({}, ("driver:9", 4)) == 4
+
+
+def test_an_unreachable_store_is_tried_again_until_its_outage_bound(monkeypatch):
+    """A store that refuses connections (a restart) is tried again, with waits of 1, 2, 4 ...
+    s, until DJ_RUNNER_S3_OUTAGE_S; other errors are not; a bad bound is refused by name."""
+    from botocore.exceptions import EndpointConnectionError
+
+    from dj_runner.store import blobs as mod
+
+    clock = [0.0]
+    waits: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        clock[0] += seconds
+
+    class Store:
+        def __init__(self, refusals: int) -> None:
+            self.refusals = refusals
+
+        def head_object(self, **kwargs):
+            if self.refusals:
+                self.refusals -= 1
+                raise EndpointConnectionError(endpoint_url="http://127.0.0.1:1/b/k")
+            return {"ContentLength": 3, "ResponseMetadata": {"RetryAttempts": 0}}
+
+    monkeypatch.setattr(mod.time, "sleep", sleep)
+    monkeypatch.setattr(mod.time, "monotonic", lambda: clock[0])
+    monkeypatch.setenv("DJ_RUNNER_S3_OUTAGE_S", "10")
+    before = mod.s3_retries()
+    monkeypatch.setattr(mod, "s3_client", lambda: Store(refusals=3))
+    assert mod.S3Blobs("s3://bkt/p").size("k") == 3
+    assert waits == [1.0, 2.0, 4.0] and mod.s3_retries() - before == 3
+    waits.clear()
+    monkeypatch.setattr(mod, "s3_client", lambda: Store(refusals=100))
+    with pytest.raises(mod.S3Error, match="head_object failed after 10 attempts and 10 s"):
+        mod.S3Blobs("s3://bkt/p").size("k")
+    assert sum(waits) == pytest.approx(10.0)
+    monkeypatch.setenv("DJ_RUNNER_S3_OUTAGE_S", "soon")
+    with pytest.raises(InvalidInput, match="DJ_RUNNER_S3_OUTAGE_S: got 'soon'"):
+        mod.outage_seconds()

@@ -34,6 +34,7 @@ import functools
 import json
 import os
 import threading
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,8 @@ from dj_runner.store.atomic import append_record, read_records, tmp_name, write_
 from dj_runner.store.location import (
     S3_CONNECT_TIMEOUT_S,
     S3_MAX_ATTEMPTS,
+    S3_OUTAGE_ENV,
+    S3_OUTAGE_S,
     S3_REQUEST_TIMEOUT_S,
     S3Config,
     configure_s3,
@@ -292,12 +295,34 @@ def total_retries(reports: dict[str, int], *more: tuple[str, int]) -> int:
 
 
 def _count(response: dict[str, Any]) -> dict[str, Any]:
+    _add_retries(int(response.get("ResponseMetadata", {}).get("RetryAttempts", 0) or 0))
+    return response
+
+
+def _add_retries(n: int) -> None:
     global _retries
-    n = int(response.get("ResponseMetadata", {}).get("RetryAttempts", 0) or 0)
     if n:
         with _retries_lock:
             _retries += n
-    return response
+
+
+def outage_seconds() -> float:
+    """``S3_OUTAGE_S``, or ``DJ_RUNNER_S3_OUTAGE_S`` when set (a number of seconds)."""
+    text = os.environ.get(S3_OUTAGE_ENV, "").strip()
+    try:
+        seconds = float(text) if text else S3_OUTAGE_S
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0:
+        raise InvalidInput(f"{S3_OUTAGE_ENV}: got {text!r}; expected a number of seconds >= 0")
+    return seconds
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """The store could not be connected to: the request never reached it."""
+    from botocore.exceptions import EndpointConnectionError
+
+    return isinstance(exc, EndpointConnectionError)
 
 
 @functools.lru_cache(maxsize=8)
@@ -394,16 +419,31 @@ class S3Blobs(Blobs):
         return full[len(self.prefix) + 1 :] if self.prefix else full
 
     def _call(self, operation: str, key: str, **kwargs: Any) -> dict[str, Any]:
+        """One request, with botocore's retries; while the store cannot be connected to at all,
+        the request is tried again for up to ``S3_OUTAGE_S`` (waits of 1, 2, 4, ... 10 s)."""
         client = s3_client()
-        try:
-            return _count(getattr(client, operation)(Bucket=self.bucket, **kwargs))
-        except Exception as exc:
-            if _code(exc) or _status(exc):
-                raise
-            raise S3Error(
-                f"{self.join(key)}: {operation} failed after {S3_MAX_ATTEMPTS} attempts: "
-                f"{scrub(str(exc))}"
-            ) from None
+        deadline: float | None = None
+        wait = 1.0
+        while True:
+            try:
+                return _count(getattr(client, operation)(Bucket=self.bucket, **kwargs))
+            except Exception as exc:
+                if _code(exc) or _status(exc):
+                    raise
+                now = time.monotonic()
+                if _unreachable(exc):
+                    if deadline is None:
+                        deadline = now + outage_seconds()
+                    if now < deadline:
+                        _add_retries(1)
+                        time.sleep(min(wait, deadline - now))  # backoff, bounded by the deadline
+                        wait = min(wait * 2, 10.0)
+                        continue
+                spent = f" and {outage_seconds():.0f} s unreachable" if deadline else ""
+                raise S3Error(
+                    f"{self.join(key)}: {operation} failed after {S3_MAX_ATTEMPTS} attempts"
+                    f"{spent}: {scrub(str(exc))}"
+                ) from None
 
     def _missing(self, exc: BaseException) -> bool:
         return _code(exc) in ("NoSuchKey", "404", "NotFound") or _status(exc) == 404

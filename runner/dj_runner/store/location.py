@@ -45,6 +45,11 @@ S3_SCHEME = "s3://"
 #: Attempts per S3 request (the first and its retries) under the SDK's standard strategy.
 S3_MAX_ATTEMPTS = 10
 S3_CONNECT_TIMEOUT_S = 10.0
+#: How long a work-dir request keeps trying a store it cannot connect to (a restart, a
+#: failover) once those attempts are spent (DJ_RUNNER_S3_OUTAGE_S): a refused connection never
+#: reached the store, so trying again cannot apply a write twice.
+S3_OUTAGE_ENV = "DJ_RUNNER_S3_OUTAGE_S"
+S3_OUTAGE_S = 120.0
 S3_REQUEST_TIMEOUT_S = 60.0
 #: Environment variables whose values are secrets: scrubbed from every message.
 _SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
