@@ -9,6 +9,21 @@ from typing import Any
 import yaml
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "job.yaml"
+WORK_DIR = "/data/.datajuicer/ns1/demo"
+
+
+def derived(job: dict, pods: list[dict], now: Any, **observed: Any) -> Any:
+    """What `derive` makes of `job` (with a valid spec) and `pods` at `now`; `observed`: the
+    other fields of `Observed` (ray_cluster, ray_pods, ...)."""
+    from dj_operator.api.types import parse_spec
+    from dj_operator.status.decide import Observed
+    from dj_operator.status.derive import derive
+
+    observed.setdefault("work_dir", WORK_DIR)
+    spec = parse_spec(job["spec"])
+    return derive(
+        Observed(job=job, spec=spec, spec_error=None, pods=list(pods), now=now, **observed)
+    )
 
 
 def make_job(spec: dict[str, Any] | None = None, status: dict[str, Any] | None = None) -> dict:

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from operator_fixtures import make_job, pod
+from operator_fixtures import derived, make_job, pod
 
 from dj_operator.api import constants as c
 from dj_operator.api.types import SpecError, parse_spec
@@ -580,18 +580,9 @@ def test_ray_pods_no_kubelet_ends_are_removed_while_the_cluster_is_not_ready() -
     head["metadata"]["deletionTimestamp"] = "2026-11-30T05:29:55Z"  # its grace period ends later
 
     def at(seconds: int) -> Outcome:
-        return derive(
-            Observed(
-                job=job,
-                spec=parse_spec(job["spec"]),
-                spec_error=None,
-                pods=[],
-                now=NOW + timedelta(seconds=seconds),
-                work_dir="/data/.datajuicer/ns1/demo",
-                ray_cluster=cluster(False, "2026-11-30T05:29:00Z"),
-                ray_pods=[worker, head],
-            )
-        )
+        now = NOW + timedelta(seconds=seconds)
+        ray = cluster(False, "2026-11-30T05:29:00Z")
+        return derived(job, [], now, ray_cluster=ray, ray_pods=[worker, head])
 
     assert at(c.LOST_POD_MARGIN_SECONDS - 6).actions == ()
     out = at(c.LOST_POD_MARGIN_SECONDS)

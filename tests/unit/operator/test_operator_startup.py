@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from kubernetes.client.rest import ApiException
-from operator_fixtures import make_job, pod
+from operator_fixtures import derived, make_job, pod
 
 from dj_operator.api import constants as c
 from dj_operator.api.types import SpecError, parse_spec
@@ -32,17 +32,7 @@ def observe(
 ) -> Outcome:
     job = make_job(status=status)
     job["spec"].update(spec_patch or {})
-    return derive(
-        Observed(
-            job=job,
-            spec=parse_spec(job["spec"]),
-            spec_error=None,
-            pods=list(pods),
-            now=now,
-            work_dir="/data/.datajuicer/ns1/demo",
-            **kw,
-        )
-    )
+    return derived(job, pods, now, **kw)
 
 
 def cond(out: Outcome, ctype: str) -> dict:

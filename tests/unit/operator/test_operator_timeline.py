@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from operator_fixtures import make_job, pod
+from operator_fixtures import derived, make_job, pod
 
 from dj_operator.api import constants as c
-from dj_operator.api.types import parse_spec
 from dj_operator.status import timeline
-from dj_operator.status.decide import Observed
-from dj_operator.status.derive import Outcome, derive
+from dj_operator.status.derive import Outcome
 
 NOW = datetime(2026, 11, 30, 5, 30, tzinfo=UTC)
 KUBERAY = {"ray": {"mode": "kuberay", "workers": {"replicas": 1}}}
@@ -26,17 +24,7 @@ def run(
 ) -> Outcome:
     job = make_job(status={**(status or {}), **({"progress": progress} if progress else {})})
     job["spec"].update(spec_patch or {})
-    return derive(
-        Observed(
-            job=job,
-            spec=parse_spec(job["spec"]),
-            spec_error=None,
-            pods=pods,
-            now=now,
-            work_dir="/data/.datajuicer/ns1/demo",
-            ray_cluster=cluster,
-        )
-    )
+    return derived(job, pods, now, ray_cluster=cluster)
 
 
 def ready_cluster(moved: str | None = None) -> dict:
