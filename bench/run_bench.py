@@ -67,22 +67,26 @@ ENGINES: dict[str, str] = {
     "runner": "dj-runner, every_op parquet checkpoints, event log on",
     "runner_nockpt": "dj-runner, checkpoints disabled, event log on",
     "runner_noevents": "dj-runner, every_op parquet checkpoints, event log off",
+    "runner_1cpu": "dj-runner as `runner`, on one core (CPU affinity and np: 1)",
+    "runner_ray": "dj-runner as `runner`, on the embedded Ray whatever the input's size",
     "naive": "naive single-process loop over dj-runner's ops",
     "dj_default": "Data-Juicer 1.6.1, executor_type: default",
     "dj_ray": "Data-Juicer 1.6.1, executor_type: ray_partitioned, every_op checkpoints",
 }
-RUNNER_ENGINES = ("runner", "runner_nockpt", "runner_noevents")
+#: The engines ``runner`` is compared with, as ratios of throughput.
+RATIO_ENGINES = (
+    "dj_default",
+    "dj_ray",
+    "naive",
+    "runner_nockpt",
+    "runner_noevents",
+    "runner_1cpu",
+    "runner_ray",
+)
+RUNNER_ENGINES = ("runner", "runner_nockpt", "runner_noevents", "runner_1cpu", "runner_ray")
 DJ_ENGINES = ("dj_default", "dj_ray")
 #: Data-Juicer's ray executors refuse its ``document_deduplicator``; this is their exact dedup.
 DJ_RAY_OP_RENAMES = {"document_deduplicator": "ray_document_deduplicator"}
-
-TARGETS = {
-    "vs_dj_default": 3.0,
-    "vs_dj_ray": 5.0,
-    "checkpoint_cost": 0.15,
-    "event_us": 20.0,
-    "rss_growth_10x": 0.20,
-}
 
 
 # -- measuring a command ---------------------------------------------------------------------
@@ -169,7 +173,8 @@ class TreeMonitor(threading.Thread):
     def run(self) -> None:
         k = 0
         while not self._stop_evt.is_set():
-            self.sample(with_pss=k % self.pss_every == 0)
+            # PSS at every poll for the first 2 s (a short command has few polls), then sparser.
+            self.sample(with_pss=k < 10 or k % self.pss_every == 0)
             k += 1
             self._stop_evt.wait(self.interval)
 
@@ -326,7 +331,11 @@ def engine_recipe(
     r.pop("export_path", None)
     out = run_dir / "out.jsonl"
     if engine in RUNNER_ENGINES or engine == "naive":
-        r.update(dataset_path=str(data.full), export_path=str(out), np=np_)
+        r.update(
+            dataset_path=str(data.full),
+            export_path=str(out),
+            np=1 if engine == "runner_1cpu" else np_,
+        )
         if engine != "naive":
             r["storage_format"] = "parquet"
             ckpt = engine != "runner_nockpt"
@@ -485,6 +494,11 @@ def run_engine(ctx: Context, engine: str, data: Dataset, rep: int) -> RunResult:
     if engine in RUNNER_ENGINES:
         cmd = [str(PROJECT_BIN / "dj-runner"), "run", str(recipe_path)]
         cmd += ["--work-dir", str(run_dir / "work")]
+        if engine == "runner_1cpu":
+            # The whole process tree (Ray's daemons and workers inherit it) on one core.
+            cmd = ["taskset", "-c", str(min(os.sched_getaffinity(0))), *cmd]
+        if engine == "runner_ray":
+            cmd += ["--engine", "ray"]
     elif engine == "naive":
         cmd = [sys.executable, str(BENCH_DIR / "naive_loop.py"), str(recipe_path)]
     else:
@@ -592,7 +606,14 @@ def med(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
-def summarize(runs: list[RunResult], n: int, big_n: int | None) -> dict[str, Any]:
+def summarize(
+    runs: list[RunResult],
+    n: int,
+    big_n: int | None,
+    small_n: int | None = None,
+    cores: int = 1,
+) -> dict[str, Any]:
+    """Per-engine medians and the ratios the targets are judged on (``cores``: the runner's np)."""
     by: dict[str, list[RunResult]] = {}
     for r in runs:
         if r.ok:
@@ -629,7 +650,7 @@ def summarize(runs: list[RunResult], n: int, big_n: int | None) -> dict[str, Any
     for job in (False, True):
         sfx = "_job" if job else ""
         base = thr("runner", job=job)
-        for other in ("dj_default", "dj_ray", "naive", "runner_nockpt", "runner_noevents"):
+        for other in RATIO_ENGINES:
             ratios[f"runner_vs_{other}{sfx}"] = ratio(base, thr(other, job=job))
         nock = thr("runner_nockpt", job=job)
         if not job:
@@ -645,7 +666,7 @@ def summarize(runs: list[RunResult], n: int, big_n: int | None) -> dict[str, Any
         if r.ok:
             per_rep.setdefault((r.engine, r.n), {})[r.rep] = r.throughput
     base_reps = per_rep.get(("runner", n), {})
-    for other in ("dj_default", "dj_ray", "naive", "runner_nockpt", "runner_noevents"):
+    for other in RATIO_ENGINES:
         other_reps = per_rep.get((other, n), {})
         pairs = [base_reps[k] / other_reps[k] for k in base_reps if k in other_reps]
         ratios[f"paired_runner_vs_{other}"] = med(pairs)
@@ -662,8 +683,30 @@ def summarize(runs: list[RunResult], n: int, big_n: int | None) -> dict[str, Any
     run_n, run_noev = engines.get(f"runner@{n}"), engines.get(f"runner_noevents@{n}")
     if run_n and run_noev and run_n.get("events"):
         ratios["event_cost_us_e2e"] = (run_n["wall_s"] - run_noev["wall_s"]) / run_n["events"] * 1e6
+    for size, pfx in ((n, ""), (big_n, "big_")):
+        if not size:
+            continue
+        one, many = thr("runner_1cpu", size), thr("runner", size)
+        if one and many:
+            ratios[f"{pfx}parallel_efficiency"] = many / (cores * one)
+        run_e, dj_e = engines.get(f"runner@{size}"), engines.get(f"dj_default@{size}")
+        if run_e and dj_e and dj_e["peak_pss_mb"]:
+            ratios[f"{pfx}pss_saving_vs_dj_default"] = (
+                1 - run_e["peak_pss_mb"] / dj_e["peak_pss_mb"]
+            )
+            ratios[f"{pfx}rss_saving_vs_dj_default"] = (
+                1 - run_e["peak_rss_mb"] / dj_e["peak_rss_mb"]
+            )
+    if big_n and thr("runner", big_n):
+        ratios["big_samples_per_s_per_core"] = thr("runner", big_n) / cores
+    if small_n and engines.get(f"runner@{small_n}"):
+        ratios["small_job_wall_s"] = engines[f"runner@{small_n}"]["wall_s"]
+        ratios["small_job_cpu_s"] = engines[f"runner@{small_n}"]["cpu_s"]
     if big_n:
-        small, big = engines.get(f"runner@{n}"), engines.get(f"runner@{big_n}")
+        # Memory growth on one engine: at N*scale the runner is on the embedded Ray (the input
+        # is past the local engine's line), so N's figure is `runner_ray`'s.
+        small = engines.get(f"runner_ray@{n}")
+        big = engines.get(f"runner@{big_n}")
         if small and big:
             ratios["rss_growth_10x"] = big["peak_rss_mb"] / small["peak_rss_mb"] - 1
             ratios["pss_growth_10x"] = (
@@ -701,11 +744,25 @@ def machine() -> dict[str, Any]:
 
 def ensure_bench_requirements() -> None:
     try:
-        import matplotlib  # noqa: F401
         import psutil  # noqa: F401
     except ImportError:
         req = BENCH_DIR / "requirements.txt"
         subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", "-r", str(req)])
+
+
+def ensure_plot_venv() -> Path:
+    """The Python of the bench's plotting venv (matplotlib), made once outside the repository:
+    matplotlib brings numpy, which must not be in the venv the runner is measured in."""
+    req = BENCH_DIR / "plot-requirements.txt"
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    venv = cache / "datajuicer-operator" / "bench" / "plot-venv"
+    stamp, want = venv / ".bench-installed", req.read_text()
+    if not (stamp.exists() and stamp.read_text() == want):
+        subprocess.check_call([sys.executable, "-m", "venv", str(venv)])
+        pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q"]
+        subprocess.check_call([*pip, "-r", str(req)])
+        stamp.write_text(want)
+    return venv / "bin" / "python"
 
 
 def ensure_dj_venv(path: Path | None) -> Path:
@@ -730,7 +787,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rss-reps", type=int, default=2, help="runner repetitions at N*scale")
     p.add_argument(
         "--big-engines",
-        default="runner,dj_default",
+        default="runner,dj_default,naive,runner_1cpu",
         help="engines also run at N*scale (comma-separated); others than runner run once",
     )
     p.add_argument(
@@ -738,6 +795,12 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=2,
         help="more repetitions of the quick engines (runner variants, naive) after --reps",
+    )
+    p.add_argument(
+        "--small-n",
+        type=int,
+        default=12,
+        help="samples of the small job (runner, whole command) run in every repetition; 0 skips",
     )
     p.add_argument("--engines", default=",".join(ENGINES), help="comma-separated subset")
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
@@ -772,7 +835,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.report_only:
         import report
 
-        report.write(json.loads(a.report_only.read_text()), DOCS, IMG_DIR)
+        report.write(json.loads(a.report_only.read_text()), DOCS, IMG_DIR, ensure_plot_venv())
         print(f"wrote {DOCS}")
         return 0
 
@@ -809,6 +872,9 @@ def main(argv: list[str] | None = None) -> int:
         datasets[big_n] = make_dataset(a.data_dir, big_n, a.seed, data_root)
     else:
         big_n = None
+    small_n = a.small_n if a.small_n > 0 and "runner" in engines else None
+    if small_n:
+        datasets[small_n] = make_dataset(a.data_dir, small_n, a.seed, data_root)
     ctx = Context(template, dj_venv, a.np, a.timeout, out_dir / "runs", a.keep_outputs)
 
     results: dict[str, Any] = {
@@ -846,6 +912,8 @@ def main(argv: list[str] | None = None) -> int:
     total = a.reps + (a.extra_reps if quick else 0)
     for rep in range(total):
         jobs = [(e, n) for e in (engines if rep < a.reps else quick)]
+        if small_n:
+            jobs.append(("runner", small_n))
         if big_n:
             for e in big_engines:
                 if (e == "runner" and rep < a.rss_reps) or (e != "runner" and rep == 0):
@@ -863,7 +931,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             results["runs"] = [asdict(r) for r in runs]
             (out_dir / "results.json").write_text(json.dumps(results, indent=2, default=str))
-    results["summary"] = summarize(runs, n, big_n)
+    results["summary"] = summarize(runs, n, big_n, small_n, a.np)
     results["equality"] = equality(ctx, n)
     if big_n and big_engines != ["runner"]:
         results["equality_big"] = equality(ctx, big_n)
@@ -896,7 +964,7 @@ def main(argv: list[str] | None = None) -> int:
     if not a.no_docs:
         import report
 
-        report.write(results, DOCS, IMG_DIR)
+        report.write(results, DOCS, IMG_DIR, ensure_plot_venv())
         print(f"wrote {DOCS}", file=sys.stderr)
     return 0
 
