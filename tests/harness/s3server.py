@@ -8,6 +8,13 @@ directory the caller owns, telemetry off, and three identities: ``admin`` (read,
 no-permission tests. ``S3Server.stop`` ends its process
 group; nothing is left running.
 
+With ``web_identity`` (a ``WebIdentityTrust``) the server's STS (``AssumeRoleWithWebIdentity``,
+served on the S3 port) also takes tokens of one OpenID Connect issuer, for web identity tests:
+SeaweedFS's advanced IAM config (``-s3.iam.config``) names the issuer, its JWKS URI and the CA
+of its TLS certificate, the audience its tokens must carry, and roles whose trust policy each
+admits one token subject and whose permission policy allows every S3 action. The static
+identities above keep working beside it.
+
 What this server does with conditional writes was checked (``tests/s3/test_s3_server.py`` keeps
 it checked): see ``docs/object-storage.md``. One defect of ``weed mini`` 4.48 matters to the
 tests: a multipart upload (what pyarrow's output streams send) whose body starts with gzip or
@@ -18,13 +25,16 @@ is noticed.
 
 from __future__ import annotations
 
+import base64
 import json
+import secrets
 import shutil
 import sys
 import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +51,10 @@ READER = Credentials("DJTESTREADERKEY", "dj-test-reader-secret-0123456789")
 #: Valid credentials with rights on one bucket only (``OUTSIDER_BUCKET``), none on the others.
 OUTSIDER = Credentials("DJTESTOUTSIDERKEY", "dj-test-outsider-secret-012345678")
 OUTSIDER_BUCKET = "dj-outsider-only"
+#: The account of the roles the STS hands out (any 12 digits: the server has one account).
+ACCOUNT = "000000000000"
+#: The name the STS gives the OIDC issuer (the Federated principal of the trust policies).
+OIDC_PROVIDER = "oidc-issuer"
 
 #: Every listening port ``weed mini`` opens, each set explicitly so none is a fixed default.
 _PORT_FLAGS = (
@@ -61,6 +75,86 @@ _PORT_FLAGS = (
     "s3.debug.port",
     "metricsPort",
 )
+
+
+def role_arn(name: str) -> str:
+    """The ARN of a role of ``WebIdentityTrust.roles``."""
+    return f"arn:aws:iam::{ACCOUNT}:role/{name}"
+
+
+@dataclass(frozen=True)
+class WebIdentityTrust:
+    """An OpenID Connect issuer whose tokens the server's STS takes, and the roles it hands out.
+
+    ``roles`` maps a role's name to the one token subject (``sub``) its trust policy admits,
+    e.g. ``system:serviceaccount:<namespace>:<name>`` for a Kubernetes ServiceAccount.
+    """
+
+    issuer: str
+    jwks_uri: str
+    ca_file: Path  # the CA of the JWKS URI's TLS certificate
+    audience: str
+    roles: Mapping[str, str]
+
+    def iam_config(self) -> dict[str, object]:
+        """SeaweedFS's advanced IAM config: the STS, the issuer, the roles and their policy."""
+        trust = [
+            {
+                "roleName": name,
+                "roleArn": role_arn(name),
+                "trustPolicy": {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {
+                            "Effect": "Allow",
+                            "Principal": {"Federated": OIDC_PROVIDER},
+                            "Action": ["sts:AssumeRoleWithWebIdentity"],
+                            "Condition": {"StringEquals": {"oidc:sub": subject}},
+                        }
+                    ],
+                },
+                "attachedPolicies": ["read-write"],
+            }
+            for name, subject in self.roles.items()
+        ]
+        return {
+            "sts": {
+                "tokenDuration": "1h",
+                "maxSessionLength": "12h",
+                "issuer": "dj-test-sts",
+                "signingKey": base64.b64encode(secrets.token_bytes(32)).decode(),
+            },
+            "providers": [
+                {
+                    "name": OIDC_PROVIDER,
+                    "type": "oidc",
+                    "enabled": True,
+                    "config": {
+                        "issuer": self.issuer,
+                        "clientId": self.audience,
+                        "jwksUri": self.jwks_uri,
+                        "tlsCaCert": str(self.ca_file),
+                    },
+                }
+            ],
+            "policy": {"defaultEffect": "Deny"},
+            "roles": trust,
+            "policies": [
+                {
+                    "name": "read-write",
+                    "document": {
+                        "Version": "2012-10-17",
+                        "Statement": [
+                            {
+                                "Effect": "Allow",
+                                "Action": ["s3:*"],
+                                "Resource": ["arn:aws:s3:::*", "arn:aws:s3:::*/*"],
+                            }
+                        ],
+                    },
+                }
+            ],
+        }
 
 
 def weed_binary() -> Path:
@@ -212,13 +306,22 @@ def _answers(endpoint: str) -> bool:
     return True
 
 
-def start_s3_server(directory: Path, timeout: float = 60.0) -> S3Server:
-    """Start ``weed mini`` with its data under ``directory``; return once S3 answers."""
+def start_s3_server(
+    directory: Path, timeout: float = 60.0, web_identity: WebIdentityTrust | None = None
+) -> S3Server:
+    """Start ``weed mini`` with its data under ``directory``; return once S3 answers.
+    ``web_identity``: its STS also takes that issuer's tokens (see the module doc)."""
     directory.mkdir(parents=True, exist_ok=True)
     data = directory / "data"
     data.mkdir(exist_ok=True)
     config = directory / "s3-identities.json"
     config.write_text(json.dumps(_identities()))
+    iam: list[str] = []
+    if web_identity is not None:
+        iam_config = directory / "s3-iam.json"
+        iam_config.write_text(json.dumps(web_identity.iam_config()))
+        iam_config.chmod(0o600)  # it holds the STS's signing key
+        iam = [f"-s3.iam.config={iam_config}"]
     ports = {flag: free_port() for flag in _PORT_FLAGS}
     argv = [
         str(weed_binary()),
@@ -230,6 +333,7 @@ def start_s3_server(directory: Path, timeout: float = 60.0) -> S3Server:
         "-webdav=false",
         "-admin.ui=false",
         f"-s3.config={config}",
+        *iam,
         f"-filer.localSocket={directory / 'filer.sock'}",
         f"-s3.localSocket={directory / 's3.sock'}",
         *(f"-{flag}={port}" for flag, port in ports.items()),

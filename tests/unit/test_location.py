@@ -110,3 +110,30 @@ def test_globs_over_keys_keep_star_within_a_segment():
     assert deep.match("b/data/a.jsonl") and deep.match("b/data/x/y/a.jsonl")
     assert _glob_regex("b/p[0-9].csv").match("b/p7.csv")
     assert not _glob_regex("b/p[!0-9].csv").match("b/p7.csv")
+
+
+def test_web_identity_is_assumed_by_the_runner_only_at_a_configured_sts_endpoint(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """pyarrow's SDK reaches AWS's own STS itself; a configured STS endpoint (a store's own) is
+    reached through botocore, and an access key or a profile comes first in the chain."""
+    from dj_runner.store import location
+
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_STS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/dj")
+    monkeypatch.setenv("AWS_WEB_IDENTITY_TOKEN_FILE", "/var/run/secrets/token")
+    assert location.web_identity_endpoint() is None
+    assert location.web_identity_keys() is None
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://store:8333")
+    assert location.web_identity_endpoint() == "http://store:8333"
+    monkeypatch.setenv("AWS_ENDPOINT_URL_STS", "http://sts:8333")
+    assert location.web_identity_endpoint() == "http://sts:8333"
+    monkeypatch.setenv("AWS_PROFILE", "other")
+    assert location.web_identity_endpoint() is None
+    monkeypatch.delenv("AWS_PROFILE")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAEXAMPLE")
+    assert location.web_identity_endpoint() is None
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_ROLE_ARN")
+    assert location.web_identity_endpoint() is None

@@ -6,7 +6,13 @@ Local paths use ``LocalFileSystem``; ``s3://`` URIs use pyarrow's ``S3FileSystem
 - credentials from the standard AWS chain, which the AWS SDK inside pyarrow walks:
   ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``/``AWS_SESSION_TOKEN``, ``AWS_PROFILE`` and the
   shared config and credentials files, web identity (``AWS_WEB_IDENTITY_TOKEN_FILE`` with
-  ``AWS_ROLE_ARN``), and instance metadata. The runner never reads or stores a secret itself;
+  ``AWS_ROLE_ARN``), and instance metadata. The runner never reads or stores a secret itself,
+  with one exception: web identity against a configured STS endpoint (``AWS_ENDPOINT_URL_STS``
+  or ``AWS_ENDPOINT_URL``, a store's own STS). The SDK inside pyarrow takes that endpoint for a
+  host name on port 443 (aws-c-auth's web identity provider), so it cannot reach
+  ``http://host:port``: botocore assumes the role instead (the same chain the work dir's client
+  uses, refreshed before expiry) and pyarrow's client is given the temporary keys, in memory
+  only (``web_identity_keys``). Against AWS's own STS nothing of this applies;
 - the endpoint from the recipe's ``s3.endpoint_url``, else ``AWS_ENDPOINT_URL``, else AWS;
   the region from ``s3.region``, else ``AWS_REGION``/``AWS_DEFAULT_REGION``, else the SDK's;
 - transient errors (503 SlowDown, throttling, resets, 5xx) retried by the SDK's standard retry
@@ -34,7 +40,7 @@ import threading
 import urllib.parse
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import pyarrow.fs as pafs
@@ -134,22 +140,81 @@ def region_of(options: S3Config) -> str | None:
     return options.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
 
 
+def web_identity_endpoint() -> str | None:
+    """The STS endpoint that web identity is assumed at when it is not AWS's own: set when the
+    chain is web identity (``AWS_ROLE_ARN`` and ``AWS_WEB_IDENTITY_TOKEN_FILE``, no access key
+    or profile before it) and ``AWS_ENDPOINT_URL_STS`` or ``AWS_ENDPOINT_URL`` is set."""
+    env = os.environ
+    if env.get("AWS_ACCESS_KEY_ID") or env.get("AWS_PROFILE"):
+        return None
+    if not (env.get("AWS_ROLE_ARN") and env.get("AWS_WEB_IDENTITY_TOKEN_FILE")):
+        return None
+    return env.get("AWS_ENDPOINT_URL_STS") or env.get("AWS_ENDPOINT_URL") or None
+
+
+@functools.lru_cache(maxsize=4)
+def _web_identity_credentials(role_arn: str, token_file: str, endpoint: str) -> Any:
+    """botocore's refreshable credentials of the web identity chain (one per setting)."""
+    import botocore.session
+
+    return botocore.session.get_session().get_credentials()
+
+
+def web_identity_keys() -> tuple[str, str, str] | None:
+    """The temporary keys of the web identity chain, assumed by botocore at a configured STS
+    endpoint (``web_identity_endpoint``), else None (pyarrow's SDK walks the chain itself).
+
+    botocore refreshes them 15 minutes before they expire, so keys taken here are good for at
+    least 10 minutes. A refused assumption (a token of the wrong audience, a role that does not
+    trust it) is an ``InvalidInput`` naming the role, the endpoint and the store's reason; never
+    the token or a key.
+    """
+    endpoint = web_identity_endpoint()
+    if endpoint is None:
+        return None
+    role = os.environ["AWS_ROLE_ARN"]
+    token_file = os.environ["AWS_WEB_IDENTITY_TOKEN_FILE"]
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        creds = _web_identity_credentials(role, token_file, endpoint)
+        frozen = creds.get_frozen_credentials() if creds is not None else None
+    except (BotoCoreError, ClientError, OSError) as exc:
+        raise InvalidInput(
+            f"web identity: cannot assume role {role} (AssumeRoleWithWebIdentity at "
+            f"{endpoint}, token from AWS_WEB_IDENTITY_TOKEN_FILE): {scrub(str(exc))}"
+        ) from None
+    if frozen is None or not frozen.access_key:
+        raise InvalidInput(
+            f"web identity: no credentials for role {role} (AssumeRoleWithWebIdentity at "
+            f"{endpoint})"
+        )
+    return frozen.access_key, frozen.secret_key, frozen.token
+
+
 def s3_filesystem(options: S3Config | None = None) -> pafs.S3FileSystem:
     """The S3 client for ``options`` (default: this process's, see ``configure_s3``)."""
     opts = options if options is not None else _options
     # which identity the SDK's chain starts from (names, never secrets) is part of the cache key
     identity = (os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_PROFILE"))
-    return _s3_filesystem(endpoint_of(opts), region_of(opts), identity)
+    return _s3_filesystem(endpoint_of(opts), region_of(opts), identity, web_identity_keys())
 
 
 @functools.lru_cache(maxsize=8)
 def _s3_filesystem(
-    endpoint: str | None, region: str | None, identity: tuple[str | None, str | None]
+    endpoint: str | None,
+    region: str | None,
+    identity: tuple[str | None, str | None],
+    keys: tuple[str, str, str] | None,
 ) -> pafs.S3FileSystem:
-    """One client per setting; ``identity`` only keys the cache (the SDK reads the chain)."""
+    """One client per setting; ``identity`` only keys the cache (the SDK reads the chain);
+    ``keys``, the web identity's temporary keys (``web_identity_keys``), are given to it: a
+    refresh of them makes a new client."""
     import pyarrow.fs as pafs
 
     kwargs: dict[str, object] = {}
+    if keys is not None:
+        kwargs.update(access_key=keys[0], secret_key=keys[1], session_token=keys[2])
     if endpoint:
         url = urllib.parse.urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}")
         if url.scheme not in ("http", "https") or not url.netloc:
