@@ -89,11 +89,16 @@ def test_embedded_ray_is_private_loopback_only_and_deaf_to_the_cwd(tmp_path, sho
     for name in ("gzip", "difflib"):
         (cwd / f"{name}.py").write_text(SHADOW % (name, name))
     work = tmp_path / "work"
+    # a home of its own, to see that Ray's token file (~/.ray/auth_token) is not written there
+    home = tmp_path / "home"
+    home.mkdir()
     recipe = _recipe(tmp_path, seconds=1.0, partition_size=20)
+    env = _env(short_tmp, HOME=str(home))
+    env.pop("RAY_AUTH_MODE", None)
     proc = subprocess.Popen(
         [DJ_RUNNER, "run", str(recipe), "--work-dir", str(work)],
         cwd=cwd,
-        env=_env(short_tmp),
+        env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -126,6 +131,9 @@ def test_embedded_ray_is_private_loopback_only_and_deaf_to_the_cwd(tmp_path, sho
     assert ray_env.session_processes(temp_dir) == []
     assert not os.path.exists(temp_dir)
     assert os.listdir(short_tmp / "ray") == ["ray_current_cluster"]
+    # Ray's token authentication was on, with the session's own token, not a file in the home
+    assert ev.get("ray_mode") == "embedded"
+    assert list(home.iterdir()) == [], sorted(str(p) for p in home.rglob("*"))
 
 
 def _cmdline(pid: int) -> str:

@@ -25,6 +25,7 @@ import fcntl
 import logging
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -363,6 +364,7 @@ def _temp_root() -> str:
 
 
 def _start_embedded(num_cpus: int | None, common: dict[str, Any]) -> RayConnection:
+    _session_token()
     import ray
 
     global _session
@@ -398,6 +400,24 @@ def _start_embedded(num_cpus: int | None, common: dict[str, Any]) -> RayConnecti
             else:
                 os.environ[key] = value
     return RayConnection("embedded", _current().cpus, "embedded", temp_dir)
+
+
+def _session_token() -> None:
+    """Ray's token authentication for the embedded Ray, with a token of its own.
+
+    Set in this process's environment, which the embedded Ray's processes inherit, and never
+    Ray's default token file in the user's home (``~/.ray/auth_token``, machine-wide: written
+    by the first ``ray.init`` of any process of the user, read by every Ray started later, and
+    raced by two runners starting at once). A user's own ``RAY_AUTH_MODE`` is kept as it is.
+    Ray reads the mode when it is imported; where it already was, its settings are read again.
+    """
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))
+    if "ray" in sys.modules:
+        from ray._raylet import Config
+
+        Config.initialize("")
 
 
 @contextlib.contextmanager
