@@ -113,6 +113,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             wait_for_lock_s=wait_s,
             grace_period_s=grace_s,
             handle_signals=True,
+            run_id=getattr(args, "run_id", None),
         )
         metrics = None
         if args.metrics_port is not None:
@@ -435,6 +436,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "run":
+        from dj_runner.store.fencing import new_run_id
+
+        # Named now: the progress reporter reports this run's status.json and no other's.
+        args.run_id = new_run_id()
     from dj_runner.observe.k8s_status import reporter_from_env  # a no-op outside a DataJuicerJob
 
     with reporter_from_env(args):

@@ -253,6 +253,7 @@ class Executor:
         wait_for_lock_s: float = 0.0,
         grace_period_s: float = 20.0,
         handle_signals: bool = False,
+        run_id: str | None = None,
     ):
         self.recipe = recipe
         configure_s3(recipe.s3)  # this process reads and exports s3:// paths as the recipe says
@@ -267,7 +268,7 @@ class Executor:
         self.grace_period_s = grace_period_s
         self.handle_signals = handle_signals
         self.job_id = self.requested_job_id or ""
-        self.run_id = new_run_id()
+        self.run_id = run_id or new_run_id()
         self.stop = StopToken()
         self.events: EventLogger | None = None
         self.fence: Fence | None = None
@@ -364,7 +365,9 @@ class Executor:
             remove_export(self.recipe.export_path)
         self.job_id = claim.job_id
         self.resuming = claim.resuming
-        self.status = StatusWriter(self.work.uri, self.job_id, self.run_id, self.recipe.export_path)
+        self.status = StatusWriter(
+            self.work.uri, self.job_id, self.run_id, self.recipe.export_path, self.fence
+        )
         self.status.write()
         self.events = event_logger(self.work, self.job_id, self.recipe.event_logging)
         result = JobResult(
@@ -440,10 +443,13 @@ class Executor:
 
         The exit code reports what happened to the data; when the disk has no room left even
         for these small files, they keep the previous state (``status`` then shows the run as
-        interrupted, its runner being gone) and stderr says so.
+        interrupted, its runner being gone) and stderr says so. A run superseded by a newer
+        one (a newer claim) writes neither: they are the newer run's.
         """
         self.status.data["samples"]["rejected"] = result.rejected
         self.status.data["partitions"]["running"] = 0
+        if self.status.superseded():
+            return
         missed = [
             exc
             for exc in (
