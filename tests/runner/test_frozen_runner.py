@@ -15,9 +15,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from dj_runner.contract import ExitCode
+from dj_runner.engine.executor import Executor
+from dj_runner.recipe.parse import parse_recipe
 from dj_runner.store.atomic import read_records
-from dj_runner.store.fencing import read_claim
+from dj_runner.store.fencing import read_claim, take_claim
 from dj_runner.store.workdir import WorkDir
 
 from conftest import DEMO, STANDARD_OPS, run_cli, write_recipe
@@ -121,3 +125,39 @@ def test_a_frozen_runner_superseded_meanwhile_commits_nothing_and_leaves_the_sta
     assert json.loads(WorkDir(work).status_path.read_text()) == status_before
     assert json.loads(WorkDir(work).result_path.read_text()) == result_before
     assert (tmp_path / "out.jsonl").read_bytes() == (reference / "out.jsonl").read_bytes()
+
+
+@pytest.mark.parametrize("at", ["_repair_final", "_export"])
+def test_a_run_superseded_before_its_export_or_retention_writes_neither(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, at: str
+) -> None:
+    """Every final checkpoint is committed, then a newer run claims the work dir (the old run
+    was cut off or frozen meanwhile): the old run neither exports nor removes checkpoints."""
+    work = tmp_path / "work"
+    real = getattr(Executor, at)
+
+    def then_superseded(self: Executor, *args: Any, **kwargs: Any) -> Any:
+        out = real(self, *args, **kwargs)
+        take_claim(work, "a-newer-run")
+        return out
+
+    monkeypatch.setattr(Executor, at, then_superseded)
+    recipe = parse_recipe(
+        {
+            "project_name": "superseded",
+            "dataset_path": str(DEMO),
+            "export_path": str(tmp_path / "out.jsonl"),
+            "partition_size": 50,
+            "process": STANDARD_OPS,
+            # Every op's checkpoint kept while the job runs; a success removes all but the last.
+            "preserve_intermediate_data": True,
+            "retention": {"checkpoints": "final"},
+        }
+    )
+    result = Executor(recipe, work_dir=work, engine="local").run()
+    assert result.exit_code == ExitCode.LOCKED, result.error
+    assert "superseded by run a-newer-run" in (result.error or "")
+    if at == "_repair_final":
+        assert not (tmp_path / "out.jsonl").exists()
+    files = list(WorkDir(work).checkpoints_dir.glob("p*/*.parquet"))
+    assert len(files) > len(commit_records(work)), "retention removed checkpoints"

@@ -638,6 +638,7 @@ class Executor:
     def _retain(self, succeeded: bool) -> None:
         """Remove what the recipe's ``retention`` does not keep (``retention.py``): the
         export is written, so a succeeded job's checkpoints may go."""
+        self._check_claim()  # a superseded run deletes nothing either
         entries = unneeded(
             self.work, self.recipe.retention, succeeded, self._started, leftovers=False
         )
@@ -846,7 +847,16 @@ class Executor:
             )
         return verified
 
+    def _check_claim(self) -> None:
+        """Raise Superseded if a newer run has claimed the work dir: this run writes nothing
+        more (a runner cut off with its node, or frozen, that runs on)."""
+        if self.fence is not None:
+            self.fence.check_current()
+
     def _export(self, plan: Plan, exclude: set[int], verified: dict[int, Commit]) -> int:
+        # Every final checkpoint may be committed (by a newer run, too) while this run was
+        # superseded: the export is the newer run's to write.
+        self._check_claim()
         self.progress.stage("exporting")
         t0 = time.perf_counter()
         rows = export_finals(self.work, self.recipe, plan, exclude, self.fence, verified)
