@@ -286,6 +286,11 @@ def test_a_runner_cut_off_with_its_node_runs_on_but_commits_nothing_once_replace
             wait_for(lambda: old_runner.exit_code() is not None, 60, "the old runner to exit")
             code = old_runner.exit_code()
             done = wait_condition(two_nodes, namespace, "demo", "Finished", timeout=300)
+            wait_for(
+                lambda: history.statuses[-1].get("phase") == "Succeeded",
+                30,
+                "the watch to deliver the job's end",
+            )
         said = lost.logs(namespace, "demo-runner-1")
         assert code == ExitCode.LOCKED, said
         assert f"superseded by run {new['run_id']}" in said, said
