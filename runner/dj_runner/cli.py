@@ -167,6 +167,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
             print("  Ray went away; resume with the same command once it is back", file=sys.stderr)
         elif code == ExitCode.NO_SPACE:
             print(NO_SPACE_HINT, file=sys.stderr)
+        elif code == ExitCode.LOCKED:  # superseded: rerunning would supersede the newer run
+            print(
+                "  a newer run owns the work dir and carries the job on; nothing to do here",
+                file=sys.stderr,
+            )
         else:
             print(
                 f"  resume with the same command; details: dj-runner report {result.work_dir}",

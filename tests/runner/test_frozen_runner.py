@@ -114,6 +114,7 @@ def test_a_frozen_runner_superseded_meanwhile_commits_nothing_and_leaves_the_sta
     said = log.read_text()
     assert old.returncode == ExitCode.LOCKED, said
     assert f"superseded by run {new_claim['run_id']}" in said, said
+    assert "a newer run owns the work dir" in said and "resume with the same" not in said, said
     # Not one commit of the old epoch after the freeze: its records are those it had made.
     after = commit_records(work)
     for part, records in after.items():
