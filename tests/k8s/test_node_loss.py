@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import kubernetes
 import pytest
 from kubernetes import client
 
@@ -295,6 +296,21 @@ def test_a_runner_cut_off_with_its_node_runs_on_but_commits_nothing_once_replace
         assert code == ExitCode.LOCKED, said
         assert f"superseded by run {new['run_id']}" in said, said
         wait_for(lambda: not lost.leftover_processes(), 30, "no process of the old runner left")
+        # Its API token was bound to the pod the operator deleted: whatever it would send to the
+        # job's status is refused.
+        assert old_runner.kubeconfig is not None
+        stale = kubernetes.config.new_client_from_config(config_file=str(old_runner.kubeconfig))
+        with pytest.raises(client.ApiException) as refused:
+            client.CustomObjectsApi(stale).patch_namespaced_custom_object_status(
+                contract.GROUP,
+                contract.VERSION,
+                namespace,
+                contract.PLURAL,
+                "demo",
+                {"status": {"progress": {"runId": old["run_id"]}}},
+            )
+        stale.close()
+        assert refused.value.status == 401, refused.value
 
         # Not one commit of the old epoch since the freeze.
         assert of_epoch(commit_records(work), old["epoch"]) == {
