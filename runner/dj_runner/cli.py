@@ -113,6 +113,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             wait_for_lock_s=wait_s,
             grace_period_s=grace_s,
             handle_signals=True,
+            run_id=getattr(args, "run_id", None),
         )
         metrics = None
         if args.metrics_port is not None:
@@ -166,6 +167,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
             print("  Ray went away; resume with the same command once it is back", file=sys.stderr)
         elif code == ExitCode.NO_SPACE:
             print(NO_SPACE_HINT, file=sys.stderr)
+        elif code == ExitCode.LOCKED:  # superseded: rerunning would supersede the newer run
+            print(
+                "  a newer run owns the work dir and carries the job on; nothing to do here",
+                file=sys.stderr,
+            )
         else:
             print(
                 f"  resume with the same command; details: dj-runner report {result.work_dir}",
@@ -435,6 +441,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "run":
+        from dj_runner.store.fencing import new_run_id
+
+        # Named now: the progress reporter reports this run's status.json and no other's.
+        args.run_id = new_run_id()
     from dj_runner.observe.k8s_status import reporter_from_env  # a no-op outside a DataJuicerJob
 
     with reporter_from_env(args):

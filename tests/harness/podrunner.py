@@ -18,7 +18,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +71,8 @@ class NodeContext:
     containers: ContainerRuntime | None = None  # container mode: podman runs each container
     # Host directories a pod's strings name as themselves, never mapped into a mount (podenv).
     host_paths: tuple[Path, ...] = ()
+    # Set when the node is cut off from the API server (lost, or stopping): nothing is reported.
+    cut_off: threading.Event = field(default_factory=threading.Event)
 
 
 class PodRunner(threading.Thread):
@@ -136,6 +138,10 @@ class PodRunner(threading.Thread):
         """The main process of a running container."""
         proc = self._find(container).proc
         return proc.pid if proc is not None and proc.running() else None
+
+    def exit_code(self, container: str | None = None) -> int | None:
+        """The exit code of a container's last run (None while it runs or before it ran)."""
+        return self._find(container).exit_code
 
     def session_leaders(self) -> list[int]:
         """Process ids that lead the sessions of this pod's running containers."""
@@ -485,6 +491,8 @@ class PodRunner(threading.Thread):
         succeeded = bool(ran) and all(r.exit_code == 0 for r in ran)
         self.stage = "done"
         self._publish(phase="Succeeded" if succeeded else "Failed")
+        if self.ctx.cut_off.is_set():
+            return
         with contextlib.suppress(ApiError):
             self.ctx.rest.delete(
                 f"/api/v1/namespaces/{self.namespace}/pods/{self.pod_name}",
@@ -531,7 +539,10 @@ class PodRunner(threading.Thread):
         return self._status.render(self.stage, self.inits, self.mains, self.start_time, phase)
 
     def _publish(self, phase: str | None = None) -> bool:
-        """Patch the pod's status if it changed; False if the pod no longer exists."""
+        """Patch the pod's status if it changed; False if the pod no longer exists. A node
+        cut off from the API server reports nothing (and its pods run on as they were)."""
+        if self.ctx.cut_off.is_set():
+            return True
         status = self.status(phase)
         if status == self._published:
             return True

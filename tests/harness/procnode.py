@@ -8,6 +8,11 @@ One node of a cluster also provisions claims (provisioner.py).
 Nothing a pod starts outlives the node: each container runs under a subreaping shim that kills
 its whole process tree when the container ends, every pod process carries the node's
 environment marker, and `stop()` kills anything still carrying it.
+
+`lose()` makes the node a dead machine (its pod processes killed, nothing reported);
+`lose(freeze=True)` a machine cut off from the cluster whose processes live on: they are
+stopped (SIGSTOP) while Kubernetes finds the node lost, and `thaw()` lets them run again,
+still unreported, as a partitioned node's would, until `stop()` kills them.
 """
 
 from __future__ import annotations
@@ -132,7 +137,9 @@ class ProcessNode:
         self.runners: dict[str, PodRunner] = {}  # by pod uid, while the pod exists
         self._by_name: dict[tuple[str, str], PodRunner] = {}  # newest runner of each pod name
         self._lock = threading.Lock()
-        self._stop = threading.Event()
+        self._stop = threading.Event()  # the kubelet's loops end: no heartbeat, no pod watch
+        self._stopped = False  # stop() ran: the pod processes are gone
+        self._frozen: list[int] = []
         self._threads: list[threading.Thread] = []
         self.kubelet_server: KubeletServer | None = None
         if kubelet_tls is not None:
@@ -165,9 +172,11 @@ class ProcessNode:
         Returns once no process carrying the node's marker is left. A second call (after
         `lose()`) does nothing.
         """
-        if self._stop.is_set():
+        if self._stopped:
             return
+        self._stopped = True
         self._stop.set()
+        self.ctx.cut_off.set()
         if self.kubelet_server is not None:
             self.kubelet_server.stop()
         with self._lock:
@@ -190,12 +199,49 @@ class ProcessNode:
             self.log.removeHandler(handler)
             handler.close()
 
-    def lose(self) -> None:
+    def lose(self, freeze: bool = False) -> list[int]:
         """The node's machine dies: every process of its pods is killed and the node reports
         nothing more (no heartbeat, no pod status: its pods stay as the API last saw them),
-        so the node lifecycle controller must find it lost and Kubernetes evict its pods."""
-        self.log.warning("node %s lost: killing its pods, reporting nothing more", self.name)
-        self.stop(grace=0)
+        so the node lifecycle controller must find it lost and Kubernetes evict its pods.
+
+        With `freeze`, the machine is cut off instead of dead: the node reports nothing more in
+        the same way, but its pods' processes (each container's tree below its shim) are
+        stopped with SIGSTOP, not killed, and keep their files, locks and sockets. `thaw()`
+        lets them run on. Returns the frozen processes ([] without `freeze`)."""
+        if not freeze:
+            self.log.warning("node %s lost: killing its pods, reporting nothing more", self.name)
+            self.stop(grace=0)
+            return []
+        self.log.warning("node %s cut off: freezing its pods, reporting nothing more", self.name)
+        self.ctx.cut_off.set()  # pod runners publish no status from now on
+        self._stop.set()  # heartbeat and informers end
+        if self.kubelet_server is not None:  # its log API is out of reach too
+            self.kubelet_server.stop()
+            self.kubelet_server = None
+        frozen: set[int] = set()
+        while True:  # until no process appeared that is not stopped (one may fork meanwhile)
+            with self._lock:
+                runners = list(self.runners.values())
+            new = {p for r in runners for p in r.processes()} - frozen
+            if not new:
+                break
+            proctree.kill_all(sorted(new), signal.SIGSTOP)
+            frozen |= new
+        wait_for(
+            lambda: all(proctree.stopped(p) or not proctree.alive(p) for p in frozen),
+            10,
+            f"the processes of node {self.name}'s pods stopped",
+        )
+        self._frozen = sorted(frozen)
+        return self._frozen
+
+    def thaw(self) -> list[int]:
+        """After `lose(freeze=True)`: SIGCONT the frozen processes (still alive ones, which are
+        returned). The node still reports nothing; `stop()` kills them."""
+        alive = [p for p in self._frozen if proctree.alive(p)]
+        self.log.warning("node %s: thawing %s", self.name, alive)
+        proctree.kill_all(alive, signal.SIGCONT)
+        return alive
 
     def pids(self) -> list[int]:
         """Process ids of the running containers' main processes and shims (each the leader of

@@ -31,6 +31,12 @@ def alive(pid: int) -> bool:
     return fields is not None and fields[0] != "Z"
 
 
+def stopped(pid: int) -> bool:
+    """True if `pid` is stopped by a signal (SIGSTOP; state T) or traced (t)."""
+    fields = _stat_fields(pid)
+    return fields is not None and fields[0] in ("T", "t")
+
+
 def start_time(pid: int) -> int | None:
     """The process's start time in clock ticks since boot: with the pid, a unique identity."""
     fields = _stat_fields(pid)

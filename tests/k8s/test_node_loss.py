@@ -2,20 +2,31 @@
 kuberay mode, the Ray head and worker) dies: its processes killed, nothing more reported.
 Kubernetes notices, taints the node and evicts the pods after `nodeLostTolerationSeconds`; no
 kubelet is left to end them, so the operator removes them, KubeRay replaces the Ray pods, and
-the next attempt resumes on the other node, to the output of a local run."""
+the next attempt resumes on the other node, to the output of a local run. And a node cut off
+rather than dead: its runner is frozen while the next attempt takes over, then runs on, and must
+commit nothing (the claims fence it) nor move the job's status."""
 
 from __future__ import annotations
 
+import logging
 import random
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import kubernetes
 import pytest
 from kubernetes import client
 
+from dj_runner import contract
+from dj_runner.contract import ExitCode
+from dj_runner.store.atomic import read_records
+from dj_runner.store.fencing import read_claim
 from dj_runner.store.workdir import WorkDir
 from tests.harness.cluster import Cluster
+from tests.harness.informer import run_informer
 from tests.harness.waiting import wait_for
 from tests.k8s.operator_support import (
     DEMO_DATA,
@@ -24,6 +35,7 @@ from tests.k8s.operator_support import (
     demo_data,
     events,
     example_job,
+    job_obj,
     local_reference,
     own_cluster,
     runner_pods,
@@ -155,6 +167,174 @@ def test_a_lost_node_under_a_ray_cluster_is_replaced_and_the_job_resumes(
         assert {"RunnerLost", "RayPodLost"} <= reasons, reasons
         ray_pods = core.list_namespaced_pod(namespace, label_selector="ray.io/cluster").items
         assert all(p.spec.node_name == first for p in ray_pods)  # replaced on the other node
+    finally:
+        if op.proc is not None and op.proc.poll() is None:
+            assert op.stop() == 0, op.tail()
+        api.close()
+
+
+def commit_records(work: Path) -> dict[str, list[dict[str, Any]]]:
+    """Every commit log of the work dir (partitions' checkpoints, global decisions), by path."""
+    return {str(p.relative_to(work)): read_records(p) for p in sorted(work.rglob("commits.jsonl"))}
+
+
+def of_epoch(logs: dict[str, list[dict[str, Any]]], epoch: int) -> dict[str, list[dict[str, Any]]]:
+    return {path: [r for r in records if r.get("epoch") == epoch] for path, records in logs.items()}
+
+
+def progress_run(cluster: Cluster, namespace: str) -> str | None:
+    """The run whose progress the job's status shows."""
+    return ((job_obj(cluster, namespace, "demo").get("status") or {}).get("progress") or {}).get(
+        "runId"
+    )
+
+
+class JobHistory:
+    """Every version of a job's status from now on, as a watch delivers them (not sampled)."""
+
+    def __init__(self, cluster: Cluster, namespace: str, name: str) -> None:
+        self.name = name
+        self.statuses: list[dict[str, Any]] = []
+        self._stop = threading.Event()
+        path = f"/apis/{contract.API_VERSION}/namespaces/{namespace}/{contract.PLURAL}"
+        log = logging.getLogger(f"job-history.{namespace}")
+        self._thread = threading.Thread(
+            target=run_informer,
+            args=(cluster.control_plane.rest, path, self._on, self._stop, log),
+            daemon=True,
+        )
+
+    def _on(self, kind: str, obj: dict[str, Any]) -> None:
+        items = obj["items"] if kind == "SYNC" else [obj]
+        for item in items:
+            if item["metadata"]["name"] == self.name:
+                self.statuses.append(item.get("status") or {})
+
+    def __enter__(self) -> JobHistory:
+        self._thread.start()
+        wait_for(lambda: self.statuses, 30, f"the watch of djjob {self.name}")
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+
+
+def test_a_runner_cut_off_with_its_node_runs_on_but_commits_nothing_once_replaced(
+    two_nodes: Cluster, reference: bytes, tmp_path: Path
+) -> None:
+    """The lost node's runner is frozen, not killed, while Kubernetes finds the node lost and
+    the next attempt takes over on the other node; once that attempt has committed, the old
+    runner runs again. Its next commit is refused (its claim is superseded): it exits 5 within
+    a bound, commits nothing, and neither its status.json nor its progress reaches the job."""
+    namespace = two_nodes.create_namespace()
+    api = two_nodes.api_client()
+    core = client.CoreV1Api(api)
+    first, second = two_nodes.node_names
+    op = OperatorProcess(two_nodes, namespace, tmp_path / "operator.log").start()
+    lost = two_nodes.node_named(second)
+    try:
+        demo_data(two_nodes, namespace)
+        job = with_test_ops(example_job())
+        job["spec"]["recipe"]["process"].insert(0, {"slow_mapper": {"seconds": 3}})
+        job["spec"]["runner"].update({"nodeLostTolerationSeconds": 5, "gracePeriodSeconds": 1})
+        drain = {"key": "datajuicer.io/test", "value": "hold", "effect": "NoSchedule"}
+        core.patch_node(first, {"spec": {"taints": [drain]}})
+        apply(two_nodes, namespace, job)
+        wait_for(
+            lambda: runner_on(two_nodes, namespace, "demo-runner-1") == second,
+            120,
+            f"demo-runner-1 running on {second}",
+        )
+        core.patch_node(first, {"spec": {"taints": None}})
+        work = two_nodes.node.pvc_dir(namespace, "demo-data") / ".datajuicer" / namespace / "demo"
+        wait_for(lambda: any(commit_records(work).values()), 120, "the first checkpoint")
+
+        frozen = lost.lose(freeze=True)
+        assert frozen, "no process of the lost node's pods to freeze"
+        old = read_claim(work)
+        assert old is not None
+        at_freeze = of_epoch(commit_records(work), old["epoch"])
+        # A volume shared by hosts: the runner of another host does not see this host's flock
+        # (only the claims fence the two). Both process nodes share one kernel here, so the lock
+        # file the frozen runner holds is replaced: the next runner's flock is a lock of its own.
+        WorkDir(work).lock_path.unlink()
+
+        wait_for(
+            lambda: runner_on(two_nodes, namespace, "demo-runner-2") == first,
+            240,
+            f"demo-runner-2 running on {first}",
+        )
+        wait_for(
+            lambda: any(
+                r.get("epoch", 0) > old["epoch"] for rs in commit_records(work).values() for r in rs
+            ),
+            120,
+            "a commit of the second attempt",
+        )
+        new = read_claim(work)
+        assert new is not None and new["epoch"] > old["epoch"]
+        wait_for(
+            lambda: progress_run(two_nodes, namespace) == new["run_id"],
+            60,
+            "the second attempt's progress in the job's status",
+        )
+        with JobHistory(two_nodes, namespace, "demo") as history:
+            assert history.statuses[-1]["phase"] == "Running", history.statuses[-1]
+            thawed = lost.thaw()
+            assert thawed, "the frozen processes are gone"
+            old_runner = lost.runner(namespace, "demo-runner-1")
+            # It notices at its next commit: after the op it was in (a slow_mapper call or less).
+            wait_for(lambda: old_runner.exit_code() is not None, 60, "the old runner to exit")
+            code = old_runner.exit_code()
+            done = wait_condition(two_nodes, namespace, "demo", "Finished", timeout=300)
+            wait_for(
+                lambda: history.statuses[-1].get("phase") == "Succeeded",
+                30,
+                "the watch to deliver the job's end",
+            )
+        said = lost.logs(namespace, "demo-runner-1")
+        assert code == ExitCode.LOCKED, said
+        assert f"superseded by run {new['run_id']}" in said, said
+        wait_for(lambda: not lost.leftover_processes(), 30, "no process of the old runner left")
+        # Its API token was bound to the pod the operator deleted: whatever it would send to the
+        # job's status is refused.
+        assert old_runner.kubeconfig is not None
+        stale = kubernetes.config.new_client_from_config(config_file=str(old_runner.kubeconfig))
+        with pytest.raises(client.ApiException) as refused:
+            client.CustomObjectsApi(stale).patch_namespaced_custom_object_status(
+                contract.GROUP,
+                contract.VERSION,
+                namespace,
+                contract.PLURAL,
+                "demo",
+                {"status": {"progress": {"runId": old["run_id"]}}},
+            )
+        stale.close()
+        assert refused.value.status == 401, refused.value
+
+        # Not one commit of the old epoch since the freeze.
+        assert of_epoch(commit_records(work), old["epoch"]) == {
+            path: at_freeze.get(path, []) for path in commit_records(work)
+        }
+        status = done["status"]
+        assert status["phase"] == "Succeeded", status
+        out = two_nodes.node.pvc_dir(namespace, "demo-data") / "output" / "result.jsonl"
+        assert out.read_bytes() == reference
+        assert status["attempts"][0]["stopReason"] == "NodeLost", status["attempts"]
+        assert status["progress"]["runId"] == new["run_id"], status["progress"]
+        assert WorkDir(work).status_path.exists()
+        assert read_claim(work) == new
+        # The old runner moved nothing in the job's status from its thaw to the end: the phase
+        # went Running -> Succeeded, the progress was only the new run's and never went back.
+        phases = [s.get("phase") for s in history.statuses]
+        assert set(phases) <= {"Running", "Succeeded"} and phases[-1] == "Succeeded", phases
+        assert phases == sorted(phases, key=lambda p: p == "Succeeded"), phases
+        progress = [s.get("progress") or {} for s in history.statuses]
+        assert {p.get("runId") for p in progress} == {new["run_id"]}, progress
+        assert all(p.get("state") != "failed" for p in progress), progress
+        done_counts = [p.get("partitionsCompleted") or 0 for p in progress]
+        assert done_counts == sorted(done_counts), done_counts
+        assert job_obj(two_nodes, namespace, "demo")["status"]["phase"] == "Succeeded"
     finally:
         if op.proc is not None and op.proc.poll() is None:
             assert op.stop() == 0, op.tail()

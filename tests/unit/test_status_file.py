@@ -9,6 +9,7 @@ from pathlib import Path
 from dj_runner.contract import STATUS_SCHEMA_VERSION
 from dj_runner.observe.report import format_status, status
 from dj_runner.observe.status_file import StatusWriter, read_status
+from dj_runner.store.fencing import take_claim
 from dj_runner.store.lock import WorkDirLock
 from dj_runner.store.workdir import WorkDir
 
@@ -165,3 +166,20 @@ def test_updates_are_written_at_most_once_a_second_and_the_end_at_once(tmp_path:
     w.finish("succeeded")  # at once, with every change before it
     st = read_status(tmp_path)
     assert st["state"] == "succeeded" and st["partitions"]["done"] == 6
+
+
+def test_a_superseded_run_writes_status_json_no_more(tmp_path: Path) -> None:
+    """Once a newer run has claimed the work dir, the old run's writer leaves the file alone:
+    not its updates, not its end (a runner cut off with its node that runs on)."""
+    old = StatusWriter(tmp_path, "job", "run-old", None, take_claim(tmp_path, "run-old"))
+    old.write()
+    assert not old.superseded()
+    new = StatusWriter(tmp_path, "job", "run-new", None, take_claim(tmp_path, "run-new"))
+    new.write()
+    old.min_interval_s = 0.0
+    old.update(partitions={"done": 3})
+    old.finish("failed", {"op": None, "partition": None, "message": "superseded"})
+    assert old.superseded()
+    current = read_status(tmp_path)
+    assert current is not None
+    assert (current["run_id"], current["state"]) == ("run-new", "running")

@@ -253,6 +253,7 @@ class Executor:
         wait_for_lock_s: float = 0.0,
         grace_period_s: float = 20.0,
         handle_signals: bool = False,
+        run_id: str | None = None,
     ):
         self.recipe = recipe
         configure_s3(recipe.s3)  # this process reads and exports s3:// paths as the recipe says
@@ -267,7 +268,7 @@ class Executor:
         self.grace_period_s = grace_period_s
         self.handle_signals = handle_signals
         self.job_id = self.requested_job_id or ""
-        self.run_id = new_run_id()
+        self.run_id = run_id or new_run_id()
         self.stop = StopToken()
         self.events: EventLogger | None = None
         self.fence: Fence | None = None
@@ -364,7 +365,9 @@ class Executor:
             remove_export(self.recipe.export_path)
         self.job_id = claim.job_id
         self.resuming = claim.resuming
-        self.status = StatusWriter(self.work.uri, self.job_id, self.run_id, self.recipe.export_path)
+        self.status = StatusWriter(
+            self.work.uri, self.job_id, self.run_id, self.recipe.export_path, self.fence
+        )
         self.status.write()
         self.events = event_logger(self.work, self.job_id, self.recipe.event_logging)
         result = JobResult(
@@ -440,10 +443,13 @@ class Executor:
 
         The exit code reports what happened to the data; when the disk has no room left even
         for these small files, they keep the previous state (``status`` then shows the run as
-        interrupted, its runner being gone) and stderr says so.
+        interrupted, its runner being gone) and stderr says so. A run superseded by a newer
+        one (a newer claim) writes neither: they are the newer run's.
         """
         self.status.data["samples"]["rejected"] = result.rejected
         self.status.data["partitions"]["running"] = 0
+        if self.status.superseded():
+            return
         missed = [
             exc
             for exc in (
@@ -632,6 +638,7 @@ class Executor:
     def _retain(self, succeeded: bool) -> None:
         """Remove what the recipe's ``retention`` does not keep (``retention.py``): the
         export is written, so a succeeded job's checkpoints may go."""
+        self._check_claim()  # a superseded run deletes nothing either
         entries = unneeded(
             self.work, self.recipe.retention, succeeded, self._started, leftovers=False
         )
@@ -840,7 +847,16 @@ class Executor:
             )
         return verified
 
+    def _check_claim(self) -> None:
+        """Raise Superseded if a newer run has claimed the work dir: this run writes nothing
+        more (a runner cut off with its node, or frozen, that runs on)."""
+        if self.fence is not None:
+            self.fence.check_current()
+
     def _export(self, plan: Plan, exclude: set[int], verified: dict[int, Commit]) -> int:
+        # Every final checkpoint may be committed (by a newer run, too) while this run was
+        # superseded: the export is the newer run's to write.
+        self._check_claim()
         self.progress.stage("exporting")
         t0 = time.perf_counter()
         rows = export_finals(self.work, self.recipe, plan, exclude, self.fence, verified)

@@ -5,7 +5,9 @@ on the runner pod). A daemon thread reads `<work_dir>/status.json` every second 
 changed, merge-patches the job's status subresource with it, at most once every
 `min_interval` seconds, plus a final patch when the run ends. It needs only `patch` on its
 own job's `datajuicerjobs/status`. Reporting never fails the run: API errors are logged and the
-next change is tried again.
+next change is tried again. Given its run's id, it reports that run's status.json only: not the
+previous run's (before this one has written its own), nor a newer run's (after a newer run
+superseded this one, e.g. a runner cut off with its node that runs on).
 """
 
 from __future__ import annotations
@@ -143,7 +145,9 @@ class ProgressReporter:
         min_interval: float = 2.0,
         poll_interval: float = 1.0,
         api: Any = None,
+        run_id: str | None = None,
     ) -> None:
+        self.run_id = run_id
         # As given: Path() would fold an s3:// work dir into "s3:/...", a local path.
         self.work_dir = work_dir
         self.namespace = namespace
@@ -168,6 +172,8 @@ class ProgressReporter:
         status = read_status(self.work_dir)
         if status is None:
             return False
+        if self.run_id is not None and status.get("run_id") != self.run_id:
+            return False  # another run's status: the previous one's, or a newer one's
         progress = to_progress(status, self.pod_name)
         if progress == self._last_sent:
             return False
@@ -217,7 +223,8 @@ def reporter_from_env(args: Any) -> Iterator[ProgressReporter | None]:
     if getattr(args, "command", None) != "run" or not name or not namespace or not work_dir:
         yield None
         return
-    reporter = ProgressReporter(work_dir, namespace, name).start()
+    run_id = getattr(args, "run_id", None)
+    reporter = ProgressReporter(work_dir, namespace, name, run_id=run_id).start()
     try:
         yield reporter
     finally:

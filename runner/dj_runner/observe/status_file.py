@@ -3,6 +3,8 @@
 The driver alone writes it (``StatusWriter``), atomically (``Blobs.write``: a rename, or one PUT), at
 start, after partitions complete or fail and op stages change (at most once a second,
 ``MIN_WRITE_INTERVAL_S``), and at the end (at once).
+A run superseded by a newer one (a newer claim on the work dir: ``store/fencing.py``) writes it
+no more: the file is the newer run's.
 ``read_status`` is the reader for everybody else (``dj-runner status``, the operator): it
 reads one small file, whatever the size of the event log, and works with the log disabled.
 Its shape is the contract's (``contract.Status``, schema ``contract.STATUS_SCHEMA_VERSION``;
@@ -20,6 +22,7 @@ from typing import Any
 
 from dj_runner import __version__, contract
 from dj_runner.errors import RunnerError
+from dj_runner.store.fencing import Fence, Superseded
 from dj_runner.store.workdir import WorkDir
 
 
@@ -79,8 +82,19 @@ MIN_WRITE_INTERVAL_S = 1.0
 class StatusWriter:
     """Keeps the current run's status and writes it out on change, at most once a second."""
 
-    def __init__(self, work_dir: str | Path, job_id: str, run_id: str, export_path: str | None):
+    def __init__(
+        self,
+        work_dir: str | Path,
+        job_id: str,
+        run_id: str,
+        export_path: str | None,
+        fence: Fence | None = None,
+    ):
         self.work = WorkDir(work_dir)
+        #: The run's claim, checked before each write: once a newer run has claimed the work
+        #: dir, this run writes the file no more (it is the newer run's).
+        self.fence = fence
+        self._superseded = False
         now = now_rfc3339()
         self.data: dict[str, Any] = {
             "schema_version": contract.STATUS_SCHEMA_VERSION,
@@ -139,6 +153,17 @@ class StatusWriter:
             self.data.update(state=state, finished_at=now_rfc3339(), error=error)
             self._write_locked()
 
+    def superseded(self) -> bool:
+        """Whether a newer run has claimed the work dir (looked up now, until it has)."""
+        if self.fence is not None and not self._superseded:
+            try:
+                self.fence.check_current()
+            except Superseded:
+                self._superseded = True
+            except (OSError, RunnerError):
+                pass  # the claim could not be read: write as before (the write will say why)
+        return self._superseded
+
     def write(self) -> None:
         """Write the file now (and drop a write that was due later: this one has it all)."""
         with self._lock:
@@ -148,6 +173,8 @@ class StatusWriter:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self.superseded():
+            return
         self._last_write = time.monotonic()
         now = datetime.now(UTC)
         self.data["updated_at"] = _rfc3339(now)

@@ -112,6 +112,48 @@ def test_reporter_patches_changes_only_and_throttles(tmp_path: Path) -> None:
     assert [p["partitionsCompleted"] for p in api.sent] == [3, 4]
 
 
+def test_reporter_reports_its_own_runs_status_only(tmp_path: Path) -> None:
+    """Not the previous run's status.json (before its own run wrote one), nor a newer run's
+    (once a newer run superseded its own: a runner cut off with its node that runs on)."""
+    api = RecordingApi()
+    reporter = ProgressReporter(tmp_path, "ns", "demo", min_interval=0, api=api, run_id="r2")
+    WorkDir(tmp_path).status_path.write_text(json.dumps(STATUS))  # run r1's
+    assert reporter.report_once() is False
+    WorkDir(tmp_path).status_path.write_text(json.dumps({**STATUS, "run_id": "r2"}))
+    assert reporter.report_once() is True
+    newer = {**STATUS, "run_id": "r3", "partitions": {"total": 10, "done": 9}}
+    WorkDir(tmp_path).status_path.write_text(json.dumps(newer))
+    reporter.stop()
+    assert [(p["runId"], p["partitionsCompleted"]) for p in api.sent] == [("r2", 3)]
+
+
+def test_the_cli_names_the_run_for_the_executor_and_the_reporter(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """`dj-runner run` picks the run id before it starts reporting: the reporter's run is the
+    executor's."""
+    from dj_runner import cli
+    from dj_runner.observe import k8s_status
+
+    seen: dict[str, Any] = {}
+
+    class Recorder(ProgressReporter):
+        def start(self) -> ProgressReporter:
+            seen["reporter"] = self.run_id
+            return self
+
+    def fake_run(args: Any) -> int:
+        seen["args"] = args.run_id
+        return 0
+
+    monkeypatch.setattr(k8s_status, "ProgressReporter", Recorder)
+    monkeypatch.setattr(cli, "_cmd_run", fake_run)
+    monkeypatch.setenv("DJ_JOB_NAME", "demo")
+    monkeypatch.setenv("DJ_JOB_NAMESPACE", "ns")
+    assert cli.main(["run", "recipe.yaml", "--work-dir", str(tmp_path)]) == 0
+    assert seen["reporter"] == seen["args"] and seen["args"]
+
+
 def test_reporter_survives_api_errors(tmp_path: Path) -> None:
     class Failing:
         def patch(self, progress: dict[str, Any]) -> None:
