@@ -207,7 +207,13 @@ def _start_foreign_head(root: Path) -> tuple[str, Path]:
         f"--metrics-export-port={_free_port()}",
     ]
     # loopback only, as the embedded Ray; no token (Ray's token lives in ~/.ray, machine-wide)
-    env = _env(root, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_AUTH_MODE="disabled")
+    # and gRPC's fork handlers off, as on the operator's Ray heads (docs/runner.md, "Which Ray")
+    env = _env(
+        root,
+        RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",
+        RAY_AUTH_MODE="disabled",
+        GRPC_ENABLE_FORK_SUPPORT="false",
+    )
     subprocess.run(cmd, cwd=home, env=env, check=True, capture_output=True, timeout=180)
     (home / "client-port").write_text(str(client_port))
     return f"127.0.0.1:{port}", home

@@ -92,6 +92,12 @@ RAY_WORKER_PORT_RANGE = (10002, 19999)
 RAY_DRAIN_TIMEOUT_ENV = "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S"
 RAY_DRAIN_TIMEOUT_SECONDS = 5
 RAY_POD_GRACE_SECONDS = 10
+# The Ray head's Ray Client proxier starts a server process for each client (the runner) with
+# fork and exec from a process whose gRPC threads are busy; with gRPC's fork handlers on (its
+# default) about one start in ten dies at once, and the runner's join then waits 30-40 s for
+# Ray to give up on it (docs/benchmarks.md, "kuberay mode"). gRPC's own advice for a process
+# that always execs after fork is to turn the handlers off.
+GRPC_FORK_SUPPORT_ENV = "GRPC_ENABLE_FORK_SUPPORT"
 
 MODE_LOCAL = "local"
 MODE_KUBERAY = "kuberay"

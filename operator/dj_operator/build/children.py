@@ -311,6 +311,8 @@ def _ray_container(name: str, image: str, resources: Obj, ports: list[Obj], spec
         # KubeRay copies it onto the wait-gcs-ready init container it adds to workers.
         "securityContext": security.container_context(spec.runner.security_context),
     }
+    if name == "ray-head":
+        container["env"].append({"name": c.GRPC_FORK_SUPPORT_ENV, "value": "false"})
     if resources:
         container["resources"] = copy.deepcopy(resources)
     if ports:

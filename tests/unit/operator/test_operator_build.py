@@ -185,6 +185,17 @@ def test_ray_pods_drain_briefly_and_end_within_their_grace_period() -> None:
     assert c.RAY_DRAIN_TIMEOUT_SECONDS < c.RAY_POD_GRACE_SECONDS
 
 
+def test_the_ray_head_starts_ray_client_servers_without_grpcs_fork_handlers() -> None:
+    job = make_job()
+    job["spec"]["ray"] = {"mode": "kuberay", "workerGroups": [{"name": "a"}]}
+    cluster = children.ray_cluster(job, parse_spec(job["spec"]))["spec"]
+    off = {"name": "GRPC_ENABLE_FORK_SUPPORT", "value": "false"}
+    (head,) = cluster["headGroupSpec"]["template"]["spec"]["containers"]
+    (worker,) = cluster["workerGroupSpecs"][0]["template"]["spec"]["containers"]
+    assert off in head["env"]
+    assert off not in worker["env"]  # no Ray Client proxier there
+
+
 def test_the_kuberay_runner_waits_for_the_head_and_every_worker() -> None:
     job = make_job()
     job["spec"]["ray"] = {
