@@ -1,7 +1,8 @@
 """Helpers of the operator's Kubernetes tests: the CRD, the operator as a process, job manifests.
 
 The operator runs as `dj-operator run --namespace NS` (a real process against the real control
-plane); the runner pods run on the process node.
+plane) under the chart's own RBAC for NS (tests/k8s/operator_identity.py); the runner pods run
+on the process node.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -25,6 +27,7 @@ from dj_runner import contract
 from tests.harness.cluster import Cluster
 from tests.harness.ports import free_port
 from tests.harness.waiting import wait_for
+from tests.k8s.operator_identity import operator_kubeconfig
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD_FILE = ROOT / "crds" / "datajuicer.io_datajuicerjobs.yaml"
@@ -34,6 +37,9 @@ TEST_OPS = ROOT / "tests" / "runner" / "support"
 OPERATOR_BIN = Path(sys.executable).parent / "dj-operator"
 RUNNER_BIN = Path(sys.executable).parent / "dj-runner"
 Obj = dict[str, Any]
+# The RBAC authorizer's refusal (`User "..." cannot patch resource "configmaps" in API group ""
+# ...`) and the operator's line for an Event it was forbidden to post.
+RBAC_DENIAL = re.compile(r'cannot [a-z]+ resource "|not posted: Forbidden')
 
 
 def install_crd(cluster: Cluster) -> None:
@@ -44,7 +50,11 @@ def install_crd(cluster: Cluster) -> None:
 
 
 class OperatorProcess:
-    """`dj-operator run --namespace NS` with the cluster's admin kubeconfig."""
+    """`dj-operator run --namespace NS` as the chart's operator ServiceAccount, bound to the
+    Role the chart renders for NS: every start (restarts included) runs under that identity.
+
+    `admin=True` runs it with the cluster's admin kubeconfig instead: only for a test that
+    needs what the chart does not grant, saying why where it asks (no test does today)."""
 
     def __init__(
         self,
@@ -53,11 +63,15 @@ class OperatorProcess:
         log: Path,
         env: Mapping[str, str] | None = None,
         metrics: bool = False,
+        admin: bool = False,
     ) -> None:
         self.cluster = cluster
         self.namespace = namespace
         self.log = log
         self.env = dict(env or {})
+        assert "KUBECONFIG" not in self.env, "the identity is OperatorProcess's (admin=...)"
+        self.admin = admin
+        self.kubeconfig: Path | None = None
         self.port = 0
         self.metrics_port = free_port() if metrics else 0
         self.proc: subprocess.Popen[bytes] | None = None
@@ -74,12 +88,18 @@ class OperatorProcess:
 
     def _start(self, wait: bool) -> OperatorProcess:
         self.port = free_port()
+        if self.kubeconfig is None:
+            self.kubeconfig = (
+                self.cluster.kubeconfig
+                if self.admin
+                else operator_kubeconfig(self.cluster, self.namespace)
+            )
         env = {
             **os.environ,
-            "KUBECONFIG": str(self.cluster.kubeconfig),
             "DJ_RUNNER_OP_MODULES": "dj_test_ops",
             "PYTHONPATH": os.pathsep.join([str(TEST_OPS), os.environ.get("PYTHONPATH", "")]),
             **self.env,
+            "KUBECONFIG": str(self.kubeconfig),
         }
         handle = self.log.open("ab")
         self.proc = subprocess.Popen(
@@ -129,8 +149,20 @@ class OperatorProcess:
         except OSError:
             return ""
 
+    def rbac_denials(self) -> list[str]:
+        """The lines of its log (every start's) that show a request refused by RBAC: the
+        authorizer's message (in a logged exception or a refused create), or an Event whose post
+        was forbidden (logged with the reason only). A quota or Pod Security refusal, also a
+        403, is not one of them."""
+        try:
+            lines = self.log.read_text(errors="replace").splitlines()
+        except OSError:
+            return []
+        return [line for line in lines if RBAC_DENIAL.search(line)]
+
     def stop(self, timeout: float = 30) -> int:
-        """SIGTERM; the operator must exit cleanly within `timeout`."""
+        """SIGTERM; the operator must exit cleanly within `timeout`, and RBAC must have
+        refused it nothing (the chart grants every verb it uses)."""
         assert self.proc is not None
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -140,6 +172,7 @@ class OperatorProcess:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(10)
                 raise AssertionError(f"dj-operator ignored SIGTERM:\n{self.tail()}") from None
+        assert self.rbac_denials() == [], "the chart's RBAC refused the operator a request"
         return self.proc.returncode
 
 

@@ -1,5 +1,7 @@
 """The operator under the chart's own RBAC, never as the cluster admin: its ServiceAccount's
-token, bound to the Role the chart renders for a watched namespace. A job runs with every child
+token, bound to the Role the chart renders for a watched namespace (as every test's operator
+runs, tests/k8s/operator_identity.py; the running process, restarted too, is that ServiceAccount
+and may not list Secrets cluster-wide). A job runs with every child
 created (NetworkPolicy included) in a namespace that enforces Pod Security Admission
 `restricted`, and a recipe changed while the job was suspended reaches the next attempt (the
 operator patches the recipe ConfigMap, which the chart once did not allow)."""
@@ -7,20 +9,22 @@ operator patches the recipe ConfigMap, which the chart once did not allow)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import os
+import signal
 from pathlib import Path
 
 import pytest
 import yaml
 
+from tests.harness import proctree
 from tests.harness.cluster import Cluster
 from tests.harness.waiting import wait_for
-from tests.k8s.chartutil import find, render
+from tests.k8s.operator_identity import RELEASE, kubectl_as, username
 from tests.k8s.operator_support import (
+    RBAC_DENIAL,
     OperatorProcess,
     apply,
     demo_data,
-    ensure_crd,
     example_job,
     get_json,
     runner_pods,
@@ -30,44 +34,34 @@ from tests.k8s.operator_support import (
 )
 
 pytestmark = pytest.mark.k8s
-RBAC_KINDS = {"ServiceAccount", "Role", "RoleBinding"}
+SECRETS_ANYWHERE = ("auth", "can-i", "list", "secrets", "--all-namespaces")
 
 
-def chart_kubeconfig(cluster: Cluster, namespace: str, directory: Path) -> Path:
-    """A kubeconfig of the chart's operator ServiceAccount (namespaced mode, watching and
-    installed in `namespace`): the admin's file with the ServiceAccount's token as its user."""
-    _, objects = render(
-        directory,
-        {"watch": {"allNamespaces": False, "namespaces": [namespace]}},
-        release="rbac",
-        namespace=namespace,
-    )
-    rbac = [o for o in objects if o["kind"] in RBAC_KINDS]
-    assert {o["kind"] for o in rbac} == RBAC_KINDS
-    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump_all(rbac))
-    sa = find(objects, "ServiceAccount")[0]["metadata"]["name"]
-    token = cluster.kubectl("create", "token", sa, "-n", namespace, "--duration=2h").stdout
-    config = json.loads(cluster.kubeconfig.read_text())
-    for user in config["users"]:
-        user["user"] = {"token": token.strip()}
-    path = directory / "operator-kubeconfig"
-    path.write_text(json.dumps(config))
-    path.chmod(0o600)
-    return path
+def operator_identity(cluster: Cluster, op: OperatorProcess) -> tuple[str, str]:
+    """Who the running operator process is to the API server (by the kubeconfig in its
+    environment), and whether it may list Secrets in every namespace."""
+    assert op.proc is not None
+    kubeconfig = Path(proctree.environ(op.proc.pid)["KUBECONFIG"])
+    secrets = kubectl_as(cluster, kubeconfig, *SECRETS_ANYWHERE)
+    return username(cluster, kubeconfig), secrets.stdout.strip()
 
 
-@pytest.fixture
-def chart_operator(
-    k8s_cluster: Cluster, namespace: str, tmp_path: Path
-) -> Iterator[OperatorProcess]:
-    ensure_crd(k8s_cluster)
-    kubeconfig = chart_kubeconfig(k8s_cluster, namespace, tmp_path)
-    op = OperatorProcess(
-        k8s_cluster, namespace, tmp_path / "operator.log", env={"KUBECONFIG": str(kubeconfig)}
-    ).start()
-    yield op
-    if op.proc is not None and op.proc.poll() is None:
-        assert op.stop() == 0, op.tail()
+def test_the_operator_process_is_the_charts_service_account_also_after_a_restart(
+    k8s_cluster: Cluster, namespace: str, operator: OperatorProcess
+) -> None:
+    expected = (f"system:serviceaccount:{namespace}:{RELEASE}-datajuicer-operator", "no")
+    assert operator_identity(k8s_cluster, operator) == expected
+    assert operator.proc is not None
+    os.killpg(operator.proc.pid, signal.SIGKILL)
+    operator.proc.wait(10)
+    operator.start()
+    assert operator_identity(k8s_cluster, operator) == expected
+    # The admin, for contrast: the same question answered yes.
+    assert k8s_cluster.kubectl(*SECRETS_ANYWHERE).stdout.strip() == "yes"
+    # What OperatorProcess.stop() looks for in the operator's log is the server's refusal.
+    assert operator.kubeconfig is not None
+    refused = kubectl_as(k8s_cluster, operator.kubeconfig, "get", "secrets", "-A")
+    assert refused.returncode != 0 and RBAC_DENIAL.search(refused.stderr), refused.stderr
 
 
 def _patch(cluster: Cluster, namespace: str, body: dict) -> None:
@@ -77,7 +71,7 @@ def _patch(cluster: Cluster, namespace: str, body: dict) -> None:
 
 
 def test_a_job_runs_and_takes_a_recipe_changed_while_suspended_under_the_charts_rbac(
-    k8s_cluster: Cluster, namespace: str, chart_operator: OperatorProcess
+    k8s_cluster: Cluster, namespace: str, operator: OperatorProcess
 ) -> None:
     k8s_cluster.kubectl(
         "label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted"
@@ -110,7 +104,7 @@ def test_a_job_runs_and_takes_a_recipe_changed_while_suspended_under_the_charts_
         data = get_json(k8s_cluster, namespace, "configmap", "demo-recipe")["data"]
         return yaml.safe_load(data["recipe.yaml"])["project_name"] == "demo-edited"
 
-    wait_for(recipe_updated, 120, f"the recipe ConfigMap patched\n{chart_operator.tail()}")
+    wait_for(recipe_updated, 120, f"the recipe ConfigMap patched\n{operator.tail()}")
     job = wait_condition(k8s_cluster, namespace, "demo", "Finished", timeout=240)
     status = job["status"]
     assert status["phase"] == "Succeeded", status.get("failure")
@@ -119,5 +113,5 @@ def test_a_job_runs_and_takes_a_recipe_changed_while_suspended_under_the_charts_
     if runner_writes_status():  # the runner's reporter, under its patch-only Role
         assert status["progress"]["podName"] == "demo-runner-2"
         assert status["progress"]["partitionsCompleted"] == status["progress"]["partitionsTotal"]
-    forbidden = [line for line in chart_operator.tail(400).splitlines() if "Forbidden" in line]
+    forbidden = [line for line in operator.tail(400).splitlines() if "Forbidden" in line]
     assert forbidden == []

@@ -56,6 +56,7 @@ def _job(name: str, metrics_port: int | None = None, **recipe: Any) -> dict[str,
 def operator_with_metrics(
     k8s_cluster: Cluster, namespace: str, tmp_path: Path
 ) -> Iterator[tuple[Component, int]]:
+    from tests.k8s.operator_identity import operator_kubeconfig
     from tests.k8s.operator_support import OPERATOR_BIN, TEST_OPS, ensure_crd
 
     ensure_crd(k8s_cluster)
@@ -73,7 +74,8 @@ def operator_with_metrics(
         tmp_path / "operator.log",
         env={
             **os.environ,
-            "KUBECONFIG": str(k8s_cluster.kubeconfig),
+            # The chart's operator ServiceAccount and Role, as every test's operator runs.
+            "KUBECONFIG": str(operator_kubeconfig(k8s_cluster, namespace)),
             "DJ_RUNNER_OP_MODULES": "dj_test_ops",
             "PYTHONPATH": os.pathsep.join([str(TEST_OPS), os.environ.get("PYTHONPATH", "")]),
         },
