@@ -27,6 +27,7 @@ from tests.k8s.operator_support import (
     demo_data,
     example_job,
     get_json,
+    operator,
     runner_pods,
     runner_writes_status,
     wait_condition,
@@ -34,6 +35,7 @@ from tests.k8s.operator_support import (
 )
 
 pytestmark = pytest.mark.k8s
+__all__ = ["operator"]
 SECRETS_ANYWHERE = ("auth", "can-i", "list", "secrets", "--all-namespaces")
 
 
