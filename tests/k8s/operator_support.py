@@ -45,7 +45,7 @@ RBAC_DENIAL = re.compile(r'cannot [a-z]+ resource "|not posted: Forbidden')
 def install_crd(cluster: Cluster) -> None:
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE))
     cluster.kubectl(
-        "wait", "--for=condition=Established", "crd/datajuicerjobs.datajuicer.io", "--timeout=60s"
+        "wait", "--for=condition=Established", "crd/datajuicerjobs.datajuicer.io", "--timeout=180s"
     )
 
 
