@@ -167,7 +167,9 @@ def ray_clusters(custom: client.CustomObjectsApi, namespace: str) -> list[dict]:
     return list(found["items"])
 
 
-def ray_pods(core: client.CoreV1Api, namespace: str, node_type: str, lost: str | None) -> list:
+def ray_pods(
+    core: client.CoreV1Api, namespace: str, node_type: str, lost: str | None
+) -> list[client.V1Pod]:
     """Running Ray pods of a type (head, worker), not being deleted, not on the lost node."""
     pods = core.list_namespaced_pod(namespace, label_selector=f"ray.io/node-type={node_type}")
     return [
