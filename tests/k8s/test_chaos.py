@@ -44,7 +44,7 @@ from kubernetes import client
 from dj_operator.build.names import ray_cluster as ray_cluster_name
 from tests.harness.cluster import Cluster
 from tests.harness.controlplane import NODE_MONITOR_GRACE_SECONDS
-from tests.harness.waiting import wait_for
+from tests.harness.waiting import WaitTimeout, wait_for
 from tests.k8s.operator_support import (
     DEMO_DATA,
     OperatorProcess,
@@ -305,14 +305,6 @@ def test_jobs_survive_random_kills_and_a_lost_node(
 
         wait_for(all_finished, 900, f"all {JOBS} jobs finished", interval=2.0)
 
-        # The operator deletes a finished job's RayCluster, and Kubernetes its Ray pods (those
-        # of the lost node included: no kubelet ends them there).
-        def rays_gone() -> bool:
-            sample(core, custom, namespace, chaos)
-            pods = core.list_namespaced_pod(namespace, label_selector="ray.io/cluster").items
-            return not ray_clusters(custom, namespace) and not pods
-
-        wait_for(rays_gone, 180, "no RayCluster and no Ray pod left", interval=2.0)
         ray_lost = [
             e
             for e in core.list_namespaced_event(namespace).items
@@ -342,6 +334,23 @@ def test_jobs_survive_random_kills_and_a_lost_node(
         (tmp_path / "chaos-summary.json").write_text(json.dumps(summary, indent=2))
         print("chaos summary:", json.dumps(summary))
         assert summary["phases"] == {"Succeeded": JOBS}, summary
+        # The operator deletes a finished job's RayCluster, and Kubernetes its Ray pods (those
+        # of the lost node included: no kubelet ends them there).
+        left: list[str] = []
+
+        def rays_gone() -> bool:
+            sample(core, custom, namespace, chaos)
+            pods = core.list_namespaced_pod(namespace, label_selector="ray.io/cluster").items
+            left[:] = [
+                f"RayCluster {rc['metadata']['name']}" for rc in ray_clusters(custom, namespace)
+            ]
+            left.extend(f"pod {p.metadata.name} on {p.spec.node_name}" for p in pods)
+            return not left
+
+        try:
+            wait_for(rays_gone, 180, "no RayCluster and no Ray pod left", interval=2.0)
+        except WaitTimeout:
+            pytest.fail(f"left after the jobs ended: {left}; {json.dumps(summary)}")
         assert chaos.two_running == [], f"jobs with two runners running: {chaos.two_running}"
         assert chaos.kills["node"] == 1 and sum(chaos.kills.values()) >= 10, summary
         assert all(chaos.kills[k] > 0 for k in KINDS), f"a kind of kill never happened: {summary}"
