@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from dj_runner import contract
-from dj_runner.errors import RayUnavailable, RunnerError
+from dj_runner.errors import RayUnavailable, RunnerError, short_error
 
 log = logging.getLogger(__name__)
 
@@ -302,8 +302,23 @@ def _join_gcs(target: RayTarget, common: dict[str, Any]) -> RayConnection:
     what = f"{target.source} {target.address!r}"
     with _neutral_cwd(), _loopback_only(target.host in ("127.0.0.1", "::1", "localhost")):
         _init_bounded(timeout, what, address=target.address, **common)
-    _wait_for_nodes(what, time.monotonic() + timeout)
-    return RayConnection(str(target.address), _current().cpus, "joined")
+    return _joined(what, time.monotonic() + timeout, str(target.address), "joined")
+
+
+def _joined(what: str, deadline: float, address: str, mode: str) -> RayConnection:
+    """The nodes waited for and the CPUs read on a cluster just joined. A failure there is the
+    cluster going away, not a bad address: a head that dies right after the connect leaves Ray
+    Client's channel closed (``ValueError: Cannot invoke RPC on closed channel!``). That is
+    ``RayUnavailable`` (exit 7, retried), as the same loss a moment later is."""
+    try:
+        _wait_for_nodes(what, deadline)
+        return RayConnection(address, _current().cpus, mode)
+    except RunnerError:
+        raise
+    except Exception as exc:
+        raise RayUnavailable(
+            f"{what}: lost the connection to Ray right after joining it: {short_error(exc)}"
+        ) from None
 
 
 @contextlib.contextmanager
@@ -351,8 +366,7 @@ def _join_client(target: RayTarget, common: dict[str, Any]) -> RayConnection:
             if time.monotonic() + 1.0 >= deadline:
                 raise
             time.sleep(1.0)
-    _wait_for_nodes(what, deadline)
-    return RayConnection(str(target.address), _current().cpus, "client")
+    return _joined(what, deadline, str(target.address), "client")
 
 
 # ---------------------------------------------------------------------------- embedded Ray
