@@ -70,6 +70,27 @@ def runner_on(cluster: Cluster, namespace: str, pod: str, job: str = "demo") -> 
     return str(current["spec"]["nodeName"])
 
 
+def demo_on_the_second_node(cluster: Cluster, namespace: str) -> Path:
+    """The demo job (a slow first op; a lost node tolerated 5 s), its first attempt running on
+    the second node, the one a test will lose (the first is tainted until then); its work dir."""
+    core = client.CoreV1Api(cluster.api_client())
+    first, second = cluster.node_names
+    demo_data(cluster, namespace)
+    job = with_test_ops(example_job())
+    job["spec"]["recipe"]["process"].insert(0, {"slow_mapper": {"seconds": 3}})
+    job["spec"]["runner"].update({"nodeLostTolerationSeconds": 5, "gracePeriodSeconds": 1})
+    drain = {"key": "datajuicer.io/test", "value": "hold", "effect": "NoSchedule"}
+    core.patch_node(first, {"spec": {"taints": [drain]}})
+    apply(cluster, namespace, job)
+    wait_for(
+        lambda: runner_on(cluster, namespace, "demo-runner-1") == second,
+        120,
+        f"demo-runner-1 running on {second}",
+    )
+    core.patch_node(first, {"spec": {"taints": None}})
+    return cluster.node.pvc_dir(namespace, "demo-data") / ".datajuicer" / namespace / "demo"
+
+
 def test_a_lost_node_s_runner_is_replaced_on_the_other_node_to_identical_output(
     two_nodes: Cluster, reference: bytes, tmp_path: Path
 ) -> None:
@@ -79,21 +100,7 @@ def test_a_lost_node_s_runner_is_replaced_on_the_other_node_to_identical_output(
     first, second = two_nodes.node_names
     op = OperatorProcess(two_nodes, namespace, tmp_path / "operator.log").start()
     try:
-        demo_data(two_nodes, namespace)
-        job = with_test_ops(example_job())
-        job["spec"]["recipe"]["process"].insert(0, {"slow_mapper": {"seconds": 3}})
-        job["spec"]["runner"].update({"nodeLostTolerationSeconds": 5, "gracePeriodSeconds": 1})
-        # The first attempt goes to the node that will be lost: the other one is cordoned.
-        drain = {"key": "datajuicer.io/test", "value": "hold", "effect": "NoSchedule"}
-        core.patch_node(first, {"spec": {"taints": [drain]}})
-        apply(two_nodes, namespace, job)
-        wait_for(
-            lambda: runner_on(two_nodes, namespace, "demo-runner-1") == second,
-            120,
-            f"demo-runner-1 running on {second}",
-        )
-        core.patch_node(first, {"spec": {"taints": None}})
-        work = two_nodes.node.pvc_dir(namespace, "demo-data") / ".datajuicer" / namespace / "demo"
+        work = demo_on_the_second_node(two_nodes, namespace)
         wait_for(lambda: WorkDir(work).plan_path.exists(), 120, "the plan")
         # A random instant while the runner works: a deliberate delay, not a synchronisation.
         time.sleep(random.uniform(0.5, 4.0))
@@ -228,25 +235,11 @@ def test_a_runner_cut_off_with_its_node_runs_on_but_commits_nothing_once_replace
     a bound, commits nothing, and neither its status.json nor its progress reaches the job."""
     namespace = two_nodes.create_namespace()
     api = two_nodes.api_client()
-    core = client.CoreV1Api(api)
     first, second = two_nodes.node_names
     op = OperatorProcess(two_nodes, namespace, tmp_path / "operator.log").start()
     lost = two_nodes.node_named(second)
     try:
-        demo_data(two_nodes, namespace)
-        job = with_test_ops(example_job())
-        job["spec"]["recipe"]["process"].insert(0, {"slow_mapper": {"seconds": 3}})
-        job["spec"]["runner"].update({"nodeLostTolerationSeconds": 5, "gracePeriodSeconds": 1})
-        drain = {"key": "datajuicer.io/test", "value": "hold", "effect": "NoSchedule"}
-        core.patch_node(first, {"spec": {"taints": [drain]}})
-        apply(two_nodes, namespace, job)
-        wait_for(
-            lambda: runner_on(two_nodes, namespace, "demo-runner-1") == second,
-            120,
-            f"demo-runner-1 running on {second}",
-        )
-        core.patch_node(first, {"spec": {"taints": None}})
-        work = two_nodes.node.pvc_dir(namespace, "demo-data") / ".datajuicer" / namespace / "demo"
+        work = demo_on_the_second_node(two_nodes, namespace)
         wait_for(lambda: any(commit_records(work).values()), 120, "the first checkpoint")
 
         frozen = lost.lose(freeze=True)
