@@ -148,6 +148,9 @@ def test_the_cli_names_the_run_for_the_executor_and_the_reporter(
 
     monkeypatch.setattr(k8s_status, "ProgressReporter", Recorder)
     monkeypatch.setattr(cli, "_cmd_run", fake_run)
+    # An embedded Ray an earlier test left in this process would make main() end the process
+    # (os._exit), and with it the test session.
+    monkeypatch.setattr(cli, "_embedded_ray_running", lambda: False)
     monkeypatch.setenv("DJ_JOB_NAME", "demo")
     monkeypatch.setenv("DJ_JOB_NAMESPACE", "ns")
     assert cli.main(["run", "recipe.yaml", "--work-dir", str(tmp_path)]) == 0
