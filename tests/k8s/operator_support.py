@@ -43,10 +43,19 @@ RBAC_DENIAL = re.compile(r'cannot [a-z]+ resource "|not posted: Forbidden')
 
 
 def install_crd(cluster: Cluster) -> None:
+    """Apply the CRD and wait until it is Established. Read with `kubectl get`, retried: on a
+    control plane that has just started, `kubectl wait` can fail at once, before discovery
+    knows the resource."""
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE))
-    cluster.kubectl(
-        "wait", "--for=condition=Established", "crd/datajuicerjobs.datajuicer.io", "--timeout=180s"
-    )
+
+    def established() -> bool:
+        got = cluster.kubectl("get", "crd/datajuicerjobs.datajuicer.io", "-o", "json", check=False)
+        if got.returncode != 0:
+            return False
+        conditions = (json.loads(got.stdout).get("status") or {}).get("conditions") or []
+        return any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions)
+
+    wait_for(established, 180, "the DataJuicerJob CRD to be Established", interval=0.5)
 
 
 class OperatorProcess:
