@@ -19,6 +19,7 @@ from dj_runner.observe.event_log import read_events
 from dj_runner.store.atomic import read_records
 from dj_runner.store.workdir import WorkDir
 from tests.dj.conftest import CORPUS, EDGE_CASES, NEEDS_DJ, read_jsonl
+from tests.harness.waiting import wait_for
 
 pytest.importorskip("data_juicer", reason=NEEDS_DJ)
 
@@ -30,16 +31,6 @@ MIXED_OPS = [
     {"words_num_filter": {"min_num": 5, "op_implementation": "data_juicer"}},
     {"document_deduplicator": {}},  # built-in, global
 ]
-
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def commit_count(work: Path) -> int:

@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -23,22 +22,13 @@ from dj_runner.recipe.parse import parse_recipe
 from dj_runner.store.atomic import read_records
 from dj_runner.store.fencing import read_claim, take_claim
 from dj_runner.store.workdir import WorkDir
+from tests.harness.waiting import wait_for
 
 from conftest import DEMO, STANDARD_OPS, run_cli, write_recipe
 
 #: The old runner must notice it was superseded at its next commit: the op it is in (at most
 #: one slow_mapper call) and the save's claim check, well within this.
 EXIT_BOUND_S = 60.0
-
-
-def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def commit_records(work: Path) -> dict[str, list[dict[str, Any]]]:

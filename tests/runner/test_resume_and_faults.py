@@ -24,18 +24,9 @@ from dj_runner.recipe.parse import parse_recipe
 from dj_runner.store.atomic import read_records
 from dj_runner.store.checkpoint import COMMITS
 from dj_runner.store.workdir import WorkDir
+from tests.harness.waiting import wait_for
 
 from conftest import DEMO, STANDARD_OPS, read_jsonl, reference_texts, run_cli, write_recipe
-
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def commit_count(work: Path) -> int:
