@@ -179,6 +179,7 @@ class S3Server:
     directory: Path
     component: Component
     started_in_s: float
+    master: str = ""  # http://127.0.0.1:PORT of its master (volume topology)
     region: str = REGION
     admin: Credentials = ADMIN
     reader: Credentials = READER
@@ -306,6 +307,10 @@ def _answers(endpoint: str) -> bool:
     return True
 
 
+#: How many volumes ``weed mini`` may create: one per bucket, a few over the session's needs.
+VOLUME_LIMIT = 1000
+
+
 def start_s3_server(
     directory: Path, timeout: float = 60.0, web_identity: WebIdentityTrust | None = None
 ) -> S3Server:
@@ -331,6 +336,11 @@ def start_s3_server(
         "-ip.bind=127.0.0.1",
         "-master.telemetry=false",
         "-webdav=false",
+        # weed mini's default volume limit is its free disk space over the volume size (128 MB),
+        # and every bucket takes a volume of its own: on a disk with 4.5 GB free, the 36th
+        # bucket of a session could not be written (HTTP 500). The tests' objects are small, so
+        # the limit is a count that does not depend on the disk.
+        f"-volume.max={VOLUME_LIMIT}",
         "-admin.ui=false",
         f"-s3.config={config}",
         *iam,
@@ -348,7 +358,13 @@ def start_s3_server(
             timeout=timeout,
             what=f"weed mini's S3 port {ports['s3.port']} (log: {directory / 'weed.log'})",
         )
-        server = S3Server(endpoint, directory, component, time.monotonic() - began)
+        server = S3Server(
+            endpoint,
+            directory,
+            component,
+            time.monotonic() - began,
+            master=f"http://127.0.0.1:{ports['master.port']}",
+        )
         # the filer may answer before it accepts writes: wait until a bucket can be made
         wait_for(
             lambda: server.request("PUT", "/dj-ready").status in (200, 409),
