@@ -336,10 +336,10 @@ def start_s3_server(
         "-ip.bind=127.0.0.1",
         "-master.telemetry=false",
         "-webdav=false",
-        # weed mini's default volume limit is its free disk space over the volume size (128 MB),
-        # and every bucket takes a volume of its own: on a disk with 4.5 GB free, the 36th
-        # bucket of a session could not be written (HTTP 500). The tests' objects are small, so
-        # the limit is a count that does not depend on the disk.
+        # weed mini's default volume limit follows the disk's free space (36 volumes with 37 GB
+        # free), and every bucket takes a volume of its own: the s3 suite's 36th bucket could
+        # not be written (HTTP 500). The tests' objects are small, so the limit is a count that
+        # does not depend on the disk.
         f"-volume.max={VOLUME_LIMIT}",
         "-admin.ui=false",
         f"-s3.config={config}",

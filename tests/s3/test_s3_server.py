@@ -31,9 +31,9 @@ def test_server_listens_only_on_loopback_and_stops_completely(tmp_path):
 
 
 def test_volume_limit_is_a_count_not_the_disks_free_space(s3_server: S3Server):
-    """Every bucket takes a volume; by default weed mini allows free disk / 128 MB of them, and
-    a CI disk with 4.5 GB free refused the session's 36th bucket (HTTP 500). The limit is
-    fixed instead, well above the buckets a session makes."""
+    """Every bucket takes a volume; by default weed mini allows as many as the disk's free space
+    gives (36 with 37 GB free), and the s3 suite's 36th bucket was refused (HTTP 500). The
+    limit is fixed instead, well above the buckets a session makes."""
     topology = json.loads(
         urllib.request.urlopen(s3_server.master + "/dir/status", timeout=10).read()
     )
