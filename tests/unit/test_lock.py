@@ -113,3 +113,90 @@ def test_a_stop_while_waiting_for_the_lock_ends_the_wait(tmp_path: Path) -> None
     finally:
         proc.kill()
         proc.wait()
+
+
+RAW_HOLDER = textwrap.dedent(
+    """
+    import fcntl, json, os, sys
+    fd = os.open(sys.argv[1] + "/.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    print("locked", flush=True)
+    sys.stdin.readline()  # the record is written only when told: the window a refusal can hit
+    record = {"host": "h", "pid": os.getpid(), "started_at": "2026-12-07T00:00:00Z", "run_id": "run-late"}
+    os.pwrite(fd, json.dumps(record).encode(), 0)
+    print("written", flush=True)
+    sys.stdin.readline()
+    """
+)
+
+
+def test_a_refusal_between_the_holders_flock_and_its_record_waits_to_name_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two runners started together: the second can find the lock taken and the record not yet
+    written. It waits for the record (bounded) rather than refusing with "not said who yet"."""
+    import threading
+
+    import dj_runner.store.lock as lock_module
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", RAW_HOLDER, str(tmp_path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "locked"
+    looked = threading.Event()
+    real_read_holder = lock_module.read_holder
+
+    def read_holder(root):  # type: ignore[no-untyped-def]
+        found = real_read_holder(root)
+        looked.set()
+        return found
+
+    monkeypatch.setattr(lock_module, "read_holder", read_holder)
+    errors: list[BaseException] = []
+
+    def refuse() -> None:
+        try:
+            lock_for(tmp_path).acquire(wait_s=0)
+        except BaseException as exc:  # handed to the test's thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=refuse)
+    try:
+        thread.start()
+        assert looked.wait(30), "the refused runner never read the lock file"
+        assert proc.stdin is not None
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline().strip() == "written"
+        thread.join(30)
+        assert not thread.is_alive()
+        assert len(errors) == 1 and isinstance(errors[0], WorkDirLocked), errors
+        assert "run-late" in str(errors[0]) and f"pid {proc.pid}" in str(errors[0])
+    finally:
+        proc.kill()
+        proc.wait()
+        thread.join(30)
+
+
+def test_a_holder_that_never_writes_its_record_is_refused_after_a_bound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dj_runner.store.lock as lock_module
+
+    monkeypatch.setattr(lock_module, "HOLDER_RECORD_WAIT_S", 0.3)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", RAW_HOLDER, str(tmp_path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "locked"
+        with pytest.raises(WorkDirLocked, match="has not said who yet"):
+            lock_for(tmp_path).acquire(wait_s=0)
+    finally:
+        proc.kill()
+        proc.wait()

@@ -95,6 +95,33 @@ def is_locked(root: str | Path) -> bool:
     return False
 
 
+#: How long a refused runner waits for the holder, which has the lock but has not yet written
+#: its record (it does so right after taking the lock), so that the refusal can name it.
+HOLDER_RECORD_WAIT_S = 10.0
+_FREE = LockHolder("", -1, "", "")  # the lock was free again when looked at
+
+
+def _named_holder(fd: int, root: Path) -> LockHolder | None:
+    """The holder's record, once it has written it; ``_FREE`` if the lock is free again (the
+    holder exited); None if ``HOLDER_RECORD_WAIT_S`` passes first."""
+    deadline = time.monotonic() + HOLDER_RECORD_WAIT_S
+    while True:
+        holder = read_holder(root)
+        if holder is not None:
+            return holder
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+        else:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return _FREE
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.02)
+
+
 class WorkDirLock:
     """The exclusive lock of one work dir, held from ``acquire`` to ``release``."""
 
@@ -149,8 +176,11 @@ class WorkDirLock:
                 os.close(fd)
                 raise Interrupted(f"stopped while waiting for the lock of {self.root}")
             if waited >= wait_s:
+                holder = _named_holder(fd, self.root)
+                if holder is _FREE:
+                    continue  # the holder went while we looked: try again
                 os.close(fd)
-                raise WorkDirLocked(self.root, read_holder(self.root), waited)
+                raise WorkDirLocked(self.root, holder, waited)
             time.sleep(min(poll_s, max(0.0, wait_s - waited)))
         self._fd = fd
         data = (json.dumps(asdict(self.holder), sort_keys=True) + "\n").encode()
