@@ -84,7 +84,8 @@ class EventReason(Enum):
     PodBlocked = ("Warning", "a runner or Ray pod cannot start (image, config, scheduling)")
     RayPodLost = (
         "Warning",
-        "kuberay mode: Ray pods on a node that stopped reporting were removed; KubeRay replaces",
+        "kuberay mode: Ray pods on a node that stopped reporting were removed; KubeRay replaces"
+        " them (or, the job finished or suspended, none stays)",
     )
     RunnerLost = (
         "Warning",

@@ -40,6 +40,7 @@ from tests.k8s.operator_support import (
     own_cluster,
     runner_pods,
     wait_condition,
+    wait_phase,
     with_test_ops,
 )
 
@@ -174,6 +175,69 @@ def test_a_lost_node_under_a_ray_cluster_is_replaced_and_the_job_resumes(
         assert {"RunnerLost", "RayPodLost"} <= reasons, reasons
         ray_pods = core.list_namespaced_pod(namespace, label_selector="ray.io/cluster").items
         assert all(p.spec.node_name == first for p in ray_pods)  # replaced on the other node
+    finally:
+        if op.proc is not None and op.proc.poll() is None:
+            assert op.stop() == 0, op.tail()
+        api.close()
+
+
+def test_a_suspended_jobs_ray_pods_on_a_lost_node_are_removed(
+    two_nodes: Cluster, tmp_path: Path
+) -> None:
+    """kuberay mode: the node under the RayCluster is lost and the job suspended at once, before
+    Kubernetes evicts anything (the pods tolerate the lost node for an hour). The operator
+    deletes the RayCluster; the garbage collector deletes its pods, which no kubelet ends, and
+    KubeRay no longer cares for them: the operator removes them (they stayed for good before)."""
+    from tests.k8s.test_operator_kuberay_e2e import JOB, kuberay_job
+
+    namespace = two_nodes.create_namespace()
+    api = two_nodes.api_client()
+    core = client.CoreV1Api(api)
+    custom = client.CustomObjectsApi(api)
+    first, second = two_nodes.node_names
+    job = with_test_ops(kuberay_job(workers=1))
+    job["spec"]["recipe"]["process"].insert(0, {"slow_mapper": {"seconds": 30}})
+    job["spec"]["runner"].update({"nodeLostTolerationSeconds": 3600, "gracePeriodSeconds": 1})
+    op = OperatorProcess(two_nodes, namespace, tmp_path / "operator.log").start()
+    try:
+        demo_data(two_nodes, namespace)
+        drain = {"key": "datajuicer.io/test", "value": "hold", "effect": "NoSchedule"}
+        core.patch_node(first, {"spec": {"taints": [drain]}})
+        apply(two_nodes, namespace, job)
+        wait_for(
+            lambda: runner_on(two_nodes, namespace, f"{JOB}-runner-1", JOB) == second,
+            300,
+            f"{JOB}-runner-1 running on {second}",
+        )
+        ray_pods = core.list_namespaced_pod(namespace, label_selector="ray.io/cluster").items
+        assert {p.spec.node_name for p in ray_pods} == {second}, "the Ray pods are elsewhere"
+        assert len(ray_pods) == 2, [p.metadata.name for p in ray_pods]
+        two_nodes.node_named(second).lose()
+        custom.patch_namespaced_custom_object(
+            contract.GROUP,
+            contract.VERSION,
+            namespace,
+            contract.PLURAL,
+            JOB,
+            {"spec": {"suspend": True}},
+        )
+        wait_phase(two_nodes, namespace, JOB, ("Suspended",), timeout=180)
+        left: list[str] = []
+
+        def ray_pods_gone() -> bool:
+            pods = core.list_namespaced_pod(namespace, label_selector="ray.io/cluster").items
+            left[:] = [
+                f"{p.metadata.name} (deleted: {p.metadata.deletion_timestamp})" for p in pods
+            ]
+            return not left
+
+        wait_for(ray_pods_gone, 180, "the suspended job's Ray pods on the lost node to be removed")
+        lost = [e for e in events(two_nodes, namespace, JOB) if e["reason"] == "RayPodLost"]
+        assert lost, events(two_nodes, namespace, JOB)
+        assert f"on node {second}" in lost[-1]["message"]
+        assert "the job is suspended" in lost[-1]["message"]
+        named = " ".join(e["message"] for e in lost)
+        assert all(p.metadata.name in named for p in ray_pods), (named, ray_pods)
     finally:
         if op.proc is not None and op.proc.poll() is None:
             assert op.stop() == 0, op.tail()

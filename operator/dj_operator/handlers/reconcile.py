@@ -41,7 +41,7 @@ from dj_operator.metrics import default_metrics
 from dj_operator.policy import DEFAULT_POLICY, Policy, check_job, check_paths
 from dj_operator.status import attempts as att
 from dj_operator.status import pinning, times, wakeup
-from dj_operator.status.decide import EventDraft, Observed
+from dj_operator.status.decide import EventDraft, Observed, keeps_no_cluster
 from dj_operator.status.derive import Outcome, derive
 from dj_operator.status.startup import Refusal
 from dj_runner.contract import ExitCode
@@ -161,6 +161,10 @@ def observe(
         cluster = kube.get_ray_cluster(job)
         if cluster is not None and not children.ray_cluster_ready(cluster):
             ray_pods = kube.ray_pods(job)  # why it is not ready (one LIST, only then)
+        elif cluster is None and keeps_no_cluster(job, spec):
+            # A deleted RayCluster's pods on a lost node stay until removed (one LIST; such a
+            # job is reconciled only on an event or while its Ray pods remain: wakeup.py).
+            ray_pods = kube.ray_pods(job)
     # The log tail of each newly failed pod (read once: when its attempt is first seen ending).
     done_before = {
         r.get("podName")

@@ -158,6 +158,12 @@ def stop_active(obs: Observed, records: list[Obj], reason: str) -> Action | None
     return Action("delete-pods", pods=tuple(sorted(p["metadata"]["name"] for p in active)))
 
 
+def keeps_no_cluster(job: Obj, spec: JobSpec | None) -> bool:
+    """Whether the job is to have no RayCluster: it is finished, or suspended."""
+    phase = (job.get("status") or {}).get("phase")
+    return phase in c.TERMINAL_PHASES or (spec is not None and spec.suspend)
+
+
 def lost_after(pod: Obj) -> datetime | None:
     """When a deleted pod that is still there counts as lost: LOST_POD_MARGIN_SECONDS after its
     deletion's grace period ended (its `deletionTimestamp`), when a kubelet would long have
@@ -445,6 +451,8 @@ def _suspend(f: _Facts) -> Draft | None:
         draft.actions.append(stop)
     if f.obs.ray_cluster is not None:
         draft.actions.append(Action("delete-ray"))
+    if f.obs.ray_cluster is None:
+        remove_lost_ray_pods(f.obs, draft, "the job is suspended")
     if not f.active_pods and f.obs.ray_cluster is None:
         draft.phase = c.SUSPENDED
         draft.reason, draft.message = "Suspended", "spec.suspend is true; the runner is stopped"
@@ -482,14 +490,16 @@ def _cluster_not_ready(f: _Facts) -> Draft | None:
         waiting += f": {f.blocker.message}"
     draft = Draft(c.STARTING, reason="ClusterNotReady", message=waiting)
     draft.cluster_ready = ("False", "NotReady", waiting)
-    _remove_lost_ray_pods(f, draft)
+    remove_lost_ray_pods(f.obs, draft, "KubeRay replaces them")
     return draft
 
 
-def _remove_lost_ray_pods(f: _Facts, draft: Draft) -> None:
+def remove_lost_ray_pods(obs: Observed, draft: Draft, then: str) -> None:
     """Ray pods whose deletion no kubelet completes (their node is lost, Kubernetes evicted
-    them): KubeRay replaces a head or worker only once its pod is gone, so remove them."""
-    lost = [p for p in f.obs.ray_pods if (due := lost_after(p)) is not None and f.obs.now >= due]
+    them, or their deleted RayCluster's garbage collection deleted them): KubeRay replaces a
+    head or worker only once its pod is gone, and a finished or suspended job's pods would
+    stay for good, so remove them. ``then``: what follows, for the Event."""
+    lost = [p for p in obs.ray_pods if (due := lost_after(p)) is not None and obs.now >= due]
     if not lost:
         return
     pods = tuple(sorted(p["metadata"]["name"] for p in lost))
@@ -497,7 +507,7 @@ def _remove_lost_ray_pods(f: _Facts, draft: Draft) -> None:
     message = (
         f"Ray pods {', '.join(pods)} on node {', '.join(nodes)} are still there"
         f" {c.LOST_POD_MARGIN_SECONDS} s after their grace period ended: no kubelet ends them;"
-        " removing them, KubeRay replaces them"
+        f" removing them, {then}"
     )
     draft.actions.append(Action("force-delete-pods", pods=pods))
     draft.events.append(EventDraft(EventReason.RayPodLost, message))

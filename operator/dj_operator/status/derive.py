@@ -24,6 +24,7 @@ from dj_operator.status.decide import (
     EventDraft,
     Observed,
     decide,
+    remove_lost_ray_pods,
     runner_progress,
     stop_active,
     suspended_time,
@@ -98,6 +99,8 @@ def derive(obs: Observed) -> Outcome:
             draft.actions.append(stop)
         if obs.ray_cluster is not None:
             draft.actions.append(Action("delete-ray"))
+        else:
+            remove_lost_ray_pods(obs, draft, "the job is finished")
 
     kept, dropped = att.compact(records, obs.pods)
     status: Obj = {

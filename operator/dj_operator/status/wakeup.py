@@ -19,10 +19,13 @@ clock alone is listed here, so that a job is woken exactly when a rule can decid
   operator does not watch ConfigMaps, so it looks again (one GET) until the recipe is there;
 - every `RAY_PODS_POLL` while a RayCluster is not ready: its pods are KubeRay's and not watched
   (they carry no label of the operator's), so a head or worker that cannot start (`Blocked`) is
-  seen within that time.
+  seen within that time;
+- a finished or suspended job's Ray pods left after its RayCluster was deleted: each one's
+  `lost_after` once it is being deleted (one on a lost node is then removed), else every
+  `RAY_PODS_POLL` until the garbage collector deletes it.
 
-A suspended job and a finished job without a TTL have nothing pending: they cost nothing until
-an event arrives. No I/O.
+A suspended job and a finished job without a TTL and without Ray pods left have nothing pending:
+they cost nothing until an event arrives. No I/O.
 """
 
 from __future__ import annotations
@@ -75,9 +78,11 @@ def next_check(obs: Observed, status: Obj) -> datetime | None:
     spec = obs.spec
     phase = status.get("phase")
     if phase in c.TERMINAL_PHASES:
-        return ttl_due({"spec": obs.job.get("spec"), "status": status})
+        return _earliest(
+            [ttl_due({"spec": obs.job.get("spec"), "status": status}), *_ray_pods_left(obs)]
+        )
     if spec is None or spec.suspend:
-        return None
+        return _earliest(_ray_pods_left(obs))
     due: list[datetime | None] = []
     if obs.recipe_source_missing:
         due.append(obs.now + RECIPE_SOURCE_POLL)
@@ -124,6 +129,23 @@ def next_check(obs: Observed, status: Obj) -> datetime | None:
         if created is not None:
             due.append(_add(created, spec.ray.ready_timeout_seconds))
         due.append(obs.now + RAY_PODS_POLL)
+    return _earliest(due)
+
+
+def _ray_pods_left(obs: Observed) -> list[datetime | None]:
+    """A finished or suspended job whose RayCluster is gone but some of its pods are not (the
+    garbage collector deletes them; on a lost node no kubelet ends them): each one's
+    `lost_after`, or the next look while it is not yet being deleted."""
+    if obs.ray_cluster is not None:
+        return []  # its deletion's watch event comes
+    due: list[datetime | None] = []
+    for pod in obs.ray_pods:
+        lost = lost_after(pod)
+        due.append(lost + MARGIN if lost is not None else obs.now + RAY_PODS_POLL)
+    return due
+
+
+def _earliest(due: list[datetime | None]) -> datetime | None:
     found = [d for d in due if d is not None]
     return min(found) if found else None
 

@@ -589,3 +589,47 @@ def test_ray_pods_no_kubelet_ends_are_removed_while_the_cluster_is_not_ready() -
     assert kinds(out) == [("force-delete-pods", ("demo-ray-head-fghij", "demo-ray-worker-abcde"))]
     assert out.phase == c.STARTING and reasons(out) == ["RayPodLost"]
     assert "on node node-b" in out.events[0].message
+
+
+def ray_pod_left(name: str, deleted: str | None) -> dict:
+    """A Ray pod of a deleted RayCluster on node-b, deleted (by the garbage collector) with its
+    grace period ending at ``deleted``, or not yet deleted."""
+    p = pod(1, deleting=deleted is not None)
+    p["metadata"]["name"] = name
+    p["metadata"]["labels"] = {"ray.io/cluster": "demo-ray"}
+    if deleted is not None:
+        p["metadata"]["deletionTimestamp"] = deleted
+    p["spec"] = {"nodeName": "node-b"}
+    return p
+
+
+@pytest.mark.parametrize(
+    ("status", "spec_patch", "then"),
+    [
+        ({"phase": c.SUCCEEDED, "completionTime": "2026-11-30T05:20:00Z"}, {}, "finished"),
+        ({"phase": c.SUSPENDED}, {"suspend": True}, "suspended"),
+    ],
+)
+def test_a_finished_or_suspended_job_removes_its_ray_pods_no_kubelet_ends(
+    status: dict, spec_patch: dict, then: str
+) -> None:
+    """The job's RayCluster is deleted, and its pods on a lost node stay: no kubelet ends them,
+    and KubeRay is no longer there to care. The operator removes them, as it does while a
+    cluster is not ready."""
+    job = make_job(status=status)
+    job["spec"].update({**KUBERAY, **spec_patch})
+    stuck = ray_pod_left("demo-ray-worker-abcde", "2026-11-30T05:29:50Z")
+    waiting = ray_pod_left("demo-ray-head-fghij", None)  # the collector has not deleted it yet
+
+    def at(seconds: int) -> Outcome:
+        now = datetime(2026, 11, 30, 5, 29, 50, tzinfo=UTC) + timedelta(seconds=seconds)
+        return derived(job, [], now, ray_cluster=None, ray_pods=[stuck, waiting])
+
+    early = at(c.LOST_POD_MARGIN_SECONDS - 1)
+    assert early.actions == () and early.phase == status["phase"]
+    out = at(c.LOST_POD_MARGIN_SECONDS)
+    assert kinds(out) == [("force-delete-pods", ("demo-ray-worker-abcde",))]
+    assert out.phase == status["phase"] and reasons(out) == ["RayPodLost"]
+    assert (
+        "on node node-b" in out.events[0].message and f"the job is {then}" in out.events[0].message
+    )

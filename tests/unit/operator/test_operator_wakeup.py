@@ -153,3 +153,22 @@ def test_a_deleted_runner_pod_is_looked_at_again_once_it_counts_as_lost() -> Non
     deleting = pod(1, deleting=True)  # deleted at NOW: its grace period ends then
     lost = NOW + timedelta(seconds=c.LOST_POD_MARGIN_SECONDS) + wakeup.MARGIN
     assert due(observe(pods=[deleting])) == lost
+
+
+def test_a_finished_jobs_ray_pods_left_are_looked_at_until_gone() -> None:
+    """A finished job's Ray pods outlive their deleted RayCluster for a while (the garbage
+    collector deletes them; on a lost node nobody ends them): it is woken when one would count
+    as lost, and every RAY_PODS_POLL while one is not yet deleted; with none left, only its TTL."""
+    status = {"phase": c.SUCCEEDED, "completionTime": "2026-11-30T05:20:00Z"}
+    spec = {"ray": {"mode": "kuberay"}, "ttlSecondsAfterFinished": 3600}
+    deleting = pod(1, deleting=True)
+    deleting["metadata"]["deletionTimestamp"] = "2026-11-30T05:29:55Z"
+    obs = replace(observe(spec, status=status), ray_pods=[deleting])
+    lost_at = datetime(2026, 11, 30, 5, 29, 55, tzinfo=UTC)
+    assert due(obs) == lost_at + timedelta(seconds=c.LOST_POD_MARGIN_SECONDS) + wakeup.MARGIN
+    not_yet = pod(1)
+    assert due(replace(obs, ray_pods=[not_yet])) == NOW + wakeup.RAY_PODS_POLL
+    ttl = datetime(2026, 11, 30, 6, 20, tzinfo=UTC) + wakeup.MARGIN
+    assert due(replace(obs, ray_pods=[])) == ttl
+    suspended = replace(observe({**spec, "suspend": True}), ray_pods=[not_yet])
+    assert due(suspended) == NOW + wakeup.RAY_PODS_POLL
