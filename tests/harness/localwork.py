@@ -15,3 +15,11 @@ def task(kind: str, value: str) -> str:
     if kind == "sleep":
         time.sleep(float(value))
     return value
+
+
+def models_loaded(kind: str, value: str) -> str:
+    """Which of language_id_score_filter's models this worker process has at the task's start
+    (the fork server's warm-up, if any, loaded them before the fork)."""
+    from dj_runner.ops import language_id_score_filter as langid
+
+    return f"fasttext={langid._MODEL is not None} native={langid._NATIVE_FILE is not None}"

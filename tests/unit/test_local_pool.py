@@ -6,6 +6,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import os
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -79,3 +80,46 @@ def test_inline_tasks_run_side_by_side_on_threads_of_the_driver() -> None:
     assert first.result(timeout=30) == second.result(timeout=30) == os.getpid()
     assert pool.pids() == []  # no process was started
     pool.close()
+
+
+WARM_PROBE = """
+import sys
+from dj_runner.engine.local_backend import LocalPool
+from dj_runner.ops.common.warm import warm_env
+from tests.harness.localwork import models_loaded
+
+ops = sys.argv[1:]
+pool = LocalPool(2, fn=models_loaded, server_env=warm_env(ops))
+try:
+    print(pool.submit(("", "")).result(timeout=120))
+finally:
+    pool.close()
+"""
+
+
+@pytest.mark.parametrize(
+    ("ops", "loaded"),
+    [
+        (["language_id_score_filter", "no_such_op"], "fasttext=True native=True"),
+        (["text_length_filter"], "fasttext=False native=False"),
+    ],
+)
+def test_workers_start_with_the_recipes_models_loaded_by_the_fork_server(
+    ops: list[str], loaded: str
+) -> None:
+    """The fork server warms the recipe's ops (``ops.common.warm``): a worker forked from it
+    has fastText's models before its first batch, instead of loading them for each partition.
+    An op it cannot find is skipped. (A process of its own: the fork server is one per
+    process, started with the first pool's environment.)"""
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-c", WARM_PROBE, *ops],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == loaded, proc.stdout

@@ -76,6 +76,7 @@ from dj_runner.observe.event_log import (
 from dj_runner.observe.report import performance_summary, status, status_report
 from dj_runner.observe.resources import add as add_resources
 from dj_runner.observe.status_file import StatusWriter, now_rfc3339, read_status
+from dj_runner.ops.common.warm import warm_env as ops_warm_env
 from dj_runner.plan.manifest import claim_work_dir, default_work_dir, resolve_work_dir
 from dj_runner.plan.partitioner import Plan
 from dj_runner.plan.saved_plan import load_or_build_plan, verify_content
@@ -744,7 +745,10 @@ class Executor:
                 partitions = len(plan.partitions)
                 self._pool = LocalPool(
                     self._local.workers(partitions),
-                    server_env=None if self.work.is_local else warm_env(),
+                    server_env={
+                        **ops_warm_env(spec.name for spec in self.recipe.process),
+                        **({} if self.work.is_local else warm_env()),
+                    },
                     inline=self._local.inline(partitions),
                 )
             backend = LocalTaskBackend(self._pool, stage)

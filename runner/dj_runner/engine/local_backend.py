@@ -14,7 +14,8 @@ differs.
 - One partition or one CPU (a larger input): the task runs in the driver's own process too,
   one at a time on a thread of its own.
 - Otherwise at most ``min(cpus, partitions)`` tasks at once, each in a worker process of its
-  own, forked from a fork server that has imported the task's modules once. A worker ignores Ctrl-C (the driver stops the
+  own, forked from a fork server that has imported the task's modules once, and the recipe's
+  ops with what they load once per process (fastText's model). A worker ignores Ctrl-C (the driver stops the
   job: tasks end after their checkpoint, as on Ray) and ends when the driver ends, however it
   ends, so a killed driver leaves no worker writing behind it (and fencing refuses the commits
   of any that did).
@@ -195,7 +196,8 @@ class LocalPool:
         self.inline = inline or self.workers == 1
         self._fn = fn  # a module-level function (it is sent to the workers by name)
         #: Set in the environment the fork server starts with (what its preloaded modules
-        #: prepare once for every worker: an S3 client, see ``store.blobs.WARM_ENV``).
+        #: prepare once for every worker: an S3 client, see ``store.blobs.WARM_ENV``; the
+        #: recipe's ops, ``ops.common.warm.WARM_OPS_ENV``).
         self._server_env = dict(server_env or {})
         self._lock = threading.Lock()
         self._queue: deque[_Task] = deque()
@@ -223,7 +225,10 @@ class LocalPool:
             self._queue.append(_Task(future, args))
             if self._thread is None:
                 self._ctx = multiprocessing.get_context("forkserver")
-                self._ctx.set_forkserver_preload(["dj_runner.engine.task_body"])
+                # The ops' modules and models too (``ops.common.warm``, by the server's env).
+                self._ctx.set_forkserver_preload(
+                    ["dj_runner.engine.task_body", "dj_runner.ops.common.warm"]
+                )
                 self._thread = threading.Thread(
                     target=self._dispatch, name="dj-runner-local-workers", daemon=True
                 )

@@ -108,11 +108,26 @@ def native_model(texts: list[str]) -> Any:
     return _NATIVE or None
 
 
+#: The C model as loaded from its file, before its check (``warm`` loads it ahead).
+_NATIVE_FILE: Any = None
+_NATIVE_FILE_LOCK = threading.Lock()  # not _NATIVE_LOCK: the check holds that one
+
+
+def _native_file_model() -> Any:
+    global _NATIVE_FILE
+    if _NATIVE_FILE is None:
+        with _NATIVE_FILE_LOCK:
+            if _NATIVE_FILE is None:
+                assert _native_load is not None
+                _NATIVE_FILE = _native_load(str(model_path()))
+    return _NATIVE_FILE
+
+
 def _load_and_check(sample: list[str]) -> Any:
     if _native_load is None:
         return False
     try:
-        model = _native_load(str(model_path()))
+        model = _native_file_model()
     except (OSError, ValueError) as exc:
         log.warning("language_id_score_filter: the C model does not load (%s); using fasttext", exc)
         return False
@@ -133,6 +148,13 @@ class LanguageIDScoreFilter(Filter):
         "lang": pa.string(),
         "lang_score": pa.float64(),
     }
+
+    @classmethod
+    def warm(cls) -> None:
+        """Both models loaded; the C model's check stays with the first batch's texts."""
+        get_model()
+        if _native_load is not None:
+            _native_file_model()
 
     lang: str | list[str] = ""
     min_score: float = 0.8

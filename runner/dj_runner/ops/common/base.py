@@ -40,6 +40,11 @@ class Op:
     #: True when the op must see every partition before deciding (a barrier).
     is_global: ClassVar[bool] = False
 
+    @classmethod
+    def warm(cls) -> None:
+        """Load what the op loads once per process (a model), ahead of its first batch: the
+        local engine's fork server does, so that the workers it forks share it (``warm``)."""
+
 
 @dataclass(frozen=True, kw_only=True)
 class Mapper(Op):
