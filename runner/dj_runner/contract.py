@@ -95,6 +95,7 @@ ENV_AWS_SESSION_TOKEN: Final = "AWS_SESSION_TOKEN"
 ENV_AWS_ROLE_ARN: Final = "AWS_ROLE_ARN"
 ENV_AWS_WEB_IDENTITY_TOKEN_FILE: Final = "AWS_WEB_IDENTITY_TOKEN_FILE"
 ENV_AWS_ENDPOINT_URL: Final = "AWS_ENDPOINT_URL"
+ENV_AWS_ENDPOINT_URL_STS: Final = "AWS_ENDPOINT_URL_STS"
 ENV_AWS_REGION: Final = "AWS_REGION"
 #: The scheme of an object-storage URI (dataset_path, export_path, the work dir).
 S3_SCHEME: Final = "s3://"

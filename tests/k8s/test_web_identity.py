@@ -11,7 +11,8 @@ to `system:unauthenticated`, as a cluster that publishes its issuer does). Seawe
 CA, checks the token's signature, issuer and audience and the role's trust policy (the token's
 subject, `system:serviceaccount:<namespace>:<name>`), and hands out temporary keys; the runner
 takes them through the standard AWS chain (`AWS_ROLE_ARN`, `AWS_WEB_IDENTITY_TOKEN_FILE`, and
-the store's endpoint, which is its STS's too).
+the store's endpoint, which is its STS's too, or `webIdentity.stsEndpoint`'s
+`AWS_ENDPOINT_URL_STS`).
 
 - a local-mode job succeeds with its input, work dir and output in the bucket, the output
   byte-identical to a local run;
@@ -35,6 +36,7 @@ from dj_operator.api import constants
 from dj_runner import contract
 from tests.harness.cluster import Cluster
 from tests.harness.controlplane import SERVICE_ACCOUNT_ISSUER
+from tests.harness.s3faults import FaultProxy
 from tests.harness.s3server import S3Server, WebIdentityTrust, role_arn, start_s3_server
 from tests.harness.waiting import wait_for
 from tests.k8s.operator_support import (
@@ -137,15 +139,23 @@ def identity_operator(
 
 
 def web_identity_job(
-    name: str, s3: S3Server, bucket: str, role: str, audience: str | None = None
+    name: str,
+    s3: S3Server,
+    bucket: str,
+    role: str,
+    audience: str | None = None,
+    sts_endpoint: str | None = None,
 ) -> Obj:
-    """A local-mode job on the bucket whose pods carry ACCOUNT's identity for `role`."""
+    """A local-mode job on the bucket whose pods carry ACCOUNT's identity for `role`
+    (exchanged at `sts_endpoint`, if given, rather than at the store's endpoint)."""
     job = store_job(name, s3, bucket, "local")
     store = job["spec"]["storage"]["objectStore"]  # type: ignore[index]
     del store["credentialsSecret"]
     store["webIdentity"] = {"serviceAccountName": ACCOUNT, "roleArn": role_arn(role)}
     if audience is not None:
         store["webIdentity"]["audience"] = audience
+    if sts_endpoint is not None:
+        store["webIdentity"]["stsEndpoint"] = sts_endpoint
     # the runner pod runs the runner this test process imports (its PYTHONPATH)
     return with_test_ops(job)
 
@@ -173,12 +183,18 @@ def test_a_job_with_a_service_accounts_role_and_no_secret_is_byte_identical(
     bucket: str,
     tmp_path: Path,
 ) -> None:
+    """The STS is reached at an address of its own (`webIdentity.stsEndpoint`: a proxy in front
+    of the store, which sees the token exchange and nothing else), as a store whose STS is on
+    another host than its S3 endpoint."""
     name = "s3-web-identity"
-    job = web_identity_job(name, s3, bucket, TRUSTED_ROLE)
-    apply(k8s_cluster, namespace, job)
-    done = wait_condition(k8s_cluster, namespace, name, "Succeeded", timeout=400)
+    with FaultProxy(s3.endpoint) as sts:
+        job = web_identity_job(name, s3, bucket, TRUSTED_ROLE, sts_endpoint=sts.endpoint)
+        apply(k8s_cluster, namespace, job)
+        done = wait_condition(k8s_cluster, namespace, name, "Succeeded", timeout=400)
     assert done["status"]["restarts"] == 0
     assert s3.get_object(bucket, OUTPUT_KEY) == reference(tmp_path / "reference", job)
+    assert sts.log, "no request reached the STS endpoint"
+    assert {(method, path) for method, path, _ in sts.log} == {("POST", "/")}, sts.log
 
     (pod,) = runner_pods(k8s_cluster, namespace, name)
     spec = pod["spec"]
@@ -190,6 +206,7 @@ def test_a_job_with_a_service_accounts_role_and_no_secret_is_byte_identical(
     (runner,) = [c for c in spec["containers"] if c["name"] == "runner"]
     env = {var["name"]: var.get("value") for var in runner["env"]}
     assert env[contract.ENV_AWS_ROLE_ARN] == role_arn(TRUSTED_ROLE)
+    assert env[contract.ENV_AWS_ENDPOINT_URL_STS] == sts.endpoint
     assert env[contract.ENV_AWS_WEB_IDENTITY_TOKEN_FILE].endswith("/" + token["path"])
     assert contract.ENV_AWS_ACCESS_KEY_ID not in env
     assert contract.ENV_AWS_SECRET_ACCESS_KEY not in env

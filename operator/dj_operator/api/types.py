@@ -143,6 +143,11 @@ class CredentialsSecret:
     )
 
 
+#: An S3 or STS endpoint: http(s)://host[:port][/path], no credentials in it.
+_HTTP_URL_PATTERN = r"^https?://[^/@\s]+(/[^@\s]*)?$"
+_HTTP_URL_EXPECTED = "an http(s)://host[:port] URL without credentials"
+
+
 @dataclass(frozen=True)
 class WebIdentity:
     BLOCK: ClassVar[Block] = Block(
@@ -168,6 +173,14 @@ class WebIdentity:
         "With roleArn: the audience of the projected token.",
         default=c.DEFAULT_TOKEN_AUDIENCE,
         max_length=253,
+    )
+    sts_endpoint: str | None = spec_field(
+        "The STS endpoint that exchanges the token for credentials (AWS_ENDPOINT_URL_STS), for"
+        " a store whose STS is not at `endpoint` nor AWS's own; unset: `endpoint` if set, else"
+        " AWS STS.",
+        pattern=_HTTP_URL_PATTERN,
+        expected=_HTTP_URL_EXPECTED,
+        max_length=512,
     )
 
 
@@ -206,8 +219,8 @@ class ObjectStoreSpec:
     )
     endpoint: str | None = spec_field(
         "The store's S3 endpoint (AWS_ENDPOINT_URL), for stores other than AWS S3.",
-        pattern=r"^https?://[^/@\s]+(/[^@\s]*)?$",
-        expected="an http(s)://host[:port] URL without credentials",
+        pattern=_HTTP_URL_PATTERN,
+        expected=_HTTP_URL_EXPECTED,
         max_length=512,
     )
     region: str | None = spec_field(

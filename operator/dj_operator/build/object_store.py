@@ -51,6 +51,8 @@ def env(spec: JobSpec) -> list[Obj]:
     if web is not None and web.role_arn:
         out.append({"name": contract.ENV_AWS_ROLE_ARN, "value": web.role_arn})
         out.append({"name": contract.ENV_AWS_WEB_IDENTITY_TOKEN_FILE, "value": TOKEN_PATH})
+    if web is not None and web.sts_endpoint:
+        out.append({"name": contract.ENV_AWS_ENDPOINT_URL_STS, "value": web.sts_endpoint})
     return out
 
 

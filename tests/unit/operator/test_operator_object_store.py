@@ -355,6 +355,44 @@ def test_web_identity_runs_every_pod_as_the_named_service_account() -> None:
     assert kids["serviceAccount"] == "s3-reader" and kids["rayServiceAccount"] == "s3-reader"
 
 
+def test_an_sts_endpoint_of_its_own_reaches_the_runner_and_every_ray_pod() -> None:
+    """A store whose STS is on another host than its S3 endpoint: AWS_ENDPOINT_URL_STS, which
+    the runner's web-identity exchange reads (store/location.py)."""
+    sts = "https://sts.store.example:8443"
+    store = {
+        "workDir": WORK,
+        "endpoint": "https://s3.store.example",
+        "webIdentity": {
+            "serviceAccountName": "s3-reader",
+            "roleArn": "arn:aws:iam::123456789012:role/corpora-read",
+            "stsEndpoint": sts,
+        },
+    }
+    _, pods = _children(_job(store, ray=KUBERAY))
+    assert len(pods) >= 3  # the runner, the head, a worker
+    for name, pod in pods:
+        env = _env(pod["containers"][0])
+        assert env[contract.ENV_AWS_ENDPOINT_URL_STS]["value"] == sts, name
+        assert env[contract.ENV_AWS_ENDPOINT_URL]["value"] == store["endpoint"], name
+    # Without it, no STS variable: the runner then uses `endpoint` (or AWS STS).
+    del store["webIdentity"]["stsEndpoint"]
+    _, pods = _children(_job(store, ray=KUBERAY))
+    assert all(contract.ENV_AWS_ENDPOINT_URL_STS not in _env(p["containers"][0]) for _, p in pods)
+
+
+@pytest.mark.parametrize(
+    "bad", ["sts.example.com", "https://user:pw@sts.example.com", "ftp://sts.example.com"]
+)
+def test_an_sts_endpoint_that_is_no_http_url_is_refused_naming_the_field(bad: str) -> None:
+    store = {
+        "workDir": WORK,
+        "webIdentity": {"serviceAccountName": "s3-reader", "stsEndpoint": bad},
+    }
+    with pytest.raises(SpecError) as err:
+        _spec(_job(store))
+    assert "stsEndpoint" in str(err.value) and "http(s)://host[:port]" in str(err.value)
+
+
 def test_web_identity_without_a_role_leaves_the_token_to_the_platform() -> None:
     job = _job({"workDir": WORK, "webIdentity": {"serviceAccountName": "s3-reader"}})
     _, pods = _children(job)
