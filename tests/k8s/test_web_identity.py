@@ -15,7 +15,9 @@ the store's endpoint, which is its STS's too, or `webIdentity.stsEndpoint`'s
 `AWS_ENDPOINT_URL_STS`).
 
 - a local-mode job succeeds with its input, work dir and output in the bucket, the output
-  byte-identical to a local run;
+  byte-identical to a local run, its token exchanged at an STS endpoint of its own;
+- so does a kuberay-mode job, whose partition tasks run in a Ray worker that carries the
+  identity (as the head does) and exchanges its own token;
 - a token of another audience, and a role whose trust policy admits another ServiceAccount,
   each fail the job at once (exit 2) with the store's reason, and no token or key reaches the
   status, the Events or the runner's log.
@@ -31,6 +33,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from kubernetes import client
 
 from dj_operator.api import constants
 from dj_runner import contract
@@ -39,6 +42,7 @@ from tests.harness.controlplane import SERVICE_ACCOUNT_ISSUER
 from tests.harness.s3faults import FaultProxy
 from tests.harness.s3server import S3Server, WebIdentityTrust, role_arn, start_s3_server
 from tests.harness.waiting import wait_for
+from tests.k8s import raycluster
 from tests.k8s.operator_support import (
     DEMO_DATA,
     OperatorProcess,
@@ -145,10 +149,11 @@ def web_identity_job(
     role: str,
     audience: str | None = None,
     sts_endpoint: str | None = None,
+    mode: str = "local",
 ) -> Obj:
-    """A local-mode job on the bucket whose pods carry ACCOUNT's identity for `role`
-    (exchanged at `sts_endpoint`, if given, rather than at the store's endpoint)."""
-    job = store_job(name, s3, bucket, "local")
+    """A job on the bucket (local mode, or kuberay with one worker) whose pods carry ACCOUNT's
+    identity for `role` (exchanged at `sts_endpoint`, if given, not the store's endpoint)."""
+    job = store_job(name, s3, bucket, mode, workers=1)
     store = job["spec"]["storage"]["objectStore"]  # type: ignore[index]
     del store["credentialsSecret"]
     store["webIdentity"] = {"serviceAccountName": ACCOUNT, "roleArn": role_arn(role)}
@@ -210,6 +215,46 @@ def test_a_job_with_a_service_accounts_role_and_no_secret_is_byte_identical(
     assert env[contract.ENV_AWS_WEB_IDENTITY_TOKEN_FILE].endswith("/" + token["path"])
     assert contract.ENV_AWS_ACCESS_KEY_ID not in env
     assert contract.ENV_AWS_SECRET_ACCESS_KEY not in env
+    secrets = get_json(k8s_cluster, namespace, "secrets")["items"]
+    assert [s for s in secrets if s["type"] == "Opaque"] == []  # type: ignore[index]
+    for where, text in texts_of(k8s_cluster, namespace, name).items():
+        assert JWT_PREFIX not in text, where
+
+
+def test_a_kuberay_job_whose_ray_pods_carry_the_identity_is_byte_identical(
+    k8s_cluster: Cluster,
+    namespace: str,
+    identity_operator: OperatorProcess,
+    s3: S3Server,
+    bucket: str,
+    tmp_path: Path,
+) -> None:
+    """kuberay mode: the partition tasks run in the Ray worker, which reads and writes the
+    bucket with the keys its own projected token is exchanged for (no Secret anywhere); the
+    head and the worker run as ACCOUNT, with the token and without an API token."""
+    name = "s3-wi-kr"
+    job = web_identity_job(name, s3, bucket, TRUSTED_ROLE, mode="kuberay")
+    apply(k8s_cluster, namespace, job)
+    core = client.CoreV1Api(k8s_cluster.api_client())
+
+    def ray_pods_running() -> list[client.V1Pod] | None:
+        pods = raycluster.ray_pods(core, namespace, f"{name}-ray")
+        running = [p for p in pods if p.status.phase == "Running"]
+        return pods if len(running) == 2 else None
+
+    # Read while the job runs: the cluster goes once it finishes.
+    pods = wait_for(ray_pods_running, 300, "the head and the worker pod running", interval=0.5)
+    for pod in pods:
+        assert pod.spec.service_account_name == ACCOUNT, pod.metadata.name
+        assert pod.spec.automount_service_account_token is False, pod.metadata.name
+        assert constants.TOKEN_VOLUME in {v.name for v in pod.spec.volumes}, pod.metadata.name
+        (container,) = pod.spec.containers
+        env = {var.name: var.value for var in container.env or []}
+        assert env[contract.ENV_AWS_ROLE_ARN] == role_arn(TRUSTED_ROLE), pod.metadata.name
+        assert contract.ENV_AWS_ACCESS_KEY_ID not in env, pod.metadata.name
+    done = wait_condition(k8s_cluster, namespace, name, "Succeeded", timeout=500)
+    assert done["status"]["restarts"] == 0
+    assert s3.get_object(bucket, OUTPUT_KEY) == reference(tmp_path / "reference", job)
     secrets = get_json(k8s_cluster, namespace, "secrets")["items"]
     assert [s for s in secrets if s["type"] == "Opaque"] == []  # type: ignore[index]
     for where, text in texts_of(k8s_cluster, namespace, name).items():
