@@ -2,7 +2,9 @@
 
 A runner holds an exclusive ``flock`` on ``<work_dir>/.lock`` for the driver's whole life and
 writes who it is (host, pid, start time, run id) into that file. A second runner is refused
-at once (``WorkDirLocked``, exit 5) or waits up to ``wait_s`` seconds for the holder to go.
+at once (``WorkDirLocked``, exit 5, naming the holder: a refusal that comes between the
+holder's ``flock`` and its record waits for the record, up to ``HOLDER_RECORD_WAIT_S``) or
+waits up to ``wait_s`` seconds for the holder to go.
 The kernel drops the lock when the holder dies, however it dies (SIGKILL included), so a
 stale lock file never blocks anybody; the holder record in it is only information.
 
