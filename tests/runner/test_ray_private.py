@@ -374,3 +374,69 @@ def test_starting_the_embedded_ray_keeps_the_runners_sigterm_handler(short_tmp):
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "kept"
+
+
+SLOW_FIRST_START = """
+import sys, time
+import ray, ray._private.node as node
+from dj_runner.engine import ray_env
+
+class Clock:
+    # Ray's wait for its raylet (node.py) reads time.monotonic: in the first start each read
+    # is 31 s later and the raylet is not found, so Ray gives up at once, as when the raylet
+    # is too slow on a loaded machine.
+    def __init__(self):
+        self.first = True
+        self.t = time.monotonic()
+    def monotonic(self):
+        if self.first:
+            self.t += 31
+            return self.t
+        return time.monotonic()
+    def __getattr__(self, name):
+        return getattr(time, name)
+
+clock = Clock()
+node.time = clock
+real_get_node = ray._private.services.get_node
+
+def get_node(*args, **kwargs):
+    if clock.first:  # the raylet has not registered yet
+        raise RuntimeError("node info not available (test)")
+    return real_get_node(*args, **kwargs)
+
+ray._private.services.get_node = get_node
+real_start = ray_env._start_embedded
+tried = []
+
+def start(*args, **kwargs):
+    try:
+        return real_start(*args, **kwargs)
+    finally:
+        tried.append(ray_env._session.temp_dir if ray_env._session else None)
+        clock.first = False
+
+ray_env._start_embedded = start
+conn = ray_env.connect(None, 1)
+assert len(tried) == 2 and tried[0] != tried[1], tried
+assert ray_env.session_processes(tried[0]) == [], "the first start's processes are left"
+assert ray.get(ray.remote(lambda: 41 + 1).remote(), timeout=60) == 42
+print("started on try", len(tried), conn.mode)
+ray_env.stop_embedded(graceful=True)
+"""
+
+
+def test_an_embedded_ray_that_times_out_starting_is_taken_down_and_started_again(short_tmp):
+    """Ray gives its raylet a fixed 30 s to register, which a loaded machine can miss ("The
+    current node timed out during startup"; it failed a run here as exit 70, a runner bug).
+    That start is taken down whole and tried once more, and the job goes on."""
+    proc = subprocess.run(
+        [sys.executable, "-c", SLOW_FIRST_START],
+        env=_env(short_tmp),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "started on try 2 embedded" in proc.stdout, proc.stdout
+    assert "timed out during startup" in proc.stderr and "starting it again" in proc.stderr

@@ -15,6 +15,9 @@
   raises :class:`RayAddressError`, exit code 2. With ``DJ_RUNNER_RAY_MIN_NODES`` set, the
   runner then waits, within the same timeout, until that many nodes are alive; fewer raise
   :class:`RayUnavailable` (exit 7, retryable: a node may still be starting).
+
+An embedded Ray whose raylet does not register within the 30 s Ray allows it (on an overloaded
+machine) is taken down and started once more, then is :class:`RayUnavailable` too.
 """
 
 from __future__ import annotations
@@ -198,7 +201,7 @@ def connect(address: str | None, num_cpus: int | None, events: Any | None = None
         if target.mode == "auto":
             target, note = _resolve_auto()
         if target.mode == "embedded":
-            conn = _start_embedded(num_cpus, common)
+            conn = _start_embedded_retried(num_cpus, common)
         elif target.mode == "client":
             conn = _join_client(target, common)
         else:
@@ -375,6 +378,33 @@ def _join_client(target: RayTarget, common: dict[str, Any]) -> RayConnection:
 def _temp_root() -> str:
     root = tempfile.gettempdir()
     return root if len(root) <= _MAX_TEMP_ROOT else "/tmp"
+
+
+#: Ray's own message when its raylet has not registered with the GCS within the 30 s Ray
+#: waits for it (fixed in Ray's code): a machine too loaded to start Ray in time.
+_RAY_START_TIMED_OUT = "timed out during startup"
+#: Starts of the embedded Ray tried before giving up on such a timeout.
+EMBEDDED_START_TRIES = 2
+
+
+def _start_embedded_retried(num_cpus: int | None, common: dict[str, Any]) -> RayConnection:
+    """``_start_embedded``; a start whose raylet did not come up in Ray's fixed 30 s is taken
+    down whole and tried again, then is ``RayUnavailable`` (exit 7, retried): an overloaded
+    machine, not a defect of the job or of the runner."""
+    for attempt in range(1, EMBEDDED_START_TRIES + 1):
+        try:
+            return _start_embedded(num_cpus, common)
+        except Exception as exc:
+            if _RAY_START_TIMED_OUT not in str(exc):
+                raise
+            stop_embedded(graceful=True)
+            message = (
+                f"the embedded Ray did not start (try {attempt} of {EMBEDDED_START_TRIES}): {exc}"
+            )
+            if attempt == EMBEDDED_START_TRIES:
+                raise RayUnavailable(message) from exc
+            log.warning("%s; starting it again", message)
+    raise AssertionError("unreachable")
 
 
 def _start_embedded(num_cpus: int | None, common: dict[str, Any]) -> RayConnection:
