@@ -27,14 +27,15 @@ HOLDER = textwrap.dedent(
 )
 
 
-def hold_in_child(root: Path) -> subprocess.Popen[str]:
+def hold_in_child(root: Path, script: str = HOLDER, ready: str = "held") -> subprocess.Popen[str]:
+    """A child process running `script` on `root`, once it has printed `ready`."""
     proc = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, str(root)],
+        [sys.executable, "-c", script, str(root)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
-    assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+    assert proc.stdout is not None and proc.stdout.readline().strip() == ready
     return proc
 
 
@@ -139,13 +140,7 @@ def test_a_refusal_between_the_holders_flock_and_its_record_waits_to_name_it(
 
     import dj_runner.store.lock as lock_module
 
-    proc = subprocess.Popen(
-        [sys.executable, "-c", RAW_HOLDER, str(tmp_path)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None and proc.stdout.readline().strip() == "locked"
+    proc = hold_in_child(tmp_path, RAW_HOLDER, "locked")
     looked = threading.Event()
     real_read_holder = lock_module.read_holder
 
@@ -187,14 +182,8 @@ def test_a_holder_that_never_writes_its_record_is_refused_after_a_bound(
     import dj_runner.store.lock as lock_module
 
     monkeypatch.setattr(lock_module, "HOLDER_RECORD_WAIT_S", 0.3)
-    proc = subprocess.Popen(
-        [sys.executable, "-c", RAW_HOLDER, str(tmp_path)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    proc = hold_in_child(tmp_path, RAW_HOLDER, "locked")
     try:
-        assert proc.stdout is not None and proc.stdout.readline().strip() == "locked"
         with pytest.raises(WorkDirLocked, match="has not said who yet"):
             lock_for(tmp_path).acquire(wait_s=0)
     finally:
