@@ -121,6 +121,18 @@ def ray_pods(core: client.CoreV1Api, namespace: str, name: str) -> list[client.V
     return core.list_namespaced_pod(namespace, label_selector=f"ray.io/cluster={name}").items
 
 
+def wait_running(
+    core: client.CoreV1Api, namespace: str, name: str, count: int, timeout: float = 300
+) -> list[client.V1Pod]:
+    """The RayCluster's pods once `count` of them run (a head and its workers)."""
+
+    def running() -> list[client.V1Pod] | None:
+        pods = ray_pods(core, namespace, name)
+        return pods if sum(p.status.phase == "Running" for p in pods) == count else None
+
+    return wait_for(running, timeout, f"{count} pods of RayCluster {name} running", interval=0.5)
+
+
 # The driver: connects over Ray Client (retrying the first connect, which can fail right after
 # the head starts), waits for the expected alive nodes, runs one task pinned to each worker node,
 # and prints what it saw as JSON.

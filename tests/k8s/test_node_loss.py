@@ -71,24 +71,32 @@ def runner_on(cluster: Cluster, namespace: str, pod: str, job: str = "demo") -> 
     return str(current["spec"]["nodeName"])
 
 
-def demo_on_the_second_node(cluster: Cluster, namespace: str) -> Path:
-    """The demo job (a slow first op; a lost node tolerated 5 s), its first attempt running on
-    the second node, the one a test will lose (the first is tainted until then); its work dir."""
+def on_the_second_node(cluster: Cluster, namespace: str, job: dict[str, Any]) -> None:
+    """The demo data, then `job` applied with the first node tainted until the job's first
+    runner runs on the second, the one a test will lose (in kuberay mode its Ray pods, which
+    come first, are there too)."""
     core = client.CoreV1Api(cluster.api_client())
     first, second = cluster.node_names
+    name = job["metadata"]["name"]
     demo_data(cluster, namespace)
-    job = with_test_ops(example_job())
-    job["spec"]["recipe"]["process"].insert(0, {"slow_mapper": {"seconds": 3}})
-    job["spec"]["runner"].update({"nodeLostTolerationSeconds": 5, "gracePeriodSeconds": 1})
     drain = {"key": "datajuicer.io/test", "value": "hold", "effect": "NoSchedule"}
     core.patch_node(first, {"spec": {"taints": [drain]}})
     apply(cluster, namespace, job)
     wait_for(
-        lambda: runner_on(cluster, namespace, "demo-runner-1") == second,
-        120,
-        f"demo-runner-1 running on {second}",
+        lambda: runner_on(cluster, namespace, f"{name}-runner-1", name) == second,
+        300,
+        f"{name}-runner-1 running on {second}",
     )
     core.patch_node(first, {"spec": {"taints": None}})
+
+
+def demo_on_the_second_node(cluster: Cluster, namespace: str) -> Path:
+    """The demo job (a slow first op; a lost node tolerated 5 s), its first attempt running on
+    the second node (`on_the_second_node`); its work dir."""
+    job = with_test_ops(example_job())
+    job["spec"]["recipe"]["process"].insert(0, {"slow_mapper": {"seconds": 3}})
+    job["spec"]["runner"].update({"nodeLostTolerationSeconds": 5, "gracePeriodSeconds": 1})
+    on_the_second_node(cluster, namespace, job)
     return cluster.node.pvc_dir(namespace, "demo-data") / ".datajuicer" / namespace / "demo"
 
 
@@ -149,16 +157,7 @@ def test_a_lost_node_under_a_ray_cluster_is_replaced_and_the_job_resumes(
     )
     op = OperatorProcess(two_nodes, namespace, tmp_path / "operator.log").start()
     try:
-        demo_data(two_nodes, namespace)
-        drain = {"key": "datajuicer.io/test", "value": "hold", "effect": "NoSchedule"}
-        core.patch_node(first, {"spec": {"taints": [drain]}})
-        apply(two_nodes, namespace, job)
-        wait_for(
-            lambda: runner_on(two_nodes, namespace, f"{JOB}-runner-1", JOB) == second,
-            300,
-            f"{JOB}-runner-1 running on {second}",
-        )
-        core.patch_node(first, {"spec": {"taints": None}})
+        on_the_second_node(two_nodes, namespace, job)
         ray_pods = core.list_namespaced_pod(namespace, label_selector="ray.io/cluster").items
         assert {p.spec.node_name for p in ray_pods} == {second}, "the Ray pods are elsewhere"
         work = two_nodes.node.pvc_dir(namespace, f"{JOB}-data") / ".datajuicer" / namespace / JOB
@@ -194,21 +193,13 @@ def test_a_suspended_jobs_ray_pods_on_a_lost_node_are_removed(
     api = two_nodes.api_client()
     core = client.CoreV1Api(api)
     custom = client.CustomObjectsApi(api)
-    first, second = two_nodes.node_names
+    second = two_nodes.node_names[1]
     job = with_test_ops(kuberay_job(workers=1))
     job["spec"]["recipe"]["process"].insert(0, {"slow_mapper": {"seconds": 30}})
     job["spec"]["runner"].update({"nodeLostTolerationSeconds": 3600, "gracePeriodSeconds": 1})
     op = OperatorProcess(two_nodes, namespace, tmp_path / "operator.log").start()
     try:
-        demo_data(two_nodes, namespace)
-        drain = {"key": "datajuicer.io/test", "value": "hold", "effect": "NoSchedule"}
-        core.patch_node(first, {"spec": {"taints": [drain]}})
-        apply(two_nodes, namespace, job)
-        wait_for(
-            lambda: runner_on(two_nodes, namespace, f"{JOB}-runner-1", JOB) == second,
-            300,
-            f"{JOB}-runner-1 running on {second}",
-        )
+        on_the_second_node(two_nodes, namespace, job)
         ray_pods = core.list_namespaced_pod(namespace, label_selector="ray.io/cluster").items
         assert {p.spec.node_name for p in ray_pods} == {second}, "the Ray pods are elsewhere"
         assert len(ray_pods) == 2, [p.metadata.name for p in ray_pods]

@@ -232,13 +232,8 @@ def test_a_kuberay_job_with_two_workers_and_no_claim(
     credentials_secret(k8s_cluster, namespace)
     apply(k8s_cluster, namespace, job)
 
-    def ray_pods_running() -> list[client.V1Pod] | None:
-        pods = raycluster.ray_pods(core, namespace, f"{name}-ray")
-        running = [p for p in pods if p.status.phase == "Running"]
-        return pods if len(running) == 3 else None
-
     # Read while the job runs: the cluster goes once it finishes.
-    pods = wait_for(ray_pods_running, 300, "the head and 2 worker pods running", interval=0.5)
+    pods = raycluster.wait_running(core, namespace, f"{name}-ray", 3)  # the head, 2 workers
     for pod in pods:
         spec = api.sanitize_for_serialization(pod.spec)
         assert_pod_reaches_the_store_by_reference(spec, pod.metadata.name)

@@ -147,13 +147,20 @@ def test_kuberay_job_runs_its_partitions_on_the_worker_pod(
     }
 
     seen: list[str] = []
+    workers: list[str] = []
 
     def cluster_shown() -> bool:
         """The status, the WORKERS column and the describe section agree, in one poll (the
-        cluster is removed once the job ends, so all three are read while it runs)."""
+        cluster is removed once the job ends, so all three are read while it runs, and so is
+        the name of its worker pod)."""
         status = job_obj(k8s_cluster, namespace, JOB).get("status") or {}
         if status.get("rayCluster") != expected:
             return False
+        workers[:] = [
+            p.metadata.name
+            for p in raycluster.ray_pods(core, namespace, f"{JOB}-ray")
+            if p.metadata.labels["ray.io/node-type"] == "worker"
+        ]
         table = k8s_cluster.kubectl("get", "djjob", JOB, "-n", namespace, "-o", "wide").stdout
         described = k8s_cluster.kubectl("describe", "djjob", JOB, "-n", namespace).stdout
         seen[:] = [table, described]
@@ -203,10 +210,8 @@ def test_kuberay_job_runs_its_partitions_on_the_worker_pod(
         )
         reasons = [e["reason"] for e in events(k8s_cluster, namespace, JOB)]
         assert "ClusterReady" in reasons and "Succeeded" in reasons, reasons
-        pods = raycluster.ray_pods(core, namespace, f"{JOB}-ray")
-        (worker,) = [
-            p.metadata.name for p in pods if p.metadata.labels["ray.io/node-type"] == "worker"
-        ]
+        # Its pods may be gone by now: the worker pod's name was read while the job ran.
+        (worker,) = workers
         # The head has no CPUs for tasks: every partition ran in a Ray worker of the worker pod.
         writers = event_writers(k8s_cluster, namespace, "partition_start")
         assert writers == {worker.replace("-", "_")}, writers

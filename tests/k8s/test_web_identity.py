@@ -237,13 +237,8 @@ def test_a_kuberay_job_whose_ray_pods_carry_the_identity_is_byte_identical(
     apply(k8s_cluster, namespace, job)
     core = client.CoreV1Api(k8s_cluster.api_client())
 
-    def ray_pods_running() -> list[client.V1Pod] | None:
-        pods = raycluster.ray_pods(core, namespace, f"{name}-ray")
-        running = [p for p in pods if p.status.phase == "Running"]
-        return pods if len(running) == 2 else None
-
     # Read while the job runs: the cluster goes once it finishes.
-    pods = wait_for(ray_pods_running, 300, "the head and the worker pod running", interval=0.5)
+    pods = raycluster.wait_running(core, namespace, f"{name}-ray", 2)  # the head, the worker
     for pod in pods:
         assert pod.spec.service_account_name == ACCOUNT, pod.metadata.name
         assert pod.spec.automount_service_account_token is False, pod.metadata.name
