@@ -20,6 +20,7 @@ import kubernetes
 import pytest
 from kubernetes import client
 
+from dj_operator.build.names import ray_cluster as ray_cluster_name
 from dj_runner import contract
 from dj_runner.contract import ExitCode
 from dj_runner.store.atomic import read_records
@@ -232,6 +233,98 @@ def test_a_suspended_jobs_ray_pods_on_a_lost_node_are_removed(
     finally:
         if op.proc is not None and op.proc.poll() is None:
             assert op.stop() == 0, op.tail()
+        api.close()
+
+
+def test_a_settled_jobs_ray_pods_on_a_lost_node_are_removed_after_an_operator_restart(
+    two_nodes: Cluster, tmp_path: Path
+) -> None:
+    """kuberay mode: a job settles (here: Suspended) while its Ray pods are on a lost node, and
+    its operator goes away before it removes them; the job's RayCluster is gone. A restarted
+    operator skips settled jobs at start-up, and nothing else told it of the pods: they stayed
+    for good. Now a Ray pod being deleted wakes its job (`wakeup.ray_pod_wakes`), which removes it.
+
+    The operator is stopped before the job is suspended, and the test writes what the operator
+    would have (the spec's suspend, the RayCluster deleted, the runner pod removed, the status
+    Suspended at the new generation), so that no timing decides whether the first operator
+    removes the pods itself."""
+    from tests.k8s.test_operator_kuberay_e2e import JOB, kuberay_job
+
+    namespace = two_nodes.create_namespace()
+    api = two_nodes.api_client()
+    core = client.CoreV1Api(api)
+    custom = client.CustomObjectsApi(api)
+    second = two_nodes.node_names[1]
+    job = with_test_ops(kuberay_job(workers=1))
+    job["spec"]["recipe"]["process"].insert(0, {"slow_mapper": {"seconds": 30}})
+    job["spec"]["runner"].update({"nodeLostTolerationSeconds": 3600, "gracePeriodSeconds": 1})
+    op = OperatorProcess(two_nodes, namespace, tmp_path / "operator.log").start()
+    restarted = OperatorProcess(two_nodes, namespace, tmp_path / "operator-2.log")
+    try:
+        on_the_second_node(two_nodes, namespace, job)
+        ray_pods = core.list_namespaced_pod(namespace, label_selector="ray.io/cluster").items
+        assert {p.spec.node_name for p in ray_pods} == {second}, "the Ray pods are elsewhere"
+        assert len(ray_pods) == 2, [p.metadata.name for p in ray_pods]
+        assert op.stop() == 0, op.tail()
+        two_nodes.node_named(second).lose()
+        body = custom.patch_namespaced_custom_object(
+            contract.GROUP,
+            contract.VERSION,
+            namespace,
+            contract.PLURAL,
+            JOB,
+            {"spec": {"suspend": True}},
+        )
+        cluster_name = ray_cluster_name(JOB)
+        custom.delete_namespaced_custom_object(
+            "ray.io",
+            "v1",
+            namespace,
+            "rayclusters",
+            cluster_name,
+            body=client.V1DeleteOptions(propagation_policy="Background"),
+        )
+        for runner in runner_pods(two_nodes, namespace, JOB):
+            core.delete_namespaced_pod(
+                runner["metadata"]["name"], namespace, grace_period_seconds=0
+            )
+        custom.patch_namespaced_custom_object_status(
+            contract.GROUP,
+            contract.VERSION,
+            namespace,
+            contract.PLURAL,
+            JOB,
+            {
+                "status": {
+                    "phase": "Suspended",
+                    "observedGeneration": body["metadata"]["generation"],
+                }
+            },
+        )
+
+        def being_deleted() -> bool:
+            pods = core.list_namespaced_pod(namespace, label_selector="ray.io/cluster").items
+            return len(pods) == 2 and all(p.metadata.deletion_timestamp for p in pods)
+
+        wait_for(being_deleted, 120, "the garbage collector to delete the RayCluster's pods")
+        restarted.start()
+        left: list[str] = []
+
+        def ray_pods_gone() -> bool:
+            pods = core.list_namespaced_pod(namespace, label_selector="ray.io/cluster").items
+            left[:] = [p.metadata.name for p in pods]
+            return not left
+
+        wait_for(ray_pods_gone, 180, "the settled job's Ray pods to be removed")
+        lost = [e for e in events(two_nodes, namespace, JOB) if e["reason"] == "RayPodLost"]
+        named = " ".join(e["message"] for e in lost)
+        assert all(p.metadata.name in named for p in ray_pods), (named, ray_pods)
+        assert "the job is suspended" in named
+        assert job_obj(two_nodes, namespace, JOB)["status"]["phase"] == "Suspended"
+    finally:
+        for proc in (op, restarted):
+            if proc.proc is not None and proc.proc.poll() is None:
+                assert proc.stop() == 0, proc.tail()
         api.close()
 
 

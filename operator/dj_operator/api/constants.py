@@ -15,6 +15,9 @@ CRD_NAME = f"{contract.PLURAL}.{contract.GROUP}"
 
 FINALIZER = f"{contract.GROUP}/finalizer"
 ANNOTATION_PREFIX = contract.GROUP
+#: On each Ray pod: its job's whole name (the job label holds `names.fit` of it, which a long
+#: name does not survive), so that a Ray pod left of a deleted RayCluster leads to its job.
+ANNOTATION_JOB = f"{ANNOTATION_PREFIX}/job-name"
 
 # Labels on every child (with the contract's managed-by, component and job labels).
 LABEL_NAME = "app.kubernetes.io/name"

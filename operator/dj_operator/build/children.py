@@ -330,7 +330,8 @@ def _ray_pod_template(job: Obj, spec: JobSpec, container: Obj, volumes: list[Obj
                 c.LABEL_NAME: c.APP_NAME,
                 contract.LABEL_COMPONENT: c.COMPONENT_RAY_NODE,
                 contract.LABEL_JOB: names.fit(name),
-            }
+            },
+            "annotations": {c.ANNOTATION_JOB: name},
         },
         "spec": {
             "serviceAccountName": ray_pod_service_account(job, spec),

@@ -85,6 +85,17 @@ def labels(job: str, component: str) -> dict[str, str]:
     }
 
 
+def ray_pod_job(pod: Obj) -> str | None:
+    """The name of the job a Ray pod belongs to: its `ANNOTATION_JOB`, else its job label when
+    that is a whole name (a pod of an older operator; a fitted label ends in a hash)."""
+    meta = pod.get("metadata") or {}
+    name = (meta.get("annotations") or {}).get(c.ANNOTATION_JOB)
+    if name:
+        return str(name)
+    label = (meta.get("labels") or {}).get(contract.LABEL_JOB)
+    return str(label) if label and len(label) < MAX_NAME else None
+
+
 def owner_reference(job: Obj, controller: bool = True) -> Obj:
     meta = job["metadata"]
     return {

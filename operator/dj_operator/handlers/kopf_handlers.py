@@ -4,7 +4,7 @@ Reconciles are driven by kopf's watches of the jobs and of their children (runne
 RayClusters), never by a pass over every job: a job costs API calls when it or a child changes.
 A job that is finished or Suspended with its current generation reconciled (`wakeup.settled`)
 costs nothing: its own events and the replays of kopf's initial listing are skipped, its TTL is
-a timer. The echo of the operator's own status write (the resourceVersion it returned, with the
+a timer; only a Ray pod of its being deleted wakes it (`wakeup.ray_pod_wakes`). The echo of the operator's own status write (the resourceVersion it returned, with the
 spec's generation and the runner's progress as that reconcile read them) wakes no job. Events of one job coalesce: while its reconcile runs, further events mark it to run
 once more afterwards, as a work queue does. Time-based rules (deadlines, TTLs) and retries of a
 failed reconcile are per-job timers (`timers.py`), set from what each reconcile says is due.
@@ -27,6 +27,7 @@ from kubernetes import client, config
 
 from dj_operator.api import constants as c
 from dj_operator.api.types import OperatorDefaults
+from dj_operator.build import names
 from dj_operator.handlers import reconcile as rec
 from dj_operator.handlers.timers import TICK, Key, Timers
 from dj_operator.kube import Kube
@@ -256,6 +257,21 @@ def pod_event(type: str | None, body: Any, namespace: str, **_: Any) -> None:
 def ray_event(type: str | None, body: Any, namespace: str, **_: Any) -> None:
     # A RayCluster of a settled job is left over (terminal and suspended jobs have none).
     _child_event(type, body, namespace, True)
+
+
+@kopf.on.event(
+    "v1", "pods", labels={contract.LABEL_COMPONENT: c.COMPONENT_RAY_NODE, c.LABEL_NAME: c.APP_NAME}
+)
+def ray_pod_event(type: str | None, body: Any, namespace: str, **_: Any) -> None:
+    """A Ray pod being deleted: its job may be settled with no RayCluster left to tell of it
+    (`wakeup.ray_pod_wakes`)."""
+    job = names.ray_pod_job(dict(body))
+    if job is None:
+        return
+    with State.guard:
+        settled = (namespace, job) in State.settled
+    if wakeup.ray_pod_wakes(type, dict(body), settled):
+        _reconcile(namespace, job)
 
 
 @kopf.on.probe(id="timers")

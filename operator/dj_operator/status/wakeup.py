@@ -62,6 +62,19 @@ def settled(job: Mapping[str, Any]) -> bool:
     )
 
 
+def ray_pod_wakes(event_type: str | None, pod: Mapping[str, Any], job_settled: bool) -> bool:
+    """Whether a watch event of a Ray pod wakes its job. Only a pod being deleted does (its
+    RayCluster is gone or going, and on a lost node no kubelet ends it): in kopf's start-up
+    listing (`event_type` None) whatever the job's state, since the job's own listing may come
+    later; afterwards only for a settled job, which nothing else wakes (a live job's Ray pods are
+    its RayCluster's, whose watch and the job's timers cover them). So a job that finished or
+    was suspended while no operator ran, or before its operator removed its lost Ray pods,
+    still has them removed (`_ray_pods_left`)."""
+    if event_type == "DELETED" or not (pod.get("metadata") or {}).get("deletionTimestamp"):
+        return False
+    return event_type is None or job_settled
+
+
 def ttl_due(job: Mapping[str, Any]) -> datetime | None:
     """When a finished job is to be deleted (`ttlSecondsAfterFinished` after completionTime)."""
     status = job.get("status") or {}

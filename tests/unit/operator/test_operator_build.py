@@ -317,3 +317,22 @@ def test_ray_pods_leave_a_lost_node_as_the_runner_does() -> None:
     for template in templates:
         seconds = {t["key"]: t["tolerationSeconds"] for t in template["spec"]["tolerations"]}
         assert seconds == dict.fromkeys(c.NODE_LOST_TAINTS, 7)
+
+
+def test_a_ray_pod_leads_back_to_its_job_whatever_the_names_length() -> None:
+    """A Ray pod left of a deleted RayCluster names its job (`names.ray_pod_job`): by the
+    annotation on every Ray pod template, whole even where the job label is fitted to 63
+    characters; a pod without it (an older operator's) by a label that is a whole name."""
+    for name in ("demo", "j" * 200):
+        job = make_job()
+        job["metadata"]["name"] = name
+        job["spec"]["ray"] = {"mode": "kuberay", "workerGroups": [{"name": "w"}]}
+        cluster = children.ray_cluster(job, parse_spec(job["spec"]))["spec"]
+        templates = [cluster["headGroupSpec"]["template"]]
+        templates += [g["template"] for g in cluster["workerGroupSpecs"]]
+        for template in templates:
+            pod_meta = template["metadata"]
+            assert names.ray_pod_job({"metadata": pod_meta}) == name
+            older = {k: v for k, v in pod_meta.items() if k != "annotations"}
+            assert names.ray_pod_job({"metadata": older}) == (name if len(name) < 63 else None)
+    assert names.ray_pod_job({"metadata": {}}) is None

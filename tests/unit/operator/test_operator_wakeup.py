@@ -172,3 +172,20 @@ def test_a_finished_jobs_ray_pods_left_are_looked_at_until_gone() -> None:
     assert due(replace(obs, ray_pods=[])) == ttl
     suspended = replace(observe({**spec, "suspend": True}), ray_pods=[not_yet])
     assert due(suspended) == NOW + wakeup.RAY_PODS_POLL
+
+
+def test_a_ray_pod_being_deleted_wakes_a_settled_job_and_any_job_at_start_up() -> None:
+    """A Ray pod's event wakes its job only while the pod is being deleted: in the start-up
+    listing (no event type; the job's own listing may come later) whatever the job's state, then
+    only for a settled job (a live job's Ray pods are its RayCluster's). Without this, the Ray
+    pods on a lost node of a job that settled while no operator ran stayed for good."""
+    deleting = pod(1, deleting=True)
+    deleting["metadata"]["deletionTimestamp"] = "2026-11-30T05:29:55Z"
+    alive = pod(1)
+    assert wakeup.ray_pod_wakes(None, deleting, job_settled=True)
+    assert wakeup.ray_pod_wakes(None, deleting, job_settled=False)
+    assert wakeup.ray_pod_wakes("MODIFIED", deleting, job_settled=True)
+    assert not wakeup.ray_pod_wakes("MODIFIED", deleting, job_settled=False)
+    assert not wakeup.ray_pod_wakes("DELETED", deleting, job_settled=True)
+    for event in (None, "ADDED", "MODIFIED"):
+        assert not wakeup.ray_pod_wakes(event, alive, job_settled=True)
