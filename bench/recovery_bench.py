@@ -130,49 +130,49 @@ def trial(
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--kills", type=int, default=100)
-    p.add_argument("-n", "--num-samples", type=int, default=300)
-    p.add_argument("--partition-size", type=int, default=50)
-    p.add_argument("--np", type=int, default=os.cpu_count() or 1)
-    p.add_argument("--seed", type=int, default=20261207)
-    p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
-    p.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS)
-    a = p.parse_args(argv)
-    rng = random.Random(a.seed)
+def measure(
+    kills: int,
+    num_samples: int,
+    partition_size: int,
+    np_: int,
+    seed: int,
+    data_dir: Path,
+    echo: bool = True,
+) -> dict[str, Any]:
+    """``kills`` kills and resumes after one clean run; the summary, each trial in ``trials``."""
+    rng = random.Random(seed)
     env = dict(os.environ)
     load_start = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="dj-recovery-") as tmp:
         root = Path(tmp)
         data = root / "data.jsonl"
-        generate.generate(a.data_dir, a.num_samples, data, seed=0)
-        recipe = write_recipe(root, data, a.partition_size, a.np)
+        generate.generate(data_dir, num_samples, data, seed=0)
+        recipe = write_recipe(root, data, partition_size, np_)
         t0 = time.monotonic()
         clean_proc = start(recipe, root / "clean", env)
         if clean_proc.wait() != 0:
-            print("the clean run failed", file=sys.stderr)
-            return 1
+            raise RuntimeError(f"the clean run failed (exit {clean_proc.returncode})")
         clean_s = time.monotonic() - t0
         clean = (root / "clean" / "out.jsonl").read_bytes()
         trials: list[dict[str, Any]] = []
         draws = 0
-        while len(trials) < a.kills:
+        while len(trials) < kills:
             draws += 1
             run_dir = root / f"t{draws:04d}"
             res = trial(recipe, run_dir, env, rng.uniform(0.0, clean_s), clean)
             if res is not None:
                 trials.append(res)
-                print(json.dumps(res), flush=True)
+                if echo:
+                    print(json.dumps(res), flush=True)
             subprocess.run(["rm", "-rf", str(run_dir)], check=True)
     times = [t["recovery_s"] for t in trials if t["recovery_s"] is not None]
     recovered = sum(t["recovered"] for t in trials)
-    summary = {
+    return {
         "machine": machine(),
         "loadavg_end": os.getloadavg(),
         "loadavg_start": load_start,
-        "samples": a.num_samples,
-        "partition_size": a.partition_size,
+        "samples": num_samples,
+        "partition_size": partition_size,
         "clean_run_s": round(clean_s, 2),
         "kills": len(trials),
         "draws": draws,
@@ -184,12 +184,25 @@ def main(argv: list[str] | None = None) -> int:
         "with_recovery_time": len(times),
         "trials": trials,
     }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--kills", type=int, default=100)
+    p.add_argument("-n", "--num-samples", type=int, default=300)
+    p.add_argument("--partition-size", type=int, default=50)
+    p.add_argument("--np", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--seed", type=int, default=20261207)
+    p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    p.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS)
+    a = p.parse_args(argv)
+    summary = measure(a.kills, a.num_samples, a.partition_size, a.np, a.seed, a.data_dir)
     a.results_dir.mkdir(parents=True, exist_ok=True)
     out = a.results_dir / f"recovery-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps(summary, indent=2))
     print(json.dumps({k: v for k, v in summary.items() if k != "trials"}, indent=2))
     print(f"written: {out}")
-    return 0 if recovered == len(trials) else 1
+    return 0 if summary["recovered"] == summary["kills"] else 1
 
 
 if __name__ == "__main__":

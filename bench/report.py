@@ -210,6 +210,19 @@ def render(results: dict[str, Any], img_rel: str = "img") -> str:
             f"{ev['p99_us']:.1f} µs) | | end to end: {_fmt(ratios.get('event_cost_us_e2e'))} µs (noise) "
             f"| <= 20 µs | {_met(ev['median_us'], '<=', 20.0)} |"
         )
+    rec = results.get("recovery")
+    if rec and rec.get("kills"):
+        add(
+            f"| recovery: SIGKILL to the resumed job's first new commit, median of "
+            f"{rec['with_recovery_time']} kills | {_fmt(rec['recovery_s_median'])} s (p90 "
+            f"{_fmt(rec['recovery_s_p90'])} s) | | | < 30 s "
+            f"| {_met(rec['recovery_s_median'], '<=', 30.0)} |"
+        )
+        add(
+            f"| recovery rate: resumed to byte-identical output, of {rec['kills']} random kills "
+            f"| {rec['recovered']} of {rec['kills']} ({rec['recovery_rate']:.1%}) | | "
+            f"| >= 99.9% | {_met(rec['recovery_rate'], '>=', 0.999)} |"
+        )
     add("")
     add("### Engines")
     add("")
@@ -373,6 +386,88 @@ def render(results: dict[str, Any], img_rel: str = "img") -> str:
         )
         add("")
         add(formats_table(fm))
+    if rec and rec.get("kills"):
+        add("")
+        add("### Recovery")
+        add("")
+        add(
+            f"`bench/recovery_bench.py`: the bench recipe on {rec['samples']} samples (partitions "
+            f"of {rec['partition_size']}, every_op checkpoints, the event log on); a clean run "
+            f"took {rec['clean_run_s']} s. Each trial SIGKILLs a fresh run's whole process group "
+            f"at an instant drawn from that duration and runs the same command again "
+            f"({rec['draws']} draws for {rec['kills']} kills; a draw after the job's end is drawn "
+            f"again). Recovery time: from the kill to the resumed run's first new commit "
+            f"({rec['with_recovery_time']} trials; the others were killed after their last commit "
+            f"and only export): median {_fmt(rec['recovery_s_median'])} s, p90 "
+            f"{_fmt(rec['recovery_s_p90'])} s, max {_fmt(rec['recovery_s_max'])} s. "
+            f"{rec['recovered']} of {rec['kills']} resumed runs exited 0 with output "
+            f"byte-identical to the clean run's (load {rec['loadavg_start'][0]:.2f} at the start,"
+            f" {rec['loadavg_end'][0]:.2f} at the end)."
+        )
+    sim = results.get("scale_sim")
+    if sim:
+        add("")
+        add(scale_tables(sim, results.get("scale_bucket")))
+    return "\n".join(lines)
+
+
+def scale_tables(sim: dict[str, Any], bucket: dict[str, Any] | None) -> str:
+    """``bench/scale_sim.py``'s summary (and ``scale_bucket.py``'s) in markdown: how each cost
+    grows with the input; docs/benchmarks.md, "Scale on paper and in simulation", reads them."""
+    lines = ["### Scale in simulation", ""]
+    add = lines.append
+    add(
+        f"`bench/scale_sim.py` ({sim['workers']} simulated workers, partitions of "
+        f"{sim['partition_size']:,} samples of {sim['mean_bytes']:,} bytes; load "
+        f"{sim['loadavg_start'][0]:.2f} at the start, {sim['loadavg_end'][0]:.2f} at the end). "
+        "Planning (the planner's own cutter over synthetic lines, each in a fresh process):"
+    )
+    add("")
+    add("| samples | bytes | partitions | wall s | CPU s | peak RSS growth MiB | plan.json bytes |")
+    add("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for p in sim["planning"]:
+        add(
+            f"| {p['samples']:,} | {p['bytes']:,} | {p['partitions']:,} | {p['plan_s']} "
+            f"| {p['plan_cpu_s']} | {p['plan_peak_rss_mb']} | {p['plan_json_bytes']:,} |"
+        )
+    add("")
+    add(
+        "The driver (the real scheduler and stage listener over tasks that return at once; with "
+        "and without its `status.json` writes):"
+    )
+    add("")
+    add(
+        "| partitions | status writes | driver CPU s | CPU ms per partition | events "
+        "| CPU µs per event | status.json bytes |"
+    )
+    add("| ---: | --- | ---: | ---: | ---: | ---: | ---: |")
+    for d in sim["driver"]:
+        add(
+            f"| {d['partitions']:,} | {'yes' if d['write_status'] else 'no'} "
+            f"| {d['driver_cpu_s']} | {d['driver_cpu_ms_per_partition']} "
+            f"| {d['driver_events']:,} | {d['driver_cpu_us_per_event']} "
+            f"| {_fmt(d['status_json_bytes'])} |"
+        )
+    real = sim["per_partition_real_run"]
+    add("")
+    add(
+        f"Per partition, from a real run ({real['samples']} samples, {real['partitions']} "
+        f"partitions): {real['events_per_partition']} events "
+        f"({real['event_bytes_mean']:.0f} bytes each), {real['commits_per_partition']:.0f} "
+        f"checkpoint commits, checkpoint files left: "
+        f"{real['checkpoint_files_left_per_partition']:.0f}; the runner's `/metrics` renders {real['series']} series after it and "
+        f"{real['series_events_x50']} after 50 times its events."
+    )
+    if bucket:
+        add("")
+        add(
+            f"The work dir in a bucket (`bench/scale_bucket.py`, the test S3 server on loopback, "
+            f"{bucket['partitions']} partitions of {bucket['commits_per_partition']} commits): "
+            f"the scan of every partition's commit log {bucket['scan_cold_ms_per_partition']} ms"
+            f" a partition cold, {bucket['scan_warm_ms_per_partition']} ms warm; a `status.json`"
+            f" write {bucket['status_write_ms_median']} ms (median; p90 "
+            f"{bucket['status_write_ms_p90']} ms)."
+        )
     return "\n".join(lines)
 
 

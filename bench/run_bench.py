@@ -13,7 +13,10 @@ medians and ratios:
 
 Beside the engines, the same run measures ``EventLogger.log`` alone and every checkpoint
 format and compression on the N input (``bench/formats_bench.py``, ``--formats-reps``) and
-each op's time in one process on the N input (``bench/op_profile.py``, ``--op-profile-reps``).
+each op's time in one process on the N input (``bench/op_profile.py``, ``--op-profile-reps``);
+after the engines, recovery from random SIGKILLs (``bench/recovery_bench.py``,
+``--recovery-kills``), scale in simulation (``bench/scale_sim.py``, ``--scale-sim``) and the
+driver's per-partition traffic with a bucket work dir (``bench/scale_bucket.py``).
 
 Data-Juicer runs in its own venv (``bench/dj_venv.sh``) on a text-only copy of the input.
 Throughput is samples in / wall seconds of the whole command, start-up included; the engines'
@@ -824,6 +827,26 @@ def main(argv: list[str] | None = None) -> int:
         default=3,
         help="repetitions of the per-op time on the N input (op_profile.py); 0 skips",
     )
+    p.add_argument(
+        "--recovery-kills",
+        type=int,
+        default=100,
+        help="SIGKILLs and resumes of a small job, after the engines (recovery_bench.py); 0 skips",
+    )
+    p.add_argument(
+        "--scale-sim",
+        choices=("full", "quick", "off"),
+        default="full",
+        help="scale in simulation, after the engines (scale_sim.py: 1e9 samples on 512 workers; "
+        "quick: ten times smaller)",
+    )
+    p.add_argument(
+        "--scale-bucket-partitions",
+        type=int,
+        default=200,
+        help="partitions of the work dir scanned in a bucket (scale_bucket.py, on the test S3 "
+        "server); 0 skips",
+    )
     p.add_argument("--keep-outputs", action="store_true")
     p.add_argument(
         "--no-docs", action="store_true", help="do not render docs/benchmarks.md and its plots"
@@ -959,6 +982,31 @@ def main(argv: list[str] | None = None) -> int:
             )
         except subprocess.CalledProcessError as exc:
             results["notes"].append(f"op diff failed: {exc.stderr.decode()[-500:]}")
+    if a.recovery_kills > 0 and "runner" in engines:
+        import recovery_bench
+
+        print(f"recovery: {a.recovery_kills} kills and resumes...", file=sys.stderr)
+        try:
+            results["recovery"] = recovery_bench.measure(
+                a.recovery_kills, 300, 50, a.np, 20261207, a.data_dir, echo=False
+            )
+        except (RuntimeError, subprocess.CalledProcessError) as exc:
+            results["notes"].append(f"recovery bench failed: {exc}")
+    if a.scale_sim != "off" and "runner" in engines:
+        import scale_sim
+
+        print(f"scale in simulation ({a.scale_sim})...", file=sys.stderr)
+        results["scale_sim"] = scale_sim.measure(
+            a.scale_sim == "quick", scale_sim.WORKERS, echo=False
+        )
+    if a.scale_bucket_partitions > 0 and "runner" in engines:
+        import scale_bucket
+
+        print("the work dir in a bucket, per partition...", file=sys.stderr)
+        try:
+            results["scale_bucket"] = scale_bucket.measure(a.scale_bucket_partitions, 200)
+        except (OSError, RuntimeError, subprocess.CalledProcessError) as exc:
+            results["notes"].append(f"bucket scan not measured: {exc}")
     results["duration_s"] = time.perf_counter() - t_start
     results["machine"]["loadavg_end"] = os.getloadavg()
     (out_dir / "results.json").write_text(json.dumps(results, indent=2, default=str))

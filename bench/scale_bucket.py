@@ -93,21 +93,9 @@ def status_writes(work: str, n: int) -> list[float]:
     return times
 
 
-def main(argv: list[str] | None = None) -> int:
-    if argv is None and sys.argv[1:2] == ["--child"]:
-        cmd, work, n = sys.argv[2:5]
-        if cmd == "seed":
-            seed(work, int(n))
-            print("{}")
-        elif cmd == "scan":
-            print(json.dumps(scan(work, int(n))))
-        else:
-            print(json.dumps(status_writes(work, int(n))))
-        return 0
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--partitions", type=int, default=200)
-    p.add_argument("--status-writes", type=int, default=200)
-    a = p.parse_args(argv)
+def measure(partitions: int, writes_n: int) -> dict[str, Any]:
+    """On a fresh test S3 server: a work dir of ``partitions`` partitions scanned cold and warm,
+    and ``writes_n`` writes of ``status.json``."""
     from tests.harness.s3server import start_s3_server
 
     load_start = os.getloadavg()
@@ -123,21 +111,39 @@ def main(argv: list[str] | None = None) -> int:
                 out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
                 return json.loads(out.stdout)
 
-            child("seed", work, str(a.partitions))
-            scans = child("scan", work, str(a.partitions))
-            writes = child("status", f"s3://{bucket}/status", str(a.status_writes))
+            child("seed", work, str(partitions))
+            scans = child("scan", work, str(partitions))
+            writes = child("status", f"s3://{bucket}/status", str(writes_n))
         finally:
             server.stop()
-    summary = {
-        "partitions": a.partitions,
+    return {
+        "partitions": partitions,
         "commits_per_partition": COMMITS_PER_PARTITION,
-        "scan_cold_ms_per_partition": round(1000 * scans["cold"] / a.partitions, 2),
-        "scan_warm_ms_per_partition": round(1000 * scans["warm"] / a.partitions, 2),
+        "scan_cold_ms_per_partition": round(1000 * scans["cold"] / partitions, 2),
+        "scan_warm_ms_per_partition": round(1000 * scans["warm"] / partitions, 2),
         "status_write_ms_median": round(1000 * statistics.median(writes), 2),
         "status_write_ms_p90": round(1000 * statistics.quantiles(writes, n=10)[-1], 2),
         "loadavg_start": load_start,
         "loadavg_end": os.getloadavg(),
     }
+
+
+def main(argv: list[str] | None = None) -> int:
+    if argv is None and sys.argv[1:2] == ["--child"]:
+        cmd, work, n = sys.argv[2:5]
+        if cmd == "seed":
+            seed(work, int(n))
+            print("{}")
+        elif cmd == "scan":
+            print(json.dumps(scan(work, int(n))))
+        else:
+            print(json.dumps(status_writes(work, int(n))))
+        return 0
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--partitions", type=int, default=200)
+    p.add_argument("--status-writes", type=int, default=200)
+    a = p.parse_args(argv)
+    summary = measure(a.partitions, a.status_writes)
     print(json.dumps(summary, indent=2))
     return 0
 

@@ -350,6 +350,45 @@ def metric_series(events: list[Any]) -> int:
 # -- main ---------------------------------------------------------------------------------------
 
 
+def measure(quick: bool, workers: int, echo: bool = True) -> dict[str, Any]:
+    """Planning at three scales (each in a fresh process), the driver at three scales with and
+    without its status writes, and the per-partition figures of a real run."""
+    scales = [10**5, 10**6, 10**7] if quick else [10**6, 10**7, 10**8]
+    plan_scales = [n // 10 for n in scales]  # 1e4 to 1e6 (quick), 1e5 to 1e7
+    load_start = os.getloadavg()
+    planning = []
+    for n in plan_scales:
+        files = max(1, n // 10**6)  # 1 GB files, as a 1 TB input would come
+        cmd = [sys.executable, __file__, "--child-plan", str(n), str(files)]
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True)
+        planning.append(json.loads(out.stdout))
+        if echo:
+            print(json.dumps(planning[-1]), flush=True)
+    driver = []
+    for n in scales:
+        for write_status in (True, False):
+            with tempfile.TemporaryDirectory(prefix="dj-scale-") as tmp:
+                run = simulate_driver(n // PARTITION_SIZE, workers, Path(tmp), write_status)
+            driver.append(run)
+            if echo:
+                print(json.dumps(run), flush=True)
+    with tempfile.TemporaryDirectory(prefix="dj-scale-") as tmp:
+        real = real_run_profile(Path(tmp), 400, 50)
+    if echo:
+        print(json.dumps(real), flush=True)
+    return {
+        "machine": machine(),
+        "loadavg_start": load_start,
+        "loadavg_end": os.getloadavg(),
+        "workers": workers,
+        "partition_size": PARTITION_SIZE,
+        "mean_bytes": MEAN_BYTES,
+        "planning": planning,
+        "driver": driver,
+        "per_partition_real_run": real,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     if argv is None and sys.argv[1:2] == ["--child-plan"]:
         print(json.dumps(measure_planning(int(sys.argv[2]), int(sys.argv[3]))))
@@ -359,37 +398,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=WORKERS)
     p.add_argument("--results-dir", type=Path, default=BENCH_DIR / "results")
     a = p.parse_args(argv)
-    scales = [10**5, 10**6, 10**7] if a.quick else [10**6, 10**7, 10**8]
-    plan_scales = [n // 10 for n in scales]  # 1e4 to 1e6 (quick), 1e5 to 1e7
-    load_start = os.getloadavg()
-    planning = []
-    for n in plan_scales:
-        files = max(1, n // 10**6)  # 1 GB files, as a 1 TB input would come
-        cmd = [sys.executable, __file__, "--child-plan", str(n), str(files)]
-        out = subprocess.run(cmd, check=True, capture_output=True, text=True)
-        planning.append(json.loads(out.stdout))
-        print(json.dumps(planning[-1]), flush=True)
-    driver = []
-    for n in scales:
-        for write_status in (True, False):
-            with tempfile.TemporaryDirectory(prefix="dj-scale-") as tmp:
-                run = simulate_driver(n // PARTITION_SIZE, a.workers, Path(tmp), write_status)
-            driver.append(run)
-            print(json.dumps(run), flush=True)
-    with tempfile.TemporaryDirectory(prefix="dj-scale-") as tmp:
-        real = real_run_profile(Path(tmp), 400, 50)
-    print(json.dumps(real), flush=True)
-    summary = {
-        "machine": machine(),
-        "loadavg_start": load_start,
-        "loadavg_end": os.getloadavg(),
-        "workers": a.workers,
-        "partition_size": PARTITION_SIZE,
-        "mean_bytes": MEAN_BYTES,
-        "planning": planning,
-        "driver": driver,
-        "per_partition_real_run": real,
-    }
+    summary = measure(a.quick, a.workers)
     a.results_dir.mkdir(parents=True, exist_ok=True)
     path = a.results_dir / f"scale-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.write_text(json.dumps(summary, indent=2))
