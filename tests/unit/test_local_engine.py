@@ -46,6 +46,9 @@ def test_small_inputs_run_in_the_driver_and_larger_ones_on_at_most_one_worker_pe
     assert larger.inline(1) and larger.workers(1) == 1  # one partition: no process to start
     one_cpu = LocalEngine(cpus=1, input_bytes=50 * MB)
     assert one_cpu.inline(3) and one_cpu.workers(3) == 1  # one at a time
+    # Known before the plan, to start the fork server while the driver plans.
+    assert larger.workers_likely
+    assert not small.workers_likely and not one_cpu.workers_likely
 
 
 def test_machine_cpus_counts_this_process_s_cpus() -> None:

@@ -123,3 +123,38 @@ def test_workers_start_with_the_recipes_models_loaded_by_the_fork_server(
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == loaded, proc.stdout
+
+
+EARLY_PROBE = """
+import os
+from dj_runner.engine.local_backend import LocalPool, start_fork_server
+from dj_runner.ops.common.warm import WARM_OPS_ENV, warm_env
+from tests.harness.localwork import models_loaded
+
+start_fork_server(warm_env(["language_id_score_filter"]))
+assert WARM_OPS_ENV not in os.environ, "the server's environment leaked into the driver's"
+pool = LocalPool(2, fn=models_loaded, server_env={})
+try:
+    print(pool.submit(("", "")).result(timeout=120))
+finally:
+    pool.close()
+"""
+
+
+def test_a_fork_server_started_before_the_pool_is_the_one_its_workers_come_from() -> None:
+    """The executor starts the fork server before it plans (``start_fork_server``), so that it
+    imports and warms meanwhile; the pool made after the plan forks its workers from that
+    server, warmed with the environment it was started with, and the driver's own environment
+    is left as it was."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-c", EARLY_PROBE],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "fasttext=True native=True", proc.stdout

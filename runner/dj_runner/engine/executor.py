@@ -38,6 +38,7 @@ from dj_runner.engine.local_backend import (
     choose_engine,
     default_engine,
     machine_cpus,
+    start_fork_server,
 )
 from dj_runner.engine.partition_task import PartitionResult, SourceChanged, count_rejects
 from dj_runner.engine.ray_backend import RayTaskBackend
@@ -474,10 +475,13 @@ class Executor:
             if choose_engine(self.engine, ray_named, size) == "local":
                 local = LocalEngine(self.recipe.np or machine_cpus(), size)
                 where = (
-                    f"in this process ({local.cpus} CPUs)"
-                    if local.inline(2)  # a small input: whatever the plan, no worker processes
-                    else f"on {local.cpus} local worker processes"
+                    f"on {local.cpus} local worker processes"
+                    if local.workers_likely
+                    else f"in this process ({local.cpus} CPUs)"  # whatever the plan
                 )
+                if local.workers_likely:
+                    # It imports and warms while this process plans.
+                    start_fork_server(self._server_env())
                 self._log(
                     "engine_selected",
                     f"runs {where}, no Ray (engine {self.engine}, input {size:,} bytes)",
@@ -734,6 +738,14 @@ class Executor:
         """Partition ``pid``'s checkpoints, written under this run's claim."""
         return partition_store(self.work, pid, self.recipe.checkpoint, self.fence)
 
+    def _server_env(self) -> dict[str, str]:
+        """What the local engine's fork server warms once for every worker: the recipe's ops,
+        and an S3 client when the work dir is in a bucket."""
+        return {
+            **ops_warm_env(spec.name for spec in self.recipe.process),
+            **({} if self.work.is_local else warm_env()),
+        }
+
     # ------------------------------------------------------------------ scheduling
     def _run_stage(self, plan: Plan, parts: list[Any], target: CheckpointKey) -> StageOutcome:
         if not parts:
@@ -745,10 +757,7 @@ class Executor:
                 partitions = len(plan.partitions)
                 self._pool = LocalPool(
                     self._local.workers(partitions),
-                    server_env={
-                        **ops_warm_env(spec.name for spec in self.recipe.process),
-                        **({} if self.work.is_local else warm_env()),
-                    },
+                    server_env=self._server_env(),
                     inline=self._local.inline(partitions),
                 )
             backend = LocalTaskBackend(self._pool, stage)

@@ -61,6 +61,36 @@ INLINE_MAX_BYTES = 2 * 1024 * 1024
 INLINE_TASKS_PER_CPU = 2
 
 
+#: What the fork server imports once for every worker it forks: the task's modules, and the
+#: recipe's ops with what they load (``ops.common.warm``, told which by the server's env).
+FORK_SERVER_PRELOAD = ("dj_runner.engine.task_body", "dj_runner.ops.common.warm")
+
+_server_started = threading.Lock()
+
+
+def start_fork_server(server_env: Mapping[str, str]) -> Any:
+    """The ``forkserver`` context, its server process started (once per process) with
+    ``server_env`` set in the environment it starts with. Starting returns at once: the server
+    imports and warms in its own process, so a driver that starts it before planning has it
+    ready, or nearly, when the first task is forked (``LocalEngine.workers_likely``)."""
+    from multiprocessing import forkserver
+
+    ctx = multiprocessing.get_context("forkserver")
+    with _server_started:
+        ctx.set_forkserver_preload(list(FORK_SERVER_PRELOAD))
+        saved = {k: os.environ.get(k) for k in server_env}
+        os.environ.update(server_env)
+        try:
+            forkserver.ensure_running()
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+    return ctx
+
+
 class WorkerDied(RuntimeError):
     """A local worker process ended while it ran a partition task (retried like any failure)."""
 
@@ -77,6 +107,13 @@ class LocalEngine:
     def inline(self, partitions: int) -> bool:
         """Whether a plan of ``partitions`` runs in the driver's own process."""
         return self.input_bytes <= INLINE_MAX_BYTES or self.workers(partitions) == 1
+
+    @property
+    def workers_likely(self) -> bool:
+        """Whether worker processes will run the tasks, known before the plan: an input too
+        large to run inline on more than one CPU (a plan of one partition, which the recipe's
+        bounds could still make, runs inline after all)."""
+        return not self.inline(2)
 
     def workers(self, partitions: int) -> int:
         """Tasks at once for a plan of ``partitions``: threads of the driver when ``inline``,
@@ -224,11 +261,7 @@ class LocalPool:
                 raise RuntimeError("the local workers were closed")
             self._queue.append(_Task(future, args))
             if self._thread is None:
-                self._ctx = multiprocessing.get_context("forkserver")
-                # The ops' modules and models too (``ops.common.warm``, by the server's env).
-                self._ctx.set_forkserver_preload(
-                    ["dj_runner.engine.task_body", "dj_runner.ops.common.warm"]
-                )
+                self._ctx = start_fork_server(self._server_env)
                 self._thread = threading.Thread(
                     target=self._dispatch, name="dj-runner-local-workers", daemon=True
                 )
@@ -245,17 +278,7 @@ class LocalPool:
         proc = self._ctx.Process(
             target=_child, args=(child, os.getpid(), self._fn, task.args), name="dj-runner-worker"
         )
-        saved = {k: os.environ.get(k) for k in self._server_env}
-        os.environ.update(self._server_env)  # the fork server, started by the first start
-        try:
-            proc.start()
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
-            self._server_env = {}
+        proc.start()
         child.close()
         task.proc, task.conn = proc, parent
         self._running.append(task)
