@@ -86,10 +86,9 @@ JOBS ?= 100
 bench-operator: install k8s-tools
 	$(BIN)/python bench/operator_bench.py --jobs $(JOBS)
 
-# The benchmarks docs/benchmarks.md quotes beside make bench's own (each prints its table and
-# writes its JSON to bench/results/): scale in simulation (about 6 minutes), the checkpoint
-# formats (about a minute; make bench measures them too) and recovery from 100 SIGKILLs (about
-# 10 minutes).
+# Parts of make bench, each alone (each prints its table and writes its JSON to bench/results/):
+# scale in simulation (about 6 minutes), the checkpoint formats (about a minute) and recovery
+# from 100 SIGKILLs (about 10 minutes).
 bench-scale: install
 	$(BIN)/python bench/scale_sim.py
 	$(BIN)/python bench/scale_bucket.py

@@ -61,6 +61,9 @@ class State:
     dirty: set[Key] = set()  # jobs to reconcile again once the running reconcile ends
     # Per job: the resourceVersion of its last status write, and the inputs that write saw.
     written: dict[Key, tuple[str, str]] = {}
+    # Ray pods (by uid) whose deletion has woken their job once: later events of the same
+    # deletion are the job's timers' to follow (`wakeup.next_check`); forgotten when it is gone.
+    ray_pods_woken: set[str] = set()
     guard = threading.Lock()
 
 
@@ -264,13 +267,21 @@ def ray_event(type: str | None, body: Any, namespace: str, **_: Any) -> None:
 )
 def ray_pod_event(type: str | None, body: Any, namespace: str, **_: Any) -> None:
     """A Ray pod being deleted: its job may be settled with no RayCluster left to tell of it
-    (`wakeup.ray_pod_wakes`)."""
-    job = names.ray_pod_job(dict(body))
-    if job is None:
-        return
+    (`wakeup.ray_pod_wakes`); once per pod's deletion."""
+    pod = dict(body)
+    uid = str((pod.get("metadata") or {}).get("uid"))
+    job = names.ray_pod_job(pod)
     with State.guard:
+        if type == "DELETED":
+            State.ray_pods_woken.discard(uid)
+            return
+        if job is None or uid in State.ray_pods_woken:
+            return
         settled = (namespace, job) in State.settled
-    if wakeup.ray_pod_wakes(type, dict(body), settled):
+        wakes = wakeup.ray_pod_wakes(type, pod, settled)
+        if wakes:
+            State.ray_pods_woken.add(uid)
+    if wakes:
         _reconcile(namespace, job)
 
 
