@@ -245,7 +245,7 @@ def simulate_driver(
             InstantBackend(result),
             RetryPolicy(0, 0.0),
             capacity=capacity,
-            listener=_StageListener(ex, target.step == n_ops, partitions, capacity),
+            listener=_StageListener(ex, target, target.step == n_ops, partitions, capacity),
             reached=lambda res, t=target: res.final_key == t,
         )
         c0, t0 = time.process_time(), time.perf_counter()

@@ -92,3 +92,14 @@ def test_synthetic_plan_spreads_samples_over_files(scale_sim: ModuleType) -> Non
     assert {r.file for p in plan.partitions for r in p.ranges} == {0, 1, 2}
     with pytest.raises(ValueError, match="files=5"):
         scale_sim.synthetic_plan(4, 50, files=5)
+
+
+def test_the_simulated_driver_runs_every_partition_through_both_stages(
+    scale_sim: ModuleType, tmp_path: Path
+) -> None:
+    """The driver's simulation drives the executor's own stage listener and scheduler (so a
+    change of their signatures breaks it here, not in the middle of ``make bench``)."""
+    run = scale_sim.simulate_driver(20, 4, tmp_path, True)
+    assert run["partitions"] == 20 and run["capacity"] == 8
+    assert run["driver_events"] >= 20
+    assert run["status_json_bytes"] and run["status_json_bytes"] > 0
