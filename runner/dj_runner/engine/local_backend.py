@@ -43,6 +43,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.connection import wait as mp_wait
 from typing import Any
 
+from dj_runner.engine.environ import environ_for
 from dj_runner.engine.task_body import StageTask, partition_task_entry, raise_task_error
 from dj_runner.errors import InvalidInput
 from dj_runner.recipe.keys import ENGINES
@@ -78,16 +79,8 @@ def start_fork_server(server_env: Mapping[str, str]) -> Any:
     ctx = multiprocessing.get_context("forkserver")
     with _server_started:
         ctx.set_forkserver_preload(list(FORK_SERVER_PRELOAD))
-        saved = {k: os.environ.get(k) for k in server_env}
-        os.environ.update(server_env)
-        try:
+        with environ_for(server_env):
             forkserver.ensure_running()
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
     return ctx
 
 

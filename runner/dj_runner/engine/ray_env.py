@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from dj_runner import contract
+from dj_runner.engine.environ import environ_for
 from dj_runner.errors import RayUnavailable, RunnerError, short_error
 
 log = logging.getLogger(__name__)
@@ -424,25 +425,20 @@ def _start_embedded(num_cpus: int | None, common: dict[str, Any]) -> RayConnecti
         _SETUP_HOOK_ENV: f"{__name__}.worker_setup",
         "PYTHONPATH": _absolute_pythonpath(),
     }
-    saved = {key: os.environ.get(key) for key in [*env, "RAY_ADDRESS"]}
-    try:
-        os.environ.update(env)
-        os.environ.pop("RAY_ADDRESS", None)
-        with _neutral_cwd(temp_dir), _loopback_only(), _signal_handlers_kept():
-            ray.init(
-                address="local",
-                num_cpus=num_cpus,
-                include_dashboard=False,
-                _node_ip_address="127.0.0.1",
-                _temp_dir=temp_dir,
-                **common,
-            )
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    with (
+        environ_for({**env, "RAY_ADDRESS": None}),
+        _neutral_cwd(temp_dir),
+        _loopback_only(),
+        _signal_handlers_kept(),
+    ):
+        ray.init(
+            address="local",
+            num_cpus=num_cpus,
+            include_dashboard=False,
+            _node_ip_address="127.0.0.1",
+            _temp_dir=temp_dir,
+            **common,
+        )
     return RayConnection("embedded", _current().cpus, "embedded", temp_dir)
 
 
