@@ -181,6 +181,24 @@ def test_a_lost_node_under_a_ray_cluster_is_replaced_and_the_job_resumes(
         api.close()
 
 
+def kuberay_on_the_second_node(cluster: Cluster, namespace: str) -> list[Any]:
+    """The kuberay e2e job (a slow first op; a lost node tolerated for an hour, so nothing is
+    evicted while a test looks) with its head, its worker and its runner on the second node
+    (`on_the_second_node`); its two Ray pods."""
+    from tests.k8s.test_operator_kuberay_e2e import kuberay_job
+
+    job = with_test_ops(kuberay_job(workers=1))
+    job["spec"]["recipe"]["process"].insert(0, {"slow_mapper": {"seconds": 30}})
+    job["spec"]["runner"].update({"nodeLostTolerationSeconds": 3600, "gracePeriodSeconds": 1})
+    on_the_second_node(cluster, namespace, job)
+    core = client.CoreV1Api(cluster.api_client())
+    ray_pods = core.list_namespaced_pod(namespace, label_selector="ray.io/cluster").items
+    second = cluster.node_names[1]
+    assert {p.spec.node_name for p in ray_pods} == {second}, "the Ray pods are elsewhere"
+    assert len(ray_pods) == 2, [p.metadata.name for p in ray_pods]
+    return list(ray_pods)
+
+
 def test_a_suspended_jobs_ray_pods_on_a_lost_node_are_removed(
     two_nodes: Cluster, tmp_path: Path
 ) -> None:
@@ -188,22 +206,16 @@ def test_a_suspended_jobs_ray_pods_on_a_lost_node_are_removed(
     Kubernetes evicts anything (the pods tolerate the lost node for an hour). The operator
     deletes the RayCluster; the garbage collector deletes its pods, which no kubelet ends, and
     KubeRay no longer cares for them: the operator removes them (they stayed for good before)."""
-    from tests.k8s.test_operator_kuberay_e2e import JOB, kuberay_job
+    from tests.k8s.test_operator_kuberay_e2e import JOB
 
     namespace = two_nodes.create_namespace()
     api = two_nodes.api_client()
     core = client.CoreV1Api(api)
     custom = client.CustomObjectsApi(api)
     second = two_nodes.node_names[1]
-    job = with_test_ops(kuberay_job(workers=1))
-    job["spec"]["recipe"]["process"].insert(0, {"slow_mapper": {"seconds": 30}})
-    job["spec"]["runner"].update({"nodeLostTolerationSeconds": 3600, "gracePeriodSeconds": 1})
     op = OperatorProcess(two_nodes, namespace, tmp_path / "operator.log").start()
     try:
-        on_the_second_node(two_nodes, namespace, job)
-        ray_pods = core.list_namespaced_pod(namespace, label_selector="ray.io/cluster").items
-        assert {p.spec.node_name for p in ray_pods} == {second}, "the Ray pods are elsewhere"
-        assert len(ray_pods) == 2, [p.metadata.name for p in ray_pods]
+        ray_pods = kuberay_on_the_second_node(two_nodes, namespace)
         two_nodes.node_named(second).lose()
         custom.patch_namespaced_custom_object(
             contract.GROUP,
@@ -248,23 +260,17 @@ def test_a_settled_jobs_ray_pods_on_a_lost_node_are_removed_after_an_operator_re
     would have (the spec's suspend, the RayCluster deleted, the runner pod removed, the status
     Suspended at the new generation), so that no timing decides whether the first operator
     removes the pods itself."""
-    from tests.k8s.test_operator_kuberay_e2e import JOB, kuberay_job
+    from tests.k8s.test_operator_kuberay_e2e import JOB
 
     namespace = two_nodes.create_namespace()
     api = two_nodes.api_client()
     core = client.CoreV1Api(api)
     custom = client.CustomObjectsApi(api)
     second = two_nodes.node_names[1]
-    job = with_test_ops(kuberay_job(workers=1))
-    job["spec"]["recipe"]["process"].insert(0, {"slow_mapper": {"seconds": 30}})
-    job["spec"]["runner"].update({"nodeLostTolerationSeconds": 3600, "gracePeriodSeconds": 1})
     op = OperatorProcess(two_nodes, namespace, tmp_path / "operator.log").start()
     restarted = OperatorProcess(two_nodes, namespace, tmp_path / "operator-2.log")
     try:
-        on_the_second_node(two_nodes, namespace, job)
-        ray_pods = core.list_namespaced_pod(namespace, label_selector="ray.io/cluster").items
-        assert {p.spec.node_name for p in ray_pods} == {second}, "the Ray pods are elsewhere"
-        assert len(ray_pods) == 2, [p.metadata.name for p in ray_pods]
+        ray_pods = kuberay_on_the_second_node(two_nodes, namespace)
         assert op.stop() == 0, op.tail()
         two_nodes.node_named(second).lose()
         body = custom.patch_namespaced_custom_object(
