@@ -28,7 +28,7 @@ from dj_runner.store.fencing import fenced, read_claim
 from dj_runner.store.workdir import WorkDir
 from tests.harness.cluster import Cluster
 from tests.harness.informer import run_informer
-from tests.harness.waiting import wait_for
+from tests.harness.waiting import WaitTimeout, wait_for
 from tests.k8s.operator_support import (
     DEMO_DATA,
     OperatorProcess,
@@ -199,6 +199,27 @@ def kuberay_on_the_second_node(cluster: Cluster, namespace: str) -> list[Any]:
     return list(ray_pods)
 
 
+def ray_pods_removed(cluster: Cluster, namespace: str, job: str, ray_pods: list[Any]) -> list[Any]:
+    """Waits (180 s) until no Ray pod is left in `namespace`; the job's `RayPodLost` Events,
+    which must name every one of `ray_pods`."""
+    core = client.CoreV1Api(cluster.api_client())
+    left: list[str] = []
+
+    def gone() -> bool:
+        pods = core.list_namespaced_pod(namespace, label_selector="ray.io/cluster").items
+        left[:] = [f"{p.metadata.name} (deleted: {p.metadata.deletion_timestamp})" for p in pods]
+        return not left
+
+    try:
+        wait_for(gone, 180, "the job's Ray pods on the lost node to be removed")
+    except WaitTimeout as exc:
+        raise AssertionError(f"{exc}; left: {left}") from None
+    lost = [e for e in events(cluster, namespace, job) if e["reason"] == "RayPodLost"]
+    named = " ".join(e["message"] for e in lost)
+    assert all(p.metadata.name in named for p in ray_pods), (named, ray_pods)
+    return lost
+
+
 def test_a_suspended_jobs_ray_pods_on_a_lost_node_are_removed(
     two_nodes: Cluster, tmp_path: Path
 ) -> None:
@@ -210,7 +231,6 @@ def test_a_suspended_jobs_ray_pods_on_a_lost_node_are_removed(
 
     namespace = two_nodes.create_namespace()
     api = two_nodes.api_client()
-    core = client.CoreV1Api(api)
     custom = client.CustomObjectsApi(api)
     second = two_nodes.node_names[1]
     op = OperatorProcess(two_nodes, namespace, tmp_path / "operator.log").start()
@@ -226,22 +246,10 @@ def test_a_suspended_jobs_ray_pods_on_a_lost_node_are_removed(
             {"spec": {"suspend": True}},
         )
         wait_phase(two_nodes, namespace, JOB, ("Suspended",), timeout=180)
-        left: list[str] = []
-
-        def ray_pods_gone() -> bool:
-            pods = core.list_namespaced_pod(namespace, label_selector="ray.io/cluster").items
-            left[:] = [
-                f"{p.metadata.name} (deleted: {p.metadata.deletion_timestamp})" for p in pods
-            ]
-            return not left
-
-        wait_for(ray_pods_gone, 180, "the suspended job's Ray pods on the lost node to be removed")
-        lost = [e for e in events(two_nodes, namespace, JOB) if e["reason"] == "RayPodLost"]
+        lost = ray_pods_removed(two_nodes, namespace, JOB, ray_pods)
         assert lost, events(two_nodes, namespace, JOB)
         assert f"on node {second}" in lost[-1]["message"]
         assert "the job is suspended" in lost[-1]["message"]
-        named = " ".join(e["message"] for e in lost)
-        assert all(p.metadata.name in named for p in ray_pods), (named, ray_pods)
     finally:
         if op.proc is not None and op.proc.poll() is None:
             assert op.stop() == 0, op.tail()
@@ -314,17 +322,9 @@ def test_a_settled_jobs_ray_pods_on_a_lost_node_are_removed_after_an_operator_re
 
         wait_for(being_deleted, 120, "the garbage collector to delete the RayCluster's pods")
         restarted.start()
-        left: list[str] = []
-
-        def ray_pods_gone() -> bool:
-            pods = core.list_namespaced_pod(namespace, label_selector="ray.io/cluster").items
-            left[:] = [p.metadata.name for p in pods]
-            return not left
-
-        wait_for(ray_pods_gone, 180, "the settled job's Ray pods to be removed")
-        lost = [e for e in events(two_nodes, namespace, JOB) if e["reason"] == "RayPodLost"]
-        named = " ".join(e["message"] for e in lost)
-        assert all(p.metadata.name in named for p in ray_pods), (named, ray_pods)
+        named = " ".join(
+            e["message"] for e in ray_pods_removed(two_nodes, namespace, JOB, ray_pods)
+        )
         assert "the job is suspended" in named
         assert job_obj(two_nodes, namespace, JOB)["status"]["phase"] == "Suspended"
     finally:

@@ -17,15 +17,15 @@ def environ_for(env: Mapping[str, str | None]) -> Iterator[None]:
     every one of them is as it was before, set or unset."""
     saved = {key: os.environ.get(key) for key in env}
     try:
-        for key, value in env.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        _put(env)
         yield
     finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        _put(saved)
+
+
+def _put(values: Mapping[str, str | None]) -> None:
+    for key, value in values.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
