@@ -105,16 +105,20 @@ def apply_mapper(op: Mapper, table: pa.Table, text_key: str) -> pa.Table:
     return table.set_column(idx, pa.field(text_key, pa.string()), out)
 
 
-def apply_filter(op: Filter, table: pa.Table, text_key: str) -> pa.Table:
+def apply_filter(op: Filter, table: pa.Table, text_key: str) -> tuple[pa.Table, pa.Array]:
+    """The rows of ``table`` that ``op`` keeps, with its stats; and the mask that kept them."""
     texts = _text(table, text_key)
     stats = _run(op.compute_stats, texts)
     stats = {
         k: pa.array(v, type=op.stats_types.get(k)) if not isinstance(v, pa.Array) else v
         for k, v in stats.items()
     }
-    table = merge_stats(table, stats)
     keep = op.keep(stats)
-    return table.filter(keep)
+    if isinstance(keep, pa.ChunkedArray):
+        keep = keep.combine_chunks()
+    elif not isinstance(keep, pa.Array):
+        keep = pa.array(keep, type=pa.bool_())
+    return merge_stats(table, stats).filter(keep), keep
 
 
 def add_hashes(op: Deduplicator, table: pa.Table, text_key: str) -> pa.Table:
@@ -148,28 +152,39 @@ def apply_local(op: Op, table: pa.Table, text_key: str) -> pa.Table:
 
     Global ops go through ``add_hashes``/``apply_keep_mask``.
     """
+    return apply_local_kept(op, table, text_key)[0]
+
+
+def apply_local_kept(op: Op, table: pa.Table, text_key: str) -> tuple[pa.Table, pa.Array | None]:
+    """``apply_local``, and which rows of ``table`` a filter kept (a mask over them; None for
+    a mapper, whose rows are the input's one for one, and for a ``TableOp``)."""
     if isinstance(op, TableOp):  # batches the table itself (the Data-Juicer bridge)
-        return op.apply_table(table, text_key)
+        return op.apply_table(table, text_key), None
     if len(table) <= BATCH_ROWS:
         return _apply_local(op, table, text_key)
     parts = []
+    masks = []
     for start in range(0, len(table), BATCH_ROWS):
         try:
-            parts.append(_apply_local(op, table.slice(start, BATCH_ROWS), text_key))
+            part, mask = _apply_local(op, table.slice(start, BATCH_ROWS), text_key)
         except SampleError as exc:
             if exc.index is not None:
                 exc.index += start  # name the sample by its place in the partition
             raise
-    return pa.concat_tables(parts).combine_chunks()
+        parts.append(part)
+        masks.append(mask)
+    kept = None if masks[0] is None else pa.concat_arrays(masks)
+    return pa.concat_tables(parts).combine_chunks(), kept
 
 
-def _apply_local(op: Op, table: pa.Table, text_key: str) -> pa.Table:
+def _apply_local(op: Op, table: pa.Table, text_key: str) -> tuple[pa.Table, pa.Array | None]:
     if len(table) == 0:
         if isinstance(op, Filter):
-            return merge_stats(table, {k: pa.array([], type=t) for k, t in op.stats_types.items()})
-        return table
+            empty = {k: pa.array([], type=t) for k, t in op.stats_types.items()}
+            return merge_stats(table, empty), pa.array([], type=pa.bool_())
+        return table, None
     if isinstance(op, Mapper):
-        return apply_mapper(op, table, text_key)
+        return apply_mapper(op, table, text_key), None
     if isinstance(op, Filter):
         return apply_filter(op, table, text_key)
     raise TypeError(f"op {op.name} is not a mapper or filter")

@@ -22,7 +22,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from dj_runner.engine.apply import add_hashes, apply_keep_mask, apply_local
+from dj_runner.engine.apply import add_hashes, apply_keep_mask, apply_local_kept
 from dj_runner.engine.global_decisions import read_decision
 from dj_runner.errors import MalformedRecordError, OpError, ResumeRefused
 from dj_runner.io.sources import (
@@ -39,11 +39,18 @@ from dj_runner.io.sources import (
 from dj_runner.io.table_schema import concat_unified
 from dj_runner.observe.event_log import EventLogger
 from dj_runner.observe.resources import Span, Usage
-from dj_runner.ops.common.base import SampleError
+from dj_runner.ops.common.base import STATS_COLUMN, SampleError, TableOp
 from dj_runner.plan.partitioner import PartitionPlan, columnar_hash, combine_digests
 from dj_runner.recipe.parse import Recipe
 from dj_runner.store.blobs import s3_retry_report
-from dj_runner.store.checkpoint import CheckpointDir, CheckpointKey, partition_store
+from dj_runner.store.checkpoint import (
+    CheckpointDir,
+    CheckpointKey,
+    Commit,
+    Lineage,
+    partition_store,
+    selection_pays,
+)
 from dj_runner.store.fencing import Fence
 from dj_runner.store.location import configure_s3
 from dj_runner.store.workdir import WorkDir
@@ -228,9 +235,11 @@ def run_partition(
 
     resumed = store.newest_valid(at_most=target, on_invalid=on_invalid)
     rejected = rejects_bytes = 0
+    lineage: tuple[Commit, Lineage] | None = None
     if resumed is not None:
         commit, table = resumed
         key = commit.key
+        lineage = store.lineage_of(commit, table)
         read = commit.bytes
         events.log(
             "checkpoint_load",
@@ -282,8 +291,21 @@ def run_partition(
     result.bytes_read = read
     reading = span.end()
     with CheckpointWriter(store, events, pid) as saver:
+        if lineage is not None:
+            saver.resumed_from(lineage[0])
         key, table = _run_ops(
-            work, fence, recipe, pid, key, target, table, attempt, events, saver, result
+            work,
+            fence,
+            recipe,
+            pid,
+            key,
+            target,
+            table,
+            attempt,
+            events,
+            saver,
+            result,
+            None if lineage is None else lineage[1],
         )
     # Leaving the block waited for the last checkpoint: it is committed before the task reports.
     result.final_key = key
@@ -308,8 +330,11 @@ def _run_ops(
     events: EventLogger,
     saver: CheckpointWriter,
     result: PartitionResult,
+    lineage: Lineage | None,
 ) -> tuple[CheckpointKey, pa.Table]:
-    """Apply ops from ``key`` up to ``target``, handing checkpoints to ``saver``."""
+    """Apply ops from ``key`` up to ``target``, handing checkpoints to ``saver``; ``lineage``
+    (how the table derives from the last full checkpoint, if known) follows each op, so that
+    a checkpoint after a filter or a deduplicator is a selection of that one."""
     ops = recipe.process
     text_key = recipe.text_key
     while key < target:
@@ -332,16 +357,26 @@ def _run_ops(
         )
         try:
             if op.is_global:
+                signatures = op.signature_columns  # type: ignore[attr-defined]
                 if not key.hashed:
                     table = add_hashes(op, table, text_key)  # type: ignore[arg-type]
+                    lineage = lineage and lineage.changed(signatures)
                 decision = read_decision(work, step, fence)
                 if decision is None:
                     key = CheckpointKey(step, hashed=True)
-                    saver.save(key, table, name)
+                    saver.save(key, table, name, lineage)
                     break  # the driver decides for every partition, then calls again
-                table = apply_keep_mask(table, decision.mask_for(pid), op)  # type: ignore[arg-type]
+                mask = decision.mask_for(pid)
+                table = apply_keep_mask(table, mask, op)  # type: ignore[arg-type]
+                lineage = lineage and lineage.kept(mask, dropped=signatures)
             else:
-                table = apply_local(op, table, text_key)
+                table, kept = apply_local_kept(op, table, text_key)
+                if lineage is None or isinstance(op, TableOp):
+                    lineage = None  # (a table op may change anything)
+                elif kept is None:
+                    lineage = lineage.changed([text_key])
+                else:
+                    lineage = lineage.kept(kept).changed([STATS_COLUMN])
         except SampleError as exc:
             err = OpError(name, step, pid, exc.index, exc.preview, exc.cause)
             events.log(
@@ -375,7 +410,7 @@ def _run_ops(
             output_bytes=table.nbytes,
         )
         if checkpoint_wanted(recipe, key.step):
-            saver.save(key, table, name)
+            lineage = saver.save(key, table, name, lineage)
     return key, table
 
 
@@ -398,6 +433,8 @@ class CheckpointWriter:
         self._pending: Future[None] | None = None
         #: Bytes of the checkpoints committed so far.
         self.bytes = 0
+        #: The full checkpoints a selection may select from, by key.
+        self._full: dict[CheckpointKey, Commit] = {}
 
     def __enter__(self) -> CheckpointWriter:
         return self
@@ -415,18 +452,38 @@ class CheckpointWriter:
         finally:
             self._pool.shutdown(wait=True)
 
-    def save(self, key: CheckpointKey, table: pa.Table, op_name: str) -> None:
+    def resumed_from(self, base: Commit) -> None:
+        """The full checkpoint the resumed table's lineage starts from."""
+        self._full[base.key] = base
+
+    def save(
+        self, key: CheckpointKey, table: pa.Table, op_name: str, lineage: Lineage | None = None
+    ) -> Lineage:
+        """Save ``table`` as checkpoint ``key``: as a selection of its base when ``lineage``
+        says it can be one (``selection_pays``), else whole. Returns the table's lineage from
+        then on."""
+        if not selection_pays(lineage, table):
+            lineage = None
         self.wait()
-        self._pending = self._pool.submit(self._save, key, table, op_name)
+        self._pending = self._pool.submit(self._save, key, table, op_name, lineage)
+        return lineage if lineage is not None else Lineage.of_full(key, table)
 
     def wait(self) -> None:
         pending, self._pending = self._pending, None
         if pending is not None:
             pending.result()
 
-    def _save(self, key: CheckpointKey, table: pa.Table, op_name: str) -> None:
+    def _save(
+        self, key: CheckpointKey, table: pa.Table, op_name: str, lineage: Lineage | None
+    ) -> None:
         start = time.perf_counter()
-        commit = self.store.save(key, table, op_name)
+        base = None if lineage is None else self._full.get(lineage.base_key)
+        if base is None or lineage is None:
+            commit = self.store.save(key, table, op_name)
+        else:
+            commit = self.store.save(key, table, op_name, base=(base, lineage))
+        if commit.selection is None:
+            self._full[key] = commit
         self.bytes += commit.bytes
         self.events.log(
             "checkpoint_save",

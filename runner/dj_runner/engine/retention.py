@@ -6,7 +6,8 @@ a job that did not succeed, the plan, the manifest, the claim, global decisions 
 checkpoint goes) and what an audit needs (``result.json``, ``status.json``, ``job.json``,
 ``plan.json``, the rejects, the commit records and the last run's event log). Listed:
 
-* a succeeded job's checkpoints beyond the policy: ``final`` keeps each partition's last,
+* a succeeded job's checkpoints beyond the policy: ``final`` keeps each partition's last
+  (and, for a selection checkpoint, its base),
   ``none`` removes the checkpoints and global decisions (a rerun then recomputes), ``all``
   keeps them; files in a partition's directory no commit names (a superseded run's);
 * event-log segments of earlier runs beyond ``event_log_max_age_days`` or
@@ -74,7 +75,7 @@ def _checkpoint_entries(work: WorkDir, keep: str) -> list[tuple[str, str]]:
             continue
         final = max(commits, key=lambda c: c.key)
         for name in sorted(by_partition[pdir]):
-            if name in (COMMITS, final.file) or fnmatch.fnmatch(name, TMP_GLOB):
+            if name == COMMITS or name in final.files or fnmatch.fnmatch(name, TMP_GLOB):
                 continue
             named = any(c.file == name for c in commits)
             found.append(

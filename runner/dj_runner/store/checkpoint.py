@@ -5,7 +5,14 @@ fsynced and renamed; in object storage as one object under a name of its own, ne
 Only then is a commit record (row count, byte size, SHA-256) appended to the directory's
 ``commits.jsonl`` log (``Blobs.append``: a fsynced line, or one conditionally created object). A file without a commit record does not exist as far as the runner is
 concerned, and a file whose size, checksum or row count disagrees with its record is
-discarded and recomputed. Unless ``preserve_intermediate_data`` is set, committing a
+discarded and recomputed.
+
+A checkpoint after an op that only selected rows or added small columns (a filter and its
+stats, a deduplicator's hashes or decision) is a *selection* of the last full checkpoint, its
+base: the file holds the base rows it keeps (``BASE_ROW_COLUMN``) and its own columns, and the
+record names the base by file and checksum; reading it reads both (``Lineage`` says which
+checkpoints can be one, ``selection_pays``). A base is kept as long as a newer checkpoint
+selects from it. Unless ``preserve_intermediate_data`` is set, committing a
 checkpoint removes the older ones of the same partition: locally at once, in object storage
 at the end of the partition's task (``drop_pruned``: one ``DeleteObjects`` for all of them,
 off the op chain's way; a crash before it leaves files that no resume picks over a newer
@@ -22,12 +29,13 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
@@ -39,6 +47,11 @@ from dj_runner.store.workdir import WorkDir
 
 COMMITS = "commits.jsonl"
 ROW_GROUP_ROWS = 2048
+#: In a selection checkpoint's file: each row's index in its base checkpoint.
+BASE_ROW_COLUMN = "__dj_base_row__"
+#: A checkpoint is written as a selection only when its own columns hold at most this share of
+#: the table's bytes (after a mapper the text is its own, and the whole table is written).
+SELECTION_MAX_SHARE = 0.25
 EXTENSIONS = {"parquet": "parquet", "arrow": "arrow", "jsonl": "jsonl"}
 
 
@@ -55,6 +68,16 @@ class CheckpointKey:
 
 
 @dataclass(frozen=True)
+class Selection:
+    """A selection checkpoint's base (the full checkpoint it keeps rows of: its file and
+    checksum) and the columns of its own, in the table's order."""
+
+    base_file: str
+    base_sha256: str
+    own: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Commit:
     key: CheckpointKey
     file: str
@@ -65,6 +88,12 @@ class Commit:
     compression: str
     op_name: str | None
     schema_b64: str | None
+    selection: Selection | None = None
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        """The files a reader of this checkpoint needs: its own, and a selection's base."""
+        return (self.file,) if self.selection is None else (self.file, self.selection.base_file)
 
     def to_record(self, fence: Fence | None = None) -> dict[str, Any]:
         return {
@@ -79,6 +108,15 @@ class Commit:
             "compression": self.compression,
             "op_name": self.op_name,
             "schema_b64": self.schema_b64,
+            **(
+                {}
+                if self.selection is None
+                else {
+                    "base_file": self.selection.base_file,
+                    "base_sha256": self.selection.base_sha256,
+                    "own_columns": list(self.selection.own),
+                }
+            ),
             "committed_at": time.time(),
         }
 
@@ -94,7 +132,62 @@ class Commit:
             compression=r["compression"],
             op_name=r.get("op_name"),
             schema_b64=r.get("schema_b64"),
+            selection=None
+            if r.get("base_file") is None
+            else Selection(
+                str(r["base_file"]), str(r["base_sha256"]), tuple(map(str, r["own_columns"]))
+            ),
         )
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """How a partition's table in memory derives from its last full checkpoint (the base, by
+    key): the base rows it holds (``None``: all of them, in order) and the columns it does not
+    hold as the base has them (``own``). The op chain updates it after each op; ``None`` in
+    its place means the relation is unknown (an op that may change anything), and the next
+    checkpoint is written whole."""
+
+    base_key: CheckpointKey
+    base_schema: pa.Schema
+    rows: pa.Array | None = None
+    own: frozenset[str] = frozenset()
+
+    @classmethod
+    def of_full(cls, key: CheckpointKey, table: pa.Table) -> Lineage:
+        """The lineage of ``table`` just written whole as the checkpoint ``key``."""
+        return cls(key, table.schema)
+
+    def changed(self, columns: Iterable[str]) -> Lineage:
+        """After an op that rewrote or added ``columns`` and kept every row."""
+        return replace(self, own=self.own | frozenset(columns))
+
+    def kept(self, mask: pa.Array, dropped: Iterable[str] = ()) -> Lineage:
+        """After an op that kept the rows of ``mask`` (and dropped the columns ``dropped``)."""
+        rows = pc.indices_nonzero(mask) if self.rows is None else self.rows.filter(mask)
+        return replace(self, rows=rows.cast(pa.uint32()), own=self.own - frozenset(dropped))
+
+    def base_rows(self, num_rows: int) -> pa.Array:
+        """Each row's index in the base (``num_rows``: the rows in memory)."""
+        if self.rows is not None:
+            return self.rows
+        return pa.array(range(num_rows), type=pa.uint32())
+
+
+def selection_pays(lineage: Lineage | None, table: pa.Table) -> bool:
+    """Whether ``table`` (of ``lineage``) is written as a selection of its base: every column
+    not its own is the base's, of the same type, and its own columns are a small share of it."""
+    if lineage is None or BASE_ROW_COLUMN in table.column_names:
+        return False
+    base = lineage.base_schema
+    own_bytes = 0
+    for name in table.column_names:
+        column = table.column(name)
+        if name in lineage.own:
+            own_bytes += column.nbytes
+        elif base.get_field_index(name) < 0 or base.field(name).type != column.type:
+            return False
+    return own_bytes <= SELECTION_MAX_SHARE * max(1, table.nbytes)
 
 
 #: Checkpoint files in a bucket this process has deleted (so that none is deleted twice).
@@ -326,11 +419,30 @@ class CheckpointDir:
         # cannot replace the bytes a commit record of a newer run vouches for.
         return f"{key.label}-{uuid.uuid4().hex[:12]}.{ext}"
 
-    def save(self, key: CheckpointKey, table: pa.Table, op_name: str | None) -> Commit:
-        """Write the file whole, then commit it; finally prune older checkpoints."""
+    def save(
+        self,
+        key: CheckpointKey,
+        table: pa.Table,
+        op_name: str | None,
+        base: tuple[Commit, Lineage] | None = None,
+    ) -> Commit:
+        """Write the file whole, then commit it; finally prune older checkpoints.
+
+        With ``base`` (a full checkpoint and how ``table`` derives from it, which
+        ``selection_pays`` approved) the file holds only the base rows and the own columns.
+        """
         if self.fence is not None and self.blobs.is_local:
             self.fence.check_current()  # (in a bucket each check is a request: once, below)
         name = self._file_name(key)
+        selection = None
+        data = table
+        if base is not None:
+            base_commit, lineage = base
+            own = tuple(n for n in table.column_names if n in lineage.own)
+            selection = Selection(base_commit.file, base_commit.sha256, own)
+            data = table.select(list(own)).append_column(
+                BASE_ROW_COLUMN, lineage.base_rows(table.num_rows)
+            )
         # The checksum is taken from the bytes as they are written, not from a re-read.
         if self.blobs.is_local:
             written: list[HashingWriter] = []
@@ -338,7 +450,7 @@ class CheckpointDir:
             def write(tmp: Path) -> None:
                 with open(tmp, "wb") as fh:
                     sink = HashingWriter(fh)
-                    write_table(sink, table, self.fmt, self.compression)
+                    write_table(sink, data, self.fmt, self.compression)
                     written.append(sink)
 
             write_atomic(self.dir / name, write)
@@ -346,7 +458,7 @@ class CheckpointDir:
         else:
             buf = io.BytesIO()
             sink = HashingWriter(buf)
-            write_table(sink, table, self.fmt, self.compression)
+            write_table(sink, data, self.fmt, self.compression)
             self.blobs.write(name, buf.getvalue())
         commit = Commit(
             key=key,
@@ -359,19 +471,22 @@ class CheckpointDir:
             op_name=op_name,
             # Kept for every format: JSONL needs it to restore types, and Parquet stores some
             # types in a wider form (timestamp[s] as [ms], date64 as date32) that it restores.
+            # A selection's is the whole table's, as its reader gives it back.
             schema_b64=_schema_b64(table.schema),
+            selection=selection,
         )
         if self.fence is not None:
             self.fence.check_current()  # a newer run claimed the work dir meanwhile: stop
         self.blobs.append(COMMITS, commit.to_record(self.fence))
         if not self.preserve:
-            self.prune(keep=key)
+            self.prune(keep=key, base=None if selection is None else selection.base_file)
         return commit
 
-    def prune(self, keep: CheckpointKey) -> None:
-        """Delete the files of every checkpoint older than ``keep`` (each once: in a bucket the
-        commits as last seen, without a listing, no file deleted twice, and there only marked,
-        for ``drop_pruned``; locally no commit's file deleted twice by this object)."""
+    def prune(self, keep: CheckpointKey, base: str | None = None) -> None:
+        """Delete the files of every checkpoint older than ``keep`` but the file ``base`` (the
+        base ``keep`` selects from): each once (in a bucket the commits as last seen, without
+        a listing, no file deleted twice, and there only marked, for ``drop_pruned``; locally
+        no commit's file deleted twice by this object)."""
         records = self.blobs.known_records(COMMITS)
         if self.fence is not None:
             records = fenced(records, self.fence.plan_id)
@@ -380,7 +495,7 @@ class CheckpointDir:
                 c = Commit.from_record(r)
             except (KeyError, ValueError, TypeError):
                 continue
-            if c.key >= keep:
+            if c.key >= keep or c.file == base:
                 continue
             if self.blobs.is_local:
                 done = (c.file, r.get("committed_at"))
@@ -444,6 +559,8 @@ class CheckpointDir:
 
     def _read(self, commit: Commit, source: Source, columns: list[str] | None = None) -> pa.Table:
         """Read a verified checkpoint from ``source``, checking its row count."""
+        if commit.selection is not None:
+            return self._read_selection(commit, source, columns)
         schema = _schema_from_b64(commit.schema_b64) if commit.schema_b64 else None
         try:
             table = read_table(source, commit.fmt, commit.compression, schema, columns)
@@ -454,6 +571,87 @@ class CheckpointDir:
                 f"{commit.file}: {table.num_rows} rows, commit says {commit.rows}"
             )
         return table
+
+    def _base(self, commit: Commit) -> Commit:
+        """The full checkpoint a selection checkpoint selects from (its newest record)."""
+        assert commit.selection is not None
+        found = None
+        for c in self.commits():
+            if c.file == commit.selection.base_file and c.sha256 == commit.selection.base_sha256:
+                found = c
+        if found is None or found.selection is not None:
+            raise InvalidCheckpoint(
+                f"{commit.file}: its base {commit.selection.base_file} has no commit record"
+            )
+        return found
+
+    def _selection_part(self, commit: Commit, source: Source, columns: list[str]) -> pa.Table:
+        """A selection checkpoint file's ``columns`` (own columns and ``BASE_ROW_COLUMN``),
+        its row count checked."""
+        assert commit.selection is not None
+        if not commit.schema_b64:
+            raise InvalidCheckpoint(f"{commit.file}: a selection without its schema")
+        schema = _schema_from_b64(commit.schema_b64)
+        fields = [schema.field(n) for n in commit.selection.own]
+        part_schema = pa.schema([*fields, pa.field(BASE_ROW_COLUMN, pa.uint32())])
+        try:
+            part = read_table(source, commit.fmt, commit.compression, part_schema, columns)
+        except (pa.ArrowException, OSError, ValueError, KeyError) as exc:
+            raise InvalidCheckpoint(f"{commit.file}: unreadable ({exc})") from exc
+        if part.num_rows != commit.rows:
+            raise InvalidCheckpoint(
+                f"{commit.file}: {part.num_rows} rows, commit says {commit.rows}"
+            )
+        return part
+
+    def _read_selection(
+        self, commit: Commit, source: Source, columns: list[str] | None
+    ) -> pa.Table:
+        """A selection checkpoint's table: its own columns from its file, every other column
+        from its base (verified and read here) at the rows its file names."""
+        assert commit.selection is not None
+        own = commit.selection.own
+        if not commit.schema_b64:
+            raise InvalidCheckpoint(f"{commit.file}: a selection without its schema")
+        schema = _schema_from_b64(commit.schema_b64)
+        wanted = schema.names if columns is None else list(columns)
+        part = self._selection_part(
+            commit, source, [*(n for n in own if n in wanted), BASE_ROW_COLUMN]
+        )
+        from_base = [n for n in wanted if n not in own]
+        taken = None
+        if from_base:
+            base = self._base(commit)
+            try:
+                table = self.load(base, from_base)
+            except InvalidCheckpoint as exc:
+                # Not a MissingCheckpoint: the base was not pruned on purpose.
+                raise InvalidCheckpoint(f"{commit.file}: its base {exc}") from exc
+            rows = part.column(BASE_ROW_COLUMN)
+            if rows.null_count or (len(rows) and pc.max(rows).as_py() >= table.num_rows):
+                raise InvalidCheckpoint(f"{commit.file}: rows beyond its base {base.file}")
+            taken = table.take(rows)
+        arrays = [part.column(n) if n in own else taken.column(n) for n in wanted]
+        try:
+            return pa.Table.from_arrays(
+                arrays, schema=pa.schema([schema.field(n) for n in wanted], schema.metadata)
+            )
+        except (pa.ArrowException, TypeError, ValueError) as exc:
+            raise InvalidCheckpoint(f"{commit.file}: does not fit its base ({exc})") from exc
+
+    def lineage_of(self, commit: Commit, table: pa.Table) -> tuple[Commit, Lineage] | None:
+        """For a partition resumed from ``commit`` (whose table is ``table``): the full
+        checkpoint its next selections select from, and how ``table`` derives from it (None:
+        the next checkpoint is written whole)."""
+        if commit.selection is None:
+            return commit, Lineage.of_full(commit.key, table)
+        base = self._base(commit)
+        if not base.schema_b64:
+            return None
+        part = self._selection_part(commit, self.verify(commit), [BASE_ROW_COLUMN])
+        rows = part.column(BASE_ROW_COLUMN).combine_chunks()
+        own = frozenset(commit.selection.own)
+        return base, Lineage(base.key, _schema_from_b64(base.schema_b64), rows, own)
 
     def iter_slices(
         self, commit: Commit, rows: int = ROW_GROUP_ROWS, verified: bool = False
@@ -471,6 +669,11 @@ class CheckpointDir:
             source = held
         else:
             source = self.verify(commit)
+        if commit.selection is not None:  # its rows are known only with its base's
+            table = self._read(commit, source)
+            for start in range(0, table.num_rows, rows):
+                yield table.slice(start, rows)
+            return
         if commit.fmt == "parquet":
             pf = pq.ParquetFile(_arrow_input(source))
             schema = pf.schema_arrow
