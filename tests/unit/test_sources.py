@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import gzip
+import io
 import json
+import random
 from pathlib import Path
 
 import pyarrow as pa
@@ -12,6 +14,7 @@ import pytest
 import zstandard
 
 from dj_runner.errors import InputError, RecipeError
+from dj_runner.io import sources
 from dj_runner.io.sources import (
     iter_columnar_batches,
     iter_lines,
@@ -119,7 +122,8 @@ def test_columnar_null_text_rows_are_rejected_with_row_numbers():
 
 
 def test_truncated_gzip_names_the_file_and_line(tmp_path):
-    body = b"".join(b'{"text": "record %d with some words"}\n' % i for i in range(5000))
+    # larger than the chunks lines are read in, so that the error comes after some lines
+    body = b"".join(b'{"text": "record %d with some words"}\n' % i for i in range(400_000))
     gz = gzip.compress(body)
     path = tmp_path / "trunc.jsonl.gz"
     path.write_bytes(gz[: len(gz) // 2])
@@ -221,3 +225,35 @@ def test_multi_frame_zstd_reads_every_frame(tmp_path):
     units = list(iter_lines(one(path)))
     assert len(units) == 5001 and json.loads(units[-1][2]) == {"text": "last frame"}
     assert b"".join(raw for _, _, raw in units) == BODY + b'{"text": "last frame"}\n'
+
+
+# -- lines read in chunks -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 7, 64, 1 << 22])
+@pytest.mark.parametrize("compression", ["none", "gzip"])
+def test_lines_are_what_readline_gives_whatever_the_chunk(
+    tmp_path, monkeypatch, chunk, compression
+):
+    """Lines are read a chunk at a time; whatever the chunk size, the planner's lines (number,
+    offset, bytes) and every partition's range read back are those of ``readline``."""
+    monkeypatch.setattr(sources, "LINE_CHUNK", chunk)
+    rng = random.Random(chunk)
+    pieces = [b"\n", b"\r\n", b"  \n", b'{"text": "a"}\n', b'{"text": "\xc3\xa9t\xc3\xa9"}\r\n']
+    data = b"".join(rng.choice([*pieces, b"x" * 50]) for _ in range(300)) + b'{"text": "end"}'
+    path = tmp_path / ("f.jsonl.gz" if compression == "gzip" else "f.jsonl")
+    path.write_bytes(gzip.compress(data) if compression == "gzip" else data)
+    expected, offset = [], 0
+    for n, line in enumerate(io.BytesIO(data).readlines(), 1):
+        if line.strip():
+            expected.append((n, offset, line))
+        offset += len(line)
+    src = one(path)
+    assert list(iter_lines(src)) == expected
+    starts = [0]
+    for line in io.BytesIO(data).readlines():
+        starts.append(starts[-1] + len(line))
+    for _ in range(40):  # ranges between line boundaries, as the plan cuts them
+        i, j = sorted(rng.sample(range(len(starts)), 2))
+        got = list(read_line_range(src, starts[i], starts[j], i + 1))
+        assert got == [(n, line) for n, off, line in expected if starts[i] <= off < starts[j]]

@@ -51,9 +51,10 @@ from dj_runner.recipe.keys import ENGINES
 #: The engine of a job that names none (``--engine``, the recipe's ``engine``); else ``auto``.
 ENGINE_ENV = "DJ_RUNNER_ENGINE"
 #: ``auto`` runs inputs up to this many bytes (summed file sizes) on the local engine, when no
-#: Ray cluster is named. Below it the local engine finishes before an embedded Ray has started
-#: (docs/benchmarks.md, "Engines: where the line is").
-AUTO_LOCAL_MAX_BYTES = 64 * 1024 * 1024
+#: Ray cluster is named. On one machine the local engine was faster at every size measured, up
+#: to 164 MB (docs/benchmarks.md, "The local engine, and where the line to Ray is"); above the
+#: largest size measured, about six times it, an embedded Ray keeps the ground it was tested on.
+AUTO_LOCAL_MAX_BYTES = 1024 * 1024 * 1024
 #: Inputs up to this many bytes run in the driver's own process: starting worker processes
 #: (a fork server importing Arrow and the ops, then the workers) costs more than it saves.
 INLINE_MAX_BYTES = 2 * 1024 * 1024

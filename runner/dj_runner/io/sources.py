@@ -31,7 +31,7 @@ import json
 import os
 import re
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -343,15 +343,52 @@ def iter_lines(src: SourceFile) -> Iterator[tuple[int, int, bytes]]:
         return
     offset, line_no = 0, 0
     with open_binary(src) as fh:
-        while True:
-            with reading(src, f" after line {line_no}" if line_no else " at its start"):
-                line = fh.readline()
-            if not line:
-                return
+        for line in _lines(src, fh, lambda n: f" after line {n}" if n else " in its first lines"):
             line_no += 1
             if line.strip():
                 yield line_no, offset, line
             offset += len(line)
+
+
+#: Bytes read at a time when a line file is split into lines.
+LINE_CHUNK = 1 << 22
+
+
+def _lines(
+    src: SourceFile, fh: IO[bytes], where: Callable[[int], str], limit: int | None = None
+) -> Iterator[bytes]:
+    """The lines of ``fh`` as ``readline`` gives them (each with its newline; the last one
+    maybe without), read in large chunks: a file of many short lines costs one read and one
+    split a chunk, not a call a line. ``limit``: read about that many bytes (a line that
+    crosses it is still given whole). A read error names ``src`` and ``where(n)``, ``n`` the
+    lines given so far."""
+    given = read = 0
+    tail: list[bytes] = []
+    while True:
+        if limit is not None and read >= limit:
+            if not tail:
+                break
+            size = 1 << 16  # only to finish the line that crosses the limit
+        else:
+            size = LINE_CHUNK if limit is None else min(LINE_CHUNK, limit - read)
+        with reading(src, where(given)):
+            chunk = fh.read(size)
+        if not chunk:
+            break
+        read += len(chunk)
+        pieces = chunk.split(b"\n")
+        last = pieces.pop()
+        if pieces:
+            if tail:
+                pieces[0] = b"".join(tail) + pieces[0]
+                tail = []
+            for piece in pieces:
+                yield piece + b"\n"
+            given += len(pieces)
+        if last:
+            tail.append(last)
+    if tail:
+        yield b"".join(tail)
 
 
 def iter_columnar_batches(src: SourceFile, batch_rows: int = 8192) -> Iterator[pa.RecordBatch]:
@@ -416,10 +453,8 @@ def read_line_range(
             else:
                 _skip(fh, start)
         pos, line_no = start, first_line
-        while pos < stop:
-            with reading(src, f" at line {line_no}"):
-                line = fh.readline()
-            if not line:
+        for line in _lines(src, fh, lambda n: f" at line {first_line + n}", stop - start):
+            if pos >= stop:
                 break
             pos += len(line)
             if line.strip():

@@ -463,7 +463,7 @@ TOP_LEVEL = _keys(
         (str,),
         None,
         "where partition tasks run: ray (an embedded Ray or the cluster named), local (worker "
-        "processes of this machine, no Ray) or auto (local for inputs up to 64 MiB when no Ray "
+        "processes of this machine, no Ray) or auto (local for inputs up to 1 GiB when no Ray "
         "cluster is named, else ray)",
         choices=ENGINES,
         nullable=True,

@@ -515,7 +515,7 @@ def executor_notices(executor_type: str) -> list[str]:
         return []
     how = {
         "default": "Data-Juicer's default executor runs the dataset in one local process; "
-        "here it runs on this machine (on local worker processes for inputs up to 64 MiB, else "
+        "here it runs on this machine (on local worker processes for inputs up to 1 GiB, else "
         "on an embedded Ray; see the engine key), unless a Ray address is given (ray_address, "
         "--ray-address or RAY_ADDRESS)",
         "ray": "Data-Juicer's ray executor runs the dataset whole on Ray; here it runs on "
