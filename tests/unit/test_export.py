@@ -111,3 +111,27 @@ def test_parquet_export_keeps_nested_fields_nested(tmp_path):  # m13
     assert len(list((tmp_path / "shards-parquet").glob("part-*.parquet"))) == 2
     shards = pq.read_table(tmp_path / "shards-parquet")
     assert shards.column("meta").to_pylist() == table.column("meta").to_pylist()
+
+
+def test_text_columns_are_escaped_as_json_dumps_escapes_them(monkeypatch) -> None:
+    """Text columns are written by a C pass (``json_strings``): every code point of the first
+    planes and the escaped ones in random mixes, with nulls and slices, give json.dumps's
+    bytes; without the extension, the plain path gives the same."""
+    rng = random.Random(3)
+    points = [chr(c) for c in range(0x3000) if not 0xD800 <= c < 0xE000] + ["😀", "\U0010ffff"]
+    special = ['"', "\\", "\n", "\r", "\t", "\b", "\f", "\x00", "\x1f", "\x7f", "\u2028"]
+    texts: list[str | None] = ["".join(points[i : i + 97]) for i in range(0, len(points), 97)]
+    texts += [
+        "".join(rng.choice([*special, "a", "é"]) for _ in range(rng.randrange(30)))
+        for _ in range(300)
+    ]
+    texts[5::17] = [None] * len(texts[5::17])
+    table = pa.table({"text": pa.array(texts, pa.string()), "n": list(range(len(texts)))})
+    expected = reference(table)
+    assert written(table) == expected
+    assert written(table.slice(3), slice_rows=11) == reference(table.slice(3))
+    from dj_runner.ops import _native
+
+    monkeypatch.setattr(_native, "_native", None)
+    assert _native.json_strings(pa.array(["x"])) is None
+    assert written(table) == expected

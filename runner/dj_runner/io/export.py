@@ -44,6 +44,7 @@ from pyarrow.fs import FileSelector, FileType
 
 from dj_runner.errors import RecipeError
 from dj_runner.io.table_schema import conform, is_json_text, typed_nested, unify
+from dj_runner.ops._native import json_strings
 from dj_runner.ops.common.base import HASH_COLUMN, STATS_COLUMN
 from dj_runner.store.arrow_json import export_default
 from dj_runner.store.atomic import fsync_dir, write_atomic
@@ -146,9 +147,7 @@ def write_jsonl(table: pa.Table, fh: IO[bytes], slice_rows: int = 2048) -> None:
     raw = [is_json_text(f) for f in table.schema]
     for start in range(0, table.num_rows, slice_rows):
         part = table.slice(start, slice_rows)
-        values = [
-            _encoded(is_raw, col.to_pylist()) for is_raw, col in zip(raw, part.columns, strict=True)
-        ]
+        values = [_encoded(is_raw, col) for is_raw, col in zip(raw, part.columns, strict=True)]
         out: list[str] = []
         for row in zip(*values, strict=True):
             for b, v in zip(before, row, strict=True):
@@ -158,12 +157,17 @@ def write_jsonl(table: pa.Table, fh: IO[bytes], slice_rows: int = 2048) -> None:
         fh.write("".join(out).encode())
 
 
-def _encoded(is_raw: bool, values: list[Any]) -> list[str]:
-    """One column's values as ``json.dumps`` writes them inside a row."""
+def _encoded(is_raw: bool, column: pa.ChunkedArray) -> list[str]:
+    """One column's values as ``json.dumps`` writes them inside a row (a text column's in one
+    C pass over the column, ``json_strings``)."""
     if is_raw:
-        return ["null" if v is None else v for v in values]
+        return ["null" if v is None else v for v in column.to_pylist()]
+    if pa.types.is_string(column.type):
+        quoted = json_strings(column.combine_chunks())
+        if quoted is not None:
+            return quoted.fill_null("null").to_pylist()
     dumps = json.dumps
-    return [dumps(v, ensure_ascii=False, default=export_default) for v in values]
+    return [dumps(v, ensure_ascii=False, default=export_default) for v in column.to_pylist()]
 
 
 def write_export(

@@ -109,3 +109,32 @@ def rewrite(
         [validity, pa.py_buffer(offsets), pa.py_buffer(data)],
         null_count=arr.null_count,
     )
+
+
+#: What ``json.dumps(text, ensure_ascii=False)`` writes for each code point it escapes (the
+#: quote, the backslash and the C0 controls; every other code point stays as it is).
+JSON_ESCAPES: dict[int, bytes] = {
+    **{c: b"\\u%04x" % c for c in range(0x20)},
+    0x08: b"\\b",
+    0x09: b"\\t",
+    0x0A: b"\\n",
+    0x0C: b"\\f",
+    0x0D: b"\\r",
+    0x22: b'\\"',
+    0x5C: b"\\\\",
+}
+
+
+@cache
+def _json_escape_bitmap() -> bytes:
+    return code_point_bitmap(JSON_ESCAPES)
+
+
+def json_strings(arr: pa.Array) -> pa.Array | None:
+    """Each text as ``json.dumps(text, ensure_ascii=False)`` writes it (quotes included); nulls
+    stay null."""
+    escaped = rewrite(arr, None, JSON_ESCAPES, _json_escape_bitmap())
+    if escaped is None:
+        return None
+    quote = pa.scalar('"')
+    return pc.binary_join_element_wise(quote, escaped, quote, "")
