@@ -39,7 +39,7 @@ from dj_runner.io.sources import (
 from dj_runner.io.table_schema import concat_unified
 from dj_runner.observe.event_log import EventLogger
 from dj_runner.observe.resources import Span, Usage
-from dj_runner.ops.common.base import STATS_COLUMN, SampleError, TableOp
+from dj_runner.ops.common.base import STATS_COLUMN, Mapper, SampleError, TableOp
 from dj_runner.plan.partitioner import PartitionPlan, columnar_hash, combine_digests
 from dj_runner.recipe.parse import Recipe
 from dj_runner.store.blobs import s3_retry_report
@@ -370,13 +370,17 @@ def _run_ops(
                 table = apply_keep_mask(table, mask, op)  # type: ignore[arg-type]
                 lineage = lineage and lineage.kept(mask, dropped=signatures)
             else:
+                before = table.column(text_key) if text_key in table.column_names else None
                 table, kept = apply_local_kept(op, table, text_key)
                 if lineage is None or isinstance(op, TableOp):
                     lineage = None  # (a table op may change anything)
-                elif kept is None:
-                    lineage = lineage.changed([text_key])
-                else:
+                elif kept is not None:
                     lineage = lineage.kept(kept).changed([STATS_COLUMN])
+                elif before is not None and _mapper_next(recipe, step):
+                    # another mapper comes: the rows this one changed are a patch of the base
+                    lineage = lineage.rewrote(text_key, before, table.column(text_key))
+                else:  # the last of a run of mappers: written whole, the next ops' base
+                    lineage = lineage.changed([text_key])
         except SampleError as exc:
             err = OpError(name, step, pid, exc.index, exc.preview, exc.cause)
             events.log(
@@ -412,6 +416,12 @@ def _run_ops(
         if checkpoint_wanted(recipe, key.step):
             lineage = saver.save(key, table, name, lineage)
     return key, table
+
+
+def _mapper_next(recipe: Recipe, step: int) -> bool:
+    """Whether the op after ``step`` is a mapper (of the text alone)."""
+    ops = recipe.process
+    return step + 1 < len(ops) and isinstance(ops[step + 1].op, Mapper)
 
 
 class CheckpointWriter:

@@ -11,7 +11,8 @@ A checkpoint after an op that only selected rows or added small columns (a filte
 stats, a deduplicator's hashes or decision) is a *selection* of the last full checkpoint, its
 base: the file holds the base rows it keeps (``BASE_ROW_COLUMN``) and its own columns, and the
 record names the base by file and checksum; reading it reads both (``Lineage`` says which
-checkpoints can be one, ``selection_pays``). A base is kept as long as a newer checkpoint
+checkpoints can be one, ``selection_pays``). A mapper followed by another mapper makes a
+selection too, its text column *patched*: only the values that differ from the base's. A base is kept as long as a newer checkpoint
 selects from it. Unless ``preserve_intermediate_data`` is set, committing a
 checkpoint removes the older ones of the same partition: locally at once, in object storage
 at the end of the partition's task (``drop_pruned``: one ``DeleteObjects`` for all of them,
@@ -49,9 +50,9 @@ COMMITS = "commits.jsonl"
 ROW_GROUP_ROWS = 2048
 #: In a selection checkpoint's file: each row's index in its base checkpoint.
 BASE_ROW_COLUMN = "__dj_base_row__"
-#: A checkpoint is written as a selection only when its own columns hold at most this share of
-#: the table's bytes (after a mapper the text is its own, and the whole table is written).
-SELECTION_MAX_SHARE = 0.25
+#: A checkpoint is written as a selection only when its file would hold at most this share of
+#: the table's bytes.
+SELECTION_MAX_SHARE = 0.5
 EXTENSIONS = {"parquet": "parquet", "arrow": "arrow", "jsonl": "jsonl"}
 
 
@@ -70,11 +71,13 @@ class CheckpointKey:
 @dataclass(frozen=True)
 class Selection:
     """A selection checkpoint's base (the full checkpoint it keeps rows of: its file and
-    checksum) and the columns of its own, in the table's order."""
+    checksum) and the columns its file holds, in the table's order (``own``); of those, the
+    ``patched`` ones hold only the values that differ from the base's (null elsewhere)."""
 
     base_file: str
     base_sha256: str
     own: tuple[str, ...]
+    patched: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -115,6 +118,7 @@ class Commit:
                     "base_file": self.selection.base_file,
                     "base_sha256": self.selection.base_sha256,
                     "own_columns": list(self.selection.own),
+                    "patched_columns": list(self.selection.patched),
                 }
             ),
             "committed_at": time.time(),
@@ -135,7 +139,10 @@ class Commit:
             selection=None
             if r.get("base_file") is None
             else Selection(
-                str(r["base_file"]), str(r["base_sha256"]), tuple(map(str, r["own_columns"]))
+                str(r["base_file"]),
+                str(r["base_sha256"]),
+                tuple(map(str, r["own_columns"])),
+                tuple(map(str, r.get("patched_columns", ()))),
             ),
         )
 
@@ -143,15 +150,17 @@ class Commit:
 @dataclass(frozen=True)
 class Lineage:
     """How a partition's table in memory derives from its last full checkpoint (the base, by
-    key): the base rows it holds (``None``: all of them, in order) and the columns it does not
-    hold as the base has them (``own``). The op chain updates it after each op; ``None`` in
-    its place means the relation is unknown (an op that may change anything), and the next
-    checkpoint is written whole."""
+    key): the base rows it holds (``None``: all of them, in order), the columns it does not
+    hold as the base has them (``own``), and the columns that differ from the base's in some
+    rows only (``patched``: each with the mask of those rows). The op chain updates it after
+    each op; ``None`` in its place means the relation is unknown (an op that may change
+    anything), and the next checkpoint is written whole."""
 
     base_key: CheckpointKey
     base_schema: pa.Schema
     rows: pa.Array | None = None
     own: frozenset[str] = frozenset()
+    patched: tuple[tuple[str, pa.Array], ...] = ()
 
     @classmethod
     def of_full(cls, key: CheckpointKey, table: pa.Table) -> Lineage:
@@ -160,12 +169,35 @@ class Lineage:
 
     def changed(self, columns: Iterable[str]) -> Lineage:
         """After an op that rewrote or added ``columns`` and kept every row."""
-        return replace(self, own=self.own | frozenset(columns))
+        names = frozenset(columns)
+        patched = tuple((n, m) for n, m in self.patched if n not in names)
+        return replace(self, own=self.own | names, patched=patched)
+
+    def rewrote(self, name: str, before: pa.ChunkedArray, after: pa.ChunkedArray) -> Lineage:
+        """After an op that rewrote the column ``name`` from ``before`` to ``after`` and kept
+        every row: the rows whose value changed differ from the base (a value that became
+        null makes the whole column its own: a patch holds no nulls)."""
+        if name in self.own:
+            return self
+        new = after.combine_chunks() if isinstance(after, pa.ChunkedArray) else after
+        old = before.combine_chunks() if isinstance(before, pa.ChunkedArray) else before
+        if old.type != new.type:
+            return self.changed([name])
+        diff = pc.not_equal(new, old)  # null where either is
+        changed = pc.coalesce(diff, pc.xor(pc.is_valid(new), pc.is_valid(old)))
+        if pc.any(pc.and_(changed, pc.is_null(new))).as_py():
+            return self.changed([name])
+        earlier = dict(self.patched).get(name)
+        mask = changed if earlier is None else pc.or_(earlier, changed)
+        patched = tuple((n, m) for n, m in self.patched if n != name)
+        return replace(self, patched=(*patched, (name, mask)))
 
     def kept(self, mask: pa.Array, dropped: Iterable[str] = ()) -> Lineage:
         """After an op that kept the rows of ``mask`` (and dropped the columns ``dropped``)."""
         rows = pc.indices_nonzero(mask) if self.rows is None else self.rows.filter(mask)
-        return replace(self, rows=rows.cast(pa.uint32()), own=self.own - frozenset(dropped))
+        gone = frozenset(dropped)
+        patched = tuple((n, m.filter(mask)) for n, m in self.patched if n not in gone)
+        return replace(self, rows=rows.cast(pa.uint32()), own=self.own - gone, patched=patched)
 
     def base_rows(self, num_rows: int) -> pa.Array:
         """Each row's index in the base (``num_rows``: the rows in memory)."""
@@ -176,17 +208,24 @@ class Lineage:
 
 def selection_pays(lineage: Lineage | None, table: pa.Table) -> bool:
     """Whether ``table`` (of ``lineage``) is written as a selection of its base: every column
-    not its own is the base's, of the same type, and its own columns are a small share of it."""
+    not its own is the base's, of the same type, and what its file would hold (its own
+    columns, the changed values of the patched ones) is a small share of the table."""
     if lineage is None or BASE_ROW_COLUMN in table.column_names:
         return False
     base = lineage.base_schema
-    own_bytes = 0
+    patched = dict(lineage.patched)
+    own_bytes = 0.0
     for name in table.column_names:
         column = table.column(name)
         if name in lineage.own:
             own_bytes += column.nbytes
-        elif base.get_field_index(name) < 0 or base.field(name).type != column.type:
+            continue
+        if base.get_field_index(name) < 0 or base.field(name).type != column.type:
             return False
+        mask = patched.get(name)
+        if mask is not None and len(mask):
+            share = (pc.sum(mask).as_py() or 0) / len(mask)
+            own_bytes += column.nbytes * share
     return own_bytes <= SELECTION_MAX_SHARE * max(1, table.nbytes)
 
 
@@ -438,10 +477,18 @@ class CheckpointDir:
         data = table
         if base is not None:
             base_commit, lineage = base
-            own = tuple(n for n in table.column_names if n in lineage.own)
-            selection = Selection(base_commit.file, base_commit.sha256, own)
-            data = table.select(list(own)).append_column(
-                BASE_ROW_COLUMN, lineage.base_rows(table.num_rows)
+            patches = dict(lineage.patched)
+            own = tuple(n for n in table.column_names if n in lineage.own or n in patches)
+            patched = tuple(n for n in own if n not in lineage.own)
+            selection = Selection(base_commit.file, base_commit.sha256, own, patched)
+            columns = [
+                pc.if_else(patches[n], table.column(n), pa.scalar(None, table.column(n).type))
+                if n in patched
+                else table.column(n)
+                for n in own
+            ]
+            data = pa.table(
+                [*columns, lineage.base_rows(table.num_rows)], names=[*own, BASE_ROW_COLUMN]
             )
         # The checksum is taken from the bytes as they are written, not from a re-read.
         if self.blobs.is_local:
@@ -618,7 +665,8 @@ class CheckpointDir:
         part = self._selection_part(
             commit, source, [*(n for n in own if n in wanted), BASE_ROW_COLUMN]
         )
-        from_base = [n for n in wanted if n not in own]
+        patched = commit.selection.patched
+        from_base = [n for n in wanted if n not in own or n in patched]
         taken = None
         if from_base:
             base = self._base(commit)
@@ -631,7 +679,14 @@ class CheckpointDir:
             if rows.null_count or (len(rows) and pc.max(rows).as_py() >= table.num_rows):
                 raise InvalidCheckpoint(f"{commit.file}: rows beyond its base {base.file}")
             taken = table.take(rows)
-        arrays = [part.column(n) if n in own else taken.column(n) for n in wanted]
+        arrays = [
+            taken.column(n)
+            if n not in own
+            else pc.coalesce(part.column(n), taken.column(n))
+            if n in patched
+            else part.column(n)
+            for n in wanted
+        ]
         try:
             return pa.Table.from_arrays(
                 arrays, schema=pa.schema([schema.field(n) for n in wanted], schema.metadata)
@@ -648,10 +703,12 @@ class CheckpointDir:
         base = self._base(commit)
         if not base.schema_b64:
             return None
-        part = self._selection_part(commit, self.verify(commit), [BASE_ROW_COLUMN])
+        patched = commit.selection.patched
+        part = self._selection_part(commit, self.verify(commit), [*patched, BASE_ROW_COLUMN])
         rows = part.column(BASE_ROW_COLUMN).combine_chunks()
-        own = frozenset(commit.selection.own)
-        return base, Lineage(base.key, _schema_from_b64(base.schema_b64), rows, own)
+        own = frozenset(commit.selection.own) - frozenset(patched)
+        masks = tuple((n, pc.is_valid(part.column(n).combine_chunks())) for n in patched)
+        return base, Lineage(base.key, _schema_from_b64(base.schema_b64), rows, own, masks)
 
     def iter_slices(
         self, commit: Commit, rows: int = ROW_GROUP_ROWS, verified: bool = False
