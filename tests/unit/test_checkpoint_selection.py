@@ -18,6 +18,7 @@ from dj_runner.store.checkpoint import (
     BASE_ROW_COLUMN,
     CheckpointDir,
     CheckpointKey,
+    InvalidCheckpoint,
     Lineage,
     selection_pays,
 )
@@ -95,6 +96,9 @@ def test_a_selection_whose_base_is_broken_is_invalid_and_reported(tmp_path):
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 1
     path.write_bytes(bytes(data))
+    # verifying the selection verifies its base (the check before an export relies on it)
+    with pytest.raises(InvalidCheckpoint, match="its base .*checksum"):
+        store.verify(c2)
     reasons: list[tuple[str, str]] = []
     assert store.newest_valid(on_invalid=lambda c, r: reasons.append((c.file, r))) is None
     # the selection is reported (its base was not pruned on purpose), then the base itself

@@ -566,12 +566,25 @@ class CheckpointDir:
         self.blobs.delete(commit.file)
 
     def verify(self, commit: Commit, hold: bool = False) -> Source:
-        """Check a committed file against its record; raise InvalidCheckpoint if it differs.
+        """Check a committed file against its record, and a selection's base against its own;
+        raise InvalidCheckpoint if either differs.
 
         Returns what to read it from: the local file, or the object's bytes (fetched once).
         ``hold``: in a bucket, keep the verified bytes for the next ``iter_slices(verified=
-        True)`` of the same checkpoint in this process (up to ``HELD_BYTES_MAX`` in all).
+        True)`` of the same checkpoint in this process (up to ``HELD_BYTES_MAX`` in all; a
+        selection's base is kept so for the read that follows, whatever ``hold``).
         """
+        source = self._verify_file(commit, hold)
+        if commit.selection is not None:
+            try:
+                self._verify_file(self._base(commit), hold=True)
+            except InvalidCheckpoint as exc:
+                # Not a MissingCheckpoint: a base is not pruned while a selection needs it.
+                raise InvalidCheckpoint(f"{commit.file}: its base {exc}") from exc
+        return source
+
+    def _verify_file(self, commit: Commit, hold: bool) -> Source:
+        """``verify`` of one file."""
         if self.blobs.is_local:
             path = self.dir / commit.file
             try:
@@ -669,11 +682,18 @@ class CheckpointDir:
         from_base = [n for n in wanted if n not in own or n in patched]
         taken = None
         if from_base:
+            # The base was verified with the selection (``verify``): locally it is read from
+            # its file, in a bucket from the bytes that kept, if it could.
             base = self._base(commit)
+            held = None if self.blobs.is_local else _take_held(self.show(base.file), base.sha256)
             try:
-                table = self.load(base, from_base)
+                if self.blobs.is_local:
+                    table = self._read(base, self.dir / base.file, from_base)
+                elif held is not None:
+                    table = self._read(base, held, from_base)
+                else:
+                    table = self.load(base, from_base)
             except InvalidCheckpoint as exc:
-                # Not a MissingCheckpoint: the base was not pruned on purpose.
                 raise InvalidCheckpoint(f"{commit.file}: its base {exc}") from exc
             rows = part.column(BASE_ROW_COLUMN)
             if rows.null_count or (len(rows) and pc.max(rows).as_py() >= table.num_rows):
