@@ -985,3 +985,39 @@ def test_m9_a_damaged_checkpoint_is_reported_but_pruned_ones_are_not(sandbox):
     assert "op004" in shown, shown  # the damaged one is reported
     for pruned in ("op001", "op002", "op003"):  # older ones, deleted on purpose, are not
         assert pruned not in shown, shown
+
+
+def test_a_damaged_base_of_a_final_selection_is_found_before_the_export(sandbox):
+    """The final checkpoint after a filter is a selection of the full one after the last
+    mapper (docs/runner.md, "Selection checkpoints"). Damage that base after a run: the rerun's
+    check of the final checkpoints finds it, names it, and recomputes the partition."""
+    work = sandbox.root / "work"
+    out = sandbox.root / "out" / "r.jsonl"
+    r = recipe(
+        sandbox.root / "r.yaml",
+        dataset_path=str(CORPORA / "alpaca-cot.jsonl"),
+        export_path=str(out),
+        partition_size=4,
+        checkpoint={"enabled": True, "strategy": "every_op"},
+        process=[
+            {"whitespace_normalization_mapper": {}},
+            {"clean_email_mapper": {}},
+            {"clean_links_mapper": {}},
+            {"text_length_filter": {"min_len": 5}},
+        ],
+    )
+    succeeded(sandbox.dj("run", str(r), "--work-dir", str(work)))
+    first = out.read_bytes()
+    pdir = work / "checkpoints" / "p00001"
+    records = [json.loads(line) for line in (pdir / "commits.jsonl").read_text().splitlines()]
+    final = max(records, key=lambda rec: rec["step"])
+    assert final["file"].startswith("op004") and final["base_file"].startswith("op003")
+    base = pdir / final["base_file"]
+    with open(base, "r+b") as fh:
+        fh.truncate(base.stat().st_size // 2)
+    succeeded(sandbox.dj("run", str(r), "--work-dir", str(work)))
+    assert out.read_bytes() == first
+    shown = sandbox.dj("events", str(work), "-t", "checkpoint_invalid", timeout=60).stdout
+    assert "its base op003" in shown, shown
+    for pruned in ("op001", "op002"):  # deleted on purpose, not reported
+        assert pruned not in shown, shown
