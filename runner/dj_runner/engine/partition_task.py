@@ -241,6 +241,8 @@ def run_partition(
         key = commit.key
         lineage = store.lineage_of(commit, table)
         read = commit.bytes
+        if commit.selection is not None and lineage is not None:
+            read += lineage[0].bytes  # its base was read too
         events.log(
             "checkpoint_load",
             f"partition {pid} loaded {commit.file}",
