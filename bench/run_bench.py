@@ -706,10 +706,10 @@ def summarize(
         ratios["small_job_wall_s"] = engines[f"runner@{small_n}"]["wall_s"]
         ratios["small_job_cpu_s"] = engines[f"runner@{small_n}"]["cpu_s"]
     if big_n:
-        # Memory growth on one engine: at N*scale the runner is on the embedded Ray (the input
-        # is past the local engine's line), so N's figure is `runner_ray`'s.
+        # Memory growth on one engine, the embedded Ray at both sizes (`runner_ray`; `auto`
+        # runs both on the local engine, whose growth the engines table shows beside it).
         small = engines.get(f"runner_ray@{n}")
-        big = engines.get(f"runner@{big_n}")
+        big = engines.get(f"runner_ray@{big_n}")
         if small and big:
             ratios["rss_growth_10x"] = big["peak_rss_mb"] / small["peak_rss_mb"] - 1
             ratios["pss_growth_10x"] = (
@@ -790,7 +790,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rss-reps", type=int, default=2, help="runner repetitions at N*scale")
     p.add_argument(
         "--big-engines",
-        default="runner,dj_default,naive,runner_1cpu",
+        default="runner,dj_default,naive,runner_1cpu,runner_ray",
         help="engines also run at N*scale (comma-separated); others than runner run once",
     )
     p.add_argument(

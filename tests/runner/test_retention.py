@@ -66,9 +66,11 @@ def test_final_keeps_each_partitions_last_checkpoint_and_reports_the_space(tmp_p
     )
     assert result.exit_code == ExitCode.OK, result.error
     files = checkpoint_files(work)
-    assert len(files) == 4 and all(names == ["op003.parquet"] for names in files.values())
+    # the last checkpoint (a selection after the filter) and the full one it selects from
+    final = ["op002.parquet", "op003.parquet"]
+    assert len(files) == 4 and all(names == final for names in files.values())
     (ev,) = read_events(WorkDir(work).events_dir, event_type="cleanup")
-    assert ev.get("entries_removed") == 8  # op001 and op002 of 4 partitions
+    assert ev.get("entries_removed") == 4  # op001 of 4 partitions
     assert ev.get("bytes_freed") > 0 and "bytes freed" in ev.message
     # The job stays finished: a rerun computes nothing and exports the same output.
     before = (tmp_path / "out.jsonl").read_bytes()
@@ -146,10 +148,10 @@ def test_clean_removes_leftovers_and_applies_the_policy(tmp_path, capsys):
     assert main(["clean", str(work), "--checkpoints", "final"]) == ExitCode.OK
     out = capsys.readouterr().out
     assert not stale_stop.exists() and not tmp.exists()
-    assert all(n == ["op003.parquet"] for n in checkpoint_files(work).values())
+    assert all(n == ["op002.parquet", "op003.parquet"] for n in checkpoint_files(work).values())
     (ev,) = read_events(wd.events_dir, event_type="cleanup")
     freed = ev.get("bytes_freed")
-    assert f"freed {freed:,} bytes (10 entries)" in out
+    assert f"freed {freed:,} bytes (6 entries)" in out  # 4 x op001, the stop file, the tmp
     assert size_before - wd.size() >= freed - 4096  # the cleanup event itself adds a line
     assert wd.result_path.exists() and wd.plan_path.exists()
 

@@ -193,7 +193,9 @@ def test_input_work_dir_and_export_all_in_s3_match_the_local_run(
     assert final.returncode == 0, final.stderr
     left = objects(s3_server, s3_bucket, "work/all/checkpoints")
     data = [k for k in left if "/commits.jsonl/" not in k]
-    assert len(data) == 20, data  # one final checkpoint per partition
+    # per partition, the final checkpoint and the full one it selects rows of (the first)
+    assert len(data) == 40, data
+    assert sorted({k.rsplit("/", 1)[1].split("-")[0] for k in data}) == ["op001", "op004"], data
     gone = cli("clean", work, "--checkpoints", "none", env=env)
     assert gone.returncode == 0 and "bytes" in gone.stdout, gone.stderr
     assert not objects(s3_server, s3_bucket, "work/all/checkpoints")
@@ -525,7 +527,16 @@ def test_the_export_reads_each_final_checkpoint_once_and_matches_the_local_run(
     gets = Counter(p.split("?")[0] for m, p, _ in s3_proxy.log if m == "GET" and f"/{final}" in p)
     assert len(gets) == 20, gets  # 2,000 documents in partitions of 100
     assert set(gets.values()) == {1}, gets
-    # every older checkpoint was pruned, in one request per partition task
+    # The final checkpoints select rows of the first (docs/runner.md, "Selection
+    # checkpoints"): each base is read twice, by the task that resumes after the global
+    # deduplicator's decision and by the export, each time once.
+    base = "op001-"
+    base_gets = Counter(
+        p.split("?")[0] for m, p, _ in s3_proxy.log if m == "GET" and f"/{base}" in p
+    )
+    assert len(base_gets) == 20 and set(base_gets.values()) == {2}, base_gets
+    # every other checkpoint was pruned, in one request per partition task
     blobs = S3Blobs(f"s3://{s3_bucket}/work/once")
     files = [e.key for e in blobs.list("checkpoints") if "/commits.jsonl/" not in e.key]
-    assert len(files) == 20 and all(f"/{final}" in k for k in files), files
+    assert len(files) == 40, files
+    assert all(f"/{final}" in k or f"/{base}" in k for k in files), files

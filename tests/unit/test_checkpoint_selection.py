@@ -97,7 +97,7 @@ def test_a_selection_whose_base_is_broken_is_invalid_and_reported(tmp_path):
     data[len(data) // 2] ^= 1
     path.write_bytes(bytes(data))
     # verifying the selection verifies its base (the check before an export relies on it)
-    with pytest.raises(InvalidCheckpoint, match="its base .*checksum"):
+    with pytest.raises(InvalidCheckpoint, match=r"its base .*checksum"):
         store.verify(c2)
     reasons: list[tuple[str, str]] = []
     assert store.newest_valid(on_invalid=lambda c, r: reasons.append((c.file, r))) is None

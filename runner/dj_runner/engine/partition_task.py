@@ -250,7 +250,7 @@ def run_partition(
             checkpoint_path=store.show(commit.file),
             operation_idx=key.step,
             input_rows=table.num_rows,
-            checkpoint_bytes=commit.bytes,
+            checkpoint_bytes=read,
         )
         events.log(
             "partition_resume",
@@ -382,7 +382,7 @@ def _run_ops(
                     # another mapper comes: the rows this one changed are a patch of the base
                     lineage = lineage.rewrote(text_key, before, table.column(text_key))
                 else:  # the last of a run of mappers: written whole, the next ops' base
-                    lineage = lineage.changed([text_key])
+                    lineage = None
         except SampleError as exc:
             err = OpError(name, step, pid, exc.index, exc.preview, exc.cause)
             events.log(

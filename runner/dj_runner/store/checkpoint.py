@@ -407,6 +407,8 @@ class CheckpointDir:
         self._deleted: set[tuple[str, Any]] = set()
         #: Files pruned but not deleted yet (in a bucket, until ``drop_pruned``).
         self._doomed: list[str] = []
+        #: The file columns of the selection checkpoint read whole last: (file, SHA-256, table).
+        self._last_part: tuple[str, str, pa.Table] | None = None
 
     @property
     def dir(self) -> Path:
@@ -565,17 +567,18 @@ class CheckpointDir:
         """Delete a checkpoint's file (its record stays; it no longer verifies)."""
         self.blobs.delete(commit.file)
 
-    def verify(self, commit: Commit, hold: bool = False) -> Source:
+    def verify(self, commit: Commit, hold: bool = False, base: bool = True) -> Source:
         """Check a committed file against its record, and a selection's base against its own;
         raise InvalidCheckpoint if either differs.
 
         Returns what to read it from: the local file, or the object's bytes (fetched once).
         ``hold``: in a bucket, keep the verified bytes for the next ``iter_slices(verified=
         True)`` of the same checkpoint in this process (up to ``HELD_BYTES_MAX`` in all; a
-        selection's base is kept so for the read that follows, whatever ``hold``).
+        selection's base is kept so for the read that follows, whatever ``hold``). ``base``:
+        False when only a selection's own columns will be read.
         """
         source = self._verify_file(commit, hold)
-        if commit.selection is not None:
+        if commit.selection is not None and base:
             try:
                 self._verify_file(self._base(commit), hold=True)
             except InvalidCheckpoint as exc:
@@ -615,7 +618,11 @@ class CheckpointDir:
 
     def load(self, commit: Commit, columns: list[str] | None = None) -> pa.Table:
         """Verify and read a committed checkpoint (only ``columns``, if given)."""
-        return self._read(commit, self.verify(commit), columns)
+        sel = commit.selection
+        base = sel is not None and (
+            columns is None or any(c not in sel.own or c in sel.patched for c in columns)
+        )
+        return self._read(commit, self.verify(commit, base=base), columns)
 
     def _read(self, commit: Commit, source: Source, columns: list[str] | None = None) -> pa.Table:
         """Read a verified checkpoint from ``source``, checking its row count."""
@@ -678,6 +685,8 @@ class CheckpointDir:
         part = self._selection_part(
             commit, source, [*(n for n in own if n in wanted), BASE_ROW_COLUMN]
         )
+        if columns is None:  # kept for ``lineage_of``, which would otherwise read it again
+            self._last_part = (commit.file, commit.sha256, part)
         patched = commit.selection.patched
         from_base = [n for n in wanted if n not in own or n in patched]
         taken = None
@@ -724,7 +733,12 @@ class CheckpointDir:
         if not base.schema_b64:
             return None
         patched = commit.selection.patched
-        part = self._selection_part(commit, self.verify(commit), [*patched, BASE_ROW_COLUMN])
+        last = self._last_part
+        if last is not None and last[:2] == (commit.file, commit.sha256):
+            part = last[2]  # (read by the load this resume made)
+        else:
+            source = self.verify(commit, base=False)
+            part = self._selection_part(commit, source, [*patched, BASE_ROW_COLUMN])
         rows = part.column(BASE_ROW_COLUMN).combine_chunks()
         own = frozenset(commit.selection.own) - frozenset(patched)
         masks = tuple((n, pc.is_valid(part.column(n).combine_chunks())) for n in patched)
