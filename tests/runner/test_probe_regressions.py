@@ -958,7 +958,9 @@ def test_m8_report_counts_each_partition_once_after_a_recompute(recomputed):
     assert [(op["op_name"], op["rows_in"]) for op in ops] == [("text_length_filter", 1500)]
 
 
-def test_m9_a_damaged_checkpoint_is_reported_but_pruned_ones_are_not(sandbox):
+def three_mappers_and_a_filter(sandbox: Sandbox) -> tuple[Path, Path, Path]:
+    """A recipe of three mappers and a filter, every_op, partitions of 4: (recipe, work dir,
+    export)."""
     work = sandbox.root / "work"
     out = sandbox.root / "out" / "r.jsonl"
     r = recipe(
@@ -974,6 +976,11 @@ def test_m9_a_damaged_checkpoint_is_reported_but_pruned_ones_are_not(sandbox):
             {"text_length_filter": {"min_len": 5}},
         ],
     )
+    return r, work, out
+
+
+def test_m9_a_damaged_checkpoint_is_reported_but_pruned_ones_are_not(sandbox):
+    r, work, out = three_mappers_and_a_filter(sandbox)
     succeeded(sandbox.dj("run", str(r), "--work-dir", str(work)))
     first = out.read_bytes()
     (final,) = (work / "checkpoints" / "p00001").glob("op004.*")
@@ -991,21 +998,7 @@ def test_a_damaged_base_of_a_final_selection_is_found_before_the_export(sandbox)
     """The final checkpoint after a filter is a selection of the full one after the last
     mapper (docs/runner.md, "Selection checkpoints"). Damage that base after a run: the rerun's
     check of the final checkpoints finds it, names it, and recomputes the partition."""
-    work = sandbox.root / "work"
-    out = sandbox.root / "out" / "r.jsonl"
-    r = recipe(
-        sandbox.root / "r.yaml",
-        dataset_path=str(CORPORA / "alpaca-cot.jsonl"),
-        export_path=str(out),
-        partition_size=4,
-        checkpoint={"enabled": True, "strategy": "every_op"},
-        process=[
-            {"whitespace_normalization_mapper": {}},
-            {"clean_email_mapper": {}},
-            {"clean_links_mapper": {}},
-            {"text_length_filter": {"min_len": 5}},
-        ],
-    )
+    r, work, out = three_mappers_and_a_filter(sandbox)
     succeeded(sandbox.dj("run", str(r), "--work-dir", str(work)))
     first = out.read_bytes()
     pdir = work / "checkpoints" / "p00001"
