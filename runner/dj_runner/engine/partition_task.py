@@ -336,7 +336,8 @@ def _run_ops(
 ) -> tuple[CheckpointKey, pa.Table]:
     """Apply ops from ``key`` up to ``target``, handing checkpoints to ``saver``; ``lineage``
     (how the table derives from the last full checkpoint, if known) follows each op, so that
-    a checkpoint after a filter or a deduplicator is a selection of that one."""
+    a checkpoint after a filter, a deduplicator or a mapper followed by another mapper is a
+    selection of that one (``store.checkpoint``)."""
     ops = recipe.process
     text_key = recipe.text_key
     while key < target:
