@@ -6,6 +6,8 @@ import json
 import re
 from pathlib import Path
 
+import pytest
+
 from dj_runner.contract import STATUS_SCHEMA_VERSION
 from dj_runner.observe.report import format_status, status
 from dj_runner.observe.status_file import StatusWriter, read_status
@@ -183,3 +185,31 @@ def test_a_superseded_run_writes_status_json_no_more(tmp_path: Path) -> None:
     current = read_status(tmp_path)
     assert current is not None
     assert (current["run_id"], current["state"]) == ("run-new", "running")
+
+
+def test_a_deferred_write_that_fails_raises_in_no_thread(tmp_path: Path, monkeypatch) -> None:
+    """A write an update deferred runs on a timer's thread; on a full disk it must not end
+    that thread with a traceback on stderr (no caller would see it): the next write, whose
+    caller handles the error, meets it again."""
+    import threading
+
+    from dj_runner.errors import NoSpace
+
+    w = StatusWriter(tmp_path, "demo", "run-1", None)
+    w.min_interval_s = 0.05
+    w.update(stage={"op": "a"})  # written at once; the next update is deferred
+
+    def full(key: str, data: bytes) -> None:
+        raise NoSpace(str(tmp_path / key), "no space left on device", 0, 1)
+
+    monkeypatch.setattr(w.work.blobs, "write", full)
+    escaped: list[BaseException | None] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: escaped.append(args.exc_value))
+    w.update(stage={"op": "b"})
+    timer = w._timer
+    assert timer is not None
+    timer.join(timeout=10)
+    assert not timer.is_alive(), "the deferred write did not run within 10 s"
+    assert escaped == []
+    with pytest.raises(NoSpace):
+        w.write()

@@ -13,6 +13,7 @@ docs/runner.md). Readers accept unknown keys; a missing file means "not started"
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -141,10 +142,14 @@ class StatusWriter:
                 self._timer.start()
 
     def _flush(self) -> None:
+        """The write an update deferred, on the timer's thread. That thread has no caller to
+        tell: if the write fails (a full disk), the next write, which every update and the
+        run's end make, tries again and its caller reports the failure."""
         with self._lock:
             if self._timer is not None:
                 self._timer = None
-                self._write_locked()
+                with contextlib.suppress(OSError, RunnerError):
+                    self._write_locked()
 
     def finish(self, state: str, error: dict[str, Any] | None = None) -> None:
         """Record the run's end, written at once."""
