@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import yaml
+from run_bench import compile_runner_bytecode
 
 BENCH_DIR = Path(__file__).resolve().parent
 DEFAULT_RECIPE = BENCH_DIR / "recipes" / "bench.yaml"
@@ -60,6 +61,8 @@ def main() -> None:
     p.add_argument("--np", type=int, default=2)
     a = p.parse_args()
     recipe = yaml.safe_load(a.recipe.read_text())
+    for venv in (a.a, a.b):
+        compile_runner_bytecode(venv / "bin" / "python")
     walls: dict[str, list[float]] = {"a": [], "b": []}
     digests: set[str] = set()
     with tempfile.TemporaryDirectory(prefix="dj-ab-") as tmp:
