@@ -14,6 +14,11 @@
  * array's own slice; data: the UTF-8 bytes they index), with sets of code points given as
  * bitmaps of 0x110000 bits (built once per set):
  *
+ *   char_rep_ratios(offsets, data, n) -> bytes (n float64)
+ *       char_rep_ratio of every string;
+ *   simple_word_rep_ratios(offsets, data, special, n) -> (bytes (n float64), list[int])
+ *       word_rep_ratio of every string that str.lower changes only in its ASCII letters,
+ *       and the indices of the others;
  *   count_in_set(offsets, data, bitmap) -> bytes (n int64)
  *       alphanumeric_filter's and special_characters_filter's counts: code points in a set;
  *   count_words(offsets, data, bitmap) -> bytes (n int64)
@@ -28,10 +33,10 @@
  * And, from _fasttext.c, fasttext_load(path): language_id_score_filter's fastText model,
  * predicting a whole batch in one call.
  *
- * N-gram exactness: n-grams are hashed (a rolling polynomial hash modulo the Mersenne prime
- * 2**61 - 1) only to find a slot; two n-grams are the same only when their units compare
- * equal, so a hash collision costs time, never a wrong count. The ratios are computed from
- * integer counts and divided once, as Python does, so the floats are bit-identical.
+ * N-gram exactness: n-grams are hashed (a rolling polynomial hash modulo 2**64) only to find a
+ * slot; two n-grams are the same only when their units compare equal, so a hash collision
+ * costs time, never a wrong count. The ratios are computed from integer counts and divided
+ * once, as Python does, so the floats are bit-identical.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -41,110 +46,154 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define M61 ((uint64_t)0x1FFFFFFFFFFFFFFFULL)
-#define BASE ((uint64_t)0x1F3D5B79A1C3E5ULL) /* any fixed value in [2, M61) */
-
-static inline uint64_t mod61(__uint128_t x)
-{
-    uint64_t r = (uint64_t)(x & M61) + (uint64_t)(x >> 61);
-    r = (r & M61) + (r >> 61);
-    return r >= M61 ? r - M61 : r;
-}
-
-static inline uint64_t mulmod61(uint64_t a, uint64_t b) { return mod61((__uint128_t)a * b); }
-
-static inline uint64_t mix64(uint64_t x)
-{
-    x ^= x >> 33;
-    x *= 0xFF51AFD7ED558CCDULL;
-    x ^= x >> 33;
-    x *= 0xC4CEB9FE1A85EC53ULL;
-    x ^= x >> 33;
-    return x;
-}
+#define BASE ((uint64_t)0x100000001B3ULL) /* any odd value */
+#define FIB ((uint64_t)0x9E3779B97F4A7C15ULL)
+#define TABLE_MIN_BITS 6
+#define TABLE_START_MAX_BITS 16 /* a longer text starts here and grows on demand */
 
 typedef struct {
     uint64_t hash;
-    Py_ssize_t pos;   /* where the n-gram first occurs */
-    Py_ssize_t count; /* 0 marks an empty slot */
+    uint32_t pos;   /* where the n-gram first occurs */
+    uint32_t count; /* 0 marks an empty slot */
 } Slot;
 
+/* An open-addressing table of n-gram counts, reused from one text to the next (cleared, not
+ * freed), with the slots whose count passed 1 listed in reps (so the repeated counts are read
+ * without a scan of the table). */
 typedef struct {
     Slot *slots;
-    size_t mask;
+    size_t bits, allocated; /* slots in use: 1 << bits; allocated: slots the buffer holds */
     Py_ssize_t distinct;
+    uint32_t *reps; /* slot indices of the repeated n-grams */
+    size_t nrep, reps_allocated;
 } Table;
+
+static void table_free(Table *t)
+{
+    PyMem_Free(t->slots);
+    PyMem_Free(t->reps);
+    memset(t, 0, sizeof(*t));
+}
+
+static inline size_t slot_of(uint64_t h, size_t bits) { return (size_t)((h * FIB) >> (64 - bits)); }
+
+/* Empty the table with room for about ``total`` n-grams before it grows. */
+static int table_reset(Table *t, Py_ssize_t total)
+{
+    size_t bits = TABLE_MIN_BITS;
+    while (((size_t)1 << bits) < (size_t)total * 2 && bits < TABLE_START_MAX_BITS)
+        bits++;
+    size_t cap = (size_t)1 << bits;
+    if (cap > t->allocated) {
+        PyMem_Free(t->slots);
+        t->slots = PyMem_Calloc(cap, sizeof(Slot));
+        t->allocated = t->slots == NULL ? 0 : cap;
+        if (t->slots == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+    }
+    else {
+        memset(t->slots, 0, cap * sizeof(Slot));
+    }
+    t->bits = bits;
+    t->distinct = 0;
+    t->nrep = 0;
+    return 0;
+}
+
+static int note_rep(Table *t, size_t idx)
+{
+    if (t->nrep == t->reps_allocated) {
+        size_t cap = t->reps_allocated ? t->reps_allocated * 2 : 256;
+        uint32_t *reps = PyMem_Realloc(t->reps, cap * sizeof(uint32_t));
+        if (reps == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        t->reps = reps;
+        t->reps_allocated = cap;
+    }
+    t->reps[t->nrep++] = (uint32_t)idx;
+    return 0;
+}
 
 static int table_grow(Table *t)
 {
-    size_t cap = (t->mask + 1) * 2;
+    size_t bits = t->bits + 1, cap = (size_t)1 << bits, old = (size_t)1 << t->bits;
+    if (bits > 31) {
+        PyErr_SetString(PyExc_OverflowError, "too many distinct n-grams in one text");
+        return -1;
+    }
     Slot *slots = PyMem_Calloc(cap, sizeof(Slot));
     if (slots == NULL) {
         PyErr_NoMemory();
         return -1;
     }
-    for (size_t i = 0; i <= t->mask; i++) {
+    t->nrep = 0;
+    for (size_t i = 0; i < old; i++) {
         Slot *s = &t->slots[i];
         if (s->count == 0)
             continue;
-        size_t idx = mix64(s->hash) & (cap - 1);
+        size_t idx = slot_of(s->hash, bits);
         while (slots[idx].count != 0)
             idx = (idx + 1) & (cap - 1);
         slots[idx] = *s;
+        if (s->count > 1 && note_rep(t, idx) < 0) {
+            PyMem_Free(slots);
+            return -1;
+        }
     }
     PyMem_Free(t->slots);
     t->slots = slots;
-    t->mask = cap - 1;
+    t->bits = bits;
+    t->allocated = cap;
     return 0;
 }
 
-/* Count the n-grams of u[0..len): total = len - n + 1 > 0 windows. */
+/* Count the n-grams of u[0..len) (total = len - n + 1 > 0 windows, fewer than 2**32). */
 static int count_ngrams(const uint32_t *u, Py_ssize_t len, Py_ssize_t n, Table *t)
 {
     const Py_ssize_t total = len - n + 1;
-    size_t cap = 64;
-    while (cap < (size_t)total && cap < ((size_t)1 << 16))
-        cap <<= 1; /* most texts: one allocation; long ones grow on demand */
-    t->slots = PyMem_Calloc(cap, sizeof(Slot));
-    if (t->slots == NULL) {
-        PyErr_NoMemory();
+    if ((uint64_t)len >= ((uint64_t)1 << 32)) {
+        PyErr_SetString(PyExc_OverflowError, "a text of 2**32 units or more");
         return -1;
     }
-    t->mask = cap - 1;
-    t->distinct = 0;
-
-    uint64_t top = 1; /* BASE ** (n - 1) */
+    if (table_reset(t, total) < 0)
+        return -1;
+    uint64_t top = 1; /* BASE ** (n - 1), modulo 2**64 */
     for (Py_ssize_t j = 0; j < n - 1; j++)
-        top = mulmod61(top, BASE);
+        top *= BASE;
     uint64_t h = 0;
     for (Py_ssize_t j = 0; j < n; j++)
-        h = mod61((__uint128_t)h * BASE + u[j]);
+        h = h * BASE + u[j];
 
     const size_t width = (size_t)n * sizeof(uint32_t);
+    size_t mask = ((size_t)1 << t->bits) - 1;
     for (Py_ssize_t i = 0; i < total; i++) {
-        if (i > 0) {
-            /* drop u[i-1], shift, add u[i+n-1] */
-            uint64_t drop = mulmod61(u[i - 1], top);
-            h = h >= drop ? h - drop : h + M61 - drop;
-            h = mod61((__uint128_t)h * BASE + u[i + n - 1]);
-        }
-        size_t idx = mix64(h) & t->mask;
+        if (i > 0) /* drop u[i-1], shift, add u[i+n-1] */
+            h = (h - u[i - 1] * top) * BASE + u[i + n - 1];
+        size_t idx = slot_of(h, t->bits);
         for (;;) {
             Slot *s = &t->slots[idx];
             if (s->count == 0) {
                 s->hash = h;
-                s->pos = i;
+                s->pos = (uint32_t)i;
                 s->count = 1;
                 t->distinct++;
-                if ((size_t)t->distinct * 2 > t->mask + 1 && table_grow(t) < 0)
-                    return -1;
+                if ((size_t)t->distinct * 2 > mask + 1) {
+                    if (table_grow(t) < 0)
+                        return -1;
+                    mask = ((size_t)1 << t->bits) - 1;
+                }
                 break;
             }
             if (s->hash == h && memcmp(u + s->pos, u + i, width) == 0) {
-                s->count++;
+                if (++s->count == 2 && note_rep(t, idx) < 0)
+                    return -1;
                 break;
             }
-            idx = (idx + 1) & t->mask;
+            idx = (idx + 1) & mask;
         }
     }
     return 0;
@@ -152,8 +201,28 @@ static int count_ngrams(const uint32_t *u, Py_ssize_t len, Py_ssize_t n, Table *
 
 static int cmp_desc(const void *a, const void *b)
 {
-    Py_ssize_t x = *(const Py_ssize_t *)a, y = *(const Py_ssize_t *)b;
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
     return (x < y) - (x > y);
+}
+
+/* Data-Juicer's character repetition ratio from a filled table: the sum of the
+ * min(int(sqrt(distinct)), #repeated) largest counts over the ``total`` n-grams. Reuses the
+ * table's reps list for the counts. */
+static double char_ratio_of(Table *t, Py_ssize_t total)
+{
+    uint32_t *counts = t->reps;
+    for (size_t i = 0; i < t->nrep; i++)
+        counts[i] = t->slots[t->reps[i]].count;
+    Py_ssize_t take = (Py_ssize_t)sqrt((double)t->distinct);
+    if ((size_t)take > t->nrep)
+        take = (Py_ssize_t)t->nrep;
+    long long sum = 0;
+    if (take > 0) {
+        qsort(counts, t->nrep, sizeof(uint32_t), cmp_desc);
+        for (Py_ssize_t i = 0; i < take; i++)
+            sum += counts[i];
+    }
+    return (double)sum / (double)total;
 }
 
 static int parse_n(PyObject *arg, Py_ssize_t *n)
@@ -199,32 +268,11 @@ static PyObject *char_rep_ratio(PyObject *self, PyObject *const *args, Py_ssize_
     Py_UCS4 *u = PyUnicode_AsUCS4Copy(args[0]);
     if (u == NULL)
         return NULL;
-
     Table t = {0};
-    Py_ssize_t *reps = NULL;
     PyObject *result = NULL;
-    if (count_ngrams((const uint32_t *)u, len, n, &t) < 0)
-        goto done;
-    Py_ssize_t nrep = 0;
-    reps = PyMem_Malloc(sizeof(Py_ssize_t) * (size_t)(t.distinct > 0 ? t.distinct : 1));
-    if (reps == NULL) {
-        PyErr_NoMemory();
-        goto done;
-    }
-    for (size_t i = 0; i <= t.mask; i++)
-        if (t.slots[i].count > 1)
-            reps[nrep++] = t.slots[i].count;
-    Py_ssize_t take = (Py_ssize_t)sqrt((double)t.distinct);
-    if (take > nrep)
-        take = nrep;
-    qsort(reps, (size_t)nrep, sizeof(Py_ssize_t), cmp_desc);
-    long long sum = 0;
-    for (Py_ssize_t i = 0; i < take; i++)
-        sum += reps[i];
-    result = PyFloat_FromDouble((double)sum / (double)(len - n + 1));
-done:
-    PyMem_Free(reps);
-    PyMem_Free(t.slots);
+    if (count_ngrams((const uint32_t *)u, len, n, &t) == 0)
+        result = PyFloat_FromDouble(char_ratio_of(&t, len - n + 1));
+    table_free(&t);
     PyMem_Free(u);
     return result;
 }
@@ -248,6 +296,7 @@ static PyObject *word_rep_ratios(PyObject *self, PyObject *const *args, Py_ssize
         return NULL;
     Py_buffer ids = {0}, offs = {0};
     PyObject *result = NULL;
+    Table t = {0};
     if (PyObject_GetBuffer(args[0], &ids, PyBUF_SIMPLE) < 0)
         return NULL;
     if (PyObject_GetBuffer(args[1], &offs, PyBUF_SIMPLE) < 0)
@@ -276,17 +325,13 @@ static PyObject *word_rep_ratios(PyObject *self, PyObject *const *args, Py_ssize
         Py_ssize_t len = (Py_ssize_t)(off[i + 1] - off[i]);
         double ratio = 0.0;
         if (len - n + 1 > 0) {
-            Table t = {0};
             if (count_ngrams(id + off[i], len, n, &t) < 0) {
-                PyMem_Free(t.slots);
                 Py_CLEAR(result);
                 goto done;
             }
             long long sum = 0;
-            for (size_t k = 0; k <= t.mask; k++)
-                if (t.slots[k].count > 1)
-                    sum += t.slots[k].count;
-            PyMem_Free(t.slots);
+            for (size_t k = 0; k < t.nrep; k++)
+                sum += t.slots[t.reps[k]].count;
             ratio = (double)sum / (double)(len - n + 1);
         }
         PyObject *f = PyFloat_FromDouble(ratio);
@@ -297,6 +342,7 @@ static PyObject *word_rep_ratios(PyObject *self, PyObject *const *args, Py_ssize
         PyList_SET_ITEM(result, i, f);
     }
 done:
+    table_free(&t);
     if (offs.obj != NULL)
         PyBuffer_Release(&offs);
     PyBuffer_Release(&ids);
@@ -654,6 +700,283 @@ done:
     return result;
 }
 
+PyDoc_STRVAR(char_rep_ratios_doc,
+             "char_rep_ratios(offsets, data, n, /)\n--\n\n"
+             "char_rep_ratio of each string of an Arrow string array (offsets: its n + 1\n"
+             "int32 offsets, data: its UTF-8 bytes), decoded to code points in place. Returns\n"
+             "n float64 values as bytes.");
+
+static PyObject *char_rep_ratios(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "char_rep_ratios expects (offsets, data, n)");
+        return NULL;
+    }
+    Py_ssize_t ngram, count;
+    if (parse_n(args[2], &ngram) < 0)
+        return NULL;
+    Py_buffer offs, data;
+    if (get_string_buffers(args, &offs, &data, &count) < 0)
+        return NULL;
+    Table t = {0};
+    uint32_t *u = NULL;
+    Py_ssize_t u_allocated = 0;
+    PyObject *result = PyBytes_FromStringAndSize(NULL, count * (Py_ssize_t)sizeof(double));
+    if (result == NULL)
+        goto done;
+    double *out = (double *)PyBytes_AS_STRING(result);
+    const int32_t *off = (const int32_t *)offs.buf;
+    const unsigned char *bytes = (const unsigned char *)data.buf;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        Py_ssize_t k = off[i], end = off[i + 1];
+        if (end - k > u_allocated) { /* a text has at most as many code points as bytes */
+            PyMem_Free(u);
+            u_allocated = end - k;
+            u = PyMem_Malloc((size_t)u_allocated * sizeof(uint32_t));
+            if (u == NULL) {
+                PyErr_NoMemory();
+                Py_CLEAR(result);
+                goto done;
+            }
+        }
+        Py_ssize_t len = 0;
+        while (k < end)
+            u[len++] = next_cp(bytes, &k, end);
+        out[i] = 0.0;
+        if (len - ngram + 1 > 0) {
+            if (count_ngrams(u, len, ngram, &t) < 0) {
+                Py_CLEAR(result);
+                goto done;
+            }
+            out[i] = char_ratio_of(&t, len - ngram + 1);
+        }
+    }
+done:
+    PyMem_Free(u);
+    table_free(&t);
+    PyBuffer_Release(&data);
+    PyBuffer_Release(&offs);
+    return result;
+}
+
+/* Word interning for simple_word_rep_ratios: the distinct words of one text (lower-cased and
+ * stripped, in the scratch buffer) get ids 0, 1, ... in order of first occurrence. */
+typedef struct {
+    uint64_t hash;
+    uint32_t start, len; /* the word's bytes in the scratch buffer */
+    uint32_t id;         /* id + 1; 0 marks an empty slot */
+    uint32_t pad;
+} Word;
+
+typedef struct {
+    Word *slots;
+    size_t bits, allocated;
+    uint32_t count;
+} Words;
+
+static int words_reset(Words *w, size_t expected)
+{
+    size_t bits = TABLE_MIN_BITS;
+    while (((size_t)1 << bits) < expected * 2 && bits < TABLE_START_MAX_BITS)
+        bits++;
+    size_t cap = (size_t)1 << bits;
+    if (cap > w->allocated) {
+        PyMem_Free(w->slots);
+        w->slots = PyMem_Calloc(cap, sizeof(Word));
+        w->allocated = w->slots == NULL ? 0 : cap;
+        if (w->slots == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+    }
+    else {
+        memset(w->slots, 0, cap * sizeof(Word));
+    }
+    w->bits = bits;
+    w->count = 0;
+    return 0;
+}
+
+static int words_grow(Words *w)
+{
+    size_t bits = w->bits + 1, cap = (size_t)1 << bits, old = (size_t)1 << w->bits;
+    Word *slots = PyMem_Calloc(cap, sizeof(Word));
+    if (slots == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (size_t i = 0; i < old; i++) {
+        if (w->slots[i].id == 0)
+            continue;
+        size_t idx = slot_of(w->slots[i].hash, bits);
+        while (slots[idx].id != 0)
+            idx = (idx + 1) & (cap - 1);
+        slots[idx] = w->slots[i];
+    }
+    PyMem_Free(w->slots);
+    w->slots = slots;
+    w->bits = bits;
+    w->allocated = cap;
+    return 0;
+}
+
+/* The id of the word scratch[start:start+len], given a new one if it is new; -1 on error. */
+static int64_t word_id(Words *w, const unsigned char *scratch, uint32_t start, uint32_t len)
+{
+    uint64_t h = 0xCBF29CE484222325ULL; /* FNV-1a */
+    for (uint32_t k = 0; k < len; k++)
+        h = (h ^ scratch[start + k]) * 0x100000001B3ULL;
+    size_t mask = ((size_t)1 << w->bits) - 1, idx = slot_of(h, w->bits);
+    for (;;) {
+        Word *e = &w->slots[idx];
+        if (e->id == 0) {
+            e->hash = h;
+            e->start = start;
+            e->len = len;
+            e->id = ++w->count;
+            uint32_t id = e->id - 1;
+            if ((size_t)w->count * 2 > mask + 1 && words_grow(w) < 0)
+                return -1;
+            return id;
+        }
+        if (e->hash == h && e->len == len && memcmp(scratch + e->start, scratch + start, len) == 0)
+            return e->id - 1;
+        idx = (idx + 1) & mask;
+    }
+}
+
+PyDoc_STRVAR(simple_word_rep_ratios_doc,
+             "simple_word_rep_ratios(offsets, data, special, n, /)\n--\n\n"
+             "word_repetition_filter's ratio of each string of an Arrow string array (offsets:\n"
+             "its n + 1 int32 offsets, data: its UTF-8 bytes) that str.lower changes only in\n"
+             "its ASCII letters: words split on ' ', '\\n' and '\\t', lower-cased, stripped\n"
+             "at both ends of the code points set in special (a bitmap of 0x110000 bits), empty\n"
+             "ones dropped; the n-gram occurrences whose n-gram occurs more than once, over the\n"
+             "number of n-grams. Returns (ratios, others): n float64 values as bytes (0.0 for\n"
+             "any other string) and the list of the other strings' indices.");
+
+static PyObject *simple_word_rep_ratios(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError,
+                        "simple_word_rep_ratios expects (offsets, data, special, n)");
+        return NULL;
+    }
+    Py_ssize_t ngram, count;
+    if (parse_n(args[3], &ngram) < 0)
+        return NULL;
+    Py_buffer offs, data, bits;
+    if (get_string_buffers(args, &offs, &data, &count) < 0)
+        return NULL;
+    PyObject *ratios = NULL, *others = NULL, *result = NULL;
+    Table t = {0};
+    Words w = {0};
+    unsigned char *scratch = NULL;
+    uint32_t *ids = NULL;
+    Py_ssize_t allocated = 0;
+    if (get_bitmap(args[2], &bits) < 0)
+        goto release;
+    const unsigned char *special = (const unsigned char *)bits.buf;
+    ratios = PyBytes_FromStringAndSize(NULL, count * (Py_ssize_t)sizeof(double));
+    others = PyList_New(0);
+    if (ratios == NULL || others == NULL)
+        goto done;
+    double *out = (double *)PyBytes_AS_STRING(ratios);
+    const int32_t *off = (const int32_t *)offs.buf;
+    const unsigned char *bytes = (const unsigned char *)data.buf;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        const unsigned char *s = bytes + off[i];
+        Py_ssize_t len = off[i + 1] - off[i];
+        out[i] = 0.0;
+        int simple = 1; /* str.lower is ASCII lower-casing: no other code point changes */
+        for (Py_ssize_t k = 0; k < len && simple;) {
+            if (s[k] < 0x80) {
+                k++;
+                continue;
+            }
+            uint32_t cp = next_cp(s, &k, len);
+            /* U+0130 lower-cases to two code points, U+03A3 by its context: neither is
+             * simple, and Py_UNICODE_TOLOWER already tells both apart from themselves. */
+            simple = cp != 0x130 && cp != 0x3A3 && Py_UNICODE_TOLOWER(cp) == cp;
+        }
+        if (!simple) {
+            PyObject *index = PyLong_FromSsize_t(i);
+            if (index == NULL || PyList_Append(others, index) < 0) {
+                Py_XDECREF(index);
+                goto done;
+            }
+            Py_DECREF(index);
+            continue;
+        }
+        if (len > allocated) { /* a text has fewer words than bytes */
+            PyMem_Free(scratch);
+            PyMem_Free(ids);
+            allocated = len;
+            scratch = PyMem_Malloc((size_t)allocated);
+            ids = PyMem_Malloc((size_t)allocated * sizeof(uint32_t));
+            if (scratch == NULL || ids == NULL) {
+                PyErr_NoMemory();
+                goto done;
+            }
+        }
+        if (words_reset(&w, (size_t)len / 4 + 1) < 0)
+            goto done;
+        Py_ssize_t nwords = 0;
+        for (Py_ssize_t k = 0; k < len; k++) {
+            unsigned char c = s[k];
+            scratch[k] = (c >= 'A' && c <= 'Z') ? (unsigned char)(c + 32) : c;
+        }
+        for (Py_ssize_t k = 0; k < len;) {
+            Py_ssize_t a = k;
+            while (k < len && s[k] != ' ' && s[k] != '\n' && s[k] != '\t')
+                k++;
+            Py_ssize_t b = k++; /* the piece is s[a:b]; k skips its separator */
+            while (a < b) { /* strip code points of the set, from the front */
+                Py_ssize_t next = a;
+                if (!bit_set(special, next_cp(scratch, &next, b)))
+                    break;
+                a = next;
+            }
+            while (b > a) { /* and from the back: the last code point starts at j */
+                Py_ssize_t j = b - 1;
+                while (j > a && (scratch[j] & 0xC0) == 0x80)
+                    j--;
+                Py_ssize_t at = j;
+                if (!bit_set(special, next_cp(scratch, &at, b)))
+                    break;
+                b = j;
+            }
+            if (a == b)
+                continue;
+            int64_t id = word_id(&w, scratch, (uint32_t)a, (uint32_t)(b - a));
+            if (id < 0)
+                goto done;
+            ids[nwords++] = (uint32_t)id;
+        }
+        if (nwords - ngram + 1 > 0) {
+            if (count_ngrams(ids, nwords, ngram, &t) < 0)
+                goto done;
+            long long sum = 0;
+            for (size_t k = 0; k < t.nrep; k++)
+                sum += t.slots[t.reps[k]].count;
+            out[i] = (double)sum / (double)(nwords - ngram + 1);
+        }
+    }
+    result = PyTuple_Pack(2, ratios, others);
+done:
+    PyBuffer_Release(&bits);
+release:
+    Py_XDECREF(ratios);
+    Py_XDECREF(others);
+    PyMem_Free(scratch);
+    PyMem_Free(ids);
+    PyMem_Free(w.slots);
+    table_free(&t);
+    PyBuffer_Release(&data);
+    PyBuffer_Release(&offs);
+    return result;
+}
+
 PyDoc_STRVAR(alnum_bitmap_doc,
              "alnum_bitmap(/)\n--\n\n"
              "The bitmap (0x110000 bits, as count_in_set takes it) of the code points c for\n"
@@ -678,6 +1001,10 @@ static PyMethodDef methods[] = {
      char_rep_ratio_doc},
     {"word_rep_ratios", (PyCFunction)(void (*)(void))word_rep_ratios, METH_FASTCALL,
      word_rep_ratios_doc},
+    {"char_rep_ratios", (PyCFunction)(void (*)(void))char_rep_ratios, METH_FASTCALL,
+     char_rep_ratios_doc},
+    {"simple_word_rep_ratios", (PyCFunction)(void (*)(void))simple_word_rep_ratios, METH_FASTCALL,
+     simple_word_rep_ratios_doc},
     {"count_in_set", (PyCFunction)(void (*)(void))count_in_set, METH_FASTCALL, count_in_set_doc},
     {"count_words", (PyCFunction)(void (*)(void))count_words, METH_FASTCALL, count_words_doc},
     {"rewrite", (PyCFunction)(void (*)(void))rewrite, METH_FASTCALL, rewrite_doc},

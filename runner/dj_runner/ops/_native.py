@@ -75,6 +75,29 @@ def count_in_set(arr: pa.Array, bitmap: bytes) -> pa.Array | None:
     return counts if arr.null_count == 0 else pc.if_else(pc.is_valid(arr), counts, 0)
 
 
+def char_rep_ratios(arr: pa.Array, n: int) -> pa.Array | None:
+    """Per text, character_repetition_filter's ratio of its ``n``-grams of code points
+    (float64); nulls count as ``""``'s 0.0."""
+    bufs = _buffers(arr)
+    if bufs is None:
+        return None
+    ratios = pa.Array.from_buffers(
+        pa.float64(), len(arr), [None, pa.py_buffer(_native.char_rep_ratios(*bufs, n))]
+    )
+    return ratios if arr.null_count == 0 else pc.if_else(pc.is_valid(arr), ratios, 0.0)
+
+
+def simple_word_rep_ratios(arr: pa.Array, n: int) -> tuple[pa.Array, list[int]] | None:
+    """word_repetition_filter's ratio (float64) of each text of a null-free array that
+    ``str.lower`` changes only in its ASCII letters, and the indices of the other texts, whose
+    ratio is left 0.0 for the caller to compute."""
+    bufs = _buffers(arr)
+    if bufs is None:
+        return None
+    ratios, others = _native.simple_word_rep_ratios(*bufs, special_bitmap(), n)
+    return pa.Array.from_buffers(pa.float64(), len(arr), [None, pa.py_buffer(ratios)]), others
+
+
 def count_words(arr: pa.Array, special: bytes) -> pa.Array | None:
     """Per text, the pieces between ``' '``, ``'\\n'``, ``'\\t'`` with a code point outside
     ``special`` (int64); nulls count as ``""``'s 0."""

@@ -5,9 +5,10 @@ code points); with ``k`` distinct n-grams, ``r = min(int(sqrt(k)), number of n-g
 than once)``; the ratio is the sum of the ``r`` largest counts over the number of n-grams, 0.0
 when the text is shorter than ``rep_len`` (a null text counts as ``""``).
 
-Per-sample: n-gram counting has no Arrow kernel. It runs in the C extension ``_kernels`` when it
-is built; ``char_rep_ratio`` is the plain Python definition, which the tests hold the fast path
-to.
+N-gram counting has no Arrow kernel. It runs in the C extension ``_kernels`` when it is built,
+over the whole string array in place (``_native.char_rep_ratios``; a ``large_string`` array
+takes the kernel one text at a time); ``char_rep_ratio`` is the plain Python definition, which
+the tests hold both fast paths to.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import ClassVar
 
 import pyarrow as pa
 
+from dj_runner.ops import _native
 from dj_runner.ops.common.base import Filter
 from dj_runner.ops.common.registry import register
 from dj_runner.ops.common.textutil import non_null
@@ -41,6 +43,9 @@ def char_rep_ratio(text: str, n: int) -> float:
 
 def char_rep_ratios(texts: pa.Array, n: int) -> pa.Array:
     """``char_rep_ratio`` of every text (nulls count as ``""``), as float64."""
+    whole = _native.char_rep_ratios(texts, n)
+    if whole is not None:
+        return whole
     ratio = _native_char_rep_ratio or char_rep_ratio
     return pa.array([ratio(t, n) for t in non_null(texts).to_pylist()], pa.float64())
 

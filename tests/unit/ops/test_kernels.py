@@ -1,6 +1,6 @@
 """The C kernels (``dj_runner.ops._kernels``) against the plain-Python definitions.
 
-Four filters run their per-sample hot loops in C; these tests hold each kernel to the Python
+Several filters run their per-sample hot loops in C; these tests hold each kernel to the Python
 definition in its op module (which the other op tests hold to Data-Juicer) on real text, on
 edge cases and on seeded random text, and check that the extension is really built.
 """
@@ -54,9 +54,9 @@ def corpus_texts(limit: int = 200) -> list[str | None]:
         return [json.loads(line).get("text") for line in fh][:limit]
 
 
-def random_texts(seed: int, count: int) -> list[str]:
+def random_texts(seed: int, count: int, extra: str = "") -> list[str]:
     rng = random.Random(seed)
-    alphabet = [*"aab  \n\t.,!Σσς0", "İ", "中", "😀", "\u0301", "\u3000", "\r", "ab", "AB"]
+    alphabet = [*"aab  \n\t.,!Σσς0", "İ", "中", "😀", "\u0301", "\u3000", "\r", "ab", "AB", *extra]
     return [
         "".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 120))) for _ in range(count)
     ]
@@ -70,6 +70,7 @@ def test_extension_is_built() -> None:
     assert wrf._count_word_ngrams is _kernels.word_rep_ratios
     assert native.kernels() is _kernels
     assert native.alnum_bitmap() is not None
+    assert native.char_rep_ratios(pa.array(["abcabc"]), 3) is not None
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 5, 10, 13])
@@ -120,6 +121,55 @@ def test_batch_honours_slices_and_empty_batches() -> None:
     ]
     assert wrf.word_rep_ratios(pa.array([], pa.string()), 3).to_pylist() == []
     assert crf.char_rep_ratios(pa.array([], pa.string()), 3).to_pylist() == []
+
+
+def test_character_ratios_of_the_whole_array_honour_nulls_and_large_strings() -> None:
+    texts = random_texts(seed=5, count=40)
+    arr = pa.array(texts, pa.string())
+    want = [crf.char_rep_ratio(t, 2) for t in texts]
+    # A null slot may span bytes (Arrow does not require it empty): it counts as "".
+    _, offsets, data = arr.buffers()
+    validity = pa.array([i % 3 != 0 for i in range(len(texts))]).buffers()[1]
+    with_nulls = pa.Array.from_buffers(pa.string(), len(texts), [validity, offsets, data])
+    assert with_nulls.null_count > 0
+    assert crf.char_rep_ratios(with_nulls, 2).to_pylist() == [
+        0.0 if i % 3 == 0 else w for i, w in enumerate(want)
+    ]
+    # large_string: one text at a time through char_rep_ratio, the same floats.
+    assert native.char_rep_ratios(arr.cast(pa.large_string()), 2) is None
+    assert crf.char_rep_ratios(arr.cast(pa.large_string()), 2).to_pylist() == want
+
+
+SIMPLE_CASING = [
+    "Hello, World! hello world HELLO",
+    "«Ça» va? «ça» va",  # Ç lower-cases: the general path
+    "¡Hola! ¡hola! «hola» hola…",  # special code points beyond ASCII at both ends
+    "😀smile😀 smile 😀 😀smile",
+    "straße STRASSE strasse",  # ß is its own lower case
+    "été ÉTÉ",
+    "İstanbul istanbul",  # İ lower-cases to two code points
+    "ΣΑΣ σας",  # Σ lower-cases by its context
+    "中文 中文。 ·中文·",
+    "e\u0301 E\u0301 e\u0301",
+    "\u3000a\u3000 a \u00a0a\u00a0",  # not separators, but special at the ends
+    "word\r\nword\x0bword\x0c word",
+    "…",
+    "",
+]
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_word_ratios_of_simple_casing_texts_in_c(n: int) -> None:
+    """Texts that str.lower changes only in ASCII letters are done whole in C; the others are
+    handed back, and the merged ratios are the definition's."""
+    texts = [*SIMPLE_CASING, *random_texts(seed=20 + n, count=200, extra="éÉ«»¡…\u00a0Ç")]
+    arr = pa.array(texts, pa.string())
+    _, others = native.simple_word_rep_ratios(arr, n)
+    assert others == [
+        i for i, t in enumerate(texts) if any(not c.isascii() and c.lower() != c for c in t)
+    ]
+    assert 0 < len(others) < len(texts)
+    assert wrf.word_rep_ratios(arr, n).to_pylist() == [wrf.word_rep_ratio(t, n) for t in texts]
 
 
 def test_without_the_extension_the_same_results(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -196,6 +246,12 @@ def test_bad_arguments_are_refused() -> None:
         _kernels.char_rep_ratio("abc", 0)
     with pytest.raises(TypeError, match="text must be str"):
         _kernels.char_rep_ratio(b"abc", 2)
+    offsets = pa.array([0, 3], pa.int32()).buffers()[1]
+    with pytest.raises(ValueError, match="n must be >= 1, got 0"):
+        _kernels.char_rep_ratios(offsets, b"abc", 0)
+    with pytest.raises(ValueError, match="out of the data"):
+        _kernels.char_rep_ratios(offsets, b"ab", 2)
+    assert _kernels.char_rep_ratios(offsets, b"aaa", 1) == pa.array([1.0]).buffers()[1].to_pybytes()
     with pytest.raises(ValueError, match="bitmap must be"):
         _kernels.count_in_set(memoryview(b"\0" * 4), b"", b"")
     with pytest.raises(ValueError, match="out of the data"):
