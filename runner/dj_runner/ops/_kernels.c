@@ -27,6 +27,9 @@
  *   rewrite(offsets, data, strip, replace, replacements) -> (offsets, data)
  *       whitespace_normalization_mapper's and punctuation_normalization_mapper's rewrite:
  *       strip a set at both ends, then replace single code points by fixed UTF-8 strings;
+ *   line_stats(offsets, data) -> (bytes (n int64), bytes (n int64))
+ *       maximum_line_length_filter's longest line and average_line_length_filter's number
+ *       of lines, as str.splitlines() sees them;
  *   alnum_bitmap() -> bytes
  *       the set of code points c with chr(c).isalnum().
  *
@@ -977,6 +980,76 @@ release:
     return result;
 }
 
+PyDoc_STRVAR(line_stats_doc,
+             "line_stats(offsets, data, /)\n--\n\n"
+             "For each string of an Arrow string array (offsets: its n + 1 int32 offsets,\n"
+             "data: its UTF-8 bytes), as str.splitlines() sees it: the length in code points\n"
+             "of its longest line (0 without lines) and its number of lines. Line breaks are\n"
+             "\\n, \\r, \\r\\n (one break), \\v, \\f, \\x1c, \\x1d, \\x1e, \\x85, \\u2028 and\n"
+             "\\u2029. Returns (longest, lines): n int64 values each, as bytes.");
+
+static inline int is_ascii_break(unsigned char b)
+{
+    return b == '\n' || b == '\r' || b == 0x0B || b == 0x0C || b == 0x1C || b == 0x1D ||
+           b == 0x1E;
+}
+
+static PyObject *line_stats(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "line_stats expects (offsets, data)");
+        return NULL;
+    }
+    Py_buffer offs, data;
+    Py_ssize_t count;
+    if (get_string_buffers(args, &offs, &data, &count) < 0)
+        return NULL;
+    PyObject *longest = PyBytes_FromStringAndSize(NULL, count * (Py_ssize_t)sizeof(int64_t));
+    PyObject *lines = PyBytes_FromStringAndSize(NULL, count * (Py_ssize_t)sizeof(int64_t));
+    PyObject *result = NULL;
+    if (longest != NULL && lines != NULL) {
+        int64_t *top = (int64_t *)PyBytes_AS_STRING(longest);
+        int64_t *num = (int64_t *)PyBytes_AS_STRING(lines);
+        const int32_t *off = (const int32_t *)offs.buf;
+        const unsigned char *s = (const unsigned char *)data.buf;
+        for (Py_ssize_t i = 0; i < count; i++) {
+            int64_t cur = 0, best = 0, breaks = 0;
+            Py_ssize_t k = off[i], end = off[i + 1];
+            while (k < end) {
+                unsigned char b = s[k];
+                int brk;
+                if (b < 0x80) {
+                    brk = is_ascii_break(b);
+                    k++;
+                    if (b == '\r' && k < end && s[k] == '\n')
+                        k++; /* \r\n: one break */
+                }
+                else {
+                    uint32_t cp = next_cp(s, &k, end);
+                    brk = cp == 0x85 || cp == 0x2028 || cp == 0x2029;
+                }
+                if (brk) {
+                    best = cur > best ? cur : best;
+                    cur = 0;
+                    breaks++;
+                }
+                else {
+                    cur++;
+                }
+            }
+            /* A last line without a break after it is a line too. */
+            top[i] = cur > best ? cur : best;
+            num[i] = breaks + (cur > 0);
+        }
+        result = PyTuple_Pack(2, longest, lines);
+    }
+    Py_XDECREF(longest);
+    Py_XDECREF(lines);
+    PyBuffer_Release(&data);
+    PyBuffer_Release(&offs);
+    return result;
+}
+
 PyDoc_STRVAR(alnum_bitmap_doc,
              "alnum_bitmap(/)\n--\n\n"
              "The bitmap (0x110000 bits, as count_in_set takes it) of the code points c for\n"
@@ -1008,6 +1081,7 @@ static PyMethodDef methods[] = {
     {"count_in_set", (PyCFunction)(void (*)(void))count_in_set, METH_FASTCALL, count_in_set_doc},
     {"count_words", (PyCFunction)(void (*)(void))count_words, METH_FASTCALL, count_words_doc},
     {"rewrite", (PyCFunction)(void (*)(void))rewrite, METH_FASTCALL, rewrite_doc},
+    {"line_stats", (PyCFunction)(void (*)(void))line_stats, METH_FASTCALL, line_stats_doc},
     {"alnum_bitmap", (PyCFunction)alnum_bitmap, METH_NOARGS, alnum_bitmap_doc},
     {NULL, NULL, 0, NULL},
 };

@@ -98,6 +98,19 @@ def simple_word_rep_ratios(arr: pa.Array, n: int) -> tuple[pa.Array, list[int]] 
     return pa.Array.from_buffers(pa.float64(), len(arr), [None, pa.py_buffer(ratios)]), others
 
 
+def line_stats(arr: pa.Array) -> tuple[pa.Array, pa.Array] | None:
+    """Per text, as ``str.splitlines()`` sees it: the length in code points of its longest
+    line and its number of lines (int64 each); nulls count as ``""``'s 0 and 0."""
+    bufs = _buffers(arr)
+    if bufs is None:
+        return None
+    longest, lines = (_int64s(b, len(arr)) for b in _native.line_stats(*bufs))
+    if arr.null_count:
+        valid = pc.is_valid(arr)
+        longest, lines = pc.if_else(valid, longest, 0), pc.if_else(valid, lines, 0)
+    return longest, lines
+
+
 def count_words(arr: pa.Array, special: bytes) -> pa.Array | None:
     """Per text, the pieces between ``' '``, ``'\\n'``, ``'\\t'`` with a code point outside
     ``special`` (int64); nulls count as ``""``'s 0."""

@@ -207,7 +207,23 @@ WHOLE_ARRAY_OPS = (
     "words_num_filter",
     "alphanumeric_filter",
     "special_characters_filter",
+    "maximum_line_length_filter",
+    "average_line_length_filter",
 )
+
+LINE_BREAKS = [
+    "\n",
+    "\r",
+    "\r\n",
+    "\x0b",
+    "\x0c",
+    "\x1c",
+    "\x1d",
+    "\x1e",
+    "\x85",
+    "\u2028",
+    "\u2029",
+]
 
 
 def _run(name: str, arr: pa.Array) -> object:
@@ -216,7 +232,7 @@ def _run(name: str, arr: pa.Array) -> object:
 
 
 @pytest.mark.parametrize("name", WHOLE_ARRAY_OPS)
-@pytest.mark.parametrize("source", ["edge", "random", "spaces"])
+@pytest.mark.parametrize("source", ["edge", "random", "spaces", "lines"])
 def test_whole_array_kernels_equal_the_arrow_paths(
     name: str, source: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -230,6 +246,13 @@ def test_whole_array_kernels_equal_the_arrow_paths(
             f"{a}{b}x{a}{b}y{b}{a}"
             for a in [*spaces, "\u200b", "\u0084", "\ufffc"]
             for b in [*spaces[:4], *table[:6], ""]
+        ],
+        # every pair of breaks before, between and after lines of 0 to 3 code points
+        "lines": [
+            f"{a}{'é' * k}{b}x😀{b}{a}"[: 3 + k]
+            for a in [*LINE_BREAKS, "", "\r\r\n", "\n\r"]
+            for b in [*LINE_BREAKS, "", "\u2027", "\x1f"]
+            for k in range(4)
         ],
     }[source]
     arr = pa.array(texts, pa.string())
