@@ -362,8 +362,9 @@ static inline int bit_set(const unsigned char *map, uint32_t c)
 }
 
 /* Decode the code point at s[i] (s[0..end) is valid UTF-8, as Arrow strings are); returns it
- * and advances *i. A truncated or stray byte decodes as itself, one byte long, so a malformed
- * buffer can give a wrong answer but never an out-of-bounds read. */
+ * and advances *i. A truncated or stray byte decodes as itself, one byte long, and a 4-byte
+ * sequence beyond U+10FFFF as U+FFFD, so a malformed buffer can give a wrong answer but never a
+ * code point outside a bitmap's 0x110000 bits, nor an out-of-bounds read. */
 static inline uint32_t next_cp(const unsigned char *s, Py_ssize_t *i, Py_ssize_t end)
 {
     Py_ssize_t k = *i;
@@ -374,8 +375,9 @@ static inline uint32_t next_cp(const unsigned char *s, Py_ssize_t *i, Py_ssize_t
     }
     if (b >= 0xF0 && k + 3 < end) {
         *i = k + 4;
-        return ((b & 0x07) << 18) | ((uint32_t)(s[k + 1] & 0x3F) << 12) |
-               ((uint32_t)(s[k + 2] & 0x3F) << 6) | (s[k + 3] & 0x3F);
+        uint32_t c = ((b & 0x07) << 18) | ((uint32_t)(s[k + 1] & 0x3F) << 12) |
+                     ((uint32_t)(s[k + 2] & 0x3F) << 6) | (s[k + 3] & 0x3F);
+        return c > 0x10FFFF ? 0xFFFD : c;
     }
     if (b >= 0xE0 && b < 0xF0 && k + 2 < end) {
         *i = k + 3;

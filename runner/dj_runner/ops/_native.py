@@ -55,9 +55,9 @@ def _buffers(arr: pa.Array) -> tuple[memoryview, pa.Buffer] | None:
     """The offsets of ``arr``'s own slice and its data buffer, or ``None`` if not ``string``."""
     if _native is None or arr.type != pa.string():
         return None
-    _, offsets, data = arr.buffers()
-    if offsets is None:  # an empty array may carry no buffers
+    if len(arr) == 0:  # its offsets buffer may be absent or empty
         return memoryview(b"\0\0\0\0"), pa.py_buffer(b"")
+    _, offsets, data = arr.buffers()
     start, stop = arr.offset * 4, (arr.offset + len(arr) + 1) * 4
     return memoryview(offsets)[start:stop], data if data is not None else pa.py_buffer(b"")
 

@@ -23,7 +23,7 @@ import pyarrow as pa
 from dj_runner.ops import _native
 from dj_runner.ops.common.base import Filter
 from dj_runner.ops.common.registry import register
-from dj_runner.ops.common.textutil import non_null
+from dj_runner.ops.common.textutil import as_array, non_null
 
 try:
     from dj_runner.ops._kernels import char_rep_ratio as _native_char_rep_ratio
@@ -43,7 +43,7 @@ def char_rep_ratio(text: str, n: int) -> float:
 
 def char_rep_ratios(texts: pa.Array, n: int) -> pa.Array:
     """``char_rep_ratio`` of every text (nulls count as ``""``), as float64."""
-    whole = _native.char_rep_ratios(texts, n)
+    whole = _native.char_rep_ratios(as_array(texts), n)
     if whole is not None:
         return whole
     ratio = _native_char_rep_ratio or char_rep_ratio

@@ -262,6 +262,30 @@ def test_whole_array_kernels_equal_the_arrow_paths(
     assert fast == slow
 
 
+@pytest.mark.parametrize(
+    "name", [*WHOLE_ARRAY_OPS, "character_repetition_filter", "word_repetition_filter"]
+)
+def test_chunked_and_bufferless_empty_arrays(name: str) -> None:
+    """Ops take a chunked column, and an empty array whose offsets buffer is empty (valid
+    Arrow)."""
+    texts = random_texts(seed=31, count=30)
+    whole = _run(name, pa.array(texts, pa.string()))
+    assert _run(name, pa.chunked_array([texts[:11], texts[11:]], pa.string())) == whole
+    empty = pa.Array.from_buffers(pa.string(), 0, [None, pa.py_buffer(b""), pa.py_buffer(b"")])
+    empty.validate(full=True)
+    assert _run(name, empty) == _run(name, pa.array([], pa.string()))
+
+
+def test_a_malformed_sequence_beyond_the_last_code_point_reads_as_u_fffd() -> None:
+    """Arrow's strings are valid UTF-8, but a kernel given bytes that are not must not index a
+    bitmap past its 0x110000 bits: F7 BF BF BF (0x1FFFFF) decodes as U+FFFD."""
+    from dj_runner.ops import _kernels
+
+    offsets = pa.array([0, 4], pa.int32()).buffers()[1]
+    counts = _kernels.count_in_set(offsets, b"\xf7\xbf\xbf\xbf", native.code_point_bitmap([0xFFFD]))
+    assert counts == pa.array([1], pa.int64()).buffers()[1].to_pybytes()
+
+
 def test_bad_arguments_are_refused() -> None:
     from dj_runner.ops import _kernels
 
