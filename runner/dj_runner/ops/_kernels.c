@@ -80,29 +80,40 @@ static void table_free(Table *t)
 
 static inline size_t slot_of(uint64_t h, size_t bits) { return (size_t)((h * FIB) >> (64 - bits)); }
 
-/* Empty the table with room for about ``total`` n-grams before it grows. */
-static int table_reset(Table *t, Py_ssize_t total)
+/* Ready an open-addressing table of ``elem``-byte slots with room for about ``expected``
+ * entries before it grows: 1 << *bits zeroed slots, in the buffer *slots (*allocated slots)
+ * when it is large enough, else in a new one. */
+static int slots_reset(void **slots, size_t *allocated, size_t *bits, size_t expected, size_t elem)
 {
-    size_t bits = TABLE_MIN_BITS;
-    while (((size_t)1 << bits) < (size_t)total * 2 && bits < TABLE_START_MAX_BITS)
-        bits++;
-    size_t cap = (size_t)1 << bits;
-    if (cap > t->allocated) {
-        PyMem_Free(t->slots);
-        t->slots = PyMem_Calloc(cap, sizeof(Slot));
-        t->allocated = t->slots == NULL ? 0 : cap;
-        if (t->slots == NULL) {
+    size_t b = TABLE_MIN_BITS;
+    while (((size_t)1 << b) < expected * 2 && b < TABLE_START_MAX_BITS)
+        b++;
+    size_t cap = (size_t)1 << b;
+    if (cap > *allocated) {
+        PyMem_Free(*slots);
+        *slots = PyMem_Calloc(cap, elem);
+        *allocated = *slots == NULL ? 0 : cap;
+        if (*slots == NULL) {
             PyErr_NoMemory();
             return -1;
         }
     }
     else {
-        memset(t->slots, 0, cap * sizeof(Slot));
+        memset(*slots, 0, cap * elem);
     }
-    t->bits = bits;
+    *bits = b;
+    return 0;
+}
+
+/* Empty the table with room for about ``total`` n-grams before it grows. */
+static int table_reset(Table *t, Py_ssize_t total)
+{
+    void *slots = t->slots;
+    int rc = slots_reset(&slots, &t->allocated, &t->bits, (size_t)total, sizeof(Slot));
+    t->slots = slots;
     t->distinct = 0;
     t->nrep = 0;
-    return 0;
+    return rc;
 }
 
 static int note_rep(Table *t, size_t idx)
@@ -781,25 +792,11 @@ typedef struct {
 
 static int words_reset(Words *w, size_t expected)
 {
-    size_t bits = TABLE_MIN_BITS;
-    while (((size_t)1 << bits) < expected * 2 && bits < TABLE_START_MAX_BITS)
-        bits++;
-    size_t cap = (size_t)1 << bits;
-    if (cap > w->allocated) {
-        PyMem_Free(w->slots);
-        w->slots = PyMem_Calloc(cap, sizeof(Word));
-        w->allocated = w->slots == NULL ? 0 : cap;
-        if (w->slots == NULL) {
-            PyErr_NoMemory();
-            return -1;
-        }
-    }
-    else {
-        memset(w->slots, 0, cap * sizeof(Word));
-    }
-    w->bits = bits;
+    void *slots = w->slots;
+    int rc = slots_reset(&slots, &w->allocated, &w->bits, expected, sizeof(Word));
+    w->slots = slots;
     w->count = 0;
-    return 0;
+    return rc;
 }
 
 static int words_grow(Words *w)
