@@ -55,6 +55,10 @@ def dj_reference(dataset: Path, cases: dict[str, list[Any]], out_dir: Path) -> d
         [sys.executable, str(HERE / "dj_reference.py"), str(spec)],
         capture_output=True,
         text=True,
+        # Data-Juicer's worker processes log long lines to one shared pipe, and their writes
+        # can interleave inside a multi-byte character (seen once: 30 tests erred decoding
+        # stderr); it is read only for the failure message.
+        errors="replace",
         timeout=900,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
