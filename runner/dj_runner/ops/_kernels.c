@@ -213,6 +213,16 @@ static int count_ngrams(const uint32_t *u, Py_ssize_t len, Py_ssize_t n, Table *
     return 0;
 }
 
+/* Word repetition's numerator from a filled table: the occurrences of the n-grams seen more
+ * than once. */
+static long long repeated_occurrences(const Table *t)
+{
+    long long sum = 0;
+    for (size_t k = 0; k < t->nrep; k++)
+        sum += t->slots[t->reps[k]].count;
+    return sum;
+}
+
 static int cmp_desc(const void *a, const void *b)
 {
     uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
@@ -343,10 +353,7 @@ static PyObject *word_rep_ratios(PyObject *self, PyObject *const *args, Py_ssize
                 Py_CLEAR(result);
                 goto done;
             }
-            long long sum = 0;
-            for (size_t k = 0; k < t.nrep; k++)
-                sum += t.slots[t.reps[k]].count;
-            ratio = (double)sum / (double)(len - n + 1);
+            ratio = (double)repeated_occurrences(&t) / (double)(len - n + 1);
         }
         PyObject *f = PyFloat_FromDouble(ratio);
         if (f == NULL) {
@@ -958,10 +965,7 @@ static PyObject *simple_word_rep_ratios(PyObject *self, PyObject *const *args, P
         if (nwords - ngram + 1 > 0) {
             if (count_ngrams(ids, nwords, ngram, &t) < 0)
                 goto done;
-            long long sum = 0;
-            for (size_t k = 0; k < t.nrep; k++)
-                sum += t.slots[t.reps[k]].count;
-            out[i] = (double)sum / (double)(nwords - ngram + 1);
+            out[i] = (double)repeated_occurrences(&t) / (double)(nwords - ngram + 1);
         }
     }
     result = PyTuple_Pack(2, ratios, others);

@@ -66,13 +66,18 @@ def _int64s(values: bytes, n: int) -> pa.Array:
     return pa.Array.from_buffers(pa.int64(), n, [None, pa.py_buffer(values)])
 
 
+def _null_as(arr: pa.Array, values: pa.Array, empty: float) -> pa.Array:
+    """``values`` computed over ``arr``'s slots, with a null text's slot set to ``empty``
+    (what ``""`` gives: a null slot's bytes, which Arrow leaves unspecified, do not count)."""
+    return values if arr.null_count == 0 else pc.if_else(pc.is_valid(arr), values, empty)
+
+
 def count_in_set(arr: pa.Array, bitmap: bytes) -> pa.Array | None:
     """Per text, the number of code points in the set (int64); nulls count as ``""``'s 0."""
     bufs = _buffers(arr)
     if bufs is None:
         return None
-    counts = _int64s(_native.count_in_set(*bufs, bitmap), len(arr))
-    return counts if arr.null_count == 0 else pc.if_else(pc.is_valid(arr), counts, 0)
+    return _null_as(arr, _int64s(_native.count_in_set(*bufs, bitmap), len(arr)), 0)
 
 
 def char_rep_ratios(arr: pa.Array, n: int) -> pa.Array | None:
@@ -84,7 +89,7 @@ def char_rep_ratios(arr: pa.Array, n: int) -> pa.Array | None:
     ratios = pa.Array.from_buffers(
         pa.float64(), len(arr), [None, pa.py_buffer(_native.char_rep_ratios(*bufs, n))]
     )
-    return ratios if arr.null_count == 0 else pc.if_else(pc.is_valid(arr), ratios, 0.0)
+    return _null_as(arr, ratios, 0.0)
 
 
 def simple_word_rep_ratios(arr: pa.Array, n: int) -> tuple[pa.Array, list[int]] | None:
@@ -105,10 +110,7 @@ def line_stats(arr: pa.Array) -> tuple[pa.Array, pa.Array] | None:
     if bufs is None:
         return None
     longest, lines = (_int64s(b, len(arr)) for b in _native.line_stats(*bufs))
-    if arr.null_count:
-        valid = pc.is_valid(arr)
-        longest, lines = pc.if_else(valid, longest, 0), pc.if_else(valid, lines, 0)
-    return longest, lines
+    return _null_as(arr, longest, 0), _null_as(arr, lines, 0)
 
 
 def count_words(arr: pa.Array, special: bytes) -> pa.Array | None:
@@ -117,8 +119,7 @@ def count_words(arr: pa.Array, special: bytes) -> pa.Array | None:
     bufs = _buffers(arr)
     if bufs is None:
         return None
-    counts = _int64s(_native.count_words(*bufs, special), len(arr))
-    return counts if arr.null_count == 0 else pc.if_else(pc.is_valid(arr), counts, 0)
+    return _null_as(arr, _int64s(_native.count_words(*bufs, special), len(arr)), 0)
 
 
 def rewrite(
