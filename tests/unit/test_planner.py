@@ -144,3 +144,61 @@ def test_plan_is_deterministic_and_round_trips(tmp_path: Path):
     # a .json array's units are its elements, addressed by index
     last = plan.partitions[-1].ranges[-1]
     assert plan.sources[last.file].path.endswith("b.json") and (last.start, last.stop) == (0, 2)
+
+
+# -- the block cutter ----------------------------------------------------------------------
+
+
+def _per_line_plan(sources, config: PartitionConfig, cpus: int) -> Plan:
+    """The plan as the planner cut it a line at a time (before blocks): the reference."""
+    from dj_runner.io.sources import iter_lines
+    from dj_runner.plan import partitioner as part
+
+    srcs = tuple(sources)
+    rows_bound, mb_bound = part.choose_rows_bound(config, srcs, cpus)
+    cutter = part._Cutter(rows_bound, mb_bound)
+    for idx, src in enumerate(srcs):
+        for line_no, offset, line in iter_lines(src):
+            if cutter.full_for(len(line)):
+                cutter.close()
+            cutter.add(idx, offset, offset + len(line), line_no, 1, len(line))
+            cutter.hash_update(line)
+    cutter.close()
+    partitions = [part._finish_hashes(p, srcs) for p in cutter.partitions]
+    return Plan(srcs, tuple(partitions), rows_bound, mb_bound, config.mode)
+
+
+@pytest.mark.parametrize("chunk", [5, 64, 700, 1 << 22])
+@pytest.mark.parametrize("seed", range(6))
+def test_the_block_cutter_cuts_as_a_line_at_a_time_would(tmp_path, monkeypatch, chunk, seed):
+    """Clean blocks of lines are added a run at a time; the plan (ranges, rows, bytes, hashes)
+    is the one a line at a time gives, whatever the chunk size, bounds, blank or
+    whitespace-led lines, long lines, CRLF, gzip and a last line without a newline."""
+    import gzip
+    import random
+
+    from dj_runner.io import sources
+
+    monkeypatch.setattr(sources, "LINE_CHUNK", chunk)
+    rng = random.Random(seed * 1000 + chunk)
+    kinds = [b"\n", b"  \n", b"\r\n", b' {"text": "lead"}\n', b'{"text": "a"}\r\n']
+    for f in range(2):
+        parts = []
+        for i in range(rng.randint(0, 400)):
+            if rng.random() < (0.02 if seed % 2 else 0.0):
+                parts.append(rng.choice(kinds))
+            else:
+                text = "x" * rng.choice([1, 10, 100, 3000 if seed == 5 else 40])
+                parts.append(json.dumps({"text": f"{i} {text}"}).encode() + b"\n")
+        data = b"".join(parts) + (b'{"text": "end"}' if rng.random() < 0.5 else b"")
+        name = f"{f}.jsonl" + (".gz" if seed == 3 else "")
+        (tmp_path / name).write_bytes(gzip.compress(data) if seed == 3 else data)
+    srcs = list_sources(str(tmp_path))
+    for config in (
+        size_mode(rng.randint(1, 50)),
+        size_mode(10_000, mb=rng.choice([0.001, 0.004, 0.02])),
+        size_mode(rng.randint(3, 30), mb=0.003),
+        PartitionConfig("auto", 10_000, 128.0, None),
+        PartitionConfig("manual", 10_000, 128.0, 3),
+    ):
+        assert build_plan(srcs, config, cpus=2) == _per_line_plan(srcs, config, cpus=2)

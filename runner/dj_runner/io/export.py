@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pyarrow.fs import FileSelector, FileType
 
@@ -136,38 +137,47 @@ def write_jsonl(table: pa.Table, fh: IO[bytes], slice_rows: int = 2048) -> None:
     Each line is what ``json.dumps(row, ensure_ascii=False, default=str)`` gives for the row
     with its JSON-text columns parsed, built column by column: a JSON-text column already holds
     ``json.dumps(value, ensure_ascii=False)`` (same separators), so its text is spliced in as
-    is instead of being parsed and dumped again.
+    is instead of being parsed and dumped again. The lines of a slice are joined by Arrow
+    (``binary_join_element_wise``: the keys and each column's encoded values, element-wise),
+    and its buffer is written as it is: no Python string a row.
     """
-    keys = [json.dumps(name, ensure_ascii=False) + ": " for name in table.column_names]
-    if not keys:  # no columns at all: one empty object per row
+    names = table.column_names
+    if not names:  # no columns at all: one empty object per row
         fh.write(b"{}\n" * table.num_rows)
         return
+    keys = [json.dumps(name, ensure_ascii=False) + ": " for name in names]
     # what goes before each value: the object's opening or a separator, then the key
-    before = ["{" + keys[0], *(", " + k for k in keys[1:])]
+    before = [
+        pa.scalar(b, pa.large_string()) for b in ("{" + keys[0], *(", " + k for k in keys[1:]))
+    ]
+    close = pa.scalar("}\n", pa.large_string())
+    empty = pa.scalar("", pa.large_string())
     raw = [is_json_text(f) for f in table.schema]
     for start in range(0, table.num_rows, slice_rows):
         part = table.slice(start, slice_rows)
-        values = [_encoded(is_raw, col) for is_raw, col in zip(raw, part.columns, strict=True)]
-        out: list[str] = []
-        for row in zip(*values, strict=True):
-            for b, v in zip(before, row, strict=True):
-                out.append(b)
-                out.append(v)
-            out.append("}\n")
-        fh.write("".join(out).encode())
+        parts: list[Any] = []
+        for b, is_raw, col in zip(before, raw, part.columns, strict=True):
+            parts += [b, _encoded(is_raw, col)]
+        lines = pc.binary_join_element_wise(*parts, close, empty)
+        _, offsets, data = lines.buffers()
+        ends = memoryview(offsets).cast("q")  # large_string: int64 offsets
+        if data is not None:
+            fh.write(memoryview(data)[ends[lines.offset] : ends[lines.offset + len(lines)]])
 
 
-def _encoded(is_raw: bool, column: pa.ChunkedArray) -> list[str]:
+def _encoded(is_raw: bool, column: pa.ChunkedArray) -> pa.Array:
     """One column's values as ``json.dumps`` writes them inside a row (a text column's in one
-    C pass over the column, ``json_strings``)."""
-    if is_raw:
-        return ["null" if v is None else v for v in column.to_pylist()]
-    if pa.types.is_string(column.type):
-        quoted = json_strings(column.combine_chunks())
+    C pass over the column, ``json_strings``), as a ``large_string`` array without nulls."""
+    if is_raw or pa.types.is_string(column.type):
+        arr = column.combine_chunks()
+        quoted = arr if is_raw else json_strings(arr)
         if quoted is not None:
-            return quoted.fill_null("null").to_pylist()
+            return quoted.cast(pa.large_string()).fill_null("null")
     dumps = json.dumps
-    return [dumps(v, ensure_ascii=False, default=export_default) for v in column.to_pylist()]
+    return pa.array(
+        [dumps(v, ensure_ascii=False, default=export_default) for v in column.to_pylist()],
+        pa.large_string(),
+    )
 
 
 def write_export(

@@ -723,6 +723,83 @@ done:
     return result;
 }
 
+PyDoc_STRVAR(json_quote_doc,
+             "json_quote(offsets, data, /)\n--\n\n"
+             "Each string of an Arrow string array (as for count_in_set) as\n"
+             "json.dumps(text, ensure_ascii=False) writes it: in quotes, with the quote, the\n"
+             "backslash and the C0 controls escaped. All of these are ASCII, and no byte of a\n"
+             "multi-byte UTF-8 sequence is below 0x80, so the pass is over bytes, not code\n"
+             "points. Returns (offsets, data) as for rewrite. OverflowError past 2 GiB.");
+
+/* What json.dumps writes for each byte it escapes (NULL: the byte as it is). */
+static const char *const json_escape_of[256] = {
+    "\\u0000", "\\u0001", "\\u0002", "\\u0003", "\\u0004", "\\u0005", "\\u0006", "\\u0007",
+    "\\b",     "\\t",     "\\n",     "\\u000b", "\\f",     "\\r",     "\\u000e", "\\u000f",
+    "\\u0010", "\\u0011", "\\u0012", "\\u0013", "\\u0014", "\\u0015", "\\u0016", "\\u0017",
+    "\\u0018", "\\u0019", "\\u001a", "\\u001b", "\\u001c", "\\u001d", "\\u001e", "\\u001f",
+    ['"'] = "\\\"",
+    ['\\'] = "\\\\",
+};
+
+static PyObject *json_quote(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "json_quote expects (offsets, data)");
+        return NULL;
+    }
+    Py_buffer offs, data;
+    Py_ssize_t n;
+    if (get_string_buffers(args, &offs, &data, &n) < 0)
+        return NULL;
+    PyObject *result = NULL, *new_offs = NULL;
+    Out o = {0};
+    new_offs = PyBytes_FromStringAndSize(NULL, (n + 1) * (Py_ssize_t)sizeof(int32_t));
+    if (new_offs == NULL)
+        goto done;
+    int32_t *out_off = (int32_t *)PyBytes_AS_STRING(new_offs);
+    const int32_t *off = (const int32_t *)offs.buf;
+    const unsigned char *s = (const unsigned char *)data.buf;
+    o.cap = (n > 0 ? off[n] - off[0] : 0) + 2 * n + 64;
+    o.buf = PyMem_Malloc((size_t)o.cap);
+    if (o.buf == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    out_off[0] = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_ssize_t k = off[i], end = off[i + 1], run = k;
+        if (out_put(&o, "\"", 1) < 0)
+            goto done;
+        for (; k < end; k++) {
+            const char *esc = json_escape_of[s[k]];
+            if (esc == NULL)
+                continue;
+            if (out_put(&o, s + run, k - run) < 0 || out_put(&o, esc, (Py_ssize_t)strlen(esc)) < 0)
+                goto done;
+            run = k + 1;
+        }
+        if (out_put(&o, s + run, end - run) < 0 || out_put(&o, "\"", 1) < 0)
+            goto done;
+        if (o.len > INT32_MAX) {
+            PyErr_SetString(PyExc_OverflowError, "quoted data exceeds int32 offsets");
+            goto done;
+        }
+        out_off[i + 1] = (int32_t)o.len;
+    }
+    {
+        PyObject *bytes = PyBytes_FromStringAndSize(o.buf, o.len);
+        if (bytes != NULL)
+            result = PyTuple_Pack(2, new_offs, bytes);
+        Py_XDECREF(bytes);
+    }
+done:
+    PyMem_Free(o.buf);
+    Py_XDECREF(new_offs);
+    PyBuffer_Release(&data);
+    PyBuffer_Release(&offs);
+    return result;
+}
+
 PyDoc_STRVAR(char_rep_ratios_doc,
              "char_rep_ratios(offsets, data, n, /)\n--\n\n"
              "char_rep_ratio of each string of an Arrow string array (offsets: its n + 1\n"
@@ -1084,6 +1161,7 @@ static PyMethodDef methods[] = {
     {"count_in_set", (PyCFunction)(void (*)(void))count_in_set, METH_FASTCALL, count_in_set_doc},
     {"count_words", (PyCFunction)(void (*)(void))count_words, METH_FASTCALL, count_words_doc},
     {"rewrite", (PyCFunction)(void (*)(void))rewrite, METH_FASTCALL, rewrite_doc},
+    {"json_quote", (PyCFunction)(void (*)(void))json_quote, METH_FASTCALL, json_quote_doc},
     {"line_stats", (PyCFunction)(void (*)(void))line_stats, METH_FASTCALL, line_stats_doc},
     {"alnum_bitmap", (PyCFunction)alnum_bitmap, METH_NOARGS, alnum_bitmap_doc},
     {NULL, NULL, 0, NULL},

@@ -134,6 +134,11 @@ def rewrite(
         offsets, data = _native.rewrite(*bufs, strip, replace, dict(replacements))
     except OverflowError:
         return None
+    return _with_validity(arr, offsets, data)
+
+
+def _with_validity(arr: pa.Array, offsets: bytes, data: bytes) -> pa.Array | None:
+    """A string array of a kernel's ``offsets`` and ``data``, with ``arr``'s nulls."""
     validity = None
     if arr.null_count:
         valid = pc.is_valid(arr)
@@ -148,30 +153,14 @@ def rewrite(
     )
 
 
-#: What ``json.dumps(text, ensure_ascii=False)`` writes for each code point it escapes (the
-#: quote, the backslash and the C0 controls; every other code point stays as it is).
-JSON_ESCAPES: dict[int, bytes] = {
-    **{c: b"\\u%04x" % c for c in range(0x20)},
-    0x08: b"\\b",
-    0x09: b"\\t",
-    0x0A: b"\\n",
-    0x0C: b"\\f",
-    0x0D: b"\\r",
-    0x22: b'\\"',
-    0x5C: b"\\\\",
-}
-
-
-@cache
-def _json_escape_bitmap() -> bytes:
-    return code_point_bitmap(JSON_ESCAPES)
-
-
 def json_strings(arr: pa.Array) -> pa.Array | None:
     """Each text as ``json.dumps(text, ensure_ascii=False)`` writes it (quotes included); nulls
     stay null."""
-    escaped = rewrite(arr, None, JSON_ESCAPES, _json_escape_bitmap())
-    if escaped is None:
+    bufs = _buffers(arr)
+    if bufs is None:
         return None
-    quote = pa.scalar('"')
-    return pc.binary_join_element_wise(quote, escaped, quote, "")
+    try:
+        offsets, data = _native.json_quote(*bufs)
+    except OverflowError:
+        return None
+    return _with_validity(arr, offsets, data)
