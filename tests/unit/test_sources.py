@@ -250,14 +250,6 @@ def test_lines_are_what_readline_gives_whatever_the_chunk(
         offset += len(line)
     src = one(path)
     assert list(iter_lines(src)) == expected
-    # the planner's blocks: whole lines, their lines those of iter_lines; a clean one is
-    # exactly its lines' bytes
-    blocks = list(sources.line_blocks(src))
-    assert [u for b in blocks for u in b.lines()] == expected
-    assert b"".join(b.data for b in blocks) == data
-    for b in blocks:
-        if b.clean:
-            assert b.data == b"".join(line for _, _, line in b.lines())
     starts = [0]
     for line in io.BytesIO(data).readlines():
         starts.append(starts[-1] + len(line))

@@ -4,15 +4,20 @@
 and deletes the ones that fail, so the driver recomputes them before the export; in a bucket
 the checks run side by side (``each``) and keep the verified bytes, within a bound, for the
 export (``CheckpointDir.verify(hold=True)``), which then reads no checkpoint twice.
-``export_finals`` streams the final checkpoints, in plan order, into ``write_export``.
+``export_finals`` streams the final checkpoints, in plan order, into ``write_export``; while
+one partition is written, a thread reads the next (``_read_ahead``), when its input is small.
 """
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import contextlib
+import functools
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
+
+import pyarrow as pa
 
 from dj_runner.errors import RunnerError
 from dj_runner.io.export import write_export
@@ -31,6 +36,11 @@ from dj_runner.store.workdir import WorkDir
 
 #: ``fn(pid)`` for each of ``pids``, as a dict (``Executor._each``: side by side in a bucket).
 Each = Callable[[Callable[[int], Any], list[int]], dict[int, Any]]
+
+#: The export reads a partition ahead, whole, while it writes the one before, when the
+#: partition's input is at most this many bytes (so that two such partitions' tables at
+#: most are held); a larger one is streamed a slice at a time when its turn comes.
+READ_AHEAD_MAX_BYTES = 64 * 1024 * 1024
 
 
 class _ByteBudget:
@@ -143,12 +153,41 @@ def _export(
         commits.append(commit)
     schemas = [store.schema(c) for store, c in zip(stores, commits, strict=True)]
 
-    def partitions() -> Iterator[Iterator[Any]]:
-        for store, commit in zip(stores, commits, strict=True):
-            # broken_finals verified every final checkpoint just before (or a task committed
-            # it since): a Parquet checkpoint is streamed without a second checksum pass (in a
-            # bucket from the bytes that check kept, when it could keep them); an Arrow or
-            # JSONL one on local disk is loaded whole and verified again.
-            yield store.iter_slices(commit, verified=True)
+    # broken_finals verified every final checkpoint just before (or a task committed it
+    # since): a Parquet checkpoint is streamed without a second checksum pass (in a bucket
+    # from the bytes that check kept, when it could keep them); an Arrow or JSONL one on
+    # local disk is loaded whole and verified again.
+    reads = [
+        functools.partial(store.iter_slices, commit, verified=True)
+        for store, commit in zip(stores, commits, strict=True)
+    ]
+    ahead = [p.bytes <= READ_AHEAD_MAX_BYTES for p in parts]
+
+    def partitions() -> Iterator[Iterator[pa.Table]]:
+        return _read_ahead(reads, ahead)
 
     return write_export(recipe.export_path, partitions, schemas, recipe.keep_stats_in_res_ds)
+
+
+def _read_ahead(
+    reads: Sequence[Callable[[], Iterator[pa.Table]]], ahead: Sequence[bool]
+) -> Iterator[Iterator[pa.Table]]:
+    """Each partition's slices, in order. While the caller writes one, a thread reads the
+    next whole if ``ahead`` says it may (reading Parquet and taking a selection's rows run
+    outside the GIL, so on a second core); the others are streamed when their turn comes."""
+    with cf.ThreadPoolExecutor(1, thread_name_prefix="dj-export-read") as pool:
+
+        def submit(i: int) -> cf.Future[list[pa.Table]] | None:
+            if i < len(reads) and ahead[i]:
+                return pool.submit(lambda: list(reads[i]()))
+            return None
+
+        coming = submit(0)
+        for i in range(len(reads)):
+            current, coming = coming, submit(i + 1)
+            try:
+                yield iter(current.result()) if current is not None else reads[i]()
+            except GeneratorExit:
+                if coming is not None:
+                    coming.cancel()
+                raise

@@ -10,22 +10,18 @@ from __future__ import annotations
 
 import hashlib
 import math
-from bisect import bisect_right
 from collections.abc import Iterator
 from dataclasses import dataclass
-from itertools import accumulate
 from typing import Any
 
 import pyarrow as pa
 
 from dj_runner.io.sources import (
     LINE_FORMATS,
-    LineBlock,
     SourceFile,
     is_json_array,
     iter_columnar_batches,
     iter_lines,
-    line_blocks,
     open_binary,
     read_rows,
 )
@@ -276,16 +272,14 @@ def build_plan(sources: list[SourceFile], config: PartitionConfig, cpus: int) ->
     rows_bound, mb_bound = choose_rows_bound(config, srcs, cpus)
     cutter = _Cutter(rows_bound, mb_bound)
     for idx, src in enumerate(srcs):
-        if src.fmt in LINE_FORMATS and is_json_array(src):
-            for line_no, offset, line in iter_lines(src):  # offset: the element's index
-                _cut_line(cutter, idx, line_no, offset, offset + 1, line)
-        elif src.fmt in LINE_FORMATS:
-            for block in line_blocks(src):
-                if block.clean:
-                    _cut_block(cutter, idx, block)
-                    continue
-                for line_no, offset, line in block.lines():
-                    _cut_line(cutter, idx, line_no, offset, offset + len(line), line)
+        if src.fmt in LINE_FORMATS:
+            array_file = is_json_array(src)
+            for line_no, offset, line in iter_lines(src):
+                if cutter.full_for(len(line)):
+                    cutter.close()
+                stop = offset + (1 if array_file else len(line))
+                cutter.add(idx, offset, stop, line_no, 1, len(line))
+                cutter.hash_update(line)
         else:
             pos = 0
             for batch in iter_columnar_batches(src):
@@ -295,59 +289,6 @@ def build_plan(sources: list[SourceFile], config: PartitionConfig, cpus: int) ->
     cutter.close()
     partitions = [_finish_hashes(p, srcs) for p in cutter.partitions]
     return Plan(srcs, tuple(partitions), rows_bound, mb_bound, config.mode)
-
-
-def _cut_line(cutter: _Cutter, idx: int, line_no: int, start: int, stop: int, line: bytes) -> None:
-    """Add one line (a unit) to the open partition, closing it first if the line does not fit."""
-    if cutter.full_for(len(line)):
-        cutter.close()
-    cutter.add(idx, start, stop, line_no, 1, len(line))
-    cutter.hash_update(line)
-
-
-def _cut_block(cutter: _Cutter, idx: int, block: LineBlock) -> None:
-    """Add a clean block's lines as ``_cut_line`` would add them one by one, but a run of
-    lines that fits the open partition at once: one ``add`` and one hash update for it.
-
-    A line fits when the partition has fewer rows than its bound and the line's bytes stay
-    within the size bound; the lines that fit from line ``i`` on are found by bisecting the
-    block's line ends (the rows bound and the bytes bound, whichever is reached first).
-    """
-    data = memoryview(block.data)
-    whole = block.newlines
-    if cutter.rows + whole <= cutter.rows_bound and cutter.nbytes + len(data) <= cutter.max_bytes:
-        cutter.add(idx, block.offset, block.offset + len(data), block.line_no + 1, whole, len(data))
-        cutter.hash_update(data)
-        return
-    ends = list(accumulate(len(p) + 1 for p in block.data.split(b"\n")[:-1]))
-    i = 0
-    while i < len(ends):
-        start = ends[i - 1] if i else 0
-        by_rows = i + max(0, cutter.rows_bound - cutter.rows)
-        by_bytes = bisect_right(ends, start + cutter.max_bytes - cutter.nbytes, lo=i)
-        j = min(by_rows, by_bytes, len(ends))
-        if j == i:  # line i does not fit: close, or a line over the size bound alone
-            _cut_line(
-                cutter,
-                idx,
-                block.line_no + i + 1,
-                block.offset + start,
-                block.offset + ends[i],
-                bytes(data[start : ends[i]]),
-            )
-            i += 1
-            continue
-        stop = ends[j - 1]
-        cutter.add(
-            idx,
-            block.offset + start,
-            block.offset + stop,
-            block.line_no + i + 1,
-            j - i,
-            stop - start,
-        )
-        cutter.hash_update(data[start:stop])
-        i = j
 
 
 def _cut_batch(batch: pa.RecordBatch, cutter: _Cutter) -> Iterator[pa.RecordBatch]:
