@@ -187,3 +187,59 @@ def test_retention_keeps_the_final_selections_base(tmp_path):
     found = unneeded(work, RetentionConfig("final", None, None), True, None, leftovers=False)
     assert [e.path for e in found] == [f"checkpoints/p00000/{c2.file}"]
     assert store.load(c3).equals(t2)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "comp"), [("parquet", "snappy"), ("arrow", "lz4"), ("jsonl", "none")]
+)
+@pytest.mark.parametrize("hashed_whole", [False, True])
+def test_a_decision_is_committed_from_the_hashed_checkpoints_own_file(
+    tmp_path, fmt, comp, hashed_whole
+):
+    """``select``: a deduplicator's decision applied to its hashed checkpoint without reading
+    the texts gives the table the op chain gives (the rows kept, the hash column dropped), a
+    selection of the same base (of the hashed checkpoint, when that one is whole), and prunes
+    as a save would."""
+    store = CheckpointDir(tmp_path, fmt, comp)
+    table = base_table()
+    c1 = store.save(CheckpointKey(1), table, "mapper")
+    t2, lineage = filtered(table, Lineage.of_full(c1.key, table), 2)
+    hashed = t2.append_column(HASH_COLUMN, pa.array([f"h{i % 7}" for i in range(len(t2))]))
+    key = CheckpointKey(2, hashed=True)
+    if hashed_whole:
+        c2 = store.save(key, hashed, "dedup")
+    else:
+        c2 = store.save(key, hashed, "dedup", base=(c1, lineage.changed([HASH_COLUMN])))
+    assert (c2.selection is None) is hashed_whole
+    mask = pa.array([i % 3 != 0 for i in range(len(hashed))])
+    # the base's text is never read: damaging it does not stop the selection (only its
+    # later readers, which verify it)
+    if not hashed_whole:
+        (tmp_path / c1.file).write_bytes(b"not a checkpoint")
+    c3 = store.select(c2, mask, CheckpointKey(3), "dedup", drop=[HASH_COLUMN])
+    want = hashed.filter(mask).drop_columns([HASH_COLUMN])
+    assert c3.rows == want.num_rows and c3.selection is not None
+    base = c2 if hashed_whole else c1
+    assert (c3.selection.base_file, c3.selection.base_sha256) == (base.file, base.sha256)
+    assert store.schema(c3) == want.schema
+    present = sorted(p.name for p in tmp_path.glob("op*"))
+    assert present == sorted({base.file, c3.file})  # the hashed one pruned unless it is base
+    if hashed_whole:
+        assert store.load(c3).equals(want)
+        (again,) = [c for c in store.commits() if c.key == c3.key]
+        assert again == c3
+    else:
+        with pytest.raises(InvalidCheckpoint, match="its base"):
+            store.load(c3)
+
+
+def test_a_decision_is_not_committed_from_a_damaged_or_mismatched_checkpoint(tmp_path):
+    store = CheckpointDir(tmp_path, "parquet", "snappy")
+    table = base_table(20).append_column(HASH_COLUMN, pa.array(["h"] * 20))
+    c1 = store.save(CheckpointKey(1, hashed=True), table, "dedup")
+    with pytest.raises(ValueError, match="mask of 3 values for 20 rows"):
+        store.select(c1, pa.array([True] * 3), CheckpointKey(2), "dedup", [HASH_COLUMN])
+    (tmp_path / c1.file).write_bytes(b"x" * c1.bytes)
+    with pytest.raises(InvalidCheckpoint, match="checksum"):
+        store.select(c1, pa.array([True] * 20), CheckpointKey(2), "dedup", [HASH_COLUMN])
+    assert [c.key for c in store.commits()] == [c1.key]  # nothing committed

@@ -40,7 +40,12 @@ from dj_runner.engine.local_backend import (
     machine_cpus,
     start_fork_server,
 )
-from dj_runner.engine.partition_task import PartitionResult, SourceChanged, count_rejects
+from dj_runner.engine.partition_task import (
+    PartitionResult,
+    SourceChanged,
+    count_rejects,
+    in_place_target,
+)
 from dj_runner.engine.ray_backend import RayTaskBackend
 from dj_runner.engine.ray_env import RayAddressError, resolve_target
 from dj_runner.engine.retention import unneeded
@@ -266,6 +271,8 @@ class Executor:
         self.ray_address = ray_address or recipe.ray_address
         self.engine = engine or recipe.engine or default_engine()
         self._pool: LocalPool | None = None
+        #: Threads of the driver for the stage that only applies the last op's decision.
+        self._driver_pool: LocalPool | None = None
         self.wait_for_lock_s = wait_for_lock_s
         self.grace_period_s = grace_period_s
         self.handle_signals = handle_signals
@@ -349,9 +356,10 @@ class Executor:
         try:
             return self._run_locked()
         finally:
-            if self._pool is not None:
-                self._pool.close()
-                self._pool = None
+            for pool in (self._pool, self._driver_pool):
+                if pool is not None:
+                    pool.close()
+            self._pool = self._driver_pool = None
             best_effort(lambda: self.work.blobs.delete(self.work.stop_key(self.run_id)))
             lock.release()
 
@@ -752,7 +760,13 @@ class Executor:
             return StageOutcome()
         stage = StageTask(self.work.uri, self.recipe, plan.sources, target, self.job_id, self.fence)
         backend: Any
-        if self._local is not None:
+        if self._local is not None and in_place_target(self.recipe, target) is not None:
+            # The last op's decision alone: a small selection file read and written a
+            # partition (``decision_in_place``), on threads of the driver; no worker forked.
+            if self._driver_pool is None:
+                self._driver_pool = LocalPool(max(2, 2 * self._cpus), inline=True)
+            backend = LocalTaskBackend(self._driver_pool, stage)
+        elif self._local is not None:
             if self._pool is None:
                 partitions = len(plan.partitions)
                 self._pool = LocalPool(

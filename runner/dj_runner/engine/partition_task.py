@@ -47,6 +47,7 @@ from dj_runner.store.checkpoint import (
     CheckpointDir,
     CheckpointKey,
     Commit,
+    InvalidCheckpoint,
     Lineage,
     partition_store,
     selection_pays,
@@ -223,6 +224,9 @@ def run_partition(
     span = Span()
     store = partition_store(work, pid, recipe.checkpoint, fence)
     store.clean_temporaries()
+    done = decision_in_place(work, recipe, part, target, store, events, fence, attempt, span)
+    if done is not None:
+        return done
 
     def on_invalid(commit: Any, reason: str) -> None:
         events.log(
@@ -317,6 +321,118 @@ def run_partition(
     result.s3_retries = s3_retry_report()
     peaks = [reading, *(s.usage for s in result.op_stats)]
     result.usage = Usage(span.end().cpu_time_s, max(u.peak_rss_bytes for u in peaks))
+    return result
+
+
+def in_place_target(recipe: Recipe, target: CheckpointKey) -> int | None:
+    """The global op whose decision alone brings a partition to ``target``, when it is the
+    recipe's last op and ``target`` the final key (``decision_in_place``); else ``None``."""
+    step = len(recipe.process) - 1
+    if target != CheckpointKey(len(recipe.process)) or step < 0:
+        return None
+    return step if recipe.process[step].op.is_global else None
+
+
+def decision_in_place(
+    work: WorkDir,
+    recipe: Recipe,
+    part: PartitionPlan,
+    target: CheckpointKey,
+    store: CheckpointDir,
+    events: EventLogger,
+    fence: Fence | None,
+    attempt: int,
+    span: Span,
+) -> PartitionResult | None:
+    """Bring a partition whose newest checkpoint is the hashed one of the recipe's last op (a
+    global op) to the final key by that op's decision alone: the hashed checkpoint's rows
+    that the decision keeps, committed as a selection (``CheckpointDir.select``) from the
+    hashed checkpoint's own file; the partition's texts are not read. ``None`` when that is
+    not where the partition stands (the task then runs the ops as ever), or when the hashed
+    checkpoint fails its check (the ops, resuming from an earlier one, recompute it)."""
+    step = in_place_target(recipe, target)
+    if step is None:
+        return None
+    hashed = CheckpointKey(step, hashed=True)
+    if store.newest_key() != hashed:
+        return None
+    commit = store.latest_commit(hashed)
+    decision = read_decision(work, step, fence)
+    if commit is None or decision is None:
+        return None
+    pid = part.pid
+    spec = recipe.process[step]
+    mask = decision.mask_for(pid)
+    start = time.perf_counter()
+    op_span = Span()
+    try:
+        final = store.select(
+            commit,
+            mask,
+            target,
+            spec.name,
+            drop=spec.op.signature_columns,  # type: ignore[attr-defined]
+        )
+    except (InvalidCheckpoint, ValueError):
+        return None
+    usage = op_span.end()
+    duration = time.perf_counter() - start
+    # Its own file was read, not its table: the bytes read and written are files' bytes.
+    events.log(
+        "checkpoint_load",
+        f"partition {pid} loaded {commit.file} (its own columns)",
+        partition_id=pid,
+        checkpoint_path=store.show(commit.file),
+        operation_idx=step,
+        input_rows=commit.rows,
+        checkpoint_bytes=commit.bytes,
+    )
+    events.log(
+        "partition_resume",
+        f"partition {pid} resumes after {step} ops",
+        partition_id=pid,
+        retry_count=attempt,
+        checkpoint_path=store.show(commit.file),
+    )
+    events.log(
+        "op_start",
+        f"{spec.name} on partition {pid}",
+        partition_id=pid,
+        operation_name=spec.name,
+        operation_idx=step,
+        input_rows=commit.rows,
+    )
+    events.log(
+        "op_complete",
+        f"{spec.name} on partition {pid}: {commit.rows} -> {final.rows} rows",
+        partition_id=pid,
+        operation_name=spec.name,
+        operation_idx=step,
+        input_rows=commit.rows,
+        output_rows=final.rows,
+        duration=duration,
+        cpu_time_s=usage.cpu_time_s,
+        peak_rss_bytes=usage.peak_rss_bytes,
+        input_bytes=commit.bytes,
+        output_bytes=final.bytes,
+    )
+    events.log(
+        "checkpoint_save",
+        f"partition {pid} checkpoint {final.file} ({final.rows} rows)",
+        partition_id=pid,
+        operation_name=spec.name,
+        operation_idx=target.step,
+        checkpoint_path=store.show(final.file),
+        output_rows=final.rows,
+        checkpoint_bytes=final.bytes,
+        duration=duration,
+    )
+    result = PartitionResult(pid, target, part.rows, final.rows, 0, hashed.label)
+    result.op_stats.append(OpStat(step, spec.name, commit.rows, final.rows, duration, usage))
+    result.bytes_read = commit.bytes
+    result.checkpoint_bytes = result.bytes_written = final.bytes
+    result.s3_retries = s3_retry_report()
+    result.usage = span.end()
     return result
 
 

@@ -492,6 +492,55 @@ class CheckpointDir:
             data = pa.table(
                 [*columns, lineage.base_rows(table.num_rows)], names=[*own, BASE_ROW_COLUMN]
             )
+        return self._commit(key, name, data, table.num_rows, table.schema, op_name, selection)
+
+    def select(
+        self,
+        commit: Commit,
+        mask: pa.Array,
+        key: CheckpointKey,
+        op_name: str | None,
+        drop: Iterable[str] = (),
+    ) -> Commit:
+        """Commit ``key`` as the rows of the committed checkpoint ``commit`` that ``mask``
+        keeps, without the columns ``drop``, from ``commit``'s own file alone: a selection of
+        its base (of ``commit`` itself when it is a full checkpoint), whose rows are not read.
+        What a global op's decision does to a partition's hashed checkpoint."""
+        if self.fence is not None and self.blobs.is_local:
+            self.fence.check_current()
+        if len(mask) != commit.rows or mask.null_count:
+            raise ValueError(f"{commit.file}: a mask of {len(mask)} values for {commit.rows} rows")
+        if not commit.schema_b64:
+            raise InvalidCheckpoint(f"{commit.file}: no schema in its commit record")
+        gone = frozenset(drop)
+        whole = _schema_from_b64(commit.schema_b64)
+        schema = pa.schema([f for f in whole if f.name not in gone], whole.metadata)
+        if commit.selection is None:
+            selection = Selection(commit.file, commit.sha256, ())
+            self._verify_file(commit, hold=False)  # it becomes a base: it must be sound
+            data = pa.table({BASE_ROW_COLUMN: pc.indices_nonzero(mask).cast(pa.uint32())})
+        else:
+            sel = commit.selection
+            own = tuple(n for n in sel.own if n not in gone)
+            patched = tuple(n for n in sel.patched if n not in gone)
+            selection = Selection(sel.base_file, sel.base_sha256, own, patched)
+            source = self.verify(commit, base=False)
+            data = self._selection_part(commit, source, [*own, BASE_ROW_COLUMN]).filter(mask)
+        rows = data.num_rows
+        return self._commit(key, self._file_name(key), data, rows, schema, op_name, selection)
+
+    def _commit(
+        self,
+        key: CheckpointKey,
+        name: str,
+        data: pa.Table,
+        rows: int,
+        schema: pa.Schema,
+        op_name: str | None,
+        selection: Selection | None,
+    ) -> Commit:
+        """Write ``data`` as the file ``name``, then commit it as ``key`` (a table of ``rows``
+        rows and ``schema``); finally prune older checkpoints."""
         # The checksum is taken from the bytes as they are written, not from a re-read.
         if self.blobs.is_local:
             written: list[HashingWriter] = []
@@ -512,7 +561,7 @@ class CheckpointDir:
         commit = Commit(
             key=key,
             file=name,
-            rows=table.num_rows,
+            rows=rows,
             bytes=sink.size,
             sha256=sink.sha256.hexdigest(),
             fmt=self.fmt,
@@ -521,7 +570,7 @@ class CheckpointDir:
             # Kept for every format: JSONL needs it to restore types, and Parquet stores some
             # types in a wider form (timestamp[s] as [ms], date64 as date32) that it restores.
             # A selection's is the whole table's, as its reader gives it back.
-            schema_b64=_schema_b64(table.schema),
+            schema_b64=_schema_b64(schema),
             selection=selection,
         )
         if self.fence is not None:
