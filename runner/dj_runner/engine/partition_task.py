@@ -375,6 +375,7 @@ def decision_in_place(
         )
     except (InvalidCheckpoint, ValueError):
         return None
+    store.drop_pruned()  # in a bucket, the hashed checkpoint's object (locally gone already)
     usage = op_span.end()
     duration = time.perf_counter() - start
     # Its own file was read, not its table: the bytes read and written are files' bytes.
