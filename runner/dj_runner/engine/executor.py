@@ -44,6 +44,7 @@ from dj_runner.engine.partition_task import (
     PartitionResult,
     SourceChanged,
     count_rejects,
+    decision_in_place,
     in_place_target,
 )
 from dj_runner.engine.ray_backend import RayTaskBackend
@@ -271,8 +272,6 @@ class Executor:
         self.ray_address = ray_address or recipe.ray_address
         self.engine = engine or recipe.engine or default_engine()
         self._pool: LocalPool | None = None
-        #: Threads of the driver for the stage that only applies the last op's decision.
-        self._driver_pool: LocalPool | None = None
         self.wait_for_lock_s = wait_for_lock_s
         self.grace_period_s = grace_period_s
         self.handle_signals = handle_signals
@@ -356,10 +355,9 @@ class Executor:
         try:
             return self._run_locked()
         finally:
-            for pool in (self._pool, self._driver_pool):
-                if pool is not None:
-                    pool.close()
-            self._pool = self._driver_pool = None
+            if self._pool is not None:
+                self._pool.close()
+                self._pool = None
             best_effort(lambda: self.work.blobs.delete(self.work.stop_key(self.run_id)))
             lock.release()
 
@@ -758,15 +756,13 @@ class Executor:
     def _run_stage(self, plan: Plan, parts: list[Any], target: CheckpointKey) -> StageOutcome:
         if not parts:
             return StageOutcome()
+        if self._local is not None and in_place_target(self.recipe, target) is not None:
+            parts = self._decide_in_place(parts, target)
+            if not parts:
+                return StageOutcome()
         stage = StageTask(self.work.uri, self.recipe, plan.sources, target, self.job_id, self.fence)
         backend: Any
-        if self._local is not None and in_place_target(self.recipe, target) is not None:
-            # The last op's decision alone: a small selection file read and written a
-            # partition (``decision_in_place``), on threads of the driver; no worker forked.
-            if self._driver_pool is None:
-                self._driver_pool = LocalPool(max(2, 2 * self._cpus), inline=True)
-            backend = LocalTaskBackend(self._driver_pool, stage)
-        elif self._local is not None:
+        if self._local is not None:
             if self._pool is None:
                 partitions = len(plan.partitions)
                 self._pool = LocalPool(
@@ -794,6 +790,46 @@ class Executor:
         if outcome.interrupted:
             raise Interrupted("stopped by a signal; in-flight checkpoints were committed")
         return outcome
+
+    def _decide_in_place(self, parts: list[Any], target: CheckpointKey) -> list[Any]:
+        """The last op's decision applied, on threads of the driver, to each partition whose
+        newest checkpoint is its hashed one (``decision_in_place``: a selection file read and
+        written, no text). Returns the partitions it did not bring to ``target``: any that
+        stands elsewhere, or whose attempt failed in any way, is left to a task, which tries
+        the same and else runs the ops in a worker, with its retries."""
+        step = in_place_target(self.recipe, target)
+        assert step is not None
+        decision = read_decision(self.work, step, self.fence)
+        events = self.events
+        if decision is None or events is None:
+            return parts
+
+        def attempt(part: Any) -> PartitionResult | None:
+            try:
+                return decision_in_place(
+                    self.work,
+                    self.recipe,
+                    part,
+                    target,
+                    self._store(part.pid),
+                    events,
+                    self.fence,
+                    0,
+                    decision,
+                )
+            except Exception:  # the task retries it, and reports what keeps failing
+                return None
+
+        capacity = max(2, 2 * self._cpus)
+        listener = _StageListener(self, target, True, len(parts), capacity)
+        left = []
+        with cf.ThreadPoolExecutor(capacity, thread_name_prefix="dj-runner-decide") as pool:
+            for part, result in zip(parts, pool.map(attempt, parts), strict=True):
+                if result is None:
+                    left.append(part)
+                else:
+                    listener.on_done(part, result, 0)
+        return left
 
     # ------------------------------------------------------------------ global ops
     def _decide_global(self, plan: Plan, op_idx: int) -> None:

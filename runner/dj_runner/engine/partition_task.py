@@ -23,7 +23,7 @@ from typing import Any
 import pyarrow as pa
 
 from dj_runner.engine.apply import add_hashes, apply_keep_mask, apply_local_kept
-from dj_runner.engine.global_decisions import read_decision
+from dj_runner.engine.global_decisions import GlobalDecision, read_decision
 from dj_runner.errors import MalformedRecordError, OpError, ResumeRefused
 from dj_runner.io.sources import (
     LINE_FORMATS,
@@ -38,7 +38,7 @@ from dj_runner.io.sources import (
 )
 from dj_runner.io.table_schema import concat_unified
 from dj_runner.observe.event_log import EventLogger
-from dj_runner.observe.resources import Span, Usage
+from dj_runner.observe.resources import Span, Usage, peak_rss_bytes
 from dj_runner.ops.common.base import STATS_COLUMN, Mapper, SampleError, TableOp
 from dj_runner.plan.partitioner import PartitionPlan, columnar_hash, combine_digests
 from dj_runner.recipe.parse import Recipe
@@ -224,7 +224,7 @@ def run_partition(
     span = Span()
     store = partition_store(work, pid, recipe.checkpoint, fence)
     store.clean_temporaries()
-    done = decision_in_place(work, recipe, part, target, store, events, fence, attempt, span)
+    done = decision_in_place(work, recipe, part, target, store, events, fence, attempt)
     if done is not None:
         return done
 
@@ -342,14 +342,19 @@ def decision_in_place(
     events: EventLogger,
     fence: Fence | None,
     attempt: int,
-    span: Span,
+    decision: GlobalDecision | None = None,
 ) -> PartitionResult | None:
     """Bring a partition whose newest checkpoint is the hashed one of the recipe's last op (a
     global op) to the final key by that op's decision alone: the hashed checkpoint's rows
     that the decision keeps, committed as a selection (``CheckpointDir.select``) from the
     hashed checkpoint's own file; the partition's texts are not read. ``None`` when that is
-    not where the partition stands (the task then runs the ops as ever), or when the hashed
-    checkpoint fails its check (the ops, resuming from an earlier one, recompute it)."""
+    not where the partition stands (the task then runs the ops as ever), when the hashed
+    checkpoint fails its check (the ops, resuming from an earlier one, recompute it), or when
+    it is a whole table in a bucket (fetching it would cost what loading it does).
+
+    ``decision``: the op's committed decision, if the caller has read it (else read here).
+    Safe on threads of the driver (``Executor``): its CPU time is the calling thread's, and
+    the process's peak RSS is read, never reset."""
     step = in_place_target(recipe, target)
     if step is None:
         return None
@@ -357,14 +362,16 @@ def decision_in_place(
     if store.newest_key() != hashed:
         return None
     commit = store.latest_commit(hashed)
-    decision = read_decision(work, step, fence)
-    if commit is None or decision is None:
+    if commit is None or (commit.selection is None and not store.blobs.is_local):
+        return None
+    decision = decision or read_decision(work, step, fence)
+    if decision is None:
         return None
     pid = part.pid
     spec = recipe.process[step]
     mask = decision.mask_for(pid)
     start = time.perf_counter()
-    op_span = Span()
+    cpu = time.thread_time()
     try:
         final = store.select(
             commit,
@@ -376,7 +383,7 @@ def decision_in_place(
     except (InvalidCheckpoint, ValueError):
         return None
     store.drop_pruned()  # in a bucket, the hashed checkpoint's object (locally gone already)
-    usage = op_span.end()
+    usage = Usage(round(time.thread_time() - cpu, 6), peak_rss_bytes())
     duration = time.perf_counter() - start
     # Its own file was read, not its table: the bytes read and written are files' bytes.
     events.log(
@@ -433,7 +440,7 @@ def decision_in_place(
     result.bytes_read = commit.bytes
     result.checkpoint_bytes = result.bytes_written = final.bytes
     result.s3_retries = s3_retry_report()
-    result.usage = span.end()
+    result.usage = usage
     return result
 
 

@@ -524,6 +524,7 @@ class CheckpointDir:
             own = tuple(n for n in sel.own if n not in gone)
             patched = tuple(n for n in sel.patched if n not in gone)
             selection = Selection(sel.base_file, sel.base_sha256, own, patched)
+            self._base(commit)  # its base's record is there (its bytes are checked by readers)
             source = self.verify(commit, base=False)
             data = self._selection_part(commit, source, [*own, BASE_ROW_COLUMN]).filter(mask)
         rows = data.num_rows
