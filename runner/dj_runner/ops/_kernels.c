@@ -578,6 +578,28 @@ static int out_put(Out *o, const void *src, Py_ssize_t len)
     return 0;
 }
 
+/* String i written (it ends at o->len): its end offset, or OverflowError past int32. */
+static int out_end(Out *o, int32_t *out_off, Py_ssize_t i)
+{
+    if (o->len > INT32_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "the new data exceeds int32 offsets");
+        return -1;
+    }
+    out_off[i + 1] = (int32_t)o->len;
+    return 0;
+}
+
+/* (offsets, data) as bytes: the offsets object and what o holds. */
+static PyObject *out_result(Out *o, PyObject *offsets)
+{
+    PyObject *bytes = PyBytes_FromStringAndSize(o->buf, o->len);
+    if (bytes == NULL)
+        return NULL;
+    PyObject *result = PyTuple_Pack(2, offsets, bytes);
+    Py_DECREF(bytes);
+    return result;
+}
+
 PyDoc_STRVAR(rewrite_doc,
              "rewrite(offsets, data, strip, replace, replacements, /)\n--\n\n"
              "Each string of an Arrow string array (as for count_in_set), stripped of the\n"
@@ -696,20 +718,10 @@ static PyObject *rewrite(PyObject *self, PyObject *const *args, Py_ssize_t nargs
                 goto done;
             run = k;
         }
-        if (out_put(&o, s + run, end - run) < 0)
+        if (out_put(&o, s + run, end - run) < 0 || out_end(&o, out_off, i) < 0)
             goto done;
-        if (o.len > INT32_MAX) {
-            PyErr_SetString(PyExc_OverflowError, "rewritten data exceeds int32 offsets");
-            goto done;
-        }
-        out_off[i + 1] = (int32_t)o.len;
     }
-    {
-        PyObject *bytes = PyBytes_FromStringAndSize(o.buf, o.len);
-        if (bytes != NULL)
-            result = PyTuple_Pack(2, new_offs, bytes);
-        Py_XDECREF(bytes);
-    }
+    result = out_result(&o, new_offs);
 done:
     PyMem_Free(o.buf);
     PyMem_Free(table);
@@ -778,20 +790,11 @@ static PyObject *json_quote(PyObject *self, PyObject *const *args, Py_ssize_t na
                 goto done;
             run = k + 1;
         }
-        if (out_put(&o, s + run, end - run) < 0 || out_put(&o, "\"", 1) < 0)
+        if (out_put(&o, s + run, end - run) < 0 || out_put(&o, "\"", 1) < 0 ||
+            out_end(&o, out_off, i) < 0)
             goto done;
-        if (o.len > INT32_MAX) {
-            PyErr_SetString(PyExc_OverflowError, "quoted data exceeds int32 offsets");
-            goto done;
-        }
-        out_off[i + 1] = (int32_t)o.len;
     }
-    {
-        PyObject *bytes = PyBytes_FromStringAndSize(o.buf, o.len);
-        if (bytes != NULL)
-            result = PyTuple_Pack(2, new_offs, bytes);
-        Py_XDECREF(bytes);
-    }
+    result = out_result(&o, new_offs);
 done:
     PyMem_Free(o.buf);
     Py_XDECREF(new_offs);
